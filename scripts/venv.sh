@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Creates .venv and installs shoal into it (idempotent).
+#   scripts/venv.sh          runtime only
+#   scripts/venv.sh dev      with everything the tests and benchmarks need
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extras="${1:-}"
+python="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip
+fi
+spec="."
+[ "$extras" = "dev" ] && spec=".[dev]"
+stamp=".venv/.installed-${extras:-runtime}"
+# Reinstall only when the project metadata changed since the last install.
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q -e "$spec"
+    touch "$stamp"
+fi

@@ -1,0 +1,57 @@
+"""shoal: a distributed, concurrent, read-through key-value cache for asyncio.
+
+The public API is exactly ``__all__``. Optional dependencies (database
+drivers, msgpack) are imported only when used.
+"""
+
+from ._version import __version__ as __version__
+from .codec import Codec as Codec
+from .config import GroupConfig as GroupConfig
+from .config import NodeConfig as NodeConfig
+from .errors import Closed as Closed
+from .errors import ConfigError as ConfigError
+from .errors import GroupNotFound as GroupNotFound
+from .errors import InvalidKey as InvalidKey
+from .errors import KeyTooLarge as KeyTooLarge
+from .errors import LoadError as LoadError
+from .errors import LoadTimeout as LoadTimeout
+from .errors import MissingExtra as MissingExtra
+from .errors import NotFound as NotFound
+from .errors import ShoalError as ShoalError
+from .errors import ValueTooLarge as ValueTooLarge
+from .group import Group as Group
+from .group import Loader as Loader
+from .node import Node as Node
+from .stats import GroupStats as GroupStats
+from .stats import StoreStats as StoreStats
+from .store import Store as Store
+from .value import Value as Value
+
+__all__ = [
+    "__version__",
+    # core
+    "Node",
+    "Group",
+    "Loader",
+    "Value",
+    "Store",
+    "Codec",
+    # configuration
+    "NodeConfig",
+    "GroupConfig",
+    # statistics
+    "GroupStats",
+    "StoreStats",
+    # errors
+    "ShoalError",
+    "ConfigError",
+    "MissingExtra",
+    "NotFound",
+    "GroupNotFound",
+    "InvalidKey",
+    "KeyTooLarge",
+    "ValueTooLarge",
+    "LoadError",
+    "LoadTimeout",
+    "Closed",
+]

@@ -1,0 +1,126 @@
+"""The exception hierarchy of shoal: one root, builtin bases where one fits.
+
+Every error shoal raises derives from :class:`ShoalError`. Where a builtin
+exception describes the same failure, the shoal error inherits it too, so
+``except KeyError`` still catches :class:`NotFound` and ``except TimeoutError``
+still catches :class:`LoadTimeout`. Adapters translate foreign errors (database
+drivers, HTTP clients) into these at their boundary.
+
+Each error that can reach a client over HTTP carries ``http_status`` and a short
+machine-readable ``code``; the HTTP front-end answers with both.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ShoalError",
+    "ConfigError",
+    "MissingExtra",
+    "NotFound",
+    "GroupNotFound",
+    "InvalidKey",
+    "KeyTooLarge",
+    "ValueTooLarge",
+    "LoadError",
+    "LoadTimeout",
+    "Closed",
+]
+
+
+class ShoalError(Exception):
+    """Root of every error shoal raises."""
+
+    http_status: int = 500
+    code: str = "internal"
+
+
+class ConfigError(ShoalError, ValueError):
+    """A configuration value is missing, malformed or out of range."""
+
+    http_status = 400
+    code = "config"
+
+
+class MissingExtra(ShoalError, ImportError):
+    """An optional dependency is not installed; the message names the extra."""
+
+    code = "missing_extra"
+
+    def __init__(self, module: str, extra: str) -> None:
+        super().__init__(
+            f"{module!r} is not installed; install it with: pip install 'shoal[{extra}]'"
+        )
+        self.module = module
+        self.extra = extra
+
+
+class NotFound(ShoalError, KeyError):
+    """The key does not exist: the loader said so, or a negative entry is cached."""
+
+    http_status = 404
+    code = "not_found"
+
+    def __init__(self, key: str = "", message: str | None = None) -> None:
+        super().__init__(message or f"key not found: {key!r}")
+        self.key = key
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "key not found"
+
+
+class GroupNotFound(ShoalError, LookupError):
+    """No group of that name exists on this node."""
+
+    http_status = 404
+    code = "unknown_group"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"unknown group: {name!r}")
+        self.name = name
+
+
+class InvalidKey(ShoalError, ValueError):
+    """A key is empty or not a string."""
+
+    http_status = 400
+    code = "invalid_key"
+
+
+class KeyTooLarge(InvalidKey):
+    """A key is longer than the group's ``max_key_bytes``."""
+
+    http_status = 414
+    code = "key_too_large"
+
+
+class ValueTooLarge(ShoalError, ValueError):
+    """A value is longer than the group's ``max_value_bytes``."""
+
+    http_status = 413
+    code = "value_too_large"
+
+
+class LoadError(ShoalError):
+    """A loader failed in a way that is not an ordinary exception of its own.
+
+    Raised for a loader that returned an unusable result (None, a wrong type) or
+    raised a ``BaseException`` that is not an ``Exception``. An ordinary exception
+    raised by a loader reaches every waiter unchanged.
+    """
+
+    http_status = 502
+    code = "load_failed"
+
+
+class LoadTimeout(LoadError, TimeoutError):
+    """A loader did not finish within the group's ``load_timeout``."""
+
+    http_status = 504
+    code = "load_timeout"
+
+
+class Closed(ShoalError, RuntimeError):
+    """The node or group is closed (or not started) and cannot serve the call."""
+
+    http_status = 503
+    code = "closed"

@@ -1,0 +1,419 @@
+"""Group: a named keyspace whose misses are filled by a loader (cache-through).
+
+The read path (DESIGN §4): main cache, then hot cache; on a miss, join the
+key's flight; inside the flight, re-check the caches and call the loader once;
+cache the value unless a write or delete of the key happened meanwhile.
+
+All async methods run on the event loop that owns the group. The cache
+lookups (:meth:`Group.cached_bytes`) are thread-safe and never await, which is
+what lets :mod:`shoal.sync` serve hits without a hop to the loop thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import Executor
+from typing import Any, Generic, TypeVar, cast
+
+from .codec import BytesCodec, Codec, codec_for
+from .config import GroupConfig
+from .errors import InvalidKey, KeyTooLarge, LoadError, LoadTimeout, NotFound, ValueTooLarge
+from .singleflight import Call, Flight
+from .stats import GroupStats
+from .store import Clock, Store
+from .value import Value, with_ttl
+
+__all__ = ["Group", "Loader"]
+
+V = TypeVar("V")
+F = TypeVar("F", bound=Callable[..., Any])
+
+Loader = Callable[[str], "Awaitable[V | Value[V]] | V | Value[V]"]
+"""``async def load(key) -> V | Value[V]`` or a sync function of the same shape.
+
+A loader raises :class:`~shoal.errors.NotFound` for a key that does not exist.
+"""
+
+
+class _Negative(bytes):
+    """Type of the marker stored for a cached ``NotFound`` (compared by identity)."""
+
+
+NEGATIVE = _Negative()
+"""The cached marker of a key the loader said does not exist (costs only its key)."""
+
+
+class Group(Generic[V]):
+    """A named, bounded, read-through cache.
+
+    Args:
+        config: the group's settings.
+        loader: fills misses; None makes a plain cache whose misses raise NotFound.
+        codec: turns values into bytes; default from ``config.codec``.
+        executor: runs synchronous loaders; default the loop's default executor.
+        clock: time source for TTLs (``time.time`` by default).
+    """
+
+    def __init__(
+        self,
+        config: GroupConfig,
+        loader: Loader[V] | None = None,
+        *,
+        codec: Codec[V] | None = None,
+        executor: Executor | None = None,
+        clock: Clock = time.time,
+    ) -> None:
+        self.config = config
+        self.name = config.name
+        self._loader = loader
+        self._codec: Codec[V] = codec if codec is not None else codec_for(config.codec)
+        # The bytes codec is the identity: skip the call on the hit path.
+        self._decode: Callable[[bytes], V] | None = (
+            None if isinstance(self._codec, BytesCodec) else self._codec.decode
+        )
+        self._executor = executor
+        self._main = Store(
+            capacity_bytes=config.capacity_bytes,
+            capacity_entries=config.capacity_entries,
+            policy=config.policy,
+            clock=clock,
+        )
+        # Copies of keys owned by other nodes; empty while the group runs alone.
+        self._hot = Store(
+            capacity_bytes=_eighth(config.capacity_bytes),
+            capacity_entries=_eighth(config.capacity_entries),
+            policy=config.policy,
+            clock=clock,
+        )
+        self._main_get = self._main.get
+        self._hot_get = self._hot.get
+        self._flight: Flight[bytes] = Flight()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The event loop the group's async methods run on, once known (set by the
+        node at start, or by the first async call); :mod:`shoal.sync` submits to it."""
+        self._loads = 0
+        self._local_loads = 0
+        self._local_load_errors = 0
+        self._peer_loads = 0
+        self._peer_errors = 0
+        self._server_requests = 0
+
+    def __repr__(self) -> str:
+        return f"<Group {self.name!r} items={len(self._main)} bytes={self._main.nbytes}>"
+
+    # -- reads ---------------------------------------------------------------
+
+    def cached_bytes(self, key: str) -> bytes | None:
+        """Return the cached bytes of ``key``, or None on a miss. Never awaits; thread-safe.
+
+        Raises:
+            NotFound: if the key is cached as missing (see ``negative_ttl``).
+        """
+        data = self._main_get(key)
+        if data is None:
+            data = self._hot_get(key)
+            if data is None:
+                return None
+        if data is NEGATIVE:
+            raise NotFound(key)
+        return data
+
+    async def get(self, key: str) -> V:
+        """Return the value of ``key``, loading it once on a miss.
+
+        Raises:
+            NotFound: the loader says the key does not exist (or the group has no loader).
+            InvalidKey: the key is empty or not a str; KeyTooLarge if too long.
+            LoadTimeout: the load took longer than ``load_timeout``.
+            LoadError: the loader returned something unusable.
+            Exception: whatever the loader raised, unchanged.
+        """
+        data = self._main_get(key)
+        if data is None:
+            data = self._hot_get(key)
+            if data is None:
+                data = await self._load(key, None)
+        if data is NEGATIVE:
+            raise NotFound(key)
+        decode = self._decode
+        return cast(V, data) if decode is None else decode(data)
+
+    async def get_bytes(self, key: str) -> bytes:
+        """Like :meth:`get`, but return the stored bytes without decoding."""
+        data = self.cached_bytes(key)
+        if data is None:
+            data = await self._load(key, None)
+            if data is NEGATIVE:
+                raise NotFound(key)
+        return data
+
+    async def get_or_load(self, key: str, filler: Callable[[], Awaitable[V] | V]) -> V:
+        """Return the value of ``key``, filling a miss with ``filler()`` instead of the loader.
+
+        The fill is deduplicated per key like any load. ``filler`` may be async or
+        sync (sync fillers run in the loader thread pool) and may return a
+        :class:`~shoal.value.Value` to give a TTL.
+        """
+        data = self.cached_bytes(key)
+        if data is None:
+            data = await self._load(key, filler)
+            if data is NEGATIVE:
+                raise NotFound(key)
+        decode = self._decode
+        return cast(V, data) if decode is None else decode(data)
+
+    async def get_many(self, keys: Iterable[str]) -> dict[str, V]:
+        """Return the values of the keys that exist; missing keys are left out.
+
+        Misses load concurrently, each once. The first error other than
+        ``NotFound`` is raised after every load has finished.
+        """
+        unique = list(dict.fromkeys(keys))
+        outcomes = await asyncio.gather(*(self.get(k) for k in unique), return_exceptions=True)
+        found: dict[str, V] = {}
+        error: BaseException | None = None
+        for key, outcome in zip(unique, outcomes, strict=True):
+            if isinstance(outcome, NotFound):
+                continue
+            if isinstance(outcome, BaseException):
+                error = error or outcome
+                continue
+            found[key] = outcome
+        if error is not None:
+            raise error
+        return found
+
+    # -- writes --------------------------------------------------------------
+
+    async def set(self, key: str, value: V, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key`` (the group's TTL unless ``ttl`` is given).
+
+        A load of the key still in flight will not overwrite it.
+
+        Raises:
+            InvalidKey, KeyTooLarge: for a bad key. ValueTooLarge: over ``max_value_bytes``.
+            TypeError: the codec cannot encode ``value``.
+        """
+        await self.set_bytes(key, self._codec.encode(value), ttl)
+
+    async def set_bytes(self, key: str, data: bytes, ttl: float | None = None) -> None:
+        """Like :meth:`set`, with bytes already encoded."""
+        self.validate_key(key)
+        if len(data) > self.config.max_value_bytes:
+            raise ValueTooLarge(
+                f"value of {len(data)} bytes exceeds max_value_bytes={self.config.max_value_bytes}"
+            )
+        if ttl is not None and not (ttl > 0 and ttl != float("inf")):
+            raise ValueError(f"ttl must be positive and finite, got {ttl!r}")
+        self._flight.fence(key)
+        self._hot.delete(key)
+        self._main.set(key, data, ttl=self.config.ttl if ttl is None else ttl)
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key`` from the caches; return whether it was cached.
+
+        A load of the key in flight is fenced: its result reaches its waiters but is not cached.
+        """
+        self.validate_key(key)
+        fenced = self._flight.fence(key)
+        in_main = self._main.delete(key)
+        in_hot = self._hot.delete(key)
+        return in_main or in_hot or fenced
+
+    async def invalidate(self, key: str) -> None:
+        """Drop any cached copy of ``key`` so the next get loads it afresh."""
+        await self.delete(key)
+
+    # -- decorator -----------------------------------------------------------
+
+    def cached(
+        self, *, key: Callable[..., str] | None = None, ttl: float | None = None
+    ) -> Callable[[F], F]:
+        """Decorate a function so its results are cached in this group by its arguments.
+
+        Works on async functions (the wrapper is async) and on plain functions (the
+        wrapper blocks, see :mod:`shoal.sync`, and must be called from a thread other
+        than the event loop's). Concurrent calls with the same key run the function once.
+
+        Args:
+            key: builds the cache key from the call's arguments; default: the
+                function's qualified name plus the ``repr`` of the arguments
+                (hashed with SHA-256 when that would exceed ``max_key_bytes``).
+            ttl: time to live of each result; default the group's TTL.
+
+        Example::
+
+            @users.cached(key=lambda user_id: str(user_id))
+            async def fetch_user(user_id: int) -> bytes: ...
+        """
+
+        def decorate(fn: F) -> F:
+            make_key = key or _default_key(fn, self.config.max_key_bytes)
+            if not inspect.iscoroutinefunction(fn):
+                from .sync import SyncGroup  # the blocking side lives in the facade
+
+                return cast(F, SyncGroup(self).wrap(fn, make_key, ttl))
+
+            @functools.wraps(fn)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                async def fill() -> Any:
+                    return with_ttl(await fn(*args, **kwargs), ttl)
+
+                return await self.get_or_load(make_key(*args, **kwargs), fill)
+
+            return cast(F, wrapper)
+
+        return decorate
+
+    # -- housekeeping --------------------------------------------------------
+
+    def validate_key(self, key: str) -> None:
+        """Raise InvalidKey for a non-str or empty key, KeyTooLarge past ``max_key_bytes``."""
+        if type(key) is not str:
+            raise InvalidKey(f"keys are str, got {type(key).__name__}")
+        if not key:
+            raise InvalidKey("the key is empty")
+        limit = self.config.max_key_bytes
+        # One character is at most 4 UTF-8 bytes: encode only when it could matter.
+        if len(key) > limit or (len(key) * 4 > limit and len(key.encode()) > limit):
+            raise KeyTooLarge(f"key longer than max_key_bytes={limit}")
+
+    def record_server_request(self) -> None:
+        """Count a get that arrived over the network."""
+        self._server_requests += 1
+
+    def sweep(self) -> int:
+        """Reclaim expired entries in both caches; return how many were removed."""
+        return self._main.sweep(limit=10_000) + self._hot.sweep(limit=10_000)
+
+    def statistics(self) -> GroupStats:
+        """A snapshot of the group's counters and both caches."""
+        main, hot = self._main.statistics(), self._hot.statistics()
+        return GroupStats(
+            name=self.name,
+            gets=main.gets,
+            hits=main.hits + hot.hits,
+            loads=self._loads,
+            loads_deduped=self._flight.started,
+            local_loads=self._local_loads,
+            local_load_errors=self._local_load_errors,
+            peer_loads=self._peer_loads,
+            peer_errors=self._peer_errors,
+            server_requests=self._server_requests,
+            main=main,
+            hot=hot,
+        )
+
+    async def aclose(self) -> None:
+        """Cancel loads in flight; their waiters get :class:`~shoal.errors.Closed`."""
+        await self._flight.aclose()
+
+    # -- the miss path -------------------------------------------------------
+
+    async def _load(self, key: str, filler: Callable[[], Any] | None) -> bytes:
+        self.validate_key(key)
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        self._loads += 1
+        if filler is None:
+            return await self._flight.do(key, self._load_once)
+        return await self._flight.do(key, functools.partial(self._load_once, filler=filler))
+
+    async def _load_once(self, call: Call[bytes], filler: Callable[[], Any] | None = None) -> bytes:
+        key = call.key
+        # Singleflight only merges calls that overlap; a flight that finished between
+        # this caller's miss and its joining has already cached the value.
+        data = self._main.peek(key)
+        if data is None:
+            data = self._hot.peek(key)
+        if data is not None:
+            return data
+        try:
+            result = await self._call_loader(key, filler)
+        except NotFound:
+            self._local_load_errors += 1
+            if self.config.negative_ttl is not None and not call.fenced:
+                self._main.set(key, NEGATIVE, ttl=self.config.negative_ttl)
+            raise
+        except BaseException:
+            self._local_load_errors += 1
+            raise
+        ttl = self.config.ttl
+        if isinstance(result, Value):
+            ttl = result.ttl if result.ttl is not None else ttl
+            result = result.data
+        try:
+            data = self._codec.encode(result)
+        except (TypeError, ValueError) as exc:
+            self._local_load_errors += 1
+            raise LoadError(
+                f"loader for group {self.name!r} returned an unusable value: {exc}"
+            ) from exc
+        self._local_loads += 1
+        if not call.fenced:
+            self._main.set(key, data, ttl=ttl)
+        return data
+
+    async def _call_loader(self, key: str, filler: Callable[[], Any] | None) -> Any:
+        fn: Callable[..., Any] | None = filler if filler is not None else self._loader
+        if fn is None:
+            raise NotFound(key, f"key not found: {key!r} (group {self.name!r} has no loader)")
+        args = () if filler is not None else (key,)
+        deadline = asyncio.timeout(self.config.load_timeout)
+        try:
+            async with deadline:
+                if _is_async(fn):
+                    result = await fn(*args)
+                else:
+                    loop = asyncio.get_running_loop()
+                    result = await loop.run_in_executor(self._executor, fn, *args)
+                    if inspect.isawaitable(result):  # a sync callable that returned an awaitable
+                        result = await result
+        except TimeoutError as exc:
+            if not deadline.expired():  # the loader's own TimeoutError: pass it on unchanged
+                raise
+            raise LoadTimeout(
+                f"loading {key!r} in group {self.name!r} took longer than "
+                f"{self.config.load_timeout}s"
+            ) from exc
+        except (Exception, asyncio.CancelledError):
+            raise
+        except BaseException as exc:
+            # KeyboardInterrupt, SystemExit or a custom BaseException from user code must
+            # release the waiters, not tear down the event loop.
+            raise LoadError(f"loader for group {self.name!r} raised {type(exc).__name__}") from exc
+        if result is None:
+            raise LoadError(
+                f"loader for group {self.name!r} returned None for {key!r}; "
+                "raise NotFound for a missing key"
+            )
+        return result
+
+
+def _eighth(bound: int | None) -> int | None:
+    """The hot cache's share of a bound: an eighth, as groupcache does."""
+    return None if bound is None else max(1, bound // 8)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    """True for coroutine functions, including async ``__call__`` methods and partials."""
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
+    )
+
+
+def _default_key(fn: Callable[..., Any], limit: int) -> Callable[..., str]:
+    prefix = f"{fn.__module__}.{fn.__qualname__}"
+
+    def make_key(*args: Any, **kwargs: Any) -> str:
+        key = f"{prefix}{args!r}{sorted(kwargs.items())!r}" if kwargs else f"{prefix}{args!r}"
+        if len(key.encode()) > limit:
+            key = f"{prefix}#{hashlib.sha256(key.encode()).hexdigest()}"
+        return key
+
+    return make_key

@@ -1,0 +1,221 @@
+"""Node: one cache process's composition root.
+
+A node owns its groups, the thread pool that runs synchronous loaders, the
+HTTP API server and its background tasks (the expiry sweep). It is an async
+context manager; nothing it starts outlives the ``async with`` block, and there
+are no process globals, so several nodes can live in one process::
+
+    async with Node(NodeConfig(api_port=9999)) as node:
+        scores = node.group("scores", load_score, ttl=60)
+        print(await scores.get("Tom"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+from types import MappingProxyType, TracebackType
+from typing import Any, Self
+
+from .codec import Codec
+from .config import GroupConfig, NodeConfig
+from .errors import Closed, ConfigError, GroupNotFound
+from .group import Group, Loader
+from .stats import GroupStats
+from .store import Clock
+
+__all__ = ["Node", "new_event_loop"]
+
+log = logging.getLogger("shoal.node")
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new event loop: uvloop's when it is installed, asyncio's otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
+    return loop
+
+
+class Node:
+    """A cache node: groups, loader threads, HTTP API and housekeeping.
+
+    Args:
+        config: how the node runs; defaults to ``NodeConfig()`` (no API server).
+        clock: time source for every group's TTLs (``time.time`` by default).
+    """
+
+    def __init__(self, config: NodeConfig | None = None, *, clock: Clock = time.time) -> None:
+        self.config = config if config is not None else NodeConfig()
+        self._clock = clock
+        self._groups: dict[str, Group[Any]] = {}
+        self._executor = ThreadPoolExecutor(
+            max_workers=self.config.loader_threads, thread_name_prefix="shoal-loader"
+        )
+        self._loaders: list[Any] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._background: list[asyncio.Task[None]] = []
+        self._api_address: tuple[str, int] | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Node groups={sorted(self._groups)} api={self._api_address}>"
+
+    # -- groups --------------------------------------------------------------
+
+    def add_group(
+        self,
+        config: GroupConfig,
+        loader: Loader[Any] | None = None,
+        *,
+        codec: Codec[Any] | None = None,
+    ) -> Group[Any]:
+        """Create and register a group.
+
+        Raises:
+            ConfigError: a group of that name already exists.
+            Closed: the node is closed.
+        """
+        if self._closed:
+            raise Closed("the node is closed")
+        if config.name in self._groups:
+            raise ConfigError(f"group {config.name!r} already exists on this node")
+        group: Group[Any] = Group(
+            config, loader, codec=codec, executor=self._executor, clock=self._clock
+        )
+        group.loop = self._loop
+        self._groups[config.name] = group
+        if loader is not None and callable(getattr(loader, "aclose", None)):
+            self._loaders.append(loader)
+        return group
+
+    def group(
+        self,
+        name: str,
+        loader: Loader[Any] | None = None,
+        *,
+        codec: str | Codec[Any] | None = None,
+        **options: Any,
+    ) -> Group[Any]:
+        """Create and register a group; ``options`` are :class:`GroupConfig` fields.
+
+        ``codec`` is a codec name (``"json"``) or a :class:`~shoal.codec.Codec` object.
+        Example: ``node.group("scores", load_score, capacity_bytes=8 << 20, ttl=60)``.
+        """
+        if isinstance(codec, str):
+            options["codec"], codec = codec, None
+        try:
+            config = GroupConfig(name=name, **options)
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from exc
+        return self.add_group(config, loader, codec=codec)
+
+    def get_group(self, name: str) -> Group[Any]:
+        """Return the group called ``name``.
+
+        Raises:
+            GroupNotFound: no such group on this node.
+        """
+        try:
+            return self._groups[name]
+        except KeyError:
+            raise GroupNotFound(name) from None
+
+    @property
+    def groups(self) -> Mapping[str, Group[Any]]:
+        """The node's groups by name (a read-only view)."""
+        return MappingProxyType(self._groups)
+
+    def statistics(self) -> dict[str, GroupStats]:
+        """A snapshot of every group's statistics, by name."""
+        return {name: group.statistics() for name, group in self._groups.items()}
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def api_address(self) -> tuple[str, int] | None:
+        """The (host, port) the HTTP API listens on, once started; None without one."""
+        return self._api_address
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the node runs on, once started."""
+        return self._loop
+
+    async def start(self) -> None:
+        """Start background tasks and, if configured, the HTTP API server.
+
+        Prefer ``async with node:``, which also guarantees :meth:`aclose`.
+        """
+        if self._closed:
+            raise Closed("the node is closed")
+        if self._stack is not None:
+            raise RuntimeError("the node is already started")
+        self._loop = asyncio.get_running_loop()
+        for group in self._groups.values():
+            group.loop = self._loop
+        async with contextlib.AsyncExitStack() as stack:
+            tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            self._background.append(tasks.create_task(self._sweep_forever(), name="shoal-sweep"))
+            if self.config.api_port is not None:
+                from .api.http import ApiServer
+
+                server = ApiServer(self)
+                stack.push_async_callback(server.aclose)
+                self._api_address = await server.start(self.config.api_host, self.config.api_port)
+                log.info("HTTP API listening on http://%s:%d", *self._api_address)
+            self._stack = stack.pop_all()
+
+    async def aclose(self) -> None:
+        """Stop the servers and background tasks, cancel loads, close loaders and threads.
+
+        Idempotent. Waiters of cancelled loads get :class:`~shoal.errors.Closed`.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            for task in self._background:
+                task.cancel()
+            if self._stack is not None:
+                await self._stack.aclose()  # the servers, then the task group's join
+        finally:
+            self._stack = None
+            self._background.clear()
+            for group in self._groups.values():
+                await group.aclose()
+            for loader in self._loaders:
+                try:
+                    await loader.aclose()
+                except Exception:
+                    log.exception("closing the loader %r failed", loader)
+            # Threads stuck in a hung sync loader are abandoned, not joined.
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.sweep_interval)
+            for group in list(self._groups.values()):
+                try:
+                    group.sweep()
+                except Exception:  # a sweep must never take the node down
+                    log.exception("sweeping group %r failed", group.name)

@@ -1,0 +1,122 @@
+"""Singleflight: at most one load per key at a time, shared by every caller.
+
+Rules (DESIGN §4.2):
+
+* The load runs in a task owned by the :class:`Flight`, never by the caller
+  that happened to start it. Callers wait through ``asyncio.shield``, so a
+  cancelled caller (the first one included) cancels nobody else.
+* Every waiter gets the same value or the same exception.
+* A call can be *fenced* (a write or delete of the key happened while it ran):
+  it is detached at once, so later callers start a fresh load, and the running
+  function can check :attr:`Call.fenced` before caching its result.
+* :meth:`Flight.aclose` cancels whatever still runs; its waiters get
+  :class:`~shoal.errors.Closed` rather than hanging.
+
+Not thread-safe: use it from the event loop that owns it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
+
+from .errors import Closed
+
+__all__ = ["Flight", "Call"]
+
+T = TypeVar("T")
+
+
+class Call(Generic[T]):
+    """One running load of one key."""
+
+    __slots__ = ("fenced", "key", "task")
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.fenced = False
+        """True once a write or delete of the key made this load's result stale."""
+        self.task: asyncio.Task[T]
+
+
+class Flight(Generic[T]):
+    """Deduplicates concurrent loads by key."""
+
+    __slots__ = ("_calls", "_closed", "_tasks", "started")
+
+    def __init__(self) -> None:
+        self._calls: dict[str, Call[T]] = {}
+        self._tasks: set[asyncio.Task[T]] = set()  # fenced ones too, until they finish
+        self._closed = False
+        self.started = 0
+        """Loads actually started (callers that joined a running load not counted)."""
+
+    def __len__(self) -> int:
+        """Keys with a load in flight (fenced loads not counted)."""
+        return len(self._calls)
+
+    def running(self, key: str) -> bool:
+        """Whether an unfenced load of ``key`` is in flight."""
+        return key in self._calls
+
+    async def do(self, key: str, fn: Callable[[Call[T]], Awaitable[T]]) -> T:
+        """Return the result of ``fn(call)``, run once for all concurrent callers of ``key``.
+
+        Raises:
+            Closed: if the flight is closed, or was closed while the load ran.
+            BaseException: whatever ``fn`` raised, the same object for every waiter.
+        """
+        call = self._calls.get(key)
+        if call is None:
+            if self._closed:
+                raise Closed("the group is closed")
+            call = Call(key)
+            call.task = asyncio.get_running_loop().create_task(self._run(call, fn))
+            self._calls[key] = call
+            self._tasks.add(call.task)
+            call.task.add_done_callback(self._finished(call))
+            self.started += 1
+        task = call.task
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and not (current is not None and current.cancelling()):
+                # The load itself was cancelled by aclose(), not this caller.
+                raise Closed("the group was closed while loading") from None
+            raise
+
+    def fence(self, key: str) -> bool:
+        """Mark the load of ``key`` stale and detach it; return whether one was running."""
+        call = self._calls.pop(key, None)
+        if call is None:
+            return False
+        call.fenced = True
+        return True
+
+    async def aclose(self) -> None:
+        """Cancel every running load and wait until they have finished."""
+        self._closed = True
+        self._calls.clear()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    @staticmethod
+    async def _run(call: Call[T], fn: Callable[[Call[T]], Awaitable[T]]) -> T:
+        return await fn(call)
+
+    def _finished(self, call: Call[T]) -> Callable[[asyncio.Task[T]], None]:
+        def done(task: asyncio.Task[T]) -> None:
+            self._tasks.discard(task)
+            if self._calls.get(call.key) is call:
+                del self._calls[call.key]
+            # Mark the outcome retrieved: if every waiter was cancelled, nobody reads it,
+            # and asyncio would log "exception was never retrieved".
+            if not task.cancelled():
+                task.exception()
+
+        return done

@@ -1,0 +1,68 @@
+"""Statistics: frozen snapshots handed to callers; live counters stay private."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+__all__ = ["StoreStats", "GroupStats"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreStats:
+    """A snapshot of one :class:`~shoal.store.Store`."""
+
+    bytes: int
+    """Key plus value bytes held now."""
+    items: int
+    """Entries held now (negative entries included)."""
+    gets: int
+    """Lookups since the store was created."""
+    hits: int
+    """Lookups that found a live entry."""
+    evictions: int
+    """Entries removed to make room."""
+    expirations: int
+    """Entries removed because their TTL ran out (on read or by a sweep)."""
+    capacity_bytes: int | None
+    """Byte bound, or None."""
+    capacity_entries: int | None
+    """Entry bound, or None."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot as a plain dict (for JSON)."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupStats:
+    """A snapshot of one :class:`~shoal.group.Group`, in groupcache's terms."""
+
+    name: str
+    """The group's name."""
+    gets: int
+    """Every get, hit or miss."""
+    hits: int
+    """Gets answered from the main or the hot cache."""
+    loads: int
+    """Gets that missed both caches and went through the flight (deduplicated or not)."""
+    loads_deduped: int
+    """Flights actually run: ``loads`` minus the callers that joined a running flight."""
+    local_loads: int
+    """Loader calls that succeeded."""
+    local_load_errors: int
+    """Loader calls that failed (``NotFound`` included)."""
+    peer_loads: int
+    """Values fetched from a peer."""
+    peer_errors: int
+    """Peer fetches that failed."""
+    server_requests: int
+    """Gets that arrived over the network (HTTP API or peer protocol)."""
+    main: StoreStats
+    """The main cache: keys this node owns and loaded."""
+    hot: StoreStats
+    """The hot cache: copies of keys owned by other nodes."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The snapshot as a plain dict (for JSON)."""
+        return asdict(self)

@@ -1,0 +1,258 @@
+"""Store: bounded, thread-safe storage with byte accounting and expiry.
+
+A store wraps an eviction :class:`~shoal.policy.Policy` and adds what the
+policy must not know about: a lock (every method is safe from any thread),
+the byte and entry bounds, time to live through an injected clock, and
+statistics. The cost of an entry is ``len(key) + len(value)``.
+
+Accounting invariant, kept under the lock by every method: ``self._bytes`` is
+the sum of the costs of the entries the policy holds, so a replace or a delete
+can never leak bytes. Expiry is lazy (an expired entry found by a read is
+removed and reported as a miss) plus :meth:`Store.sweep`, which reclaims
+expired entries nobody reads, in order of expiry, from a heap.
+"""
+
+from __future__ import annotations
+
+import heapq
+import threading
+import time
+from collections.abc import Callable
+
+from .errors import ConfigError
+from .policy import Policy, make_policy
+from .stats import StoreStats
+
+__all__ = ["Store", "Clock"]
+
+Clock = Callable[[], float]
+"""A function returning the current time in seconds (``time.time`` by default)."""
+
+
+class Store:
+    """A bounded key → bytes map with TTLs, safe for concurrent use.
+
+    Args:
+        capacity_bytes: bound on the total cost of the entries, or None.
+        capacity_entries: bound on the number of entries, or None.
+        policy: a policy name (``"lru"``) or a fresh :class:`~shoal.policy.Policy`.
+        clock: time source in seconds; expiry times are on this clock.
+
+    Raises:
+        ConfigError: for a non-positive bound.
+    """
+
+    __slots__ = (
+        "_bytes",
+        "_cap_bytes",
+        "_cap_entries",
+        "_clock",
+        "_evictions",
+        "_expirations",
+        "_expires",
+        "_gets",
+        "_heap",
+        "_hits",
+        "_lock",
+        "_policy",
+        "_policy_get",
+    )
+
+    def __init__(
+        self,
+        *,
+        capacity_bytes: int | None = None,
+        capacity_entries: int | None = None,
+        policy: str | Policy = "lru",
+        clock: Clock = time.time,
+    ) -> None:
+        for name, bound in (
+            ("capacity_bytes", capacity_bytes),
+            ("capacity_entries", capacity_entries),
+        ):
+            if bound is not None and bound <= 0:
+                raise ConfigError(f"{name} must be positive, got {bound}")
+        self._policy: Policy = make_policy(policy) if isinstance(policy, str) else policy
+        if len(self._policy):
+            raise ConfigError("a store needs an empty policy")
+        self._policy_get = self._policy.get
+        self._cap_bytes = capacity_bytes
+        self._cap_entries = capacity_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._bytes = 0
+        # key -> absolute expiry, only for entries that have one; the heap holds
+        # (expiry, key) pairs, some stale after a replace or delete (checked on pop).
+        self._expires: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._gets = 0
+        self._hits = 0
+        self._evictions = 0
+        self._expirations = 0
+
+    # -- reads ---------------------------------------------------------------
+
+    def get(self, key: str) -> bytes | None:
+        """Return the live value of ``key`` and record the access, or None.
+
+        An entry found expired is removed (its bytes reclaimed) and counts as a miss.
+        """
+        with self._lock:
+            self._gets += 1
+            value = self._policy_get(key)
+            if value is None:
+                return None
+            if self._expires:
+                expiry = self._expires.get(key)
+                if expiry is not None and expiry <= self._clock():
+                    self._discard(key)
+                    self._expirations += 1
+                    return None
+            self._hits += 1
+            return value
+
+    def peek(self, key: str) -> bytes | None:
+        """Return the live value of ``key`` without recording an access or a get."""
+        with self._lock:
+            value = self._policy.peek(key)
+            if value is None:
+                return None
+            expiry = self._expires.get(key)
+            if expiry is not None and expiry <= self._clock():
+                return None
+            return value
+
+    def expiry(self, key: str) -> float | None:
+        """Absolute expiry time of ``key`` on the store's clock, or None (no TTL or absent)."""
+        with self._lock:
+            return self._expires.get(key)
+
+    def __contains__(self, key: object) -> bool:
+        """Whether a live entry for ``key`` is held (records nothing)."""
+        return isinstance(key, str) and self.peek(key) is not None
+
+    def __len__(self) -> int:
+        """Entries held, expired ones not yet reclaimed included."""
+        return len(self._policy)
+
+    @property
+    def nbytes(self) -> int:
+        """Total cost of the entries held."""
+        return self._bytes
+
+    # -- writes --------------------------------------------------------------
+
+    def set(
+        self,
+        key: str,
+        value: bytes,
+        *,
+        ttl: float | None = None,
+        expires_at: float | None = None,
+    ) -> bool:
+        """Insert or replace ``key``, then evict until both bounds hold.
+
+        Args:
+            key: the key.
+            value: the value bytes.
+            ttl: seconds from now until the entry expires.
+            expires_at: absolute expiry on the store's clock (wins over ``ttl``).
+
+        Returns:
+            False if the entry alone exceeds ``capacity_bytes``: it is not stored,
+            and any older value of ``key`` is removed so it cannot be served stale.
+        """
+        cost = len(key) + len(value)
+        if expires_at is None and ttl is not None:
+            expires_at = self._clock() + ttl
+        with self._lock:
+            cap_bytes = self._cap_bytes
+            if cap_bytes is not None and cost > cap_bytes:
+                self._discard(key)
+                return False
+            old = self._policy.put(key, value, cost)
+            if old is not None:
+                self._bytes -= len(key) + len(old)
+            self._bytes += cost
+            if expires_at is None:
+                if self._expires:
+                    self._expires.pop(key, None)
+            else:
+                self._expires[key] = expires_at
+                heapq.heappush(self._heap, (expires_at, key))
+            self._evict_over_bounds()
+            return True
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; return whether an entry (even an expired one) was held."""
+        with self._lock:
+            return self._discard(key)
+
+    def clear(self) -> None:
+        """Remove every entry (statistics are kept)."""
+        with self._lock:
+            self._policy.clear()
+            self._expires.clear()
+            self._heap.clear()
+            self._bytes = 0
+
+    def sweep(self, limit: int | None = None) -> int:
+        """Remove entries whose expiry has passed, earliest first.
+
+        Args:
+            limit: stop after this many removals (keeps one sweep's lock hold short).
+
+        Returns:
+            The number of expired entries removed.
+        """
+        removed = 0
+        with self._lock:
+            now = self._clock()
+            heap, expires = self._heap, self._expires
+            while heap and heap[0][0] <= now and (limit is None or removed < limit):
+                expiry, key = heapq.heappop(heap)
+                if expires.get(key) == expiry:  # not replaced or deleted since it was pushed
+                    self._discard(key)
+                    self._expirations += 1
+                    removed += 1
+            # Replaced and deleted entries leave stale heap items; rebuild when they dominate.
+            if len(heap) > 2 * len(expires) + 64:
+                self._heap = [(e, k) for k, e in expires.items()]
+                heapq.heapify(self._heap)
+        return removed
+
+    def statistics(self) -> StoreStats:
+        """A consistent snapshot of sizes and counters."""
+        with self._lock:
+            return StoreStats(
+                bytes=self._bytes,
+                items=len(self._policy),
+                gets=self._gets,
+                hits=self._hits,
+                evictions=self._evictions,
+                expirations=self._expirations,
+                capacity_bytes=self._cap_bytes,
+                capacity_entries=self._cap_entries,
+            )
+
+    # -- internals (called with the lock held) -------------------------------
+
+    def _discard(self, key: str) -> bool:
+        old = self._policy.remove(key)
+        if old is None:
+            return False
+        self._bytes -= len(key) + len(old)
+        if self._expires:
+            self._expires.pop(key, None)
+        return True
+
+    def _evict_over_bounds(self) -> None:
+        cap_bytes, cap_entries, policy = self._cap_bytes, self._cap_entries, self._policy
+        while (cap_bytes is not None and self._bytes > cap_bytes) or (
+            cap_entries is not None and len(policy) > cap_entries
+        ):
+            key, value = policy.evict()
+            self._bytes -= len(key) + len(value)
+            if self._expires:
+                self._expires.pop(key, None)
+            self._evictions += 1

@@ -1,0 +1,262 @@
+"""Blocking facade for threads: Flask, Django, scripts.
+
+Everything is written once, in async code; this module only forwards. A hit is
+answered in the calling thread straight from the thread-safe store (a lock, no
+thread switch); a miss or a write is submitted to the node's event loop and
+the calling thread waits for it. Calling a blocking method from the event
+loop's own thread would deadlock, so it raises ``RuntimeError`` instead.
+
+::
+
+    with SyncNode() as node:
+        scores = node.group("scores", load_score)     # a sync or async loader
+        print(scores.get("Tom"))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import threading
+from collections.abc import Callable, Coroutine, Iterable
+from concurrent.futures import Future
+from types import TracebackType
+from typing import Any, Generic, Self, TypeVar, cast
+
+from .codec import BytesCodec, Codec
+from .config import NodeConfig
+from .errors import Closed, NotFound
+from .group import NEGATIVE, Group, Loader
+from .node import Node, new_event_loop
+from .stats import GroupStats
+from .value import with_ttl
+
+__all__ = ["SyncGroup", "SyncNode"]
+
+V = TypeVar("V")
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _run(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on ``loop`` and block the calling thread for its result."""
+    if loop is None or loop.is_closed():
+        coro.close()
+        raise Closed("the group's event loop is not running; start its node first")
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        coro.close()
+        raise RuntimeError(
+            "a blocking shoal call was made on the event loop's own thread; use the async API"
+        )
+    future: Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()  # e.g. KeyboardInterrupt in the waiting thread
+        raise
+
+
+class SyncGroup(Generic[V]):
+    """Blocking access to a :class:`~shoal.group.Group` from any thread.
+
+    Args:
+        group: the group; its event loop must be running in another thread.
+    """
+
+    __slots__ = ("_decode", "_group", "_hot_get", "_main_get")
+
+    def __init__(self, group: Group[V]) -> None:
+        self._group = group
+        # Bound store lookups: the hit path below is two calls deep.
+        self._main_get = group._main.get
+        self._hot_get = group._hot.get
+        codec: Codec[V] = group._codec
+        self._decode: Callable[[bytes], V] | None = (
+            None if isinstance(codec, BytesCodec) else codec.decode
+        )
+
+    @property
+    def group(self) -> Group[V]:
+        """The async group behind this facade."""
+        return self._group
+
+    @property
+    def name(self) -> str:
+        """The group's name."""
+        return self._group.name
+
+    def get(self, key: str) -> V:
+        """Return the value of ``key``; a hit never leaves the calling thread.
+
+        Raises the same errors as :meth:`Group.get <shoal.group.Group.get>`.
+        """
+        data = self._main_get(key)
+        if data is None:
+            data = self._hot_get(key)
+            if data is None:
+                return _run(self._group.loop, self._group.get(key))
+        if data is NEGATIVE:
+            raise NotFound(key)
+        decode = self._decode
+        return cast(V, data) if decode is None else decode(data)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, V]:
+        """Return the values of the keys that exist (see ``Group.get_many``)."""
+        return _run(self._group.loop, self._group.get_many(list(keys)))
+
+    def set(self, key: str, value: V, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key`` (see ``Group.set``)."""
+        _run(self._group.loop, self._group.set(key, value, ttl))
+
+    def delete(self, key: str) -> bool:
+        """Remove ``key``; return whether it was cached (see ``Group.delete``)."""
+        return _run(self._group.loop, self._group.delete(key))
+
+    def invalidate(self, key: str) -> None:
+        """Drop any cached copy of ``key`` (see ``Group.invalidate``)."""
+        _run(self._group.loop, self._group.invalidate(key))
+
+    def statistics(self) -> GroupStats:
+        """A snapshot of the group's statistics (thread-safe, no hop)."""
+        return self._group.statistics()
+
+    def cached(
+        self, *, key: Callable[..., str] | None = None, ttl: float | None = None
+    ) -> Callable[[F], F]:
+        """Decorate a plain function so its results are cached by its arguments.
+
+        See :meth:`Group.cached <shoal.group.Group.cached>`; this is its blocking form.
+        """
+        return self._group.cached(key=key, ttl=ttl)
+
+    def wrap(
+        self, fn: Callable[..., T], make_key: Callable[..., str], ttl: float | None
+    ) -> Callable[..., T]:
+        """Return a blocking wrapper of ``fn`` that caches its results under ``make_key(...)``.
+
+        A hit is served in the calling thread; a miss runs ``fn`` once per key in the
+        node's loader thread pool, however many threads ask at once.
+        """
+        group = self._group
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            key = make_key(*args, **kwargs)
+            data = self._main_get(key)
+            if data is None:
+                data = self._hot_get(key)
+            if data is None or data is NEGATIVE:
+
+                def fill() -> Any:
+                    return with_ttl(fn(*args, **kwargs), ttl)
+
+                return cast(T, _run(group.loop, group.get_or_load(key, fill)))
+            decode = self._decode
+            return cast(T, data if decode is None else decode(data))
+
+        return wrapper
+
+
+class SyncNode:
+    """A :class:`~shoal.node.Node` running on its own event-loop thread.
+
+    Use it as a context manager, or call :meth:`start` and :meth:`close`.
+
+    Args:
+        config: the node's configuration.
+    """
+
+    def __init__(self, config: NodeConfig | None = None) -> None:
+        self._node = Node(config)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+
+    @property
+    def node(self) -> Node:
+        """The async node behind this facade."""
+        return self._node
+
+    def start(self) -> Self:
+        """Start the event-loop thread and the node; return once the node is serving.
+
+        Raises:
+            Exception: whatever the node's start raised (e.g. the API port is taken).
+        """
+        if self._thread is not None:
+            raise RuntimeError("the node is already started")
+        ready: Future[None] = Future()
+        self._thread = threading.Thread(
+            target=self._serve, args=(ready,), name="shoal-node", daemon=True
+        )
+        self._thread.start()
+        try:
+            ready.result()
+        except BaseException:
+            self._thread.join()
+            self._thread = None
+            raise
+        return self
+
+    def close(self) -> None:
+        """Close the node and stop its thread (idempotent)."""
+        thread, loop, stop = self._thread, self._loop, self._stop
+        if thread is None or loop is None or stop is None:
+            return
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(stop.set)
+        thread.join()
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def group(
+        self,
+        name: str,
+        loader: Loader[Any] | None = None,
+        *,
+        codec: str | Codec[Any] | None = None,
+        **options: Any,
+    ) -> SyncGroup[Any]:
+        """Create a group (see :meth:`Node.group <shoal.node.Node.group>`) and return its facade."""
+        return SyncGroup(self._node.group(name, loader, codec=codec, **options))
+
+    def get_group(self, name: str) -> SyncGroup[Any]:
+        """The facade of an existing group (raises GroupNotFound)."""
+        return SyncGroup(self._node.get_group(name))
+
+    def _serve(self, ready: Future[None]) -> None:
+        loop = new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main(ready))
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _main(self, ready: Future[None]) -> None:
+        self._stop = asyncio.Event()
+        try:
+            await self._node.start()
+        except BaseException as exc:
+            ready.set_exception(exc)
+            await self._node.aclose()
+            return
+        ready.set_result(None)
+        try:
+            await self._stop.wait()
+        finally:
+            await self._node.aclose()
