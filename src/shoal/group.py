@@ -243,7 +243,7 @@ class Group(Generic[V]):
         Args:
             key: builds the cache key from the call's arguments; default: the
                 function's qualified name plus the ``repr`` of the arguments
-                (hashed with SHA-256 when that would exceed ``max_key_bytes``).
+                (hashed when that would exceed ``max_key_bytes``).
             ttl: time to live of each result; default the group's TTL.
 
         Example::
@@ -408,12 +408,19 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 
 
 def _default_key(fn: Callable[..., Any], limit: int) -> Callable[..., str]:
+    """Key builder of :meth:`Group.cached`: qualified name + ``repr`` of the arguments.
+
+    A key that would exceed ``limit`` bytes becomes the (trimmed) name plus a
+    128-bit BLAKE2 digest of the full key, so long arguments still cache.
+    """
     prefix = f"{fn.__module__}.{fn.__qualname__}"
+    short = prefix.encode()[: max(0, limit - 33)].decode(errors="ignore")
 
     def make_key(*args: Any, **kwargs: Any) -> str:
         key = f"{prefix}{args!r}{sorted(kwargs.items())!r}" if kwargs else f"{prefix}{args!r}"
-        if len(key.encode()) > limit:
-            key = f"{prefix}#{hashlib.sha256(key.encode()).hexdigest()}"
+        encoded = key.encode()
+        if len(encoded) > limit:
+            key = f"{short}#{hashlib.blake2b(encoded, digest_size=16).hexdigest()}"
         return key
 
     return make_key

@@ -162,8 +162,6 @@ class Node:
         for group in self._groups.values():
             group.loop = self._loop
         async with contextlib.AsyncExitStack() as stack:
-            tasks = await stack.enter_async_context(asyncio.TaskGroup())
-            self._background.append(tasks.create_task(self._sweep_forever(), name="shoal-sweep"))
             if self.config.api_port is not None:
                 from .api.http import ApiServer
 
@@ -171,6 +169,10 @@ class Node:
                 stack.push_async_callback(server.aclose)
                 self._api_address = await server.start(self.config.api_host, self.config.api_port)
                 log.info("HTTP API listening on http://%s:%d", *self._api_address)
+            # Entered last: an error raised inside a TaskGroup's block would come out
+            # wrapped in an ExceptionGroup, so nothing that can fail follows it.
+            tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            self._background.append(tasks.create_task(self._sweep_forever(), name="shoal-sweep"))
             self._stack = stack.pop_all()
 
     async def aclose(self) -> None:
@@ -185,7 +187,7 @@ class Node:
             for task in self._background:
                 task.cancel()
             if self._stack is not None:
-                await self._stack.aclose()  # the servers, then the task group's join
+                await self._stack.aclose()  # joins the task group, then closes the servers
         finally:
             self._stack = None
             self._background.clear()

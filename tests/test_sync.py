@@ -1,0 +1,133 @@
+"""The sync facade: blocking calls from many threads; hits stay in the calling thread."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from shoal import Closed, GroupConfig, NodeConfig, NotFound
+from shoal.group import Group
+from shoal.sync import SyncGroup, SyncNode
+
+
+def test_many_threads_one_load_per_key() -> None:
+    """64 threads asking for 8 cold keys cause exactly 8 loads, all see the same values."""
+    calls: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def load(key: str) -> bytes:
+        with lock:
+            calls[key] = calls.get(key, 0) + 1
+        time.sleep(0.02)  # keep the loads in flight while the other threads arrive
+        return key.upper().encode()
+
+    with SyncNode() as node:
+        g = node.group("g", load)
+        barrier = threading.Barrier(64)
+
+        def ask(n: int) -> bytes:
+            barrier.wait()
+            return g.get(f"k{n % 8}")
+
+        with ThreadPoolExecutor(64) as pool:
+            results = list(pool.map(ask, range(64)))
+        assert results == [f"K{n % 8}".encode() for n in range(64)]
+        assert calls == {f"k{i}": 1 for i in range(8)}
+
+
+def test_hit_does_not_hop_to_the_loop_thread() -> None:
+    """A hit is answered while the event loop is blocked: proof it never goes there."""
+    with SyncNode() as node:
+        g = node.group("g", lambda k: b"v")
+        assert g.get("k") == b"v"
+        loop = node.node.loop
+        assert loop is not None
+        blocked, release = threading.Event(), threading.Event()
+        loop.call_soon_threadsafe(lambda: (blocked.set(), release.wait(5)))
+        blocked.wait(5)
+        try:
+            assert g.get("k") == b"v"  # would hang if it needed the loop
+        finally:
+            release.set()
+
+
+def test_writes_and_errors_cross_threads() -> None:
+    """set/delete/get_many work from threads; NotFound reaches the caller."""
+    with SyncNode() as node:
+        g = node.group("g", None, codec="str")
+        g.set("a", "1")
+        g.set("b", "2", ttl=60)
+        assert g.get("a") == "1"
+        assert g.get_many(["a", "b", "c"]) == {"a": "1", "b": "2"}
+        assert g.delete("a") is True
+        with pytest.raises(NotFound):
+            g.get("a")
+        g.invalidate("b")
+        assert g.statistics().main.items == 0
+        assert node.get_group("g").name == "g"
+
+
+def test_sync_decorator_from_threads() -> None:
+    """A decorated plain function runs once per key across threads."""
+    calls = 0
+    lock = threading.Lock()
+    with SyncNode() as node:
+        g = node.group("fib", None, codec="json")
+
+        @g.cached()
+        def slow_square(n: int) -> int:
+            nonlocal calls
+            with lock:
+                calls += 1
+            time.sleep(0.02)
+            return n * n
+
+        with ThreadPoolExecutor(16) as pool:
+            assert set(pool.map(lambda _: slow_square(12), range(32))) == {144}
+        assert calls == 1
+        assert slow_square(3) == 9
+        assert calls == 2
+
+
+def test_blocking_call_on_the_loop_thread_is_refused() -> None:
+    """Calling the facade from the loop thread raises instead of deadlocking."""
+
+    async def main() -> None:
+        g: Group[bytes] = Group(GroupConfig(name="g"), lambda k: b"v")
+        g.loop = asyncio.get_running_loop()
+        with pytest.raises(RuntimeError, match="event loop"):
+            SyncGroup(g).get("k")
+
+    asyncio.run(main())
+
+
+def test_facade_without_a_running_loop_is_closed() -> None:
+    """A group whose loop is not running gives Closed, not a hang."""
+    g: Group[bytes] = Group(GroupConfig(name="g"), lambda k: b"v")
+    with pytest.raises(Closed):
+        SyncGroup(g).get("k")
+
+
+def test_start_failure_is_raised_and_thread_stops() -> None:
+    """A node that cannot start (port taken) raises from start()."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        node = SyncNode(NodeConfig(api_port=port))
+        with pytest.raises(OSError, match="address already in use|Address already in use|98"):
+            node.start()
+    node.close()
+
+
+def test_close_is_idempotent() -> None:
+    """close() twice is fine."""
+    node = SyncNode().start()
+    node.close()
+    node.close()
