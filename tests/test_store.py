@@ -227,7 +227,7 @@ class StoreMachine(RuleBasedStateMachine):
 
     @invariant()
     def bounds_and_accounting(self) -> None:
-        held = {k: self.store._policy.peek(k) for k in list(self.store._policy.keys())}
+        held = {k: self.store._policy.lookup(k) for k in list(self.store._policy.keys())}
         assert self.store.nbytes == sum(len(k) + len(v) for k, v in held.items() if v is not None)
         assert self.store.nbytes <= 64
         assert len(self.store) <= 6

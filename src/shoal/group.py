@@ -40,14 +40,6 @@ A loader raises :class:`~shoal.errors.NotFound` for a key that does not exist.
 """
 
 
-class _Negative(bytes):
-    """Type of the marker stored for a cached ``NotFound`` (compared by identity)."""
-
-
-NEGATIVE = _Negative()
-"""The cached marker of a key the loader said does not exist (costs only its key)."""
-
-
 class Group(Generic[V]):
     """A named, bounded, read-through cache.
 
@@ -90,6 +82,13 @@ class Group(Generic[V]):
             policy=config.policy,
             clock=clock,
         )
+        # Keys the loader said do not exist (kept for ``negative_ttl``); apart from the
+        # main cache, so a main-cache hit never needs a check for a negative entry.
+        self._negative = Store(
+            capacity_bytes=_eighth(config.capacity_bytes),
+            capacity_entries=_eighth(config.capacity_entries),
+            clock=clock,
+        )
         self._main_get = self._main.get
         self._hot_get = self._hot.get
         self._flight: Flight[bytes] = Flight()
@@ -117,10 +116,8 @@ class Group(Generic[V]):
         data = self._main_get(key)
         if data is None:
             data = self._hot_get(key)
-            if data is None:
-                return None
-        if data is NEGATIVE:
-            raise NotFound(key)
+            if data is None and self._negative.get(key) is not None:
+                raise NotFound(key)
         return data
 
     async def get(self, key: str) -> V:
@@ -135,22 +132,14 @@ class Group(Generic[V]):
         """
         data = self._main_get(key)
         if data is None:
-            data = self._hot_get(key)
-            if data is None:
-                data = await self._load(key, None)
-        if data is NEGATIVE:
-            raise NotFound(key)
+            data = await self._fetch(key, None)
         decode = self._decode
         return cast(V, data) if decode is None else decode(data)
 
     async def get_bytes(self, key: str) -> bytes:
         """Like :meth:`get`, but return the stored bytes without decoding."""
-        data = self.cached_bytes(key)
-        if data is None:
-            data = await self._load(key, None)
-            if data is NEGATIVE:
-                raise NotFound(key)
-        return data
+        data = self._main_get(key)
+        return data if data is not None else await self._fetch(key, None)
 
     async def get_or_load(self, key: str, filler: Callable[[], Awaitable[V] | V]) -> V:
         """Return the value of ``key``, filling a miss with ``filler()`` instead of the loader.
@@ -159,11 +148,9 @@ class Group(Generic[V]):
         sync (sync fillers run in the loader thread pool) and may return a
         :class:`~shoal.value.Value` to give a TTL.
         """
-        data = self.cached_bytes(key)
+        data = self._main_get(key)
         if data is None:
-            data = await self._load(key, filler)
-            if data is NEGATIVE:
-                raise NotFound(key)
+            data = await self._fetch(key, filler)
         decode = self._decode
         return cast(V, data) if decode is None else decode(data)
 
@@ -212,6 +199,7 @@ class Group(Generic[V]):
             raise ValueError(f"ttl must be positive and finite, got {ttl!r}")
         self._flight.fence(key)
         self._hot.delete(key)
+        self._negative.delete(key)
         self._main.set(key, data, ttl=self.config.ttl if ttl is None else ttl)
 
     async def delete(self, key: str) -> bool:
@@ -223,7 +211,8 @@ class Group(Generic[V]):
         fenced = self._flight.fence(key)
         in_main = self._main.delete(key)
         in_hot = self._hot.delete(key)
-        return in_main or in_hot or fenced
+        in_negative = self._negative.delete(key)
+        return in_main or in_hot or in_negative or fenced
 
     async def invalidate(self, key: str) -> None:
         """Drop any cached copy of ``key`` so the next get loads it afresh."""
@@ -289,7 +278,7 @@ class Group(Generic[V]):
 
     def sweep(self) -> int:
         """Reclaim expired entries in both caches; return how many were removed."""
-        return self._main.sweep(limit=10_000) + self._hot.sweep(limit=10_000)
+        return sum(s.sweep(limit=10_000) for s in (self._main, self._hot, self._negative))
 
     def statistics(self) -> GroupStats:
         """A snapshot of the group's counters and both caches."""
@@ -297,7 +286,7 @@ class Group(Generic[V]):
         return GroupStats(
             name=self.name,
             gets=main.gets,
-            hits=main.hits + hot.hits,
+            hits=main.hits + hot.hits + self._negative.statistics().hits,
             loads=self._loads,
             loads_deduped=self._flight.started,
             local_loads=self._local_loads,
@@ -315,14 +304,21 @@ class Group(Generic[V]):
 
     # -- the miss path -------------------------------------------------------
 
-    async def _load(self, key: str, filler: Callable[[], Any] | None) -> bytes:
+    async def _fetch(self, key: str, filler: Callable[[], Any] | None) -> bytes:
+        """The rest of the read path after a main-cache miss: hot, negative, flight."""
+        data = self._hot_get(key)
+        if data is not None:
+            return data
+        if self._negative.get(key) is not None:
+            raise NotFound(key)
         self.validate_key(key)
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
         self._loads += 1
-        if filler is None:
-            return await self._flight.do(key, self._load_once)
-        return await self._flight.do(key, functools.partial(self._load_once, filler=filler))
+        load = (
+            self._load_once if filler is None else functools.partial(self._load_once, filler=filler)
+        )
+        return await self._flight.do(key, load)
 
     async def _load_once(self, call: Call[bytes], filler: Callable[[], Any] | None = None) -> bytes:
         key = call.key
@@ -333,12 +329,14 @@ class Group(Generic[V]):
             data = self._hot.peek(key)
         if data is not None:
             return data
+        if self._negative.peek(key) is not None:
+            raise NotFound(key)
         try:
             result = await self._call_loader(key, filler)
         except NotFound:
             self._local_load_errors += 1
             if self.config.negative_ttl is not None and not call.fenced:
-                self._main.set(key, NEGATIVE, ttl=self.config.negative_ttl)
+                self._negative.set(key, b"", ttl=self.config.negative_ttl)
             raise
         except BaseException:
             self._local_load_errors += 1

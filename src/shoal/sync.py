@@ -25,8 +25,8 @@ from typing import Any, Generic, Self, TypeVar, cast
 
 from .codec import BytesCodec, Codec
 from .config import NodeConfig
-from .errors import Closed, NotFound
-from .group import NEGATIVE, Group, Loader
+from .errors import Closed
+from .group import Group, Loader
 from .node import Node, new_event_loop
 from .stats import GroupStats
 from .value import with_ttl
@@ -67,17 +67,20 @@ class SyncGroup(Generic[V]):
         group: the group; its event loop must be running in another thread.
     """
 
-    __slots__ = ("_decode", "_group", "_hot_get", "_main_get")
+    __slots__ = ("_decode", "_group", "get")
 
     def __init__(self, group: Group[V]) -> None:
         self._group = group
-        # Bound store lookups: the hit path below is two calls deep.
-        self._main_get = group._main.get
-        self._hot_get = group._hot.get
         codec: Codec[V] = group._codec
         self._decode: Callable[[bytes], V] | None = (
             None if isinstance(codec, BytesCodec) else codec.decode
         )
+        # The whole hit path is this one fused store lookup (see Store.reader):
+        # lock, dict lookup, LRU touch, decode; a miss goes to _miss.
+        self.get: Callable[[str], V] = group._main.reader(self._miss, self._decode)
+        """``get(key)``: the value of ``key``; a hit never leaves the calling thread.
+
+        Raises the same errors as :meth:`Group.get <shoal.group.Group.get>`."""
 
     @property
     def group(self) -> Group[V]:
@@ -89,20 +92,11 @@ class SyncGroup(Generic[V]):
         """The group's name."""
         return self._group.name
 
-    def get(self, key: str) -> V:
-        """Return the value of ``key``; a hit never leaves the calling thread.
-
-        Raises the same errors as :meth:`Group.get <shoal.group.Group.get>`.
-        """
-        data = self._main_get(key)
+    def _miss(self, key: str) -> V:
+        data = self._group.cached_bytes(key)  # the hot cache and negative entries, no hop
         if data is None:
-            data = self._hot_get(key)
-            if data is None:
-                return _run(self._group.loop, self._group.get(key))
-        if data is NEGATIVE:
-            raise NotFound(key)
-        decode = self._decode
-        return cast(V, data) if decode is None else decode(data)
+            return _run(self._group.loop, self._group.get(key))
+        return cast(V, data) if self._decode is None else self._decode(data)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, V]:
         """Return the values of the keys that exist (see ``Group.get_many``)."""
@@ -146,10 +140,8 @@ class SyncGroup(Generic[V]):
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> T:
             key = make_key(*args, **kwargs)
-            data = self._main_get(key)
+            data = group.cached_bytes(key)
             if data is None:
-                data = self._hot_get(key)
-            if data is None or data is NEGATIVE:
 
                 def fill() -> Any:
                     return with_ttl(fn(*args, **kwargs), ttl)

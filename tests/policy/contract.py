@@ -21,7 +21,7 @@ class PolicyContract:
         """A new policy holds nothing and has nothing to evict."""
         p = self.policy()
         assert len(p) == 0
-        assert p.get("a") is None
+        assert p.lookup("a") is None
         assert "a" not in p
         with pytest.raises(KeyError):
             p.evict()
@@ -30,8 +30,8 @@ class PolicyContract:
         """Put stores, get returns, remove returns the value once."""
         p = self.policy()
         assert p.put("a", b"1", 2) is None
-        assert p.get("a") == b"1"
-        assert p.peek("a") == b"1"
+        assert p.lookup("a") == b"1"
+        p.touch("a")
         assert "a" in p
         assert len(p) == 1
         assert p.remove("a") == b"1"
@@ -44,7 +44,7 @@ class PolicyContract:
         p.put("a", b"1", 2)
         assert p.put("a", b"22", 3) == b"1"
         assert len(p) == 1
-        assert p.get("a") == b"22"
+        assert p.lookup("a") == b"22"
 
     def test_evict_drains_every_entry_once(self) -> None:
         """Evicting until empty returns each entry exactly once, with its value."""
@@ -53,7 +53,7 @@ class PolicyContract:
         for k, v in items.items():
             p.put(k, v, len(k) + len(v))
         for k in list(items)[::3]:
-            p.get(k)
+            p.touch(k)
         seen = dict(p.evict() for _ in range(len(items)))
         assert seen == items
         assert len(p) == 0

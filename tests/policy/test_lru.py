@@ -11,18 +11,18 @@ class TestLRU(PolicyContract):
     make = LRUPolicy
 
     def test_evicts_least_recently_used(self) -> None:
-        """A get or a replace makes an entry the most recent; the oldest goes first."""
+        """A touch or a replace makes an entry the most recent; the oldest goes first."""
         p = LRUPolicy()
         for k in "abcd":
             p.put(k, b"v", 2)
-        p.get("a")
+        p.touch("a")
         p.put("b", b"w", 2)
         assert [p.evict()[0] for _ in range(4)] == ["c", "d", "a", "b"]
 
-    def test_peek_does_not_touch_order(self) -> None:
-        """peek() reads without promoting."""
+    def test_lookup_does_not_touch_order(self) -> None:
+        """lookup() reads without promoting."""
         p = LRUPolicy()
         p.put("a", b"1", 2)
         p.put("b", b"2", 2)
-        p.peek("a")
+        p.lookup("a")
         assert p.evict() == ("a", b"1")

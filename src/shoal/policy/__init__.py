@@ -8,7 +8,7 @@ expiry, and calls the policy under its lock.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Protocol
 
 from ..errors import ConfigError
@@ -20,16 +20,23 @@ __all__ = ["Policy", "LRUPolicy", "make_policy"]
 class Policy(Protocol):
     """The contract every eviction policy meets.
 
+    Reads are split in two so that a store's hit path can call C-level
+    functions directly where a policy allows it (for LRU, ``dict.get`` and
+    ``OrderedDict.move_to_end``): :attr:`lookup` reads without recording
+    anything, :attr:`touch` records an access of a key known to be held.
+
     ``cost`` is the entry's size in the store's unit (key length plus value
     length); policies that weigh entries by size use it, others ignore it.
     """
 
-    def get(self, key: str) -> bytes | None:
-        """Return the value and record an access, or None if absent."""
+    @property
+    def lookup(self) -> Callable[[str], bytes | None]:
+        """``lookup(key)``: the value, or None if absent; records no access."""
         ...
 
-    def peek(self, key: str) -> bytes | None:
-        """Return the value without recording an access, or None if absent."""
+    @property
+    def touch(self) -> Callable[[str], None]:
+        """``touch(key)``: record an access of ``key``, which must be held."""
         ...
 
     def put(self, key: str, value: bytes, cost: int) -> bytes | None:

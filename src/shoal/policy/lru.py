@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 __all__ = ["LRUPolicy"]
 
@@ -12,24 +12,18 @@ class LRUPolicy:
     """Least-recently-used order on a C ``OrderedDict``: O(1) for every operation.
 
     The most recently used key is at the end; :meth:`evict` pops from the front.
+    ``lookup`` and ``touch`` are the dict's own C methods, so a store hit
+    costs no Python call in the policy.
     """
 
-    __slots__ = ("_data",)
+    __slots__ = ("_data", "lookup", "touch")
 
     def __init__(self) -> None:
         self._data: OrderedDict[str, bytes] = OrderedDict()
-
-    def get(self, key: str) -> bytes | None:
-        """Return the value and mark ``key`` most recently used, or None."""
-        data = self._data
-        value = data.get(key)
-        if value is not None:
-            data.move_to_end(key)
-        return value
-
-    def peek(self, key: str) -> bytes | None:
-        """Return the value without touching the order, or None."""
-        return self._data.get(key)
+        self.lookup: Callable[[str], bytes | None] = self._data.get
+        """The value of a key, or None; the order is not touched."""
+        self.touch: Callable[[str], None] = self._data.move_to_end
+        """Mark a held key most recently used."""
 
     def put(self, key: str, value: bytes, cost: int) -> bytes | None:
         """Insert or replace ``key`` as the most recently used entry."""
