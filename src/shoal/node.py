@@ -202,7 +202,11 @@ class Node:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> Self:
-        await self.start()
+        try:
+            await self.start()
+        except BaseException:
+            await self.aclose()  # __aexit__ will not run: release loaders and threads here
+            raise
         return self
 
     async def __aexit__(

@@ -1,0 +1,5 @@
+"""``python -m shoal``: the command-line interface."""
+
+from shoal.cli.main import main
+
+raise SystemExit(main())
