@@ -12,6 +12,7 @@ from .errors import Closed as Closed
 from .errors import ConfigError as ConfigError
 from .errors import GroupNotFound as GroupNotFound
 from .errors import InvalidKey as InvalidKey
+from .errors import InvalidTTL as InvalidTTL
 from .errors import KeyTooLarge as KeyTooLarge
 from .errors import LoadError as LoadError
 from .errors import LoadTimeout as LoadTimeout
@@ -49,6 +50,7 @@ __all__ = [
     "NotFound",
     "GroupNotFound",
     "InvalidKey",
+    "InvalidTTL",
     "KeyTooLarge",
     "ValueTooLarge",
     "LoadError",

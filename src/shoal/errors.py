@@ -21,6 +21,7 @@ __all__ = [
     "InvalidKey",
     "KeyTooLarge",
     "ValueTooLarge",
+    "InvalidTTL",
     "LoadError",
     "LoadTimeout",
     "Closed",
@@ -98,6 +99,13 @@ class ValueTooLarge(ShoalError, ValueError):
 
     http_status = 413
     code = "value_too_large"
+
+
+class InvalidTTL(ShoalError, ValueError):
+    """A time to live is not a positive, finite number of seconds."""
+
+    http_status = 400
+    code = "invalid_ttl"
 
 
 class LoadError(ShoalError):

@@ -22,7 +22,15 @@ from typing import Any, Generic, TypeVar, cast
 
 from .codec import BytesCodec, Codec, codec_for
 from .config import GroupConfig
-from .errors import InvalidKey, KeyTooLarge, LoadError, LoadTimeout, NotFound, ValueTooLarge
+from .errors import (
+    InvalidKey,
+    InvalidTTL,
+    KeyTooLarge,
+    LoadError,
+    LoadTimeout,
+    NotFound,
+    ValueTooLarge,
+)
 from .singleflight import Call, Flight
 from .stats import GroupStats
 from .store import Clock, Store
@@ -141,6 +149,15 @@ class Group(Generic[V]):
         data = self._main_get(key)
         return data if data is not None else await self._fetch(key, None)
 
+    async def load_bytes(self, key: str) -> bytes:
+        """Load ``key`` through its flight without looking in the caches first.
+
+        For a caller that has just missed with :meth:`cached_bytes` (the HTTP
+        API does), so the miss is not counted twice; the flight re-checks the
+        caches, so a value cached meanwhile is not loaded again.
+        """
+        return await self._load(key, None)
+
     async def get_or_load(self, key: str, filler: Callable[[], Awaitable[V] | V]) -> V:
         """Return the value of ``key``, filling a miss with ``filler()`` instead of the loader.
 
@@ -195,8 +212,8 @@ class Group(Generic[V]):
             raise ValueTooLarge(
                 f"value of {len(data)} bytes exceeds max_value_bytes={self.config.max_value_bytes}"
             )
-        if ttl is not None and not (ttl > 0 and ttl != float("inf")):
-            raise ValueError(f"ttl must be positive and finite, got {ttl!r}")
+        if ttl is not None and not (0 < ttl < float("inf")):
+            raise InvalidTTL(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
         self._flight.fence(key)
         self._hot.delete(key)
         self._negative.delete(key)
@@ -311,14 +328,16 @@ class Group(Generic[V]):
             return data
         if self._negative.get(key) is not None:
             raise NotFound(key)
+        return await self._load(key, filler)
+
+    async def _load(self, key: str, filler: Callable[[], Any] | None) -> bytes:
         self.validate_key(key)
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
         self._loads += 1
-        load = (
-            self._load_once if filler is None else functools.partial(self._load_once, filler=filler)
-        )
-        return await self._flight.do(key, load)
+        if filler is None:
+            return await self._flight.do(key, self._load_once)
+        return await self._flight.do(key, functools.partial(self._load_once, filler=filler))
 
     async def _load_once(self, call: Call[bytes], filler: Callable[[], Any] | None = None) -> bytes:
         key = call.key

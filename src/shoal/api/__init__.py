@@ -1,0 +1,1 @@
+"""Client-facing front-ends of a node: the HTTP API and its Prometheus metrics."""

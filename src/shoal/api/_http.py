@@ -1,0 +1,1032 @@
+"""A small, strict HTTP/1.1 server on ``asyncio.Protocol`` and ``httptools``.
+
+This is the data path of the HTTP API (and of anything else that speaks HTTP
+for shoal), so it is built for a high request rate and for hostile input.
+
+Rules of this module:
+
+- Bytes in, bytes out. A handler receives a :class:`Request` whose path and
+  query are the *raw* bytes of the request target (nothing is decoded here), and
+  returns a :class:`Response`, or an awaitable of one.
+- A handler that returns a ready :class:`Response` (a cache hit) is answered
+  inside ``data_received``: no task, no coroutine, one ``write`` per batch of
+  requests. Only an awaitable result becomes a task, owned by the server.
+- Responses leave in request order (pipelining). While an earlier answer is
+  pending, later ones queue behind it. Pipelined requests with safe methods
+  (GET, HEAD) run in parallel, at most ``max_pipeline`` tasks per connection;
+  a request with any other method runs alone, after those before it. Reading
+  pauses while the queue is full or the transport's write buffer is.
+- One timer per connection, re-armed lazily: the header, body and keep-alive
+  timeouts only move a deadline; the timer callback re-schedules itself when it
+  fires early. Handler time is bounded separately by ``request_timeout``.
+- No input crashes the server. Malformed requests get a JSON 4xx and the
+  connection closes (after a short lingering drain, so the client can read the
+  answer); a failing handler gets a JSON 500 and is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import functools
+import http
+import inspect
+import json
+import logging
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final, NoReturn, cast
+
+import httptools
+
+from ..config import NodeConfig
+
+__all__ = [
+    "Request",
+    "Response",
+    "Handler",
+    "HttpServer",
+    "HttpProtocol",
+    "json_response",
+    "error_response",
+    "JSON",
+    "OCTET_STREAM",
+    "TEXT",
+    "MAX_PIPELINE",
+    "SHUTDOWN_TIMEOUT",
+]
+
+log = logging.getLogger("shoal.api")
+
+JSON: Final = "application/json"
+"""Content type of JSON answers."""
+OCTET_STREAM: Final = "application/octet-stream"
+"""Content type of raw value bytes."""
+TEXT: Final = "text/plain; charset=utf-8"
+"""Default content type of a :class:`Response`."""
+
+MAX_PIPELINE: Final = 32
+"""Default bound on handler tasks running per connection, and on queued answers
+before the connection stops reading."""
+SHUTDOWN_TIMEOUT: Final = 5.0
+"""Default seconds :meth:`HttpServer.aclose` lets in-flight requests finish."""
+
+# After an error answer the server shuts its side down and keeps reading (and
+# discarding) for a while: closing a socket with unread input makes the kernel
+# send a reset, which can destroy the answer before the client has read it.
+_LINGER_SECONDS: Final = 2.0
+# A connection that will not be parsed any more (closing, or lingering) may
+# still send this much before it is aborted.
+_DISCARD_LIMIT: Final = 1 << 20
+# Bodies above this size are written separately instead of being copied into
+# the header bytes.
+_JOIN_LIMIT: Final = 64 << 10
+
+_IDLE: Final = 0  # between requests (or before the first one)
+_HEADERS: Final = 1  # a request has begun; its headers are not complete
+_BODY: Final = 2  # headers complete; the body is arriving
+
+_METHODS: Final[dict[bytes, str]] = {
+    m.encode(): m for m in ("GET", "HEAD", "PUT", "POST", "DELETE", "OPTIONS", "PATCH", "TRACE")
+}
+# Pipelined requests with these methods may run in parallel (RFC 9112 §9.3.2);
+# any other request waits for the ones before it, and the ones after wait for it,
+# so a pipelined GET after a PUT sees the PUT.
+_SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
+_CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
+
+
+def _status_line(status: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Unknown"
+    return f"HTTP/1.1 {status} {phrase}\r\n".encode("ascii")
+
+
+_STATUS_LINES: Final[dict[int, bytes]] = {s.value: _status_line(s.value) for s in http.HTTPStatus}
+
+
+class Request:
+    """One parsed HTTP request, as a handler sees it.
+
+    Args:
+        method: the method, e.g. ``"GET"``.
+        path: the raw path of the request target, not percent-decoded.
+        query: the raw query string (without ``?``), not decoded; ``b""`` if none.
+        headers: the header fields as received (name case preserved), in order.
+        body: the whole body (chunked bodies are already de-chunked).
+        keep_alive: whether the connection stays open after the answer.
+        http_version: ``"1.1"`` or ``"1.0"``.
+    """
+
+    __slots__ = ("body", "headers", "http_version", "keep_alive", "method", "path", "query")
+
+    def __init__(
+        self,
+        method: str,
+        path: bytes,
+        query: bytes = b"",
+        headers: Sequence[tuple[bytes, bytes]] = (),
+        body: bytes = b"",
+        *,
+        keep_alive: bool = True,
+        http_version: str = "1.1",
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.keep_alive = keep_alive
+        self.http_version = http_version
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.path!r} query={self.query!r} body={len(self.body)}B>"
+
+    def header(self, name: bytes | str) -> bytes | None:
+        """The first value of header ``name`` (case-insensitive), or None if absent."""
+        wanted = (name.encode("latin-1") if isinstance(name, str) else name).lower()
+        for key, value in self.headers:
+            if key.lower() == wanted:
+                return value
+        return None
+
+
+class Response:
+    """An answer to a :class:`Request`.
+
+    ``Content-Length``, ``Content-Type``, ``Date``, ``Server`` and ``Connection``
+    are added by the server; ``headers`` holds any others. A 204 or 304 answer
+    is sent without a body, and a HEAD request gets the headers only.
+
+    Args:
+        status: the status code, 200-599.
+        body: the body bytes.
+        content_type: the ``Content-Type``; default ``text/plain; charset=utf-8``.
+        headers: extra ``(name, value)`` header fields.
+
+    Raises:
+        ValueError: a status out of range, or a header containing CR, LF or NUL.
+    """
+
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(
+        self,
+        status: int = 200,
+        body: bytes = b"",
+        content_type: str = TEXT,
+        headers: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        if not 200 <= status <= 599:
+            raise ValueError(f"a final response status is 200-599, got {status}")
+        if headers:
+            for field in headers:
+                for part in field:
+                    if "\r" in part or "\n" in part or "\0" in part:
+                        raise ValueError(f"invalid character in header field {field!r}")
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.content_type} {len(self.body)}B>"
+
+
+Handler = Callable[[Request], "Response | Awaitable[Response]"]
+"""What an :class:`HttpServer` calls for each request: return a :class:`Response`
+right away when the answer is at hand, or an awaitable of one (run as a task)."""
+
+
+def json_response(
+    data: Any, status: int = 200, *, headers: Sequence[tuple[str, str]] = ()
+) -> Response:
+    """A JSON :class:`Response` of ``data``."""
+    body = json.dumps(data, separators=(",", ":")).encode()
+    return Response(status, body, JSON, headers)
+
+
+def error_response(
+    status: int, code: str, message: str, *, headers: Sequence[tuple[str, str]] = ()
+) -> Response:
+    """The JSON error answer ``{"error": message, "code": code}`` with ``status``."""
+    return json_response({"error": message, "code": code}, status, headers=headers)
+
+
+def _internal_error() -> Response:
+    return error_response(500, "internal", "internal server error")
+
+
+@functools.lru_cache(maxsize=64)
+def _content_type_line(content_type: str) -> bytes:
+    """``Content-Type: <type>\\r\\nContent-Length: `` (memoized: a handful of types recur)."""
+    return b"Content-Type: " + content_type.encode("latin-1") + b"\r\nContent-Length: "
+
+
+def _encode(
+    response: Response, date: bytes, *, head: bool, close: bool, keep_alive_header: bool
+) -> tuple[bytes, bytes]:
+    """Serialize ``response``: (header bytes, body bytes to send after them)."""
+    status = response.status
+    body = response.body
+    parts = [
+        _STATUS_LINES.get(status) or _status_line(status),
+        b"Server: shoal\r\nDate: ",
+        date,
+        b"\r\n",
+    ]
+    if status in _NO_BODY_STATUSES:
+        body = b""
+    else:
+        parts += (
+            _content_type_line(response.content_type),
+            str(len(body)).encode("ascii"),
+            b"\r\n",
+        )
+    for name, value in response.headers:
+        parts += (name.encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n")
+    if close:
+        parts.append(b"Connection: close\r\n\r\n")
+    elif keep_alive_header:
+        parts.append(b"Connection: keep-alive\r\n\r\n")
+    else:
+        parts.append(b"\r\n")
+    if head or not body:
+        return b"".join(parts), b""
+    if len(body) <= _JOIN_LIMIT:
+        parts.append(body)
+        return b"".join(parts), b""
+    return b"".join(parts), body
+
+
+def _split_target(target: bytes) -> tuple[bytes, bytes]:
+    """Split a raw request target into (path, query), both still encoded."""
+    if target[:1] != b"/" and target != b"*":
+        # absolute-form ("GET http://host/p?q HTTP/1.1"), which servers must accept
+        try:
+            url = httptools.parse_url(target)
+        except httptools.HttpParserInvalidURLError:
+            return target, b""
+        return url.path or b"/", url.query or b""
+    fragment = target.find(b"#")
+    if fragment >= 0:
+        target = target[:fragment]
+    path, _, query = target.partition(b"?")
+    return path, query
+
+
+class _Rejected(Exception):
+    """Raised inside a parser callback to stop parsing; the reason is on the protocol."""
+
+
+class _Slot:
+    """A place in a connection's answer queue: one request, or a raw interim answer."""
+
+    __slots__ = ("close", "request", "response", "task")
+
+    def __init__(
+        self, request: Request | None, response: Response | bytes | None = None, close: bool = False
+    ) -> None:
+        self.request = request
+        self.response = response
+        self.task: asyncio.Task[Response] | None = None
+        self.close = close
+
+
+class HttpProtocol(asyncio.Protocol):
+    """One HTTP/1.1 connection of an :class:`HttpServer` (created by the server).
+
+    The httptools parser calls the ``on_*`` methods while ``data_received``
+    feeds it; they are not meant to be called otherwise.
+    """
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._handler = server.handler
+        self._loop = server.loop
+        config = server.config
+        self._max_head = config.max_header_bytes
+        self._max_body = config.max_body_bytes
+        self._header_timeout = config.header_timeout
+        self._body_timeout = config.body_timeout
+        self._keepalive_timeout = config.keepalive_timeout
+        self._max_pipeline = server.max_pipeline
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+
+        # The request being received.
+        self._state = _IDLE
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._stall_bytes = 0
+        self._progress = False
+        self._content_length: int | None = None
+        self._chunked = False
+        self._expect: bytes | None = None
+        self._body: list[bytes] = []
+        self._body_bytes = 0
+        self._method = "GET"
+        self._version = "1.1"
+        self._keep_alive = True
+        self._rejection: tuple[int, str, str] | None = None
+
+        # Answers, in request order. _unstarted holds the queued requests whose
+        # handler has not been called yet (a subset of _pending, in order).
+        self._pending: deque[_Slot] = deque()
+        self._unstarted: deque[_Slot] = deque()
+        self._running = 0
+        self._unsafe_running = False
+        self._out: list[bytes] | None = None
+
+        # Connection state.
+        self._accepting = True  # False once no further request will be parsed
+        self._error = False  # the connection ends on a protocol error: linger
+        self._close_requested = False
+        self._close_deferred = False
+        self._lingering = False
+        self._discarded = 0
+        self._reading_paused = False
+        self._writing_paused = False
+
+        # The one timer: _deadline is what counts; the handle may fire early.
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+
+    # -- asyncio.Protocol -------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Start a connection: arm the first-request timeout."""
+        self._transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            # Answers are written whole; Nagle would only add latency.
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._server._connection_made(self)
+        if self._server.closing:
+            self._accepting = False
+            self._begin_close()
+            return
+        self._set_deadline(self._header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the connection: cancel its timer and its handler tasks."""
+        self._transport = None
+        self._accepting = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        for slot in self._pending:
+            if slot.task is not None:
+                slot.task.cancel()
+        self._pending.clear()
+        self._unstarted.clear()
+        self._server._connection_lost(self)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; answers produced meanwhile go out in one write."""
+        if not self._accepting:
+            self._discard(len(data))
+            return
+        self._progress = False
+        out: list[bytes] = []
+        self._out = out
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            self._parse_stopped(exc)
+        except httptools.HttpParserUpgrade:
+            # Normally refused in on_headers_complete; kept as a safety net.
+            if self._accepting:
+                self._protocol_error(
+                    400, "upgrade_not_supported", "protocol upgrades are not supported"
+                )
+        except httptools.HttpParserError as exc:
+            if self._accepting:
+                self._protocol_error(400, "bad_request", f"malformed HTTP request: {exc}")
+        except Exception:
+            log.exception("unexpected error while parsing an HTTP request")
+            if self._accepting:
+                self._protocol_error(500, "internal", "internal server error")
+        else:
+            if self._state == _HEADERS and self._accepting:
+                self._check_stalled_headers(len(data))
+        finally:
+            self._out = None
+            self._flush(out)
+            if self._close_deferred:
+                self._close_deferred = False
+                self._finish_close()
+        self._update_flow()
+
+    def eof_received(self) -> bool | None:
+        """The client shut its side: answer what is queued, then close."""
+        self._accepting = False
+        if self._pending and not self._close_requested:
+            return True  # keep the transport open to write the answers
+        return None
+
+    def pause_writing(self) -> None:
+        """The transport's write buffer is full: stop reading more requests."""
+        self._writing_paused = True
+        self._update_flow()
+
+    def resume_writing(self) -> None:
+        """The transport's write buffer drained: read again if the queue allows."""
+        self._writing_paused = False
+        self._update_flow()
+
+    # -- httptools callbacks ----------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        """A request starts: reset the per-request state, arm the header timeout."""
+        if not self._accepting:
+            # A request pipelined after "Connection: close" (or during shutdown):
+            # stop the parser here; the connection closes after the earlier answers.
+            raise _Rejected
+        self._state = _HEADERS
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._stall_bytes = 0
+        self._progress = True
+        self._content_length = None
+        self._chunked = False
+        self._expect = None
+        self._body = []
+        self._body_bytes = 0
+        self._set_deadline(self._header_timeout)
+
+    def on_url(self, url: bytes) -> None:
+        """A piece of the request target (several if it spans reads)."""
+        self._url += url
+        self._head_bytes += len(url)
+        self._progress = True
+        if len(self._url) > self._max_head:
+            self._reject(414, "uri_too_long", f"request target longer than {self._max_head} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        """One complete header field."""
+        self._headers.append((name, value))
+        self._head_bytes += len(name) + len(value) + 4
+        self._progress = True
+        if self._head_bytes > self._max_head:
+            self._reject(
+                431,
+                "headers_too_large",
+                f"request line and headers longer than {self._max_head} bytes",
+            )
+        size = len(name)
+        if size == 14 and name.lower() == b"content-length":
+            try:
+                self._content_length = int(value)
+            except ValueError:
+                self._reject(400, "bad_request", "malformed Content-Length")
+        elif size == 6 and name.lower() == b"expect":
+            self._expect = value
+        elif size == 17 and name.lower() == b"transfer-encoding":
+            self._chunked = True  # httptools validates it; any value means a body may follow
+
+    def on_headers_complete(self) -> None:
+        """Headers done: check limits and expectations before any body is read."""
+        parser = self._parser
+        self._state = _BODY
+        self._progress = True
+        if parser.should_upgrade():  # "Connection: upgrade" or CONNECT
+            self._reject(400, "upgrade_not_supported", "protocol upgrades are not supported")
+        method = parser.get_method()
+        self._method = _METHODS.get(method) or method.decode("ascii", "replace")
+        self._version = parser.get_http_version()
+        self._keep_alive = parser.should_keep_alive()
+        length = self._content_length
+        if length is not None and length > self._max_body:
+            # Answered before reading a byte of the body.
+            self._reject(413, "body_too_large", f"request body larger than {self._max_body} bytes")
+        if self._expect is not None and self._version != "1.0":  # HTTP/1.0 ignores Expect
+            if self._expect.lower() != b"100-continue":
+                self._reject(417, "expectation_failed", "only 'Expect: 100-continue' is supported")
+            if length != 0:
+                self._interim(_CONTINUE)
+        if length or self._chunked:
+            self._set_deadline(self._body_timeout)
+        # else on_message_complete follows at once, in this same feed
+
+    def on_body(self, body: bytes) -> None:
+        """A piece of the body (de-chunked)."""
+        self._body_bytes += len(body)
+        if self._body_bytes > self._max_body:
+            self._reject(413, "body_too_large", f"request body larger than {self._max_body} bytes")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        """A whole request arrived: hand it to the handler."""
+        self._state = _IDLE
+        body = self._body
+        path, query = _split_target(self._url)
+        request = Request(
+            self._method,
+            path,
+            query,
+            self._headers,
+            body[0] if len(body) == 1 else b"".join(body),
+            keep_alive=self._keep_alive,
+            http_version=self._version,
+        )
+        if not request.keep_alive:
+            self._accepting = False
+        self._dispatch(request)
+
+    # -- requests and answers ---------------------------------------------------
+
+    def _dispatch(self, request: Request) -> None:
+        pending = self._pending
+        if not pending:
+            # The common case: nothing queued ahead, so a ready answer goes out now.
+            result = self._invoke(request)
+            if isinstance(result, Response):
+                self._send(request, result)
+                self._after_answer()
+                return
+            slot = _Slot(request)
+            pending.append(slot)
+            self._run(slot, result)
+        else:
+            slot = _Slot(request)
+            pending.append(slot)
+            if self._unstarted or not self._may_start(request):
+                self._unstarted.append(slot)
+                self._after_answer()
+                return
+            self._start(slot)
+        self._advance()
+
+    def _may_start(self, queued: Request | _Slot) -> bool:
+        """Whether a request queued behind others may have its handler called now."""
+        if self._unsafe_running or self._running >= self._max_pipeline:
+            return False
+        request = queued.request if isinstance(queued, _Slot) else queued
+        return request is None or request.method in _SAFE_METHODS or self._running == 0
+
+    def _invoke(self, request: Request) -> Response | Awaitable[Response]:
+        try:
+            return self._handler(request)
+        except Exception:
+            log.exception("HTTP handler failed on %s %r", request.method, request.path)
+            return _internal_error()
+
+    def _start(self, slot: _Slot) -> None:
+        assert slot.request is not None
+        result = self._invoke(slot.request)
+        if isinstance(result, Response):
+            slot.response = result
+        else:
+            self._run(slot, result)
+
+    def _run(self, slot: _Slot, result: Awaitable[Response]) -> None:
+        if not inspect.isawaitable(result):
+            log.error("HTTP handler returned %r, not a Response or an awaitable", result)
+            slot.response = _internal_error()
+            return
+        task = self._loop.create_task(self._server._respond(result))
+        slot.task = task
+        self._running += 1
+        if slot.request is not None and slot.request.method not in _SAFE_METHODS:
+            self._unsafe_running = True
+        self._server._track(task)
+        task.add_done_callback(functools.partial(self._task_done, slot, result))
+
+    def _task_done(
+        self, slot: _Slot, result: Awaitable[Response], task: asyncio.Task[Response]
+    ) -> None:
+        self._running -= 1
+        if slot.request is not None and slot.request.method not in _SAFE_METHODS:
+            self._unsafe_running = False
+        slot.task = None
+        if task.cancelled():
+            if inspect.iscoroutine(result):
+                # Cancelled before it ever ran: close it so it is not reported as
+                # "never awaited" (a no-op if it did run).
+                result.close()
+            if self._transport is None or self._close_requested:
+                return
+            slot.response = error_response(503, "shutting_down", "the server is shutting down")
+            slot.close = True
+        else:
+            slot.response = task.result()  # _respond never raises
+        self._advance()
+
+    def _advance(self) -> None:
+        """Write every answer that is ready at the head of the queue; start queued requests."""
+        pending = self._pending
+        while self._transport is not None and not self._close_requested:
+            while pending:
+                slot = pending[0]
+                response = slot.response
+                if response is None:
+                    break
+                pending.popleft()
+                if isinstance(response, bytes):  # an interim answer (100 Continue)
+                    self._write(response)
+                    continue
+                self._send(slot.request, response, slot.close)
+                if self._close_requested:
+                    return
+            unstarted = self._unstarted
+            if unstarted and self._may_start(unstarted[0]):
+                self._start(unstarted.popleft())
+                continue
+            break
+        self._after_answer()
+        if self._out is None:  # else data_received adjusts reading when it is done
+            self._update_flow()
+
+    def _after_answer(self) -> None:
+        """Re-arm the timer or close a finished connection."""
+        if self._transport is None or self._close_requested:
+            return
+        if not self._pending:
+            if not self._accepting:
+                self._begin_close()
+                return
+            if self._state == _IDLE:
+                self._set_deadline(self._keepalive_timeout)
+        elif self._state == _IDLE:
+            self._deadline = None  # waiting on handlers; request_timeout bounds them
+
+    def _send(self, request: Request | None, response: Response, close: bool = False) -> None:
+        if request is not None and not request.keep_alive:
+            close = True
+        elif not self._accepting and not self._pending:
+            close = True  # the last answer of a connection that is closing
+        head = request is not None and request.method == "HEAD"
+        keep_alive_header = request is not None and request.http_version == "1.0" and not close
+        date = self._server._date()
+        try:
+            header, body = _encode(
+                response, date, head=head, close=close, keep_alive_header=keep_alive_header
+            )
+        except (UnicodeEncodeError, ValueError):
+            log.exception("cannot serialize %r", response)
+            header, body = _encode(
+                _internal_error(), date, head=head, close=close, keep_alive_header=False
+            )
+        self._write(header)
+        if body:
+            self._write(body)
+        if close:
+            self._accepting = False
+            self._begin_close()
+
+    def _interim(self, data: bytes) -> None:
+        """Send an interim (1xx) answer, after any answers still due."""
+        if self._pending:
+            self._pending.append(_Slot(None, data))
+        else:
+            self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        out = self._out
+        if out is not None:
+            out.append(data)
+            return
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+
+    def _flush(self, out: list[bytes]) -> None:
+        transport = self._transport
+        if not out or transport is None or transport.is_closing():
+            return
+        if len(out) == 1:
+            transport.write(out[0])
+        else:
+            transport.writelines(out)
+
+    # -- errors, limits and closing ---------------------------------------------
+
+    def _reject(self, status: int, code: str, message: str) -> NoReturn:
+        """Stop the parser from inside a callback; data_received answers with this."""
+        self._rejection = (status, code, message)
+        raise _Rejected
+
+    def _parse_stopped(self, exc: httptools.HttpParserCallbackError) -> None:
+        rejection = self._rejection
+        if rejection is not None:
+            self._rejection = None
+            self._protocol_error(*rejection)
+        elif self._accepting:
+            log.error("HTTP parser callback failed", exc_info=exc.__context__ or exc)
+            self._protocol_error(500, "internal", "internal server error")
+        # else: the parser was stopped on purpose because the connection is closing
+
+    def _check_stalled_headers(self, size: int) -> None:
+        # httptools holds a header field until it is complete, so a single huge
+        # field is invisible to on_header. A read that made no visible progress
+        # inside the headers is all header bytes: count it against the limit.
+        if self._progress:
+            self._stall_bytes = 0
+        else:
+            self._stall_bytes += size
+        if self._head_bytes + self._stall_bytes > self._max_head:
+            self._protocol_error(
+                431,
+                "headers_too_large",
+                f"request line and headers longer than {self._max_head} bytes",
+            )
+
+    def _protocol_error(self, status: int, code: str, message: str) -> None:
+        """Answer a bad request (after the answers still due) and close the connection."""
+        self._accepting = False
+        self._error = True
+        self._state = _IDLE
+        self._deadline = None
+        response = error_response(status, code, message)
+        if self._pending:
+            self._pending.append(_Slot(None, response, close=True))
+            self._update_flow()  # keep reading (and discarding) to notice the client leave
+        else:
+            self._send(None, response, close=True)
+
+    def _begin_close(self) -> None:
+        if self._close_requested:
+            return
+        self._close_requested = True
+        self._accepting = False
+        for slot in self._pending:
+            if slot.task is not None:
+                slot.task.cancel()
+        self._pending.clear()
+        self._unstarted.clear()
+        if self._out is not None:
+            self._close_deferred = True  # data_received writes the answers first
+            return
+        self._finish_close()
+
+    def _finish_close(self) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        if self._error and transport.can_write_eof():
+            try:
+                transport.write_eof()
+            except (OSError, RuntimeError):
+                transport.close()
+                return
+            self._lingering = True
+            self._set_deadline(_LINGER_SECONDS)
+            self._update_flow()
+        else:
+            transport.close()
+
+    def _discard(self, size: int) -> None:
+        self._discarded += size
+        if self._discarded > _DISCARD_LIMIT and self._transport is not None:
+            self._transport.abort()
+
+    def _update_flow(self) -> None:
+        pause = self._accepting and (
+            self._writing_paused or len(self._pending) > self._max_pipeline
+        )
+        if pause is self._reading_paused:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        self._reading_paused = pause
+        if pause:
+            transport.pause_reading()
+        else:
+            transport.resume_reading()
+
+    # -- the timer ----------------------------------------------------------------
+
+    def _set_deadline(self, timeout: float) -> None:
+        deadline = self._loop.time() + timeout
+        self._deadline = deadline
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        deadline = self._deadline
+        transport = self._transport
+        if deadline is None or transport is None:
+            return
+        if self._loop.time() < deadline:
+            self._timer = self._loop.call_at(deadline, self._on_timer)
+            self._timer_at = deadline
+            return
+        self._deadline = None
+        if self._lingering or self._close_requested:
+            transport.close()
+        elif self._state == _HEADERS:
+            self._protocol_error(408, "header_timeout", "request headers took too long")
+        elif self._state == _BODY:
+            self._protocol_error(408, "body_timeout", "request body took too long")
+        elif not self._pending:
+            transport.close()  # idle keep-alive connection (or one that never sent a byte)
+
+    # -- server shutdown ----------------------------------------------------------
+
+    def shutdown(self) -> None:
+        """Stop taking requests: close now if idle, else after the answers due."""
+        self._accepting = False
+        if self._lingering:
+            if self._transport is not None:
+                self._transport.close()
+        elif not self._pending:
+            self._begin_close()
+        else:
+            self._update_flow()
+
+    def abort(self) -> None:
+        """Drop the connection at once."""
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class HttpServer:
+    """An HTTP/1.1 server: listening sockets, connections and handler tasks.
+
+    Args:
+        handler: called with each :class:`Request`; see :data:`Handler`.
+        config: limits and timeouts (``max_header_bytes``, ``max_body_bytes``,
+            ``header_timeout``, ``body_timeout``, ``keepalive_timeout``,
+            ``request_timeout``); default ``NodeConfig()``.
+        max_pipeline: handler tasks that may run at once per connection, and
+            answers that may queue before the connection stops reading.
+        shutdown_timeout: seconds :meth:`aclose` lets in-flight requests finish.
+        backlog: the listen backlog.
+    """
+
+    def __init__(
+        self,
+        handler: Handler,
+        config: NodeConfig | None = None,
+        *,
+        max_pipeline: int = MAX_PIPELINE,
+        shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+        backlog: int = 1024,
+    ) -> None:
+        if max_pipeline < 1:
+            raise ValueError(f"max_pipeline must be at least 1, got {max_pipeline}")
+        self.handler = handler
+        self.config = config if config is not None else NodeConfig()
+        self.max_pipeline = max_pipeline
+        self._shutdown_timeout = shutdown_timeout
+        self._backlog = backlog
+        self._server: asyncio.Server | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._address: tuple[str, int] | None = None
+        self._connections: set[HttpProtocol] = set()
+        self._tasks: set[asyncio.Task[Response]] = set()
+        self._closing = False
+        self._drained: asyncio.Event | None = None
+        self._date_second = -1
+        self._date_value = b""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the server runs on (once started)."""
+        if self._loop is None:
+            raise RuntimeError("the server is not started")
+        return self._loop
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The (host, port) of the first listening socket, once started."""
+        return self._address
+
+    @property
+    def closing(self) -> bool:
+        """True once :meth:`aclose` has begun."""
+        return self._closing
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on ``host``:``port`` and serve until :meth:`aclose`.
+
+        Returns:
+            The bound (host, port) of the first socket; with ``port=0`` the port
+            the system picked. (A host name that resolves to several addresses
+            gets one socket each; with port 0 each may get a different port.)
+
+        Raises:
+            OSError: the address cannot be bound.
+            RuntimeError: the server was already started.
+        """
+        if self._server is not None or self._closing:
+            raise RuntimeError("the server was already started")
+        self._loop = asyncio.get_running_loop()
+        self._server = await self._loop.create_server(
+            lambda: HttpProtocol(self),
+            host,
+            port,
+            reuse_address=True,
+            backlog=self._backlog,
+        )
+        name = self._server.sockets[0].getsockname()
+        self._address = (str(name[0]), int(name[1]))
+        return self._address
+
+    async def aclose(self) -> None:
+        """Stop serving.
+
+        Closes the listening sockets, then idle connections; connections with
+        requests in flight get up to ``shutdown_timeout`` seconds to answer
+        them (with ``Connection: close``); then the remaining handler tasks are
+        cancelled and the remaining connections dropped. Idempotent.
+        """
+        server = self._server
+        if server is None or self._closing:
+            self._closing = True
+            return
+        self._closing = True
+        server.close()
+        for connection in list(self._connections):
+            connection.shutdown()
+        await self._wait_drained(within=self._shutdown_timeout)
+        for task in list(self._tasks):
+            task.cancel()
+        for connection in list(self._connections):
+            connection.abort()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        # connection_lost follows an abort within a loop iteration or two.
+        await self._wait_drained(within=1.0)
+        await server.wait_closed()
+
+    async def _wait_drained(self, *, within: float) -> None:
+        if not self._connections:
+            return
+        self._drained = asyncio.Event()
+        try:
+            async with asyncio.timeout(within):
+                await self._drained.wait()
+        except TimeoutError:
+            pass
+        finally:
+            self._drained = None
+
+    # -- called by the connections ------------------------------------------------
+
+    def _connection_made(self, connection: HttpProtocol) -> None:
+        self._connections.add(connection)
+
+    def _connection_lost(self, connection: HttpProtocol) -> None:
+        self._connections.discard(connection)
+        if not self._connections and self._drained is not None:
+            self._drained.set()
+
+    def _track(self, task: asyncio.Task[Response]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _date(self) -> bytes:
+        """The ``Date`` header value, formatted once per second."""
+        now = time.time()
+        second = int(now)
+        if second != self._date_second:
+            self._date_second = second
+            self._date_value = email.utils.formatdate(second, usegmt=True).encode("ascii")
+        return self._date_value
+
+    async def _respond(self, awaitable: Awaitable[Response]) -> Response:
+        """Await a handler's answer within ``request_timeout``; never raises but CancelledError."""
+        deadline = asyncio.timeout(self.config.request_timeout)
+        try:
+            async with deadline:
+                response = await awaitable
+        except TimeoutError:
+            if deadline.expired():
+                return error_response(
+                    504,
+                    "request_timeout",
+                    f"no answer within {self.config.request_timeout} seconds",
+                )
+            log.exception("HTTP handler failed")
+            return _internal_error()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # this task is being cancelled (shutdown, connection lost)
+            # The handler awaited something that was cancelled under it.
+            log.error("HTTP handler was cancelled")
+            return _internal_error()
+        except Exception:
+            log.exception("HTTP handler failed")
+            return _internal_error()
+        if not isinstance(response, Response):
+            log.error("HTTP handler produced %r, not a Response", response)
+            return _internal_error()
+        return response

@@ -1,0 +1,351 @@
+"""The HTTP API of a node: the client-facing routes (DESIGN §7).
+
+=======================================================  ==========================================
+``GET|HEAD /api?key=K[&group=G]``                        the value's bytes (``group`` may be left
+                                                         out when the node has exactly one group)
+``GET|HEAD /v1/groups/{group}/keys/{key}``               the value's bytes
+``PUT /v1/groups/{group}/keys/{key}[?ttl=seconds]``      store the body as the value; 204
+``DELETE /v1/groups/{group}/keys/{key}``                 drop the key; ``{"deleted": true|false}``
+``GET /v1/stats``                                        ``{"groups": {name: statistics}}``
+``GET /healthz``                                         ``ok``
+``GET /metrics``                                         Prometheus text format 0.0.4
+=======================================================  ==========================================
+
+Errors are JSON ``{"error": message, "code": code}``; a shoal error answers with
+its own ``http_status`` and ``code``, any other loader failure with 502
+``load_failed``.
+
+Paths are matched on the raw request target and decoded here, strictly: a path
+segment is percent-decoded (``%2F`` is a ``/`` inside a key, ``+`` stays ``+``),
+a query is decoded with ``+`` as a space; a malformed escape or bytes that are
+not UTF-8 get a 400. Every check on the input happens before a cache is
+touched, so a bad request never changes cache state.
+
+A hit is answered synchronously (no task, no coroutine); only a miss returns a
+coroutine, which the server runs within ``request_timeout``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import unquote_to_bytes
+
+from ..errors import ShoalError, ValueTooLarge
+from ._http import (
+    OCTET_STREAM,
+    SHUTDOWN_TIMEOUT,
+    HttpServer,
+    Request,
+    Response,
+    error_response,
+    json_response,
+)
+from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from .metrics import render_metrics
+
+if TYPE_CHECKING:
+    from ..group import Group
+    from ..node import Node
+
+__all__ = ["ApiServer", "percent_decode", "parse_query", "parse_key_path", "parse_ttl"]
+
+_READ: Final = frozenset({"GET", "HEAD"})
+_KEY_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+_ALLOW_READ: Final = "GET, HEAD"
+_ALLOW_KEY: Final = "GET, HEAD, PUT, DELETE"
+_KEYS_PREFIX: Final = b"/v1/groups/"
+_BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
+_QUERY_SPECIALS: Final = re.compile(rb"[%+&]")
+# A plain decimal number: float() alone would also take "nan", "1_000" and " 5 ".
+_NUMBER: Final = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+# -- pure parsing ---------------------------------------------------------------
+
+
+def percent_decode(raw: bytes, *, plus_is_space: bool = False) -> str:
+    """Decode one URL component: percent-escapes, then UTF-8.
+
+    Args:
+        raw: the component as it appeared in the request target.
+        plus_is_space: decode ``+`` as a space (query strings), not as ``+`` (paths).
+
+    Raises:
+        ValueError: a ``%`` not followed by two hex digits, or bytes that are not UTF-8.
+    """
+    if plus_is_space and b"+" in raw:
+        raw = raw.replace(b"+", b" ")  # before unescaping, so "%2B" stays "+"
+    if b"%" in raw:
+        if _BAD_ESCAPE.search(raw):
+            raise ValueError(f"malformed percent-escape in {raw[:64]!r}")
+        raw = unquote_to_bytes(raw)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"not valid UTF-8 after decoding: {raw[:64]!r}") from None
+
+
+def parse_query(raw: bytes) -> dict[str, list[str]]:
+    """Parse a raw query string into ``{name: [values in order]}``.
+
+    ``&`` separates fields, ``+`` is a space, a field without ``=`` has the value
+    ``""`` and empty fields are skipped (the rules of ``urllib.parse.parse_qs``
+    with ``keep_blank_values=True``, but strict).
+
+    Raises:
+        ValueError: a malformed percent-escape or invalid UTF-8 in a name or value.
+    """
+    params: dict[str, list[str]] = {}
+    if not raw:
+        return params
+    for field in raw.split(b"&"):
+        if not field:
+            continue
+        name, _, value = field.partition(b"=")
+        params.setdefault(percent_decode(name, plus_is_space=True), []).append(
+            percent_decode(value, plus_is_space=True)
+        )
+    return params
+
+
+def parse_key_path(path: bytes) -> tuple[str, str] | None:
+    """Split a raw ``/v1/groups/{group}/keys/{key}`` path into decoded (group, key).
+
+    Each of ``group`` and ``key`` is one path segment: a raw ``/`` inside the key
+    means another shape of path, but ``%2F`` decodes to a ``/`` in the key.
+
+    Returns:
+        (group, key), or None when the path does not have this shape.
+
+    Raises:
+        ValueError: a malformed percent-escape or invalid UTF-8 in either segment.
+    """
+    if not path.startswith(_KEYS_PREFIX):
+        return None
+    group, slash, rest = path[len(_KEYS_PREFIX) :].partition(b"/")
+    if not slash or not rest.startswith(b"keys/"):
+        return None
+    key = rest[5:]
+    if b"/" in key:
+        return None
+    return percent_decode(group), percent_decode(key)
+
+
+def parse_ttl(text: str) -> float:
+    """Parse a TTL in seconds: a plain decimal number, positive and finite.
+
+    Raises:
+        ValueError: anything else (``0``, ``-1``, ``inf``, ``nan``, ``1e999``, ``abc``).
+    """
+    if not _NUMBER.fullmatch(text):
+        raise ValueError(f"ttl must be a number of seconds, got {text[:64]!r}")
+    ttl = float(text)
+    if not (math.isfinite(ttl) and ttl > 0):
+        raise ValueError(f"ttl must be positive and finite, got {text[:64]!r}")
+    return ttl
+
+
+def _single(params: dict[str, list[str]], name: str) -> str | None:
+    """The one value of query parameter ``name``, None if absent; ValueError if repeated."""
+    values = params.get(name)
+    if values is None:
+        return None
+    if len(values) > 1:
+        raise ValueError(f"the query parameter {name!r} is given more than once")
+    return values[0]
+
+
+# -- answers --------------------------------------------------------------------
+
+
+def _shoal_error(exc: ShoalError) -> Response:
+    return error_response(exc.http_status, exc.code, str(exc))
+
+
+def _bad_request(exc: ValueError) -> Response:
+    return error_response(400, "bad_request", str(exc))
+
+
+def _not_allowed(request: Request, allow: str) -> Response:
+    return error_response(
+        405,
+        "method_not_allowed",
+        f"method {request.method} is not allowed here; use {allow}",
+        headers=(("Allow", allow),),
+    )
+
+
+_HEALTHY: Final = Response(200, b"ok")
+
+
+class ApiServer:
+    """The HTTP API server of one node (see the module docstring for the routes).
+
+    The node starts it when ``NodeConfig.api_port`` is set; limits and timeouts
+    come from the node's :class:`~shoal.config.NodeConfig`.
+
+    Args:
+        node: the node whose groups are served.
+        shutdown_timeout: seconds :meth:`aclose` lets in-flight requests finish.
+    """
+
+    def __init__(self, node: Node, *, shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        self._node = node
+        self._server = HttpServer(self.handle, node.config, shutdown_timeout=shutdown_timeout)
+        self._routes: dict[bytes, Callable[[Request], Response | Awaitable[Response]]] = {
+            b"/api": self._api,
+            b"/v1/stats": self._stats,
+            b"/healthz": self._healthz,
+            b"/metrics": self._metrics,
+        }
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The bound (host, port), once started."""
+        return self._server.address
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on ``host``:``port`` (0 picks a free port); return the bound address.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        return await self._server.start(host, port)
+
+    async def aclose(self) -> None:
+        """Stop listening, finish in-flight requests briefly, then drop the rest."""
+        await self._server.aclose()
+
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
+        """Answer one request: a ready :class:`Response` for anything that needs no
+        waiting (hits, errors, statistics), a coroutine for a miss or a write."""
+        try:
+            route = self._routes.get(request.path)
+            if route is not None:
+                return route(request)
+            if request.path.startswith(_KEYS_PREFIX):
+                return self._key(request)
+            return error_response(
+                404, "unknown_path", f"no such path: {request.path[:128].decode('latin-1')}"
+            )
+        except ShoalError as exc:  # GroupNotFound, InvalidKey, KeyTooLarge, NotFound, ...
+            return _shoal_error(exc)
+
+    # -- routes ------------------------------------------------------------------
+
+    def _api(self, request: Request) -> Response | Awaitable[Response]:
+        if request.method not in _READ:
+            return _not_allowed(request, _ALLOW_READ)
+        query = request.query
+        key: str | None
+        group_name: str | None
+        try:
+            if query.startswith(b"key=") and not _QUERY_SPECIALS.search(query, 4):
+                # The common "?key=K" with nothing to unescape: skip the general parser.
+                key, group_name = query[4:].decode("utf-8"), None
+            else:
+                params = parse_query(query)
+                key = _single(params, "key")
+                group_name = _single(params, "group")
+        except UnicodeDecodeError:
+            return _bad_request(ValueError("the query is not valid UTF-8"))
+        except ValueError as exc:
+            return _bad_request(exc)
+        if key is None:
+            return error_response(400, "missing_key", "the query parameter 'key' is required")
+        if group_name is not None:
+            group = self._node.get_group(group_name)
+        else:
+            groups = self._node.groups
+            if len(groups) != 1:
+                return error_response(
+                    400,
+                    "missing_group",
+                    f"this node has {len(groups)} groups; name one with the 'group' parameter",
+                )
+            (group,) = groups.values()
+        return self._get(group, key)
+
+    def _key(self, request: Request) -> Response | Awaitable[Response]:
+        try:
+            target = parse_key_path(request.path)
+        except ValueError as exc:
+            return _bad_request(exc)
+        if target is None:
+            return error_response(404, "unknown_path", "expected /v1/groups/{group}/keys/{key}")
+        method = request.method
+        if method not in _KEY_METHODS:
+            return _not_allowed(request, _ALLOW_KEY)
+        group_name, key = target
+        group = self._node.get_group(group_name)
+        if method in _READ:
+            return self._get(group, key)
+        group.validate_key(key)
+        if method == "DELETE":
+            return self._delete(group, key)
+        try:
+            ttl_text = _single(parse_query(request.query), "ttl")
+            ttl = None if ttl_text is None else parse_ttl(ttl_text)
+        except ValueError as exc:
+            return _bad_request(exc)
+        body = request.body
+        limit = group.config.max_value_bytes
+        if len(body) > limit:  # refused here, before a task is even created
+            raise ValueTooLarge(f"value of {len(body)} bytes exceeds max_value_bytes={limit}")
+        return self._put(group, key, body, ttl)
+
+    def _stats(self, request: Request) -> Response:
+        if request.method not in _READ:
+            return _not_allowed(request, _ALLOW_READ)
+        groups = self._node.groups
+        return json_response(
+            {"groups": {name: group.statistics().as_dict() for name, group in groups.items()}}
+        )
+
+    def _healthz(self, request: Request) -> Response:
+        if request.method not in _READ:
+            return _not_allowed(request, _ALLOW_READ)
+        return _HEALTHY
+
+    def _metrics(self, request: Request) -> Response:
+        if request.method not in _READ:
+            return _not_allowed(request, _ALLOW_READ)
+        body = render_metrics(group.statistics() for group in self._node.groups.values())
+        return Response(200, body, METRICS_CONTENT_TYPE)
+
+    # -- the cache ----------------------------------------------------------------
+
+    def _get(self, group: Group[Any], key: str) -> Response | Awaitable[Response]:
+        group.validate_key(key)
+        group.record_server_request()
+        data = group.cached_bytes(key)  # raises NotFound for a cached miss
+        if data is not None:
+            return Response(200, data, OCTET_STREAM)
+        return self._load(group, key)
+
+    async def _load(self, group: Group[Any], key: str) -> Response:
+        try:
+            data = await group.load_bytes(key)
+        except ShoalError as exc:
+            return _shoal_error(exc)
+        except Exception as exc:
+            # The loader's own exception: the origin behind this node failed.
+            return error_response(502, "load_failed", str(exc) or type(exc).__name__)
+        return Response(200, data, OCTET_STREAM)
+
+    async def _put(self, group: Group[Any], key: str, body: bytes, ttl: float | None) -> Response:
+        try:
+            await group.set_bytes(key, body, ttl)
+        except ShoalError as exc:
+            return _shoal_error(exc)
+        return Response(204)
+
+    async def _delete(self, group: Group[Any], key: str) -> Response:
+        try:
+            deleted = await group.delete(key)
+        except ShoalError as exc:
+            return _shoal_error(exc)
+        return json_response({"deleted": deleted})

@@ -1,0 +1,75 @@
+"""Prometheus text exposition (format 0.0.4) of the groups' statistics.
+
+The series follow mailgun/groupcache's Prometheus exporter, renamed ``shoal_*``:
+group counters carry a ``group`` label; the per-cache series add
+``cache="main"`` or ``cache="hot"``. Rendering is a pure function of
+:class:`~shoal.stats.GroupStats` snapshots, so it needs no node to test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+from ..stats import GroupStats
+
+__all__ = ["CONTENT_TYPE", "render_metrics", "escape_label_value"]
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+"""The ``Content-Type`` of the text exposition format."""
+
+# (series, GroupStats field, help)
+_GROUP_COUNTERS: Final = (
+    ("shoal_gets_total", "gets", "Gets of any kind, hits and misses."),
+    ("shoal_hits_total", "hits", "Gets answered from the main or the hot cache."),
+    ("shoal_loads_total", "loads", "Gets that missed both caches (deduplicated or not)."),
+    ("shoal_loads_deduped_total", "loads_deduped", "Loads left after duplicate suppression."),
+    ("shoal_local_loads_total", "local_loads", "Loader calls that succeeded."),
+    ("shoal_local_load_errors_total", "local_load_errors", "Loader calls that failed."),
+    ("shoal_peer_loads_total", "peer_loads", "Values fetched from a peer."),
+    ("shoal_peer_errors_total", "peer_errors", "Peer fetches that failed."),
+    ("shoal_server_requests_total", "server_requests", "Gets that arrived over the network."),
+)
+
+# (series, type, StoreStats field, help)
+_CACHE_SERIES: Final = (
+    ("shoal_cache_bytes", "gauge", "bytes", "Key plus value bytes held by the cache."),
+    ("shoal_cache_items", "gauge", "items", "Entries held by the cache."),
+    ("shoal_cache_gets_total", "counter", "gets", "Lookups in the cache."),
+    ("shoal_cache_hits_total", "counter", "hits", "Lookups that found a live entry."),
+    ("shoal_cache_evictions_total", "counter", "evictions", "Entries evicted to make room."),
+    ("shoal_cache_expirations_total", "counter", "expirations", "Entries removed by their TTL."),
+)
+
+
+def escape_label_value(value: str) -> str:
+    """Escape a label value for the text format: backslash, double quote, newline."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def render_metrics(stats: Iterable[GroupStats]) -> bytes:
+    """Render the statistics of some groups in the Prometheus text format.
+
+    Each metric gets its ``# HELP`` and ``# TYPE`` lines once, followed by one
+    sample per group (and per cache for the ``shoal_cache_*`` series).
+
+    Args:
+        stats: one snapshot per group, e.g. ``(g.statistics() for g in node.groups.values())``.
+
+    Returns:
+        The exposition as UTF-8 bytes, to serve with :data:`CONTENT_TYPE`.
+    """
+    snapshots = [(escape_label_value(s.name), s) for s in stats]
+    lines: list[str] = []
+    for series, field, text in _GROUP_COUNTERS:
+        lines += (f"# HELP {series} {text}", f"# TYPE {series} counter")
+        lines += (f'{series}{{group="{label}"}} {getattr(s, field)}' for label, s in snapshots)
+    for series, kind, field, text in _CACHE_SERIES:
+        lines += (f"# HELP {series} {text}", f"# TYPE {series} {kind}")
+        for label, s in snapshots:
+            lines += (
+                f'{series}{{group="{label}",cache="main"}} {getattr(s.main, field)}',
+                f'{series}{{group="{label}",cache="hot"}} {getattr(s.hot, field)}',
+            )
+    lines.append("")  # the format ends with a line feed
+    return "\n".join(lines).encode()

@@ -1,0 +1,101 @@
+"""Prometheus text rendering of GroupStats snapshots."""
+
+from __future__ import annotations
+
+import re
+
+from shoal.api.metrics import CONTENT_TYPE, escape_label_value, render_metrics
+from shoal.stats import GroupStats, StoreStats
+
+
+def store(**values: int) -> StoreStats:
+    fields = {"bytes": 0, "items": 0, "gets": 0, "hits": 0, "evictions": 0, "expirations": 0}
+    fields.update(values)
+    return StoreStats(capacity_bytes=1024, capacity_entries=None, **fields)
+
+
+def group(name: str, **values: int) -> GroupStats:
+    fields = {
+        "gets": 0,
+        "hits": 0,
+        "loads": 0,
+        "loads_deduped": 0,
+        "local_loads": 0,
+        "local_load_errors": 0,
+        "peer_loads": 0,
+        "peer_errors": 0,
+        "server_requests": 0,
+    }
+    fields.update(values)
+    main, hot = store(bytes=100, items=2, gets=7), store(hits=1)
+    return GroupStats(name=name, main=main, hot=hot, **fields)
+
+
+GROUP_COUNTERS = [
+    "shoal_gets_total",
+    "shoal_hits_total",
+    "shoal_loads_total",
+    "shoal_loads_deduped_total",
+    "shoal_local_loads_total",
+    "shoal_local_load_errors_total",
+    "shoal_peer_loads_total",
+    "shoal_peer_errors_total",
+    "shoal_server_requests_total",
+]
+CACHE_SERIES = {
+    "shoal_cache_bytes": "gauge",
+    "shoal_cache_items": "gauge",
+    "shoal_cache_gets_total": "counter",
+    "shoal_cache_hits_total": "counter",
+    "shoal_cache_evictions_total": "counter",
+    "shoal_cache_expirations_total": "counter",
+}
+
+
+def test_content_type() -> None:
+    """The text format's version 0.0.4 content type."""
+    assert CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
+
+
+def test_every_series_is_declared_once_with_samples_per_group() -> None:
+    """HELP and TYPE once per metric; one sample per group (and per cache)."""
+    text = render_metrics([group("a", gets=10, hits=4), group("b", loads=3)]).decode()
+    assert text.endswith("\n")
+    for series in GROUP_COUNTERS:
+        assert text.count(f"# HELP {series} ") == 1
+        assert text.count(f"# TYPE {series} counter\n") == 1
+        assert len(re.findall(rf"^{series}{{group=\"[ab]\"}} \d+$", text, re.MULTILINE)) == 2
+    for series, kind in CACHE_SERIES.items():
+        assert text.count(f"# HELP {series} ") == 1
+        assert text.count(f"# TYPE {series} {kind}\n") == 1
+        pattern = rf'^{series}{{group="[ab]",cache="(main|hot)"}} \d+$'
+        assert len(re.findall(pattern, text, re.MULTILINE)) == 4
+    assert 'shoal_gets_total{group="a"} 10\n' in text
+    assert 'shoal_hits_total{group="a"} 4\n' in text
+    assert 'shoal_loads_total{group="b"} 3\n' in text
+    assert 'shoal_cache_bytes{group="a",cache="main"} 100\n' in text
+    assert 'shoal_cache_items{group="b",cache="main"} 2\n' in text
+    assert 'shoal_cache_gets_total{group="a",cache="main"} 7\n' in text
+    assert 'shoal_cache_hits_total{group="a",cache="hot"} 1\n' in text
+
+
+def test_every_line_is_well_formed() -> None:
+    """Only comments and `name{labels} value` lines."""
+    text = render_metrics([group("a")]).decode()
+    sample = re.compile(r'^shoal_[a-z_]+\{group="a"(,cache="(main|hot)")?\} \d+$')
+    for line in text.splitlines():
+        assert line.startswith(("# HELP shoal_", "# TYPE shoal_")) or sample.match(line), line
+
+
+def test_no_groups() -> None:
+    """Without groups the metrics are declared without samples."""
+    text = render_metrics([]).decode()
+    assert "# TYPE shoal_gets_total counter" in text
+    assert "{" not in text
+
+
+def test_label_values_are_escaped() -> None:
+    """Backslash, double quote and newline are escaped in label values."""
+    assert escape_label_value('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
+    text = render_metrics([group('we"ird\\\n')]).decode()
+    assert 'shoal_gets_total{group="we\\"ird\\\\\\n"} 0\n' in text
