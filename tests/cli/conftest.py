@@ -6,19 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from procs import MariaDB, Postgres, ShoalServer, ensure_mariadb, ensure_postgres, shoal_serve
-
-
-@pytest.fixture(scope="session")
-def mariadb() -> MariaDB:
-    """The MariaDB server (started if down; skipped, or failed under CI, if unavailable)."""
-    return ensure_mariadb()
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Postgres:
-    """The PostgreSQL server (started if down; skipped, or failed under CI, if unavailable)."""
-    return ensure_postgres()
+from procs import ShoalServer, shoal_serve
 
 
 @pytest.fixture(scope="module")

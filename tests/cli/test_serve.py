@@ -134,15 +134,22 @@ def test_sqlite_file_group(tmp_path: Path) -> None:
         assert f"'people' ready (sql:sqlite://{path})" in server.stdout()
 
 
-@pytest.mark.mysql
-def test_mariadb_group(mariadb: MariaDB) -> None:
-    """A sql: group on MariaDB, through a real server process."""
+@pytest.mark.parametrize(
+    "db",
+    [
+        pytest.param("mariadb", marks=pytest.mark.mysql),
+        pytest.param("postgres", marks=pytest.mark.postgres),
+    ],
+)
+def test_sql_group_on_a_database_server(db: str, request: pytest.FixtureRequest) -> None:
+    """A sql: group on MariaDB and on PostgreSQL, through a real server process."""
+    server_db: MariaDB | Postgres = request.getfixturevalue(db)
     name = table_name()
-    run_async(create_table(mariadb, name, ROWS))
+    run_async(create_table(server_db, name, ROWS))
     try:
         with shoal_serve(
             "--group",
-            f"people=sql:{mariadb.dsn}",
+            f"people=sql:{server_db.dsn}",
             "--query",
             f"people=SELECT n FROM {name} WHERE k = :key",
         ) as server:
@@ -150,26 +157,7 @@ def test_mariadb_group(mariadb: MariaDB) -> None:
             assert http_get(f"{server.url}/api?key=nobody")[0] == 404
             assert server.stop(signal.SIGTERM) == 0
     finally:
-        run_async(drop_table(mariadb, name))
-
-
-@pytest.mark.postgres
-def test_postgres_group(postgres: Postgres) -> None:
-    """A sql: group on PostgreSQL, through a real server process."""
-    name = table_name()
-    run_async(create_table(postgres, name, ROWS))
-    try:
-        with shoal_serve(
-            "--group",
-            f"people=sql:{postgres.dsn}",
-            "--query",
-            f"people=SELECT n FROM {name} WHERE k = :key",
-        ) as server:
-            assert http_get(f"{server.url}/api?key=Tom") == (200, b"630")
-            assert http_get(f"{server.url}/api?key=nobody")[0] == 404
-            assert server.stop(signal.SIGTERM) == 0
-    finally:
-        run_async(drop_table(postgres, name))
+        run_async(drop_table(server_db, name))
 
 
 def test_database_failure_is_a_502_and_the_server_keeps_going(tmp_path: Path) -> None:

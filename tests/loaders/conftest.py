@@ -16,8 +16,6 @@ from procs import (
     create_sqlite_table,
     create_table,
     drop_table,
-    ensure_mariadb,
-    ensure_postgres,
     table_name,
 )
 from shoal.loaders import SqlLoader, sql_loader
@@ -32,18 +30,6 @@ ROWS: list[Row] = [
     (UNICODE_KEY, "fish", 2, None),
 ]
 """Every test table holds these rows (k, v, n, b)."""
-
-
-@pytest.fixture(scope="session")
-def mariadb() -> MariaDB:
-    """The MariaDB server (started if down; skipped, or failed under CI, if unavailable)."""
-    return ensure_mariadb()
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Postgres:
-    """The PostgreSQL server (started if down; skipped, or failed under CI, if unavailable)."""
-    return ensure_postgres()
 
 
 @dataclass
