@@ -23,7 +23,7 @@ lint: dev
 	$(BIN)/ruff format --check src tests bench
 
 typecheck: dev
-	$(BIN)/mypy src tests/typing
+	$(BIN)/mypy src tests/typing bench
 
 pytest: dev
 	$(BIN)/pytest -q

@@ -1,0 +1,85 @@
+"""Helpers shared by the benchmark scripts: Markdown tables, statistics, event loops.
+
+Not a benchmark itself. Each script in this directory puts its own directory
+first on ``sys.path`` when run, which is how they import this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import platform
+import statistics
+import sys
+from collections.abc import Callable, Sequence
+
+__all__ = [
+    "BenchError",
+    "environment",
+    "loop_factories",
+    "markdown_table",
+    "median",
+    "ratio",
+]
+
+
+class BenchError(Exception):
+    """A benchmark found a wrong result (as opposed to a slow one): the script exits 1."""
+
+
+def markdown_table(
+    headers: Sequence[str], rows: Sequence[Sequence[object]], align: str | None = None
+) -> str:
+    """Render a Markdown table; ``align`` has one letter per column, ``l`` or ``r``.
+
+    Cells are padded so the table also reads well as plain text.
+    """
+    cells = [[str(h) for h in headers], *[[str(c) for c in row] for row in rows]]
+    align = align or "l" + "r" * (len(headers) - 1)
+    widths = [max(3, *(len(row[i]) for row in cells)) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        padded = (
+            cell.ljust(w) if a == "l" else cell.rjust(w)
+            for cell, w, a in zip(row, widths, align, strict=True)
+        )
+        return "| " + " | ".join(padded) + " |"
+
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":" if a == "r" else ":" + "-" * (w + 1))
+            for w, a in zip(widths, align, strict=True)
+        )
+        + "|"
+    )
+    return "\n".join([line(cells[0]), rule, *(line(row) for row in cells[1:])])
+
+
+def median(values: Sequence[float]) -> float:
+    """The median of ``values``."""
+    return statistics.median(values)
+
+
+def ratio(value: float, baseline: float) -> str:
+    """``value / baseline`` formatted as ``1.23x``."""
+    return f"{value / baseline:.2f}x" if baseline else "n/a"
+
+
+def loop_factories() -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Event loop constructors to compare: asyncio's, and uvloop's when it is installed."""
+    factories: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+        "asyncio": asyncio.new_event_loop
+    }
+    try:
+        import uvloop
+    except ImportError:
+        return factories
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories
+
+
+def environment() -> str:
+    """One line naming the interpreter and platform, printed under each table."""
+    impl = platform.python_implementation()
+    version = ".".join(map(str, sys.version_info[:3]))
+    return f"{impl} {version} on {platform.system()} {platform.machine()}"
