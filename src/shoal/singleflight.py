@@ -3,8 +3,11 @@
 Rules (DESIGN §4.2):
 
 * The load runs in a task owned by the :class:`Flight`, never by the caller
-  that happened to start it. Callers wait through ``asyncio.shield``, so a
-  cancelled caller (the first one included) cancels nobody else.
+  that happened to start it. Each caller waits on a future of its own, which
+  the task's completion fills, so a cancelled caller (the first one included)
+  cancels only its own wait. (One plain future per waiter, not one
+  ``asyncio.shield`` each: a shield costs a future and two callbacks more,
+  which is what a stampede of 10,000 waiters feels.)
 * Every waiter gets the same value or the same exception.
 * A call can be *fenced* (a write or delete of the key happened while it ran):
   it is detached at once, so later callers start a fresh load, and the running
@@ -31,13 +34,14 @@ T = TypeVar("T")
 class Call(Generic[T]):
     """One running load of one key."""
 
-    __slots__ = ("fenced", "key", "task")
+    __slots__ = ("fenced", "key", "task", "waiters")
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.fenced = False
         """True once a write or delete of the key made this load's result stale."""
         self.task: asyncio.Task[T]
+        self.waiters: list[asyncio.Future[T]] = []
 
 
 class Flight(Generic[T]):
@@ -68,24 +72,19 @@ class Flight(Generic[T]):
             BaseException: whatever ``fn`` raised, the same object for every waiter.
         """
         call = self._calls.get(key)
+        loop = asyncio.get_running_loop()
         if call is None:
             if self._closed:
                 raise Closed("the group is closed")
             call = Call(key)
-            call.task = asyncio.get_running_loop().create_task(self._run(call, fn))
+            call.task = loop.create_task(self._run(call, fn))
             self._calls[key] = call
             self._tasks.add(call.task)
             call.task.add_done_callback(self._finished(call))
             self.started += 1
-        task = call.task
-        try:
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if task.cancelled() and not (current is not None and current.cancelling()):
-                # The load itself was cancelled by aclose(), not this caller.
-                raise Closed("the group was closed while loading") from None
-            raise
+        waiter: asyncio.Future[T] = loop.create_future()
+        call.waiters.append(waiter)
+        return await waiter
 
     def fence(self, key: str) -> bool:
         """Mark the load of ``key`` stale and detach it; return whether one was running."""
@@ -114,9 +113,20 @@ class Flight(Generic[T]):
             self._tasks.discard(task)
             if self._calls.get(call.key) is call:
                 del self._calls[call.key]
-            # Mark the outcome retrieved: if every waiter was cancelled, nobody reads it,
-            # and asyncio would log "exception was never retrieved".
-            if not task.cancelled():
-                task.exception()
+            # Reading the outcome also marks it retrieved: with every waiter gone,
+            # asyncio would otherwise log "exception was never retrieved".
+            error: BaseException | None
+            if task.cancelled():
+                error = Closed("the group was closed while loading")
+            else:
+                error = task.exception()
+            for waiter in call.waiters:
+                if waiter.done():  # its caller was cancelled
+                    continue
+                if error is None:
+                    waiter.set_result(task.result())
+                else:
+                    waiter.set_exception(error)
+            call.waiters.clear()
 
         return done
