@@ -11,6 +11,13 @@ Rules of this module:
 - A handler that returns a ready :class:`Response` (a cache hit) is answered
   inside ``data_received``: no task, no coroutine, one ``write`` per batch of
   requests. Only an awaitable result becomes a task, owned by the server.
+- An optional ``fast_get`` hook sees the raw target of a plain GET (HTTP/1.1,
+  keep-alive, nothing queued ahead on the connection) before any
+  :class:`Request` is built. When it returns bare bytes, the answer is a
+  prebuilt ``200 application/octet-stream`` header plus those bytes, exactly
+  what the general path would send for ``Response(200, data, OCTET_STREAM)``;
+  this is the cache-hit path of the API and the reason for most of the
+  shortcuts below.
 - Responses leave in request order (pipelining). While an earlier answer is
   pending, later ones queue behind it. Pipelined requests with safe methods
   (GET, HEAD) run in parallel, at most ``max_pipeline`` tasks per connection;
@@ -18,7 +25,12 @@ Rules of this module:
   pauses while the queue is full or the transport's write buffer is.
 - One timer per connection, re-armed lazily: the header, body and keep-alive
   timeouts only move a deadline; the timer callback re-schedules itself when it
-  fires early. Handler time is bounded separately by ``request_timeout``.
+  fires early. Inside ``data_received`` the deadline is only recorded (from one
+  clock reading per read) and the timer is re-armed at most once, after the
+  parser is done with the data, so a request costs no timer operation. Handler
+  time is bounded separately by ``request_timeout``.
+- The ``Date`` header is formatted by a one-second timer of the server, not
+  per answer.
 - No input crashes the server. Malformed requests get a JSON 4xx and the
   connection closes (after a short lingering drain, so the client can read the
   answer); a failing handler gets a JSON 500 and is logged.
@@ -34,6 +46,7 @@ import http
 import inspect
 import json
 import logging
+import math
 import socket
 import time
 from collections import deque
@@ -48,6 +61,7 @@ __all__ = [
     "Request",
     "Response",
     "Handler",
+    "FastGet",
     "HttpServer",
     "HttpProtocol",
     "json_response",
@@ -97,6 +111,13 @@ _METHODS: Final[dict[bytes, str]] = {
 # so a pipelined GET after a PUT sees the PUT.
 _SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
 _CONTINUE: Final = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The header names (lower case) on_header looks at: the body's framing, Expect,
+# and those the parser reads keep-alive from. And the lengths of these names.
+_SPECIAL_HEADERS: Final = frozenset(
+    {b"content-length", b"transfer-encoding", b"expect", b"connection", b"proxy-connection"}
+)
+_SPECIAL_SIZES: Final = frozenset(len(name) for name in _SPECIAL_HEADERS)
+_SERVER_AND_DATE: Final = b"Server: shoal\r\nDate: "
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 
 
@@ -203,6 +224,26 @@ Handler = Callable[[Request], "Response | Awaitable[Response]"]
 """What an :class:`HttpServer` calls for each request: return a :class:`Response`
 right away when the answer is at hand, or an awaitable of one (run as a task)."""
 
+FastGet = Callable[[bytes], "bytes | Response | Awaitable[Response] | None"]
+"""An optional shortcut of an :class:`HttpServer` for the most frequent request.
+
+It is called with the raw request target (``b"/api?key=k1"``, nothing decoded)
+of a GET request when the answer could go out at once: HTTP/1.1, keep-alive,
+no earlier answer pending on the connection. It returns:
+
+- ``bytes``: the body of a ``200`` answer with ``Content-Type:
+  application/octet-stream``, sent from a prebuilt header;
+- a :class:`Response` or an awaitable of one: the answer, handled exactly as
+  if the handler had returned it;
+- ``None``: "not mine", and the request goes to the handler as usual. It must
+  return None only before it has changed anything (statistics included), as
+  the handler then sees the same request again.
+
+Whatever it answers must be what the handler would answer for the request; the
+hook exists only to skip building :class:`Request` and :class:`Response`
+objects on the hot path.
+"""
+
 
 def json_response(
     data: Any, status: int = 200, *, headers: Sequence[tuple[str, str]] = ()
@@ -237,7 +278,7 @@ def _encode(
     body = response.body
     parts = [
         _STATUS_LINES.get(status) or _status_line(status),
-        b"Server: shoal\r\nDate: ",
+        _SERVER_AND_DATE,
         date,
         b"\r\n",
     ]
@@ -263,6 +304,17 @@ def _encode(
         parts.append(body)
         return b"".join(parts), b""
     return b"".join(parts), body
+
+
+def _octet_stream_head(date: bytes) -> bytes:
+    """The start of a ``200`` octet-stream answer, up to the Content-Length value.
+
+    The fast path appends ``<length>\\r\\n\\r\\n<body>``; the pieces are those of
+    :func:`_encode`, so both paths send the same bytes.
+    """
+    return b"".join(
+        (_STATUS_LINES[200], _SERVER_AND_DATE, date, b"\r\n", _content_type_line(OCTET_STREAM))
+    )
 
 
 def _split_target(target: bytes) -> tuple[bytes, bytes]:
@@ -309,6 +361,7 @@ class HttpProtocol(asyncio.Protocol):
     def __init__(self, server: HttpServer) -> None:
         self._server = server
         self._handler = server.handler
+        self._fast_get = server.fast_get
         self._loop = server.loop
         config = server.config
         self._max_head = config.max_header_bytes
@@ -327,14 +380,20 @@ class HttpProtocol(asyncio.Protocol):
         self._head_bytes = 0
         self._stall_bytes = 0
         self._progress = False
+        # Whether the request has one of the headers that change how it is read
+        # (_SPECIAL_HEADERS); the four fields after it are valid only then, and
+        # reset by the first such header (most requests have none).
+        self._special = False
         self._content_length: int | None = None
         self._chunked = False
         self._expect: bytes | None = None
-        self._body: list[bytes] = []
-        self._body_bytes = 0
+        self._connection_header = False
+        self._body: list[bytes] | None = None  # None until a piece arrives
+        self._body_bytes = 0  # reset by on_headers_complete when a body follows
         self._method = "GET"
         self._version = "1.1"
         self._keep_alive = True
+        self._fast = False  # a GET on_message_complete may answer through fast_get
         self._rejection: tuple[int, str, str] | None = None
 
         # Answers, in request order. _unstarted holds the queued requests whose
@@ -343,7 +402,10 @@ class HttpProtocol(asyncio.Protocol):
         self._unstarted: deque[_Slot] = deque()
         self._running = 0
         self._unsafe_running = False
-        self._out: list[bytes] | None = None
+        # While data_received feeds the parser (_feeding), answers collect in
+        # _out and leave in one write when the feed is done.
+        self._feeding = False
+        self._out: list[bytes] = []
 
         # Connection state.
         self._accepting = True  # False once no further request will be parsed
@@ -358,7 +420,10 @@ class HttpProtocol(asyncio.Protocol):
         # The one timer: _deadline is what counts; the handle may fire early.
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
+        self._timer_at = math.inf  # when _timer fires; infinity while there is none
+        # The loop's clock when the current data_received began: deadlines set
+        # while feeding count from it (a read is parsed within microseconds).
+        self._now = 0.0
 
     # -- asyncio.Protocol -------------------------------------------------------
 
@@ -384,6 +449,7 @@ class HttpProtocol(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+            self._timer_at = math.inf
         for slot in self._pending:
             if slot.task is not None:
                 slot.task.cancel()
@@ -397,8 +463,8 @@ class HttpProtocol(asyncio.Protocol):
             self._discard(len(data))
             return
         self._progress = False
-        out: list[bytes] = []
-        self._out = out
+        self._now = self._loop.time()
+        self._feeding = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -420,12 +486,22 @@ class HttpProtocol(asyncio.Protocol):
             if self._state == _HEADERS and self._accepting:
                 self._check_stalled_headers(len(data))
         finally:
-            self._out = None
-            self._flush(out)
+            self._feeding = False
+            out = self._out
+            if out:
+                self._out = []  # before writing: a failed write is not sent again
+                transport = self._transport
+                if transport is not None and not transport.is_closing():
+                    transport.writelines(out)  # a single piece is not copied
             if self._close_deferred:
                 self._close_deferred = False
                 self._finish_close()
-        self._update_flow()
+        # Both checks are inlined: they run on every read and rarely have work.
+        if self._pending or self._reading_paused or self._writing_paused:
+            self._update_flow()
+        deadline = self._deadline
+        if deadline is not None and deadline < self._timer_at:
+            self._arm(deadline)
 
     def eof_received(self) -> bool | None:
         """The client shut its side: answer what is queued, then close."""
@@ -447,7 +523,7 @@ class HttpProtocol(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------
 
     def on_message_begin(self) -> None:
-        """A request starts: reset the per-request state, arm the header timeout."""
+        """A request starts: reset the per-request state, start the header timeout."""
         if not self._accepting:
             # A request pipelined after "Connection: close" (or during shutdown):
             # stop the parser here; the connection closes after the earlier answers.
@@ -457,55 +533,86 @@ class HttpProtocol(asyncio.Protocol):
         self._headers = []
         self._head_bytes = 0
         self._stall_bytes = 0
-        self._progress = True
-        self._content_length = None
-        self._chunked = False
-        self._expect = None
-        self._body = []
-        self._body_bytes = 0
-        self._set_deadline(self._header_timeout)
+        self._special = False
+        self._body = None
+        # Always inside data_received, which arms the timer when it is done (see
+        # _set_deadline); usually the whole request is in this read and the
+        # keep-alive deadline replaces this one before then.
+        self._deadline = self._now + self._header_timeout
 
     def on_url(self, url: bytes) -> None:
         """A piece of the request target (several if it spans reads)."""
-        self._url += url
         self._head_bytes += len(url)
+        url = self._url + url
+        self._url = url
         self._progress = True
-        if len(self._url) > self._max_head:
+        if len(url) > self._max_head:
             self._reject(414, "uri_too_long", f"request target longer than {self._max_head} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         """One complete header field."""
         self._headers.append((name, value))
-        self._head_bytes += len(name) + len(value) + 4
+        size = len(name)
+        head_bytes = self._head_bytes + size + len(value) + 4
+        self._head_bytes = head_bytes
         self._progress = True
-        if self._head_bytes > self._max_head:
+        if head_bytes > self._max_head:
             self._reject(
                 431,
                 "headers_too_large",
                 f"request line and headers longer than {self._max_head} bytes",
             )
-        size = len(name)
-        if size == 14 and name.lower() == b"content-length":
+        if size not in _SPECIAL_SIZES:
+            return  # most headers: cheaper than lower-casing every name
+        name = name.lower()
+        if name not in _SPECIAL_HEADERS:
+            return
+        if not self._special:
+            self._special = True
+            self._content_length = None
+            self._chunked = False
+            self._expect = None
+            self._connection_header = False
+        if name == b"content-length":
             try:
                 self._content_length = int(value)
             except ValueError:
                 self._reject(400, "bad_request", "malformed Content-Length")
-        elif size == 6 and name.lower() == b"expect":
+        elif name == b"expect":
             self._expect = value
-        elif size == 17 and name.lower() == b"transfer-encoding":
+        elif name == b"transfer-encoding":
             self._chunked = True  # httptools validates it; any value means a body may follow
+        else:  # connection, proxy-connection
+            self._connection_header = True  # see on_headers_complete
 
     def on_headers_complete(self) -> None:
         """Headers done: check limits and expectations before any body is read."""
         parser = self._parser
         self._state = _BODY
-        self._progress = True
         if parser.should_upgrade():  # "Connection: upgrade" or CONNECT
             self._reject(400, "upgrade_not_supported", "protocol upgrades are not supported")
         method = parser.get_method()
         self._method = _METHODS.get(method) or method.decode("ascii", "replace")
-        self._version = parser.get_http_version()
-        self._keep_alive = parser.should_keep_alive()
+        self._keep_alive = keep_alive = parser.should_keep_alive()
+        # get_http_version() formats a new string on every call, a good part of
+        # the parsing cost of a small request. The parser (llhttp) takes the
+        # versions 0.9, 1.0, 1.1 and 2.0, and keeps a connection alive for any of
+        # them but 1.1 only when a Connection (or Proxy-Connection) header says
+        # so: a keep-alive request without such a header is HTTP/1.1.
+        if not self._special:
+            # No body, no expectation, and no Connection header (see above).
+            if keep_alive:
+                self._version = "1.1"
+                self._fast = self._method == "GET"
+            else:
+                self._version = parser.get_http_version()
+                self._fast = False
+            return  # on_message_complete follows at once, in this same feed
+        if keep_alive and not self._connection_header:
+            self._version = "1.1"
+        else:
+            self._version = parser.get_http_version()
+        self._fast = keep_alive and self._version == "1.1" and self._method == "GET"
         length = self._content_length
         if length is not None and length > self._max_body:
             # Answered before reading a byte of the body.
@@ -516,6 +623,7 @@ class HttpProtocol(asyncio.Protocol):
             if length != 0:
                 self._interim(_CONTINUE)
         if length or self._chunked:
+            self._body_bytes = 0
             self._set_deadline(self._body_timeout)
         # else on_message_complete follows at once, in this same feed
 
@@ -524,11 +632,44 @@ class HttpProtocol(asyncio.Protocol):
         self._body_bytes += len(body)
         if self._body_bytes > self._max_body:
             self._reject(413, "body_too_large", f"request body larger than {self._max_body} bytes")
-        self._body.append(body)
+        if self._body is None:
+            self._body = [body]
+        else:
+            self._body.append(body)
 
     def on_message_complete(self) -> None:
-        """A whole request arrived: hand it to the handler."""
+        """A whole request arrived: answer it (fast path) or hand it to the handler."""
         self._state = _IDLE
+        fast_get = self._fast_get
+        if self._fast and fast_get is not None and self._accepting and not self._pending:
+            # A keep-alive HTTP/1.1 GET (_fast) with nothing queued ahead: the
+            # general path would send the answer at once, with no Connection
+            # header, and then wait for the next request under the keep-alive
+            # timeout; the fast path does just that.
+            try:
+                result = fast_get(self._url)
+            except Exception:
+                log.exception("HTTP fast path failed on GET %r", self._url[:128])
+                result = _internal_error()
+            if type(result) is bytes:
+                # 200 octet-stream: what _send(request, Response(200, result,
+                # OCTET_STREAM)) writes, from the header the server keeps ready.
+                head = self._server.octet_stream_head
+                if len(result) <= _JOIN_LIMIT:
+                    self._out.append(b"%s%d\r\n\r\n%s" % (head, len(result), result))
+                else:
+                    self._out += (b"%s%d\r\n\r\n" % (head, len(result)), result)
+                self._deadline = self._now + self._keepalive_timeout  # as _after_answer
+                return
+            if result is not None:
+                self._answer(self._take_request(), cast("Response | Awaitable[Response]", result))
+                return
+        self._dispatch(self._take_request())
+
+    # -- requests and answers ---------------------------------------------------
+
+    def _take_request(self) -> Request:
+        """The :class:`Request` just parsed (stop accepting more if it closes the connection)."""
         body = self._body
         path, query = _split_target(self._url)
         request = Request(
@@ -536,36 +677,37 @@ class HttpProtocol(asyncio.Protocol):
             path,
             query,
             self._headers,
-            body[0] if len(body) == 1 else b"".join(body),
+            b"" if body is None else body[0] if len(body) == 1 else b"".join(body),
             keep_alive=self._keep_alive,
             http_version=self._version,
         )
         if not request.keep_alive:
             self._accepting = False
-        self._dispatch(request)
-
-    # -- requests and answers ---------------------------------------------------
+        return request
 
     def _dispatch(self, request: Request) -> None:
-        pending = self._pending
-        if not pending:
+        if not self._pending:
             # The common case: nothing queued ahead, so a ready answer goes out now.
-            result = self._invoke(request)
-            if isinstance(result, Response):
-                self._send(request, result)
-                self._after_answer()
-                return
-            slot = _Slot(request)
-            pending.append(slot)
-            self._run(slot, result)
-        else:
-            slot = _Slot(request)
-            pending.append(slot)
-            if self._unstarted or not self._may_start(request):
-                self._unstarted.append(slot)
-                self._after_answer()
-                return
-            self._start(slot)
+            self._answer(request, self._invoke(request))
+            return
+        slot = _Slot(request)
+        self._pending.append(slot)
+        if self._unstarted or not self._may_start(request):
+            self._unstarted.append(slot)
+            self._after_answer()
+            return
+        self._start(slot)
+        self._advance()
+
+    def _answer(self, request: Request, result: Response | Awaitable[Response]) -> None:
+        """Answer a request with nothing queued ahead of it: now, or when its task is done."""
+        if isinstance(result, Response):
+            self._send(request, result)
+            self._after_answer()
+            return
+        slot = _Slot(request)
+        self._pending.append(slot)
+        self._run(slot, result)
         self._advance()
 
     def _may_start(self, queued: Request | _Slot) -> bool:
@@ -645,7 +787,7 @@ class HttpProtocol(asyncio.Protocol):
                 continue
             break
         self._after_answer()
-        if self._out is None:  # else data_received adjusts reading when it is done
+        if not self._feeding:  # else data_received adjusts reading when it is done
             self._update_flow()
 
     def _after_answer(self) -> None:
@@ -668,7 +810,7 @@ class HttpProtocol(asyncio.Protocol):
             close = True  # the last answer of a connection that is closing
         head = request is not None and request.method == "HEAD"
         keep_alive_header = request is not None and request.http_version == "1.0" and not close
-        date = self._server._date()
+        date = self._server.date
         try:
             header, body = _encode(
                 response, date, head=head, close=close, keep_alive_header=keep_alive_header
@@ -693,22 +835,12 @@ class HttpProtocol(asyncio.Protocol):
             self._write(data)
 
     def _write(self, data: bytes) -> None:
-        out = self._out
-        if out is not None:
-            out.append(data)
+        if self._feeding:
+            self._out.append(data)
             return
         transport = self._transport
         if transport is not None and not transport.is_closing():
             transport.write(data)
-
-    def _flush(self, out: list[bytes]) -> None:
-        transport = self._transport
-        if not out or transport is None or transport.is_closing():
-            return
-        if len(out) == 1:
-            transport.write(out[0])
-        else:
-            transport.writelines(out)
 
     # -- errors, limits and closing ---------------------------------------------
 
@@ -765,7 +897,7 @@ class HttpProtocol(asyncio.Protocol):
                 slot.task.cancel()
         self._pending.clear()
         self._unstarted.clear()
-        if self._out is not None:
+        if self._feeding:
             self._close_deferred = True  # data_received writes the answers first
             return
         self._finish_close()
@@ -809,16 +941,29 @@ class HttpProtocol(asyncio.Protocol):
     # -- the timer ----------------------------------------------------------------
 
     def _set_deadline(self, timeout: float) -> None:
+        """Let the connection live ``timeout`` more seconds in its current state."""
+        if self._feeding:
+            # data_received arms the timer once, after the parser is done with
+            # the data: a read with a whole request moves the deadline twice
+            # (header timeout, then keep-alive) and neither needs a timer call.
+            self._deadline = self._now + timeout
+            return
         deadline = self._loop.time() + timeout
         self._deadline = deadline
-        if self._timer is None or self._timer_at > deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer = self._loop.call_at(deadline, self._on_timer)
-            self._timer_at = deadline
+        if deadline < self._timer_at:
+            self._arm(deadline)
+
+    def _arm(self, deadline: float) -> None:
+        """Make the timer fire at ``deadline`` (a later deadline never re-arms it:
+        _on_timer then finds the deadline not reached and re-schedules itself)."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+        self._timer_at = deadline
 
     def _on_timer(self) -> None:
         self._timer = None
+        self._timer_at = math.inf
         deadline = self._deadline
         transport = self._transport
         if deadline is None or transport is None:
@@ -861,6 +1006,7 @@ class HttpServer:
 
     Args:
         handler: called with each :class:`Request`; see :data:`Handler`.
+        fast_get: an optional shortcut for plain GET requests; see :data:`FastGet`.
         config: limits and timeouts (``max_header_bytes``, ``max_body_bytes``,
             ``header_timeout``, ``body_timeout``, ``keepalive_timeout``,
             ``request_timeout``); default ``NodeConfig()``.
@@ -875,6 +1021,7 @@ class HttpServer:
         handler: Handler,
         config: NodeConfig | None = None,
         *,
+        fast_get: FastGet | None = None,
         max_pipeline: int = MAX_PIPELINE,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
         backlog: int = 1024,
@@ -882,6 +1029,7 @@ class HttpServer:
         if max_pipeline < 1:
             raise ValueError(f"max_pipeline must be at least 1, got {max_pipeline}")
         self.handler = handler
+        self.fast_get = fast_get
         self.config = config if config is not None else NodeConfig()
         self.max_pipeline = max_pipeline
         self._shutdown_timeout = shutdown_timeout
@@ -893,8 +1041,12 @@ class HttpServer:
         self._tasks: set[asyncio.Task[Response]] = set()
         self._closing = False
         self._drained: asyncio.Event | None = None
-        self._date_second = -1
-        self._date_value = b""
+        # Refreshed every second by _update_date while the server runs.
+        self.date = b""
+        """The ``Date`` header value of answers."""
+        self.octet_stream_head = b""
+        """The head of a fast-path answer; see :func:`_octet_stream_head`."""
+        self._date_timer: asyncio.TimerHandle | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -937,6 +1089,7 @@ class HttpServer:
         )
         name = self._server.sockets[0].getsockname()
         self._address = (str(name[0]), int(name[1]))
+        self._update_date()
         return self._address
 
     async def aclose(self) -> None:
@@ -952,19 +1105,24 @@ class HttpServer:
             self._closing = True
             return
         self._closing = True
-        server.close()
-        for connection in list(self._connections):
-            connection.shutdown()
-        await self._wait_drained(within=self._shutdown_timeout)
-        for task in list(self._tasks):
-            task.cancel()
-        for connection in list(self._connections):
-            connection.abort()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
-        # connection_lost follows an abort within a loop iteration or two.
-        await self._wait_drained(within=1.0)
-        await server.wait_closed()
+        try:
+            server.close()
+            for connection in list(self._connections):
+                connection.shutdown()
+            await self._wait_drained(within=self._shutdown_timeout)
+            for task in list(self._tasks):
+                task.cancel()
+            for connection in list(self._connections):
+                connection.abort()
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+            # connection_lost follows an abort within a loop iteration or two.
+            await self._wait_drained(within=1.0)
+            await server.wait_closed()
+        finally:
+            if self._date_timer is not None:
+                self._date_timer.cancel()
+                self._date_timer = None
 
     async def _wait_drained(self, *, within: float) -> None:
         if not self._connections:
@@ -992,14 +1150,19 @@ class HttpServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    def _date(self) -> bytes:
-        """The ``Date`` header value, formatted once per second."""
+    def _update_date(self) -> None:
+        """Format the ``Date`` header now, and again just after the next whole second.
+
+        A timer instead of a clock reading per answer: the header has a
+        resolution of one second anyway. (If the loop is blocked, the value lags
+        by as long; answers are late by as much then.)
+        """
         now = time.time()
-        second = int(now)
-        if second != self._date_second:
-            self._date_second = second
-            self._date_value = email.utils.formatdate(second, usegmt=True).encode("ascii")
-        return self._date_value
+        self.date = email.utils.formatdate(now, usegmt=True).encode("ascii")
+        self.octet_stream_head = _octet_stream_head(self.date)
+        # A millisecond past the second: the loop's timers may fire up to a
+        # millisecond early, and the value must have changed when this runs.
+        self._date_timer = self.loop.call_later(1.001 - now % 1.0, self._update_date)
 
     async def _respond(self, awaitable: Awaitable[Response]) -> Response:
         """Await a handler's answer within ``request_timeout``; never raises but CancelledError."""

@@ -22,7 +22,12 @@ not UTF-8 get a 400. Every check on the input happens before a cache is
 touched, so a bad request never changes cache state.
 
 A hit is answered synchronously (no task, no coroutine); only a miss returns a
-coroutine, which the server runs within ``request_timeout``.
+coroutine, which the server runs within ``request_timeout``. The most frequent
+requests, ``GET /api?key=K`` and ``GET /v1/groups/{group}/keys/{key}`` with
+nothing to unescape, take a shortcut (:meth:`ApiServer.fast_get`) that answers
+a hit with the value's bytes before the server builds a request object; it
+hands anything else back to the general path, and answers what it does handle
+exactly as the general path would.
 """
 
 from __future__ import annotations
@@ -59,6 +64,14 @@ _ALLOW_KEY: Final = "GET, HEAD, PUT, DELETE"
 _KEYS_PREFIX: Final = b"/v1/groups/"
 _BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _QUERY_SPECIALS: Final = re.compile(rb"[%+&]")
+# ApiServer.fast_get takes "/api?key=K" and "/v1/groups/{g}/keys/{k}" targets
+# and leaves to the general path: in the query, anything that needs unescaping
+# or splitting (or a fragment); in a key path, an escape, a query or a fragment.
+_FAST_API_PREFIX: Final = b"/api?key="
+_FAST_API_KEY_AT: Final = len(_FAST_API_PREFIX)
+_GROUP_AT: Final = len(_KEYS_PREFIX)
+_NOT_FAST_QUERY: Final = re.compile(rb"[%+&#]")
+_NOT_FAST_PATH: Final = re.compile(rb"[%?#]")
 # A plain decimal number: float() alone would also take "nan", "1_000" and " 5 ".
 _NUMBER: Final = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
@@ -190,11 +203,23 @@ class ApiServer:
     Args:
         node: the node whose groups are served.
         shutdown_timeout: seconds :meth:`aclose` lets in-flight requests finish.
+        fast_path: answer plain GETs through :meth:`fast_get`; False sends every
+            request through :meth:`handle` (the answers are the same: tests
+            compare the two).
     """
 
-    def __init__(self, node: Node, *, shutdown_timeout: float = SHUTDOWN_TIMEOUT) -> None:
+    def __init__(
+        self, node: Node, *, shutdown_timeout: float = SHUTDOWN_TIMEOUT, fast_path: bool = True
+    ) -> None:
         self._node = node
-        self._server = HttpServer(self.handle, node.config, shutdown_timeout=shutdown_timeout)
+        # A live read-only view: groups added or dropped later are seen.
+        self._groups = node.groups
+        self._server = HttpServer(
+            self.handle,
+            node.config,
+            fast_get=self.fast_get if fast_path else None,
+            shutdown_timeout=shutdown_timeout,
+        )
         self._routes: dict[bytes, Callable[[Request], Response | Awaitable[Response]]] = {
             b"/api": self._api,
             b"/v1/stats": self._stats,
@@ -233,6 +258,56 @@ class ApiServer:
             )
         except ShoalError as exc:  # GroupNotFound, InvalidKey, KeyTooLarge, NotFound, ...
             return _shoal_error(exc)
+
+    def fast_get(self, target: bytes) -> bytes | Response | Awaitable[Response] | None:
+        """The shortcut for ``GET /api?key=K`` and ``GET /v1/groups/{g}/keys/{k}``.
+
+        Called by the server with the raw target of a GET that can be answered
+        at once (see :data:`shoal.api._http.FastGet`). Returns the value's bytes
+        on a hit, the answer :meth:`handle` would give once the cache has been
+        consulted (an error, or the coroutine of a miss), or None, before
+        touching anything, for whatever the general path must look at: a
+        target with escapes, ``+``, several parameters or a fragment, a node
+        without exactly one group (``/api``), an unknown group, a key that
+        fails validation.
+        """
+        if target.startswith(_FAST_API_PREFIX):
+            raw_key = target[_FAST_API_KEY_AT:]
+            # Most keys are letters and digits: a cheaper test than the pattern.
+            if not raw_key.isalnum() and _NOT_FAST_QUERY.search(raw_key):
+                return None
+            groups = self._groups
+            if len(groups) != 1:
+                return None
+            (group,) = groups.values()
+        elif target.startswith(_KEYS_PREFIX):
+            # The shape parse_key_path accepts, with nothing to unescape.
+            if _NOT_FAST_PATH.search(target, _GROUP_AT):
+                return None
+            raw_group, slash, rest = target[_GROUP_AT:].partition(b"/")
+            if not slash or not rest.startswith(b"keys/") or b"/" in rest[5:]:
+                return None
+            try:
+                found = self._groups.get(raw_group.decode("utf-8"))
+            except UnicodeDecodeError:
+                return None
+            if found is None:
+                return None
+            group, raw_key = found, rest[5:]
+        else:
+            return None
+        try:
+            key = raw_key.decode("utf-8")
+            group.validate_key(key)
+        except (UnicodeDecodeError, ShoalError):
+            return None  # the general path gives the 400 (and the same for a bad key)
+        # From here on as _get does (tests compare the two paths byte for byte).
+        group.record_server_request()
+        try:
+            data = group.cached_bytes(key)
+        except ShoalError as exc:  # NotFound: a cached miss
+            return _shoal_error(exc)
+        return data if data is not None else self._load(group, key)
 
     # -- routes ------------------------------------------------------------------
 
@@ -319,6 +394,7 @@ class ApiServer:
     # -- the cache ----------------------------------------------------------------
 
     def _get(self, group: Group[Any], key: str) -> Response | Awaitable[Response]:
+        # fast_get does the same for the requests it takes: keep the two in step.
         group.validate_key(key)
         group.record_server_request()
         data = group.cached_bytes(key)  # raises NotFound for a cached miss
@@ -327,6 +403,7 @@ class ApiServer:
         return self._load(group, key)
 
     async def _load(self, group: Group[Any], key: str) -> Response:
+        # load_bytes, not get: cached_bytes has counted this get already.
         try:
             data = await group.load_bytes(key)
         except ShoalError as exc:
