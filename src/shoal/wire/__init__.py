@@ -1,0 +1,91 @@
+"""Sans-I/O wire formats of the peer protocol: messages, bytes, paths and statuses.
+
+Pure and synchronous: no sockets, no asyncio, no clock. The transports move the
+bytes; everything they need to agree with Go groupcache nodes byte for byte is
+here. The code generated from ``groupcache.proto`` (``_pb/``) is for tests and
+future gRPC adapters; callers use the frozen dataclasses of :mod:`.messages`.
+"""
+
+from __future__ import annotations
+
+from .codec import (
+    BAD_REQUEST_MESSAGE,
+    DEFAULT_BASE_PATH,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ERROR_CONTENT_TYPE,
+    ERROR_HEADERS,
+    PROTOBUF_CONTENT_TYPE,
+    STATUS_BAD_REQUEST,
+    STATUS_LOAD_FAILED,
+    STATUS_METHOD_NOT_ALLOWED,
+    STATUS_NOT_FOUND,
+    STATUS_OK,
+    STATUS_PAYLOAD_TOO_LARGE,
+    LocalProtocolError,
+    PathOutsideBase,
+    PeerReply,
+    ProtocolError,
+    RemoteProtocolError,
+    build_peer_path,
+    build_remove_keys_path,
+    classify_get_status,
+    decode_get_request,
+    decode_get_response,
+    decode_remove_keys,
+    decode_set_request,
+    encode_get_request,
+    encode_get_response,
+    encode_remove_keys,
+    encode_set_request,
+    error_body,
+    no_such_group_message,
+    parse_peer_path,
+)
+from .messages import (
+    REMOVE_KEYS_SEGMENT,
+    GetRequest,
+    GetResponse,
+    PeerPath,
+    RemoveKeysRequest,
+    SetRequest,
+)
+
+__all__ = [
+    "REMOVE_KEYS_SEGMENT",
+    "GetRequest",
+    "GetResponse",
+    "SetRequest",
+    "RemoveKeysRequest",
+    "PeerPath",
+    "ProtocolError",
+    "LocalProtocolError",
+    "RemoteProtocolError",
+    "PathOutsideBase",
+    "DEFAULT_BASE_PATH",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "PROTOBUF_CONTENT_TYPE",
+    "ERROR_CONTENT_TYPE",
+    "ERROR_HEADERS",
+    "BAD_REQUEST_MESSAGE",
+    "encode_get_request",
+    "decode_get_request",
+    "encode_get_response",
+    "decode_get_response",
+    "encode_set_request",
+    "decode_set_request",
+    "encode_remove_keys",
+    "decode_remove_keys",
+    "parse_peer_path",
+    "build_peer_path",
+    "build_remove_keys_path",
+    "STATUS_OK",
+    "STATUS_BAD_REQUEST",
+    "STATUS_NOT_FOUND",
+    "STATUS_METHOD_NOT_ALLOWED",
+    "STATUS_PAYLOAD_TOO_LARGE",
+    "STATUS_LOAD_FAILED",
+    "PeerReply",
+    "classify_get_status",
+    "error_body",
+    "no_such_group_message",
+]
