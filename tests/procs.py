@@ -15,7 +15,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -28,19 +30,32 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar, cast
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import pytest
 
+if TYPE_CHECKING:
+    from shoal.ring import Ring
+
 __all__ = [
     "free_port",
+    "free_ports",
+    "free_port_range",
     "clean_env",
     "shoal_cmd",
     "run_shoal",
     "ShoalServer",
     "shoal_serve",
+    "ShoalCluster",
+    "shoal_cluster",
+    "LoadLog",
+    "CountedCluster",
+    "loaded_value",
+    "ProcessGroup",
+    "process_group",
+    "process_gone",
     "MariaDB",
     "Postgres",
     "ensure_mariadb",
@@ -62,12 +77,49 @@ STOP_TIMEOUT = 10.0
 """Seconds a stopped process may take to exit before it is killed."""
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct TCP ports on 127.0.0.1 that nothing listens on right now.
+
+    Picked below 32768, out of the kernel's ephemeral range: a port from that
+    range could be taken, between the pick and the server's bind, by the local
+    end of one of the many connections the tests open.
+    """
+    rng = random.Random()
+    ports: list[int] = []
+    for _ in range(200 * count):
+        if len(ports) == count:
+            return ports
+        port = rng.randrange(10000, 32768)
+        if port in ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        ports.append(port)
+    raise AssertionError(f"could not find {count} free ports")
+
+
+def free_port_range(count: int) -> int:
+    """The first of ``count`` consecutive free TCP ports on 127.0.0.1, below 32768."""
+    rng = random.Random()
+    for _ in range(500):
+        first = rng.randrange(10000, 32768 - count)
+        with contextlib.ExitStack() as stack:
+            try:
+                for port in range(first, first + count):
+                    sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+                    sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return first
+    raise AssertionError(f"could not find {count} consecutive free ports")
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A TCP port on 127.0.0.1 that nothing listens on right now (see :func:`free_ports`)."""
+    return free_ports(1)[0]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
@@ -110,11 +162,18 @@ class ShoalServer:
     port: int
     stdout_path: Path
     stderr_path: Path
+    peer_port: int | None = None
 
     @property
     def url(self) -> str:
         """Base URL of the server's HTTP API."""
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def peer_url(self) -> str:
+        """The node's URL on the ring (its peer server)."""
+        assert self.peer_port is not None, "this server has no peer port"
+        return f"http://127.0.0.1:{self.peer_port}"
 
     def stdout(self) -> str:
         """Everything the server printed to stdout so far."""
@@ -177,6 +236,25 @@ def wait_http_ok(url: str, proc: subprocess.Popen[bytes], timeout: float, log: P
         time.sleep(0.05)
 
 
+def _spawn_serve(
+    args: Sequence[str], port: int, env: Mapping[str, str] | None, workdir: Path
+) -> ShoalServer:
+    """Start ``shoal serve --api-port PORT *args`` with its output in ``workdir``."""
+    stdout_path, stderr_path = workdir / "stdout", workdir / "stderr"
+    with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        proc = subprocess.Popen(
+            shoal_cmd("serve", "--api-host", "127.0.0.1", "--api-port", str(port), *args),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            env=dict(env) if env is not None else clean_env(),
+            # Its own session: a Ctrl-C in the terminal reaches pytest only,
+            # which then stops the server through this context manager.
+            start_new_session=True,
+        )
+    return ShoalServer(proc, port, stdout_path, stderr_path)
+
+
 @contextlib.contextmanager
 def shoal_serve(
     *args: str,
@@ -192,27 +270,199 @@ def shoal_serve(
     """
     port = port if port is not None else free_port()
     workdir = Path(tempfile.mkdtemp(prefix="shoal-serve-"))
-    stdout_path, stderr_path = workdir / "stdout", workdir / "stderr"
     try:
-        with stdout_path.open("wb") as out, stderr_path.open("wb") as err:
+        server = _spawn_serve(args, port, env, workdir)
+        try:
+            wait_http_ok(f"{server.url}/healthz", server.proc, ready_timeout, server.stderr_path)
+            yield server
+        finally:
+            _kill(server.proc)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@dataclass
+class ShoalCluster:
+    """Running ``shoal serve`` processes that are members of one cluster."""
+
+    nodes: list[ShoalServer]
+    ring: str = "shoal"
+    _ring: Ring | None = field(default=None, repr=False)
+
+    @property
+    def urls(self) -> list[str]:
+        """The members' URLs, in the order every node was given them."""
+        return [node.peer_url for node in self.nodes]
+
+    def owner(self, key: str) -> int:
+        """The index of the node that owns ``key``."""
+        from shoal.ring import Ring
+
+        if self._ring is None:
+            self._ring = Ring.build(self.urls, flavour=self.ring)
+        return self.urls.index(self._ring.owner(key))
+
+    def keys_owned_by(self, index: int, prefix: str, count: int = 1) -> list[str]:
+        """``count`` keys ``PREFIX-N`` owned by node ``index``."""
+        keys = (f"{prefix}-{n}" for n in range(100_000))
+        owned = list(itertools.islice((k for k in keys if self.owner(k) == index), count))
+        assert len(owned) == count
+        return owned
+
+    def stderr(self) -> str:
+        """Every node's log, one after the other."""
+        return "\n".join(node.stderr() for node in self.nodes)
+
+
+@contextlib.contextmanager
+def shoal_cluster(
+    size: int,
+    *args: str,
+    env: Callable[[int, str], Mapping[str, str]] | None = None,
+    ready_timeout: float = READY_TIMEOUT,
+) -> Iterator[ShoalCluster]:
+    """Run ``size`` ``shoal serve *args`` processes as one cluster until the block ends.
+
+    Each gets a free API port and a free peer port, and every node lists all of
+    them (``--peers``). ``env(index, peer_url)`` gives a node's environment.
+    The nodes start together; the block starts once every one answers
+    ``/healthz``. On exit every process is stopped (SIGTERM, then SIGKILL),
+    whatever happened, and the output files are removed.
+    """
+    ports = free_ports(2 * size)
+    api_ports, peer_ports = ports[:size], ports[size:]
+    urls = [f"http://127.0.0.1:{p}" for p in peer_ports]
+    ring = args[args.index("--ring") + 1] if "--ring" in args else "shoal"
+    with contextlib.ExitStack() as stack:
+        nodes = []
+        for i, (api_port, peer_port) in enumerate(zip(api_ports, peer_ports, strict=True)):
+            workdir = Path(tempfile.mkdtemp(prefix=f"shoal-node{i}-"))
+            stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+            node_args = [*args, "--port", str(peer_port), "--peers", ",".join(urls)]
+            server = _spawn_serve(
+                node_args, api_port, env(i, urls[i]) if env is not None else None, workdir
+            )
+            server.peer_port = peer_port
+            stack.callback(_kill, server.proc)
+            nodes.append(server)
+        for server in nodes:
+            wait_http_ok(f"{server.url}/healthz", server.proc, ready_timeout, server.stderr_path)
+        yield ShoalCluster(nodes, ring)
+
+
+LOADLOG_DIR = Path(__file__).parent / "cluster"
+"""Where ``loadlog.py`` lives: the ``loadlog:load`` loader of the cluster tests."""
+
+
+@dataclass
+class LoadLog:
+    """The calls of the ``loadlog:load`` loader in every node of a cluster."""
+
+    path: Path
+
+    def calls(self) -> list[tuple[str, str]]:
+        """Every call so far as (node URL, key), in the order they were made."""
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return []
+        return [cast(tuple[str, str], tuple(line.split("\t", 1))) for line in text.splitlines()]
+
+    def nodes(self, key: str) -> list[str]:
+        """The URL of the node of each call for ``key``."""
+        return [node for node, k in self.calls() if k == key]
+
+    def env(self, delay: float = 0.0) -> Callable[[int, str], dict[str, str]]:
+        """The environment of a node running the loader (for :func:`shoal_cluster`)."""
+
+        def node_env(index: int, url: str) -> dict[str, str]:
+            return clean_env(
+                PYTHONPATH=os.pathsep.join(
+                    p for p in (str(LOADLOG_DIR), os.environ.get("PYTHONPATH")) if p
+                ),
+                LOADLOG_FILE=str(self.path),
+                LOADLOG_NODE=url,
+                LOADLOG_DELAY=str(delay),
+            )
+
+        return node_env
+
+
+@dataclass
+class CountedCluster:
+    """A running cluster whose nodes load through ``loadlog:load``, and its call log."""
+
+    cluster: ShoalCluster
+    loads: LoadLog
+
+
+def loaded_value(key: str) -> bytes:
+    """What ``loadlog:load`` returns for ``key``."""
+    return f"value of {key}".encode()
+
+
+@dataclass
+class ProcessGroup:
+    """A command running in its own session (process group), output in a file."""
+
+    proc: subprocess.Popen[bytes]
+    output_path: Path
+
+    def output(self) -> str:
+        """Its stdout and stderr so far."""
+        return self.output_path.read_text(errors="replace")
+
+    def wait_for_output(self, text: str, timeout: float = READY_TIMEOUT) -> str:
+        """Poll the output until it contains ``text``; fail if the command exits first."""
+        deadline = time.monotonic() + timeout
+        while True:
+            output = self.output()
+            if text in output:
+                return output
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{text!r} not in the output (exit code {self.proc.returncode}):\n{output}"
+                )
+            time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def process_group(args: Sequence[str], *, cwd: Path | None = None) -> Iterator[ProcessGroup]:
+    """Run ``args`` in a new session until the block ends; then SIGKILL the whole group.
+
+    For commands that start processes of their own (``shoal cluster``, ``shoal
+    demo``, ``make``): the children share the group, so nothing outlives the test.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="shoal-group-"))
+    try:
+        output_path = workdir / "output"
+        with output_path.open("wb") as out:
             proc = subprocess.Popen(
-                shoal_cmd("serve", "--api-host", "127.0.0.1", "--api-port", str(port), *args),
+                list(args),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
-                stderr=err,
-                env=dict(env) if env is not None else clean_env(),
-                # Its own session: a Ctrl-C in the terminal reaches pytest only,
-                # which then stops the server through this context manager.
+                stderr=subprocess.STDOUT,
+                env=clean_env(),
+                cwd=cwd,
                 start_new_session=True,
             )
         try:
-            server = ShoalServer(proc, port, stdout_path, stderr_path)
-            wait_http_ok(f"{server.url}/healthz", proc, ready_timeout, stderr_path)
-            yield server
+            yield ProcessGroup(proc, output_path)
         finally:
-            _kill(proc)
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def process_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie nobody reaped counts as exited)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return "\nState:\tZ" in status
 
 
 # --------------------------------------------------------------------------- databases

@@ -18,6 +18,10 @@ from .errors import LoadError as LoadError
 from .errors import LoadTimeout as LoadTimeout
 from .errors import MissingExtra as MissingExtra
 from .errors import NotFound as NotFound
+from .errors import PeerError as PeerError
+from .errors import PeerTimeout as PeerTimeout
+from .errors import PeerUnavailable as PeerUnavailable
+from .errors import RemoteLoadError as RemoteLoadError
 from .errors import ShoalError as ShoalError
 from .errors import ValueTooLarge as ValueTooLarge
 from .group import Group as Group
@@ -55,5 +59,9 @@ __all__ = [
     "ValueTooLarge",
     "LoadError",
     "LoadTimeout",
+    "PeerError",
+    "PeerUnavailable",
+    "PeerTimeout",
+    "RemoteLoadError",
     "Closed",
 ]

@@ -13,13 +13,19 @@ from dataclasses import dataclass
 
 from .errors import ConfigError
 
-__all__ = ["GroupConfig", "NodeConfig", "POLICIES", "CODECS"]
+__all__ = ["GroupConfig", "NodeConfig", "POLICIES", "CODECS", "HOT_ADMISSIONS", "RINGS"]
 
 POLICIES = ("lru",)
 """Eviction policy names a group accepts."""
 
 CODECS = ("bytes", "str", "json", "msgpack")
 """Codec names a group accepts."""
+
+RINGS = ("shoal", "golang", "groupcache-go")
+"""Ring flavours a node accepts (DESIGN §6)."""
+
+HOT_ADMISSIONS = ("random", "always", "rate", "never")
+"""How a group decides to keep a copy of a value fetched from its owner."""
 
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
@@ -72,6 +78,25 @@ class GroupConfig:
     max_value_bytes: int = 16 << 20
     """Largest accepted value, in bytes. Default 16 MiB."""
 
+    peer_timeout: float = 2.0
+    """Seconds to wait for the owner of a key; then the key is loaded locally. Default 2."""
+
+    hot_admission: str = "random"
+    """When a value fetched from its owner is also kept here, in the hot cache:
+    ``random`` (one fetch in ten, as golang/groupcache does), ``always``,
+    ``rate`` (once fetched ``hot_rate_count`` times within ``hot_rate_window``
+    seconds) or ``never``. Default ``random``."""
+
+    hot_fraction: float = 0.125
+    """Share of ``capacity_bytes``/``capacity_entries`` given to the hot cache; the
+    main cache gets the rest. Default 1/8, groupcache's ratio."""
+
+    hot_rate_count: int = 2
+    """With ``hot_admission="rate"``: fetches that make a key hot. Default 2."""
+
+    hot_rate_window: float = 60.0
+    """With ``hot_admission="rate"``: the window those fetches must fall in, in seconds."""
+
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _GROUP_NAME.match(self.name):
             raise ConfigError(
@@ -91,6 +116,15 @@ class GroupConfig:
         _positive("load_timeout", self.load_timeout, allow_none=False)
         _positive("max_key_bytes", self.max_key_bytes, allow_none=False)
         _positive("max_value_bytes", self.max_value_bytes, allow_none=False)
+        _positive("peer_timeout", self.peer_timeout, allow_none=False)
+        if self.hot_admission not in HOT_ADMISSIONS:
+            raise ConfigError(
+                f"unknown hot_admission {self.hot_admission!r}; choose one of {HOT_ADMISSIONS}"
+            )
+        if not isinstance(self.hot_fraction, int | float) or not 0 < self.hot_fraction < 1:
+            raise ConfigError(f"hot_fraction must be between 0 and 1, got {self.hot_fraction!r}")
+        _positive("hot_rate_count", self.hot_rate_count, allow_none=False)
+        _positive("hot_rate_window", self.hot_rate_window, allow_none=False)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -103,6 +137,34 @@ class NodeConfig:
     api_port: int | None = None
     """Port of the HTTP API. Default None: no API server (embedded use);
     0 picks a free port (see ``Node.api_address``)."""
+
+    host: str = "127.0.0.1"
+    """Address the peer server listens on. Default ``127.0.0.1``."""
+
+    port: int | None = None
+    """Port of the peer server (the groupcache HTTP protocol). Default None: no
+    peer server; 0 picks a free port."""
+
+    self_url: str | None = None
+    """This node's URL as peers know it (its identity on the ring); may differ from
+    the bind address. Default ``http://{host}:{port}``."""
+
+    peers: tuple[str, ...] = ()
+    """URLs of every member of the cluster (this node's may be included). Default
+    none: the node runs alone."""
+
+    ring: str = "shoal"
+    """Ring flavour: ``shoal``, ``golang`` (join golang/groupcache) or
+    ``groupcache-go`` (join mailgun/groupcache and groupcache-go). Default ``shoal``."""
+
+    replicas: int | None = None
+    """Virtual nodes per member; None takes the flavour's (160 shoal, 50 Go)."""
+
+    base_path: str = "/_groupcache/"
+    """Path prefix of the peer protocol. Default ``/_groupcache/``, groupcache's."""
+
+    peer_backoff: float = 1.0
+    """Seconds a failing peer is skipped (its keys load locally meanwhile). Default 1."""
 
     loader_threads: int = 16
     """Threads that run synchronous loaders. Default 16."""
@@ -135,8 +197,30 @@ class NodeConfig:
             or not 0 <= self.api_port <= 65535
         ):
             raise ConfigError(f"api_port must be 0-65535 or None, got {self.api_port!r}")
-        if not isinstance(self.api_host, str) or not self.api_host:
-            raise ConfigError("api_host must be a non-empty string")
+        if self.port is not None and (
+            isinstance(self.port, bool)
+            or not isinstance(self.port, int)
+            or not 0 <= self.port <= 65535
+        ):
+            raise ConfigError(f"port must be 0-65535 or None, got {self.port!r}")
+        for name in ("api_host", "host"):
+            value = getattr(self, name)
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"{name} must be a non-empty string")
+        if not isinstance(self.peers, tuple) or not all(
+            isinstance(p, str) and p.startswith(("http://", "https://")) for p in self.peers
+        ):
+            raise ConfigError(f"peers must be a tuple of http:// URLs, got {self.peers!r}")
+        if self.self_url is not None and not self.self_url.startswith(("http://", "https://")):
+            raise ConfigError(f"self_url must be an http:// URL, got {self.self_url!r}")
+        if self.ring not in RINGS:
+            raise ConfigError(f"unknown ring {self.ring!r}; choose one of {RINGS}")
+        if self.replicas is not None:
+            _positive("replicas", self.replicas)
+        if not (self.base_path.startswith("/") and self.base_path.endswith("/")):
+            raise ConfigError(f"base_path must start and end with '/', got {self.base_path!r}")
+        if self.peers and self.port is None and self.self_url is None:
+            raise ConfigError("a node with peers needs a peer port (port) or a self_url")
         if isinstance(self.loader_threads, bool) or not isinstance(self.loader_threads, int):
             raise ConfigError("loader_threads must be an integer")
         for name in (
@@ -148,5 +232,6 @@ class NodeConfig:
             "body_timeout",
             "keepalive_timeout",
             "request_timeout",
+            "peer_backoff",
         ):
             _positive(name, getattr(self, name), allow_none=False)

@@ -24,6 +24,10 @@ __all__ = [
     "InvalidTTL",
     "LoadError",
     "LoadTimeout",
+    "PeerError",
+    "PeerUnavailable",
+    "PeerTimeout",
+    "RemoteLoadError",
     "Closed",
 ]
 
@@ -125,6 +129,40 @@ class LoadTimeout(LoadError, TimeoutError):
 
     http_status = 504
     code = "load_timeout"
+
+
+class PeerError(ShoalError):
+    """A peer could not answer a request: the failure is the transport's, not the key's.
+
+    The read path counts it as a peer error and loads the key locally instead.
+    """
+
+    http_status = 502
+    code = "peer_error"
+
+
+class PeerUnavailable(PeerError, ConnectionError):
+    """A peer refused or dropped the connection, or is in its failure back-off."""
+
+    http_status = 503
+    code = "peer_unavailable"
+
+
+class PeerTimeout(PeerError, TimeoutError):
+    """A peer did not answer within the group's ``peer_timeout``."""
+
+    http_status = 504
+    code = "peer_timeout"
+
+
+class RemoteLoadError(LoadError):
+    """The owner of a key answered that its loader failed.
+
+    Not a :class:`PeerError`: the peer worked, so the key is not loaded again
+    here (one failing load per key in the whole cluster, not two).
+    """
+
+    code = "remote_load_failed"
 
 
 class Closed(ShoalError, RuntimeError):

@@ -15,10 +15,13 @@ import asyncio
 import functools
 import hashlib
 import inspect
+import logging
+import random
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
-from typing import Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from .codec import BytesCodec, Codec, codec_for
 from .config import GroupConfig
@@ -29,12 +32,20 @@ from .errors import (
     LoadError,
     LoadTimeout,
     NotFound,
+    PeerError,
+    PeerTimeout,
     ValueTooLarge,
 )
 from .singleflight import Call, Flight
 from .stats import GroupStats
 from .store import Clock, Store
 from .value import Value, with_ttl
+
+if TYPE_CHECKING:
+    from .peers import PeerPicker
+    from .transport import PeerClient
+
+log = logging.getLogger("shoal.group")
 
 __all__ = ["Group", "Loader"]
 
@@ -57,6 +68,7 @@ class Group(Generic[V]):
         codec: turns values into bytes; default from ``config.codec``.
         executor: runs synchronous loaders; default the loop's default executor.
         clock: time source for TTLs (``time.time`` by default).
+        rng: randomness for hot-cache admission (seed it in tests).
     """
 
     def __init__(
@@ -67,6 +79,7 @@ class Group(Generic[V]):
         codec: Codec[V] | None = None,
         executor: Executor | None = None,
         clock: Clock = time.time,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self.name = config.name
@@ -77,29 +90,42 @@ class Group(Generic[V]):
             None if isinstance(self._codec, BytesCodec) else self._codec.decode
         )
         self._executor = executor
+        # The group's budget is split: the hot cache (copies of keys other nodes
+        # own; empty while the group runs alone) gets hot_fraction, main the rest.
+        main_bytes, hot_bytes = _split(config.capacity_bytes, config.hot_fraction)
+        main_entries, hot_entries = _split(config.capacity_entries, config.hot_fraction)
         self._main = Store(
-            capacity_bytes=config.capacity_bytes,
-            capacity_entries=config.capacity_entries,
+            capacity_bytes=main_bytes,
+            capacity_entries=main_entries,
             policy=config.policy,
             clock=clock,
         )
-        # Copies of keys owned by other nodes; empty while the group runs alone.
         self._hot = Store(
-            capacity_bytes=_eighth(config.capacity_bytes),
-            capacity_entries=_eighth(config.capacity_entries),
+            capacity_bytes=hot_bytes,
+            capacity_entries=hot_entries,
             policy=config.policy,
             clock=clock,
         )
         # Keys the loader said do not exist (kept for ``negative_ttl``); apart from the
         # main cache, so a main-cache hit never needs a check for a negative entry.
         self._negative = Store(
-            capacity_bytes=_eighth(config.capacity_bytes),
-            capacity_entries=_eighth(config.capacity_entries),
+            capacity_bytes=hot_bytes,
+            capacity_entries=hot_entries,
             clock=clock,
         )
         self._main_get = self._main.get
         self._hot_get = self._hot.get
         self._flight: Flight[bytes] = Flight()
+        # A peer's request for a key this node's ring gives to someone else (the
+        # views differ during a membership change) loads here, in a flight of its
+        # own that never forwards (DESIGN §4.4): were it to join a local flight
+        # waiting on a peer, two nodes could wait on each other for ever.
+        self._peer_flight: Flight[bytes] = Flight()
+        self.peers: PeerPicker | None = None
+        """Who owns which key; set by the node when it has peers, None alone."""
+        self._rng = rng if rng is not None else random.Random()
+        self._hot_fetches: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._clock = clock
         self.loop: asyncio.AbstractEventLoop | None = None
         """The event loop the group's async methods run on, once known (set by the
         node at start, or by the first async call); :mod:`shoal.sync` submits to it."""
@@ -158,6 +184,27 @@ class Group(Generic[V]):
         """
         return await self._load(key, None)
 
+    async def serve_peer(self, key: str) -> tuple[bytes, float | None]:
+        """Answer a peer's request for ``key``: from the caches, else loaded here.
+
+        Never forwarded to another node, whatever this node's ring says (DESIGN §4.4).
+
+        Returns:
+            The value and its absolute expiry in Unix seconds, or None.
+        """
+        self._server_requests += 1
+        store = self._main
+        data = self._main_get(key)
+        if data is None:
+            store = self._hot
+            data = self._hot_get(key)
+            if data is None:
+                if self._negative.get(key) is not None:
+                    raise NotFound(key)
+                store = self._main
+                data = await self._load(key, None, forward=False)
+        return data, store.expiry(key)
+
     async def get_or_load(self, key: str, filler: Callable[[], Awaitable[V] | V]) -> V:
         """Return the value of ``key``, filling a miss with ``filler()`` instead of the loader.
 
@@ -174,23 +221,74 @@ class Group(Generic[V]):
     async def get_many(self, keys: Iterable[str]) -> dict[str, V]:
         """Return the values of the keys that exist; missing keys are left out.
 
-        Misses load concurrently, each once. The first error other than
-        ``NotFound`` is raised after every load has finished.
+        Cached keys are answered at once. In a cluster, the misses are grouped by
+        owner and each peer is asked once for all of its keys; the rest load
+        here, concurrently, each once. The first error other than ``NotFound`` is
+        raised after every load has finished.
         """
         unique = list(dict.fromkeys(keys))
-        outcomes = await asyncio.gather(*(self.get(k) for k in unique), return_exceptions=True)
-        found: dict[str, V] = {}
-        error: BaseException | None = None
-        for key, outcome in zip(unique, outcomes, strict=True):
-            if isinstance(outcome, NotFound):
+        found: dict[str, bytes] = {}
+        local: list[str] = []
+        remote: dict[PeerClient, list[str]] = {}
+        for key in unique:
+            try:
+                data = self.cached_bytes(key)
+            except NotFound:
                 continue
+            if data is not None:
+                found[key] = data
+                continue
+            peer = self.peers.pick(key) if self.peers is not None else None
+            if peer is None:
+                local.append(key)
+            else:
+                remote.setdefault(peer, []).append(key)
+        jobs = [self._fetch_many(peer, batch) for peer, batch in remote.items()]
+        jobs.extend(self._get_one(key) for key in local)
+        error: BaseException | None = None
+        for outcome in await asyncio.gather(*jobs, return_exceptions=True):
             if isinstance(outcome, BaseException):
                 error = error or outcome
-                continue
-            found[key] = outcome
+            else:
+                found.update(outcome)
         if error is not None:
             raise error
-        return found
+        decode = self._decode
+        if decode is None:
+            return cast(dict[str, V], {k: found[k] for k in unique if k in found})
+        return {k: decode(found[k]) for k in unique if k in found}
+
+    async def _get_one(self, key: str) -> dict[str, bytes]:
+        """One key through the normal miss path; {} if it does not exist."""
+        try:
+            return {key: await self._load(key, None)}
+        except NotFound:
+            return {}
+
+    async def _fetch_many(self, peer: PeerClient, keys: list[str]) -> dict[str, bytes]:
+        """Ask ``peer`` for all of ``keys`` at once; on a transport failure load them
+        through the normal path (which skips the peer while it backs off)."""
+        for key in keys:
+            self.validate_key(key)
+        try:
+            try:
+                async with asyncio.timeout(self.config.peer_timeout):
+                    fetched = await peer.get_many(self.name, keys)
+            except TimeoutError as exc:
+                raise PeerTimeout(
+                    f"{peer.url} did not answer within {self.config.peer_timeout}s"
+                ) from exc
+        except PeerError as exc:
+            self._note_peer_failure(peer, f"{len(keys)} keys", exc)
+            outcomes = await asyncio.gather(*(self._get_one(k) for k in keys))
+            return {k: v for outcome in outcomes for k, v in outcome.items()}
+        if self.peers is not None:
+            self.peers.succeeded(peer.url)
+        self._peer_loads += len(fetched)
+        for key, item in fetched.items():
+            if self._admit_hot(key):
+                self._hot.set(key, item.value, expires_at=item.expires_at)
+        return {key: item.value for key, item in fetched.items()}
 
     # -- writes --------------------------------------------------------------
 
@@ -205,8 +303,18 @@ class Group(Generic[V]):
         """
         await self.set_bytes(key, self._codec.encode(value), ttl)
 
-    async def set_bytes(self, key: str, data: bytes, ttl: float | None = None) -> None:
-        """Like :meth:`set`, with bytes already encoded."""
+    async def set_bytes(
+        self,
+        key: str,
+        data: bytes,
+        ttl: float | None = None,
+        *,
+        expires_at: float | None = None,
+    ) -> None:
+        """Like :meth:`set`, with bytes already encoded.
+
+        ``expires_at`` (absolute Unix seconds, as a peer sends it) wins over ``ttl``.
+        """
         self.validate_key(key)
         if len(data) > self.config.max_value_bytes:
             raise ValueTooLarge(
@@ -215,9 +323,12 @@ class Group(Generic[V]):
         if ttl is not None and not (0 < ttl < float("inf")):
             raise InvalidTTL(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
         self._flight.fence(key)
+        self._peer_flight.fence(key)
         self._hot.delete(key)
         self._negative.delete(key)
-        self._main.set(key, data, ttl=self.config.ttl if ttl is None else ttl)
+        self._main.set(
+            key, data, ttl=self.config.ttl if ttl is None else ttl, expires_at=expires_at
+        )
 
     async def delete(self, key: str) -> bool:
         """Remove ``key`` from the caches; return whether it was cached.
@@ -225,7 +336,7 @@ class Group(Generic[V]):
         A load of the key in flight is fenced: its result reaches its waiters but is not cached.
         """
         self.validate_key(key)
-        fenced = self._flight.fence(key)
+        fenced = self._flight.fence(key) | self._peer_flight.fence(key)
         in_main = self._main.delete(key)
         in_hot = self._hot.delete(key)
         in_negative = self._negative.delete(key)
@@ -305,7 +416,7 @@ class Group(Generic[V]):
             gets=main.gets,
             hits=main.hits + hot.hits + self._negative.statistics().hits,
             loads=self._loads,
-            loads_deduped=self._flight.started,
+            loads_deduped=self._flight.started + self._peer_flight.started,
             local_loads=self._local_loads,
             local_load_errors=self._local_load_errors,
             peer_loads=self._peer_loads,
@@ -318,6 +429,7 @@ class Group(Generic[V]):
     async def aclose(self) -> None:
         """Cancel loads in flight; their waiters get :class:`~shoal.errors.Closed`."""
         await self._flight.aclose()
+        await self._peer_flight.aclose()
 
     # -- the miss path -------------------------------------------------------
 
@@ -330,26 +442,107 @@ class Group(Generic[V]):
             raise NotFound(key)
         return await self._load(key, filler)
 
-    async def _load(self, key: str, filler: Callable[[], Any] | None) -> bytes:
+    async def _load(
+        self, key: str, filler: Callable[[], Any] | None, *, forward: bool = True
+    ) -> bytes:
         self.validate_key(key)
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
         self._loads += 1
+        if not forward and self.peers is not None and self.peers.owner(key) != self.peers.self_url:
+            # A peer asked, but this node's ring names another owner (views differ
+            # during a membership change): load here, in a flight that never forwards.
+            return await self._peer_flight.do(key, self._load_here)
         if filler is None:
             return await self._flight.do(key, self._load_once)
-        return await self._flight.do(key, functools.partial(self._load_once, filler=filler))
+        # A filler is this caller's own function: only this node can run it.
+        return await self._flight.do(key, functools.partial(self._load_here, filler=filler))
 
-    async def _load_once(self, call: Call[bytes], filler: Callable[[], Any] | None = None) -> bytes:
-        key = call.key
+    async def _load_once(self, call: Call[bytes]) -> bytes:
+        """A local-origin load: from the owner if that is a peer, else here."""
+        cached = self._recheck(call.key)
+        if cached is not None:
+            return cached
+        peer = self.peers.pick(call.key) if self.peers is not None else None
+        if peer is not None:
+            data = await self._fetch_from_peer(peer, call)
+            if data is not None:
+                return data
+        return await self._load_here(call, recheck=False)
+
+    def _recheck(self, key: str) -> bytes | None:
         # Singleflight only merges calls that overlap; a flight that finished between
         # this caller's miss and its joining has already cached the value.
         data = self._main.peek(key)
         if data is None:
             data = self._hot.peek(key)
-        if data is not None:
-            return data
-        if self._negative.peek(key) is not None:
+        if data is None and self._negative.peek(key) is not None:
             raise NotFound(key)
+        return data
+
+    async def _fetch_from_peer(self, peer: PeerClient, call: Call[bytes]) -> bytes | None:
+        """Ask the owner; None when the peer failed and the key should load here."""
+        key = call.key
+        try:
+            try:
+                async with asyncio.timeout(self.config.peer_timeout):
+                    fetched = await peer.get(self.name, key)
+            except TimeoutError as exc:
+                raise PeerTimeout(
+                    f"{peer.url} did not answer within {self.config.peer_timeout}s"
+                ) from exc
+        except PeerError as exc:
+            self._note_peer_failure(peer, repr(key), exc)
+            return None
+        except NotFound:
+            if self.config.negative_ttl is not None and not call.fenced:
+                self._negative.set(key, b"", ttl=self.config.negative_ttl)
+            raise
+        if self.peers is not None:
+            self.peers.succeeded(peer.url)
+        self._peer_loads += 1
+        if not call.fenced and self._admit_hot(key):
+            self._hot.set(key, fetched.value, expires_at=fetched.expires_at)
+        return fetched.value
+
+    def _note_peer_failure(self, peer: PeerClient, what: str, exc: PeerError) -> None:
+        self._peer_errors += 1
+        if self.peers is not None:
+            self.peers.failed(peer.url)
+        log.warning(
+            "group %r: peer %s failed for %s (%s); loading locally", self.name, peer.url, what, exc
+        )
+
+    def _admit_hot(self, key: str) -> bool:
+        mode = self.config.hot_admission
+        if mode == "random":
+            return self._rng.randrange(10) == 0  # golang/groupcache's 1 in 10
+        if mode == "always":
+            return True
+        if mode == "never":
+            return False
+        # "rate": count this node's fetches of the key within the window.
+        now = self._clock()
+        start, count = self._hot_fetches.pop(key, (now, 0))
+        if now - start > self.config.hot_rate_window:
+            start, count = now, 0
+        count += 1
+        if count >= self.config.hot_rate_count:
+            return True
+        self._hot_fetches[key] = (start, count)
+        if len(self._hot_fetches) > 10_000:  # bounded: forget the stalest keys
+            self._hot_fetches.popitem(last=False)
+        return False
+
+    async def _load_here(
+        self, call: Call[bytes], filler: Callable[[], Any] | None = None, *, recheck: bool = True
+    ) -> bytes:
+        """Call the loader (or ``filler``) on this node and cache the result."""
+        key = call.key
+        if recheck:
+            cached = self._recheck(key)
+            if cached is not None:
+                return cached
         try:
             result = await self._call_loader(key, filler)
         except NotFound:
@@ -412,9 +605,12 @@ class Group(Generic[V]):
         return result
 
 
-def _eighth(bound: int | None) -> int | None:
-    """The hot cache's share of a bound: an eighth, as groupcache does."""
-    return None if bound is None else max(1, bound // 8)
+def _split(bound: int | None, fraction: float) -> tuple[int | None, int | None]:
+    """Split a bound into the main cache's and the hot cache's shares."""
+    if bound is None:
+        return None, None
+    hot = max(1, int(bound * fraction))
+    return max(1, bound - hot), hot
 
 
 def _is_async(fn: Callable[..., Any]) -> bool:

@@ -19,7 +19,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType, TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from .codec import Codec
 from .config import GroupConfig, NodeConfig
@@ -27,6 +27,10 @@ from .errors import Closed, ConfigError, GroupNotFound
 from .group import Group, Loader
 from .stats import GroupStats
 from .store import Clock
+
+if TYPE_CHECKING:
+    from .peers import PeerPicker
+    from .transport import Transport
 
 __all__ = ["Node", "new_event_loop"]
 
@@ -49,10 +53,19 @@ class Node:
     Args:
         config: how the node runs; defaults to ``NodeConfig()`` (no API server).
         clock: time source for every group's TTLs (``time.time`` by default).
+        transport: how to reach peers; default the groupcache-compatible HTTP
+            transport (see :mod:`shoal.transport`).
     """
 
-    def __init__(self, config: NodeConfig | None = None, *, clock: Clock = time.time) -> None:
+    def __init__(
+        self,
+        config: NodeConfig | None = None,
+        *,
+        clock: Clock = time.time,
+        transport: Transport | None = None,
+    ) -> None:
         self.config = config if config is not None else NodeConfig()
+        self._transport = transport
         self._clock = clock
         self._groups: dict[str, Group[Any]] = {}
         self._executor = ThreadPoolExecutor(
@@ -62,7 +75,10 @@ class Node:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stack: contextlib.AsyncExitStack | None = None
         self._background: list[asyncio.Task[None]] = []
+        self._tasks: asyncio.TaskGroup | None = None
         self._api_address: tuple[str, int] | None = None
+        self._peer_address: tuple[str, int] | None = None
+        self._picker: PeerPicker | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -91,6 +107,7 @@ class Node:
             config, loader, codec=codec, executor=self._executor, clock=self._clock
         )
         group.loop = self._loop
+        group.peers = self._picker
         self._groups[config.name] = group
         if loader is not None and callable(getattr(loader, "aclose", None)):
             self._loaders.append(loader)
@@ -145,6 +162,36 @@ class Node:
         return self._api_address
 
     @property
+    def peer_address(self) -> tuple[str, int] | None:
+        """The (host, port) the peer server listens on, once started; None without one."""
+        return self._peer_address
+
+    @property
+    def self_url(self) -> str | None:
+        """This node's URL on the ring, once started with peers or a peer port."""
+        return self._picker.self_url if self._picker is not None else None
+
+    @property
+    def peers(self) -> PeerPicker | None:
+        """Who owns which key (ring and peer clients); None for a node alone."""
+        return self._picker
+
+    def set_peers(self, urls: list[str] | tuple[str, ...]) -> None:
+        """Replace the cluster's member list (this node is kept in it).
+
+        The new ring and clients are built first and swapped in at once; clients of
+        members that left are closed in the background.
+
+        Raises:
+            RuntimeError: the node has no peer transport (start it with ``port`` or ``peers``).
+        """
+        if self._picker is None or self._tasks is None:
+            raise RuntimeError("the node runs without peers; configure port or peers")
+        for client in self._picker.set_peers(urls):
+            self._tasks.create_task(client.aclose())
+        log.info("members: %s", ", ".join(self._picker.view.ring.nodes))
+
+    @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
         """The event loop the node runs on, once started."""
         return self._loop
@@ -169,11 +216,50 @@ class Node:
                 stack.push_async_callback(server.aclose)
                 self._api_address = await server.start(self.config.api_host, self.config.api_port)
                 log.info("HTTP API listening on http://%s:%d", *self._api_address)
+            if self.config.port is not None or self.config.peers:
+                await self._start_peering(stack)
             # Entered last: an error raised inside a TaskGroup's block would come out
             # wrapped in an ExceptionGroup, so nothing that can fail follows it.
-            tasks = await stack.enter_async_context(asyncio.TaskGroup())
-            self._background.append(tasks.create_task(self._sweep_forever(), name="shoal-sweep"))
+            self._tasks = await stack.enter_async_context(asyncio.TaskGroup())
+            self._background.append(
+                self._tasks.create_task(self._sweep_forever(), name="shoal-sweep")
+            )
             self._stack = stack.pop_all()
+
+    async def _start_peering(self, stack: contextlib.AsyncExitStack) -> None:
+        """Start the peer server and the peer picker (the cluster read path)."""
+        from .peers import PeerPicker
+
+        cfg = self.config
+        self_url = cfg.self_url
+        transport = self._transport
+        if transport is None:
+            from .transport.http import HttpTransport
+
+            transport = HttpTransport(base_path=cfg.base_path)
+        if cfg.port is not None:
+            from .transport.http import PeerServer
+
+            peer_server = PeerServer(self)
+            stack.push_async_callback(peer_server.aclose)
+            self._peer_address = await peer_server.start(cfg.host, cfg.port)
+            log.info("peer server listening on http://%s:%d%s", *self._peer_address, cfg.base_path)
+            if self_url is None:
+                self_url = "http://{}:{}".format(*self._peer_address)
+        assert self_url is not None  # NodeConfig requires a port or a self_url with peers
+        picker = PeerPicker(
+            self_url,
+            transport,
+            ring=cfg.ring,
+            replicas=cfg.replicas,
+            backoff=cfg.peer_backoff,
+        )
+        stack.push_async_callback(picker.aclose)
+        picker.set_peers(cfg.peers)
+        self._picker = picker
+        for group in self._groups.values():
+            group.peers = picker
+        log.info("node %s; members: %s", self_url, ", ".join(picker.view.ring.nodes))
 
     async def aclose(self) -> None:
         """Stop the servers and background tasks, cancel loads, close loaders and threads.
@@ -189,7 +275,7 @@ class Node:
             if self._stack is not None:
                 await self._stack.aclose()  # joins the task group, then closes the servers
         finally:
-            self._stack = None
+            self._stack = self._tasks = None
             self._background.clear()
             for group in self._groups.values():
                 await group.aclose()

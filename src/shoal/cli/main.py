@@ -1,4 +1,5 @@
-"""The ``shoal`` command: ``serve`` runs a node; ``get``, ``set``, ``del``, ``stats`` talk to one.
+"""The ``shoal`` command: ``serve`` runs a node, ``cluster`` several, ``demo`` tours a
+cluster; ``get``, ``set``, ``del``, ``stats`` talk to a node.
 
 This is the only code in shoal that reads files or environment variables.
 Everything it reads becomes the frozen config objects the rest of the package
@@ -8,14 +9,24 @@ Precedence for ``serve``: command-line flags, then ``SHOAL_*`` environment
 variables, then the TOML file, then the documented defaults. The environment
 variables are:
 
-=====================  =====================================================
-``SHOAL_CONFIG``       ``serve``: the TOML file (as ``--config``)
-``SHOAL_API_HOST``     ``serve``: address of the HTTP API (as ``--api-host``)
-``SHOAL_API_PORT``     ``serve``: port of the HTTP API (as ``--api-port``)
-``SHOAL_LOG_LEVEL``    ``serve``: log level (as ``--log-level``)
-``SHOAL_URL``          client commands: the node's URL (as ``--url``)
-``SHOAL_GROUP``        client commands: the group (as ``--group``)
-=====================  =====================================================
+=======================  =====================================================================
+``SHOAL_CONFIG``         ``serve``: the TOML file (as ``--config``)
+``SHOAL_API_HOST``       ``serve``: address of the HTTP API (as ``--api-host``)
+``SHOAL_API_PORT``       ``serve``: port of the HTTP API (as ``--api-port``)
+``SHOAL_LOG_LEVEL``      ``serve``: log level (as ``--log-level``)
+``SHOAL_HOST``           ``serve``: address of the peer server (as ``--host``)
+``SHOAL_PORT``           ``serve``: port of the peer server (as ``--port``)
+``SHOAL_SELF``           ``serve``: this node's URL on the ring (as ``--self``)
+``SHOAL_PEERS``          ``serve``: the members' URLs, comma-separated (as ``--peers``)
+``SHOAL_RING``           ``serve``: ring flavour (as ``--ring``)
+``SHOAL_REPLICAS``       ``serve``: virtual nodes per member (as ``--replicas``)
+``SHOAL_BASE_PATH``      ``serve``: peer protocol path prefix (as ``--base-path``)
+``SHOAL_PEER_TIMEOUT``   ``serve``: wait for an owner, every group (as ``--peer-timeout``)
+``SHOAL_PEER_BACKOFF``   ``serve``: how long a failing peer is skipped (as ``--peer-backoff``)
+``SHOAL_HOT_ADMISSION``  ``serve``: hot-cache admission, every group (as ``--hot-admission``)
+``SHOAL_URL``            client commands: the node's URL (as ``--url``)
+``SHOAL_GROUP``          client commands: the group (as ``--group``)
+=======================  =====================================================================
 
 Exit codes: 0 success; 1 a runtime failure (the server answered with an error,
 could not be reached, or could not listen); 2 a usage or configuration error.
@@ -43,12 +54,16 @@ import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Final, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from .._version import __version__
-from ..config import GroupConfig, NodeConfig
+from ..config import HOT_ADMISSIONS, RINGS, GroupConfig, NodeConfig
 from ..errors import ConfigError, MissingExtra
 from ..loaders.sql import mask_password
+from .tracing import NodeLabel, TracingTransport, node_label, traced_loader
+
+if TYPE_CHECKING:
+    from ..node import Node
 
 __all__ = [
     "main",
@@ -73,6 +88,9 @@ DEFAULT_API_PORT: Final = 9999
 
 DEFAULT_URL: Final = f"http://{DEFAULT_API_HOST}:{DEFAULT_API_PORT}"
 """The node the client commands talk to by default."""
+
+DEFAULT_PEER_PORT: Final = 8001
+"""The first peer port of ``shoal cluster``, as in the groupcache demo."""
 
 DEMO_GROUP: Final = "scores"
 """The group ``--slowdb`` adds."""
@@ -192,6 +210,69 @@ def _parse_port(value: object, *, what: str) -> int:
     return port
 
 
+def _parse_float(value: object, *, what: str) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+    raise ConfigError(f"{what} must be a number, got {value!r}")
+
+
+def parse_url(value: object, *, what: str = "URL") -> str:
+    """Parse a node URL: ``http://host:port`` (or ``https://``), nothing after the port.
+
+    A node's URL is its identity on the ring, compared as a string by every
+    member, so anything that would make two spellings of one node differ is
+    refused rather than guessed at. Only a lone trailing ``/`` is dropped.
+
+    Raises:
+        ConfigError: not an http(s) URL of a host, or one with a path, query or fragment.
+    """
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{what} must be a URL like http://10.0.0.1:8001, got {value!r}")
+    url = value.strip()
+    parts = urllib.parse.urlsplit(url)
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        raise ConfigError(f"{what}: bad port in {url!r}") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{what} must be a URL like http://10.0.0.1:8001, got {url!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment or "@" in parts.netloc:
+        raise ConfigError(
+            f"{what} must be scheme://host:port with nothing after it "
+            f"(the peer protocol adds its base path), got {url!r}"
+        )
+    return url.removesuffix("/")
+
+
+def parse_peers(value: object, *, what: str = "peers") -> tuple[str, ...]:
+    """Parse a member list: comma-separated URLs (flags, environment) or a TOML list.
+
+    Duplicates are dropped (the first spelling is kept, and order matters: it
+    settles hash collisions on the ring, so every node must list the members in
+    the same order).
+
+    Raises:
+        ConfigError: an empty entry or a malformed URL.
+    """
+    if isinstance(value, str):
+        items: list[object] = [item.strip() for item in value.split(",")] if value.strip() else []
+    elif isinstance(value, list):
+        items = list(value)
+    else:
+        raise ConfigError(f"{what} must be comma-separated URLs or a list, got {value!r}")
+    urls = []
+    for item in items:
+        if isinstance(item, str) and not item.strip():
+            raise ConfigError(f"{what}: empty entry in {value!r}")
+        urls.append(parse_url(item, what=f"{what} entry"))
+    return tuple(dict.fromkeys(urls))
+
+
 def _optional(parse: Callable[..., Any]) -> Callable[..., Any]:
     """Accept ``"none"`` as None (TOML has no null) for bounds that may be switched off."""
 
@@ -215,8 +296,21 @@ _GROUP_FIELDS: Final[Mapping[str, Callable[..., Any]]] = {
     "codec": _parse_str,
     "max_key_bytes": parse_size,
     "max_value_bytes": parse_size,
+    "peer_timeout": parse_duration,
+    "hot_admission": _parse_str,
+    "hot_fraction": _parse_float,
+    "hot_rate_count": _parse_int,
+    "hot_rate_window": parse_duration,
 }
 _NODE_FIELDS: Final[Mapping[str, Callable[..., Any]]] = {
+    "host": _parse_str,
+    "port": _optional(_parse_port),
+    "self_url": parse_url,
+    "peers": parse_peers,
+    "ring": _parse_str,
+    "replicas": _optional(_parse_int),
+    "base_path": _parse_str,
+    "peer_backoff": parse_duration,
     "loader_threads": _parse_int,
     "sweep_interval": parse_duration,
     "max_header_bytes": parse_size,
@@ -227,6 +321,27 @@ _NODE_FIELDS: Final[Mapping[str, Callable[..., Any]]] = {
     "request_timeout": parse_duration,
 }
 _GROUP_KEYS: Final = frozenset({"loader", "query", *_GROUP_FIELDS})
+
+# Node settings that also have a flag and a SHOAL_* variable: (field, flag, variable).
+# The argparse dest of each flag is the field name.
+_CLUSTER_OPTIONS: Final = (
+    ("host", "--host", "SHOAL_HOST"),
+    ("port", "--port", "SHOAL_PORT"),
+    ("self_url", "--self", "SHOAL_SELF"),
+    ("peers", "--peers", "SHOAL_PEERS"),
+    ("ring", "--ring", "SHOAL_RING"),
+    ("replicas", "--replicas", "SHOAL_REPLICAS"),
+    ("base_path", "--base-path", "SHOAL_BASE_PATH"),
+    ("peer_backoff", "--peer-backoff", "SHOAL_PEER_BACKOFF"),
+)
+
+# Group settings with a flag and a variable that apply to every group.
+_GROUP_WIDE_OPTIONS: Final = (
+    ("peer_timeout", "--peer-timeout", "SHOAL_PEER_TIMEOUT"),
+    ("hot_admission", "--hot-admission", "SHOAL_HOT_ADMISSION"),
+)
+
+_WILDCARD_HOSTS: Final = frozenset({"0.0.0.0", "::", ""})
 
 
 # --------------------------------------------------------------------------- serve: the plan
@@ -266,8 +381,18 @@ class ServePlan:
     """The groups, in the order they were configured."""
     slowdb_delay: float | None = None
     """SlowDB's delay in seconds (None: its default)."""
+    slowdb_file: str | None = None
+    """SlowDB's SQLite file (None: a temporary one)."""
     log_level: str = "info"
     """The root log level."""
+    supervised: bool = False
+    """Started by ``shoal cluster`` or ``shoal demo``: SIGINT is ignored (the supervisor
+    sends SIGTERM) and the node stops when its stdin closes."""
+
+    @property
+    def clustered(self) -> bool:
+        """True when the node runs a peer server or has peers."""
+        return self.node.port is not None or bool(self.node.peers)
 
 
 @dataclass
@@ -306,6 +431,12 @@ def build_serve_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Se
                 f"{sorted(_NODE_FIELDS)}"
             )
         node_options[key] = parse(value, what=f"[node] {key}")
+    for key, flag, env in _CLUSTER_OPTIONS:
+        value = _given(getattr(args, key), environ.get(env))
+        if value is not None:
+            node_options[key] = _NODE_FIELDS[key](value, what=flag)
+    # Before NodeConfig, whose messages name fields rather than flags.
+    _check_cluster(node_options)
     node = NodeConfig(
         api_host=_parse_str(host, what="api host"),
         api_port=_parse_port(port, what="api port"),
@@ -337,6 +468,14 @@ def build_serve_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Se
                 f"{draft.options['loader']!r}"
             )
         draft.slowdb = True
+    # Cluster-wide group settings: a flag or variable applies to every group and
+    # beats a group's own value in the file (flags > environment > file).
+    for key, flag, env in _GROUP_WIDE_OPTIONS:
+        value = _given(getattr(args, key), environ.get(env))
+        if value is not None:
+            value = _GROUP_FIELDS[key](value, what=flag)
+            for draft in drafts.values():
+                draft.options[key] = value
     for flag, key, items in (
         ("--query", "query", args.query),
         ("--capacity", "capacity_bytes", args.capacity),
@@ -360,10 +499,40 @@ def build_serve_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Se
     slowdb_delay = None
     if args.slowdb_delay is not None:
         slowdb_delay = parse_duration(args.slowdb_delay, what="--slowdb-delay", allow_zero=True)
+    slowdb_file: str | None = args.slowdb_file
+    if slowdb_file is not None and not args.slowdb:
+        raise ConfigError("--slowdb-file is the demo database's file; it needs --slowdb")
     log_level = (args.log_level or environ.get("SHOAL_LOG_LEVEL") or "info").lower()
     if log_level not in _LOG_LEVELS:
         raise ConfigError(f"log level must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}")
-    return ServePlan(node=node, groups=groups, slowdb_delay=slowdb_delay, log_level=log_level)
+    return ServePlan(
+        node=node,
+        groups=groups,
+        slowdb_delay=slowdb_delay,
+        slowdb_file=slowdb_file,
+        log_level=log_level,
+        supervised=bool(getattr(args, "supervised", False)),
+    )
+
+
+def _check_cluster(options: Mapping[str, Any]) -> None:
+    """Refuse cluster settings that would build a ring the other members cannot share."""
+    if not options.get("peers"):
+        return
+    port = options.get("port")
+    if port is None:
+        raise ConfigError("--peers needs --port: the port this node serves the peer protocol on")
+    if port == 0:
+        raise ConfigError(
+            "--port 0 picks a random port, which the other members cannot know; "
+            "give a fixed port with --peers"
+        )
+    host = options.get("host", "127.0.0.1")
+    if options.get("self_url") is None and host in _WILDCARD_HOSTS:
+        raise ConfigError(
+            f"--host {host or repr(host)} listens everywhere, so it is not an address "
+            "the other members can use: give --self http://THIS-HOST:PORT"
+        )
 
 
 def _group_plan(name: str, draft: _GroupDraft) -> GroupPlan:
@@ -412,6 +581,11 @@ def _first(*values: Any) -> Any:
     return next(v for v in values if v is not None)
 
 
+def _given(*values: Any) -> Any:
+    """The first value that is not None, or None."""
+    return next((v for v in values if v is not None), None)
+
+
 def _split_assignment(text: str, flag: str, *, value_required: bool = True) -> tuple[str, str]:
     name, sep, value = text.partition("=")
     name = name.strip()
@@ -428,16 +602,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         plan = build_serve_plan(args, os.environ)
     except ConfigError as exc:
         return _error("serve", exc, EXIT_USAGE)
-    logging.basicConfig(
-        level=plan.log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    if plan.supervised:
+        # Before anything slow: a Ctrl-C meant for the supervisor reaches this
+        # process too (same process group) and must not stop it on its own.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    label = NodeLabel(_planned_label(plan))
+    configure_logging(plan.log_level, label)
     from ..node import new_event_loop
 
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            return runner.run(_serve(plan))
+            return runner.run(_serve(plan, label))
     except (ConfigError, MissingExtra) as exc:
         return _error("serve", exc, EXIT_USAGE)
     except OSError as exc:
@@ -446,7 +621,29 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _error("serve", "stopped by a second signal before a clean shutdown", EXIT_FAILURE)
 
 
-async def _serve(plan: ServePlan) -> int:
+LOG_FORMAT: Final = "%(asctime)s %(node)s%(levelname)-7s %(name)s: %(message)s"
+"""How ``serve`` and ``cluster`` log: ``%(node)s`` is ``[node 8001] `` in a cluster."""
+
+
+def configure_logging(level: str, label: NodeLabel) -> None:
+    """Log to stderr at ``level``, every line prefixed by ``label``."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(label)
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+
+
+def _planned_label(plan: ServePlan) -> str:
+    """The node's log label before it starts: from its URL, if that is known yet."""
+    node = plan.node
+    if node.self_url is not None:
+        return node_label(node.self_url)
+    if node.port:  # 0 is known only once bound
+        return node_label(f"http://{node.host}:{node.port}")
+    return ""
+
+
+async def _serve(plan: ServePlan, label: NodeLabel) -> int:
     from ..demo import SlowDB
     from ..loaders import load_spec
     from ..node import Node
@@ -465,25 +662,44 @@ async def _serve(plan: ServePlan) -> int:
             main_task.cancel()
 
     # Handlers first: a signal during start-up must also end in a clean close.
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    signals = (signal.SIGTERM,) if plan.supervised else (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
         loop.add_signal_handler(sig, on_signal, sig)
-    node = Node(plan.node)
+    if plan.supervised:
+        _stop_when_stdin_closes(loop, stop)
+    transport = None
+    if plan.clustered:
+        from ..transport.http import HttpTransport
+
+        transport = TracingTransport(HttpTransport(base_path=plan.node.base_path))
+    node = Node(plan.node, transport=transport)
     try:
         for group in plan.groups:
             if group.slowdb:
-                loader: Any = (
-                    SlowDB() if plan.slowdb_delay is None else SlowDB(delay=plan.slowdb_delay)
-                )
+                options: dict[str, Any] = {}
+                if plan.slowdb_delay is not None:
+                    options["delay"] = plan.slowdb_delay
+                loader: Any = SlowDB(plan.slowdb_file, **options)
             elif group.loader is not None:
                 loader = load_spec(group.loader, query=group.query)
             else:
                 loader = None
+            if loader is not None and plan.clustered:
+                loader = traced_loader(loader, node)
             # Registered at once, so node.aclose() closes it whatever fails next.
             node.add_group(group.config, loader)
         await node.start()
+        if node.self_url is not None:
+            label.set(node_label(node.self_url))
         address = node.api_address
-        if address is not None:
-            for line in _banner(plan, address):
+        lines = _banner(plan, node, address)
+        if plan.supervised:
+            # The supervisor prints one banner for the whole cluster; the node has
+            # already logged its members.
+            for line in lines[1 if node.peers is not None else 0 :]:
+                log.info("%s", line.removeprefix("shoal: "))
+        else:
+            for line in lines:
                 print(line, flush=True)
         await stop.wait()
     finally:
@@ -491,29 +707,102 @@ async def _serve(plan: ServePlan) -> int:
             # The handlers stay while closing: a second signal cancels this task.
             await node.aclose()
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in signals:
                 loop.remove_signal_handler(sig)
+            if plan.supervised:
+                with contextlib.suppress(ValueError, OSError):
+                    loop.remove_reader(sys.stdin.fileno())
     log.info("stopped")
     return EXIT_OK
 
 
-def _banner(plan: ServePlan, address: tuple[str, int]) -> list[str]:
-    host, port = address
-    # A wildcard address is not something to curl; the loopback of its family is.
+def _stop_when_stdin_closes(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Set ``stop`` when stdin reaches end of file: the supervisor holds the other end of
+    the pipe, and the kernel closes it when the supervisor exits, however it exits."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):
+        return
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            return  # nothing is ever sent; only the end of the pipe matters
+        # End of file stays readable: stop watching, or this would spin.
+        loop.remove_reader(fd)
+        if not stop.is_set():
+            log.info("the supervisor is gone (stdin closed), shutting down")
+            stop.set()
+
+    try:
+        loop.add_reader(fd, readable)
+    except (ValueError, OSError, NotImplementedError):
+        # A regular file or a terminal cannot be watched: then only signals stop the node.
+        log.debug("stdin cannot be watched; only SIGTERM stops this node")
+
+
+def _banner(plan: ServePlan, node: Node, address: tuple[str, int] | None) -> list[str]:
+    lines = []
+    picker = node.peers
+    if picker is not None:
+        members = [
+            f"{url} (this node)" if url == picker.self_url else url
+            for url in picker.view.ring.nodes
+        ]
+        peer_address = node.peer_address
+        listening = (
+            f"peers on http://{host_port(*peer_address)}{plan.node.base_path}"
+            if peer_address is not None
+            else "no peer server"
+        )
+        lines.append(
+            f"shoal: {node_label(picker.self_url)} is {picker.self_url} ({listening}, "
+            f"ring {plan.node.ring}); members: {', '.join(members)}"
+        )
+    if address is None:
+        return lines
+    base = f"http://{host_port(*address)}"
+    for group, url in curl_urls(plan, base):
+        lines.append(f"shoal: group {group.config.name!r} ready ({group.describe()}): curl '{url}'")
+    return lines
+
+
+def curl_urls(plan: ServePlan, base: str) -> list[tuple[GroupPlan, str]]:
+    """A URL to try for each group of ``plan`` on the HTTP API at ``base``."""
+    several = len(plan.groups) > 1
+    urls = []
+    for group in plan.groups:
+        url = f"{base}/api?key={'Tom' if group.slowdb else 'KEY'}"
+        if several:
+            url += "&group=" + urllib.parse.quote(group.config.name, safe="")
+        urls.append((group, url))
+    return urls
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` to paste into a URL: a wildcard address becomes its family's loopback."""
     if host in ("0.0.0.0", ""):
         host = "127.0.0.1"
     elif host == "::":
         host = "::1"
-    base = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
-    several = len(plan.groups) > 1
-    lines = []
-    for group in plan.groups:
-        key = "Tom" if group.slowdb else "KEY"
-        url = f"{base}/api?key={key}"
-        if several:
-            url += "&group=" + urllib.parse.quote(group.config.name, safe="")
-        lines.append(f"shoal: group {group.config.name!r} ready ({group.describe()}): curl '{url}'")
-    return lines
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    from .cluster import run_cluster
+
+    return run_cluster(args)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(args)
 
 
 # --------------------------------------------------------------------------- client commands
@@ -711,6 +1000,148 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def add_serve_arguments(parser: argparse.ArgumentParser, *, cluster: bool) -> None:
+    """Add the flags of ``serve`` to ``parser``.
+
+    Args:
+        parser: the ``serve`` or the ``cluster`` subparser.
+        cluster: for ``cluster``: ``--port`` and ``--api-port`` are the first node's
+            (the others count from them), and there is no ``--self`` or ``--peers``
+            (the supervisor gives each node its own).
+    """
+    parser.add_argument("--config", metavar="FILE", help="TOML config file (env SHOAL_CONFIG)")
+    node = parser.add_argument_group("HTTP API")
+    node.add_argument(
+        "--api-host", metavar="HOST", help=f"HTTP API address (default {DEFAULT_API_HOST})"
+    )
+    if cluster:
+        node.add_argument(
+            "--api-port",
+            metavar="PORT",
+            type=int,
+            default=DEFAULT_API_PORT,
+            help=f"the first node's HTTP API port (default {DEFAULT_API_PORT}); "
+            "node i listens on PORT-i",
+        )
+    else:
+        node.add_argument(
+            "--api-port", metavar="PORT", help=f"HTTP API port (default {DEFAULT_API_PORT})"
+        )
+
+    peers = parser.add_argument_group("cluster")
+    peers.add_argument(
+        "--host", metavar="HOST", help="address the peer server listens on (default 127.0.0.1)"
+    )
+    if cluster:
+        peers.add_argument(
+            "--port",
+            metavar="PORT",
+            type=int,
+            default=DEFAULT_PEER_PORT,
+            help=f"the first node's peer port (default {DEFAULT_PEER_PORT}); node i listens "
+            "on PORT+i",
+        )
+    else:
+        peers.add_argument(
+            "--port",
+            metavar="PORT",
+            help="port of the peer server (the groupcache HTTP protocol); env SHOAL_PORT",
+        )
+        peers.add_argument(
+            "--self",
+            dest="self_url",
+            metavar="URL",
+            help="this node's URL as the other members know it "
+            "(default http://HOST:PORT); env SHOAL_SELF",
+        )
+        peers.add_argument(
+            "--peers",
+            metavar="URL,URL,...",
+            help="every member's URL, comma-separated, in the same order on every node "
+            "(this node's may be included); env SHOAL_PEERS",
+        )
+    peers.add_argument(
+        "--ring",
+        choices=RINGS,
+        help="consistent-hash flavour: shoal (default), golang (join golang/groupcache), "
+        "groupcache-go (join mailgun/groupcache-go)",
+    )
+    peers.add_argument(
+        "--replicas", metavar="N", help="virtual nodes per member (default: the ring's)"
+    )
+    peers.add_argument(
+        "--base-path", metavar="PATH", help="path prefix of the peer protocol (/_groupcache/)"
+    )
+    peers.add_argument(
+        "--peer-timeout",
+        metavar="SECONDS",
+        help="how long to wait for a key's owner before loading it here (default 2s)",
+    )
+    peers.add_argument(
+        "--peer-backoff",
+        metavar="SECONDS",
+        help="how long a failing peer is skipped (default 1s)",
+    )
+    peers.add_argument(
+        "--hot-admission",
+        choices=HOT_ADMISSIONS,
+        help="when a value fetched from its owner is also kept here: random (1 in 10, "
+        "the default), always, rate, never",
+    )
+
+    groups = parser.add_argument_group("groups")
+    groups.add_argument(
+        "--group",
+        metavar="NAME=SPEC",
+        action="append",
+        default=[],
+        help="a group and its loader: module:function or sql:DSN (repeatable); "
+        "NAME alone is a cache without a loader",
+    )
+    groups.add_argument(
+        "--query",
+        metavar="NAME=SQL",
+        action="append",
+        default=[],
+        help="the SQL of a sql: group, with a :key parameter",
+    )
+    groups.add_argument(
+        "--capacity",
+        metavar="NAME=BYTES",
+        action="append",
+        default=[],
+        help="a group's byte budget: 64MiB, 1GB, 1048576",
+    )
+    groups.add_argument(
+        "--ttl", metavar="NAME=SECONDS", action="append", default=[], help="a group's TTL"
+    )
+
+    demo = parser.add_argument_group("demo")
+    demo.add_argument(
+        "--slowdb",
+        action="store_true",
+        help=f"serve the demo group {DEMO_GROUP!r} from a slow database of scores",
+    )
+    demo.add_argument(
+        "--slowdb-delay", metavar="SECONDS", help="the demo database's delay (default 50ms)"
+    )
+    demo.add_argument(
+        "--slowdb-file",
+        metavar="FILE",
+        help="the demo database's SQLite file, created if missing (default: a temporary "
+        "file; `shoal cluster` gives its nodes one shared file)",
+    )
+    parser.add_argument(
+        "--log-level", choices=_LOG_LEVELS, help="log level (default info; env SHOAL_LOG_LEVEL)"
+    )
+    if not cluster:
+        # Set by `shoal cluster` and `shoal demo` on the nodes they start: SIGINT is left
+        # to the supervisor (a Ctrl-C reaches the whole process group, and a node must
+        # stop once, on the supervisor's SIGTERM), and the node stops when its stdin
+        # closes, so a supervisor that dies, even by SIGKILL, never leaves nodes behind.
+        parser.add_argument("--supervised", action="store_true", help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``shoal`` argument parser with its subcommands."""
     parser = _Parser(
@@ -734,50 +1165,53 @@ def build_parser() -> argparse.ArgumentParser:
         "  shoal serve --group users=myapp.cache:load_user --capacity users=256MiB --ttl users=60\n"
         "  shoal serve --config shoal.toml",
     )
-    serve.add_argument("--config", metavar="FILE", help="TOML config file (env SHOAL_CONFIG)")
-    serve.add_argument(
-        "--api-host", metavar="HOST", help=f"HTTP API address (default {DEFAULT_API_HOST})"
-    )
-    serve.add_argument(
-        "--api-port", metavar="PORT", help=f"HTTP API port (default {DEFAULT_API_PORT})"
-    )
-    serve.add_argument(
-        "--group",
-        metavar="NAME=SPEC",
-        action="append",
-        default=[],
-        help="a group and its loader: module:function or sql:DSN (repeatable); "
-        "NAME alone is a cache without a loader",
-    )
-    serve.add_argument(
-        "--query",
-        metavar="NAME=SQL",
-        action="append",
-        default=[],
-        help="the SQL of a sql: group, with a :key parameter",
-    )
-    serve.add_argument(
-        "--slowdb",
-        action="store_true",
-        help=f"serve the demo group {DEMO_GROUP!r} from a slow database of scores",
-    )
-    serve.add_argument(
-        "--slowdb-delay", metavar="SECONDS", help="the demo database's delay (default 50ms)"
-    )
-    serve.add_argument(
-        "--capacity",
-        metavar="NAME=BYTES",
-        action="append",
-        default=[],
-        help="a group's byte budget: 64MiB, 1GB, 1048576",
-    )
-    serve.add_argument(
-        "--ttl", metavar="NAME=SECONDS", action="append", default=[], help="a group's TTL"
-    )
-    serve.add_argument(
-        "--log-level", choices=_LOG_LEVELS, help="log level (default info; env SHOAL_LOG_LEVEL)"
-    )
+    add_serve_arguments(serve, cluster=False)
     serve.set_defaults(handler=_cmd_serve)
+
+    cluster = commands.add_parser(
+        "cluster",
+        help="run a local cluster: several serve processes, supervised",
+        description="Run NODES `shoal serve` processes on this machine as one cluster:\n"
+        "node i takes peer port PORT+i and HTTP API port API-PORT-i, and every node\n"
+        "lists all of them as peers. With --slowdb they share one demo database.\n"
+        "Ctrl-C or SIGTERM stops them all; a node that dies is reported and the\n"
+        "others keep serving. Every other flag is passed to each node as is.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  shoal cluster --slowdb                 # peers 8001-8003, API 9999, 9998, 9997\n"
+        "  shoal cluster --nodes 5 --port 7001 --api-port 7101 --group users=myapp:load",
+    )
+    cluster.add_argument(
+        "--nodes", metavar="N", type=int, default=3, help="how many nodes (default 3)"
+    )
+    add_serve_arguments(cluster, cluster=True)
+    cluster.set_defaults(handler=_cmd_cluster, serve_actions=tuple(cluster._actions))
+
+    demo = commands.add_parser(
+        "demo",
+        help="a scripted, self-checking tour of a 3-node cluster",
+        description="Start a 3-node cluster in front of the SlowDB demo database, ask "
+        "every node for the same keys, show that the database was asked once per key "
+        "in the whole cluster, show the hits, SIGKILL one node and show that the "
+        "survivors still answer. Exits 0 when every check passed.",
+    )
+    demo.add_argument(
+        "--port",
+        metavar="PORT",
+        type=int,
+        help="first peer port; the nodes use PORT..PORT+2 and PORT+3..PORT+5 for their "
+        "HTTP APIs (default: free ports)",
+    )
+    demo.add_argument(
+        "--slowdb-delay",
+        metavar="SECONDS",
+        default="50ms",
+        help="the database's delay (default 50ms)",
+    )
+    demo.add_argument(
+        "--show-logs", action="store_true", help="print every node's whole log at the end"
+    )
+    demo.set_defaults(handler=_cmd_demo)
 
     def client(name: str, help_text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help_text, description=help_text)

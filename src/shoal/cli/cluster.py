@@ -1,0 +1,553 @@
+"""``shoal cluster``: several ``shoal serve`` processes on one machine, supervised.
+
+Node ``i`` (from 0) listens for peers on ``PORT+i`` and serves its HTTP API on
+``API-PORT-i`` (8001-8003 and 9999, 9998, 9997 by default, as in the
+groupcache demos); every node gets the full member list, so they form one
+cluster. With ``--slowdb`` all nodes read one demo database file, so the
+cluster behaves like several cache servers in front of one database.
+
+Supervision:
+
+- The nodes run with ``--supervised``: they ignore SIGINT and stop when their
+  stdin (a pipe from this process) closes. A Ctrl-C in the terminal reaches
+  the whole process group; only this process acts on it, sending each node
+  one SIGTERM. If this process dies, even by SIGKILL, the kernel closes the
+  pipes and the nodes stop on their own: no orphans.
+- A node that exits on its own (crash, ``kill -9``) is reported on stderr;
+  the others keep serving (that is the point of a cluster). The exit code is
+  then 1, as it is when a node does not stop cleanly.
+- A second Ctrl-C while stopping kills the nodes at once.
+
+:class:`Supervisor` is also what ``shoal demo`` uses to run its nodes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Final
+
+from ..errors import ConfigError
+from .tracing import NodeLabel, node_label
+
+if TYPE_CHECKING:
+    from .main import ServePlan
+
+__all__ = [
+    "Member",
+    "Supervisor",
+    "ClusterError",
+    "run_cluster",
+    "plan_members",
+    "child_arguments",
+    "pick_free_ports",
+    "http_request",
+    "describe_exit",
+]
+
+log = logging.getLogger("shoal.cluster")
+
+READY_TIMEOUT: Final = 30.0
+"""Seconds the nodes may take to answer ``/healthz`` after they are started."""
+
+STOP_TIMEOUT: Final = 10.0
+"""Seconds a node may take to exit after SIGTERM before it is killed."""
+
+MAX_NODES: Final = 64
+"""More nodes than this on one machine is a typo, not a cluster."""
+
+# Flags of the cluster command that the supervisor sets per node instead of passing on.
+_PER_NODE: Final = frozenset(
+    {"nodes", "host", "port", "api_host", "api_port", "slowdb_file", "help"}
+)
+
+
+class ClusterError(Exception):
+    """The cluster could not start or run; the message is printed as is."""
+
+
+@dataclass(eq=False)  # compared and hashed by identity: one object per process
+class Member:
+    """One node of a local cluster and its process."""
+
+    index: int
+    """Position in the member list, from 0."""
+    host: str
+    """Address of its peer server (and, in URLs, of its HTTP API)."""
+    peer_port: int
+    """Port of its peer server."""
+    api_port: int
+    """Port of its HTTP API."""
+    api_host: str = "127.0.0.1"
+    """Address its HTTP API listens on."""
+    log_path: Path | None = None
+    """Where its stdout and stderr go; None: this process's own."""
+    proc: asyncio.subprocess.Process | None = field(default=None, repr=False)
+    """The running process, once started."""
+    returncode: int | None = None
+    """Its exit code, once it exited (negative: killed by that signal)."""
+
+    @property
+    def url(self) -> str:
+        """Its URL on the ring."""
+        return f"http://{_url_host(self.host)}:{self.peer_port}"
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of its HTTP API."""
+        return f"http://{_url_host(self.api_host)}:{self.api_port}"
+
+    @property
+    def name(self) -> str:
+        """How logs name it: ``node 8001``."""
+        return node_label(self.url)
+
+    @property
+    def alive(self) -> bool:
+        """Started and not yet exited."""
+        return self.proc is not None and self.returncode is None
+
+    def log_text(self) -> str:
+        """What it logged so far (only with ``log_path``)."""
+        if self.log_path is None:
+            return ""
+        try:
+            return self.log_path.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", ""):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def describe_exit(code: int) -> str:
+    """``exited with code 3`` or ``was killed by SIGKILL``."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def pick_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports that nothing listens on now, below 32768.
+
+    Below the kernel's ephemeral range (32768 and up on Linux), so a port picked
+    here cannot be taken meanwhile by the local end of some outgoing connection.
+    """
+    rng = random.Random()
+    ports: list[int] = []
+    for _ in range(count * 200):
+        if len(ports) == count:
+            break
+        port = rng.randrange(20000, 32768)
+        if port in ports:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+        ports.append(port)
+    if len(ports) < count:
+        raise ClusterError(f"could not find {count} free ports on {host}")
+    return ports
+
+
+async def http_request(
+    url_host: str, port: int, path: str, *, method: str = "GET", seconds: float = 10.0
+) -> tuple[int, bytes]:
+    """One HTTP/1.1 request on its own connection; return the status and the body.
+
+    Standard library only, so the supervisor and the demo need no extra.
+
+    Raises:
+        OSError: the connection failed or was cut.
+        TimeoutError: no full answer within ``seconds``.
+        ValueError: the answer is not HTTP.
+    """
+    async with asyncio.timeout(seconds):
+        reader, writer = await asyncio.open_connection(url_host.strip("[]"), port)
+        try:
+            writer.write(
+                f"{method} {path} HTTP/1.1\r\nHost: {url_host}:{port}\r\n"
+                "Connection: close\r\n\r\n".encode("latin-1")
+            )
+            await writer.drain()
+            data = await reader.read()
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+    head, sep, body = data.partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split()
+    if not sep or len(status_line) < 2 or not status_line[0].startswith(b"HTTP/"):
+        raise ValueError(f"not an HTTP answer: {data[:80]!r}")
+    headers = head.lower()
+    if b"transfer-encoding: chunked" in headers:
+        body = _dechunk(body)
+    return int(status_line[1]), body
+
+
+def _dechunk(data: bytes) -> bytes:
+    out = bytearray()
+    while data:
+        size_line, _, data = data.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2 :]
+    return bytes(out)
+
+
+class Supervisor:
+    """Starts, watches and stops the processes of a local cluster.
+
+    Args:
+        members: the nodes, with their ports.
+        argv: for each member, the ``shoal`` arguments of its process
+            (``serve ... --supervised``).
+    """
+
+    def __init__(self, members: Sequence[Member], argv: Sequence[Sequence[str]]) -> None:
+        self.members = list(members)
+        self._argv = [list(a) for a in argv]
+        self._files: list[IO[bytes]] = []
+        self._exits: dict[asyncio.Task[int], Member] = {}
+
+    async def start(self) -> None:
+        """Start every node (not waiting for it to be ready).
+
+        SIGINT is ignored while the processes are created: an ignored signal stays
+        ignored across ``exec``, so a Ctrl-C during a node's start-up cannot hit it
+        before it has set itself up to leave SIGINT to the supervisor.
+        """
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            for member, args in zip(self.members, self._argv, strict=True):
+                out: IO[bytes] | None = None
+                if member.log_path is not None:
+                    out = member.log_path.open("ab")
+                    self._files.append(out)
+                member.proc = await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "shoal",
+                    *args,
+                    stdin=subprocess.PIPE,
+                    stdout=out,
+                    stderr=subprocess.STDOUT if out is not None else None,
+                )
+                member.returncode = None
+                task = asyncio.create_task(member.proc.wait(), name=f"wait-{member.name}")
+                self._exits[task] = member
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    async def wait_ready(self, within: float = READY_TIMEOUT) -> None:
+        """Wait until every node's HTTP API answers ``/healthz``.
+
+        Raises:
+            ClusterError: a node exited first, or ``within`` seconds passed.
+        """
+        deadline = time.monotonic() + within
+        for member in self.members:
+            while True:
+                if member.proc is not None and member.proc.returncode is not None:
+                    member.returncode = member.proc.returncode
+                    raise ClusterError(
+                        f"{member.name} {describe_exit(member.returncode)} before it was ready"
+                    )
+                with contextlib.suppress(OSError, TimeoutError, ValueError):
+                    status, _ = await http_request(
+                        _url_host(member.api_host), member.api_port, "/healthz", seconds=2
+                    )
+                    if status == 200:
+                        break
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"{member.name} did not become ready within {within:g}s")
+                await asyncio.sleep(0.05)
+
+    async def next_exit(self) -> Member:
+        """Wait until a running node exits; return it (its ``returncode`` is set)."""
+        pending = [t for t in self._exits if not t.done() or self._exits[t].returncode is None]
+        if not pending:
+            raise ClusterError("no node is running")
+        done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        task = next(iter(done))
+        member = self._exits[task]
+        member.returncode = task.result()
+        return member
+
+    def kill(self, member: Member, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send ``sig`` to ``member``'s process, if it still runs."""
+        if member.proc is not None and member.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                member.proc.send_signal(sig)
+
+    async def wait(self, member: Member) -> int:
+        """Wait for ``member`` to exit; return its exit code."""
+        assert member.proc is not None
+        member.returncode = await member.proc.wait()
+        return member.returncode
+
+    async def stop(self, grace: float = STOP_TIMEOUT) -> dict[str, int]:
+        """Stop every node still running: SIGTERM, then SIGKILL after ``grace`` seconds.
+
+        Returns:
+            The exit code of each node that was running, by name.
+        """
+        running = [m for m in self.members if m.proc is not None and m.proc.returncode is None]
+        for member in running:
+            self.kill(member, signal.SIGTERM)
+        codes: dict[str, int] = {}
+        for member in running:
+            assert member.proc is not None
+            try:
+                async with asyncio.timeout(grace):
+                    code = await member.proc.wait()
+            except TimeoutError:
+                log.warning("%s did not stop within %gs; killing it", member.name, grace)
+                self.kill(member)
+                code = await member.proc.wait()
+            member.returncode = code
+            codes[member.name] = code
+        await self.aclose()
+        return codes
+
+    async def aclose(self) -> None:
+        """Kill whatever still runs and release pipes, files and tasks (idempotent)."""
+        for member in self.members:
+            if member.proc is not None:
+                if member.proc.returncode is None:
+                    self.kill(member)
+                    member.returncode = await member.proc.wait()
+                if member.proc.stdin is not None:
+                    member.proc.stdin.close()
+        for task in self._exits:
+            task.cancel()
+        await asyncio.gather(*self._exits, return_exceptions=True)
+        for file in self._files:
+            file.close()
+        self._files.clear()
+
+
+# --------------------------------------------------------------------------- shoal cluster
+
+
+def plan_members(nodes: int, *, host: str, port: int, api_host: str, api_port: int) -> list[Member]:
+    """The members of a local cluster: peer ports count up, API ports count down.
+
+    Raises:
+        ConfigError: too few or too many nodes, or ports out of range or overlapping.
+    """
+    if not 1 <= nodes <= MAX_NODES:
+        raise ConfigError(f"--nodes must be 1-{MAX_NODES}, got {nodes}")
+    peer_ports = [port + i for i in range(nodes)]
+    api_ports = [api_port - i for i in range(nodes)]
+    if port < 1 or peer_ports[-1] > 65535:
+        raise ConfigError(f"--port {port}: the peer ports {port}-{peer_ports[-1]} must be 1-65535")
+    if api_port > 65535 or api_ports[-1] < 1:
+        raise ConfigError(
+            f"--api-port {api_port}: the API ports {api_ports[-1]}-{api_port} must be 1-65535"
+        )
+    if host == api_host and set(peer_ports) & set(api_ports):
+        raise ConfigError(
+            f"the peer ports {port}-{peer_ports[-1]} overlap the API ports "
+            f"{api_ports[-1]}-{api_port}; choose another --port or --api-port"
+        )
+    return [
+        Member(index=i, host=host, peer_port=p, api_port=a, api_host=api_host)
+        for i, (p, a) in enumerate(zip(peer_ports, api_ports, strict=True))
+    ]
+
+
+def child_arguments(
+    args: argparse.Namespace, member: Member, members: Sequence[Member], slowdb_file: str | None
+) -> list[str]:
+    """The ``shoal`` arguments of one node: ``serve``, the cluster's own flags passed on
+    as given, and this node's ports, URL and member list."""
+    argv = ["serve"]
+    actions: Sequence[argparse.Action] = args.serve_actions
+    for action in actions:
+        if action.dest in _PER_NODE or not action.option_strings:
+            continue
+        value = getattr(args, action.dest, None)
+        if value is None or value is False or value == []:
+            continue
+        flag = action.option_strings[-1]
+        if action.nargs == 0:  # store_true
+            argv.append(flag)
+        elif isinstance(value, list):
+            for item in value:
+                argv += [flag, str(item)]
+        else:
+            argv += [flag, str(value)]
+    argv += [
+        "--api-host",
+        member.api_host,
+        "--api-port",
+        str(member.api_port),
+        "--host",
+        member.host,
+        "--port",
+        str(member.peer_port),
+        "--self",
+        member.url,
+        "--peers",
+        ",".join(m.url for m in members),
+        "--supervised",
+    ]
+    if slowdb_file is not None:
+        argv += ["--slowdb-file", slowdb_file]
+    return argv
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    """Run ``shoal cluster``; return the exit code."""
+    from .main import EXIT_FAILURE, EXIT_USAGE, _error, configure_logging
+
+    try:
+        plan, members, argv, db_dir = _prepare(args)
+    except ConfigError as exc:
+        return _error("cluster", exc, EXIT_USAGE)
+    configure_logging(plan.log_level, NodeLabel("cluster"))
+    try:
+        return asyncio.run(_supervise(plan, members, argv))
+    except ClusterError as exc:
+        return _error("cluster", exc, EXIT_FAILURE)
+    finally:
+        if db_dir is not None:
+            shutil.rmtree(db_dir, ignore_errors=True)
+
+
+def _prepare(
+    args: argparse.Namespace,
+) -> tuple[ServePlan, list[Member], list[list[str]], Path | None]:
+    from .main import build_parser, build_serve_plan
+
+    host = args.host or os.environ.get("SHOAL_HOST") or "127.0.0.1"
+    api_host = args.api_host or os.environ.get("SHOAL_API_HOST") or "127.0.0.1"
+    members = plan_members(
+        args.nodes, host=host, port=args.port, api_host=api_host, api_port=args.api_port
+    )
+    # Check the nodes' configuration here, once, before starting anything: one clear
+    # error instead of N processes failing the same way.
+    probe = child_arguments(args, members[0], members, args.slowdb_file)
+    plan = build_serve_plan(build_parser().parse_args(probe), os.environ)
+    db_dir: Path | None = None
+    slowdb_file = args.slowdb_file
+    if args.slowdb and slowdb_file is None:
+        from ..demo import create_scores_db
+
+        # One database for the whole cluster, as in the groupcache demo.
+        db_dir = Path(tempfile.mkdtemp(prefix="shoal-cluster-"))
+        slowdb_file = str(create_scores_db(db_dir / "scores.db"))
+    argv = [child_arguments(args, m, members, slowdb_file) for m in members]
+    return plan, members, argv, db_dir
+
+
+async def _supervise(plan: ServePlan, members: list[Member], argv: list[list[str]]) -> int:
+    from .main import EXIT_FAILURE, EXIT_OK
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    supervisor = Supervisor(members, argv)
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.info("received %s, stopping the nodes", sig.name)
+            stop.set()
+        else:
+            log.warning("received %s again, killing the nodes", sig.name)
+            for member in members:
+                supervisor.kill(member)
+
+    failed = False
+    try:
+        await supervisor.start()
+        # Installed after the nodes started (see Supervisor.start).
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        for member in members:
+            assert member.proc is not None
+            log.info("started %s (pid %d): %s", member.name, member.proc.pid, member.url)
+        ready = asyncio.create_task(supervisor.wait_ready())
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait([ready, stopping], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not ready.done():
+                ready.cancel()
+        if ready.done() and not ready.cancelled():
+            ready.result()  # a ClusterError ends the run here
+            _print_banner(plan, members)
+        while not stop.is_set():
+            exited = asyncio.create_task(supervisor.next_exit())
+            await asyncio.wait([exited, stopping], return_when=asyncio.FIRST_COMPLETED)
+            if not exited.done():
+                exited.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await exited
+                break
+            member = exited.result()
+            failed = True
+            log.error(
+                "%s (%s) %s; the other nodes keep serving",
+                member.name,
+                member.url,
+                describe_exit(member.returncode or 0),
+            )
+            if not any(m.alive for m in members):
+                log.error("every node has stopped")
+                break
+        stopping.cancel()
+    finally:
+        codes = await supervisor.stop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    for name, code in codes.items():
+        if code != 0:
+            failed = True
+            log.error("%s %s while stopping", name, describe_exit(code))
+    log.info("stopped")
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
+def _print_banner(plan: ServePlan, members: list[Member]) -> None:
+    from .main import curl_urls
+
+    first = members[0]
+    lines = [f"shoal: a cluster of {len(members)} nodes is ready"]
+    for m in members:
+        pid = m.proc.pid if m.proc is not None else 0
+        lines.append(f"  {m.name}: peers {m.url}, HTTP API {m.api_url} (pid {pid})")
+    for group, url in curl_urls(plan, first.api_url):
+        lines.append(f"shoal: group {group.config.name!r} ({group.describe()}): curl '{url}'")
+    if len(members) > 1:
+        others = ", ".join(str(m.api_port) for m in members[1:])
+        lines.append(f"shoal: every node answers the same: try ports {others} too")
+    lines.append("shoal: Ctrl-C stops the cluster")
+    for line in lines:
+        print(line, flush=True)

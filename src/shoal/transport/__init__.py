@@ -1,0 +1,73 @@
+"""Peer transports: how a node fetches keys from the nodes that own them.
+
+A transport makes :class:`PeerClient` objects, one per peer URL. The core
+(:mod:`shoal.peers`, :mod:`shoal.group`) sees only these protocols; the
+adapters (``transport/http.py``: the groupcache-compatible HTTP protocol) are
+the only modules that touch sockets, and they translate every foreign error
+into the :mod:`shoal.errors` hierarchy at their boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["Fetched", "PeerClient", "Transport"]
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A value as a peer returned it."""
+
+    value: bytes
+    """The value's bytes."""
+    expires_at: float | None = None
+    """Absolute expiry in Unix seconds (sent as Unix nanoseconds), or None."""
+    minute_qps: float | None = None
+    """The owner's estimate of the key's requests per second over the last minute."""
+
+
+class PeerClient(Protocol):
+    """Talks to one peer. Safe to share between tasks of one event loop."""
+
+    @property
+    def url(self) -> str:
+        """The peer's URL, its identity on the ring."""
+        ...
+
+    async def get(self, group: str, key: str) -> Fetched:
+        """Fetch ``key`` of ``group`` from the peer, which loads it if needed.
+
+        Callers bound the wait with ``asyncio.timeout``; a client cancelled in the
+        middle of an exchange discards that connection (its state is unknown).
+
+        Raises:
+            NotFound: the owner says the key does not exist.
+            RemoteLoadError: the owner's loader failed.
+            PeerUnavailable: the connection failed.
+            PeerError: any other failure of the exchange (bad status, bad body).
+        """
+        ...
+
+    async def get_many(self, group: str, keys: list[str]) -> dict[str, Fetched]:
+        """Fetch several keys in one exchange; keys the owner lacks are left out.
+
+        Raises the same errors as :meth:`get`, except NotFound.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close the client's connections."""
+        ...
+
+
+class Transport(Protocol):
+    """Makes peer clients."""
+
+    def client(self, url: str) -> PeerClient:
+        """A client for the peer at ``url`` (connections are opened lazily)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close everything the transport opened."""
+        ...

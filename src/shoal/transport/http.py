@@ -1,0 +1,1144 @@
+"""The HTTP peer transport: groupcache's wire protocol over keep-alive HTTP/1.1.
+
+Server side, :class:`PeerServer` answers the peer protocol of Go groupcache
+(golang/groupcache, mailgun/groupcache v2, groupcache-go v3) under the node's
+``base_path``, on the HTTP/1.1 server of :mod:`shoal.api._http`:
+
+===========================================  ============================================
+request                                      answer
+===========================================  ============================================
+``GET {base}{group}/{key}``                  200 ``application/x-protobuf`` GetResponse
+                                             (``expire`` only when the value expires)
+``PUT {base}{group}/{key}``, SetRequest      200, empty (the body's key is set, as v3 does)
+``DELETE {base}{group}/{key}``               200, empty
+``POST {base}{group}/_remove-keys/``, JSON   200, empty
+``POST {base}{group}/_get-many/``            200 batch answer (shoal only, :mod:`~shoal.wire.batch`)
+===========================================  ============================================
+
+Errors are answered as Go's ``http.Error`` writes them (``text/plain``, the
+message and a newline): 404 for an unknown group (``no such group: G``, byte for
+byte Go's) or a key the loader says does not exist; 503
+(:data:`~shoal.wire.codec.STATUS_LOAD_FAILED`) when the loader failed, the body
+being the error's text; 400 for a malformed path, escape or body (``bad
+request`` for a path without a key, as Go); 414 for a key over the group's
+``max_key_bytes`` (the key is in the URL), 413 for a value or body over a
+limit; 405 for another method; 502 when this node cannot serve for a reason of
+its own (it is closing), which clients treat as a failed peer. A failed load is
+503 rather than golang/groupcache's 500 because groupcache-go v3 clients read
+503, and only 503, as "the owner tried and failed" and do not load the key a
+second time; golang clients treat every status but 200 alike. Input is checked
+completely before anything changes, so a bad request never touches the cache.
+A request that arrives here is never forwarded (``Group.serve_peer``).
+
+Every answer names the shoal extensions this server speaks in the
+``Shoal-Extensions`` header; Go servers send no such header, which is how a
+shoal client knows not to send them a batch get.
+
+Client side, :class:`HttpTransport` makes one :class:`HttpPeerClient` per peer,
+each with its own pool of keep-alive connections (``asyncio.Protocol`` plus the
+``httptools`` response parser). The pool's rules:
+
+- A connection carries one exchange at a time and goes back to the pool only
+  after a complete answer that allows keep-alive. A transport error, a
+  malformed or oversized answer, ``Connection: close``, bytes nobody asked for,
+  or a cancellation in the middle of an exchange discards it: its state is
+  unknown, and a half-read answer must never be read by the next request.
+- At most ``max_connections`` per peer; further requests wait for one to be
+  released (the caller bounds the wait with ``asyncio.timeout``).
+- An exchange that fails on a reused connection before any byte of the answer
+  arrived is sent once more on a new connection: the peer may have closed the
+  idle connection just as the request went out, a race that says nothing about
+  the peer's health. Every request of the protocol is idempotent.
+
+Every foreign error (``OSError``, ``httptools`` errors, codec errors) is
+translated here, with its cause chained: a connection that cannot be made or is
+lost becomes :class:`~shoal.errors.PeerUnavailable`; a malformed answer or an
+unexpected status :class:`~shoal.errors.PeerError`; 404 on a key
+:class:`~shoal.errors.NotFound`; a 500 or 503 with a body (the owner's loader
+failed) :class:`~shoal.errors.RemoteLoadError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import socket
+import ssl
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Final, cast
+from urllib.parse import urlsplit
+
+import httptools
+
+from ..api._http import SHUTDOWN_TIMEOUT, TEXT, HttpServer, Request, Response
+from ..errors import (
+    Closed,
+    ConfigError,
+    InvalidKey,
+    InvalidTTL,
+    NotFound,
+    PeerError,
+    PeerUnavailable,
+    RemoteLoadError,
+    ValueTooLarge,
+)
+from ..wire.batch import (
+    DEFAULT_MAX_BATCH_KEYS,
+    EXTENSIONS_HEADER,
+    GET_MANY_CONTENT_TYPE,
+    GET_MANY_EXTENSION,
+    GET_MANY_SEGMENT,
+    BatchItem,
+    build_get_many_path,
+    decode_get_many_request,
+    decode_get_many_response,
+    encode_get_many_request,
+    encode_get_many_response,
+    parse_extensions,
+)
+from ..wire.codec import (
+    BAD_REQUEST_MESSAGE,
+    DEFAULT_BASE_PATH,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ERROR_CONTENT_TYPE,
+    PROTOBUF_CONTENT_TYPE,
+    STATUS_LOAD_FAILED,
+    STATUS_METHOD_NOT_ALLOWED,
+    LocalProtocolError,
+    PathOutsideBase,
+    PeerReply,
+    RemoteProtocolError,
+    build_peer_path,
+    build_remove_keys_path,
+    classify_get_status,
+    decode_get_response,
+    decode_remove_keys,
+    decode_set_request,
+    encode_get_response,
+    encode_remove_keys,
+    encode_set_request,
+    error_body,
+    no_such_group_message,
+    parse_peer_path,
+)
+from . import Fetched
+
+if TYPE_CHECKING:
+    from ..group import Group
+    from ..node import Node
+
+__all__ = [
+    "PeerServer",
+    "HttpTransport",
+    "HttpPeerClient",
+    "PeerClientStats",
+    "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
+    "STATUS_NODE_UNAVAILABLE",
+]
+
+log = logging.getLogger("shoal.transport.http")
+
+DEFAULT_MAX_CONNECTIONS: Final = 64
+"""Connections a client keeps to one peer at most."""
+DEFAULT_CONNECT_TIMEOUT: Final = 5.0
+"""Seconds a client waits for a new connection before the peer counts as unavailable."""
+DEFAULT_IDLE_TIMEOUT: Final = 30.0
+"""Seconds an idle pooled connection is kept. Shorter than the keep-alive timeout of
+shoal's server (75 s by default), so the server rarely closes one the client is about
+to use."""
+STATUS_NODE_UNAVAILABLE: Final = 502
+"""What the server answers when it cannot serve for a reason of its own (closing).
+Not 500 or 503: those say the loader failed, and the asking node would not load the
+key itself."""
+
+# Error texts travel in bodies and exception messages: long ones are cut.
+_MAX_ERROR_TEXT: Final = 1000
+_NS: Final = 1_000_000_000
+_ALLOW: Final = "GET, PUT, DELETE, POST"
+_NOSNIFF: Final = ("X-Content-Type-Options", "nosniff")
+_EXTENSIONS: Final = (EXTENSIONS_HEADER, GET_MANY_EXTENSION)
+_OK_HEADERS: Final = (_EXTENSIONS,)
+_ERROR_HEADERS: Final = (_NOSNIFF, _EXTENSIONS)
+_OK_EMPTY: Final = Response(200, b"", TEXT, _OK_HEADERS)
+_NO_SUCH_GROUP: Final = no_such_group_message("").encode()
+_GET_MANY_TYPE: Final = GET_MANY_CONTENT_TYPE.encode()
+_PROTOBUF_TYPE: Final = PROTOBUF_CONTENT_TYPE.encode()
+
+
+# ============================================================================ server
+
+
+def _error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    """An error answer as Go's ``http.Error`` writes it."""
+    if len(message) > _MAX_ERROR_TEXT:
+        message = message[:_MAX_ERROR_TEXT] + "..."
+    return Response(status, error_body(message), ERROR_CONTENT_TYPE, _ERROR_HEADERS + headers)
+
+
+def _failure(exc: Exception) -> Response:
+    """The answer for an exception raised while serving a key."""
+    if isinstance(exc, NotFound):
+        return _error(404, str(exc))
+    if isinstance(exc, InvalidKey | ValueTooLarge | InvalidTTL):
+        return _error(exc.http_status, str(exc))
+    if isinstance(exc, Closed):
+        return _error(STATUS_NODE_UNAVAILABLE, str(exc))
+    # Anything else came out of the loader: "the owner tried and failed".
+    log.debug("serving a peer failed: %r", exc)
+    return _error(STATUS_LOAD_FAILED, str(exc) or type(exc).__name__)
+
+
+def _expire_ns(expires_at: float | None) -> int | None:
+    """Absolute Unix seconds to the Unix nanoseconds of the wire (None: never)."""
+    if expires_at is None or not math.isfinite(expires_at):
+        return None
+    # Whole seconds and the fraction apart: a float holds a Unix time in nanoseconds
+    # only to about 256 ns, but each part converts exactly (or nearly).
+    seconds = math.floor(expires_at)
+    return seconds * _NS + round((expires_at - seconds) * 1e9)
+
+
+def _expires_at(expire_ns: int | None) -> float | None:
+    """Unix nanoseconds of the wire to absolute Unix seconds (0 or None: never).
+
+    Integer division rounds correctly; ``ns / 1e9`` would not.
+    """
+    return expire_ns / _NS if expire_ns else None
+
+
+class PeerServer:
+    """Serves the groupcache peer protocol for one node (see the module docstring).
+
+    The node starts it when ``NodeConfig.port`` is set. Paths live under
+    ``config.base_path``; header, body and time limits are the node's
+    :class:`~shoal.config.NodeConfig` limits.
+
+    Args:
+        node: the node whose groups are served (groups added later are served too).
+        max_batch_keys: most keys one batch get may name (more: 413).
+        shutdown_timeout: seconds :meth:`aclose` lets in-flight requests finish.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        *,
+        max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
+        shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+    ) -> None:
+        if max_batch_keys < 1:
+            raise ConfigError(f"max_batch_keys must be at least 1, got {max_batch_keys}")
+        # A live read-only view: groups added later are served.
+        self._groups = node.groups
+        self._base = node.config.base_path.encode("utf-8")
+        self._max_body = node.config.max_body_bytes
+        self._max_batch_keys = max_batch_keys
+        self._server = HttpServer(self.handle, node.config, shutdown_timeout=shutdown_timeout)
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The bound (host, port), once started."""
+        return self._server.address
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on ``host``:``port`` (0 picks a free port); return the bound address.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        return await self._server.start(host, port)
+
+    async def aclose(self) -> None:
+        """Stop listening, let in-flight requests finish briefly, then drop the rest."""
+        await self._server.aclose()
+
+    def handle(self, request: Request) -> Response | Awaitable[Response]:
+        """Answer one request: a ready :class:`Response` when no waiting is needed
+        (errors), else a coroutine (loads, writes)."""
+        return self._route(request.method, request.path, request.body)
+
+    def _route(self, method: str, path: bytes, body: bytes) -> Response | Awaitable[Response]:
+        try:
+            parsed = parse_peer_path(path, self._base)
+        except PathOutsideBase as exc:
+            return _error(404, str(exc))
+        except RemoteProtocolError as exc:
+            return _error(400, self._path_error(path, exc))
+        group = self._groups.get(parsed.group)
+        if group is None:
+            return _error(404, no_such_group_message(parsed.group))
+        key = parsed.key
+        if method == "GET":
+            try:
+                group.validate_key(key)
+            except InvalidKey as exc:
+                return _error(exc.http_status, str(exc))
+            return self._get(group, key)
+        if method == "PUT":
+            return self._set(group, body)
+        if method == "DELETE":
+            try:
+                group.validate_key(key)
+            except InvalidKey as exc:
+                return _error(exc.http_status, str(exc))
+            return self._delete(group, [key])
+        if method == "POST":
+            if key == GET_MANY_SEGMENT:
+                return self._get_many(group, body)
+            if parsed.is_remove_keys:
+                return self._remove_keys(group, body)
+        return _error(
+            STATUS_METHOD_NOT_ALLOWED,
+            f"method {method} is not allowed on {path[:128].decode('latin-1')}",
+            (("Allow", _ALLOW),),
+        )
+
+    def _path_error(self, path: bytes, exc: RemoteProtocolError) -> str:
+        # A path without a key segment gets exactly Go's body; the others say what is wrong.
+        return BAD_REQUEST_MESSAGE if b"/" not in path[len(self._base) :] else str(exc)
+
+    # -- GET ---------------------------------------------------------------------
+
+    async def _get(self, group: Group[Any], key: str) -> Response:
+        try:
+            value, expires_at = await group.serve_peer(key)
+        except Exception as exc:
+            return _failure(exc)
+        body = encode_get_response(value, expire_ns=_expire_ns(expires_at))
+        return Response(200, body, PROTOBUF_CONTENT_TYPE, _OK_HEADERS)
+
+    # -- writes ------------------------------------------------------------------
+
+    def _set(self, group: Group[Any], body: bytes) -> Response | Awaitable[Response]:
+        try:
+            request = decode_set_request(body, max_size=self._max_body)
+        except RemoteProtocolError as exc:
+            return _error(exc.error_status_hint, str(exc))
+        # The body names the key, as groupcache-go v3 reads it (its clients escape
+        # the path in ways that do not always decode back to the same key); the
+        # path names the group.
+        try:
+            group.validate_key(request.key)
+        except InvalidKey as exc:
+            return _error(exc.http_status, str(exc))
+        return self._store(group, request.key, request.value, _expires_at(request.expire_ns))
+
+    async def _store(
+        self, group: Group[Any], key: str, value: bytes, expires_at: float | None
+    ) -> Response:
+        try:
+            await group.set_bytes(key, value, expires_at=expires_at)
+        except Exception as exc:
+            return _failure(exc)
+        return _OK_EMPTY
+
+    def _remove_keys(self, group: Group[Any], body: bytes) -> Response | Awaitable[Response]:
+        try:
+            request = decode_remove_keys(body, max_size=self._max_body)
+        except RemoteProtocolError as exc:
+            return _error(exc.error_status_hint, str(exc))
+        # Every key is checked before the first is removed: a bad request changes nothing.
+        # The path names the group; the body's group is ignored, as Go does.
+        try:
+            for key in request.keys:
+                group.validate_key(key)
+        except InvalidKey as exc:
+            return _error(exc.http_status, str(exc))
+        return self._delete(group, request.keys)
+
+    async def _delete(self, group: Group[Any], keys: Iterable[str]) -> Response:
+        try:
+            for key in keys:
+                await group.delete(key)
+        except Exception as exc:
+            return _failure(exc)
+        return _OK_EMPTY
+
+    # -- batch get -----------------------------------------------------------------
+
+    def _get_many(self, group: Group[Any], body: bytes) -> Response | Awaitable[Response]:
+        try:
+            keys = decode_get_many_request(
+                body, max_keys=self._max_batch_keys, max_size=self._max_body
+            )
+        except RemoteProtocolError as exc:
+            return _error(exc.error_status_hint, str(exc))
+        unique = list(dict.fromkeys(keys))
+        try:
+            for key in unique:
+                group.validate_key(key)
+        except InvalidKey as exc:
+            return _error(exc.http_status, str(exc))
+        return self._serve_many(group, unique)
+
+    async def _serve_many(self, group: Group[Any], keys: list[str]) -> Response:
+        # All keys load concurrently, each in its own flight; a key the loader
+        # says does not exist is left out; any other failure fails the batch, as
+        # the first failing GET of the same keys would.
+        outcomes = await asyncio.gather(
+            *(group.serve_peer(key) for key in keys), return_exceptions=True
+        )
+        items = []
+        for key, outcome in zip(keys, outcomes, strict=True):
+            if isinstance(outcome, NotFound):
+                continue
+            if isinstance(outcome, Exception):
+                return _failure(outcome)
+            if isinstance(outcome, BaseException):
+                raise outcome  # cancellation of a load under us: the server's business
+            value, expires_at = outcome
+            items.append(BatchItem(key, value, _expire_ns(expires_at)))
+        return Response(200, encode_get_many_response(items), GET_MANY_CONTENT_TYPE, _OK_HEADERS)
+
+
+# ============================================================================ client
+
+
+@dataclass(frozen=True, slots=True)
+class PeerClientStats:
+    """A snapshot of one :class:`HttpPeerClient`'s counters."""
+
+    url: str
+    requests: int
+    """Exchanges begun (a retried one counts once)."""
+    retries: int
+    """Exchanges sent again after a reused connection turned out to be closed."""
+    connections_opened: int
+    """Connections ever opened to the peer."""
+    connections_open: int
+    """Connections open or being opened now."""
+    connections_idle: int
+    """Open connections waiting in the pool."""
+    waiting: int
+    """Requests waiting for a connection (all ``max_connections`` are busy)."""
+
+
+class _Dropped(Exception):
+    """The connection closed (or could not be written) before the answer was complete."""
+
+    def __init__(self, message: str, *, received: bool) -> None:
+        super().__init__(message)
+        self.received = received
+        """Whether any byte of the answer had arrived."""
+
+
+class _Broken(Exception):
+    """The answer broke HTTP or a limit; the connection is unusable."""
+
+
+class _Answer:
+    """A complete HTTP answer, as the client needs it."""
+
+    __slots__ = ("body", "content_type", "extensions", "keep_alive", "status")
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        keep_alive: bool,
+        content_type: bytes,
+        extensions: bytes | None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.keep_alive = keep_alive
+        self.content_type = content_type
+        self.extensions = extensions
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection of a client's pool: one exchange at a time.
+
+    The ``on_*`` methods are the response parser's callbacks.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpResponseParser(self)
+        self._waiter: asyncio.Future[_Answer] | None = None
+        self.closed = False
+        self.exchanges = 0
+        self.idle_since = 0.0
+        self._reset()
+
+    def _reset(self) -> None:
+        self._body: list[bytes] = []
+        self._size = 0
+        self._received = False
+        self._headers_done = False
+        self._framed = False
+        self._content_type = b""
+        self._extensions: bytes | None = None
+
+    # -- used by the client --------------------------------------------------------
+
+    def exchange(self, request: bytes) -> asyncio.Future[_Answer]:
+        """Send ``request``; the future resolves to the answer.
+
+        Raises:
+            _Dropped: the connection is already closing (nothing was sent).
+        """
+        transport = self._transport
+        if self.closed or transport is None or transport.is_closing():
+            raise _Dropped("the connection was closed", received=False)
+        waiter: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
+        self._waiter = waiter
+        self._reset()
+        self.exchanges += 1
+        transport.write(request)
+        return waiter
+
+    def abort(self) -> None:
+        """Drop the connection now (no lingering: nothing more is expected from it)."""
+        self.closed = True
+        if self._transport is not None:
+            self._transport.abort()
+
+    # -- asyncio.Protocol ------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """Keep the transport; requests go out whole, so Nagle would only add latency."""
+        self._transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Fail the exchange in progress, or complete an answer delimited by the close."""
+        self.closed = True
+        self._transport = None
+        waiter, self._waiter = self._waiter, None
+        if waiter is None or waiter.done():
+            return
+        if self._headers_done and not self._framed:
+            # No Content-Length and not chunked: the body ended with the connection.
+            waiter.set_result(self._answer(keep_alive=False))
+            return
+        what = "the peer closed the connection" if exc is None else f"connection lost: {exc}"
+        dropped = _Dropped(what, received=self._received)
+        dropped.__cause__ = exc
+        waiter.set_exception(dropped)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser; a malformed or unexpected answer breaks the connection."""
+        waiter = self._waiter
+        if waiter is None or waiter.done():
+            # Bytes nobody asked for, or the rest of an answer whose caller gave up.
+            self.abort()
+            return
+        self._received = True
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            self._fail(_Broken(str(exc.__context__ or exc)), exc)
+        except httptools.HttpParserError as exc:
+            self._fail(_Broken(f"malformed HTTP answer: {exc}"), exc)
+
+    def eof_received(self) -> bool | None:
+        """The peer shut its side: let the transport close (connection_lost follows)."""
+        return None
+
+    def _fail(self, error: Exception, cause: BaseException) -> None:
+        error.__cause__ = cause
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        self.abort()
+
+    # -- parser callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        if self._waiter is None:
+            raise _Broken("the peer sent a second answer")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        lowered = name.lower()
+        if lowered == b"content-length":
+            self._framed = True
+            with contextlib.suppress(ValueError):  # the parser rejects a bad length itself
+                if int(value) > self._limit:
+                    raise _Broken(f"an answer of {int(value)} bytes exceeds {self._limit}")
+        elif lowered == b"transfer-encoding":
+            self._framed = True
+        elif lowered == b"content-type":
+            self._content_type = value
+        elif lowered == b"shoal-extensions":
+            self._extensions = value
+
+    def on_headers_complete(self) -> None:
+        self._headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size > self._limit:
+            raise _Broken(f"an answer of more than {self._limit} bytes")
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(self._answer(self._parser.should_keep_alive()))
+
+    def _answer(self, keep_alive: bool) -> _Answer:
+        body = self._body
+        return _Answer(
+            self._parser.get_status_code(),
+            body[0] if len(body) == 1 else b"".join(body),
+            keep_alive,
+            self._content_type,
+            self._extensions,
+        )
+
+
+def _excerpt(body: bytes) -> str:
+    """An error body as text for a message: decoded, stripped, cut."""
+    text = body[: _MAX_ERROR_TEXT + 1].decode("utf-8", "replace").strip()
+    return text[:_MAX_ERROR_TEXT] + "..." if len(text) > _MAX_ERROR_TEXT else text
+
+
+def _media_type(content_type: bytes) -> bytes:
+    return content_type.partition(b";")[0].strip().lower()
+
+
+class HttpPeerClient:
+    """Talks to one peer over a pool of keep-alive HTTP/1.1 connections.
+
+    Made by :meth:`HttpTransport.client`; safe to share between the tasks of one
+    event loop. Connections open lazily, on the first request.
+
+    Args:
+        url: the peer's URL (``http://host:port``, maybe with a path prefix).
+        base_path: the peer protocol's path prefix.
+        max_connections: connections to the peer at most.
+        connect_timeout: seconds to wait for a new connection.
+        idle_timeout: seconds an idle connection is kept in the pool.
+        max_response_bytes: longest answer body accepted.
+        max_batch_keys: keys per batch get; more are split into several batches.
+        ssl_context: TLS settings for an ``https://`` URL (default: the system's).
+        on_close: called once by :meth:`aclose` (the transport forgets the client).
+
+    Raises:
+        ConfigError: a URL that is not ``http://`` or ``https://`` with a host.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        base_path: str = DEFAULT_BASE_PATH,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_response_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
+        ssl_context: ssl.SSLContext | None = None,
+        on_close: Callable[[HttpPeerClient], None] | None = None,
+    ) -> None:
+        parts = urlsplit(url)
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"invalid peer URL {url!r}: {exc}") from exc
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"a peer URL is http(s)://host[:port], got {url!r}")
+        self._url = url
+        self._host = parts.hostname
+        self._port = port or (443 if parts.scheme == "https" else 80)
+        self._ssl: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            self._ssl = ssl_context or ssl.create_default_context()
+        # As Go's HTTPPool: the peer's URL, then the base path.
+        self._base = parts.path.rstrip("/") + base_path
+        if not self._base.isascii() or any(c <= " " or c == "\x7f" for c in self._base):
+            raise ConfigError(f"the path {self._base!r} must be printable ASCII, escaped")
+        netloc = parts.netloc.rpartition("@")[2]
+        try:
+            host = netloc.encode("ascii")
+        except UnicodeEncodeError:
+            try:
+                host = netloc.encode("idna")
+            except UnicodeError as exc:
+                raise ConfigError(f"invalid host in peer URL {url!r}: {exc}") from exc
+        self._host_header = b"Host: " + host + b"\r\n"
+        self._max = max_connections
+        self._connect_timeout = connect_timeout
+        self._idle_timeout = idle_timeout
+        self._limit = max_response_bytes
+        self._max_batch_keys = max_batch_keys
+        self._on_close = on_close
+
+        self._idle: deque[_Connection] = deque()  # most recently used at the right
+        self._all: set[_Connection] = set()
+        self._open = 0  # open or being opened (slots taken)
+        self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
+        self._closed = False
+        # What the peer said about itself in its last answer.
+        self._extensions_raw: bytes | None = None
+        self._batch = False
+
+        self._requests = 0
+        self._retries = 0
+        self._opened = 0
+
+    def __repr__(self) -> str:
+        return f"<HttpPeerClient {self._url} open={self._open} idle={len(self._idle)}>"
+
+    @property
+    def url(self) -> str:
+        """The peer's URL, its identity on the ring."""
+        return self._url
+
+    def statistics(self) -> PeerClientStats:
+        """A snapshot of the client's counters."""
+        return PeerClientStats(
+            url=self._url,
+            requests=self._requests,
+            retries=self._retries,
+            connections_opened=self._opened,
+            connections_open=self._open,
+            connections_idle=len(self._idle),
+            waiting=sum(1 for waiter in self._waiters if not waiter.done()),
+        )
+
+    # -- the peer protocol -------------------------------------------------------------
+
+    async def get(self, group: str, key: str) -> Fetched:
+        """Fetch ``key`` of ``group`` from the peer, which loads it if needed.
+
+        Raises:
+            NotFound: the peer says the key does not exist.
+            RemoteLoadError: the peer's loader failed (500 or 503 with a body).
+            PeerUnavailable: the connection could not be made or was lost.
+            PeerError: any other failure (unknown group, bad status, bad body).
+            InvalidKey: group or key cannot be encoded (a lone surrogate).
+        """
+        try:
+            target = build_peer_path(self._base, group, key)
+        except LocalProtocolError as exc:
+            raise InvalidKey(str(exc)) from exc
+        answer = await self._exchange(self._request(b"GET", target))
+        if answer.status != 200:
+            raise self._read_error(answer, key)
+        try:
+            response = decode_get_response(answer.body, max_size=self._limit)
+        except RemoteProtocolError as exc:
+            raise PeerError(f"{self._url}: undecodable answer for {key!r}: {exc}") from exc
+        return Fetched(response.value, _expires_at(response.expire_ns), response.minute_qps)
+
+    async def get_many(self, group: str, keys: list[str]) -> dict[str, Fetched]:
+        """Fetch several keys; keys the peer lacks are left out.
+
+        A peer that serves shoal's batch get (it said so in an earlier answer)
+        gets one request per ``max_batch_keys`` keys; any other peer (a Go node,
+        or a shoal node not yet heard from) gets one GET per key, concurrently.
+
+        Raises:
+            The errors of :meth:`get` except NotFound (the first one, once every
+            request has finished).
+        """
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        if not self._batch:
+            return await self._get_each(group, wanted)
+        size = self._max_batch_keys
+        if len(wanted) <= size:
+            return await self._get_batch(group, wanted)
+        return await self._gather(
+            self._get_batch(group, wanted[i : i + size]) for i in range(0, len(wanted), size)
+        )
+
+    async def set(
+        self, group: str, key: str, value: bytes, expires_at: float | None = None
+    ) -> None:
+        """Store ``value`` under ``key`` on the peer (``PUT``, groupcache-go v3's form).
+
+        Args:
+            expires_at: absolute expiry in Unix seconds; None: never.
+
+        Raises:
+            PeerUnavailable, PeerError: as :meth:`get` (any answer but 200 is a PeerError).
+            InvalidKey: group or key cannot be encoded.
+        """
+        try:
+            target = build_peer_path(self._base, group, key)
+            body = encode_set_request(group, key, value, expire_ns=_expire_ns(expires_at))
+        except LocalProtocolError as exc:
+            raise InvalidKey(str(exc)) from exc
+        answer = await self._exchange(self._request(b"PUT", target, body, _PROTOBUF_TYPE))
+        self._check_written(answer, f"set {key!r}")
+
+    async def delete(self, group: str, key: str) -> None:
+        """Remove ``key`` from the peer's caches (``DELETE``).
+
+        Raises:
+            PeerUnavailable, PeerError: as :meth:`set`.
+        """
+        try:
+            target = build_peer_path(self._base, group, key)
+        except LocalProtocolError as exc:
+            raise InvalidKey(str(exc)) from exc
+        answer = await self._exchange(self._request(b"DELETE", target))
+        self._check_written(answer, f"delete {key!r}")
+
+    async def remove_keys(self, group: str, keys: Iterable[str]) -> None:
+        """Remove several keys from the peer's caches (``POST .../_remove-keys/``, JSON).
+
+        Raises:
+            PeerUnavailable, PeerError: as :meth:`set`.
+        """
+        key_list = list(keys)
+        if not key_list:
+            return
+        try:
+            target = build_remove_keys_path(self._base, group)
+            body = encode_remove_keys(group, key_list)
+        except LocalProtocolError as exc:
+            raise InvalidKey(str(exc)) from exc
+        answer = await self._exchange(self._request(b"POST", target, body, b"application/json"))
+        self._check_written(answer, f"remove {len(key_list)} keys")
+
+    async def aclose(self) -> None:
+        """Close every connection; requests in flight fail with PeerUnavailable. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for waiter in self._waiters:
+            if not waiter.done():
+                waiter.set_exception(PeerUnavailable(f"{self._url}: the client is closed"))
+        self._waiters.clear()
+        self._idle.clear()
+        for connection in list(self._all):
+            connection.abort()
+        self._all.clear()
+        self._open = 0
+        if self._on_close is not None:
+            self._on_close(self)
+
+    # -- batch get -------------------------------------------------------------------
+
+    async def _get_batch(self, group: str, keys: list[str]) -> dict[str, Fetched]:
+        try:
+            target = build_get_many_path(self._base, group)
+            body = encode_get_many_request(keys)
+        except LocalProtocolError as exc:
+            raise InvalidKey(str(exc)) from exc
+        answer = await self._exchange(self._request(b"POST", target, body, _GET_MANY_TYPE))
+        if answer.status == 200 and _media_type(answer.content_type) == _GET_MANY_TYPE:
+            try:
+                items = decode_get_many_response(
+                    answer.body, max_items=len(keys), max_size=self._limit
+                )
+            except RemoteProtocolError as exc:
+                raise PeerError(f"{self._url}: undecodable batch answer: {exc}") from exc
+            asked = set(keys)
+            return {
+                item.key: Fetched(item.value, _expires_at(item.expire_ns))
+                for item in items
+                if item.key in asked  # never cache what was not asked for
+            }
+        if not self._batch:
+            # The answer shows the peer no longer serves batches (another program now
+            # answers at its URL): ask key by key.
+            return await self._get_each(group, keys)
+        if answer.status == 200:
+            raise PeerError(
+                f"{self._url}: batch answer of type {answer.content_type.decode('latin-1')!r}"
+            )
+        raise self._read_error(answer, None)
+
+    async def _get_each(self, group: str, keys: list[str]) -> dict[str, Fetched]:
+        async def one(key: str) -> dict[str, Fetched]:
+            try:
+                return {key: await self.get(group, key)}
+            except NotFound:
+                return {}
+
+        if len(keys) == 1:
+            return await one(keys[0])
+        return await self._gather(one(key) for key in keys)
+
+    @staticmethod
+    async def _gather(
+        jobs: Iterable[Awaitable[dict[str, Fetched]]],
+    ) -> dict[str, Fetched]:
+        """Run the jobs concurrently; merge their results, or raise the first error
+        once all are done (none is left running behind the caller's back)."""
+        found: dict[str, Fetched] = {}
+        error: BaseException | None = None
+        for outcome in await asyncio.gather(*jobs, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                error = error or outcome
+            else:
+                found.update(outcome)
+        if error is not None:
+            raise error
+        return found
+
+    # -- answers ---------------------------------------------------------------------
+
+    def _read_error(self, answer: _Answer, key: str | None) -> Exception:
+        """The error for an answer to a read other than 200."""
+        status = answer.status
+        text = _excerpt(answer.body)
+        if status == 404:
+            if key is not None and not answer.body.startswith(_NO_SUCH_GROUP):
+                return NotFound(key)
+            # The peer lacks the group: a peer misconfigured, not a missing key.
+            return PeerError(f"{self._url}: 404 {text}")
+        if classify_get_status(status) is PeerReply.LOAD_FAILED and text:
+            what = repr(key) if key is not None else "a batch"
+            return RemoteLoadError(f"{self._url}: loading {what} failed: {text}")
+        return PeerError(f"{self._url}: answered {status}: {text}")
+
+    def _check_written(self, answer: _Answer, what: str) -> None:
+        if answer.status != 200:
+            text = _excerpt(answer.body)
+            raise PeerError(f"{self._url}: {what} answered {answer.status}: {text}")
+        if _media_type(answer.content_type) == _PROTOBUF_TYPE:
+            # golang/groupcache has no writes: it serves every method as a GET and
+            # answers a GetResponse. The write did not happen.
+            raise PeerError(
+                f"{self._url}: {what} was answered like a read; the peer does not "
+                "support writes (golang/groupcache)"
+            )
+
+    def _learn(self, extensions: bytes | None) -> None:
+        """Note which shoal extensions the peer serves (from the answer just read)."""
+        if extensions != self._extensions_raw:
+            self._extensions_raw = extensions
+            self._batch = GET_MANY_EXTENSION in parse_extensions(extensions)
+
+    # -- requests and the pool ---------------------------------------------------------
+
+    def _request(
+        self, method: bytes, target: str, body: bytes | None = None, content_type: bytes = b""
+    ) -> bytes:
+        head = b"%s %s HTTP/1.1\r\n%s" % (method, target.encode("ascii"), self._host_header)
+        if body is None:
+            return head + b"\r\n"
+        return b"%sContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (
+            head,
+            content_type,
+            len(body),
+            body,
+        )
+
+    async def _exchange(self, request: bytes) -> _Answer:
+        """Send one request on a pooled connection and read the answer."""
+        self._requests += 1
+        connection = await self._acquire()
+        reused = connection.exchanges > 0
+        try:
+            return await self._on(connection, request)
+        except _Dropped as exc:
+            # The idle-close race (see the module docstring): once more, on a new connection.
+            if not reused or exc.received or self._closed:
+                raise PeerUnavailable(f"{self._url}: {exc}") from exc
+        self._retries += 1
+        connection = await self._acquire(fresh=True)
+        try:
+            return await self._on(connection, request)
+        except _Dropped as exc:
+            raise PeerUnavailable(f"{self._url}: {exc}") from exc
+
+    async def _on(self, connection: _Connection, request: bytes) -> _Answer:
+        """One exchange on ``connection``; the connection goes back to the pool or away."""
+        try:
+            answer = await connection.exchange(request)
+        except _Broken as exc:
+            self._discard(connection)
+            raise PeerError(f"{self._url}: {exc}") from exc
+        except BaseException:
+            # Lost, or cancelled mid-exchange: the connection's state is unknown.
+            self._discard(connection)
+            raise
+        self._learn(answer.extensions)
+        if answer.keep_alive:
+            self._release(connection)
+        else:
+            self._discard(connection)
+        return answer
+
+    async def _acquire(self, *, fresh: bool = False) -> _Connection:
+        """A connection for one exchange: an idle one, a new one, or the next released.
+
+        ``fresh`` skips the idle ones (a retry after one of them turned out closed).
+        """
+        while True:
+            if self._closed:
+                raise PeerUnavailable(f"{self._url}: the client is closed")
+            idle = self._idle
+            if idle and not fresh:
+                connection = idle.pop()
+                if connection.closed or self._is_stale(connection):
+                    self._discard(connection)
+                    continue
+                return connection
+            if self._open < self._max:
+                self._open += 1
+                return await self._connect()
+            handed = await self._wait()
+            if handed is None:  # a slot was handed over: open a connection in it
+                return await self._connect()
+            if handed.closed:
+                self._discard(handed)
+                continue
+            return handed
+
+    def _is_stale(self, connection: _Connection) -> bool:
+        return asyncio.get_running_loop().time() - connection.idle_since > self._idle_timeout
+
+    async def _wait(self) -> _Connection | None:
+        """Wait for a released connection, or for a free slot (None)."""
+        waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            return await waiter
+        except asyncio.CancelledError:
+            # Something may have been handed over just before the cancellation: pass it on.
+            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                handed = waiter.result()
+                if handed is None:
+                    self._free_slot()
+                else:
+                    self._release(handed)
+            else:
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            raise
+
+    async def _connect(self) -> _Connection:
+        """Open a connection in a slot already counted in ``_open``."""
+        loop = asyncio.get_running_loop()
+        limit = self._limit
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(limit), self._host, self._port, ssl=self._ssl
+                )
+        except BaseException as exc:
+            self._free_slot()
+            if isinstance(exc, TimeoutError):
+                raise PeerUnavailable(
+                    f"{self._url}: no connection within {self._connect_timeout}s"
+                ) from exc
+            if isinstance(exc, OSError):
+                raise PeerUnavailable(f"{self._url}: cannot connect: {exc}") from exc
+            raise
+        if self._closed:  # closed while connecting
+            connection.abort()
+            raise PeerUnavailable(f"{self._url}: the client is closed")
+        self._opened += 1
+        self._all.add(connection)
+        return connection
+
+    def _release(self, connection: _Connection) -> None:
+        """Give a healthy connection to the next waiter, or back to the pool."""
+        if self._closed or connection.closed:
+            self._discard(connection)
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return
+        now = asyncio.get_running_loop().time()
+        connection.idle_since = now
+        idle = self._idle
+        idle.append(connection)
+        # The least recently used connection is at the left; retire it when stale.
+        # (An idle pool with no traffic keeps its connections until the peer closes them.)
+        while idle and (idle[0].closed or now - idle[0].idle_since > self._idle_timeout):
+            self._discard(idle.popleft())
+
+    def _discard(self, connection: _Connection) -> None:
+        """Close a connection and free its slot."""
+        connection.abort()
+        if connection in self._all:
+            self._all.discard(connection)
+            self._free_slot()
+
+    def _free_slot(self) -> None:
+        """Hand a freed slot to the next waiter (who opens a connection), or count it free."""
+        if self._closed:
+            return
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self._open -= 1
+
+
+class HttpTransport:
+    """Makes :class:`HttpPeerClient` objects that share one configuration.
+
+    Args:
+        base_path: the peer protocol's path prefix; default groupcache's ``/_groupcache/``.
+        max_connections: connections per peer at most. Default 64.
+        connect_timeout: seconds to wait for a new connection. Default 5.
+        idle_timeout: seconds an idle connection stays pooled. Default 30.
+        max_response_bytes: longest answer body accepted. Default 64 MiB.
+        max_batch_keys: keys per batch get request. Default 1000 (the server's default limit).
+        ssl_context: TLS settings for ``https://`` peers; default the system's.
+
+    Raises:
+        ConfigError: a value out of range.
+    """
+
+    def __init__(
+        self,
+        base_path: str = DEFAULT_BASE_PATH,
+        *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+        max_response_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        if not (base_path.startswith("/") and base_path.endswith("/")):
+            raise ConfigError(f"base_path must start and end with '/', got {base_path!r}")
+        for name, value in (
+            ("max_connections", max_connections),
+            ("connect_timeout", connect_timeout),
+            ("idle_timeout", idle_timeout),
+            ("max_response_bytes", max_response_bytes),
+            ("max_batch_keys", max_batch_keys),
+        ):
+            if isinstance(value, bool) or not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value!r}")
+        self._options: dict[str, Any] = {
+            "base_path": base_path,
+            "max_connections": max_connections,
+            "connect_timeout": connect_timeout,
+            "idle_timeout": idle_timeout,
+            "max_response_bytes": max_response_bytes,
+            "max_batch_keys": max_batch_keys,
+            "ssl_context": ssl_context,
+        }
+        self._clients: set[HttpPeerClient] = set()
+
+    def client(self, url: str) -> HttpPeerClient:
+        """A client for the peer at ``url`` (connections open on the first request).
+
+        Raises:
+            ConfigError: ``url`` is not an ``http(s)://host[:port]`` URL.
+        """
+        client = HttpPeerClient(url, on_close=self._clients.discard, **self._options)
+        self._clients.add(client)
+        return client
+
+    async def aclose(self) -> None:
+        """Close every client this transport made that is still open."""
+        for client in list(self._clients):
+            await client.aclose()

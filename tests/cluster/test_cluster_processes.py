@@ -1,0 +1,253 @@
+"""A cluster of real ``shoal serve`` processes talking the groupcache HTTP peer protocol:
+forwarding to the owner, one load per key in the whole cluster, hot copies, an owner
+killed under load, and malformed peer requests."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from api.rawhttp import call
+from procs import CountedCluster, LoadLog, ShoalServer, loaded_value, shoal_cluster
+from shoal.wire.codec import decode_get_response, encode_set_request
+
+GROUP = "data"
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    """GET ``url``: the status and body, for error statuses too."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+
+
+def stats(node: ShoalServer) -> dict[str, Any]:
+    """The statistics of group ``data`` on ``node``."""
+    status, body = http_get(f"{node.url}/v1/stats")
+    assert status == 200, body
+    group: dict[str, Any] = json.loads(body)["groups"][GROUP]
+    return group
+
+
+def get(node: ShoalServer, key: str) -> tuple[int, bytes]:
+    """``GET /api?key=KEY`` on ``node``."""
+    return http_get(f"{node.url}/api?key={key}")
+
+
+async def until(condition: Callable[[], bool], what: str, within: float = 60.0) -> None:
+    """Poll ``condition`` (cheaply, on the loop) until it holds; fail after ``within`` s."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+# --------------------------------------------------------------------------- the read path
+
+
+def test_a_non_owner_forwards_to_the_owner(counted: CountedCluster) -> None:
+    """A miss on a node that does not own the key is loaded by the owner, once."""
+    c, loads = counted.cluster, counted.loads
+    (key,) = c.keys_owned_by(1, "forward")
+    asker, owner = c.nodes[0], c.nodes[1]
+    before = stats(owner)
+    assert get(asker, key) == (200, loaded_value(key))
+    assert loads.nodes(key) == [owner.peer_url]
+    after = stats(owner)
+    assert after["local_loads"] == before["local_loads"] + 1
+    assert after["server_requests"] == before["server_requests"] + 1  # the peer request
+    # The logs tell the story, each line naming its node.
+    assert f"miss '{key}' -> fetched from {owner.peer_url}" in asker.stderr()
+    assert (
+        f"[node {owner.peer_port}] INFO    shoal.cluster: load '{key}' here (this node owns it)"
+        in owner.stderr()
+    )
+
+
+def test_the_banner_names_the_node_and_its_peers(counted: CountedCluster) -> None:
+    """Each node prints its URL and the member list, then a curl line."""
+    c = counted.cluster
+    for node in c.nodes:
+        banner = node.stdout()
+        assert f"is {node.peer_url} (peers on {node.peer_url}/_groupcache/" in banner
+        members = ", ".join(f"{url} (this node)" if url == node.peer_url else url for url in c.urls)
+        assert f"members: {members}" in banner
+        assert f"curl '{node.url}/api?key=KEY'" in banner
+
+
+async def test_1000_concurrent_cold_requests_are_one_load_per_key(counted: CountedCluster) -> None:
+    """1,000 concurrent requests for 10 cold keys, spread over the three nodes' HTTP
+    APIs: the loader runs once per key in the whole cluster, on the key's owner."""
+    c, loads = counted.cluster, counted.loads
+    keys = [f"burst-{i}" for i in range(10)]
+    connector = aiohttp.TCPConnector(limit=0)  # one connection per request: all at once
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one(i: int) -> tuple[str, int, bytes]:
+            node, key = c.nodes[i % 3], keys[i % len(keys)]
+            async with session.get(f"{node.url}/api", params={"key": key}) as resp:
+                return key, resp.status, await resp.read()
+
+        answers = await asyncio.gather(*(one(i) for i in range(1000)))
+    assert [(s, b) for k, s, b in answers if (s, b) != (200, loaded_value(k))] == []
+    for key in keys:
+        assert loads.nodes(key) == [c.nodes[c.owner(key)].peer_url], key
+
+
+def test_a_hot_copy_spares_the_owner(counted: CountedCluster) -> None:
+    """With --hot-admission always, the second request on a non-owner is answered from
+    its hot cache: the owner is not asked again."""
+    c = counted.cluster
+    (key,) = c.keys_owned_by(2, "hot")
+    asker, owner = c.nodes[0], c.nodes[2]
+    assert get(asker, key) == (200, loaded_value(key))
+    served = stats(owner)["server_requests"]
+    hot_hits = stats(asker)["hot"]["hits"]
+    assert get(asker, key) == (200, loaded_value(key))
+    assert stats(owner)["server_requests"] == served
+    assert stats(asker)["hot"]["hits"] == hot_hits + 1
+
+
+def test_a_missing_key_is_a_404_everywhere(counted: CountedCluster) -> None:
+    """The owner's NotFound travels back to the asker as a 404; nobody loads it twice."""
+    c, loads = counted.cluster, counted.loads
+    (key,) = c.keys_owned_by(1, "missing")
+    assert get(c.nodes[0], key)[0] == 404
+    assert loads.nodes(key) == [c.nodes[1].peer_url]
+
+
+# --------------------------------------------------------------------------- bad peer requests
+
+
+def _truncated_set_request() -> bytes:
+    body = encode_set_request(GROUP, "k", b"some value")
+    return body[: len(body) - 3]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "data/%zz", b""),
+        ("GET", "data/ok%", b""),
+        ("GET", "no-such-group/k", b""),
+        ("GET", "data/", b""),
+        ("GET", "data/" + "k" * 2000, b""),
+        ("GET", "data/" + "k" * 70_000, b""),
+        ("PUT", "data/k", b"\xff\xfe garbage \x00\x01"),
+        ("PUT", "data/k", _truncated_set_request()),
+        ("PATCH", "data/k", b""),
+        ("BREW", "data/k", b""),
+    ],
+    ids=[
+        "bad-escape",
+        "truncated-escape",
+        "unknown-group",
+        "empty-key",
+        "long-key",
+        "huge-key",
+        "garbage-protobuf",
+        "truncated-protobuf",
+        "wrong-method",
+        "unknown-method",
+    ],
+)
+async def test_malformed_peer_requests_get_a_4xx(
+    counted: CountedCluster, method: str, path: str, body: bytes
+) -> None:
+    """Bad input on the peer port is a 4xx; it stores nothing and the node keeps serving."""
+    c = counted.cluster
+    node = c.nodes[0]
+    assert node.peer_port is not None
+    items = stats(node)["main"]["items"]
+    answer = await call(node.peer_port, method, f"/_groupcache/{path}", body)
+    assert 400 <= answer.status < 500, (answer.status, answer.body[:200])
+    # Still serving, on both ports, and the cache did not change.
+    (key,) = c.keys_owned_by(0, f"after-{zlib.crc32(f'{method} {path}'.encode() + body)}")
+    good = await call(node.peer_port, "GET", f"/_groupcache/{GROUP}/{key}")
+    assert good.status == 200
+    assert decode_get_response(good.body).value == loaded_value(key)
+    assert stats(node)["main"]["items"] == items + 1
+    assert node.proc.poll() is None
+
+
+# --------------------------------------------------------------------------- a crash under load
+
+
+async def test_sigkill_of_an_owner_under_load_fails_no_request(tmp_path: Path) -> None:
+    """Clients keep hammering two nodes while the third, owner of a third of the keys,
+    is SIGKILLed: not one request fails. After the kill the survivors load its keys
+    themselves (a peer error, then local loads) and skip it for the back-off period
+    instead of paying a failed request per key."""
+    loads = LoadLog(tmp_path / "calls")
+    with shoal_cluster(
+        3, "--group", "data=loadlog:load", "--hot-admission", "never", env=loads.env(0.005)
+    ) as c:
+        victim, survivors = c.nodes[2], c.nodes[:2]
+        failures: list[str] = []
+        before_kill: list[str] = []
+        after_kill: list[str] = []
+        killed = False
+        stop = asyncio.Event()
+        numbers = itertools.count()
+
+        async def client(session: aiohttp.ClientSession) -> None:
+            while not stop.is_set():
+                n = next(numbers)
+                key, node = f"steady-{n}", survivors[n % 2]
+                started_after_kill = killed
+                try:
+                    async with session.get(f"{node.url}/api", params={"key": key}) as resp:
+                        status, body = resp.status, await resp.read()
+                except aiohttp.ClientError as exc:
+                    failures.append(f"{key} on {node.url}: {exc!r}")
+                    continue
+                if (status, body) != (200, loaded_value(key)):
+                    failures.append(f"{key} on {node.url}: {status} {body[:200]!r}")
+                (after_kill if started_after_kill else before_kill).append(key)
+
+        def victim_keys_after() -> list[str]:
+            return [k for k in after_kill if c.owner(k) == 2]
+
+        async with aiohttp.ClientSession() as session:
+            clients = [asyncio.create_task(client(session)) for _ in range(16)]
+            try:
+                await until(lambda: len(before_kill) >= 200, "requests before the kill")
+                victim.proc.kill()  # SIGKILL, with requests in flight
+                await asyncio.to_thread(victim.proc.wait)
+                killed = True
+                await until(
+                    lambda: len(after_kill) >= 300 and len(victim_keys_after()) >= 60,
+                    "requests after the kill",
+                )
+            finally:
+                stop.set()
+                await asyncio.gather(*clients)
+        assert failures == []
+        assert any(c.owner(k) == 2 for k in before_kill)  # the victim did serve before
+        for key in victim_keys_after():
+            nodes = loads.nodes(key)
+            assert nodes, key
+            assert set(nodes) <= {s.peer_url for s in survivors}, (key, nodes)
+        for key in after_kill:
+            if c.owner(key) != 2:  # the survivors' own keys still go to their owner
+                assert loads.nodes(key) == [c.nodes[c.owner(key)].peer_url], key
+        peer_errors = sum(stats(s)["peer_errors"] for s in survivors)
+        assert peer_errors >= 1
+        # Back-off: far fewer failed peer requests than keys of the dead node.
+        assert peer_errors < len(victim_keys_after()) / 2, peer_errors
+        assert "loading locally" in "".join(s.stderr() for s in survivors)

@@ -1,0 +1,213 @@
+"""The cluster read path over the in-process transport: forwarding, one load per
+cluster, failure rules, back-off, the hop rule and the hot cache."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from shoal import Group, Node, NodeConfig, NotFound, RemoteLoadError
+from shoal.ring import Ring
+from shoal.testing import CountingLoader
+from shoal.transport.memory import MemoryNetwork
+
+DATA = {f"k{i}": f"v{i}".encode() for i in range(200)}
+
+
+@dataclass
+class Cluster:
+    network: MemoryNetwork
+    urls: list[str]
+    nodes: list[Node]
+    groups: list[Group[Any]]
+    loaders: list[CountingLoader]
+
+    def owner_index(self, key: str) -> int:
+        return self.urls.index(Ring.build(self.urls).owner(key))
+
+    def key_owned_by(self, index: int, skip: int = 0) -> str:
+        keys = [k for k in DATA if self.owner_index(k) == index]
+        return keys[skip]
+
+    @property
+    def loads(self) -> int:
+        return sum(loader.total for loader in self.loaders)
+
+
+@asynccontextmanager
+async def cluster(
+    n: int = 3,
+    *,
+    gate: asyncio.Event | None = None,
+    configs: Callable[[str, tuple[str, ...]], NodeConfig] | None = None,
+    **group_options: Any,
+) -> AsyncIterator[Cluster]:
+    network = MemoryNetwork()
+    urls = [f"http://10.0.0.{i + 1}:8000" for i in range(n)]
+    members = tuple(urls)
+    make = configs or (lambda url, peers: NodeConfig(self_url=url, peers=peers))
+    async with AsyncExitStack() as stack:
+        nodes, groups, loaders = [], [], []
+        for url in urls:
+            node = await stack.enter_async_context(
+                Node(make(url, members), transport=network.transport())
+            )
+            network.register(url, node)
+            loader = CountingLoader(DATA, gate)
+            groups.append(node.group("scores", loader, **group_options))
+            nodes.append(node)
+            loaders.append(loader)
+        yield Cluster(network, urls, nodes, groups, loaders)
+
+
+async def test_non_owner_fetches_from_the_owner() -> None:
+    """A miss on a non-owner is loaded by the owner, cached there, not in the asker's main."""
+    async with cluster(hot_admission="never") as c:
+        key = c.key_owned_by(1)
+        assert await c.groups[0].get(key) == DATA[key]
+        assert [loader.total for loader in c.loaders] == [0, 1, 0]
+        assert c.groups[1].cached_bytes(key) == DATA[key]
+        assert c.groups[0].statistics().main.items == 0
+        s = c.groups[0].statistics()
+        assert (s.peer_loads, s.peer_errors, s.local_loads) == (1, 0, 0)
+        assert c.groups[1].statistics().server_requests == 1
+
+
+async def test_concurrent_misses_on_every_node_are_one_load() -> None:
+    """1,000 concurrent gets of one cold key spread over 3 nodes: one loader call."""
+    gate = asyncio.Event()
+    async with cluster(gate=gate) as c:
+        key = c.key_owned_by(2)
+        tasks = [asyncio.create_task(c.groups[i % 3].get(key)) for i in range(1000)]
+        await c.loaders[2].started.wait()
+        await asyncio.sleep(0.01)  # let every request reach its flight
+        gate.set()
+        assert set(await asyncio.gather(*tasks)) == {DATA[key]}
+        assert c.loads == 1
+        assert c.network.requests == 2  # one flight per non-owner node
+
+
+async def test_unreachable_owner_loads_locally_then_backs_off() -> None:
+    """A dead owner costs one peer error, the key loads locally, and the next
+    requests skip the dead peer instead of trying it again."""
+    async with cluster(hot_admission="never") as c:
+        c.network.down.add(c.urls[1])
+        first, second = c.key_owned_by(1), c.key_owned_by(1, skip=1)
+        assert await c.groups[0].get(first) == DATA[first]
+        assert c.loaders[0].calls[first] == 1
+        assert c.groups[0].statistics().peer_errors == 1
+        requests = c.network.requests
+        assert await c.groups[0].get(second) == DATA[second]
+        assert c.network.requests == requests  # in back-off: not asked
+        assert c.groups[0].peers is not None
+        assert c.groups[0].peers.backing_off() == [c.urls[1]]
+
+
+async def test_owner_not_found_is_not_loaded_again() -> None:
+    """The owner says NotFound: the asker raises it and never calls its own loader."""
+    async with cluster() as c:
+        key = next(k for k in (f"nobody{i}" for i in range(100)) if c.owner_index(k) == 1)
+        with pytest.raises(NotFound):
+            await c.groups[0].get(key)
+        assert c.loaders[0].total == 0
+        assert c.loaders[1].calls[key] == 1
+
+
+async def test_owner_loader_failure_is_not_loaded_again() -> None:
+    """The owner's loader fails: RemoteLoadError, no second load on the asker."""
+    async with cluster() as c:
+        key = c.key_owned_by(1)
+        c.loaders[1].data = {}
+        calls = 0
+
+        async def broken(k: str) -> bytes:
+            nonlocal calls
+            calls += 1
+            raise RuntimeError("database down")
+
+        c.groups[1]._loader = broken
+        with pytest.raises(RemoteLoadError, match="database down"):
+            await c.groups[0].get(key)
+        assert calls == 1
+        assert c.loaders[0].total == 0
+
+
+async def test_disagreeing_rings_do_not_loop() -> None:
+    """Each node thinks the other owns the key: each loads once, nobody forwards twice."""
+
+    def configs(url: str, peers: tuple[str, ...]) -> NodeConfig:
+        return NodeConfig(self_url=url, peers=peers, replicas=1 if url == peers[0] else 3)
+
+    async with cluster(2, configs=configs, hot_admission="never") as c:
+        a, b = c.urls
+        ring_a = Ring.build([a, b], replicas=1)
+        ring_b = Ring.build([a, b], replicas=3)
+        key = next(k for k in DATA if ring_a.owner(k) == b and ring_b.owner(k) == a)
+        results = await asyncio.wait_for(
+            asyncio.gather(c.groups[0].get(key), c.groups[1].get(key)), timeout=5
+        )
+        assert results == [DATA[key], DATA[key]]
+        assert c.network.requests == 2
+        assert c.loads <= 2
+
+
+@pytest.mark.parametrize(
+    ("admission", "options", "fetches"),
+    [("always", {}, 1), ("never", {}, 4), ("rate", {"hot_rate_count": 2}, 2)],
+)
+async def test_hot_cache_admission(admission: str, options: dict[str, Any], fetches: int) -> None:
+    """always: kept after the first fetch; never: fetched every time; rate: kept once
+    fetched hot_rate_count times."""
+    async with cluster(hot_admission=admission, **options) as c:
+        key = c.key_owned_by(1)
+        for _ in range(4):
+            assert await c.groups[0].get(key) == DATA[key]
+        assert c.groups[0].statistics().peer_loads == fetches
+        assert c.loads == 1
+
+
+async def test_hot_copy_keeps_the_owners_expiry() -> None:
+    """A hot copy expires when the owner's value does (absolute expiry travels)."""
+    async with cluster(hot_admission="always", ttl=30) as c:
+        key = c.key_owned_by(1)
+        await c.groups[0].get(key)
+        owner_expiry = c.groups[1]._main.expiry(key)
+        assert owner_expiry is not None
+        assert c.groups[0]._hot.expiry(key) == owner_expiry
+
+
+async def test_membership_change_swaps_the_ring() -> None:
+    """set_peers: a node removed from the list owns nothing; its keys move to the others."""
+    async with cluster(hot_admission="never") as c:
+        key = c.key_owned_by(2)
+        for node in c.nodes[:2]:
+            node.set_peers(c.urls[:2])
+        assert await c.groups[0].get(key) == DATA[key]
+        assert c.loaders[2].total == 0
+        assert c.nodes[0].peers is not None
+        assert c.nodes[0].peers.view.ring.nodes == tuple(c.urls[:2])
+
+
+async def test_get_many_asks_each_owner_once() -> None:
+    """get_many groups the misses by owner: one request per peer, the rest local."""
+    async with cluster(hot_admission="never") as c:
+        keys = [c.key_owned_by(i, skip=s) for i in range(3) for s in range(3)] + ["nobody"]
+        got = await c.groups[0].get_many(keys)
+        assert got == {k: DATA[k] for k in keys if k in DATA}
+        assert c.network.requests == 2  # one batch per peer
+        assert c.loaders[0].total == 3 + (1 if c.owner_index("nobody") == 0 else 0)
+
+
+async def test_get_many_falls_back_when_a_peer_is_down() -> None:
+    """A dead owner's keys in a batch load locally."""
+    async with cluster(hot_admission="never") as c:
+        c.network.down.add(c.urls[2])
+        keys = [c.key_owned_by(2, skip=s) for s in range(3)]
+        assert await c.groups[0].get_many(keys) == {k: DATA[k] for k in keys}
+        assert c.loaders[0].total == 3
+        assert c.groups[0].statistics().peer_errors >= 1

@@ -1,0 +1,116 @@
+"""The cluster read path over real sockets: nodes in one process, each with its own
+peer server on 127.0.0.1, reaching each other through the default HTTP transport."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import pytest
+
+from shoal import NotFound, RemoteLoadError
+from shoal.testing import ManualClock
+from shoal.transport.http import HttpPeerClient
+from transport.peerkit import Served, serving, value
+
+
+@asynccontextmanager
+async def http_cluster(n: int = 3, **options: Any) -> AsyncIterator[list[Served]]:
+    """``n`` started nodes that know each other (members set once every port is known)."""
+    async with AsyncExitStack() as stack:
+        nodes = [await stack.enter_async_context(serving(**options)) for _ in range(n)]
+        urls = [s.url for s in nodes]
+        for served in nodes:
+            served.node.set_peers(urls)
+        yield nodes
+
+
+def owned_by(nodes: list[Served], index: int, prefix: str = "k") -> str:
+    """A key whose owner is ``nodes[index]``."""
+    picker = nodes[0].node.peers
+    assert picker is not None
+    return next(
+        f"{prefix}{i}" for i in range(10_000) if picker.owner(f"{prefix}{i}") == nodes[index].url
+    )
+
+
+async def test_default_transport_is_http() -> None:
+    """A node with a peer port and no transport given talks HTTP to its peers."""
+    async with http_cluster(2) as nodes:
+        picker = nodes[0].node.peers
+        assert picker is not None
+        (client,) = picker.view.clients.values()
+        assert isinstance(client, HttpPeerClient)
+        assert client.url == nodes[1].url
+
+
+async def test_non_owner_fetches_from_the_owner_once() -> None:
+    """A miss on a non-owner is loaded by the owner, once, and served over HTTP."""
+    async with http_cluster(hot_admission="never") as nodes:
+        key = owned_by(nodes, 1)
+        for _ in range(3):
+            assert await nodes[0].group.get(key) == value(key)
+            assert await nodes[2].group.get(key) == value(key)
+        assert [len(s.loader.calls) for s in nodes] == [0, 1, 0]
+        assert nodes[1].group.statistics().server_requests == 6
+        assert nodes[0].group.statistics().peer_loads == 3
+
+
+async def test_expiry_travels_into_the_hot_cache() -> None:
+    """The owner's absolute expiry reaches the asker's hot copy, which expires with it."""
+    clock = ManualClock(1_700_000_000.0)
+    async with http_cluster(2, clock=clock, ttl=30, hot_admission="always") as nodes:
+        key = owned_by(nodes, 1)
+        assert await nodes[0].group.get(key) == value(key)
+        assert nodes[0].group.cached_bytes(key) == value(key)
+        clock.advance(31)
+        assert nodes[0].group.cached_bytes(key) is None
+
+
+async def test_owner_answers_are_final() -> None:
+    """NotFound and a loader failure at the owner reach the asker, which does not load
+    the key itself (one failing load per cluster)."""
+    async with http_cluster(2) as nodes:
+        missing = owned_by(nodes, 1, "missing:")
+        failing = owned_by(nodes, 1, "fail:")
+        with pytest.raises(NotFound):
+            await nodes[0].group.get(missing)
+        with pytest.raises(RemoteLoadError, match="database down"):
+            await nodes[0].group.get(failing)
+        assert nodes[0].loader.calls == []
+        assert nodes[1].loader.calls == [missing, failing]
+
+
+async def test_dead_owner_means_a_local_load() -> None:
+    """When the owner's process is gone, the asker counts a peer error and loads the key
+    itself."""
+    async with http_cluster(2, hot_admission="never") as nodes:
+        key = owned_by(nodes, 1)
+        assert await nodes[0].group.get(key) == value(key)
+        await nodes[1].node.aclose()
+        other = owned_by(nodes, 1, "other")
+        assert await nodes[0].group.get(other) == value(other)
+        assert nodes[0].loader.calls == [other]
+        assert nodes[0].group.statistics().peer_errors == 1
+
+
+async def test_get_many_across_the_cluster() -> None:
+    """get_many asks each owner for its keys and loads every key once in the cluster;
+    the second time, peers already known as shoal nodes get one batch each."""
+    async with http_cluster(3, hot_admission="never") as nodes:
+        keys = [f"k{i}" for i in range(30)] + ["missing:1"]
+        found = await nodes[0].group.get_many(keys)
+        assert found == {k: value(k) for k in keys if not k.startswith("missing:")}
+        more = [f"m{i}" for i in range(30)]
+        assert await nodes[0].group.get_many(more) == {k: value(k) for k in more}
+        loads = sorted(k for s in nodes for k in s.loader.calls)
+        assert loads == sorted(keys + more)
+        picker = nodes[0].node.peers
+        assert picker is not None
+        for url, client in picker.view.clients.items():
+            assert isinstance(client, HttpPeerClient)
+            stats = client.statistics()
+            asked = sum(1 for k in keys if picker.owner(k) == url)
+            # Key by key the first time (peer not yet known), then one batch.
+            assert stats.requests == asked + 1, url
