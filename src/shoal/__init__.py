@@ -27,6 +27,7 @@ from .errors import ValueTooLarge as ValueTooLarge
 from .group import Group as Group
 from .group import Loader as Loader
 from .node import Node as Node
+from .ring import Ring as Ring
 from .stats import GroupStats as GroupStats
 from .stats import StoreStats as StoreStats
 from .store import Store as Store
@@ -41,6 +42,7 @@ __all__ = [
     "Value",
     "Store",
     "Codec",
+    "Ring",
     # configuration
     "NodeConfig",
     "GroupConfig",

@@ -25,6 +25,7 @@ from .codec import Codec
 from .config import GroupConfig, NodeConfig
 from .errors import Closed, ConfigError, GroupNotFound
 from .group import Group, Loader
+from .ring import Ring
 from .stats import GroupStats
 from .store import Clock
 
@@ -175,6 +176,45 @@ class Node:
     def peers(self) -> PeerPicker | None:
         """Who owns which key (ring and peer clients); None for a node alone."""
         return self._picker
+
+    def cluster_info(self, key: str | None = None) -> dict[str, Any]:
+        """The cluster as this node sees it, as plain data (``GET /v1/cluster``).
+
+        Args:
+            key: also name the member that owns this key (``"owner"``).
+
+        Returns:
+            ``self`` (this node's URL, None for a node alone), ``peer_address``,
+            ``base_path``, ``ring`` (``flavour``, ``replicas``) and ``members``:
+            one ``{url, self, share, backing_off}`` per member in ring order,
+            where ``share`` is the fraction of the key space it owns. A node
+            alone has no members and owns every key (``owner`` None).
+        """
+        cfg = self.config
+        picker = self._picker
+        address = self._peer_address
+        info: dict[str, Any] = {
+            "self": picker.self_url if picker is not None else None,
+            "peer_address": f"{address[0]}:{address[1]}" if address is not None else None,
+            "base_path": cfg.base_path,
+        }
+        if picker is None:
+            empty = Ring.build([], flavour=cfg.ring, replicas=cfg.replicas)
+            info["ring"] = {"flavour": empty.flavour, "replicas": empty.replicas}
+            info["members"] = []
+            if key is not None:
+                info["owner"] = None
+            return info
+        ring = picker.view.ring
+        slow = set(picker.backing_off())
+        info["ring"] = {"flavour": ring.flavour, "replicas": ring.replicas}
+        info["members"] = [
+            {"url": url, "self": url == picker.self_url, "share": share, "backing_off": url in slow}
+            for url, share in ring.shares().items()
+        ]
+        if key is not None:
+            info["owner"] = ring.owner(key)
+        return info
 
     def set_peers(self, urls: list[str] | tuple[str, ...]) -> None:
         """Replace the cluster's member list (this node is kept in it).

@@ -247,6 +247,38 @@ class TestOtherRoutes:
         assert scores["local_loads"] == 1
         assert scores["main"]["items"] == 1
 
+    async def test_cluster_of_a_node_alone(self, api: Api) -> None:
+        """GET /v1/cluster on a node without peers: no members, no owner for a key."""
+        r = await api.call("GET", "/v1/cluster?key=Tom")
+        assert r.status == 200
+        assert r.headers["content-type"] == "application/json"
+        body = r.json()
+        assert body["self"] is None
+        assert body["members"] == []
+        assert body["owner"] is None
+        assert body["ring"] == {"flavour": "shoal", "replicas": 160}
+
+    @pytest.mark.parametrize(
+        ("target", "status"),
+        [
+            ("/v1/cluster?key=", 400),
+            ("/v1/cluster?key=%zz", 400),
+            ("/v1/cluster?key=a&key=b", 400),
+            ("/v1/cluster?key=%ff", 400),
+        ],
+    )
+    async def test_cluster_bad_query(self, api: Api, target: str, status: int) -> None:
+        """A malformed key parameter is a 400 with a JSON error."""
+        r = await api.call("GET", target)
+        assert r.status == status
+        assert "error" in r.json()
+
+    async def test_cluster_is_read_only(self, api: Api) -> None:
+        """Only GET and HEAD: anything else is a 405 naming them."""
+        r = await api.call("POST", "/v1/cluster")
+        assert r.status == 405
+        assert r.headers["allow"] == "GET, HEAD"
+
     async def test_metrics(self, api: Api) -> None:
         """GET /metrics: the shoal_* series, with the group's current values."""
         for _ in range(3):

@@ -131,6 +131,27 @@ def test_a_missing_key_is_a_404_everywhere(counted: CountedCluster) -> None:
     assert loads.nodes(key) == [c.nodes[1].peer_url]
 
 
+def test_cluster_route_shows_members_shares_and_owners(counted: CountedCluster) -> None:
+    """GET /v1/cluster on any node: the same members and shares; the owner of a key."""
+    c = counted.cluster
+    views = []
+    for i, node in enumerate(c.nodes):
+        (key,) = c.keys_owned_by((i + 1) % 3, "whose")
+        status, body = http_get(f"{node.url}/v1/cluster?key={key}")
+        assert status == 200, body
+        view = json.loads(body)
+        assert view["self"] == node.peer_url
+        assert view["owner"] == c.nodes[(i + 1) % 3].peer_url
+        assert view["ring"] == {"flavour": c.ring, "replicas": 160}
+        members = view["members"]
+        assert sorted(m["url"] for m in members) == sorted(c.urls)
+        assert [m["url"] for m in members if m["self"]] == [node.peer_url]
+        assert abs(sum(m["share"] for m in members) - 1.0) < 1e-9
+        assert all(0.2 < m["share"] < 0.5 for m in members)
+        views.append({m["url"]: m["share"] for m in members})
+    assert views[0] == views[1] == views[2]
+
+
 # --------------------------------------------------------------------------- bad peer requests
 
 

@@ -223,6 +223,7 @@ class ApiServer:
         self._routes: dict[bytes, Callable[[Request], Response | Awaitable[Response]]] = {
             b"/api": self._api,
             b"/v1/stats": self._stats,
+            b"/v1/cluster": self._cluster,
             b"/healthz": self._healthz,
             b"/metrics": self._metrics,
         }
@@ -379,6 +380,19 @@ class ApiServer:
         return json_response(
             {"groups": {name: group.statistics().as_dict() for name, group in groups.items()}}
         )
+
+    def _cluster(self, request: Request) -> Response:
+        if request.method not in _READ:
+            return _not_allowed(request, _ALLOW_READ)
+        try:
+            key = _single(parse_query(request.query), "key")
+        except UnicodeDecodeError:
+            return _bad_request(ValueError("the query is not valid UTF-8"))
+        except ValueError as exc:
+            return _bad_request(exc)
+        if key == "":
+            return error_response(400, "invalid_key", "the key is empty")
+        return json_response(self._node.cluster_info(key))
 
     def _healthz(self, request: Request) -> Response:
         if request.method not in _READ:
