@@ -42,7 +42,8 @@ class Store:
     Args:
         capacity_bytes: bound on the total cost of the entries, or None.
         capacity_entries: bound on the number of entries, or None.
-        policy: a policy name (``"lru"``) or a fresh :class:`~shoal.policy.Policy`.
+        policy: a policy name (``"lru"``, ``"lfu"``, ``"fifo"``, ``"arc"``, ``"tinylfu"``)
+            or a fresh :class:`~shoal.policy.Policy`, which is given the bounds.
         clock: time source in seconds; expiry times are on this clock.
 
     Raises:
@@ -81,9 +82,16 @@ class Store:
         ):
             if bound is not None and bound <= 0:
                 raise ConfigError(f"{name} must be positive, got {bound}")
-        self._policy: Policy = make_policy(policy) if isinstance(policy, str) else policy
-        if len(self._policy):
-            raise ConfigError("a store needs an empty policy")
+        if isinstance(policy, str):
+            self._policy: Policy = make_policy(
+                policy, capacity_entries=capacity_entries, capacity_bytes=capacity_bytes
+            )
+        else:
+            if len(policy):
+                raise ConfigError("a store needs an empty policy")
+            # Policies that size regions of their own (arc, tinylfu) need the bounds.
+            policy.set_capacity(capacity_entries=capacity_entries, capacity_bytes=capacity_bytes)
+            self._policy = policy
         # Bound once: for LRU these are C methods, so a hit runs no Python policy code.
         self._lookup = self._policy.lookup
         self._touch = self._policy.touch
@@ -186,6 +194,8 @@ class Store:
         Returns:
             False if the entry alone exceeds ``capacity_bytes``: it is not stored,
             and any older value of ``key`` is removed so it cannot be served stale.
+            True otherwise, even when an admission policy (``tinylfu``) evicts the
+            new entry at once in favour of more frequently used ones.
         """
         cost = len(key) + len(value)
         if expires_at is None and ttl is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from contract import PolicyContract
+from contract import PolicyContract, machine_tests
 
 from shoal.policy import LRUPolicy
 
@@ -26,3 +26,12 @@ class TestLRU(PolicyContract):
         p.put("b", b"2", 2)
         p.lookup("a")
         assert p.evict() == ("a", b"1")
+
+    def test_hit_path_is_c_level(self) -> None:
+        """lookup and touch are the OrderedDict's own C methods (no Python frame per hit)."""
+        p = LRUPolicy()
+        assert type(p.lookup).__name__ == "builtin_function_or_method"
+        assert type(p.touch).__name__ == "builtin_function_or_method"
+
+
+TestLRUPolicyMachine, TestLRUStoreMachine = machine_tests(LRUPolicy)

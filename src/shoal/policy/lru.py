@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
+from ._weight import check_bounds
+
 __all__ = ["LRUPolicy"]
 
 
@@ -24,6 +26,10 @@ class LRUPolicy:
         """The value of a key, or None; the order is not touched."""
         self.touch: Callable[[str], None] = self._data.move_to_end
         """Mark a held key most recently used."""
+
+    def set_capacity(self, *, capacity_entries: int | None, capacity_bytes: int | None) -> None:
+        """Check the store's bounds; LRU's order does not depend on them."""
+        check_bounds(capacity_entries, capacity_bytes, len(self._data))
 
     def put(self, key: str, value: bytes, cost: int) -> bytes | None:
         """Insert or replace ``key`` as the most recently used entry."""
