@@ -21,8 +21,8 @@ Not thread-safe: use it from the event loop that owns it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Generic, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import Any, Generic, TypeVar
 
 from .errors import Closed
 
@@ -47,12 +47,15 @@ class Call(Generic[T]):
 class Flight(Generic[T]):
     """Deduplicates concurrent loads by key."""
 
-    __slots__ = ("_calls", "_closed", "_tasks", "started")
+    __slots__ = ("_calls", "_closed", "_loop", "_tasks", "started")
 
     def __init__(self) -> None:
         self._calls: dict[str, Call[T]] = {}
         self._tasks: set[asyncio.Task[T]] = set()  # fenced ones too, until they finish
         self._closed = False
+        # The loop of the last call. asyncio.get_running_loop() checks for a fork
+        # with a getpid() system call; current_task(loop) is a dict lookup.
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.started = 0
         """Loads actually started (callers that joined a running load not counted)."""
 
@@ -64,7 +67,7 @@ class Flight(Generic[T]):
         """Whether an unfenced load of ``key`` is in flight."""
         return key in self._calls
 
-    async def do(self, key: str, fn: Callable[[Call[T]], Awaitable[T]]) -> T:
+    async def do(self, key: str, fn: Callable[[Call[T]], Coroutine[Any, Any, T]]) -> T:
         """Return the result of ``fn(call)``, run once for all concurrent callers of ``key``.
 
         Raises:
@@ -72,12 +75,14 @@ class Flight(Generic[T]):
             BaseException: whatever ``fn`` raised, the same object for every waiter.
         """
         call = self._calls.get(key)
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None or asyncio.current_task(loop) is None:
+            loop = self._loop = asyncio.get_running_loop()
         if call is None:
             if self._closed:
                 raise Closed("the group is closed")
             call = Call(key)
-            call.task = loop.create_task(self._run(call, fn))
+            call.task = loop.create_task(fn(call))
             self._calls[key] = call
             self._tasks.add(call.task)
             call.task.add_done_callback(self._finished(call))
@@ -103,10 +108,6 @@ class Flight(Generic[T]):
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
-
-    @staticmethod
-    async def _run(call: Call[T], fn: Callable[[Call[T]], Awaitable[T]]) -> T:
-        return await fn(call)
 
     def _finished(self, call: Call[T]) -> Callable[[asyncio.Task[T]], None]:
         def done(task: asyncio.Task[T]) -> None:

@@ -14,10 +14,11 @@ Rules of this module:
 - An optional ``fast_get`` hook sees the raw target of a plain GET (HTTP/1.1,
   keep-alive, nothing queued ahead on the connection) before any
   :class:`Request` is built. When it returns bare bytes, the answer is a
-  prebuilt ``200 application/octet-stream`` header plus those bytes, exactly
-  what the general path would send for ``Response(200, data, OCTET_STREAM)``;
-  this is the cache-hit path of the API and the reason for most of the
-  shortcuts below.
+  prebuilt ``200`` header plus those bytes, exactly what the general path
+  would send for ``Response(200, data, fast_content_type, fast_headers)``
+  (``application/octet-stream`` and no extra header unless the server is told
+  otherwise); this is the cache-hit path of the API and of the peer protocol,
+  and the reason for most of the shortcuts below.
 - Responses leave in request order (pipelining). While an earlier answer is
   pending, later ones queue behind it. Pipelined requests with safe methods
   (GET, HEAD) run in parallel, at most ``max_pipeline`` tasks per connection;
@@ -55,6 +56,7 @@ from typing import Any, Final, NoReturn, cast
 
 import httptools
 
+from .._deadlines import Deadlines
 from ..config import NodeConfig
 
 __all__ = [
@@ -306,15 +308,24 @@ def _encode(
     return b"".join(parts), body
 
 
-def _octet_stream_head(date: bytes) -> bytes:
-    """The start of a ``200`` octet-stream answer, up to the Content-Length value.
+def _fast_head(date: bytes, content_type: str = OCTET_STREAM) -> bytes:
+    """The start of a fast-path ``200`` answer, up to the Content-Length value.
 
-    The fast path appends ``<length>\\r\\n\\r\\n<body>``; the pieces are those of
-    :func:`_encode`, so both paths send the same bytes.
+    The fast path appends ``<length>``, the tail (:func:`_fast_tail`) and the
+    body; the pieces are those of :func:`_encode`, so both paths send the same bytes.
     """
     return b"".join(
-        (_STATUS_LINES[200], _SERVER_AND_DATE, date, b"\r\n", _content_type_line(OCTET_STREAM))
+        (_STATUS_LINES[200], _SERVER_AND_DATE, date, b"\r\n", _content_type_line(content_type))
     )
+
+
+def _fast_tail(headers: Sequence[tuple[str, str]] = ()) -> bytes:
+    """What follows the Content-Length value of a fast-path answer, up to the body."""
+    parts = [b"\r\n"]
+    for name, value in headers:
+        parts += (name.encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n")
+    parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 def _split_target(target: bytes) -> tuple[bytes, bytes]:
@@ -652,13 +663,14 @@ class HttpProtocol(asyncio.Protocol):
                 log.exception("HTTP fast path failed on GET %r", self._url[:128])
                 result = _internal_error()
             if type(result) is bytes:
-                # 200 octet-stream: what _send(request, Response(200, result,
-                # OCTET_STREAM)) writes, from the header the server keeps ready.
-                head = self._server.octet_stream_head
+                # 200: what _send(request, Response(200, result, fast_content_type,
+                # fast_headers)) writes, from the header the server keeps ready.
+                server = self._server
+                head, tail = server.octet_stream_head, server.fast_tail
                 if len(result) <= _JOIN_LIMIT:
-                    self._out.append(b"%s%d\r\n\r\n%s" % (head, len(result), result))
+                    self._out.append(b"%s%d%s%s" % (head, len(result), tail, result))
                 else:
-                    self._out += (b"%s%d\r\n\r\n" % (head, len(result)), result)
+                    self._out += (b"%s%d%s" % (head, len(result), tail), result)
                 self._deadline = self._now + self._keepalive_timeout  # as _after_answer
                 return
             if result is not None:
@@ -1007,6 +1019,10 @@ class HttpServer:
     Args:
         handler: called with each :class:`Request`; see :data:`Handler`.
         fast_get: an optional shortcut for plain GET requests; see :data:`FastGet`.
+        fast_content_type: the ``Content-Type`` of the answers ``fast_get`` gives
+            as bare bytes; default ``application/octet-stream``.
+        fast_headers: extra header fields of those answers (validated as
+            :class:`Response` validates its own).
         config: limits and timeouts (``max_header_bytes``, ``max_body_bytes``,
             ``header_timeout``, ``body_timeout``, ``keepalive_timeout``,
             ``request_timeout``); default ``NodeConfig()``.
@@ -1022,6 +1038,8 @@ class HttpServer:
         config: NodeConfig | None = None,
         *,
         fast_get: FastGet | None = None,
+        fast_content_type: str = OCTET_STREAM,
+        fast_headers: Sequence[tuple[str, str]] = (),
         max_pipeline: int = MAX_PIPELINE,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
         backlog: int = 1024,
@@ -1030,6 +1048,10 @@ class HttpServer:
             raise ValueError(f"max_pipeline must be at least 1, got {max_pipeline}")
         self.handler = handler
         self.fast_get = fast_get
+        Response(200, b"", fast_content_type, fast_headers)  # the same checks
+        self._fast_content_type = fast_content_type
+        self.fast_tail = _fast_tail(fast_headers)
+        """What follows the Content-Length value of a fast-path answer, up to the body."""
         self.config = config if config is not None else NodeConfig()
         self.max_pipeline = max_pipeline
         self._shutdown_timeout = shutdown_timeout
@@ -1045,8 +1067,10 @@ class HttpServer:
         self.date = b""
         """The ``Date`` header value of answers."""
         self.octet_stream_head = b""
-        """The head of a fast-path answer; see :func:`_octet_stream_head`."""
+        """The head of a fast-path answer (octet-stream unless ``fast_content_type``
+        says otherwise), up to the Content-Length value; see :func:`_fast_head`."""
         self._date_timer: asyncio.TimerHandle | None = None
+        self._deadlines: Deadlines | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -1089,6 +1113,8 @@ class HttpServer:
         )
         name = self._server.sockets[0].getsockname()
         self._address = (str(name[0]), int(name[1]))
+        # request_timeout for every handler task, on one shared timer.
+        self._deadlines = Deadlines(self.config.request_timeout, self._loop)
         self._update_date()
         return self._address
 
@@ -1159,19 +1185,24 @@ class HttpServer:
         """
         now = time.time()
         self.date = email.utils.formatdate(now, usegmt=True).encode("ascii")
-        self.octet_stream_head = _octet_stream_head(self.date)
+        self.octet_stream_head = _fast_head(self.date, self._fast_content_type)
         # A millisecond past the second: the loop's timers may fire up to a
         # millisecond early, and the value must have changed when this runs.
         self._date_timer = self.loop.call_later(1.001 - now % 1.0, self._update_date)
 
     async def _respond(self, awaitable: Awaitable[Response]) -> Response:
         """Await a handler's answer within ``request_timeout``; never raises but CancelledError."""
-        deadline = asyncio.timeout(self.config.request_timeout)
+        deadlines = self._deadlines
+        scope = deadlines.scope() if deadlines is not None else None
+        if scope is None:  # not started: no shared timer (a handler awaited by hand)
+            deadlines = Deadlines(self.config.request_timeout, asyncio.get_running_loop())
+            scope = deadlines.scope()
+            assert scope is not None  # a coroutine of the running loop's task
         try:
-            async with deadline:
+            with scope:
                 response = await awaitable
         except TimeoutError:
-            if deadline.expired():
+            if scope.expired:
                 return error_response(
                     504,
                     "request_timeout",

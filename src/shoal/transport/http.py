@@ -32,23 +32,46 @@ A request that arrives here is never forwarded (``Group.serve_peer``).
 
 Every answer names the shoal extensions this server speaks in the
 ``Shoal-Extensions`` header; Go servers send no such header, which is how a
-shoal client knows not to send them a batch get.
+shoal client knows not to send them a batch get, nor pipelined GETs.
+
+A plain GET of a cached key (the hot path: what every fetch from a peer is)
+is answered through the HTTP server's ``fast_get`` shortcut, from the raw
+request target, with no task and no request object; the answer is byte for
+byte the general path's, and leaves in the same write as the other answers of
+its read (so a pipelined batch of hits costs one write).
 
 Client side, :class:`HttpTransport` makes one :class:`HttpPeerClient` per peer,
 each with its own pool of keep-alive connections (``asyncio.Protocol`` plus the
 ``httptools`` response parser). The pool's rules:
 
-- A connection carries one exchange at a time and goes back to the pool only
-  after a complete answer that allows keep-alive. A transport error, a
-  malformed or oversized answer, ``Connection: close``, bytes nobody asked for,
-  or a cancellation in the middle of an exchange discards it: its state is
-  unknown, and a half-read answer must never be read by the next request.
+- A connection carries one batch at a time: one request, or several GETs
+  written together and answered in order (HTTP/1.1 pipelining). It goes back
+  to the pool only after the batch's last answer, if that allows keep-alive.
+  A transport error, a malformed or oversized answer, ``Connection: close``,
+  bytes nobody asked for, or a cancellation in the middle of an exchange
+  discards it: its state is unknown, and a half-read answer must never be read
+  by the next request.
+- Pipelining, for GETs to a shoal peer only (one that sent a
+  ``Shoal-Extensions`` header: its server answers pipelined GETs
+  concurrently, where a Go server would answer them one after the other): the
+  GETs issued during one event-loop iteration are written at the end of it,
+  up to ``max_pipeline`` per connection, in one write each. Under load this
+  turns many small exchanges into a few (one write and one read on each side
+  for a batch instead of one per key), which is most of the cost of a fetch;
+  the price is that the answers of a batch come back together, so a hit
+  batched behind a key the owner has to load waits for that load. A lone GET
+  is a batch of one. ``max_pipeline=1`` turns it off; writes, batch gets and
+  requests to Go peers always have a connection of their own.
 - At most ``max_connections`` per peer; further requests wait for one to be
   released (the caller bounds the wait with ``asyncio.timeout``).
-- An exchange that fails on a reused connection before any byte of the answer
-  arrived is sent once more on a new connection: the peer may have closed the
-  idle connection just as the request went out, a race that says nothing about
-  the peer's health. Every request of the protocol is idempotent.
+- An exchange that fails before any byte of its answer arrived, on a
+  connection that had answered before (a reused one, or one whose earlier
+  answers of the batch came in), is sent once more on a new connection: the
+  peer may have closed the idle connection just as the request went out, or
+  closed it after an answer of a batch, which says nothing about the peer's
+  health; so are the exchanges pipelined behind one whose caller gave up
+  (this client dropped the connection). Every request of the protocol is
+  idempotent.
 
 Every foreign error (``OSError``, ``httptools`` errors, codec errors) is
 translated here, with its cause chained: a connection that cannot be made or is
@@ -63,9 +86,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
+import re
 import socket
 import ssl
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -122,8 +146,10 @@ from ..wire.codec import (
     encode_remove_keys,
     encode_set_request,
     error_body,
+    from_expire_ns,
     no_such_group_message,
     parse_peer_path,
+    to_expire_ns,
 )
 from . import Fetched
 
@@ -137,6 +163,7 @@ __all__ = [
     "HttpPeerClient",
     "PeerClientStats",
     "DEFAULT_MAX_CONNECTIONS",
+    "DEFAULT_MAX_PIPELINE",
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "STATUS_NODE_UNAVAILABLE",
@@ -148,6 +175,8 @@ DEFAULT_MAX_CONNECTIONS: Final = 64
 """Connections a client keeps to one peer at most."""
 DEFAULT_CONNECT_TIMEOUT: Final = 5.0
 """Seconds a client waits for a new connection before the peer counts as unavailable."""
+DEFAULT_MAX_PIPELINE: Final = 16
+"""GETs a client pipelines on one connection to a shoal peer at most."""
 DEFAULT_IDLE_TIMEOUT: Final = 30.0
 """Seconds an idle pooled connection is kept. Shorter than the keep-alive timeout of
 shoal's server (75 s by default), so the server rarely closes one the client is about
@@ -159,15 +188,21 @@ key itself."""
 
 # Error texts travel in bodies and exception messages: long ones are cut.
 _MAX_ERROR_TEXT: Final = 1000
-_NS: Final = 1_000_000_000
 _ALLOW: Final = "GET, PUT, DELETE, POST"
 _NOSNIFF: Final = ("X-Content-Type-Options", "nosniff")
+# PeerServer.fast_get leaves to the general path a target with anything to decode
+# (an escape, a control character) or to cut off (a query, a fragment).
+_NOT_FAST: Final = re.compile(rb"[%?#\x00-\x20\x7f]")
 _EXTENSIONS: Final = (EXTENSIONS_HEADER, GET_MANY_EXTENSION)
 _OK_HEADERS: Final = (_EXTENSIONS,)
 _ERROR_HEADERS: Final = (_NOSNIFF, _EXTENSIONS)
 _OK_EMPTY: Final = Response(200, b"", TEXT, _OK_HEADERS)
 _NO_SUCH_GROUP: Final = no_such_group_message("").encode()
 _GET_MANY_TYPE: Final = GET_MANY_CONTENT_TYPE.encode()
+# The lengths of the answer headers a client reads (see _Connection.on_header).
+_CLIENT_HEADER_SIZES: Final = frozenset(
+    len(name) for name in ("content-length", "transfer-encoding", "content-type", EXTENSIONS_HEADER)
+)
 _PROTOBUF_TYPE: Final = PROTOBUF_CONTENT_TYPE.encode()
 
 
@@ -192,24 +227,6 @@ def _failure(exc: Exception) -> Response:
     # Anything else came out of the loader: "the owner tried and failed".
     log.debug("serving a peer failed: %r", exc)
     return _error(STATUS_LOAD_FAILED, str(exc) or type(exc).__name__)
-
-
-def _expire_ns(expires_at: float | None) -> int | None:
-    """Absolute Unix seconds to the Unix nanoseconds of the wire (None: never)."""
-    if expires_at is None or not math.isfinite(expires_at):
-        return None
-    # Whole seconds and the fraction apart: a float holds a Unix time in nanoseconds
-    # only to about 256 ns, but each part converts exactly (or nearly).
-    seconds = math.floor(expires_at)
-    return seconds * _NS + round((expires_at - seconds) * 1e9)
-
-
-def _expires_at(expire_ns: int | None) -> float | None:
-    """Unix nanoseconds of the wire to absolute Unix seconds (0 or None: never).
-
-    Integer division rounds correctly; ``ns / 1e9`` would not.
-    """
-    return expire_ns / _NS if expire_ns else None
 
 
 class PeerServer:
@@ -239,7 +256,14 @@ class PeerServer:
         self._base = node.config.base_path.encode("utf-8")
         self._max_body = node.config.max_body_bytes
         self._max_batch_keys = max_batch_keys
-        self._server = HttpServer(self.handle, node.config, shutdown_timeout=shutdown_timeout)
+        self._server = HttpServer(
+            self.handle,
+            node.config,
+            fast_get=self.fast_get,
+            fast_content_type=PROTOBUF_CONTENT_TYPE,
+            fast_headers=_OK_HEADERS,
+            shutdown_timeout=shutdown_timeout,
+        )
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -260,8 +284,33 @@ class PeerServer:
 
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         """Answer one request: a ready :class:`Response` when no waiting is needed
-        (errors), else a coroutine (loads, writes)."""
+        (hits, errors), else a coroutine (loads, writes)."""
         return self._route(request.method, request.path, request.body)
+
+    def fast_get(self, target: bytes) -> bytes | Response | Awaitable[Response] | None:
+        """The server's shortcut for a plain ``GET {base}{group}/{key}`` (see
+        :data:`~shoal.api._http.FastGet`): on a hit, the GetResponse body itself.
+
+        Takes only targets that need no decoding (printable ASCII without ``%``,
+        ``?`` or ``#``) and name a group of the node; hands anything else to
+        :meth:`handle` (returns None) before touching any state. Answers exactly
+        as :meth:`handle` would.
+        """
+        base = self._base
+        if not target.startswith(base) or not target.isascii() or _NOT_FAST.search(target):
+            return None
+        group_name, slash, raw_key = target[len(base) :].partition(b"/")
+        if not slash:
+            return None
+        group = self._groups.get(group_name.decode("ascii"))
+        if group is None:
+            return None
+        key = raw_key.decode("ascii")
+        try:
+            group.validate_key(key)
+        except InvalidKey as exc:
+            return _error(exc.http_status, str(exc))
+        return self._answer_get(group, key)
 
     def _route(self, method: str, path: bytes, body: bytes) -> Response | Awaitable[Response]:
         try:
@@ -279,7 +328,10 @@ class PeerServer:
                 group.validate_key(key)
             except InvalidKey as exc:
                 return _error(exc.http_status, str(exc))
-            return self._get(group, key)
+            answer = self._answer_get(group, key)
+            if isinstance(answer, bytes):
+                return Response(200, answer, PROTOBUF_CONTENT_TYPE, _OK_HEADERS)
+            return answer
         if method == "PUT":
             return self._set(group, body)
         if method == "DELETE":
@@ -305,12 +357,27 @@ class PeerServer:
 
     # -- GET ---------------------------------------------------------------------
 
-    async def _get(self, group: Group[Any], key: str) -> Response:
+    def _answer_get(self, group: Group[Any], key: str) -> bytes | Awaitable[Response] | Response:
+        """A hit's GetResponse body (a 200 answer), a 404, or a coroutine loading the key.
+
+        A hit is answered here and now: no task, no timeout, and the answer
+        leaves in the same write as the others of its read.
+        """
         try:
-            value, expires_at = await group.serve_peer(key)
+            hit = group.serve_peer_nowait(key)
+        except NotFound as exc:
+            return _error(404, str(exc))
+        if hit is None:
+            return self._load(group, key)
+        value, expires_at = hit
+        return encode_get_response(value, expire_ns=to_expire_ns(expires_at))
+
+    async def _load(self, group: Group[Any], key: str) -> Response:
+        try:
+            value, expires_at = await group.load_for_peer(key)
         except Exception as exc:
             return _failure(exc)
-        body = encode_get_response(value, expire_ns=_expire_ns(expires_at))
+        body = encode_get_response(value, expire_ns=to_expire_ns(expires_at))
         return Response(200, body, PROTOBUF_CONTENT_TYPE, _OK_HEADERS)
 
     # -- writes ------------------------------------------------------------------
@@ -327,7 +394,7 @@ class PeerServer:
             group.validate_key(request.key)
         except InvalidKey as exc:
             return _error(exc.http_status, str(exc))
-        return self._store(group, request.key, request.value, _expires_at(request.expire_ns))
+        return self._store(group, request.key, request.value, from_expire_ns(request.expire_ns))
 
     async def _store(
         self, group: Group[Any], key: str, value: bytes, expires_at: float | None
@@ -393,7 +460,7 @@ class PeerServer:
             if isinstance(outcome, BaseException):
                 raise outcome  # cancellation of a load under us: the server's business
             value, expires_at = outcome
-            items.append(BatchItem(key, value, _expire_ns(expires_at)))
+            items.append(BatchItem(key, value, to_expire_ns(expires_at)))
         return Response(200, encode_get_many_response(items), GET_MANY_CONTENT_TYPE, _OK_HEADERS)
 
 
@@ -417,15 +484,21 @@ class PeerClientStats:
     """Open connections waiting in the pool."""
     waiting: int
     """Requests waiting for a connection (all ``max_connections`` are busy)."""
+    pipelined: int = 0
+    """GETs that went out in one write with others (pipelining)."""
 
 
 class _Dropped(Exception):
-    """The connection closed (or could not be written) before the answer was complete."""
+    """The connection closed (or could not be written) before an answer was complete."""
 
-    def __init__(self, message: str, *, received: bool) -> None:
+    def __init__(self, message: str, *, received: bool, retry: bool = False) -> None:
         super().__init__(message)
         self.received = received
-        """Whether any byte of the answer had arrived."""
+        """Whether any byte of this answer had arrived."""
+        self.retry = retry
+        """Whether the request may go out once more: no byte of its answer arrived, and
+        the connection had answered before (a peer that closes a connection that
+        worked is not a failed peer; see the module docstring)."""
 
 
 class _Broken(Exception):
@@ -452,19 +525,42 @@ class _Answer:
         self.extensions = extensions
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection of a client's pool: one exchange at a time.
+class _Queued:
+    """A GET waiting for the next flush, then for its answer (pipelining)."""
 
-    The ``on_*`` methods are the response parser's callbacks.
+    __slots__ = ("connection", "request", "waiter")
+
+    def __init__(self, request: bytes, waiter: asyncio.Future[_Answer]) -> None:
+        self.request = request
+        self.waiter = waiter
+        self.connection: _Connection | None = None
+        """The connection it was written on, once written."""
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection of a client's pool: one batch of requests at a time.
+
+    A batch is one request, or several written together (pipelined) and answered
+    in order; each answer fills the next waiter. When the last answer of a batch
+    is in, ``on_idle(connection, keep_alive)`` hands the connection back to the
+    client. The ``on_*`` methods are the response parser's callbacks.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(
+        self,
+        limit: int,
+        loop: asyncio.AbstractEventLoop,
+        on_idle: Callable[[_Connection, bool], None],
+    ) -> None:
         self._limit = limit
+        self._loop = loop
+        self._on_idle = on_idle
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._waiter: asyncio.Future[_Answer] | None = None
+        self._waiters: deque[asyncio.Future[_Answer]] = deque()
         self.closed = False
-        self.exchanges = 0
+        self.answers = 0
+        """Complete answers read on this connection."""
         self.idle_since = 0.0
         self._reset()
 
@@ -479,25 +575,36 @@ class _Connection(asyncio.Protocol):
 
     # -- used by the client --------------------------------------------------------
 
-    def exchange(self, request: bytes) -> asyncio.Future[_Answer]:
-        """Send ``request``; the future resolves to the answer.
+    def send(self, requests: list[bytes], waiters: list[asyncio.Future[_Answer]]) -> None:
+        """Write ``requests`` at once; their answers fill ``waiters``, in order.
 
         Raises:
             _Dropped: the connection is already closing (nothing was sent).
         """
         transport = self._transport
         if self.closed or transport is None or transport.is_closing():
-            raise _Dropped("the connection was closed", received=False)
-        waiter: asyncio.Future[_Answer] = asyncio.get_running_loop().create_future()
-        self._waiter = waiter
-        self._reset()
-        self.exchanges += 1
-        transport.write(request)
+            raise _Dropped("the connection was closed", received=False, retry=self.answers > 0)
+        self._waiters.extend(waiters)
+        transport.write(requests[0] if len(requests) == 1 else b"".join(requests))
+
+    def exchange(self, request: bytes) -> asyncio.Future[_Answer]:
+        """Send one request; the future resolves to its answer.
+
+        Raises:
+            _Dropped: the connection is already closing (nothing was sent).
+        """
+        waiter: asyncio.Future[_Answer] = self._loop.create_future()
+        self.send([request], [waiter])
         return waiter
 
     def abort(self) -> None:
-        """Drop the connection now (no lingering: nothing more is expected from it)."""
+        """Drop the connection now (no lingering: nothing more is expected from it).
+
+        Exchanges still waiting on it (pipelined behind one whose caller gave up)
+        may be sent again: the peer did nothing wrong.
+        """
         self.closed = True
+        self._fail_all("the connection was dropped by this client", None, retry=True)
         if self._transport is not None:
             self._transport.abort()
 
@@ -512,29 +619,26 @@ class _Connection(asyncio.Protocol):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        """Fail the exchange in progress, or complete an answer delimited by the close."""
+        """Fail the exchanges in progress, or complete an answer delimited by the close."""
         self.closed = True
         self._transport = None
-        waiter, self._waiter = self._waiter, None
-        if waiter is None or waiter.done():
-            return
-        if self._headers_done and not self._framed:
+        waiters = self._waiters
+        if waiters and self._headers_done and not self._framed:
             # No Content-Length and not chunked: the body ended with the connection.
-            waiter.set_result(self._answer(keep_alive=False))
-            return
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(self._answer(keep_alive=False))
+            self.answers += 1
+            self._received = False
         what = "the peer closed the connection" if exc is None else f"connection lost: {exc}"
-        dropped = _Dropped(what, received=self._received)
-        dropped.__cause__ = exc
-        waiter.set_exception(dropped)
+        self._fail_all(what, exc)
 
     def data_received(self, data: bytes) -> None:
         """Feed the parser; a malformed or unexpected answer breaks the connection."""
-        waiter = self._waiter
-        if waiter is None or waiter.done():
-            # Bytes nobody asked for, or the rest of an answer whose caller gave up.
+        if not self._waiters:
+            # Bytes nobody asked for.
             self.abort()
             return
-        self._received = True
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
@@ -547,19 +651,45 @@ class _Connection(asyncio.Protocol):
         return None
 
     def _fail(self, error: Exception, cause: BaseException) -> None:
+        """The answer being read is unusable: fail it, and the connection with it."""
         error.__cause__ = cause
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_exception(error)
+        if self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+        self._received = False
+        self._fail_all("the connection broke on an earlier answer", cause)
         self.abort()
+
+    def _fail_all(
+        self, what: str, cause: BaseException | None, *, retry: bool | None = None
+    ) -> None:
+        """Fail every exchange still waiting (the first may have part of its answer).
+
+        ``retry`` None: each may be sent again if no byte of its answer arrived and
+        the connection had answered before (see :class:`_Dropped`).
+        """
+        received = self._received
+        waiters, self._waiters = self._waiters, deque()
+        for waiter in waiters:
+            if not waiter.done():
+                again = not received and self.answers > 0 if retry is None else retry
+                dropped = _Dropped(what, received=received, retry=again)
+                dropped.__cause__ = cause
+                waiter.set_exception(dropped)
+            received = False
 
     # -- parser callbacks ------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        if self._waiter is None:
-            raise _Broken("the peer sent a second answer")
+        if not self._waiters:
+            raise _Broken("the peer sent an answer nobody asked for")
+        self._reset()
+        self._received = True
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) not in _CLIENT_HEADER_SIZES:
+            return  # most headers (Date, Server): cheaper than lower-casing every name
         lowered = name.lower()
         if lowered == b"content-length":
             self._framed = True
@@ -583,9 +713,16 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        waiter, self._waiter = self._waiter, None
-        if waiter is not None and not waiter.done():
-            waiter.set_result(self._answer(self._parser.should_keep_alive()))
+        keep_alive = self._parser.should_keep_alive()
+        answer = self._answer(keep_alive)
+        self._received = False
+        self.answers += 1
+        waiters = self._waiters
+        waiter = waiters.popleft()
+        if not waiter.done():
+            waiter.set_result(answer)
+        if not waiters:
+            self._on_idle(self, keep_alive)
 
     def _answer(self, keep_alive: bool) -> _Answer:
         body = self._body
@@ -622,6 +759,8 @@ class HttpPeerClient:
         idle_timeout: seconds an idle connection is kept in the pool.
         max_response_bytes: longest answer body accepted.
         max_batch_keys: keys per batch get; more are split into several batches.
+        max_pipeline: GETs one connection carries at once to a shoal peer (pipelined
+            in one write); 1 sends each on a connection of its own.
         ssl_context: TLS settings for an ``https://`` URL (default: the system's).
         on_close: called once by :meth:`aclose` (the transport forgets the client).
 
@@ -639,6 +778,7 @@ class HttpPeerClient:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_response_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
+        max_pipeline: int = DEFAULT_MAX_PIPELINE,
         ssl_context: ssl.SSLContext | None = None,
         on_close: Callable[[HttpPeerClient], None] | None = None,
     ) -> None:
@@ -683,6 +823,14 @@ class HttpPeerClient:
         # What the peer said about itself in its last answer.
         self._extensions_raw: bytes | None = None
         self._batch = False
+        self._pipelining = False
+        self._pipeline = max_pipeline
+        # GETs queued for the next flush (pipelining), and the tasks sending the ones
+        # that found no idle connection.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._queue: list[_Queued] = []
+        self._senders: set[asyncio.Task[None]] = set()
+        self._pipelined = 0
 
         self._requests = 0
         self._retries = 0
@@ -706,6 +854,7 @@ class HttpPeerClient:
             connections_open=self._open,
             connections_idle=len(self._idle),
             waiting=sum(1 for waiter in self._waiters if not waiter.done()),
+            pipelined=self._pipelined,
         )
 
     # -- the peer protocol -------------------------------------------------------------
@@ -724,14 +873,14 @@ class HttpPeerClient:
             target = build_peer_path(self._base, group, key)
         except LocalProtocolError as exc:
             raise InvalidKey(str(exc)) from exc
-        answer = await self._exchange(self._request(b"GET", target))
+        answer = await self._get_exchange(self._request(b"GET", target))
         if answer.status != 200:
             raise self._read_error(answer, key)
         try:
             response = decode_get_response(answer.body, max_size=self._limit)
         except RemoteProtocolError as exc:
             raise PeerError(f"{self._url}: undecodable answer for {key!r}: {exc}") from exc
-        return Fetched(response.value, _expires_at(response.expire_ns), response.minute_qps)
+        return Fetched(response.value, from_expire_ns(response.expire_ns), response.minute_qps)
 
     async def get_many(self, group: str, keys: list[str]) -> dict[str, Fetched]:
         """Fetch several keys; keys the peer lacks are left out.
@@ -770,7 +919,7 @@ class HttpPeerClient:
         """
         try:
             target = build_peer_path(self._base, group, key)
-            body = encode_set_request(group, key, value, expire_ns=_expire_ns(expires_at))
+            body = encode_set_request(group, key, value, expire_ns=to_expire_ns(expires_at))
         except LocalProtocolError as exc:
             raise InvalidKey(str(exc)) from exc
         answer = await self._exchange(self._request(b"PUT", target, body, _PROTOBUF_TYPE))
@@ -815,6 +964,12 @@ class HttpPeerClient:
             if not waiter.done():
                 waiter.set_exception(PeerUnavailable(f"{self._url}: the client is closed"))
         self._waiters.clear()
+        queue, self._queue = self._queue, []
+        for item in queue:
+            if not item.waiter.done():
+                item.waiter.set_exception(PeerUnavailable(f"{self._url}: the client is closed"))
+        for task in list(self._senders):
+            task.cancel()
         self._idle.clear()
         for connection in list(self._all):
             connection.abort()
@@ -841,7 +996,7 @@ class HttpPeerClient:
                 raise PeerError(f"{self._url}: undecodable batch answer: {exc}") from exc
             asked = set(keys)
             return {
-                item.key: Fetched(item.value, _expires_at(item.expire_ns))
+                item.key: Fetched(item.value, from_expire_ns(item.expire_ns))
                 for item in items
                 if item.key in asked  # never cache what was not asked for
             }
@@ -912,10 +1067,16 @@ class HttpPeerClient:
             )
 
     def _learn(self, extensions: bytes | None) -> None:
-        """Note which shoal extensions the peer serves (from the answer just read)."""
+        """Note which shoal extensions the peer serves (from the answer just read).
+
+        A peer that names any is a shoal node, whose server answers pipelined GETs
+        concurrently (a Go node answers them one after the other): GETs to it are
+        pipelined.
+        """
         if extensions != self._extensions_raw:
             self._extensions_raw = extensions
             self._batch = GET_MANY_EXTENSION in parse_extensions(extensions)
+            self._pipelining = extensions is not None and self._pipeline > 1
 
     # -- requests and the pool ---------------------------------------------------------
 
@@ -933,16 +1094,18 @@ class HttpPeerClient:
         )
 
     async def _exchange(self, request: bytes) -> _Answer:
-        """Send one request on a pooled connection and read the answer."""
+        """Send one request on a pooled connection of its own and read the answer."""
         self._requests += 1
         connection = await self._acquire()
-        reused = connection.exchanges > 0
         try:
             return await self._on(connection, request)
         except _Dropped as exc:
             # The idle-close race (see the module docstring): once more, on a new connection.
-            if not reused or exc.received or self._closed:
+            if not exc.retry or self._closed:
                 raise PeerUnavailable(f"{self._url}: {exc}") from exc
+        return await self._retry(request)
+
+    async def _retry(self, request: bytes) -> _Answer:
         self._retries += 1
         connection = await self._acquire(fresh=True)
         try:
@@ -951,7 +1114,8 @@ class HttpPeerClient:
             raise PeerUnavailable(f"{self._url}: {exc}") from exc
 
     async def _on(self, connection: _Connection, request: bytes) -> _Answer:
-        """One exchange on ``connection``; the connection goes back to the pool or away."""
+        """One exchange on ``connection``; the connection goes back to the pool (or
+        away) through :meth:`_answered` once the answer is in."""
         try:
             answer = await connection.exchange(request)
         except _Broken as exc:
@@ -962,11 +1126,102 @@ class HttpPeerClient:
             self._discard(connection)
             raise
         self._learn(answer.extensions)
-        if answer.keep_alive:
-            self._release(connection)
-        else:
-            self._discard(connection)
         return answer
+
+    async def _get_exchange(self, request: bytes) -> _Answer:
+        """Send a GET and read its answer: pipelined with the other GETs of this loop
+        iteration when the peer is a shoal node, else on a connection of its own."""
+        loop = self._loop
+        if not self._pipelining or loop is None:
+            return await self._exchange(request)
+        self._requests += 1
+        item = _Queued(request, loop.create_future())
+        queue = self._queue
+        queue.append(item)
+        if len(queue) == 1:
+            loop.call_soon(self._flush)
+        try:
+            answer = await item.waiter
+        except _Dropped as exc:
+            if item.connection is not None:
+                self._discard(item.connection)
+            if not exc.retry or self._closed:
+                raise PeerUnavailable(f"{self._url}: {exc}") from exc
+        except _Broken as exc:
+            if item.connection is not None:
+                self._discard(item.connection)
+            raise PeerError(f"{self._url}: {exc}") from exc
+        except BaseException:
+            # Cancelled (or no connection could be had): a request not yet written is
+            # skipped by the flush; one written leaves its connection in an unknown
+            # state, and the others on it are sent again.
+            if item.connection is not None:
+                self._discard(item.connection)
+            raise
+        else:
+            self._learn(answer.extensions)
+            return answer
+        return await self._retry(request)
+
+    def _flush(self) -> None:
+        """Write the GETs queued during the last loop iteration: up to ``max_pipeline``
+        per idle connection, in one write each; the rest wait for connections."""
+        queue, self._queue = self._queue, []
+        items = [item for item in queue if not item.waiter.done()]  # not cancelled meanwhile
+        depth = self._pipeline
+        start = 0
+        while start < len(items):
+            connection = self._take_idle()
+            if connection is None:
+                break
+            self._send(connection, items[start : start + depth])
+            start += depth
+        assert self._loop is not None
+        while start < len(items):
+            task = self._loop.create_task(self._send_when_connected(items[start : start + depth]))
+            self._senders.add(task)
+            task.add_done_callback(self._senders.discard)
+            start += depth
+
+    def _send(self, connection: _Connection, items: list[_Queued]) -> None:
+        if len(items) > 1:
+            self._pipelined += len(items)
+        for item in items:
+            item.connection = connection
+        try:
+            connection.send([item.request for item in items], [item.waiter for item in items])
+        except _Dropped as exc:
+            for item in items:
+                item.waiter.set_exception(_Dropped(str(exc), received=False, retry=exc.retry))
+
+    async def _send_when_connected(self, items: list[_Queued]) -> None:
+        """Send ``items`` on the next connection to be had (a new one, or one released)."""
+        try:
+            connection = await self._acquire()
+        except BaseException as exc:
+            reason = exc if isinstance(exc, PeerError) else f"{self._url}: the client is closed"
+            for item in items:
+                if not item.waiter.done():
+                    item.waiter.set_exception(PeerUnavailable(str(reason)))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        items = [item for item in items if not item.waiter.done()]
+        if items:
+            self._send(connection, items)
+        else:
+            self._release(connection)
+
+    def _take_idle(self) -> _Connection | None:
+        """The most recently used idle connection that is still good, or None."""
+        idle = self._idle
+        while idle:
+            connection = idle.pop()
+            if connection.closed or self._is_stale(connection):
+                self._discard(connection)
+                continue
+            return connection
+        return None
 
     async def _acquire(self, *, fresh: bool = False) -> _Connection:
         """A connection for one exchange: an idle one, a new one, or the next released.
@@ -976,13 +1231,10 @@ class HttpPeerClient:
         while True:
             if self._closed:
                 raise PeerUnavailable(f"{self._url}: the client is closed")
-            idle = self._idle
-            if idle and not fresh:
-                connection = idle.pop()
-                if connection.closed or self._is_stale(connection):
-                    self._discard(connection)
-                    continue
-                return connection
+            if not fresh:
+                connection = self._take_idle()
+                if connection is not None:
+                    return connection
             if self._open < self._max:
                 self._open += 1
                 return await self._connect()
@@ -995,7 +1247,7 @@ class HttpPeerClient:
             return handed
 
     def _is_stale(self, connection: _Connection) -> bool:
-        return asyncio.get_running_loop().time() - connection.idle_since > self._idle_timeout
+        return time.monotonic() - connection.idle_since > self._idle_timeout
 
     async def _wait(self) -> _Connection | None:
         """Wait for a released connection, or for a free slot (None)."""
@@ -1018,12 +1270,15 @@ class HttpPeerClient:
 
     async def _connect(self) -> _Connection:
         """Open a connection in a slot already counted in ``_open``."""
-        loop = asyncio.get_running_loop()
-        limit = self._limit
+        loop = self._loop = asyncio.get_running_loop()
+        limit, answered = self._limit, self._answered
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(limit), self._host, self._port, ssl=self._ssl
+                    lambda: _Connection(limit, loop, answered),
+                    self._host,
+                    self._port,
+                    ssl=self._ssl,
                 )
         except BaseException as exc:
             self._free_slot()
@@ -1041,6 +1296,13 @@ class HttpPeerClient:
         self._all.add(connection)
         return connection
 
+    def _answered(self, connection: _Connection, keep_alive: bool) -> None:
+        """Every answer of the connection's batch is in: pool it again, or close it."""
+        if keep_alive:
+            self._release(connection)
+        else:
+            self._discard(connection)
+
     def _release(self, connection: _Connection) -> None:
         """Give a healthy connection to the next waiter, or back to the pool."""
         if self._closed or connection.closed:
@@ -1051,7 +1313,7 @@ class HttpPeerClient:
             if not waiter.done():
                 waiter.set_result(connection)
                 return
-        now = asyncio.get_running_loop().time()
+        now = time.monotonic()
         connection.idle_since = now
         idle = self._idle
         idle.append(connection)
@@ -1089,6 +1351,8 @@ class HttpTransport:
         idle_timeout: seconds an idle connection stays pooled. Default 30.
         max_response_bytes: longest answer body accepted. Default 64 MiB.
         max_batch_keys: keys per batch get request. Default 1000 (the server's default limit).
+        max_pipeline: GETs pipelined on one connection to a shoal peer. Default 16;
+            1 turns pipelining off.
         ssl_context: TLS settings for ``https://`` peers; default the system's.
 
     Raises:
@@ -1104,6 +1368,7 @@ class HttpTransport:
         idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
         max_response_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
+        max_pipeline: int = DEFAULT_MAX_PIPELINE,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if not (base_path.startswith("/") and base_path.endswith("/")):
@@ -1114,6 +1379,7 @@ class HttpTransport:
             ("idle_timeout", idle_timeout),
             ("max_response_bytes", max_response_bytes),
             ("max_batch_keys", max_batch_keys),
+            ("max_pipeline", max_pipeline),
         ):
             if isinstance(value, bool) or not value > 0:
                 raise ConfigError(f"{name} must be positive, got {value!r}")
@@ -1124,6 +1390,7 @@ class HttpTransport:
             "idle_timeout": idle_timeout,
             "max_response_bytes": max_response_bytes,
             "max_batch_keys": max_batch_keys,
+            "max_pipeline": max_pipeline,
             "ssl_context": ssl_context,
         }
         self._clients: set[HttpPeerClient] = set()

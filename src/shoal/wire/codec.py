@@ -36,9 +36,11 @@ from __future__ import annotations
 
 import enum
 import json
+import math
+import re
 import struct
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Final
 from urllib.parse import quote
 
 from ..errors import ShoalError
@@ -72,6 +74,8 @@ __all__ = [
     "decode_get_response",
     "encode_set_request",
     "decode_set_request",
+    "to_expire_ns",
+    "from_expire_ns",
     # JSON body
     "encode_remove_keys",
     "decode_remove_keys",
@@ -671,7 +675,36 @@ def parse_peer_path(raw_path: bytes, base: bytes = _DEFAULT_BASE) -> PeerPath:
     return PeerPath(group, _percent_decode(rest[slash + 1 :], "key"))
 
 
+_NS: Final = 1_000_000_000
+
+
+def to_expire_ns(expires_at: float | None) -> int | None:
+    """Absolute Unix seconds to the Unix nanoseconds of the wire (None: never).
+
+    Whole seconds and the fraction are converted apart: a float holds a Unix time
+    in nanoseconds only to about 256 ns, but each part converts exactly (or nearly).
+    """
+    if expires_at is None or not math.isfinite(expires_at):
+        return None
+    seconds = math.floor(expires_at)
+    return seconds * _NS + round((expires_at - seconds) * 1e9)
+
+
+def from_expire_ns(expire_ns: int | None) -> float | None:
+    """Unix nanoseconds of the wire to absolute Unix seconds (0, negative or None: never).
+
+    Integer division rounds correctly; ``ns / 1e9`` would not.
+    """
+    return expire_ns / _NS if expire_ns is not None and expire_ns > 0 else None
+
+
+# Text made only of RFC 3986 unreserved characters needs no escaping.
+_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
+
+
 def _escape(text: str, what: str) -> str:
+    if _UNRESERVED.fullmatch(text):
+        return text  # what quote() returns for it, without its work
     try:
         return quote(text, safe="")
     except UnicodeEncodeError as exc:
