@@ -42,7 +42,7 @@ def test_checked_in_code_is_fresh(tmp_path: Path) -> None:
     """Regenerating into a temporary folder gives byte-identical files, and no others."""
     _protoc_or_skip()
     protos = sorted(p.name for p in WIRE_DIR.glob("*.proto"))
-    assert protos == ["groupcache.proto"]
+    assert protos == ["geekcache.proto", "groupcache.proto", "shoal.proto"]
     subprocess.run(
         [
             sys.executable,
@@ -93,6 +93,45 @@ def test_schema_matches_go() -> None:
     assert fields(pb.RemoveKeysRequest) == {
         "group": (1, F.TYPE_STRING, True),
         "keys": (2, F.TYPE_STRING, False),
+    }
+
+
+def test_geek_cache_schema() -> None:
+    """pb.GroupCache is geek-cache's: same package, messages, fields and methods, so its
+    clients' requests decode and its answers encode to the same bytes."""
+    from google.protobuf.descriptor import FieldDescriptor as F
+
+    from shoal.wire._pb import geekcache_pb2 as geek
+
+    def fields(message: object) -> dict[str, tuple[int, int]]:
+        descriptor = message.DESCRIPTOR  # type: ignore[attr-defined]
+        return {f.name: (f.number, f.type) for f in descriptor.fields}
+
+    assert geek.DESCRIPTOR.package == "pb"
+    assert fields(geek.Request) == {"group": (1, F.TYPE_STRING), "key": (2, F.TYPE_STRING)}
+    assert fields(geek.ResponseForGet) == {"value": (1, F.TYPE_BYTES)}
+    assert fields(geek.ResponseForDelete) == {"value": (1, F.TYPE_BOOL)}
+    service = geek.DESCRIPTOR.services_by_name["GroupCache"]
+    assert service.full_name == "pb.GroupCache"
+    assert {m.name: (m.input_type.name, m.output_type.name) for m in service.methods} == {
+        "Get": ("Request", "ResponseForGet"),
+        "Delete": ("Request", "ResponseForDelete"),
+    }
+
+
+def test_shoal_services() -> None:
+    """shoal.v1 has the client service and the peer service with their methods."""
+    from shoal.wire._pb import shoal_pb2 as pb
+
+    services = {
+        s.full_name: sorted(m.name for m in s.methods)
+        for s in pb.DESCRIPTOR.services_by_name.values()
+    }
+    assert services == {
+        "shoal.v1.Cache": sorted(
+            ["Get", "GetMany", "Set", "Delete", "RemoveKeys", "Stats", "Cluster"]
+        ),
+        "shoal.v1.Peer": ["Get", "GetMany"],
     }
 
 

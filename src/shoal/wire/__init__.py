@@ -2,8 +2,10 @@
 
 Pure and synchronous: no sockets, no asyncio, no clock. The transports move the
 bytes; everything they need to agree with Go groupcache nodes byte for byte is
-here. The code generated from ``groupcache.proto`` (``_pb/``) is for tests and
-future gRPC adapters; callers use the frozen dataclasses of :mod:`.messages`.
+here. The code generated from the ``.proto`` files (``_pb/``) is for the gRPC
+adapter (:mod:`shoal.transport.grpc`, the ``geekcache.proto`` and ``shoal.proto``
+services) and for tests; the HTTP peer protocol uses the frozen dataclasses of
+:mod:`.messages`, encoded by hand.
 """
 
 from __future__ import annotations

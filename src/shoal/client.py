@@ -1,0 +1,569 @@
+"""Client: a smart client that sends each key straight to the node that owns it.
+
+Like a memcached client with consistent hashing, :class:`Client` keeps the
+cluster's ring itself, so a read costs one network hop (client to owner)
+instead of two (client to any node, that node to the owner)::
+
+    async with shoal.Client("grpc://10.0.0.1:8001") as client:     # a node's gRPC port
+        score = await client.get("scores", "Tom")
+        await client.set("scores", "Tom", b"700", ttl=60)
+
+    async with shoal.Client("http://10.0.0.1:9999") as client:     # a node's HTTP API
+        scores = await client.get_many("scores", ["Tom", "Jack"])
+
+**Learning the cluster.** The client asks one of its seeds for the members and
+the ring (``GET /v1/cluster`` on an ``http://`` seed, which is a node's HTTP
+API; the ``Cluster`` call of ``shoal.v1.Cache`` on a ``grpc://`` seed, which is
+a node's peer port in a cluster started with ``--transport grpc``) and builds
+the same ring as the nodes (same members in the same order, same flavour and
+replica count).
+
+**Talking to owners.** The members' URLs are their peer ports, so the client
+talks to each owner on its peer port, in the protocol the cluster's nodes speak
+to each other (the ``transport`` of the cluster view), whatever the seed was:
+
+- ``grpc`` clusters: ``shoal.v1.Cache`` on the owner. A node whose ring
+  disagrees with the client's (membership changing) forwards the key to the
+  owner it knows, as for any client.
+- ``http`` clusters: groupcache's peer protocol (``GET {base}{group}/{key}``,
+  shoal's batch get for :meth:`Client.get_many`, ``PUT`` and ``DELETE`` for
+  writes), with the pooled keep-alive connections of the HTTP peer transport.
+  The nodes' HTTP API addresses are not part of the cluster view (each node
+  only knows its own), and the peer protocol answers exactly what a smart
+  client needs. A node that is asked for a key its ring gives to another node
+  does not forward the request (the peer protocol's hop rule); it loads the
+  key itself, so a stale client view costs a duplicate load, never a wrong
+  answer.
+
+**Failures.** A node that cannot be reached or does not answer within
+``timeout`` is skipped for ``backoff`` seconds: its keys go, in that time, to
+the owner a ring of the remaining members names (the same node for every client
+with the same view, which loads the key or fetches it from the owner as its
+read path decides). The client then asks the cluster for a fresh view (at most
+once per ``backoff``) and retries the request once on the new target. Errors of
+the key itself (:class:`~shoal.errors.NotFound`, a failed loader, a bad key)
+are raised as the node raised them.
+
+**Writes.** The nodes' writes change only their own caches (cluster-wide writes
+are not there yet), so the client makes them cluster-wide for a partitioned
+group: :meth:`Client.set` stores the value at the key's owner and then drops
+the key from every other member (their hot copies), :meth:`Client.delete`
+drops it everywhere. A member that cannot be reached is skipped (its cache went
+with it). Over ``http`` a TTL travels as an absolute expiry computed with the
+client's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType, TracebackType
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
+
+from ._version import __version__
+from .errors import Closed, ConfigError, PeerError, PeerTimeout, PeerUnavailable, ShoalError
+from .ring import Ring
+
+if TYPE_CHECKING:
+    from .transport.grpc import GrpcNodeClient
+    from .transport.http import HttpPeerClient
+
+__all__ = ["Client"]
+
+T = TypeVar("T")
+
+DEFAULT_TIMEOUT = 5.0
+"""Seconds a request to one node may take before it counts as failed."""
+DEFAULT_BACKOFF = 1.0
+"""Seconds a failed node is skipped."""
+
+# The node failures the client routes around; anything else is the answer.
+_NODE_FAILURES = (PeerUnavailable, PeerTimeout)
+
+
+class _NodeClient(Protocol):
+    """What the client needs from one node, over either protocol."""
+
+    async def get(self, group: str, key: str) -> bytes: ...
+    async def get_many(self, group: str, keys: list[str]) -> dict[str, bytes]: ...
+    async def set(self, group: str, key: str, value: bytes, ttl: float | None) -> None: ...
+    async def delete(self, group: str, key: str) -> object: ...
+    async def aclose(self) -> None: ...
+
+
+class _HttpNode:
+    """A node of an ``http`` cluster, reached over the groupcache peer protocol."""
+
+    def __init__(self, peer: HttpPeerClient) -> None:
+        self._peer = peer
+
+    async def get(self, group: str, key: str) -> bytes:
+        return (await self._peer.get(group, key)).value
+
+    async def get_many(self, group: str, keys: list[str]) -> dict[str, bytes]:
+        found = await self._peer.get_many(group, keys)
+        return {key: item.value for key, item in found.items()}
+
+    async def set(self, group: str, key: str, value: bytes, ttl: float | None) -> None:
+        # The protocol carries an absolute expiry (groupcache-go's SetRequest.expire).
+        expires_at = time.time() + ttl if ttl is not None else None
+        await self._peer.set(group, key, value, expires_at)
+
+    async def delete(self, group: str, key: str) -> None:
+        await self._peer.delete(group, key)
+
+    async def aclose(self) -> None:
+        await self._peer.aclose()
+
+
+@dataclass(frozen=True)
+class _View:
+    """The cluster as the client last learned it, swapped as one unit."""
+
+    ring: Ring
+    transport: str
+    base_path: str
+    nodes: Mapping[str, _NodeClient] = field(default_factory=dict)
+
+
+class Client:
+    """A smart client of a shoal cluster: each key goes straight to its owner.
+
+    Use it as an async context manager (or call :meth:`start`, then
+    :meth:`aclose`). Safe to share between the tasks of one event loop. See the
+    module documentation for how it learns the cluster and handles failures.
+
+    Args:
+        seeds: one or more nodes to learn the cluster from: ``http://host:port``
+            (a node's HTTP API) or ``grpc://host:port`` (a node's peer port, in a
+            cluster started with ``--transport grpc``). Later refreshes ask the
+            members first (over gRPC), then the seeds.
+        timeout: seconds a request to one node may take. Default 5.
+        backoff: seconds a node that failed is skipped; also the least time
+            between two refreshes after failures. Default 1.
+        channels: gRPC channels (connections) per node. Default 1.
+
+    Raises:
+        ConfigError: no seed, a seed that is not such a URL, or a value out of range.
+    """
+
+    def __init__(
+        self,
+        seeds: str | Iterable[str],
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        backoff: float = DEFAULT_BACKOFF,
+        channels: int = 1,
+    ) -> None:
+        seed_list = [seeds] if isinstance(seeds, str) else list(seeds)
+        if not seed_list:
+            raise ConfigError("a Client needs at least one seed URL")
+        self._seeds = [_seed(url) for url in seed_list]
+        for name, value in (("timeout", timeout), ("backoff", backoff), ("channels", channels)):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value!r}")
+        self._timeout = float(timeout)
+        self._backoff = float(backoff)
+        self._channels = int(channels)
+        self._clock: Callable[[], float] = time.monotonic
+        self._view: _View | None = None
+        self._down: dict[str, float] = {}
+        self._fallback: tuple[_View, frozenset[str], Ring] | None = None
+        self._refresh_lock = asyncio.Lock()
+        self._refreshed_at = float("-inf")
+        self._seed_clients: dict[str, GrpcNodeClient] = {}
+        self._closed = False
+
+    def __repr__(self) -> str:
+        members = len(self._view.ring) if self._view is not None else 0
+        return f"<Client seeds={self._seeds} members={members}>"
+
+    # -- the view ------------------------------------------------------------------
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        """The members' URLs in ring order (empty before :meth:`start`)."""
+        return self._view.ring.nodes if self._view is not None else ()
+
+    @property
+    def transport(self) -> str | None:
+        """What the members speak (``http`` or ``grpc``); None before :meth:`start`."""
+        return self._view.transport if self._view is not None else None
+
+    def owner(self, key: str) -> str:
+        """The URL of the member that owns ``key`` on the client's ring.
+
+        Raises:
+            Closed: the client is not started (or closed).
+        """
+        return self._current().ring.owner(key)
+
+    async def start(self) -> None:
+        """Learn the cluster from the seeds.
+
+        Raises:
+            PeerUnavailable: no seed answered.
+            ConfigError: a seed's node runs without a peer port (no cluster to join).
+        """
+        if self._closed:
+            raise Closed("the client is closed")
+        await self.refresh()
+
+    async def refresh(self) -> None:
+        """Ask the cluster for its members and ring again: a live member first (gRPC
+        clusters), then the seeds.
+
+        Raises:
+            PeerUnavailable: nobody answered (the client keeps its current view).
+        """
+        async with self._refresh_lock:
+            await self._refresh()
+
+    async def aclose(self) -> None:
+        """Close every connection. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        view, self._view = self._view, None
+        clients: list[Any] = list(self._seed_clients.values())
+        self._seed_clients.clear()
+        if view is not None:
+            clients.extend(view.nodes.values())
+        for client in clients:
+            await client.aclose()
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            await self.aclose()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- data ----------------------------------------------------------------------
+
+    async def get(self, group: str, key: str) -> bytes:
+        """The value of ``key`` in ``group``, from its owner (which loads it on a miss).
+
+        Raises:
+            NotFound: the key does not exist.
+            GroupNotFound: no such group (over gRPC; over HTTP a PeerError says so).
+            RemoteLoadError: the owner's loader failed.
+            InvalidKey: an empty key, or one over the group's ``max_key_bytes``.
+            PeerUnavailable, PeerTimeout: no node could answer, even after a retry.
+        """
+        _, value = await self._on_owner(key, lambda node: node.get(group, key))
+        return value
+
+    async def get_many(self, group: str, keys: Iterable[str]) -> dict[str, bytes]:
+        """The values of the keys that exist (missing keys are left out), asking each
+        owner once for all of its keys, all owners at the same time.
+
+        Raises:
+            The errors of :meth:`get` except NotFound (the first, once every owner
+            answered).
+        """
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return {}
+        found: dict[str, bytes] = {}
+        error: BaseException | None = None
+        pending = wanted
+        for last in (False, True):  # one round, and one more for the keys of failed nodes
+            view = self._current() if not last else await self._after_failure()
+            batches = self._batches(view, pending)
+            outcomes = await asyncio.gather(
+                *(self._get_batch(view, url, group, batch) for url, batch in batches.items()),
+                return_exceptions=True,
+            )
+            pending = []
+            for (url, batch), outcome in zip(batches.items(), outcomes, strict=True):
+                if isinstance(outcome, _NODE_FAILURES):
+                    self._failed(url)
+                    if not last:
+                        pending.extend(batch)
+                        continue
+                if isinstance(outcome, BaseException):
+                    error = error or outcome
+                else:
+                    found.update(outcome)
+            if not pending or error is not None:
+                break
+        if error is not None:
+            raise error
+        return {key: found[key] for key in wanted if key in found}
+
+    async def _get_batch(
+        self, view: _View, url: str, group: str, keys: list[str]
+    ) -> dict[str, bytes]:
+        return await self._attempt(view, url, lambda node: node.get_many(group, keys))
+
+    async def set(self, group: str, key: str, value: bytes, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key`` at its owner (the group's TTL unless ``ttl``
+        is given), then drop the key from the other members' caches.
+
+        Raises:
+            InvalidKey, ValueTooLarge, InvalidTTL: refused by the node (over HTTP, a
+                PeerError naming the reason).
+            PeerUnavailable, PeerTimeout: the owner (and its stand-in) could not be reached.
+        """
+        target, _ = await self._on_owner(key, lambda node: node.set(group, key, value, ttl))
+        await self._drop_elsewhere(group, key, keep=target)
+
+    async def delete(self, group: str, key: str) -> None:
+        """Drop ``key`` from every member's caches (the owner's first).
+
+        Raises:
+            PeerUnavailable, PeerTimeout: the owner (and its stand-in) could not be reached.
+        """
+        target, _ = await self._on_owner(key, lambda node: node.delete(group, key))
+        await self._drop_elsewhere(group, key, keep=target)
+
+    # -- routing and failures ---------------------------------------------------------
+
+    def _current(self) -> _View:
+        view = self._view
+        if view is None:
+            raise Closed("the client is closed" if self._closed else "the client is not started")
+        return view
+
+    def _is_down(self, url: str) -> bool:
+        until = self._down.get(url)
+        if until is None:
+            return False
+        if until > self._clock():
+            return True
+        del self._down[url]
+        return False
+
+    def _failed(self, url: str) -> None:
+        self._down[url] = self._clock() + self._backoff
+
+    def _route(self, view: _View, key: str) -> str:
+        """The node to ask for ``key``: its owner, or while the owner is skipped, the
+        owner on a ring of the members that are not."""
+        owner = view.ring.owner(key)
+        if not self._down or not self._is_down(owner):
+            return owner
+        down = frozenset(url for url in view.ring.nodes if self._is_down(url))
+        cached = self._fallback
+        if cached is not None and cached[0] is view and cached[1] == down:
+            ring = cached[2]
+        else:
+            live = [url for url in view.ring.nodes if url not in down]
+            if not live:
+                return owner  # everyone is skipped: try the owner anyway
+            ring = view.ring.with_nodes(live)
+            self._fallback = (view, down, ring)
+        return ring.owner(key)
+
+    def _batches(self, view: _View, keys: list[str]) -> dict[str, list[str]]:
+        batches: dict[str, list[str]] = {}
+        for key in keys:
+            batches.setdefault(self._route(view, key), []).append(key)
+        return batches
+
+    async def _attempt(
+        self, view: _View, url: str, call: Callable[[_NodeClient], Awaitable[T]]
+    ) -> T:
+        """One request to one node within ``timeout``."""
+        deadline = asyncio.timeout(self._timeout)
+        try:
+            async with deadline:
+                return await call(view.nodes[url])
+        except TimeoutError as exc:
+            if not deadline.expired():
+                raise  # the node's own answer (a loader's timeout)
+            raise PeerTimeout(f"{url} did not answer within {self._timeout}s") from exc
+
+    async def _on_owner(
+        self, key: str, call: Callable[[_NodeClient], Awaitable[T]]
+    ) -> tuple[str, T]:
+        """``call`` on the node for ``key``; after a node failure, once more on the
+        node a fresh view names. Returns the node that answered, and its answer."""
+        view = self._current()
+        url = self._route(view, key)
+        try:
+            return url, await self._attempt(view, url, call)
+        except _NODE_FAILURES:
+            self._failed(url)
+            view = await self._after_failure()
+            retry = self._route(view, key)
+            if retry == url:  # every member is skipped: nowhere else to go
+                raise
+        try:
+            return retry, await self._attempt(view, retry, call)
+        except _NODE_FAILURES:
+            self._failed(retry)
+            raise
+
+    async def _drop_elsewhere(self, group: str, key: str, *, keep: str) -> None:
+        """Delete ``key`` on every member but ``keep`` (best effort: members that
+        cannot be reached are skipped)."""
+        view = self._current()
+        others = [url for url in view.ring.nodes if url != keep and not self._is_down(url)]
+        outcomes = await asyncio.gather(
+            *(self._attempt(view, url, lambda n: n.delete(group, key)) for url in others),
+            return_exceptions=True,
+        )
+        for url, outcome in zip(others, outcomes, strict=True):
+            if isinstance(outcome, _NODE_FAILURES):
+                self._failed(url)
+            elif isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _after_failure(self) -> _View:
+        """A fresh view if the last refresh is older than ``backoff`` (one refresh at a
+        time; failing to refresh keeps the current view)."""
+        async with self._refresh_lock:
+            if self._clock() - self._refreshed_at >= self._backoff:
+                with contextlib.suppress(ShoalError):
+                    await self._refresh()
+        return self._current()
+
+    # -- learning the cluster ---------------------------------------------------------
+
+    async def _refresh(self) -> None:
+        if self._closed:
+            raise Closed("the client is closed")
+        reasons: list[str] = []
+        for source, ask in self._sources():
+            try:
+                async with asyncio.timeout(self._timeout):
+                    info = await ask()
+            except TimeoutError:
+                reasons.append(f"{source}: no answer within {self._timeout}s")
+                continue
+            except (PeerError, OSError, ValueError, KeyError, TypeError) as exc:
+                if isinstance(exc, ConfigError):
+                    raise
+                reasons.append(f"{source}: {exc}")
+                continue
+            await self._apply(info, source)
+            self._refreshed_at = self._clock()
+            return
+        raise PeerUnavailable("no node told the cluster's members: " + "; ".join(reasons))
+
+    def _sources(self) -> list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]]:
+        """Who to ask for the view, in order: live gRPC members, then the seeds."""
+        sources: list[tuple[str, Callable[[], Awaitable[dict[str, Any]]]]] = []
+        view = self._view
+        if view is not None and view.transport == "grpc":
+            for url, node in view.nodes.items():
+                cluster = getattr(node, "cluster", None)
+                if cluster is not None and not self._is_down(url):
+                    sources.append((url, cluster))
+        for seed in self._seeds:
+            if seed.startswith("grpc://"):
+                sources.append((seed, self._seed_client(seed).cluster))
+            else:
+                sources.append((seed, functools.partial(self._http_view, seed)))
+        return sources
+
+    def _seed_client(self, seed: str) -> GrpcNodeClient:
+        client = self._seed_clients.get(seed)
+        if client is None:
+            from .transport.grpc import GrpcNodeClient
+
+            client = self._seed_clients[seed] = GrpcNodeClient(seed, timeout=self._timeout)
+        return client
+
+    async def _http_view(self, seed: str) -> dict[str, Any]:
+        """``GET {seed}/v1/cluster`` (in a thread: it is rare, and urllib is complete)."""
+        url = f"{seed}/v1/cluster"
+
+        def fetch() -> bytes:
+            request = urllib.request.Request(
+                url, headers={"Accept": "application/json", "User-Agent": f"shoal/{__version__}"}
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                    body: bytes = response.read()
+                    return body
+            except urllib.error.HTTPError as exc:
+                with exc:
+                    raise PeerError(f"GET {url} answered {exc.code}") from exc
+            except (urllib.error.URLError, OSError) as exc:
+                raise PeerUnavailable(f"GET {url}: {exc}") from exc
+
+        info: dict[str, Any] = json.loads(await asyncio.to_thread(fetch))
+        return info
+
+    async def _apply(self, info: dict[str, Any], source: str) -> None:
+        """Build the view ``info`` describes, then swap it in; close the clients of
+        members that left."""
+        members = [str(member["url"]) for member in info["members"]]
+        if not members:
+            raise ConfigError(
+                f"{source} runs without a peer port, so there is no cluster to talk to "
+                "(start it with --port)"
+            )
+        transport = str(info.get("transport") or "http")
+        if transport not in ("http", "grpc"):
+            raise ValueError(f"unknown transport {transport!r}")
+        ring_info = info["ring"]
+        ring = Ring.build(members, flavour=ring_info["flavour"], replicas=ring_info["replicas"])
+        base_path = str(info.get("base_path") or "/_groupcache/")
+        old = self._view
+        same = old is not None and (old.transport, old.base_path) == (transport, base_path)
+        if same and old is not None and old.ring == ring:
+            return  # nothing changed: keep the view (and its stand-in ring)
+        nodes: dict[str, _NodeClient] = {}
+        for url in members:
+            kept = old.nodes.get(url) if same and old is not None else None
+            nodes[url] = kept if kept is not None else self._node_client(url, transport, base_path)
+        self._view = _View(ring, transport, base_path, MappingProxyType(nodes))  # the one swap
+        self._fallback = None
+        for url in list(self._down):
+            if url not in nodes:
+                del self._down[url]
+        if old is not None:
+            for url, client in old.nodes.items():
+                if nodes.get(url) is not client:
+                    await client.aclose()
+
+    def _node_client(self, url: str, transport: str, base_path: str) -> _NodeClient:
+        if transport == "grpc":
+            from .transport.grpc import GrpcNodeClient
+
+            return GrpcNodeClient(url, timeout=self._timeout, channels=self._channels)
+        from .transport.http import HttpPeerClient
+
+        return _HttpNode(HttpPeerClient(url, base_path=base_path))
+
+
+def _seed(url: str) -> str:
+    """Check a seed URL; return it without a trailing ``/``."""
+    if not isinstance(url, str):
+        raise ConfigError(f"a seed must be a URL string, got {url!r}")
+    parts = urllib.parse.urlsplit(url.strip())
+    try:
+        port = parts.port
+    except ValueError:
+        raise ConfigError(f"bad port in the seed {url!r}") from None
+    if parts.scheme not in ("http", "https", "grpc") or not parts.hostname:
+        raise ConfigError(
+            f"a seed is http://host:port (a node's HTTP API) or grpc://host:port "
+            f"(a node's gRPC port), got {url!r}"
+        )
+    if parts.scheme == "grpc" and port is None:
+        raise ConfigError(f"a grpc:// seed needs a port, got {url!r}")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ConfigError(f"a seed URL has nothing after host:port, got {url!r}")
+    return url.strip().removesuffix("/")

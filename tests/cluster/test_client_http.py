@@ -1,0 +1,135 @@
+"""``shoal.Client`` against real ``shoal serve`` processes that talk the groupcache HTTP
+peer protocol: it learns the ring from a node's HTTP API, asks each key's owner on its
+peer port, and keeps working while a node is SIGKILLed."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import shoal
+from procs import CountedCluster, LoadLog, ShoalServer, loaded_value, shoal_cluster
+
+GROUP = "data"
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    """GET ``url``: the status and body, for error statuses too."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+
+
+def stats(node: ShoalServer) -> dict[str, Any]:
+    """The statistics of group ``data`` on ``node``."""
+    status, body = http_get(f"{node.url}/v1/stats")
+    assert status == 200, body
+    group: dict[str, Any] = json.loads(body)["groups"][GROUP]
+    return group
+
+
+async def test_the_client_sends_each_key_to_its_owner(counted: CountedCluster) -> None:
+    """The client learns members and ring from /v1/cluster and fetches every key from
+    its owner's peer port: the owner loads it, no node fetches from a peer."""
+    c, loads = counted.cluster, counted.loads
+    async with shoal.Client(c.nodes[1].url) as client:
+        assert client.members == tuple(c.urls)
+        assert client.transport == "http"
+        peer_loads = [stats(node)["peer_loads"] for node in c.nodes]
+        for index in range(3):
+            served = stats(c.nodes[index])["server_requests"]
+            keys = c.keys_owned_by(index, f"client{index}", count=3)
+            values = await asyncio.gather(*(client.get(GROUP, key) for key in keys))
+            assert values == [loaded_value(key) for key in keys]
+            for key in keys:
+                assert loads.nodes(key) == [c.urls[index]]
+            assert stats(c.nodes[index])["server_requests"] == served + len(keys)
+        assert [stats(node)["peer_loads"] for node in c.nodes] == peer_loads
+        with pytest.raises(shoal.NotFound):
+            await client.get(GROUP, "missing-client")
+
+
+async def test_the_client_batches_and_writes(counted: CountedCluster) -> None:
+    """get_many gets every existing key; set reaches the owner and drops the hot copies
+    of the other nodes; delete drops the key everywhere."""
+    c = counted.cluster
+    async with shoal.Client([c.nodes[0].url, c.nodes[2].url]) as client:
+        keys = [f"many-{i}" for i in range(30)]
+        assert await client.get_many(GROUP, [*keys, "missing-many"]) == {
+            k: loaded_value(k) for k in keys
+        }
+        (key,) = c.keys_owned_by(2, "written")
+        asker = c.nodes[0]
+        assert http_get(f"{asker.url}/api?key={key}") == (200, loaded_value(key))  # hot copy
+        await client.set(GROUP, key, b"fresh", ttl=60)
+        for node in c.nodes:
+            assert http_get(f"{node.url}/api?key={key}") == (200, b"fresh"), node.url
+        await client.delete(GROUP, key)
+        assert await client.get(GROUP, key) == loaded_value(key)
+
+
+async def test_the_client_survives_a_sigkill(tmp_path: Path) -> None:
+    """Smart clients keep reading while a node is SIGKILLed: no request fails; the dead
+    node's keys are answered by the survivors, which load them."""
+    loads = LoadLog(tmp_path / "calls")
+    with shoal_cluster(
+        3, "--group", "data=loadlog:load", "--hot-admission", "never", env=loads.env(0.005)
+    ) as c:
+        victim, survivors = c.nodes[2], c.nodes[:2]
+        failures: list[str] = []
+        done_before: list[str] = []
+        done_after: list[str] = []
+        killed = False
+        stop = asyncio.Event()
+        numbers = itertools.count()
+
+        async def reader(client: shoal.Client) -> None:
+            while not stop.is_set():
+                key = f"steady-{next(numbers)}"
+                after = killed
+                try:
+                    value = await client.get(GROUP, key)
+                except shoal.ShoalError as exc:
+                    failures.append(f"{key}: {exc!r}")
+                    continue
+                if value != loaded_value(key):
+                    failures.append(f"{key}: wrong value {value!r}")
+                (done_after if after else done_before).append(key)
+
+        def victim_keys_after() -> list[str]:
+            return [k for k in done_after if c.owner(k) == 2]
+
+        async def until(condition: Any, what: str) -> None:
+            for _ in range(6000):
+                if condition():
+                    return
+                await asyncio.sleep(0.01)
+            raise AssertionError(f"timed out waiting for {what}")
+
+        async with shoal.Client([node.url for node in c.nodes]) as client:
+            tasks = [asyncio.create_task(reader(client)) for _ in range(8)]
+            try:
+                await until(lambda: len(done_before) >= 150, "requests before the kill")
+                victim.proc.kill()
+                await asyncio.to_thread(victim.proc.wait)
+                killed = True
+                await until(
+                    lambda: len(done_after) >= 200 and len(victim_keys_after()) >= 40,
+                    "requests after the kill",
+                )
+            finally:
+                stop.set()
+                await asyncio.gather(*tasks)
+        assert failures == []
+        for key in victim_keys_after():
+            assert set(loads.nodes(key)) <= {s.peer_url for s in survivors}, key
