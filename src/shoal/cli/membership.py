@@ -1,0 +1,391 @@
+"""Membership settings of ``shoal serve`` (etcd, gossip, node id) and ``shoal members``.
+
+Flags, ``SHOAL_*`` variables and the ``[node.etcd]`` / ``[node.gossip]`` tables of
+the TOML file, with the usual precedence (flags, then environment, then file):
+
+==================================  ==============================  ==========================
+flag                                variable                        file
+==================================  ==============================  ==========================
+``--node-id ID``                    ``SHOAL_NODE_ID``               ``[node] node_id``
+``--etcd URL[,URL...]``             ``SHOAL_ETCD``                  ``[node.etcd] endpoints``
+``--cluster NAME``                  ``SHOAL_CLUSTER``               ``[node.etcd] cluster``
+``--etcd-ttl SECONDS``              ``SHOAL_ETCD_TTL``              ``[node.etcd] lease_ttl``
+``--gossip-port PORT``              ``SHOAL_GOSSIP_PORT``           ``[node.gossip] port``
+``--join HOST:PORT[,HOST:PORT...]`` ``SHOAL_JOIN``                  ``[node.gossip] join``
+``--gossip-advertise HOST:PORT``    ``SHOAL_GOSSIP_ADVERTISE``      ``[node.gossip] advertise``
+``--gossip-timers lan|local``       ``SHOAL_GOSSIP_TIMERS``         ``[node.gossip] timers``
+==================================  ==============================  ==========================
+
+The file tables also take every other field of :class:`~shoal.config.EtcdConfig`
+and :class:`~shoal.config.GossipConfig` (``keepalive_interval``,
+``probe_interval``, ``suspicion_timeout``...). etcd is on when endpoints are
+given; gossip when a gossip port, a join list or a ``[node.gossip]`` table is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Mapping, MutableMapping
+from typing import Any, Final
+
+from ..config import GOSSIP_PROFILES, EtcdConfig, GossipConfig, check_node_id
+from ..errors import ConfigError
+
+__all__ = [
+    "add_membership_arguments",
+    "parse_node_id",
+    "parse_etcd_table",
+    "parse_gossip_table",
+    "resolve_membership",
+    "run_members",
+]
+
+# (option key, flag, variable) of the etcd and gossip settings with a flag.
+_ETCD_OPTIONS: Final = (
+    ("endpoints", "--etcd", "SHOAL_ETCD"),
+    ("cluster", "--cluster", "SHOAL_CLUSTER"),
+    ("lease_ttl", "--etcd-ttl", "SHOAL_ETCD_TTL"),
+)
+_GOSSIP_OPTIONS: Final = (
+    ("port", "--gossip-port", "SHOAL_GOSSIP_PORT"),
+    ("join", "--join", "SHOAL_JOIN"),
+    ("advertise", "--gossip-advertise", "SHOAL_GOSSIP_ADVERTISE"),
+    ("timers", "--gossip-timers", "SHOAL_GOSSIP_TIMERS"),
+)
+
+
+def add_membership_arguments(parser: argparse.ArgumentParser, *, cluster: bool) -> None:
+    """Add the membership flags to ``serve`` (or, with ``cluster``, to ``cluster``, which
+    sets the node id, gossip port and join list of each node itself)."""
+    group = parser.add_argument_group(
+        "membership",
+        "how the members find each other: a static --peers list (default), etcd, or gossip",
+    )
+    if cluster:
+        group.add_argument(
+            "--membership",
+            choices=("static", "etcd", "gossip"),
+            default="static",
+            help="static: every node gets the full --peers list (default); etcd: the "
+            "nodes register in etcd (--etcd URL, or an etcd started for the cluster); "
+            "gossip: node i gossips on UDP port PORT+i and the others join node 0",
+        )
+    else:
+        group.add_argument(
+            "--node-id",
+            metavar="ID",
+            help="this node's stable id in etcd and gossip (default: host:port of its "
+            "URL); env SHOAL_NODE_ID",
+        )
+    group.add_argument(
+        "--etcd",
+        metavar="URL[,URL...]",
+        help="find the members in etcd at these client URLs, e.g. http://127.0.0.1:2379; "
+        "env SHOAL_ETCD",
+    )
+    group.add_argument(
+        "--cluster",
+        metavar="NAME",
+        help="the cluster's name in etcd: keys /shoal/NAME/members/NODE-ID (default "
+        "'default'); env SHOAL_CLUSTER",
+    )
+    group.add_argument(
+        "--etcd-ttl",
+        metavar="SECONDS",
+        help="lease TTL: a dead node is dropped within this long (default 3); env SHOAL_ETCD_TTL",
+    )
+    if not cluster:
+        group.add_argument(
+            "--gossip-port",
+            metavar="PORT",
+            help="find the members by gossip (SWIM) on this UDP port (0: any); "
+            "env SHOAL_GOSSIP_PORT",
+        )
+        group.add_argument(
+            "--join",
+            metavar="HOST:PORT[,...]",
+            help="gossip addresses of one or more members to join through; env SHOAL_JOIN",
+        )
+        group.add_argument(
+            "--gossip-advertise",
+            metavar="HOST:PORT",
+            help="the gossip address the others use (default: the listening one); "
+            "env SHOAL_GOSSIP_ADVERTISE",
+        )
+    group.add_argument(
+        "--gossip-timers",
+        choices=GOSSIP_PROFILES,
+        help="gossip timer profile: lan (probe 1s, suspicion 4s; the default) or local "
+        "(probe 0.3s, suspicion 1s: every node on one machine); env SHOAL_GOSSIP_TIMERS",
+    )
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_node_id(value: object, *, what: str = "node id") -> str:
+    """Parse a node id.
+
+    Raises:
+        ConfigError: not a valid node id.
+    """
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be a string, got {value!r}")
+    try:
+        return check_node_id(value.strip())
+    except ConfigError as exc:
+        raise ConfigError(f"{what}: {exc}") from None
+
+
+def _list(value: object, *, what: str) -> list[str]:
+    if isinstance(value, str):
+        items = [item.strip() for item in value.split(",")] if value.strip() else []
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        items = [item.strip() for item in value]
+    else:
+        raise ConfigError(f"{what} must be comma-separated or a list of strings, got {value!r}")
+    if any(not item for item in items):
+        raise ConfigError(f"{what}: empty entry in {value!r}")
+    return list(dict.fromkeys(items))
+
+
+def _endpoints(value: object, *, what: str) -> tuple[str, ...]:
+    urls = tuple(u.removesuffix("/") for u in _list(value, what=what))
+    for url in urls:
+        try:
+            EtcdConfig.address(url)
+        except ConfigError as exc:
+            raise ConfigError(f"{what}: {exc}") from None
+    return urls
+
+
+def _addresses(value: object, *, what: str) -> tuple[str, ...]:
+    addresses = tuple(_list(value, what=what))
+    for address in addresses:
+        _host_port(address, what=what)
+    return addresses
+
+
+def _host_port(value: object, *, what: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{what} must be host:port, got {value!r}")
+    host, sep, port = value.strip().rpartition(":")
+    if not sep or not host.strip("[]") or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f"{what} must be host:port, got {value!r}")
+    return value.strip()
+
+
+def _timers(value: object, *, what: str) -> str:
+    if value not in GOSSIP_PROFILES:
+        raise ConfigError(f"{what} must be one of {', '.join(GOSSIP_PROFILES)}, got {value!r}")
+    assert isinstance(value, str)
+    return value
+
+
+def _field_parsers(cls: type[Any], special: Mapping[str, Callable[..., Any]]) -> dict[str, Any]:
+    """How each field of ``cls`` is read from text or TOML: durations for floats,
+    whole numbers for ints, unless ``special`` says otherwise."""
+    from .main import _parse_int, _parse_port, _parse_str, parse_duration
+
+    parsers: dict[str, Callable[..., Any]] = {}
+    for f in dataclasses.fields(cls):
+        if f.name in special:
+            parsers[f.name] = special[f.name]
+        elif f.name == "port":
+            parsers[f.name] = _parse_port
+        elif "float" in str(f.type):
+            parsers[f.name] = parse_duration
+        elif "int" in str(f.type):
+            parsers[f.name] = _parse_int
+        else:
+            parsers[f.name] = _parse_str
+    return parsers
+
+
+def _whole_seconds(value: object, *, what: str) -> int:
+    from .main import parse_duration
+
+    seconds = parse_duration(value, what=what)
+    if seconds != int(seconds):
+        raise ConfigError(f"{what} must be whole seconds (etcd leases are), got {value!r}")
+    return int(seconds)
+
+
+def _etcd_fields() -> dict[str, Callable[..., Any]]:
+    return _field_parsers(EtcdConfig, {"endpoints": _endpoints, "lease_ttl": _whole_seconds})
+
+
+def _gossip_fields() -> dict[str, Callable[..., Any]]:
+    fields = _field_parsers(GossipConfig, {"join": _addresses, "advertise": _host_port})
+    fields["timers"] = _timers
+    return fields
+
+
+def _parse_table(
+    value: object, *, what: str, fields: Mapping[str, Callable[..., Any]]
+) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{what} must be a table")
+    options = {}
+    for key, item in value.items():
+        parse = fields.get(key)
+        if parse is None:
+            raise ConfigError(f"unknown key {key!r} in {what}; expected one of {sorted(fields)}")
+        options[key] = parse(item, what=f"{what} {key}")
+    return options
+
+
+def parse_etcd_table(value: object, *, what: str = "[node.etcd]") -> dict[str, Any]:
+    """Parse the ``[node.etcd]`` table into :class:`~shoal.config.EtcdConfig` options.
+
+    Raises:
+        ConfigError: an unknown key or a malformed value.
+    """
+    return _parse_table(value, what=what, fields=_etcd_fields())
+
+
+def parse_gossip_table(value: object, *, what: str = "[node.gossip]") -> dict[str, Any]:
+    """Parse the ``[node.gossip]`` table into :class:`~shoal.config.GossipConfig` options
+    (plus ``timers``, the profile name).
+
+    Raises:
+        ConfigError: an unknown key or a malformed value.
+    """
+    return _parse_table(value, what=what, fields=_gossip_fields())
+
+
+def resolve_membership(
+    node_options: MutableMapping[str, Any], args: argparse.Namespace, environ: Mapping[str, str]
+) -> None:
+    """Merge the membership flags and variables over the file's tables in
+    ``node_options``, and turn the tables into :class:`~shoal.config.EtcdConfig` and
+    :class:`~shoal.config.GossipConfig`.
+
+    Raises:
+        ConfigError: a malformed value, or settings that contradict each other.
+    """
+    etcd: dict[str, Any] | None = node_options.pop("etcd", None)
+    gossip: dict[str, Any] | None = node_options.pop("gossip", None)
+    etcd_fields, gossip_fields = _etcd_fields(), _gossip_fields()
+    for key, flag, env in _ETCD_OPTIONS:
+        value = _given(getattr(args, flag[2:].replace("-", "_"), None), environ.get(env))
+        if value is not None:
+            etcd = {} if etcd is None else etcd
+            etcd[key] = etcd_fields[key](value, what=flag)
+    timers: str | None = None
+    for key, flag, env in _GOSSIP_OPTIONS:
+        value = _given(getattr(args, flag[2:].replace("-", "_"), None), environ.get(env))
+        if value is None:
+            continue
+        parsed = gossip_fields[key](value, what=flag)
+        if key == "timers":
+            # A timer profile alone does not turn gossip on (it may sit in a shared
+            # environment); it applies once gossip is on, over the file's profile.
+            timers = parsed
+            continue
+        gossip = {} if gossip is None else gossip
+        gossip[key] = parsed
+    if etcd is not None:
+        if "endpoints" not in etcd:
+            raise ConfigError(
+                "--cluster and --etcd-ttl need --etcd URL (or endpoints in [node.etcd])"
+            )
+        node_options["etcd"] = EtcdConfig(**etcd)
+    if gossip is not None:
+        if etcd is not None:
+            raise ConfigError("choose one membership: --etcd or gossip (--gossip-port, --join)")
+        profile = timers or gossip.pop("timers", "lan")
+        gossip.pop("timers", None)
+        node_options["gossip"] = GossipConfig.profile(profile, **gossip)
+    if etcd is None and gossip is None:
+        return
+    which = "--etcd" if etcd is not None else "gossip"
+    if node_options.get("peers"):
+        raise ConfigError(f"--peers is the static member list; with {which} the members are found")
+    if node_options.get("port") is None:
+        raise ConfigError(
+            f"{which} needs --port: the port this node serves the peer protocol on (0: any)"
+        )
+    host = node_options.get("host", "127.0.0.1")
+    if node_options.get("self_url") is None and host in ("0.0.0.0", "::", ""):
+        raise ConfigError(
+            f"--host {host or repr(host)} listens everywhere, so it is not an address "
+            "the other members can use: give --self http://THIS-HOST:PORT"
+        )
+
+
+def _given(*values: Any) -> Any:
+    return next((v for v in values if v is not None), None)
+
+
+# --------------------------------------------------------------------------- shoal members
+
+
+def run_members(args: argparse.Namespace) -> int:
+    """``shoal members``: print the cluster as the node at ``--url`` sees it."""
+    from .main import EXIT_OK, _base_url, _check, _ClientError, _request
+
+    base = _base_url(args)
+    reply = _check(_request("GET", f"{base}/v1/cluster", timeout=args.timeout))
+    try:
+        view: dict[str, Any] = json.loads(reply.body)
+        members: list[dict[str, Any]] = view["members"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise _ClientError(f"unexpected answer from /v1/cluster: {reply.body[:200]!r}") from exc
+    if args.json:
+        print(json.dumps(view, indent=2, sort_keys=True))
+        return EXIT_OK
+    print(describe_view(view))
+    if not members:
+        return EXIT_OK
+    rows = [["node id", "url", "source", "share", ""]]
+    for m in sorted(members, key=lambda m: str(m.get("url"))):
+        notes = []
+        if m.get("self"):
+            notes.append("this node")
+        if m.get("backing_off"):
+            notes.append("backing off")
+        rows.append(
+            [
+                str(m.get("node_id") or "-"),
+                str(m.get("url")),
+                str(m.get("source") or "-"),
+                f"{100 * float(m.get('share', 0.0)):.1f}%",
+                ", ".join(notes),
+            ]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        cells = [
+            cell.ljust(w) if i != 3 else cell.rjust(w)
+            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(cells).rstrip())
+    sys.stdout.flush()
+    return EXIT_OK
+
+
+def describe_view(view: Mapping[str, Any]) -> str:
+    """One line about the node and its membership source, from ``GET /v1/cluster``."""
+    members = view.get("members") or []
+    if view.get("self") is None:
+        return "a node alone: no peer port, no members"
+    source: dict[str, Any] = view.get("membership") or {}
+    kind = source.get("source", "static")
+    details = []
+    if kind == "etcd":
+        details.append(f"cluster {source.get('cluster')!r} at {source.get('endpoint')}")
+        details.append("connected" if source.get("connected") else "etcd UNREACHABLE: last view")
+    elif kind == "gossip":
+        states = source.get("states") or {}
+        details.append(f"gossip on {source.get('address')}")
+        details.append(", ".join(f"{n} {s}" for s, n in states.items() if n))
+    ring = view.get("ring") or {}
+    extra = f" ({'; '.join(d for d in details if d)})" if details else ""
+    return (
+        f"{len(members)} members by {kind}{extra}, as seen by {view.get('node_id')} "
+        f"({view.get('self')}); ring {ring.get('flavour')} x{ring.get('replicas')}"
+    )
