@@ -5,13 +5,20 @@ BIN := $(VENV)/bin
 NODES ?= 3
 PORT ?= 8001
 API_PORT ?= 9999
+# How the nodes of `make run` find each other: static (a member list), etcd or gossip.
+MEMBERSHIP ?= static
 
 .PHONY: run demo test lint typecheck pytest bench proto venv dev clean
 
 ## make run: install shoal in .venv and run a local 3-node cluster of the SlowDB demo:
-## peers on 8001-8003, HTTP API on http://127.0.0.1:9999 (and 9998, 9997); Ctrl-C stops it
+## peers on 8001-8003, HTTP API on http://127.0.0.1:9999 (and 9998, 9997); Ctrl-C stops it.
+## MEMBERSHIP=etcd: the nodes register in an etcd started for the cluster;
+## MEMBERSHIP=gossip: they gossip on UDP 8001-8003 (local timers), joining node 0
 run: venv
-	$(BIN)/shoal cluster --nodes $(NODES) --port $(PORT) --api-port $(API_PORT) --slowdb
+	@if [ "$(MEMBERSHIP)" = etcd ]; then scripts/venv.sh etcd; \
+	    command -v etcd >/dev/null 2>&1 || scripts/system-deps.sh; fi
+	$(BIN)/shoal cluster --nodes $(NODES) --port $(PORT) --api-port $(API_PORT) --slowdb \
+	    --membership $(MEMBERSHIP) $(if $(filter gossip,$(MEMBERSHIP)),--gossip-timers local)
 
 ## make demo: a scripted, self-checking tour of a 3-node cluster (free ports; exit 0 if all is well)
 demo: venv
@@ -21,6 +28,7 @@ demo: venv
 test: dev lint typecheck pytest
 
 ## make proto: regenerate the protobuf code in src/shoal/wire/_pb/ (checked in) from the .proto files
+## (groupcache.proto, geekcache.proto, shoal.proto) with the pinned grpcio-tools
 PROTO_DIR := src/shoal/wire
 proto: dev
 	rm -f $(PROTO_DIR)/_pb/*_pb2.py $(PROTO_DIR)/_pb/*_pb2.pyi
@@ -31,8 +39,11 @@ venv:
 	@if [ -f $(VENV)/.installed-dev ] && [ $(VENV)/.installed-dev -nt pyproject.toml ]; then :; \
 	else scripts/venv.sh; fi
 
+# The dev install also brings the Debian packages the tests and benchmarks use
+# (wrk, Go and golang/groupcache's sources); a no-op when they are there.
 dev:
 	@scripts/venv.sh dev
+	@scripts/system-deps.sh
 
 lint: dev
 	$(BIN)/ruff check src tests bench
@@ -46,8 +57,7 @@ pytest: dev
 
 ## make bench: every benchmark, short runs (see bench/README.md for full runs)
 bench: dev
-	@scripts/system-deps.sh
-	for b in local_hits stampede memory server; do $(BIN)/python bench/$$b.py --quick || exit 1; done
+	for b in local_hits stampede memory server cluster grpc_transport membership policies; do $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

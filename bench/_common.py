@@ -11,6 +11,7 @@ import platform
 import statistics
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 __all__ = [
     "BenchError",
@@ -83,3 +84,14 @@ def environment() -> str:
     impl = platform.python_implementation()
     version = ".".join(map(str, sys.version_info[:3]))
     return f"{impl} {version} on {platform.system()} {platform.machine()}"
+
+
+def run(main: Callable[[], int]) -> NoReturn:
+    """Run a benchmark's ``main`` and exit with its code; a :class:`BenchError`
+    (something is wrong, not slow) is printed and exits 1."""
+    try:
+        code = main()
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code)

@@ -30,7 +30,6 @@ import asyncio
 import functools
 import gc
 import random
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,7 +37,7 @@ from dataclasses import dataclass, field
 
 import cachetools
 
-from _common import BenchError, environment, loop_factories, markdown_table, median
+from _common import BenchError, environment, loop_factories, markdown_table, median, run
 from shoal import Group, GroupConfig, Store
 from shoal.sync import SyncGroup, SyncNode
 
@@ -302,8 +301,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

@@ -34,7 +34,7 @@ from typing import Any
 
 import cachetools
 
-from _common import BenchError, environment, markdown_table
+from _common import BenchError, environment, markdown_table, run
 from shoal import Store
 
 KEY_SIZE = 16
@@ -238,8 +238,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

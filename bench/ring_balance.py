@@ -30,7 +30,6 @@ import argparse
 import gc
 import hashlib
 import random
-import sys
 import time
 import zlib
 from bisect import bisect_left
@@ -40,7 +39,7 @@ from dataclasses import dataclass, field
 
 import xxhash
 
-from _common import BenchError, environment, markdown_table, median
+from _common import BenchError, environment, markdown_table, median, run
 from shoal.ring import Ring
 
 NODE_COUNTS = (3, 10, 100)
@@ -312,8 +311,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

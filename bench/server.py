@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from _common import BenchError, environment, markdown_table, median
+from _common import BenchError, environment, markdown_table, median, run
 from shoal import NotFound
 
 KEYS = 10_000
@@ -462,8 +462,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

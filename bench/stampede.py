@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import functools
 import gc
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -37,7 +36,7 @@ from typing import Any, TypeVar
 
 import cachetools
 
-from _common import BenchError, environment, loop_factories, markdown_table, median
+from _common import BenchError, environment, loop_factories, markdown_table, median, run
 from shoal import Group, GroupConfig
 
 CONCURRENCY = 10_000
@@ -229,8 +228,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    run(main)

@@ -2,6 +2,7 @@
 # Creates .venv and installs shoal into it (idempotent).
 #   scripts/venv.sh          runtime only
 #   scripts/venv.sh dev      with everything the tests and benchmarks need
+#   scripts/venv.sh etcd     with one extra (here etcd membership); any extra works
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras="${1:-}"
@@ -11,7 +12,7 @@ if [ ! -x .venv/bin/python ]; then
     .venv/bin/python -m pip install -q --upgrade pip
 fi
 spec="."
-[ "$extras" = "dev" ] && spec=".[dev]"
+[ -n "$extras" ] && spec=".[$extras]"
 stamp=".venv/.installed-${extras:-runtime}"
 # Reinstall only when the project metadata changed since the last install.
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then

@@ -50,6 +50,7 @@ __all__ = [
     "shoal_serve",
     "ShoalCluster",
     "shoal_cluster",
+    "shoal_nodes",
     "LoadLog",
     "CountedCluster",
     "loaded_value",
@@ -348,6 +349,47 @@ def shoal_cluster(
         for server in nodes:
             wait_http_ok(f"{server.url}/healthz", server.proc, ready_timeout, server.stderr_path)
         yield ShoalCluster(nodes, ring)
+
+
+@contextlib.contextmanager
+def shoal_nodes(
+    node_args: Sequence[Sequence[str]],
+    *,
+    peer_ports: Sequence[int] | None = None,
+    env: Callable[[int, str], Mapping[str, str]] | None = None,
+    ready_timeout: float = READY_TIMEOUT,
+) -> Iterator[list[ShoalServer]]:
+    """Run one ``shoal serve --port PEER-PORT *ARGS`` per entry of ``node_args``, started
+    together, until the block ends.
+
+    For clusters whose members find each other (etcd, gossip) rather than being
+    listed: each node gets a free API port and its peer port (``peer_ports``, or
+    free ones); ``env(index, peer_url)`` gives a node's environment. The block
+    starts once every node answers ``/healthz``; on exit every process is stopped
+    (SIGTERM, then SIGKILL), whatever happened, and the output files are removed.
+    """
+    count = len(node_args)
+    ports = free_ports(count if peer_ports is not None else 2 * count)
+    api_ports = ports[:count]
+    peers = list(peer_ports) if peer_ports is not None else ports[count:]
+    with contextlib.ExitStack() as stack:
+        nodes = []
+        for i, (args, peer_port) in enumerate(zip(node_args, peers, strict=True)):
+            workdir = Path(tempfile.mkdtemp(prefix=f"shoal-node{i}-"))
+            stack.callback(shutil.rmtree, workdir, ignore_errors=True)
+            url = f"http://127.0.0.1:{peer_port}"
+            server = _spawn_serve(
+                ["--port", str(peer_port), *args],
+                api_ports[i],
+                env(i, url) if env is not None else None,
+                workdir,
+            )
+            server.peer_port = peer_port
+            stack.callback(_kill, server.proc)
+            nodes.append(server)
+        for server in nodes:
+            wait_http_ok(f"{server.url}/healthz", server.proc, ready_timeout, server.stderr_path)
+        yield nodes
 
 
 LOADLOG_DIR = Path(__file__).parent / "cluster"

@@ -1,11 +1,14 @@
 """shoal: a distributed, concurrent, read-through key-value cache for asyncio.
 
 The public API is exactly ``__all__``. Optional dependencies (database
-drivers, msgpack) are imported only when used.
+drivers, msgpack, grpcio) are imported only when used.
 """
 
 from ._version import __version__ as __version__
+from .client import Client as Client
 from .codec import Codec as Codec
+from .config import EtcdConfig as EtcdConfig
+from .config import GossipConfig as GossipConfig
 from .config import GroupConfig as GroupConfig
 from .config import NodeConfig as NodeConfig
 from .errors import Closed as Closed
@@ -16,6 +19,7 @@ from .errors import InvalidTTL as InvalidTTL
 from .errors import KeyTooLarge as KeyTooLarge
 from .errors import LoadError as LoadError
 from .errors import LoadTimeout as LoadTimeout
+from .errors import MembershipError as MembershipError
 from .errors import MissingExtra as MissingExtra
 from .errors import NotFound as NotFound
 from .errors import PeerError as PeerError
@@ -43,9 +47,12 @@ __all__ = [
     "Store",
     "Codec",
     "Ring",
+    "Client",
     # configuration
     "NodeConfig",
     "GroupConfig",
+    "EtcdConfig",
+    "GossipConfig",
     # statistics
     "GroupStats",
     "StoreStats",
@@ -66,4 +73,5 @@ __all__ = [
     "PeerTimeout",
     "RemoteLoadError",
     "Closed",
+    "MembershipError",
 ]

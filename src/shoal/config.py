@@ -9,20 +9,39 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+import urllib.parse
+from dataclasses import dataclass, fields, replace
+from typing import Any, Self
 
 from .errors import ConfigError
 
-__all__ = ["GroupConfig", "NodeConfig", "POLICIES", "CODECS", "HOT_ADMISSIONS", "RINGS"]
+__all__ = [
+    "GroupConfig",
+    "NodeConfig",
+    "EtcdConfig",
+    "GossipConfig",
+    "POLICIES",
+    "CODECS",
+    "HOT_ADMISSIONS",
+    "RINGS",
+    "TRANSPORTS",
+    "GOSSIP_PROFILES",
+    "default_node_id",
+    "check_node_id",
+]
 
-POLICIES = ("lru",)
-"""Eviction policy names a group accepts."""
+POLICIES = ("lru", "lfu", "fifo", "arc", "tinylfu")
+"""Eviction policy names a group accepts: least recently used, least frequently used
+(with aging), first in first out, ARC, and W-TinyLFU (see :mod:`shoal.policy`)."""
 
 CODECS = ("bytes", "str", "json", "msgpack")
 """Codec names a group accepts."""
 
 RINGS = ("shoal", "golang", "groupcache-go")
 """Ring flavours a node accepts (DESIGN §6)."""
+
+TRANSPORTS = ("http", "grpc")
+"""Peer transports a node accepts: what its peer port speaks."""
 
 HOT_ADMISSIONS = ("random", "always", "rate", "never")
 """How a group decides to keep a copy of a value fetched from its owner."""
@@ -56,7 +75,8 @@ class GroupConfig:
     """Maximum number of cached entries. Default None: bounded by bytes only."""
 
     policy: str = "lru"
-    """Eviction policy, one of :data:`POLICIES`. Default ``lru``."""
+    """Eviction policy of the main and the hot cache, one of :data:`POLICIES`: ``lru``,
+    ``lfu``, ``fifo``, ``arc`` or ``tinylfu``. Default ``lru``."""
 
     ttl: float | None = None
     """Default time to live of a loaded or set value, in seconds. Default None:
@@ -142,8 +162,8 @@ class NodeConfig:
     """Address the peer server listens on. Default ``127.0.0.1``."""
 
     port: int | None = None
-    """Port of the peer server (the groupcache HTTP protocol). Default None: no
-    peer server; 0 picks a free port."""
+    """Port of the peer server (the groupcache HTTP protocol, or gRPC with
+    ``transport="grpc"``). Default None: no peer server; 0 picks a free port."""
 
     self_url: str | None = None
     """This node's URL as peers know it (its identity on the ring); may differ from
@@ -152,6 +172,19 @@ class NodeConfig:
     peers: tuple[str, ...] = ()
     """URLs of every member of the cluster (this node's may be included). Default
     none: the node runs alone."""
+
+    node_id: str | None = None
+    """This node's stable identity in etcd and gossip (1-128 characters of letters,
+    digits and ``_.:-[]@``). Default: ``host:port`` of ``self_url`` (see
+    :func:`default_node_id`), so a restarted node keeps its id."""
+
+    etcd: EtcdConfig | None = None
+    """Find the members through etcd (register under a lease, watch the prefix)
+    instead of the static ``peers``. Default None."""
+
+    gossip: GossipConfig | None = None
+    """Find the members by gossip (SWIM over UDP) instead of the static ``peers``.
+    Default None."""
 
     ring: str = "shoal"
     """Ring flavour: ``shoal``, ``golang`` (join golang/groupcache) or
@@ -162,6 +195,12 @@ class NodeConfig:
 
     base_path: str = "/_groupcache/"
     """Path prefix of the peer protocol. Default ``/_groupcache/``, groupcache's."""
+
+    transport: str = "http"
+    """How this node talks to its peers, and what its peer port speaks: ``http``
+    (groupcache's HTTP protocol) or ``grpc`` (gRPC, with shoal's client API,
+    geek-cache's service, health and reflection on the same port; needs the
+    ``shoal[grpc]`` extra). Every member of a cluster uses the same. Default ``http``."""
 
     peer_backoff: float = 1.0
     """Seconds a failing peer is skipped (its keys load locally meanwhile). Default 1."""
@@ -176,7 +215,8 @@ class NodeConfig:
     """Largest request line plus headers the HTTP API accepts. Default 16 KiB."""
 
     max_body_bytes: int = 16 << 20
-    """Largest request body the HTTP API accepts. Default 16 MiB."""
+    """Largest request body the HTTP API accepts, and largest message the gRPC server
+    accepts. Default 16 MiB."""
 
     header_timeout: float = 10.0
     """Seconds a client may take to send a request's headers. Default 10."""
@@ -189,6 +229,15 @@ class NodeConfig:
 
     request_timeout: float = 60.0
     """Seconds the HTTP API waits for a cache answer before replying 504. Default 60."""
+
+    @property
+    def membership(self) -> str:
+        """Where the member list comes from: ``static``, ``etcd`` or ``gossip``."""
+        if self.etcd is not None:
+            return "etcd"
+        if self.gossip is not None:
+            return "gossip"
+        return "static"
 
     def __post_init__(self) -> None:
         if self.api_port is not None and (
@@ -219,8 +268,23 @@ class NodeConfig:
             _positive("replicas", self.replicas)
         if not (self.base_path.startswith("/") and self.base_path.endswith("/")):
             raise ConfigError(f"base_path must start and end with '/', got {self.base_path!r}")
+        if self.transport not in TRANSPORTS:
+            raise ConfigError(f"unknown transport {self.transport!r}; choose one of {TRANSPORTS}")
         if self.peers and self.port is None and self.self_url is None:
             raise ConfigError("a node with peers needs a peer port (port) or a self_url")
+        if self.node_id is not None:
+            check_node_id(self.node_id)
+        if self.etcd is not None and not isinstance(self.etcd, EtcdConfig):
+            raise ConfigError(f"etcd must be an EtcdConfig, got {self.etcd!r}")
+        if self.gossip is not None and not isinstance(self.gossip, GossipConfig):
+            raise ConfigError(f"gossip must be a GossipConfig, got {self.gossip!r}")
+        dynamic = [name for name in ("etcd", "gossip") if getattr(self, name) is not None]
+        if len(dynamic) > 1:
+            raise ConfigError("choose one membership: etcd or gossip, not both")
+        if dynamic and self.peers:
+            raise ConfigError(f"{dynamic[0]} finds the members; do not also give peers")
+        if dynamic and self.port is None and self.self_url is None:
+            raise ConfigError(f"a node using {dynamic[0]} needs a peer port (port) or a self_url")
         if isinstance(self.loader_threads, bool) or not isinstance(self.loader_threads, int):
             raise ConfigError("loader_threads must be an integer")
         for name in (
@@ -235,3 +299,315 @@ class NodeConfig:
             "peer_backoff",
         ):
             _positive(name, getattr(self, name), allow_none=False)
+
+
+# --------------------------------------------------------------------------- membership
+
+_NODE_ID = re.compile(r"^[A-Za-z0-9_.:\-\[\]@]{1,128}$")
+_CLUSTER_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+def check_node_id(node_id: str) -> str:
+    """Return ``node_id`` if it is a valid node id.
+
+    Raises:
+        ConfigError: not 1 to 128 characters of letters, digits and ``_.:-[]@``
+            (a node id is a segment of the etcd key and travels in gossip).
+    """
+    if not isinstance(node_id, str) or not _NODE_ID.match(node_id):
+        raise ConfigError(
+            "a node id must be 1-128 characters of letters, digits and _ . : - [ ] @, "
+            f"got {node_id!r}"
+        )
+    return node_id
+
+
+def default_node_id(url: str) -> str:
+    """The node id derived from a node's advertised URL: its ``host:port``.
+
+    Stable across restarts (unlike a random id) and readable in logs; two nodes
+    never share a URL, so they never share this id.
+
+    >>> default_node_id("http://10.0.0.2:8001")
+    '10.0.0.2:8001'
+    """
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return check_node_id(f"{host}:{port}")
+
+
+def _host_port(value: str, what: str) -> tuple[str, int]:
+    """Split ``host:port`` (``[v6]:port`` for IPv6)."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ConfigError(f"{what} must be host:port, got {value!r}")
+    return host, int(port)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class EtcdConfig:
+    """Membership through etcd v3 (DESIGN §8).
+
+    Each node puts ``{prefix}/{cluster}/members/{node_id}`` → JSON ``{url, grpc,
+    started_at, node_id}`` under a lease of ``lease_ttl`` seconds, refreshes the
+    lease every ``keepalive_interval``, and watches the prefix. A node that dies
+    disappears when its lease runs out; a node that stops deletes its key at once.
+    """
+
+    endpoints: tuple[str, ...]
+    """etcd client URLs, ``http://host:port``; tried in turn when one fails."""
+
+    cluster: str = "default"
+    """Cluster name: several clusters can share one etcd. Default ``default``."""
+
+    lease_ttl: int = 3
+    """Seconds a member outlives its last keep-alive (a dead node is dropped after
+    at most this long). Whole seconds, as etcd grants them. Default 3."""
+
+    keepalive_interval: float | None = None
+    """Seconds between lease refreshes. Default None: a third of ``lease_ttl``."""
+
+    timeout: float = 1.0
+    """Seconds any one etcd request may take. Default 1."""
+
+    retry_interval: float = 0.5
+    """Seconds between attempts to reach etcd while it is unreachable. Default 0.5."""
+
+    prefix: str = "/shoal"
+    """Key prefix in front of the cluster name. Default ``/shoal``."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.endpoints, str) or not isinstance(self.endpoints, tuple):
+            raise ConfigError(f"etcd endpoints must be a tuple of URLs, got {self.endpoints!r}")
+        if not self.endpoints:
+            raise ConfigError("etcd needs at least one endpoint URL")
+        for url in self.endpoints:
+            self.address(url)
+        if not isinstance(self.cluster, str) or not _CLUSTER_NAME.match(self.cluster):
+            raise ConfigError(
+                "a cluster name must be 1-128 characters of letters, digits, '_', '.', '-', "
+                f"got {self.cluster!r}"
+            )
+        if isinstance(self.lease_ttl, bool) or not isinstance(self.lease_ttl, int):
+            raise ConfigError(
+                f"lease_ttl must be a whole number of seconds, got {self.lease_ttl!r}"
+            )
+        _positive("lease_ttl", self.lease_ttl)
+        _positive("keepalive_interval", self.keepalive_interval)
+        if self.keepalive_interval is not None and self.keepalive_interval >= self.lease_ttl:
+            raise ConfigError(
+                f"keepalive_interval ({self.keepalive_interval:g}s) must be shorter than "
+                f"lease_ttl ({self.lease_ttl}s)"
+            )
+        _positive("timeout", self.timeout, allow_none=False)
+        _positive("retry_interval", self.retry_interval, allow_none=False)
+        if not (self.prefix.startswith("/") and not self.prefix.endswith("/")):
+            raise ConfigError(
+                f"prefix must start with '/' and not end with it, got {self.prefix!r}"
+            )
+
+    @staticmethod
+    def address(url: str) -> tuple[str, int]:
+        """``(host, port)`` of an endpoint URL.
+
+        Raises:
+            ConfigError: not ``http://host:port`` (or ``https://``).
+        """
+        parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
+        try:
+            port = parts.port if parts is not None else None
+        except ValueError:
+            port = None
+        if (
+            parts is None
+            or parts.scheme not in ("http", "https")
+            or not parts.hostname
+            or port is None
+            or parts.path not in ("", "/")
+        ):
+            raise ConfigError(f"an etcd endpoint must be http://host:port, got {url!r}")
+        return parts.hostname, port
+
+    @property
+    def members_prefix(self) -> str:
+        """The key prefix every member of this cluster registers under."""
+        return f"{self.prefix}/{self.cluster}/members/"
+
+    @property
+    def refresh_interval(self) -> float:
+        """Seconds between lease refreshes (``keepalive_interval`` or ``lease_ttl / 3``)."""
+        return self.keepalive_interval or self.lease_ttl / 3
+
+
+GOSSIP_PROFILES = ("lan", "local")
+"""Named sets of gossip timers: ``lan`` (the defaults) and ``local`` (one machine)."""
+
+_GOSSIP_TIMERS: dict[str, dict[str, float]] = {
+    # Close to memberlist's LAN profile (probe 1 s, timeout 500 ms, suspicion 4 s).
+    "lan": {
+        "probe_interval": 1.0,
+        "probe_timeout": 0.5,
+        "suspicion_timeout": 4.0,
+        "gossip_interval": 0.2,
+        "sync_interval": 30.0,
+        "reconnect_interval": 10.0,
+        "join_interval": 2.0,
+    },
+    # Every member on one machine (tests, `make run`): loopback answers in
+    # microseconds, so a probe that takes 150 ms means a stalled process.
+    "local": {
+        "probe_interval": 0.3,
+        "probe_timeout": 0.15,
+        "suspicion_timeout": 1.0,
+        "gossip_interval": 0.05,
+        "sync_interval": 5.0,
+        "reconnect_interval": 1.0,
+        "join_interval": 0.5,
+    },
+}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GossipConfig:
+    """Membership by gossip: SWIM failure detection over UDP (DESIGN §8).
+
+    A node joins through any member's gossip address (``join``); from then on it
+    probes one member every ``probe_interval``, asks ``indirect_probes`` others
+    to probe a member that did not answer within ``probe_timeout``, suspects it
+    when none could, and declares it dead when it has not refuted the suspicion
+    within ``suspicion_timeout``. News rides on the probes and on gossip rounds
+    every ``gossip_interval``; every ``sync_interval`` two members exchange their
+    whole tables. Timer defaults are the ``lan`` profile; :meth:`profile` gives
+    the ``local`` one. See :meth:`detection_bound` for how long a crash takes to
+    be noticed everywhere.
+    """
+
+    port: int = 0
+    """UDP port to listen on. Default 0: a free port (then others must be told it)."""
+
+    host: str | None = None
+    """Address to listen on. Default None: the node's ``host``."""
+
+    advertise: str | None = None
+    """``host:port`` the other members send to. Default: the listening address
+    (with the host of the node's URL when listening on a wildcard address)."""
+
+    join: tuple[str, ...] = ()
+    """Bootstrap ``host:port`` addresses of members; one that answers is enough.
+    Default none: this node starts a cluster (others join it)."""
+
+    probe_interval: float = 1.0
+    """Seconds between two probes sent by this node. Default 1."""
+
+    probe_timeout: float = 0.5
+    """Seconds to wait for a direct ack before asking others to probe. Default 0.5."""
+
+    indirect_probes: int = 3
+    """Members asked to probe a member that did not ack (SWIM's *k*). Default 3."""
+
+    suspicion_timeout: float = 4.0
+    """Seconds a suspected member has to refute before it is declared dead. Default 4."""
+
+    gossip_interval: float = 0.2
+    """Seconds between gossip rounds that spread news. Default 0.2."""
+
+    gossip_fanout: int = 3
+    """Members each gossip round sends to. Default 3."""
+
+    retransmit_mult: int = 4
+    """Each piece of news is sent ``retransmit_mult * ceil(log10(N+1))`` times. Default 4."""
+
+    sync_interval: float = 30.0
+    """Seconds between full-table exchanges with a random member (anti-entropy). Default 30."""
+
+    reconnect_interval: float = 10.0
+    """Seconds between attempts to reach a member believed dead (heals partitions).
+    Default 10."""
+
+    join_interval: float = 2.0
+    """Seconds between join attempts while this node knows no live member. Default 2."""
+
+    dead_timeout: float = 3600.0
+    """Seconds a dead member is remembered (and retried) before it is forgotten.
+    Default 3600."""
+
+    max_packet: int = 1400
+    """Largest datagram sent, in bytes (fits an Ethernet MTU). Default 1400."""
+
+    def __post_init__(self) -> None:
+        if (
+            isinstance(self.port, bool)
+            or not isinstance(self.port, int)
+            or not (0 <= self.port <= 65535)
+        ):
+            raise ConfigError(f"gossip port must be 0-65535, got {self.port!r}")
+        if self.host is not None and (not isinstance(self.host, str) or not self.host):
+            raise ConfigError("gossip host must be a non-empty string")
+        if self.advertise is not None:
+            _host_port(self.advertise, "gossip advertise")
+        if isinstance(self.join, str) or not isinstance(self.join, tuple):
+            raise ConfigError(f"gossip join must be a tuple of host:port, got {self.join!r}")
+        for seed in self.join:
+            _host_port(seed, "a gossip join address")
+        for f in fields(self):
+            if f.type in ("float", "int") and f.name != "port":
+                value = getattr(self, f.name)
+                if f.type == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+                    raise ConfigError(f"{f.name} must be a whole number, got {value!r}")
+                _positive(f.name, value, allow_none=False)
+        if self.probe_timeout >= self.probe_interval:
+            raise ConfigError(
+                f"probe_timeout ({self.probe_timeout:g}s) must be shorter than "
+                f"probe_interval ({self.probe_interval:g}s)"
+            )
+        if self.max_packet < 512:
+            raise ConfigError(f"max_packet must be at least 512 bytes, got {self.max_packet}")
+
+    @classmethod
+    def profile(cls, name: str, **options: Any) -> Self:
+        """A config with the timers of profile ``name`` (``lan`` or ``local``);
+        ``options`` set any field, timers included.
+
+        Raises:
+            ConfigError: an unknown profile or an invalid option.
+        """
+        try:
+            timers = _GOSSIP_TIMERS[name]
+        except KeyError:
+            raise ConfigError(
+                f"unknown gossip timers {name!r}; choose one of {GOSSIP_PROFILES}"
+            ) from None
+        try:
+            return cls(**{**timers, **options})
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from exc
+
+    def with_options(self, **options: Any) -> Self:
+        """A copy with ``options`` changed (validated again)."""
+        return replace(self, **options)
+
+    def seeds(self) -> list[tuple[str, int]]:
+        """The ``join`` addresses as ``(host, port)``."""
+        return [_host_port(seed, "a gossip join address") for seed in self.join]
+
+    def detection_bound(self, members: int) -> float:
+        """Seconds within which every live member marks a crashed one dead, in a
+        cluster of ``members`` nodes with no packet loss.
+
+        Each member probes the others in a shuffled round-robin, so some member
+        probes the crashed one within ``2*(N-1)`` probe intervals (worst case, at a
+        reshuffle); it suspects it by the end of that probe interval, everyone hears
+        the suspicion within a few gossip rounds and declares the member dead when
+        ``suspicion_timeout`` runs out. Typically it takes about
+        ``2*probe_interval + suspicion_timeout``.
+        """
+        n = max(2, members)
+        return (
+            (2 * (n - 1) + 1) * self.probe_interval
+            + self.suspicion_timeout
+            + 4 * self.gossip_interval
+        )

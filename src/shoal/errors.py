@@ -29,6 +29,7 @@ __all__ = [
     "PeerTimeout",
     "RemoteLoadError",
     "Closed",
+    "MembershipError",
 ]
 
 
@@ -170,3 +171,12 @@ class Closed(ShoalError, RuntimeError):
 
     http_status = 503
     code = "closed"
+
+
+class MembershipError(ShoalError, ConnectionError):
+    """The membership backend cannot be used: etcd refused a request, or the gossip
+    socket cannot be opened. A node that loses etcd later keeps serving with its
+    last view instead of raising this."""
+
+    http_status = 503
+    code = "membership"

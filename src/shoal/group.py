@@ -21,8 +21,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
+from ._deadlines import Deadlines
 from .codec import BytesCodec, Codec, codec_for
 from .config import GroupConfig
 from .errors import (
@@ -121,6 +123,8 @@ class Group(Generic[V]):
         # own that never forwards (DESIGN §4.4): were it to join a local flight
         # waiting on a peer, two nodes could wait on each other for ever.
         self._peer_flight: Flight[bytes] = Flight()
+        # peer_timeout for every fetch from a peer, on one timer (made on first use).
+        self._peer_deadlines: Deadlines | None = None
         self.peers: PeerPicker | None = None
         """Who owns which key; set by the node when it has peers, None alone."""
         self._rng = rng if rng is not None else random.Random()
@@ -192,18 +196,39 @@ class Group(Generic[V]):
         Returns:
             The value and its absolute expiry in Unix seconds, or None.
         """
+        hit = self.serve_peer_nowait(key)
+        if hit is not None:
+            return hit
+        return await self.load_for_peer(key)
+
+    def serve_peer_nowait(self, key: str) -> tuple[bytes, float | None] | None:
+        """The cached answer to a peer's request for ``key``, or None on a miss.
+
+        Never awaits, so a peer server answers a hit without a task; on None it
+        calls :meth:`load_for_peer`. Counts the request either way.
+
+        Raises:
+            NotFound: the key is cached as missing (see ``negative_ttl``).
+        """
         self._server_requests += 1
-        store = self._main
         data = self._main_get(key)
-        if data is None:
-            store = self._hot
-            data = self._hot_get(key)
-            if data is None:
-                if self._negative.get(key) is not None:
-                    raise NotFound(key)
-                store = self._main
-                data = await self._load(key, None, forward=False)
-        return data, store.expiry(key)
+        if data is not None:
+            return data, self._main.expiry(key)
+        data = self._hot_get(key)
+        if data is not None:
+            return data, self._hot.expiry(key)
+        if self._negative.get(key) is not None:
+            raise NotFound(key)
+        return None
+
+    async def load_for_peer(self, key: str) -> tuple[bytes, float | None]:
+        """Load ``key`` for a peer after :meth:`serve_peer_nowait` missed (never forwarded).
+
+        Returns:
+            The value and its absolute expiry in Unix seconds, or None.
+        """
+        data = await self._load(key, None, forward=False)
+        return data, self._main.expiry(key)
 
     async def get_or_load(self, key: str, filler: Callable[[], Awaitable[V] | V]) -> V:
         """Return the value of ``key``, filling a miss with ``filler()`` instead of the loader.
@@ -226,6 +251,14 @@ class Group(Generic[V]):
         here, concurrently, each once. The first error other than ``NotFound`` is
         raised after every load has finished.
         """
+        found = await self.get_many_bytes(keys)
+        decode = self._decode
+        if decode is None:
+            return cast(dict[str, V], found)
+        return {k: decode(data) for k, data in found.items()}
+
+    async def get_many_bytes(self, keys: Iterable[str]) -> dict[str, bytes]:
+        """Like :meth:`get_many`, but return the stored bytes without decoding."""
         unique = list(dict.fromkeys(keys))
         found: dict[str, bytes] = {}
         local: list[str] = []
@@ -253,10 +286,7 @@ class Group(Generic[V]):
                 found.update(outcome)
         if error is not None:
             raise error
-        decode = self._decode
-        if decode is None:
-            return cast(dict[str, V], {k: found[k] for k in unique if k in found})
-        return {k: decode(found[k]) for k in unique if k in found}
+        return {k: found[k] for k in unique if k in found}
 
     async def _get_one(self, key: str) -> dict[str, bytes]:
         """One key through the normal miss path; {} if it does not exist."""
@@ -272,7 +302,7 @@ class Group(Generic[V]):
             self.validate_key(key)
         try:
             try:
-                async with asyncio.timeout(self.config.peer_timeout):
+                with self._peer_deadline():
                     fetched = await peer.get_many(self.name, keys)
             except TimeoutError as exc:
                 raise PeerTimeout(
@@ -485,7 +515,7 @@ class Group(Generic[V]):
         key = call.key
         try:
             try:
-                async with asyncio.timeout(self.config.peer_timeout):
+                with self._peer_deadline():
                     fetched = await peer.get(self.name, key)
             except TimeoutError as exc:
                 raise PeerTimeout(
@@ -504,6 +534,18 @@ class Group(Generic[V]):
         if not call.fenced and self._admit_hot(key):
             self._hot.set(key, fetched.value, expires_at=fetched.expires_at)
         return fetched.value
+
+    def _peer_deadline(self) -> AbstractContextManager[object]:
+        """A ``peer_timeout`` scope for the current task (``asyncio.timeout``'s
+        semantics on one shared timer: see :mod:`shoal._deadlines`)."""
+        deadlines = self._peer_deadlines
+        scope = deadlines.scope() if deadlines is not None else None
+        if scope is None:  # the first fetch, or the group now runs on another loop
+            deadlines = Deadlines(self.config.peer_timeout, asyncio.get_running_loop())
+            self._peer_deadlines = deadlines
+            scope = deadlines.scope()
+            assert scope is not None  # called from a task of the running loop
+        return scope
 
     def _note_peer_failure(self, peer: PeerClient, what: str, exc: PeerError) -> None:
         self._peer_errors += 1

@@ -1,7 +1,9 @@
 """Node: one cache process's composition root.
 
 A node owns its groups, the thread pool that runs synchronous loaders, the
-HTTP API server and its background tasks (the expiry sweep). It is an async
+HTTP API server and its background tasks (the expiry sweep; with a peer port,
+its membership: the etcd keep-alive and watch, or the gossip protocol, and the
+task that rebuilds the ring on every membership change). It is an async
 context manager; nothing it starts outlives the ``async with`` block, and there
 are no process globals, so several nodes can live in one process::
 
@@ -30,10 +32,11 @@ from .stats import GroupStats
 from .store import Clock
 
 if TYPE_CHECKING:
+    from .membership import Member, MemberSet, Membership
     from .peers import PeerPicker
-    from .transport import Transport
+    from .transport import PeerClient, Transport
 
-__all__ = ["Node", "new_event_loop"]
+__all__ = ["Node", "new_event_loop", "default_transport"]
 
 log = logging.getLogger("shoal.node")
 
@@ -46,6 +49,22 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
         return asyncio.new_event_loop()
     loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
     return loop
+
+
+def default_transport(config: NodeConfig) -> Transport:
+    """The peer transport ``config.transport`` names: HTTP (groupcache's protocol under
+    ``config.base_path``) or gRPC.
+
+    Raises:
+        MissingExtra: gRPC without the ``shoal[grpc]`` extra installed.
+    """
+    if config.transport == "grpc":
+        from .transport.grpc import GrpcTransport
+
+        return GrpcTransport()
+    from .transport.http import HttpTransport
+
+    return HttpTransport(base_path=config.base_path)
 
 
 class Node:
@@ -80,6 +99,11 @@ class Node:
         self._api_address: tuple[str, int] | None = None
         self._peer_address: tuple[str, int] | None = None
         self._picker: PeerPicker | None = None
+        self._membership: Membership | None = None
+        self._members: dict[str, Member] = {}
+        self._applied: MemberSet | None = None
+        self._node_id: str | None = None
+        self._started_at = time.time()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -173,6 +197,17 @@ class Node:
         return self._picker.self_url if self._picker is not None else None
 
     @property
+    def node_id(self) -> str | None:
+        """This node's stable id (``NodeConfig.node_id`` or derived from its URL),
+        once started with peers or a peer port."""
+        return self._node_id
+
+    @property
+    def membership(self) -> Membership | None:
+        """Where the member list comes from (static, etcd, gossip), once started."""
+        return self._membership
+
+    @property
     def peers(self) -> PeerPicker | None:
         """Who owns which key (ring and peer clients); None for a node alone."""
         return self._picker
@@ -185,10 +220,14 @@ class Node:
 
         Returns:
             ``self`` (this node's URL, None for a node alone), ``peer_address``,
-            ``base_path``, ``ring`` (``flavour``, ``replicas``) and ``members``:
+            ``base_path``, ``transport`` (``http`` or ``grpc``: what the members'
+            peer ports speak), ``ring`` (``flavour``, ``replicas``) and ``members``:
             one ``{url, self, share, backing_off}`` per member in ring order,
             where ``share`` is the fraction of the key space it owns. A node
-            alone has no members and owns every key (``owner`` None).
+            alone has no members and owns every key (``owner`` None). With a
+            peer port or peers, also ``node_id``, ``membership`` (the source,
+            ``static``/``etcd``/``gossip``, and its state and counters) and, per
+            member, its ``node_id`` and the ``source`` it was learned from.
         """
         cfg = self.config
         picker = self._picker
@@ -197,6 +236,7 @@ class Node:
             "self": picker.self_url if picker is not None else None,
             "peer_address": f"{address[0]}:{address[1]}" if address is not None else None,
             "base_path": cfg.base_path,
+            "transport": cfg.transport,
         }
         if picker is None:
             empty = Ring.build([], flavour=cfg.ring, replicas=cfg.replicas)
@@ -207,9 +247,20 @@ class Node:
             return info
         ring = picker.view.ring
         slow = set(picker.backing_off())
+        known = self._members
+        info["node_id"] = self._node_id
+        if self._membership is not None:
+            info["membership"] = self._membership.statistics()
         info["ring"] = {"flavour": ring.flavour, "replicas": ring.replicas}
         info["members"] = [
-            {"url": url, "self": url == picker.self_url, "share": share, "backing_off": url in slow}
+            {
+                "url": url,
+                "node_id": known[url].node_id if url in known else None,
+                "source": known[url].source if url in known else None,
+                "self": url == picker.self_url,
+                "share": share,
+                "backing_off": url in slow,
+            }
             for url, share in ring.shares().items()
         ]
         if key is not None:
@@ -220,7 +271,8 @@ class Node:
         """Replace the cluster's member list (this node is kept in it).
 
         The new ring and clients are built first and swapped in at once; clients of
-        members that left are closed in the background.
+        members that left are closed in the background. With etcd or gossip
+        membership the next change the source reports replaces this list.
 
         Raises:
             RuntimeError: the node has no peer transport (start it with ``port`` or ``peers``).
@@ -256,7 +308,11 @@ class Node:
                 stack.push_async_callback(server.aclose)
                 self._api_address = await server.start(self.config.api_host, self.config.api_port)
                 log.info("HTTP API listening on http://%s:%d", *self._api_address)
-            if self.config.port is not None or self.config.peers:
+            if (
+                self.config.port is not None
+                or self.config.peers
+                or self.config.membership != "static"
+            ):
                 await self._start_peering(stack)
             # Entered last: an error raised inside a TaskGroup's block would come out
             # wrapped in an ExceptionGroup, so nothing that can fail follows it.
@@ -264,6 +320,12 @@ class Node:
             self._background.append(
                 self._tasks.create_task(self._sweep_forever(), name="shoal-sweep")
             )
+            if self._membership is not None:
+                membership = self._membership
+                self._background += [
+                    self._tasks.create_task(membership.run(), name="shoal-membership"),
+                    self._tasks.create_task(self._follow(membership), name="shoal-members"),
+                ]
             self._stack = stack.pop_all()
 
     async def _start_peering(self, stack: contextlib.AsyncExitStack) -> None:
@@ -274,18 +336,23 @@ class Node:
         self_url = cfg.self_url
         transport = self._transport
         if transport is None:
-            from .transport.http import HttpTransport
+            transport = default_transport(cfg)
+        if cfg.port is not None and cfg.transport == "grpc":
+            from .transport.grpc import GrpcServer
 
-            transport = HttpTransport(base_path=cfg.base_path)
-        if cfg.port is not None:
+            grpc_server = GrpcServer(self)
+            stack.push_async_callback(grpc_server.aclose)
+            self._peer_address = await grpc_server.start(cfg.host, cfg.port)
+            log.info("gRPC server (peers and API) listening on %s:%d", *self._peer_address)
+        elif cfg.port is not None:
             from .transport.http import PeerServer
 
             peer_server = PeerServer(self)
             stack.push_async_callback(peer_server.aclose)
             self._peer_address = await peer_server.start(cfg.host, cfg.port)
             log.info("peer server listening on http://%s:%d%s", *self._peer_address, cfg.base_path)
-            if self_url is None:
-                self_url = "http://{}:{}".format(*self._peer_address)
+        if self_url is None and self._peer_address is not None:
+            self_url = "http://{}:{}".format(*self._peer_address)
         assert self_url is not None  # NodeConfig requires a port or a self_url with peers
         picker = PeerPicker(
             self_url,
@@ -295,11 +362,110 @@ class Node:
             backoff=cfg.peer_backoff,
         )
         stack.push_async_callback(picker.aclose)
-        picker.set_peers(cfg.peers)
         self._picker = picker
+        membership = self._make_membership(self_url)
+        first = await membership.start()
+        # Pushed after the servers and the picker, so it runs before they close: a
+        # stopping node leaves the cluster first, and the others stop asking it.
+        stack.push_async_callback(membership.aclose)
+        self._membership = membership
+        for client in self._apply_members(first):
+            await client.aclose()
         for group in self._groups.values():
             group.peers = picker
-        log.info("node %s; members: %s", self_url, ", ".join(picker.view.ring.nodes))
+        log.info(
+            "node %s (%s, %s membership); members: %s",
+            self_url,
+            self._node_id,
+            membership.source,
+            ", ".join(picker.view.ring.nodes),
+        )
+
+    def _make_membership(self, self_url: str) -> Membership:
+        """The membership source the config names, for this node."""
+        from .config import default_node_id
+
+        cfg = self.config
+        node_id = self._node_id = cfg.node_id or default_node_id(self_url)
+        # With the gRPC transport the peer port speaks gRPC: advertise it as such.
+        grpc = default_node_id(self_url) if cfg.transport == "grpc" else None
+        if cfg.etcd is not None:
+            from .membership.etcd import EtcdMembership
+
+            return EtcdMembership(
+                cfg.etcd, node_id=node_id, url=self_url, grpc=grpc, started_at=self._started_at
+            )
+        if cfg.gossip is not None:
+            from urllib.parse import urlsplit
+
+            from .membership.gossip import GossipMembership
+
+            return GossipMembership(
+                cfg.gossip,
+                node_id=node_id,
+                url=self_url,
+                host=cfg.host,
+                url_host=urlsplit(self_url).hostname,
+                grpc=grpc,
+                started_at=self._started_at,
+            )
+        from .membership.static import StaticMembership
+
+        return StaticMembership(cfg.peers, self_url=self_url, node_id=node_id)
+
+    def _apply_members(self, members: MemberSet) -> list[PeerClient]:
+        """Make ``members`` the cluster: a new ring and clients, swapped in at once.
+
+        Returns:
+            The clients of members that left, for the caller to close.
+        """
+        from .membership import Member
+        from .membership.static import StaticMembership
+
+        picker, membership = self._picker, self._membership
+        assert picker is not None
+        assert membership is not None
+        assert self._node_id is not None
+        by_url: dict[str, Member] = {}
+        for member in sorted(members, key=lambda m: (m.url, m.node_id)):
+            by_url.setdefault(member.url, member)  # one entry per URL, whatever the ids
+        if picker.self_url not in by_url:
+            # Not (yet, or no longer) registered: this node still serves its share.
+            by_url[picker.self_url] = Member(
+                node_id=self._node_id, url=picker.self_url, source=membership.source
+            )
+        # The order settles hash collisions, so every node must use the same one:
+        # the configured order for a static list, URL order for a discovered one.
+        urls = list(membership.urls) if isinstance(membership, StaticMembership) else sorted(by_url)
+        before = set(picker.view.ring.nodes)
+        gone = picker.set_peers(urls)
+        self._members = by_url
+        self._applied = members
+        after = set(picker.view.ring.nodes)
+        if before != after and self._tasks is not None:
+            joined, left = sorted(after - before), sorted(before - after)
+            log.info(
+                "members changed (%s):%s%s; now %d",
+                membership.source,
+                f" joined {', '.join(joined)}" if joined else "",
+                f" left {', '.join(left)}" if left else "",
+                len(after),
+            )
+        return gone
+
+    async def _follow(self, membership: Membership) -> None:
+        """Rebuild the ring and peer clients on every membership snapshot."""
+        assert self._tasks is not None
+        async for members in membership.snapshots():
+            if members == self._applied:
+                continue  # the view start() applied (or a repeat): keep set_peers' changes
+            try:
+                gone = self._apply_members(members)
+            except Exception:  # a bad snapshot must not take the node down
+                log.exception("applying a membership change failed; keeping the last view")
+                continue
+            for client in gone:
+                self._tasks.create_task(client.aclose())
 
     async def aclose(self) -> None:
         """Stop the servers and background tasks, cancel loads, close loaders and threads.

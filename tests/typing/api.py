@@ -38,6 +38,28 @@ async def embedded() -> None:
         print(doubled)
 
 
+async def smart_client() -> None:
+    async with shoal.Client(["grpc://127.0.0.1:8001", "http://127.0.0.1:9999"]) as client:
+        value: bytes = await client.get("scores", "Tom")
+        many: dict[str, bytes] = await client.get_many("scores", ["Tom", "Jack"])
+        await client.set("scores", "Tom", b"700", ttl=60)
+        await client.delete("scores", "Tom")
+        owner: str = client.owner("Tom")
+        members: tuple[str, ...] = client.members
+        print(value, many, owner, members, client.transport)
+
+
+async def discovered() -> None:
+    etcd = shoal.EtcdConfig(endpoints=("http://127.0.0.1:2379",), cluster="scores", lease_ttl=3)
+    gossip = shoal.GossipConfig.profile("local", port=7946, join=("10.0.0.1:7946",))
+    bound: float = gossip.detection_bound(5)
+    for config in (shoal.NodeConfig(port=8001, etcd=etcd), shoal.NodeConfig(port=0, gossip=gossip)):
+        async with shoal.Node(config) as node:
+            info = node.cluster_info()
+            source: str = config.membership
+            print(node.node_id, info["members"], source, bound)
+
+
 def threaded() -> None:
     with SyncNode() as node:
         scores = node.group("scores", load_score)

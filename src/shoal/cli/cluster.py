@@ -72,7 +72,7 @@ MAX_NODES: Final = 64
 
 # Flags of the cluster command that the supervisor sets per node instead of passing on.
 _PER_NODE: Final = frozenset(
-    {"nodes", "host", "port", "api_host", "api_port", "slowdb_file", "help"}
+    {"nodes", "host", "port", "api_host", "api_port", "slowdb_file", "help", "membership"}
 )
 
 
@@ -387,7 +387,9 @@ def child_arguments(
     args: argparse.Namespace, member: Member, members: Sequence[Member], slowdb_file: str | None
 ) -> list[str]:
     """The ``shoal`` arguments of one node: ``serve``, the cluster's own flags passed on
-    as given, and this node's ports, URL and member list."""
+    as given, and this node's ports, URL and how it finds the others: the member list
+    (``--membership static``), etcd (``--etcd``, passed on) or gossip on UDP port
+    PORT+i, joining node 0."""
     argv = ["serve"]
     actions: Sequence[argparse.Action] = args.serve_actions
     for action in actions:
@@ -415,10 +417,16 @@ def child_arguments(
         str(member.peer_port),
         "--self",
         member.url,
-        "--peers",
-        ",".join(m.url for m in members),
         "--supervised",
     ]
+    membership = getattr(args, "membership", "static")
+    if membership == "gossip":
+        # UDP and TCP ports are separate: each node gossips on its peer port number.
+        first = members[0]
+        join = f"{first.host}:{first.peer_port}"
+        argv += ["--gossip-port", str(member.peer_port), "--join", join]
+    elif membership == "static":
+        argv += ["--peers", ",".join(m.url for m in members)]
     if slowdb_file is not None:
         argv += ["--slowdb-file", slowdb_file]
     return argv
@@ -426,20 +434,33 @@ def child_arguments(
 
 def run_cluster(args: argparse.Namespace) -> int:
     """Run ``shoal cluster``; return the exit code."""
+    from .localetcd import EtcdUnavailable, LocalEtcd
     from .main import EXIT_FAILURE, EXIT_USAGE, _error, configure_logging
 
-    try:
-        plan, members, argv, db_dir = _prepare(args)
-    except ConfigError as exc:
-        return _error("cluster", exc, EXIT_USAGE)
-    configure_logging(plan.log_level, NodeLabel("cluster"))
-    try:
-        return asyncio.run(_supervise(plan, members, argv))
-    except ClusterError as exc:
-        return _error("cluster", exc, EXIT_FAILURE)
-    finally:
-        if db_dir is not None:
-            shutil.rmtree(db_dir, ignore_errors=True)
+    with contextlib.ExitStack() as cleanup:
+        if args.membership == "etcd" and not (args.etcd or os.environ.get("SHOAL_ETCD")):
+            # No etcd given: run one for the cluster, gone when the cluster stops.
+            try:
+                etcd = cleanup.enter_context(LocalEtcd(die_with_parent=True))
+            except EtcdUnavailable as exc:
+                return _error("cluster", f"--membership etcd without --etcd: {exc}", EXIT_FAILURE)
+            args.etcd = etcd.url
+            print(f"shoal: etcd for the cluster at {etcd.url}", flush=True)
+        elif args.membership != "etcd" and args.etcd:
+            return _error("cluster", "--etcd needs --membership etcd", EXIT_USAGE)
+        try:
+            plan, members, argv, db_dir = _prepare(args)
+        except ConfigError as exc:
+            return _error("cluster", exc, EXIT_USAGE)
+        configure_logging(plan.log_level, NodeLabel("cluster"))
+        try:
+            return asyncio.run(_supervise(plan, members, argv))
+        except ClusterError as exc:
+            return _error("cluster", exc, EXIT_FAILURE)
+        finally:
+            if db_dir is not None:
+                shutil.rmtree(db_dir, ignore_errors=True)
+    raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
 
 
 def _prepare(
@@ -539,7 +560,9 @@ def _print_banner(plan: ServePlan, members: list[Member]) -> None:
     from .main import curl_urls
 
     first = members[0]
-    lines = [f"shoal: a cluster of {len(members)} nodes is ready"]
+    how = {"static": "a static member list", "etcd": "etcd", "gossip": "gossip"}
+    membership = plan.node.membership
+    lines = [f"shoal: a cluster of {len(members)} nodes is ready (members by {how[membership]})"]
     for m in members:
         pid = m.proc.pid if m.proc is not None else 0
         lines.append(f"  {m.name}: peers {m.url}, HTTP API {m.api_url} (pid {pid})")
