@@ -109,7 +109,7 @@ async def test_expiry_travels_in_nanoseconds() -> None:
         (Reply(answer(500, b"boom\n")), RemoteLoadError, "loading 'k' failed: boom"),
         (Reply(answer(503, b"db down\n")), RemoteLoadError, "db down"),
         (Reply(answer(503)), PeerError, "answered 503"),
-        (Reply(answer(502, b"bad gateway")), PeerError, "answered 502: bad gateway"),
+        (Reply(answer(502, b"bad gateway")), PeerUnavailable, "answered 502: bad gateway"),
         (Reply(answer(400, b"bad request\n")), PeerError, "answered 400"),
         (Reply(answer(200, b"\x0a\x05ab")), PeerError, "undecodable"),
         (Reply(b"HTTP/9 what\r\n\r\n", "hang"), PeerError, "malformed HTTP answer"),

@@ -75,7 +75,8 @@ each with its own pool of keep-alive connections (``asyncio.Protocol`` plus the
 
 Every foreign error (``OSError``, ``httptools`` errors, codec errors) is
 translated here, with its cause chained: a connection that cannot be made or is
-lost becomes :class:`~shoal.errors.PeerUnavailable`; a malformed answer or an
+lost, or a 502 (the peer is closing), becomes
+:class:`~shoal.errors.PeerUnavailable`; a malformed answer or an
 unexpected status :class:`~shoal.errors.PeerError`; 404 on a key
 :class:`~shoal.errors.NotFound`; a 500 or 503 with a body (the owner's loader
 failed) :class:`~shoal.errors.RemoteLoadError`.
@@ -1052,6 +1053,9 @@ class HttpPeerClient:
         if classify_get_status(status) is PeerReply.LOAD_FAILED and text:
             what = repr(key) if key is not None else "a batch"
             return RemoteLoadError(f"{self._url}: loading {what} failed: {text}")
+        if status == STATUS_NODE_UNAVAILABLE:
+            # The peer cannot serve at all (it is closing): fail over as for a dead peer.
+            return PeerUnavailable(f"{self._url}: answered {status}: {text}")
         return PeerError(f"{self._url}: answered {status}: {text}")
 
     def _check_written(self, answer: _Answer, what: str) -> None:
