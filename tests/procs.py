@@ -16,6 +16,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import itertools
+import json
 import os
 import random
 import shutil
@@ -212,6 +213,33 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def http_get(url: str) -> tuple[int, bytes]:
+    """GET ``url`` like curl: the status and body, for error statuses too."""
+    try:
+        with urllib.request.urlopen(url, timeout=30) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, exc.read()
+
+
+def group_stats(node: ShoalServer, group: str) -> dict[str, Any]:
+    """The statistics of ``group`` on ``node``, from its ``GET /v1/stats``."""
+    status, body = http_get(f"{node.url}/v1/stats")
+    assert status == 200, body
+    stats: dict[str, Any] = json.loads(body)["groups"][group]
+    return stats
+
+
+async def until(condition: Callable[[], bool], what: str, within: float = 60.0) -> None:
+    """Poll ``condition`` (cheaply, on the loop) until it holds; fail after ``within`` s."""
+    deadline = time.monotonic() + within
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
 
 
 def wait_http_ok(url: str, proc: subprocess.Popen[bytes], timeout: float, log: Path) -> None:

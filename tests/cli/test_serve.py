@@ -7,8 +7,6 @@ import signal
 import socket
 import textwrap
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -23,6 +21,7 @@ from procs import (
     create_table,
     drop_table,
     free_port,
+    http_get,
     run_async,
     run_shoal,
     shoal_serve,
@@ -30,16 +29,6 @@ from procs import (
 )
 
 ROWS: list[Row] = [("Tom", "hello", 630, None), ("ghost", None, None, None)]
-
-
-def http_get(url: str) -> tuple[int, bytes]:
-    """GET ``url`` like curl: the status and body, for error statuses too."""
-    try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
 
 
 def wait_for_text(read: object, text: str, timeout: float = 10.0) -> str:

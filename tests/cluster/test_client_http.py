@@ -6,36 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import shoal
-from procs import CountedCluster, LoadLog, ShoalServer, loaded_value, shoal_cluster
+from procs import (
+    CountedCluster,
+    LoadLog,
+    ShoalServer,
+    group_stats,
+    http_get,
+    loaded_value,
+    shoal_cluster,
+)
 
 GROUP = "data"
 
 
-def http_get(url: str) -> tuple[int, bytes]:
-    """GET ``url``: the status and body, for error statuses too."""
-    try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
-
-
 def stats(node: ShoalServer) -> dict[str, Any]:
     """The statistics of group ``data`` on ``node``."""
-    status, body = http_get(f"{node.url}/v1/stats")
-    assert status == 200, body
-    group: dict[str, Any] = json.loads(body)["groups"][GROUP]
-    return group
+    return group_stats(node, GROUP)
 
 
 async def test_the_client_sends_each_key_to_its_owner(counted: CountedCluster) -> None:

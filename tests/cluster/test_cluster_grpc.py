@@ -7,9 +7,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import urllib.request
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,16 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 import shoal
-from procs import CountedCluster, LoadLog, ShoalServer, loaded_value, shoal_cluster
+from procs import (
+    CountedCluster,
+    LoadLog,
+    ShoalServer,
+    group_stats,
+    http_get,
+    loaded_value,
+    shoal_cluster,
+    until,
+)
 from shoal.wire._pb import shoal_pb2 as pb
 from transport.grpckit import raw_call
 
@@ -61,14 +69,14 @@ def target(node: ShoalServer) -> str:
 
 def http_json(url: str) -> Any:
     """GET ``url`` and decode its JSON."""
-    with urllib.request.urlopen(url, timeout=30) as resp:
-        return json.loads(resp.read())
+    status, body = http_get(url)
+    assert status == 200, body
+    return json.loads(body)
 
 
 def stats(node: ShoalServer, group: str = GROUP) -> dict[str, Any]:
     """A group's statistics on ``node`` (from the HTTP API, which a gRPC node also has)."""
-    groups: dict[str, dict[str, Any]] = http_json(f"{node.url}/v1/stats")["groups"]
-    return groups[group]
+    return group_stats(node, group)
 
 
 async def get(node: ShoalServer, key: str, group: str = GROUP) -> tuple[grpc.StatusCode, bytes]:
@@ -77,16 +85,6 @@ async def get(node: ShoalServer, key: str, group: str = GROUP) -> tuple[grpc.Sta
     answer = await raw_call(target(node), "/shoal.v1.Cache/Get", request, deadline=30)
     value = pb.GetResponse.FromString(answer.body).value if answer.body is not None else b""
     return answer.status, value
-
-
-async def until(condition: Callable[[], bool], what: str, within: float = 60.0) -> None:
-    """Poll ``condition`` on the loop until it holds; fail after ``within`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + within
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 OK = grpc.StatusCode.OK

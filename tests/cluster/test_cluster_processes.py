@@ -7,11 +7,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-import time
-import urllib.error
-import urllib.request
 import zlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,42 +15,29 @@ import aiohttp
 import pytest
 
 from api.rawhttp import call
-from procs import CountedCluster, LoadLog, ShoalServer, loaded_value, shoal_cluster
+from procs import (
+    CountedCluster,
+    LoadLog,
+    ShoalServer,
+    group_stats,
+    http_get,
+    loaded_value,
+    shoal_cluster,
+    until,
+)
 from shoal.wire.codec import decode_get_response, encode_set_request
 
 GROUP = "data"
 
 
-def http_get(url: str) -> tuple[int, bytes]:
-    """GET ``url``: the status and body, for error statuses too."""
-    try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
-
-
 def stats(node: ShoalServer) -> dict[str, Any]:
     """The statistics of group ``data`` on ``node``."""
-    status, body = http_get(f"{node.url}/v1/stats")
-    assert status == 200, body
-    group: dict[str, Any] = json.loads(body)["groups"][GROUP]
-    return group
+    return group_stats(node, GROUP)
 
 
 def get(node: ShoalServer, key: str) -> tuple[int, bytes]:
     """``GET /api?key=KEY`` on ``node``."""
     return http_get(f"{node.url}/api?key={key}")
-
-
-async def until(condition: Callable[[], bool], what: str, within: float = 60.0) -> None:
-    """Poll ``condition`` (cheaply, on the loop) until it holds; fail after ``within`` s."""
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 # --------------------------------------------------------------------------- the read path

@@ -7,23 +7,11 @@ import re
 import signal
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
-from procs import ProcessGroup, free_port_range, process_gone, process_group, shoal_cmd
+from procs import ProcessGroup, free_port_range, http_get, process_gone, process_group, shoal_cmd
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def http_get(url: str) -> tuple[int, bytes]:
-    """GET ``url``: the status and body, for error statuses too."""
-    try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read()
 
 
 def wait_until_gone(pids: list[int], timeout: float = 15.0) -> None:
