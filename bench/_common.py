@@ -7,14 +7,21 @@ first on ``sys.path`` when run, which is how they import this module.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import NoReturn
 
 __all__ = [
     "BenchError",
+    "child_process",
     "environment",
     "loop_factories",
     "markdown_table",
@@ -95,3 +102,57 @@ def run(main: Callable[[], int]) -> NoReturn:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     sys.exit(code)
+
+
+@contextlib.contextmanager
+def child_process(
+    name: str,
+    cmd: Sequence[str],
+    log: Path,
+    ready: Callable[[], bool],
+    *,
+    ready_timeout: float = 60.0,
+    stop_timeout: float = 10.0,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``cmd`` until the block ends; enter the block once ``ready()`` holds.
+
+    The process writes stdout and stderr to ``log``, runs without the caller's
+    ``SHOAL_*`` variables and finds this directory's modules on ``PYTHONPATH``.
+    ``ready`` raising OSError counts as not ready yet. At the end the process gets
+    SIGTERM, then SIGKILL after ``stop_timeout`` seconds.
+
+    Raises:
+        BenchError: the process exited, or was not ready within ``ready_timeout``
+            seconds (the message ends with the tail of its log).
+    """
+    here = str(Path(__file__).resolve().parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
+        )
+
+    def tail() -> str:
+        return log.read_text(errors="replace")[-4000:]
+
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise BenchError(f"{name} exited with {proc.returncode}:\n{tail()}")
+            with contextlib.suppress(OSError):
+                if ready():
+                    break
+            if time.monotonic() > deadline:
+                raise BenchError(f"{name} was not ready within {ready_timeout}s:\n{tail()}")
+            time.sleep(0.1)
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(stop_timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

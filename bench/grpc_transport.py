@@ -50,15 +50,13 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import BenchError, environment, markdown_table, median, run
+from _common import BenchError, child_process, environment, markdown_table, median, run
 from shoal import NotFound
 
 KEYS = 10_000
 VALUE_SIZE = 100
 GROUP = "bench"
-HERE = Path(__file__).resolve().parent
 READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 10.0
 
 
 def value_of(key: str) -> bytes:
@@ -136,33 +134,13 @@ class Proc:
 def started(name: str, cmd: Sequence[str], api_port: int, workdir: Path) -> Iterator[Proc]:
     """Run ``cmd`` until the block ends, once its HTTP API answers ``/healthz``."""
     log = workdir / f"{name}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
-        )
-    server = Proc(name, proc, log, api_port)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise BenchError(f"{name} exited with {proc.returncode}:\n{server.output()}")
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=2).close()
-                break
-            if time.monotonic() > deadline:
-                raise BenchError(f"{name} did not start in {READY_TIMEOUT}s:\n{server.output()}")
-            time.sleep(0.1)
-        yield server
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+
+    def ready() -> bool:
+        urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=2).close()
+        return True
+
+    with child_process(name, cmd, log, ready, ready_timeout=READY_TIMEOUT) as proc:
+        yield Proc(name, proc, log, api_port)
 
 
 def loader_calls(servers: Sequence[Proc]) -> int:

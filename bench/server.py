@@ -40,22 +40,19 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from _common import BenchError, environment, markdown_table, median, run
+from _common import BenchError, child_process, environment, markdown_table, median, run
 from shoal import NotFound
 
 KEYS = 10_000
 VALUE_SIZE = 100
 GROUP = "bench"
 CONNECTIONS = 64
-HERE = Path(__file__).resolve().parent
 READY_TIMEOUT = 60.0
-STOP_TIMEOUT = 10.0
 AIOHTTP = "aiohttp"
 MINIMAL = "reference: asyncio Protocol + httptools + dict"
 
@@ -215,37 +212,12 @@ class Server:
 def started(name: str, cmd: Sequence[str], port: int, workdir: Path) -> Iterator[Server]:
     """Run ``cmd`` until the block ends; wait until ``GET /api?key=k0`` answers 200."""
     log = workdir / f"{name.split()[0]}.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
-        )
-    server = Server(name, port, proc, log)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                raise BenchError(f"{name} exited with {proc.returncode}:\n{server.output()}")
-            try:
-                if fetch(port, "/api?key=k0", timeout=2)[0] == 200:
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise BenchError(
-                    f"{name} did not answer within {READY_TIMEOUT}s:\n{server.output()}"
-                )
-            time.sleep(0.1)
-        yield server
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+
+    def ready() -> bool:
+        return fetch(port, "/api?key=k0", timeout=2)[0] == 200
+
+    with child_process(name, cmd, log, ready, ready_timeout=READY_TIMEOUT) as proc:
+        yield Server(name, port, proc, log)
 
 
 def warm(port: int) -> None:
