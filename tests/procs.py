@@ -502,6 +502,8 @@ def process_group(args: Sequence[str], *, cwd: Path | None = None) -> Iterator[P
 
     For commands that start processes of their own (``shoal cluster``, ``shoal
     demo``, ``make``): the children share the group, so nothing outlives the test.
+    Their temporary files go to a directory of the test's (``TMPDIR``), removed at
+    the end, so a process killed before it could clean up leaves nothing behind.
     """
     workdir = Path(tempfile.mkdtemp(prefix="shoal-group-"))
     try:
@@ -512,7 +514,7 @@ def process_group(args: Sequence[str], *, cwd: Path | None = None) -> Iterator[P
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=clean_env(),
+                env=clean_env(TMPDIR=str(workdir)),
                 cwd=cwd,
                 start_new_session=True,
             )
