@@ -217,8 +217,14 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
 
 def http_get(url: str) -> tuple[int, bytes]:
     """GET ``url`` like curl: the status and body, for error statuses too."""
+    return http_request("GET", url)
+
+
+def http_request(method: str, url: str, body: bytes | None = None) -> tuple[int, bytes]:
+    """``method`` ``url`` like curl: the status and body, for error statuses too."""
+    request = urllib.request.Request(url, data=body, method=method)
     try:
-        with urllib.request.urlopen(url, timeout=30) as resp:
+        with urllib.request.urlopen(request, timeout=30) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         with exc:

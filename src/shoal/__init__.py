@@ -13,6 +13,7 @@ from .config import GroupConfig as GroupConfig
 from .config import NodeConfig as NodeConfig
 from .errors import Closed as Closed
 from .errors import ConfigError as ConfigError
+from .errors import GroupFull as GroupFull
 from .errors import GroupNotFound as GroupNotFound
 from .errors import InvalidKey as InvalidKey
 from .errors import InvalidTTL as InvalidTTL
@@ -64,6 +65,7 @@ __all__ = [
     "GroupNotFound",
     "InvalidKey",
     "InvalidTTL",
+    "GroupFull",
     "KeyTooLarge",
     "ValueTooLarge",
     "LoadError",

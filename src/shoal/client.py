@@ -115,10 +115,10 @@ class _HttpNode:
     async def set(self, group: str, key: str, value: bytes, ttl: float | None) -> None:
         # The protocol carries an absolute expiry (groupcache-go's SetRequest.expire).
         expires_at = time.time() + ttl if ttl is not None else None
-        await self._peer.set(group, key, value, expires_at)
+        await self._peer.set(group, key, value, expires_at, client=True)
 
     async def delete(self, group: str, key: str) -> None:
-        await self._peer.delete(group, key)
+        await self._peer.delete(group, key, client=True)
 
     async def aclose(self) -> None:
         await self._peer.aclose()
@@ -315,25 +315,24 @@ class Client:
         return await self._attempt(view, url, lambda node: node.get_many(group, keys))
 
     async def set(self, group: str, key: str, value: bytes, ttl: float | None = None) -> None:
-        """Store ``value`` under ``key`` at its owner (the group's TTL unless ``ttl``
-        is given), then drop the key from the other members' caches.
+        """Store ``value`` under ``key`` (the group's TTL unless ``ttl`` is given),
+        through the key's owner, whose write path drops the other members' copies
+        (in a replicated group, sends the write to every member).
 
         Raises:
             InvalidKey, ValueTooLarge, InvalidTTL: refused by the node (over HTTP, a
                 PeerError naming the reason).
             PeerUnavailable, PeerTimeout: the owner (and its stand-in) could not be reached.
         """
-        target, _ = await self._on_owner(key, lambda node: node.set(group, key, value, ttl))
-        await self._drop_elsewhere(group, key, keep=target)
+        await self._on_owner(key, lambda node: node.set(group, key, value, ttl))
 
     async def delete(self, group: str, key: str) -> None:
-        """Drop ``key`` from every member's caches (the owner's first).
+        """Drop ``key`` from every member's caches, through the key's owner.
 
         Raises:
             PeerUnavailable, PeerTimeout: the owner (and its stand-in) could not be reached.
         """
-        target, _ = await self._on_owner(key, lambda node: node.delete(group, key))
-        await self._drop_elsewhere(group, key, keep=target)
+        await self._on_owner(key, lambda node: node.delete(group, key))
 
     # -- routing and failures ---------------------------------------------------------
 
@@ -412,21 +411,6 @@ class Client:
         except _NODE_FAILURES:
             self._failed(retry)
             raise
-
-    async def _drop_elsewhere(self, group: str, key: str, *, keep: str) -> None:
-        """Delete ``key`` on every member but ``keep`` (best effort: members that
-        cannot be reached are skipped)."""
-        view = self._current()
-        others = [url for url in view.ring.nodes if url != keep and not self._is_down(url)]
-        outcomes = await asyncio.gather(
-            *(self._attempt(view, url, lambda n: n.delete(group, key)) for url in others),
-            return_exceptions=True,
-        )
-        for url, outcome in zip(others, outcomes, strict=True):
-            if isinstance(outcome, _NODE_FAILURES):
-                self._failed(url)
-            elif isinstance(outcome, BaseException):
-                raise outcome
 
     async def _after_failure(self) -> _View:
         """A fresh view if the last refresh is older than ``backoff`` (one refresh at a

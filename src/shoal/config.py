@@ -23,6 +23,7 @@ __all__ = [
     "POLICIES",
     "CODECS",
     "HOT_ADMISSIONS",
+    "MODES",
     "RINGS",
     "TRANSPORTS",
     "GOSSIP_PROFILES",
@@ -45,6 +46,10 @@ TRANSPORTS = ("http", "grpc")
 
 HOT_ADMISSIONS = ("random", "always", "rate", "never")
 """How a group decides to keep a copy of a value fetched from its owner."""
+
+MODES = ("partitioned", "replicated")
+"""How a group spreads its keys over the cluster: each key at its owner
+(``partitioned``), or every key on every member (``replicated``)."""
 
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
@@ -117,6 +122,29 @@ class GroupConfig:
     hot_rate_window: float = 60.0
     """With ``hot_admission="rate"``: the window those fetches must fall in, in seconds."""
 
+    stale_while_revalidate: float | None = None
+    """Seconds an expired value may still be served while one background load
+    replaces it (the first get after expiry starts the load, every get meanwhile
+    gets the old value at once). Default None: an expired value is never served."""
+
+    mode: str = "partitioned"
+    """``partitioned`` (default): each key lives at its owner, other members keep
+    hot copies. ``replicated``: every member keeps every key; a write on any member
+    reaches all of them (last writer wins by hybrid-logical-clock version) and
+    anti-entropy repairs whatever a push missed. A replicated group holds every
+    key it is given: its capacity bounds the writes this node accepts
+    (``GroupFull``), it never evicts, as that would make members disagree."""
+
+    tombstone_ttl: float = 86_400.0
+    """Replicated groups: seconds a delete (or an expired value) is remembered, so a
+    write older than it arriving late cannot bring the key back. A member
+    partitioned away for longer than this may resurrect keys deleted meanwhile.
+    Default one day."""
+
+    anti_entropy_interval: float = 5.0
+    """Replicated groups: seconds between two digest exchanges with a random peer.
+    Default 5."""
+
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _GROUP_NAME.match(self.name):
             raise ConfigError(
@@ -145,6 +173,11 @@ class GroupConfig:
             raise ConfigError(f"hot_fraction must be between 0 and 1, got {self.hot_fraction!r}")
         _positive("hot_rate_count", self.hot_rate_count, allow_none=False)
         _positive("hot_rate_window", self.hot_rate_window, allow_none=False)
+        _positive("stale_while_revalidate", self.stale_while_revalidate)
+        if self.mode not in MODES:
+            raise ConfigError(f"unknown mode {self.mode!r}; choose one of {MODES}")
+        _positive("tombstone_ttl", self.tombstone_ttl, allow_none=False)
+        _positive("anti_entropy_interval", self.anti_entropy_interval, allow_none=False)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

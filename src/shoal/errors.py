@@ -22,6 +22,8 @@ __all__ = [
     "KeyTooLarge",
     "ValueTooLarge",
     "InvalidTTL",
+    "GroupFull",
+    "BadRequest",
     "LoadError",
     "LoadTimeout",
     "PeerError",
@@ -111,6 +113,20 @@ class InvalidTTL(ShoalError, ValueError):
 
     http_status = 400
     code = "invalid_ttl"
+
+
+class BadRequest(ShoalError, ValueError):
+    """A peer's or client's message cannot be decoded or makes no sense."""
+
+    http_status = 400
+    code = "bad_request"
+
+
+class GroupFull(ShoalError):
+    """A replicated group holds its capacity: it takes no new keys until some are deleted."""
+
+    http_status = 507
+    code = "group_full"
 
 
 class LoadError(ShoalError):

@@ -36,6 +36,7 @@ from .errors import (
     NotFound,
     PeerError,
     PeerTimeout,
+    PeerUnavailable,
     ValueTooLarge,
 )
 from .singleflight import Call, Flight
@@ -45,6 +46,7 @@ from .value import Value, with_ttl
 
 if TYPE_CHECKING:
     from .peers import PeerPicker
+    from .replication import Replica
     from .transport import PeerClient
 
 log = logging.getLogger("shoal.group")
@@ -52,6 +54,7 @@ log = logging.getLogger("shoal.group")
 __all__ = ["Group", "Loader"]
 
 V = TypeVar("V")
+T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
 Loader = Callable[[str], "Awaitable[V | Value[V]] | V | Value[V]"]
@@ -96,17 +99,36 @@ class Group(Generic[V]):
         # own; empty while the group runs alone) gets hot_fraction, main the rest.
         main_bytes, hot_bytes = _split(config.capacity_bytes, config.hot_fraction)
         main_entries, hot_entries = _split(config.capacity_entries, config.hot_fraction)
+        if config.mode == "replicated":
+            # Every member holds every key: the main cache mirrors the replicated
+            # state and never evicts (capacity bounds the writes instead).
+            main_bytes = main_entries = None
+        # With stale_while_revalidate, values that expire move to a store of their
+        # own for the grace period; the hit path is untouched.
+        grace = config.stale_while_revalidate
+        self._stale: Store | None = None
+        on_expire: Callable[[str, bytes, float], object] | None = None
+        if grace is not None:
+            stale = self._stale = Store(
+                capacity_bytes=hot_bytes, capacity_entries=hot_entries, clock=clock
+            )
+
+            def on_expire(key: str, value: bytes, expiry: float) -> None:
+                stale.set(key, value, expires_at=expiry + grace)
+
         self._main = Store(
             capacity_bytes=main_bytes,
             capacity_entries=main_entries,
             policy=config.policy,
             clock=clock,
+            on_expire=on_expire,
         )
         self._hot = Store(
             capacity_bytes=hot_bytes,
             capacity_entries=hot_entries,
             policy=config.policy,
             clock=clock,
+            on_expire=on_expire,
         )
         # Keys the loader said do not exist (kept for ``negative_ttl``); apart from the
         # main cache, so a main-cache hit never needs a check for a negative entry.
@@ -139,6 +161,12 @@ class Group(Generic[V]):
         self._peer_loads = 0
         self._peer_errors = 0
         self._server_requests = 0
+        self.replica: Replica | None = None
+        """The replicated state of a ``mode="replicated"`` group, else None."""
+        if config.mode == "replicated":
+            from .replication import Replica
+
+            self.replica = Replica(self, clock=clock, rng=rng)
 
     def __repr__(self) -> str:
         return f"<Group {self.name!r} items={len(self._main)} bytes={self._main.nbytes}>"
@@ -154,8 +182,11 @@ class Group(Generic[V]):
         data = self._main_get(key)
         if data is None:
             data = self._hot_get(key)
-            if data is None and self._negative.get(key) is not None:
-                raise NotFound(key)
+            if data is None:
+                if self._negative.get(key) is not None:
+                    raise NotFound(key)
+                if self._stale is not None:
+                    data = self._serve_stale(key)
         return data
 
     async def get(self, key: str) -> V:
@@ -219,6 +250,12 @@ class Group(Generic[V]):
             return data, self._hot.expiry(key)
         if self._negative.get(key) is not None:
             raise NotFound(key)
+        if self._stale is not None:
+            data = self._serve_stale(key)
+            if data is not None:  # with its real (past) expiry: the asker keeps no copy
+                expiry = self._stale.expiry(key)
+                grace = self.config.stale_while_revalidate or 0.0
+                return data, None if expiry is None else expiry - grace
         return None
 
     async def load_for_peer(self, key: str) -> tuple[bytes, float | None]:
@@ -325,11 +362,17 @@ class Group(Generic[V]):
     async def set(self, key: str, value: V, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` (the group's TTL unless ``ttl`` is given).
 
-        A load of the key still in flight will not overwrite it.
+        In a partitioned group the value is stored at the key's owner and every
+        other member drops its copy; in a replicated group every member gets
+        it. A load of the key in flight anywhere will not overwrite it.
 
         Raises:
             InvalidKey, KeyTooLarge: for a bad key. ValueTooLarge: over ``max_value_bytes``.
+            InvalidTTL: a TTL that is not positive and finite.
             TypeError: the codec cannot encode ``value``.
+            PeerUnavailable, PeerTimeout: the key's owner could not be reached
+                (partitioned groups; the value is not stored).
+            GroupFull: a replicated group holds its capacity.
         """
         await self.set_bytes(key, self._codec.encode(value), ttl)
 
@@ -343,38 +386,263 @@ class Group(Generic[V]):
     ) -> None:
         """Like :meth:`set`, with bytes already encoded.
 
-        ``expires_at`` (absolute Unix seconds, as a peer sends it) wins over ``ttl``.
+        ``expires_at`` (absolute Unix seconds) wins over ``ttl``.
+        """
+        self._check_write(key, data, ttl)
+        if expires_at is None:
+            ttl = self.config.ttl if ttl is None else ttl
+            expires_at = None if ttl is None else self._clock() + ttl
+        if self.replica is not None:
+            await self.replica.write(key, data, expires_at)
+            return
+        peers = self.peers
+        owner = self._owner_client(key)
+        if owner is None:
+            self._store(key, data, expires_at)
+        else:
+            await self._on_peer(owner, f"set {key!r}", owner.set(self.name, key, data, expires_at))
+        if peers is not None:
+            # The owner has the new value: now every copy elsewhere goes (after the
+            # owner, so a copy fetched meanwhile is the new value or is fenced).
+            await self._broadcast_remove([key], skip=owner)
+        if owner is not None:
+            self._drop_local([key])
+
+    async def delete(self, key: str) -> bool:
+        """Remove ``key`` from every member's caches; return whether it was cached.
+
+        A load of the key in flight on any member is fenced: its result reaches
+        its waiters but is not cached.
+
+        Returns:
+            Whether the key was cached (or being loaded) at its owner (False when
+            the owner is a Go node, which does not say).
+
+        Raises:
+            PeerUnavailable, PeerTimeout: the owner could not be reached (the key
+                is still removed everywhere else).
         """
         self.validate_key(key)
+        return await self.remove_keys([key]) > 0
+
+    async def remove_keys(self, keys: Iterable[str]) -> int:
+        """Remove several keys from every member's caches (see :meth:`delete`).
+
+        Returns:
+            How many of the keys were cached (or being loaded) at their owners (a Go
+            owner does not say: its keys are not counted).
+
+        Raises:
+            PeerUnavailable, PeerTimeout: an owner could not be reached (the keys are
+                still removed everywhere else).
+        """
+        wanted = list(dict.fromkeys(keys))
+        for key in wanted:
+            self.validate_key(key)
+        if self.replica is not None:
+            return await self.replica.delete(wanted)
+        if self.peers is None:
+            return self._drop_local(wanted)
+        owned: dict[PeerClient | None, list[str]] = {}
+        error: BaseException | None = None
+        for key in wanted:
+            try:
+                owner = self._owner_client(key)
+            except PeerUnavailable as exc:  # still removed everywhere else
+                error = error or exc
+                continue
+            owned.setdefault(owner, []).append(key)
+        mine = owned.pop(None, [])
+        removed = self._drop_local(mine)
+        # Owners first, then everyone else's copies (hot copies, and this node's).
+        outcomes = await asyncio.gather(
+            *(
+                self._on_peer(peer, f"remove {len(ks)} keys", peer.remove_keys(self.name, ks))
+                for peer, ks in owned.items()
+                if peer is not None
+            ),
+            return_exceptions=True,
+        )
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                error = error or outcome
+            elif outcome is not None:
+                removed += outcome
+        await self._broadcast_remove(wanted)
+        if len(mine) < len(wanted):
+            # This node's own hot copies, last (see set_bytes). The owners counted.
+            local = set(mine)
+            self._drop_local([k for k in wanted if k not in local])
+        if error is not None:
+            raise error
+        return removed
+
+    async def invalidate(self, key: str) -> None:
+        """Drop every cached copy of ``key`` so the next get loads it afresh."""
+        await self.delete(key)
+
+    async def invalidate_group(self) -> int:
+        """Drop every key of the group on every member (a cache reset).
+
+        Loads in flight anywhere are fenced. In a replicated group this is a
+        versioned write: a member that misses it (down, partitioned) drops its
+        older keys when anti-entropy reaches it.
+
+        Returns:
+            How many keys this node had.
+        """
+        if self.replica is not None:
+            return await self.replica.invalidate()
+        removed = self._clear_local()
+        if self.peers is not None:
+            # Twice: a member still holding old values during the first round may
+            # have handed one to a member already cleared.
+            for _ in range(2):
+                await self._on_every_peer("invalidate", lambda peer: peer.invalidate(self.name))
+                self._clear_local()
+        return removed
+
+    # -- writes that arrive from peers: this node only --------------------------
+
+    async def apply_set(self, key: str, data: bytes, *, expires_at: float | None) -> None:
+        """Store a value a peer sent (it owns the key here, or a Go peer wrote it).
+
+        Never forwarded. In a replicated group it becomes a write of this node.
+        """
+        self._check_write(key, data, None)
+        if self.replica is not None:
+            await self.replica.write(key, data, expires_at)
+            return
+        self._store(key, data, expires_at)
+
+    async def apply_remove(self, keys: Iterable[str]) -> int:
+        """Drop keys a peer named from this node's caches (never forwarded)."""
+        wanted = list(keys)
+        for key in wanted:
+            self.validate_key(key)
+        if self.replica is not None:
+            return await self.replica.delete(wanted)
+        return self._drop_local(wanted)
+
+    async def apply_invalidate(self) -> int:
+        """Drop every key from this node's caches, as a peer asked (never forwarded)."""
+        if self.replica is not None:
+            return await self.replica.invalidate()
+        return self._clear_local()
+
+    # -- write helpers -------------------------------------------------------
+
+    def _check_write(self, key: str, data: bytes, ttl: float | None) -> None:
+        self.validate_key(key)
+        if type(data) is not bytes:
+            raise TypeError(f"values are stored as bytes, got {type(data).__name__}")
         if len(data) > self.config.max_value_bytes:
             raise ValueTooLarge(
                 f"value of {len(data)} bytes exceeds max_value_bytes={self.config.max_value_bytes}"
             )
         if ttl is not None and not (0 < ttl < float("inf")):
             raise InvalidTTL(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
+
+    def _store(self, key: str, data: bytes, expires_at: float | None) -> None:
+        """Make ``data`` this node's value of ``key``; fence loads in flight."""
         self._flight.fence(key)
         self._peer_flight.fence(key)
         self._hot.delete(key)
         self._negative.delete(key)
-        self._main.set(
-            key, data, ttl=self.config.ttl if ttl is None else ttl, expires_at=expires_at
+        if self._stale is not None:
+            self._stale.delete(key)
+        self._main.set(key, data, expires_at=expires_at)
+
+    def _drop_local(self, keys: Iterable[str]) -> int:
+        """Remove keys from this node's caches, fencing loads; count those it had."""
+        removed = 0
+        for key in keys:
+            fenced = self._flight.fence(key) | self._peer_flight.fence(key)
+            in_main = self._main.delete(key)
+            in_hot = self._hot.delete(key)
+            in_negative = self._negative.delete(key)
+            if self._stale is not None:
+                self._stale.delete(key)
+            removed += in_main or in_hot or in_negative or fenced
+        return removed
+
+    def _clear_local(self) -> int:
+        """Empty this node's caches and fence every load in flight."""
+        removed = len(self._main) + len(self._hot)
+        self._flight.fence_all()
+        self._peer_flight.fence_all()
+        for store in (self._main, self._hot, self._negative, self._stale):
+            if store is not None:
+                store.clear()
+        return removed
+
+    def _owner_client(self, key: str) -> PeerClient | None:
+        """The client of the member owning ``key``, None if this node owns it.
+
+        Raises:
+            PeerUnavailable: the owner is skipped after failures.
+        """
+        peers = self.peers
+        if peers is None:
+            return None
+        owner = peers.owner(key)
+        if owner == peers.self_url:
+            return None
+        client = peers.view.clients.get(owner)
+        if client is None or owner in peers.backing_off():
+            raise PeerUnavailable(f"{owner}, the owner of {key!r}, is not answering")
+        return client
+
+    async def _on_peer(self, peer: PeerClient, what: str, exchange: Awaitable[T]) -> T:
+        """Await one write exchange with ``peer`` within ``peer_timeout``.
+
+        Raises:
+            PeerTimeout: no answer in time. PeerError: the exchange failed.
+        """
+        try:
+            try:
+                with self._peer_deadline():
+                    result = await exchange
+            except TimeoutError as exc:
+                raise PeerTimeout(
+                    f"{peer.url} did not answer within {self.config.peer_timeout}s"
+                ) from exc
+        except PeerError:
+            self._peer_errors += 1
+            if self.peers is not None:
+                self.peers.failed(peer.url)
+            raise
+        if self.peers is not None:
+            self.peers.succeeded(peer.url)
+        return result
+
+    async def _broadcast_remove(self, keys: list[str], skip: PeerClient | None = None) -> None:
+        """Tell every other member to drop its copies of ``keys`` (best effort)."""
+        await self._on_every_peer(
+            f"remove {len(keys)} keys", lambda peer: peer.remove_keys(self.name, keys), skip=skip
         )
 
-    async def delete(self, key: str) -> bool:
-        """Remove ``key`` from the caches; return whether it was cached.
+    async def _on_every_peer(
+        self,
+        what: str,
+        exchange: Callable[[PeerClient], Awaitable[object]],
+        skip: PeerClient | None = None,
+    ) -> None:
+        """Run ``exchange`` with every member at once. A member that fails is logged
+        and counted, not raised: its copies age out with their TTL, and a member
+        that is down has none."""
+        peers = self.peers
+        if peers is None:
+            return
+        targets = [c for c in peers.view.clients.values() if c is not skip]
 
-        A load of the key in flight is fenced: its result reaches its waiters but is not cached.
-        """
-        self.validate_key(key)
-        fenced = self._flight.fence(key) | self._peer_flight.fence(key)
-        in_main = self._main.delete(key)
-        in_hot = self._hot.delete(key)
-        in_negative = self._negative.delete(key)
-        return in_main or in_hot or in_negative or fenced
+        async def one(peer: PeerClient) -> None:
+            try:
+                await self._on_peer(peer, what, exchange(peer))
+            except PeerError as exc:
+                log.warning("group %r: %s on %s failed: %s", self.name, what, peer.url, exc)
 
-    async def invalidate(self, key: str) -> None:
-        """Drop any cached copy of ``key`` so the next get loads it afresh."""
-        await self.delete(key)
+        await asyncio.gather(*(one(peer) for peer in targets))
 
     # -- decorator -----------------------------------------------------------
 
@@ -434,9 +702,15 @@ class Group(Generic[V]):
         """Count a get that arrived over the network."""
         self._server_requests += 1
 
+    def live_entries(self) -> int:
+        """Entries in the main cache (a replicated group: its live keys, give or take
+        values expired but not yet swept)."""
+        return len(self._main)
+
     def sweep(self) -> int:
         """Reclaim expired entries in both caches; return how many were removed."""
-        return sum(s.sweep(limit=10_000) for s in (self._main, self._hot, self._negative))
+        stores = (self._main, self._hot, self._negative, self._stale)
+        return sum(s.sweep(limit=10_000) for s in stores if s is not None)
 
     def statistics(self) -> GroupStats:
         """A snapshot of the group's counters and both caches."""
@@ -454,6 +728,8 @@ class Group(Generic[V]):
             server_requests=self._server_requests,
             main=main,
             hot=hot,
+            mode=self.config.mode,
+            replication=self.replica.statistics() if self.replica is not None else None,
         )
 
     async def aclose(self) -> None:
@@ -464,13 +740,33 @@ class Group(Generic[V]):
     # -- the miss path -------------------------------------------------------
 
     async def _fetch(self, key: str, filler: Callable[[], Any] | None) -> bytes:
-        """The rest of the read path after a main-cache miss: hot, negative, flight."""
+        """The rest of the read path after a main-cache miss: hot, negative, stale, flight."""
         data = self._hot_get(key)
         if data is not None:
             return data
         if self._negative.get(key) is not None:
             raise NotFound(key)
+        if self._stale is not None and filler is None:
+            data = self._serve_stale(key)
+            if data is not None:
+                return data
         return await self._load(key, filler)
+
+    def _serve_stale(self, key: str) -> bytes | None:
+        """An expired value still in its grace period, after starting its reload
+        (once: later callers find the reload running). Thread-safe."""
+        assert self._stale is not None
+        data = self._stale.get(key)
+        if data is not None and self.loop is not None:
+            if _running_loop() is self.loop:
+                self._revalidate(key)
+            else:
+                self.loop.call_soon_threadsafe(self._revalidate, key)
+        return data
+
+    def _revalidate(self, key: str) -> None:
+        """Reload ``key`` in the background, through its flight."""
+        self._flight.start(key, self._load_once)
 
     async def _load(
         self, key: str, filler: Callable[[], Any] | None, *, forward: bool = True
@@ -531,7 +827,11 @@ class Group(Generic[V]):
         if self.peers is not None:
             self.peers.succeeded(peer.url)
         self._peer_loads += 1
-        if not call.fenced and self._admit_hot(key):
+        # A replicated group gets the value from the owner's push; others may keep a copy.
+        expires_at = fetched.expires_at
+        if expires_at is not None and expires_at <= self._clock():
+            return fetched.value  # a stale value the owner serves while it reloads
+        if not call.fenced and self.replica is None and self._admit_hot(key):
             self._hot.set(key, fetched.value, expires_at=fetched.expires_at)
         return fetched.value
 
@@ -585,10 +885,15 @@ class Group(Generic[V]):
             cached = self._recheck(key)
             if cached is not None:
                 return cached
+        # A replicated group's loaded value is a write made when the load started:
+        # any set or delete made meanwhile, on any member, is newer and wins.
+        version = self.replica.stamp() if self.replica is not None else None
         try:
             result = await self._call_loader(key, filler)
         except NotFound:
             self._local_load_errors += 1
+            if self._stale is not None:
+                self._stale.delete(key)  # gone at the source: stop serving it
             if self.config.negative_ttl is not None and not call.fenced:
                 self._negative.set(key, b"", ttl=self.config.negative_ttl)
             raise
@@ -607,7 +912,12 @@ class Group(Generic[V]):
                 f"loader for group {self.name!r} returned an unusable value: {exc}"
             ) from exc
         self._local_loads += 1
-        if not call.fenced:
+        if call.fenced:
+            return data
+        if self.replica is not None and version is not None:
+            expires_at = None if ttl is None else self._clock() + ttl
+            self.replica.fill(key, data, expires_at, version)
+        else:
             self._main.set(key, data, ttl=ttl)
         return data
 
@@ -645,6 +955,13 @@ class Group(Generic[V]):
                 "raise NotFound for a missing key"
             )
         return result
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def _split(bound: int | None, fraction: float) -> tuple[int | None, int | None]:

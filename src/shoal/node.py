@@ -134,6 +134,11 @@ class Node:
         group.loop = self._loop
         group.peers = self._picker
         self._groups[config.name] = group
+        if group.replica is not None:
+            if self._node_id is not None:
+                group.replica.node_id = self._node_id
+            if self._tasks is not None:  # added to a running node
+                self._start_replica(group)
         if loader is not None and callable(getattr(loader, "aclose", None)):
             self._loaders.append(loader)
         return group
@@ -320,6 +325,9 @@ class Node:
             self._background.append(
                 self._tasks.create_task(self._sweep_forever(), name="shoal-sweep")
             )
+            for group in self._groups.values():
+                if group.replica is not None:
+                    self._start_replica(group)
             if self._membership is not None:
                 membership = self._membership
                 self._background += [
@@ -364,6 +372,8 @@ class Node:
         stack.push_async_callback(picker.aclose)
         self._picker = picker
         membership = self._make_membership(self_url)
+        node_id = self._node_id
+        assert node_id is not None  # set by _make_membership
         first = await membership.start()
         # Pushed after the servers and the picker, so it runs before they close: a
         # stopping node leaves the cluster first, and the others stop asking it.
@@ -373,6 +383,8 @@ class Node:
             await client.aclose()
         for group in self._groups.values():
             group.peers = picker
+            if group.replica is not None:
+                group.replica.node_id = node_id
         log.info(
             "node %s (%s, %s membership); members: %s",
             self_url,
@@ -508,6 +520,28 @@ class Node:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+    def _start_replica(self, group: Group[Any]) -> None:
+        """Run a replicated group's pushes and anti-entropy in the node's task group."""
+        assert self._tasks is not None
+        assert group.replica is not None
+        self._background.append(group.replica.start(self._tasks))
+
+    async def serve_replica(self, request: bytes, *, group: str | None = None) -> bytes:
+        """Answer a peer's message for a replicated group (what the peer transports
+        call with a serialized ``shoal.v1.ReplicaRequest``).
+
+        Args:
+            request: the serialized request.
+            group: the group the transport's path names, if any.
+
+        Raises:
+            BadRequest: an undecodable request, or one for a group that is not replicated.
+            GroupNotFound: no such group.
+        """
+        from .replication import serve_replica
+
+        return await serve_replica(self._groups, request, group=group)
 
     async def _sweep_forever(self) -> None:
         while True:

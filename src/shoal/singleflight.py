@@ -91,6 +91,25 @@ class Flight(Generic[T]):
         call.waiters.append(waiter)
         return await waiter
 
+    def start(self, key: str, fn: Callable[[Call[T]], Coroutine[Any, Any, T]]) -> bool:
+        """Start ``fn(call)`` for ``key`` unless a load of it is running; wait for nothing.
+
+        The outcome goes to the callers that join meanwhile (and is otherwise
+        dropped). Returns whether a load was started.
+
+        Must be called from the event loop that owns the flight.
+        """
+        if key in self._calls or self._closed:
+            return False
+        loop = self._loop = asyncio.get_running_loop()
+        call: Call[T] = Call(key)
+        call.task = loop.create_task(fn(call))
+        self._calls[key] = call
+        self._tasks.add(call.task)
+        call.task.add_done_callback(self._finished(call))
+        self.started += 1
+        return True
+
     def fence(self, key: str) -> bool:
         """Mark the load of ``key`` stale and detach it; return whether one was running."""
         call = self._calls.pop(key, None)
@@ -98,6 +117,13 @@ class Flight(Generic[T]):
             return False
         call.fenced = True
         return True
+
+    def fence_all(self) -> int:
+        """Fence every running load (see :meth:`fence`); return how many there were."""
+        calls, self._calls = self._calls, {}
+        for call in calls.values():
+            call.fenced = True
+        return len(calls)
 
     async def aclose(self) -> None:
         """Cancel every running load and wait until they have finished."""

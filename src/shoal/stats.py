@@ -55,13 +55,20 @@ class GroupStats:
     peer_loads: int
     """Values fetched from a peer."""
     peer_errors: int
-    """Peer fetches that failed."""
+    """Exchanges with peers that failed (fetches, and the messages of writes)."""
     server_requests: int
     """Gets that arrived over the network (HTTP API or peer protocol)."""
     main: StoreStats
     """The main cache: keys this node owns and loaded."""
     hot: StoreStats
     """The hot cache: copies of keys owned by other nodes."""
+    mode: str = "partitioned"
+    """``partitioned`` or ``replicated``."""
+    replication: dict[str, int] | None = None
+    """A replicated group's state and traffic: ``entries`` (tombstones included),
+    ``live_bytes``, ``pushes``, ``push_failures``, ``writes_received``,
+    ``sync_rounds``, ``sync_rounds_in_sync``, ``sync_failures``, ``entries_repaired``,
+    ``bytes_sent``, ``bytes_received``; None for a partitioned group."""
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a plain dict (for JSON)."""

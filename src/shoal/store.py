@@ -45,6 +45,9 @@ class Store:
         policy: a policy name (``"lru"``, ``"lfu"``, ``"fifo"``, ``"arc"``, ``"tinylfu"``)
             or a fresh :class:`~shoal.policy.Policy`, which is given the bounds.
         clock: time source in seconds; expiry times are on this clock.
+        on_expire: called with ``(key, value, expiry)`` for each entry removed because
+            it expired (on a read or by a sweep), with the store's lock held: it must
+            not call back into this store.
 
     Raises:
         ConfigError: for a non-positive bound.
@@ -63,6 +66,7 @@ class Store:
         "_lock",
         "_lookup",
         "_misses",
+        "_on_expire",
         "_policy",
         "_touch",
         "get",
@@ -75,6 +79,7 @@ class Store:
         capacity_entries: int | None = None,
         policy: str | Policy = "lru",
         clock: Clock = time.time,
+        on_expire: Callable[[str, bytes, float], object] | None = None,
     ) -> None:
         for name, bound in (
             ("capacity_bytes", capacity_bytes),
@@ -98,6 +103,7 @@ class Store:
         self._cap_bytes = capacity_bytes
         self._cap_entries = capacity_entries
         self._clock = clock
+        self._on_expire = on_expire
         self._lock = threading.Lock()
         self._bytes = 0
         # key -> absolute expiry, only for entries that have one; the heap holds
@@ -247,8 +253,7 @@ class Store:
             while heap and heap[0][0] <= now and (limit is None or removed < limit):
                 expiry, key = heapq.heappop(heap)
                 if expires.get(key) == expiry:  # not replaced or deleted since it was pushed
-                    self._discard(key)
-                    self._expirations += 1
+                    self._expire(key, expiry)
                     removed += 1
             # Replaced and deleted entries leave stale heap items; rebuild when they dominate.
             if len(heap) > 2 * len(expires) + 64:
@@ -277,9 +282,18 @@ class Store:
         expiry = self._expires.get(key)
         if expiry is None or expiry > self._clock():
             return True
-        self._discard(key)
-        self._expirations += 1
+        self._expire(key, expiry)
         return False
+
+    def _expire(self, key: str, expiry: float) -> None:
+        old = self._policy.remove(key)
+        if old is None:
+            return
+        self._bytes -= len(key) + len(old)
+        self._expires.pop(key, None)
+        self._expirations += 1
+        if self._on_expire is not None:
+            self._on_expire(key, old, expiry)
 
     def _discard(self, key: str) -> bool:
         old = self._policy.remove(key)

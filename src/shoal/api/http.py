@@ -6,6 +6,8 @@
 ``GET|HEAD /v1/groups/{group}/keys/{key}``               the value's bytes
 ``PUT /v1/groups/{group}/keys/{key}[?ttl=seconds]``      store the body as the value; 204
 ``DELETE /v1/groups/{group}/keys/{key}``                 drop the key; ``{"deleted": true|false}``
+``POST /v1/groups/{group}/invalidate``                   drop every key of the group on every
+                                                         member; ``{"removed": n}`` (this node's)
 ``GET /v1/stats``                                        ``{"groups": {name: statistics}}``
 ``GET /healthz``                                         ``ok``
 ``GET /metrics``                                         Prometheus text format 0.0.4
@@ -62,6 +64,7 @@ _KEY_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 _ALLOW_READ: Final = "GET, HEAD"
 _ALLOW_KEY: Final = "GET, HEAD, PUT, DELETE"
 _KEYS_PREFIX: Final = b"/v1/groups/"
+_INVALIDATE: Final = b"/invalidate"
 _BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _QUERY_SPECIALS: Final = re.compile(rb"[%+&]")
 # ApiServer.fast_get takes "/api?key=K" and "/v1/groups/{g}/keys/{k}" targets
@@ -346,12 +349,19 @@ class ApiServer:
         return self._get(group, key)
 
     def _key(self, request: Request) -> Response | Awaitable[Response]:
+        path = request.path
+        if path.endswith(_INVALIDATE) and path.count(b"/") == 4:
+            return self._invalidate(request, path[len(_KEYS_PREFIX) : -len(_INVALIDATE)])
         try:
-            target = parse_key_path(request.path)
+            target = parse_key_path(path)
         except ValueError as exc:
             return _bad_request(exc)
         if target is None:
-            return error_response(404, "unknown_path", "expected /v1/groups/{group}/keys/{key}")
+            return error_response(
+                404,
+                "unknown_path",
+                "expected /v1/groups/{group}/keys/{key} or /v1/groups/{group}/invalidate",
+            )
         method = request.method
         if method not in _KEY_METHODS:
             return _not_allowed(request, _ALLOW_KEY)
@@ -372,6 +382,22 @@ class ApiServer:
         if len(body) > limit:  # refused here, before a task is even created
             raise ValueTooLarge(f"value of {len(body)} bytes exceeds max_value_bytes={limit}")
         return self._put(group, key, body, ttl)
+
+    def _invalidate(self, request: Request, raw_group: bytes) -> Response | Awaitable[Response]:
+        if request.method != "POST":
+            return _not_allowed(request, "POST")
+        try:
+            name = percent_decode(raw_group)
+        except ValueError as exc:
+            return _bad_request(exc)
+        return self._reset(self._node.get_group(name))
+
+    async def _reset(self, group: Group[Any]) -> Response:
+        try:
+            removed = await group.invalidate_group()
+        except ShoalError as exc:
+            return _shoal_error(exc)
+        return json_response({"removed": removed})
 
     def _stats(self, request: Request) -> Response:
         if request.method not in _READ:

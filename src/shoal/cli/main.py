@@ -315,6 +315,10 @@ _GROUP_FIELDS: Final[Mapping[str, Callable[..., Any]]] = {
     "hot_fraction": _parse_float,
     "hot_rate_count": _parse_int,
     "hot_rate_window": parse_duration,
+    "stale_while_revalidate": _optional(parse_duration),
+    "mode": _parse_str,
+    "tombstone_ttl": parse_duration,
+    "anti_entropy_interval": parse_duration,
 }
 _NODE_FIELDS: Final[Mapping[str, Callable[..., Any]]] = {
     "host": _parse_str,
@@ -501,6 +505,8 @@ def build_serve_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Se
         ("--query", "query", args.query),
         ("--capacity", "capacity_bytes", args.capacity),
         ("--ttl", "ttl", args.ttl),
+        ("--mode", "mode", args.mode),
+        ("--stale", "stale_while_revalidate", args.stale),
     ):
         for item in items:
             name, value = _split_assignment(item, flag)
@@ -1185,6 +1191,21 @@ def add_serve_arguments(parser: argparse.ArgumentParser, *, cluster: bool) -> No
     )
     groups.add_argument(
         "--ttl", metavar="NAME=SECONDS", action="append", default=[], help="a group's TTL"
+    )
+    groups.add_argument(
+        "--mode",
+        metavar="NAME=MODE",
+        action="append",
+        default=[],
+        help="partitioned (each key at its owner, the default) or replicated (every "
+        "member keeps every key; writes reach all members)",
+    )
+    groups.add_argument(
+        "--stale",
+        metavar="NAME=SECONDS",
+        action="append",
+        default=[],
+        help="serve an expired value this long while one background load replaces it",
     )
 
     demo = parser.add_argument_group("demo")

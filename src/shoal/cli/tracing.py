@@ -131,6 +131,29 @@ class TracingClient:
         )
         return found
 
+    async def set(
+        self, group: str, key: str, value: bytes, expires_at: float | None = None
+    ) -> None:
+        """Store at the peer, logging the write."""
+        await self._inner.set(group, key, value, expires_at)
+        log.info("set %r -> stored at %s", key, self.url)
+
+    async def remove_keys(self, group: str, keys: list[str]) -> int | None:
+        """Drop keys at the peer, logging the write."""
+        removed = await self._inner.remove_keys(group, keys)
+        log.info("delete %d keys -> %s (removed %s)", len(keys), self.url, removed)
+        return removed
+
+    async def invalidate(self, group: str) -> int | None:
+        """Drop the group at the peer, logging it."""
+        removed = await self._inner.invalidate(group)
+        log.info("invalidate group %r -> %s (removed %s)", group, self.url, removed)
+        return removed
+
+    async def replica(self, group: str, request: bytes) -> bytes:
+        """Pass a replicated group's message through (not logged: anti-entropy is periodic)."""
+        return await self._inner.replica(group, request)
+
     async def aclose(self) -> None:
         """Close the wrapped client."""
         await self._inner.aclose()

@@ -56,6 +56,54 @@ class PeerClient(Protocol):
         """
         ...
 
+    async def set(
+        self, group: str, key: str, value: bytes, expires_at: float | None = None
+    ) -> None:
+        """Store ``value`` under ``key`` on the peer, in its caches only (the peer
+        forwards nothing: the node that took the write tells the others).
+
+        Args:
+            expires_at: absolute expiry in Unix seconds; None: never.
+
+        Raises:
+            PeerUnavailable, PeerError: as :meth:`get`.
+        """
+        ...
+
+    async def remove_keys(self, group: str, keys: list[str]) -> int | None:
+        """Drop ``keys`` from the peer's caches (its own copies and hot copies).
+
+        Returns:
+            How many of the keys the peer had cached or was loading; None when
+            the peer does not say (a Go peer).
+
+        Raises:
+            PeerUnavailable, PeerError: as :meth:`get`.
+        """
+        ...
+
+    async def invalidate(self, group: str) -> int | None:
+        """Drop every key of ``group`` from the peer's caches.
+
+        Returns:
+            How many keys the peer dropped; None when the peer cannot do this (a
+            Go peer, which is left alone).
+
+        Raises:
+            PeerUnavailable, PeerError: as :meth:`get`.
+        """
+        ...
+
+    async def replica(self, group: str, request: bytes) -> bytes:
+        """One exchange of a replicated group: a serialized ``shoal.v1.ReplicaRequest``
+        in, the peer's serialized ``ReplicaResponse`` out.
+
+        Raises:
+            PeerUnavailable, PeerError: as :meth:`get` (also for a peer that does not
+                serve replicated groups).
+        """
+        ...
+
     async def aclose(self) -> None:
         """Close the client's connections."""
         ...

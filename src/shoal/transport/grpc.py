@@ -68,8 +68,10 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 from urllib.parse import urlsplit
 
 from ..errors import (
+    BadRequest,
     Closed,
     ConfigError,
+    GroupFull,
     GroupNotFound,
     InvalidKey,
     InvalidTTL,
@@ -212,8 +214,12 @@ def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
         return _StatusCode.NOT_FOUND, exc.code
     if isinstance(exc, KeyTooLarge | ValueTooLarge):
         return _StatusCode.RESOURCE_EXHAUSTED, exc.code
-    if isinstance(exc, InvalidKey | InvalidTTL | ConfigError):
+    if isinstance(exc, InvalidKey | InvalidTTL | ConfigError | BadRequest):
         return _StatusCode.INVALID_ARGUMENT, exc.code
+    if isinstance(exc, GroupFull):
+        return _StatusCode.RESOURCE_EXHAUSTED, exc.code
+    if isinstance(exc, PeerError):  # a write's owner could not be reached
+        return _StatusCode.UNAVAILABLE, exc.code
     if isinstance(exc, LoadTimeout):
         return _StatusCode.DEADLINE_EXCEEDED, "load_timeout"
     if isinstance(exc, _RequestTimeout):
@@ -261,6 +267,7 @@ def _client_error(error: grpc.aio.AioRpcError, url: str, group: str, key: str | 
         "key_too_large": KeyTooLarge,
         "value_too_large": ValueTooLarge,
         "invalid_ttl": InvalidTTL,
+        "group_full": GroupFull,
         "load_timeout": LoadTimeout,
         "timeout": LoadTimeout,
         "load_failed": RemoteLoadError,
@@ -344,7 +351,18 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", self._max_message),
             ]
         )
-        self._register(server, PEER_SERVICE, {"Get": self._peer_get, "GetMany": self._peer_many})
+        self._register(
+            server,
+            PEER_SERVICE,
+            {
+                "Get": self._peer_get,
+                "GetMany": self._peer_many,
+                "Set": self._peer_set,
+                "RemoveKeys": self._peer_remove_keys,
+                "Invalidate": self._peer_invalidate,
+                "Replica": self._peer_replica,
+            },
+        )
         self._register(
             server,
             CACHE_SERVICE,
@@ -354,6 +372,7 @@ class GrpcServer:
                 "Set": self._cache_set,
                 "Delete": self._cache_delete,
                 "RemoveKeys": self._cache_remove_keys,
+                "Invalidate": self._cache_invalidate,
                 "Stats": self._cache_stats,
                 "Cluster": self._cache_cluster,
             },
@@ -455,6 +474,27 @@ class GrpcServer:
             item.expire = to_expire_ns(expires_at) or 0
         return reply.SerializeToString()
 
+    async def _peer_set(self, raw: bytes) -> bytes:
+        request = self._decode(pb.PeerSetRequest, raw)
+        group = self._group(request.group)
+        expires_at = from_expire_ns(request.expire) if request.expire else None
+        await group.apply_set(request.key, request.value, expires_at=expires_at)
+        return b""  # SetResponse has no fields
+
+    async def _peer_remove_keys(self, raw: bytes) -> bytes:
+        request = self._decode(pb.RemoveKeysRequest, raw)
+        group = self._group(request.group)
+        removed = await group.apply_remove(self._keys(group, request.keys))
+        return pb.RemoveKeysResponse(removed=removed).SerializeToString()
+
+    async def _peer_invalidate(self, raw: bytes) -> bytes:
+        request = self._decode(pb.InvalidateRequest, raw)
+        removed = await self._group(request.group).apply_invalidate()
+        return pb.InvalidateResponse(removed=removed).SerializeToString()
+
+    async def _peer_replica(self, raw: bytes) -> bytes:
+        return await self._node.serve_replica(raw)
+
     # -- shoal.v1.Cache ------------------------------------------------------------------
 
     async def _read(self, group: Group[Any], key: str) -> bytes:
@@ -514,11 +554,13 @@ class GrpcServer:
     async def _cache_remove_keys(self, raw: bytes) -> bytes:
         request = self._decode(pb.RemoveKeysRequest, raw)
         group = self._group(request.group)
-        keys = self._keys(group, request.keys)
-        removed = 0
-        for key in keys:
-            removed += await group.delete(key)
+        removed = await group.remove_keys(self._keys(group, request.keys))
         return pb.RemoveKeysResponse(removed=removed).SerializeToString()
+
+    async def _cache_invalidate(self, raw: bytes) -> bytes:
+        request = self._decode(pb.InvalidateRequest, raw)
+        removed = await self._group(request.group).invalidate_group()
+        return pb.InvalidateResponse(removed=removed).SerializeToString()
 
     async def _cache_stats(self, raw: bytes) -> bytes:
         request = self._decode(pb.StatsRequest, raw)
@@ -764,8 +806,9 @@ class _GrpcClient:
         """Channels opened so far (they are kept until :meth:`aclose`)."""
         return self._channels.open
 
-    async def _call(self, method: str, request: Message) -> bytes:
-        """One call; raises ``grpc.aio.AioRpcError`` for the caller to translate."""
+    async def _call(self, method: str, request: Message | bytes) -> bytes:
+        """One call (a message, or one serialized already); raises
+        ``grpc.aio.AioRpcError`` for the caller to translate."""
         self.requests += 1
         path = self._paths.get(method)
         if path is None:
@@ -775,7 +818,8 @@ class _GrpcClient:
         except grpc.aio.UsageError as exc:
             raise PeerUnavailable(f"{self._url}: the client is closed") from exc
         try:
-            return await callable_(request.SerializeToString(), timeout=self._timeout)
+            raw = request if isinstance(request, bytes) else request.SerializeToString()
+            return await callable_(raw, timeout=self._timeout)
         except grpc.aio.UsageError as exc:  # closed while the call was on its way
             raise PeerUnavailable(f"{self._url}: the client is closed") from exc
 
@@ -869,6 +913,49 @@ class GrpcPeerClient(_GrpcClient):
             for key, item in reply.values.items()
             if key in asked  # never cache what was not asked for
         }
+
+    async def set(
+        self, group: str, key: str, value: bytes, expires_at: float | None = None
+    ) -> None:
+        """Store ``value`` in the peer's caches (``Peer.Set``; the peer forwards nothing).
+
+        Raises:
+            PeerUnavailable, PeerTimeout, PeerError: as :meth:`get`.
+        """
+        request = pb.PeerSetRequest(
+            group=group, key=key, value=value, expire=to_expire_ns(expires_at) or 0
+        )
+        await self._write("Set", request, f"set {key!r}")
+
+    async def remove_keys(self, group: str, keys: list[str]) -> int:
+        """Drop keys from the peer's caches (``Peer.RemoveKeys``); how many it had."""
+        removed = 0
+        for chunk in self._chunks(list(dict.fromkeys(keys))):
+            request = pb.RemoveKeysRequest(group=group, keys=chunk)
+            raw = await self._write("RemoveKeys", request, f"remove {len(chunk)} keys")
+            removed += self._reply(pb.RemoveKeysResponse, raw).removed
+        return removed
+
+    async def invalidate(self, group: str) -> int:
+        """Drop every key of ``group`` on the peer (``Peer.Invalidate``); how many it had."""
+        raw = await self._write("Invalidate", pb.InvalidateRequest(group=group), "invalidate")
+        return int(self._reply(pb.InvalidateResponse, raw).removed)
+
+    async def replica(self, group: str, request: bytes) -> bytes:
+        """One exchange of a replicated group (``Peer.Replica``)."""
+        return await self._write("Replica", request, "replica exchange")
+
+    async def _write(self, method: str, request: Message | bytes, what: str) -> bytes:
+        try:
+            return await self._call(method, request)
+        except grpc.aio.AioRpcError as exc:
+            raise _peer_error(exc, self._url, what, None) from exc
+
+    def _reply(self, message: Any, raw: bytes) -> Any:
+        try:
+            return message.FromString(raw)
+        except DecodeError as exc:
+            raise PeerError(f"{self._url}: undecodable answer: {exc}") from exc
 
 
 class GrpcTransport:

@@ -101,8 +101,10 @@ import httptools
 
 from ..api._http import SHUTDOWN_TIMEOUT, TEXT, HttpServer, Request, Response
 from ..errors import (
+    BadRequest,
     Closed,
     ConfigError,
+    GroupFull,
     InvalidKey,
     InvalidTTL,
     NotFound,
@@ -117,8 +119,13 @@ from ..wire.batch import (
     GET_MANY_CONTENT_TYPE,
     GET_MANY_EXTENSION,
     GET_MANY_SEGMENT,
+    INVALIDATE_EXTENSION,
+    INVALIDATE_SEGMENT,
+    REPLICA_EXTENSION,
+    REPLICA_SEGMENT,
     BatchItem,
     build_get_many_path,
+    build_group_path,
     decode_get_many_request,
     decode_get_many_response,
     encode_get_many_request,
@@ -168,6 +175,7 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
     "STATUS_NODE_UNAVAILABLE",
+    "WRITE_HEADER",
 ]
 
 log = logging.getLogger("shoal.transport.http")
@@ -194,7 +202,10 @@ _NOSNIFF: Final = ("X-Content-Type-Options", "nosniff")
 # PeerServer.fast_get leaves to the general path a target with anything to decode
 # (an escape, a control character) or to cut off (a query, a fragment).
 _NOT_FAST: Final = re.compile(rb"[%?#\x00-\x20\x7f]")
-_EXTENSIONS: Final = (EXTENSIONS_HEADER, GET_MANY_EXTENSION)
+_EXTENSIONS: Final = (
+    EXTENSIONS_HEADER,
+    f"{GET_MANY_EXTENSION}, {INVALIDATE_EXTENSION}, {REPLICA_EXTENSION}",
+)
 _OK_HEADERS: Final = (_EXTENSIONS,)
 _ERROR_HEADERS: Final = (_NOSNIFF, _EXTENSIONS)
 _OK_EMPTY: Final = Response(200, b"", TEXT, _OK_HEADERS)
@@ -205,6 +216,13 @@ _CLIENT_HEADER_SIZES: Final = frozenset(
     len(name) for name in ("content-length", "transfer-encoding", "content-type", EXTENSIONS_HEADER)
 )
 _PROTOBUF_TYPE: Final = PROTOBUF_CONTENT_TYPE.encode()
+_JSON_TYPE: Final = "application/json"
+_WRITES: Final = frozenset({"PUT", "DELETE"})
+WRITE_HEADER: Final = "Shoal-Write"
+"""Request header of a ``PUT`` or ``DELETE`` sent by a client (``shoal.Client``) rather
+than a peer: ``Shoal-Write: client`` runs the node's whole write path (the owner
+stores, the other members drop their copies; a replicated group's write reaches
+every member). Without it the write changes the receiving node only, as between peers."""
 
 
 # ============================================================================ server
@@ -217,11 +235,16 @@ def _error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ())
     return Response(status, error_body(message), ERROR_CONTENT_TYPE, _ERROR_HEADERS + headers)
 
 
+def _removed(count: int) -> Response:
+    """The answer to a delete: 200 (all Go asks for) with ``{"removed": n}`` for shoal."""
+    return Response(200, b'{"removed": %d}' % count, _JSON_TYPE, _OK_HEADERS)
+
+
 def _failure(exc: Exception) -> Response:
     """The answer for an exception raised while serving a key."""
     if isinstance(exc, NotFound):
         return _error(404, str(exc))
-    if isinstance(exc, InvalidKey | ValueTooLarge | InvalidTTL):
+    if isinstance(exc, InvalidKey | ValueTooLarge | InvalidTTL | BadRequest | GroupFull):
         return _error(exc.http_status, str(exc))
     if isinstance(exc, Closed):
         return _error(STATUS_NODE_UNAVAILABLE, str(exc))
@@ -253,6 +276,7 @@ class PeerServer:
         if max_batch_keys < 1:
             raise ConfigError(f"max_batch_keys must be at least 1, got {max_batch_keys}")
         # A live read-only view: groups added later are served.
+        self._node = node
         self._groups = node.groups
         self._base = node.config.base_path.encode("utf-8")
         self._max_body = node.config.max_body_bytes
@@ -286,7 +310,9 @@ class PeerServer:
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         """Answer one request: a ready :class:`Response` when no waiting is needed
         (hits, errors), else a coroutine (loads, writes)."""
-        return self._route(request.method, request.path, request.body)
+        method = request.method
+        client = method in _WRITES and request.header(WRITE_HEADER) == b"client"
+        return self._route(method, request.path, request.body, client=client)
 
     def fast_get(self, target: bytes) -> bytes | Response | Awaitable[Response] | None:
         """The server's shortcut for a plain ``GET {base}{group}/{key}`` (see
@@ -313,7 +339,9 @@ class PeerServer:
             return _error(exc.http_status, str(exc))
         return self._answer_get(group, key)
 
-    def _route(self, method: str, path: bytes, body: bytes) -> Response | Awaitable[Response]:
+    def _route(
+        self, method: str, path: bytes, body: bytes, *, client: bool = False
+    ) -> Response | Awaitable[Response]:
         try:
             parsed = parse_peer_path(path, self._base)
         except PathOutsideBase as exc:
@@ -334,18 +362,22 @@ class PeerServer:
                 return Response(200, answer, PROTOBUF_CONTENT_TYPE, _OK_HEADERS)
             return answer
         if method == "PUT":
-            return self._set(group, body)
+            return self._set(group, body, client=client)
         if method == "DELETE":
             try:
                 group.validate_key(key)
             except InvalidKey as exc:
                 return _error(exc.http_status, str(exc))
-            return self._delete(group, [key])
+            return self._delete(group, [key], client=client)
         if method == "POST":
             if key == GET_MANY_SEGMENT:
                 return self._get_many(group, body)
             if parsed.is_remove_keys:
                 return self._remove_keys(group, body)
+            if key == INVALIDATE_SEGMENT:
+                return self._invalidate(group)
+            if key == REPLICA_SEGMENT:
+                return self._replica(group, body)
         return _error(
             STATUS_METHOD_NOT_ALLOWED,
             f"method {method} is not allowed on {path[:128].decode('latin-1')}",
@@ -383,7 +415,9 @@ class PeerServer:
 
     # -- writes ------------------------------------------------------------------
 
-    def _set(self, group: Group[Any], body: bytes) -> Response | Awaitable[Response]:
+    def _set(
+        self, group: Group[Any], body: bytes, *, client: bool = False
+    ) -> Response | Awaitable[Response]:
         try:
             request = decode_set_request(body, max_size=self._max_body)
         except RemoteProtocolError as exc:
@@ -395,13 +429,17 @@ class PeerServer:
             group.validate_key(request.key)
         except InvalidKey as exc:
             return _error(exc.http_status, str(exc))
-        return self._store(group, request.key, request.value, from_expire_ns(request.expire_ns))
+        expires_at = from_expire_ns(request.expire_ns)
+        return self._store(group, request.key, request.value, expires_at, client=client)
 
     async def _store(
-        self, group: Group[Any], key: str, value: bytes, expires_at: float | None
+        self, group: Group[Any], key: str, value: bytes, expires_at: float | None, *, client: bool
     ) -> Response:
         try:
-            await group.set_bytes(key, value, expires_at=expires_at)
+            if client:  # a client's write: the node's write path tells the others
+                await group.set_bytes(key, value, expires_at=expires_at)
+            else:
+                await group.apply_set(key, value, expires_at=expires_at)
         except Exception as exc:
             return _failure(exc)
         return _OK_EMPTY
@@ -420,13 +458,36 @@ class PeerServer:
             return _error(exc.http_status, str(exc))
         return self._delete(group, request.keys)
 
-    async def _delete(self, group: Group[Any], keys: Iterable[str]) -> Response:
+    async def _delete(
+        self, group: Group[Any], keys: Iterable[str], *, client: bool = False
+    ) -> Response:
         try:
-            for key in keys:
-                await group.delete(key)
+            if client:
+                removed = await group.remove_keys(keys)
+            else:
+                removed = await group.apply_remove(keys)
         except Exception as exc:
             return _failure(exc)
-        return _OK_EMPTY
+        return _removed(removed)
+
+    async def _invalidate(self, group: Group[Any]) -> Response:
+        try:
+            removed = await group.apply_invalidate()
+        except Exception as exc:
+            return _failure(exc)
+        return _removed(removed)
+
+    def _replica(self, group: Group[Any], body: bytes) -> Response | Awaitable[Response]:
+        if len(body) > self._max_body:
+            return _error(413, f"body of {len(body)} bytes exceeds {self._max_body}")
+        return self._serve_replica(group, body)
+
+    async def _serve_replica(self, group: Group[Any], body: bytes) -> Response:
+        try:
+            answer = await self._node.serve_replica(body, group=group.name)
+        except Exception as exc:
+            return _failure(exc)
+        return Response(200, answer, PROTOBUF_CONTENT_TYPE, _OK_HEADERS)
 
     # -- batch get -----------------------------------------------------------------
 
@@ -736,6 +797,16 @@ class _Connection(asyncio.Protocol):
         )
 
 
+def _removed_count(answer: _Answer) -> int | None:
+    """The ``{"removed": n}`` of a shoal peer's answer to a delete; None from Go."""
+    if not answer.body.startswith(b'{"removed": '):
+        return None
+    try:
+        return int(answer.body[12:].rstrip(b"}"))
+    except ValueError:
+        return None
+
+
 def _excerpt(body: bytes) -> str:
     """An error body as text for a message: decoded, stripped, cut."""
     text = body[: _MAX_ERROR_TEXT + 1].decode("utf-8", "replace").strip()
@@ -823,6 +894,7 @@ class HttpPeerClient:
         self._closed = False
         # What the peer said about itself in its last answer.
         self._extensions_raw: bytes | None = None
+        self._probed = False
         self._batch = False
         self._pipelining = False
         self._pipeline = max_pipeline
@@ -907,12 +979,20 @@ class HttpPeerClient:
         )
 
     async def set(
-        self, group: str, key: str, value: bytes, expires_at: float | None = None
+        self,
+        group: str,
+        key: str,
+        value: bytes,
+        expires_at: float | None = None,
+        *,
+        client: bool = False,
     ) -> None:
         """Store ``value`` under ``key`` on the peer (``PUT``, groupcache-go v3's form).
 
         Args:
             expires_at: absolute expiry in Unix seconds; None: never.
+            client: send it as a client's write (see :data:`WRITE_HEADER`): the peer
+                runs its whole write path instead of storing it in its own caches.
 
         Raises:
             PeerUnavailable, PeerError: as :meth:`get` (any answer but 200 is a PeerError).
@@ -923,11 +1003,15 @@ class HttpPeerClient:
             body = encode_set_request(group, key, value, expire_ns=to_expire_ns(expires_at))
         except LocalProtocolError as exc:
             raise InvalidKey(str(exc)) from exc
-        answer = await self._exchange(self._request(b"PUT", target, body, _PROTOBUF_TYPE))
-        self._check_written(answer, f"set {key!r}")
+        request = self._request(b"PUT", target, body, _PROTOBUF_TYPE, client=client)
+        self._check_written(await self._exchange(request), f"set {key!r}")
 
-    async def delete(self, group: str, key: str) -> None:
-        """Remove ``key`` from the peer's caches (``DELETE``).
+    async def delete(self, group: str, key: str, *, client: bool = False) -> int | None:
+        """Remove ``key`` from the peer's caches (``DELETE``); with ``client``, from the
+        whole cluster (see :meth:`set`).
+
+        Returns:
+            1 if the peer had the key, 0 if not, None if it does not say (Go).
 
         Raises:
             PeerUnavailable, PeerError: as :meth:`set`.
@@ -936,18 +1020,25 @@ class HttpPeerClient:
             target = build_peer_path(self._base, group, key)
         except LocalProtocolError as exc:
             raise InvalidKey(str(exc)) from exc
-        answer = await self._exchange(self._request(b"DELETE", target))
+        answer = await self._exchange(self._request(b"DELETE", target, client=client))
         self._check_written(answer, f"delete {key!r}")
+        return _removed_count(answer)
 
-    async def remove_keys(self, group: str, keys: Iterable[str]) -> None:
-        """Remove several keys from the peer's caches (``POST .../_remove-keys/``, JSON).
+    async def remove_keys(self, group: str, keys: Iterable[str]) -> int | None:
+        """Remove keys from the peer's caches: one key with ``DELETE``, several with
+        ``POST .../_remove-keys/`` (groupcache-go's forms).
+
+        Returns:
+            How many of the keys the peer had; None if it does not say (Go).
 
         Raises:
             PeerUnavailable, PeerError: as :meth:`set`.
         """
         key_list = list(keys)
         if not key_list:
-            return
+            return 0
+        if len(key_list) == 1:
+            return await self.delete(group, key_list[0])
         try:
             target = build_remove_keys_path(self._base, group)
             body = encode_remove_keys(group, key_list)
@@ -955,6 +1046,58 @@ class HttpPeerClient:
             raise InvalidKey(str(exc)) from exc
         answer = await self._exchange(self._request(b"POST", target, body, b"application/json"))
         self._check_written(answer, f"remove {len(key_list)} keys")
+        return _removed_count(answer)
+
+    async def invalidate(self, group: str) -> int | None:
+        """Drop every key of ``group`` on the peer (``POST .../_invalidate/``).
+
+        Only a shoal peer gets the request: a Go peer would read it as a GET of the
+        key ``_invalidate/``. A peer not heard from yet is asked what it is first.
+
+        Returns:
+            How many keys the peer dropped; None for a Go peer (left alone).
+
+        Raises:
+            PeerUnavailable, PeerError: as :meth:`set`.
+        """
+        if INVALIDATE_EXTENSION not in await self._peer_extensions():
+            return None
+        try:
+            target = build_group_path(self._base, group, INVALIDATE_SEGMENT)
+        except LocalProtocolError as exc:
+            raise InvalidKey(str(exc)) from exc
+        answer = await self._exchange(self._request(b"POST", target, b"", b"text/plain"))
+        self._check_written(answer, "invalidate")
+        return _removed_count(answer)
+
+    async def replica(self, group: str, request: bytes) -> bytes:
+        """One exchange of a replicated group (``POST {base}{group}/_replica/``).
+
+        Raises:
+            PeerUnavailable, PeerError: as :meth:`set`; PeerError also for a peer
+                that does not serve replicated groups.
+        """
+        if REPLICA_EXTENSION not in await self._peer_extensions():
+            raise PeerError(f"{self._url}: the peer does not serve replicated groups")
+        try:
+            target = build_group_path(self._base, group, REPLICA_SEGMENT)
+        except LocalProtocolError as exc:
+            raise InvalidKey(str(exc)) from exc
+        answer = await self._exchange(self._request(b"POST", target, request, _PROTOBUF_TYPE))
+        if answer.status != 200:
+            raise PeerError(
+                f"{self._url}: replica exchange answered {answer.status}: {_excerpt(answer.body)}"
+            )
+        return answer.body
+
+    async def _peer_extensions(self) -> frozenset[str]:
+        """The extensions the peer serves, asking it (``GET {base}``, which every
+        groupcache server answers 400) if no answer has said yet."""
+        if self._extensions_raw is None and not self._probed:
+            answer = await self._exchange(self._request(b"GET", self._base))
+            self._probed = True
+            self._learn(answer.extensions)
+        return parse_extensions(self._extensions_raw)
 
     async def aclose(self) -> None:
         """Close every connection; requests in flight fail with PeerUnavailable. Idempotent."""
@@ -1085,9 +1228,17 @@ class HttpPeerClient:
     # -- requests and the pool ---------------------------------------------------------
 
     def _request(
-        self, method: bytes, target: str, body: bytes | None = None, content_type: bytes = b""
+        self,
+        method: bytes,
+        target: str,
+        body: bytes | None = None,
+        content_type: bytes = b"",
+        *,
+        client: bool = False,
     ) -> bytes:
         head = b"%s %s HTTP/1.1\r\n%s" % (method, target.encode("ascii"), self._host_header)
+        if client:
+            head += b"%s: client\r\n" % WRITE_HEADER.encode()
         if body is None:
             return head + b"\r\n"
         return b"%sContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s" % (

@@ -7,7 +7,7 @@ Every node registers its URL on one :class:`MemoryNetwork`; a URL marked down
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..errors import (
     GroupNotFound,
@@ -21,6 +21,7 @@ from ..errors import (
 from . import Fetched
 
 if TYPE_CHECKING:
+    from ..group import Group
     from ..node import Node
 
 __all__ = ["MemoryNetwork", "MemoryTransport", "MemoryPeerClient"]
@@ -108,6 +109,38 @@ class MemoryPeerClient:
             except NotFound:
                 continue
         return found
+
+    async def set(
+        self, group: str, key: str, value: bytes, expires_at: float | None = None
+    ) -> None:
+        """Store ``value`` in the peer's group (the peer forwards nothing)."""
+        self._network.requests += 1
+        await self._group(group).apply_set(key, value, expires_at=expires_at)
+
+    async def remove_keys(self, group: str, keys: list[str]) -> int:
+        """Drop ``keys`` from the peer's group; how many it had."""
+        self._network.requests += 1
+        return await self._group(group).apply_remove(keys)
+
+    async def invalidate(self, group: str) -> int:
+        """Drop every key of the peer's group; how many it had."""
+        self._network.requests += 1
+        return await self._group(group).apply_invalidate()
+
+    async def replica(self, group: str, request: bytes) -> bytes:
+        """Hand a replicated group's message to the peer."""
+        self._network.requests += 1
+        node = self._network._node(self._url)
+        try:
+            return await node.serve_replica(request)
+        except ShoalError as exc:
+            raise PeerError(f"{self._url}: {exc}") from exc
+
+    def _group(self, name: str) -> Group[Any]:
+        try:
+            return self._network._node(self._url).get_group(name)
+        except GroupNotFound as exc:
+            raise PeerError(f"{self._url}: {exc}") from exc
 
     async def aclose(self) -> None:
         """Nothing to close."""

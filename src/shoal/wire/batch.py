@@ -44,10 +44,15 @@ __all__ = [
     "GET_MANY_SEGMENT",
     "GET_MANY_CONTENT_TYPE",
     "GET_MANY_EXTENSION",
+    "INVALIDATE_SEGMENT",
+    "INVALIDATE_EXTENSION",
+    "REPLICA_SEGMENT",
+    "REPLICA_EXTENSION",
     "EXTENSIONS_HEADER",
     "DEFAULT_MAX_BATCH_KEYS",
     "BatchItem",
     "build_get_many_path",
+    "build_group_path",
     "encode_get_many_request",
     "decode_get_many_request",
     "encode_get_many_response",
@@ -63,6 +68,21 @@ GET_MANY_CONTENT_TYPE = "application/x-shoal-get-many"
 
 GET_MANY_EXTENSION = "get-many"
 """The token a shoal peer lists in :data:`EXTENSIONS_HEADER` when it serves batch gets."""
+
+INVALIDATE_SEGMENT = "_invalidate/"
+"""What follows ``{base}{group}/`` in the path of a group invalidation (``POST``,
+empty body): the peer drops every key of the group."""
+
+INVALIDATE_EXTENSION = "invalidate"
+"""The token a shoal peer lists when it serves group invalidation (and answers
+deletes with ``{"removed": n}``)."""
+
+REPLICA_SEGMENT = "_replica/"
+"""What follows ``{base}{group}/`` in the path of a replicated group's exchange
+(``POST``, a ``shoal.v1.ReplicaRequest`` in, a ``ReplicaResponse`` out)."""
+
+REPLICA_EXTENSION = "replica"
+"""The token a shoal peer lists when it serves replicated groups."""
 
 EXTENSIONS_HEADER = "Shoal-Extensions"
 """Response header in which a shoal peer lists the protocol extensions it serves
@@ -99,6 +119,15 @@ def build_get_many_path(base: str, group: str) -> str:
         LocalProtocolError: group is not encodable as UTF-8.
     """
     return build_peer_path(base, group, "") + GET_MANY_SEGMENT
+
+
+def build_group_path(base: str, group: str, segment: str) -> str:
+    """The path of a shoal-only request about a whole group: ``{base}{group}/{segment}``.
+
+    Raises:
+        LocalProtocolError: group is not encodable as UTF-8.
+    """
+    return build_peer_path(base, group, "") + segment
 
 
 def parse_extensions(value: bytes | str | None) -> frozenset[str]:

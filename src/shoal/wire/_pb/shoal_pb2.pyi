@@ -218,3 +218,135 @@ class PeerValues(_message.Message):
     VALUES_FIELD_NUMBER: _ClassVar[int]
     values: _containers.MessageMap[str, PeerValue]
     def __init__(self, values: _Optional[_Mapping[str, PeerValue]] = ...) -> None: ...
+
+class PeerSetRequest(_message.Message):
+    __slots__ = ("group", "key", "value", "expire")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    key: str
+    value: bytes
+    expire: int
+    def __init__(self, group: _Optional[str] = ..., key: _Optional[str] = ..., value: _Optional[bytes] = ..., expire: _Optional[int] = ...) -> None: ...
+
+class InvalidateRequest(_message.Message):
+    __slots__ = ("group",)
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    def __init__(self, group: _Optional[str] = ...) -> None: ...
+
+class InvalidateResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...
+
+class ReplicaEntry(_message.Message):
+    __slots__ = ("key", "hlc", "node", "value", "expire")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    HLC_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    hlc: int
+    node: str
+    value: bytes
+    expire: int
+    def __init__(self, key: _Optional[str] = ..., hlc: _Optional[int] = ..., node: _Optional[str] = ..., value: _Optional[bytes] = ..., expire: _Optional[int] = ...) -> None: ...
+
+class ReplicaVersion(_message.Message):
+    __slots__ = ("hlc", "node")
+    HLC_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    hlc: int
+    node: str
+    def __init__(self, hlc: _Optional[int] = ..., node: _Optional[str] = ...) -> None: ...
+
+class ReplicaSummary(_message.Message):
+    __slots__ = ("key", "hlc", "node")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    HLC_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    hlc: int
+    node: str
+    def __init__(self, key: _Optional[str] = ..., hlc: _Optional[int] = ..., node: _Optional[str] = ...) -> None: ...
+
+class ReplicaRequest(_message.Message):
+    __slots__ = ("group", "push", "digest", "sync")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    PUSH_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SYNC_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    push: ReplicaPush
+    digest: ReplicaDigest
+    sync: ReplicaSync
+    def __init__(self, group: _Optional[str] = ..., push: _Optional[_Union[ReplicaPush, _Mapping]] = ..., digest: _Optional[_Union[ReplicaDigest, _Mapping]] = ..., sync: _Optional[_Union[ReplicaSync, _Mapping]] = ...) -> None: ...
+
+class ReplicaPush(_message.Message):
+    __slots__ = ("entries", "cleared")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[ReplicaEntry]
+    cleared: ReplicaVersion
+    def __init__(self, entries: _Optional[_Iterable[_Union[ReplicaEntry, _Mapping]]] = ..., cleared: _Optional[_Union[ReplicaVersion, _Mapping]] = ...) -> None: ...
+
+class ReplicaDigest(_message.Message):
+    __slots__ = ("root", "count", "cleared", "buckets")
+    ROOT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    root: int
+    count: int
+    cleared: ReplicaVersion
+    buckets: int
+    def __init__(self, root: _Optional[int] = ..., count: _Optional[int] = ..., cleared: _Optional[_Union[ReplicaVersion, _Mapping]] = ..., buckets: _Optional[int] = ...) -> None: ...
+
+class ReplicaSync(_message.Message):
+    __slots__ = ("buckets", "have")
+    BUCKETS_FIELD_NUMBER: _ClassVar[int]
+    HAVE_FIELD_NUMBER: _ClassVar[int]
+    buckets: _containers.RepeatedScalarFieldContainer[int]
+    have: _containers.RepeatedCompositeFieldContainer[ReplicaSummary]
+    def __init__(self, buckets: _Optional[_Iterable[int]] = ..., have: _Optional[_Iterable[_Union[ReplicaSummary, _Mapping]]] = ...) -> None: ...
+
+class ReplicaResponse(_message.Message):
+    __slots__ = ("pushed", "digest", "sync")
+    PUSHED_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    SYNC_FIELD_NUMBER: _ClassVar[int]
+    pushed: ReplicaPushed
+    digest: ReplicaDigestReply
+    sync: ReplicaSyncReply
+    def __init__(self, pushed: _Optional[_Union[ReplicaPushed, _Mapping]] = ..., digest: _Optional[_Union[ReplicaDigestReply, _Mapping]] = ..., sync: _Optional[_Union[ReplicaSyncReply, _Mapping]] = ...) -> None: ...
+
+class ReplicaPushed(_message.Message):
+    __slots__ = ("applied",)
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    applied: int
+    def __init__(self, applied: _Optional[int] = ...) -> None: ...
+
+class ReplicaDigestReply(_message.Message):
+    __slots__ = ("in_sync", "hashes", "cleared")
+    IN_SYNC_FIELD_NUMBER: _ClassVar[int]
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    CLEARED_FIELD_NUMBER: _ClassVar[int]
+    in_sync: bool
+    hashes: _containers.RepeatedScalarFieldContainer[int]
+    cleared: ReplicaVersion
+    def __init__(self, in_sync: _Optional[bool] = ..., hashes: _Optional[_Iterable[int]] = ..., cleared: _Optional[_Union[ReplicaVersion, _Mapping]] = ...) -> None: ...
+
+class ReplicaSyncReply(_message.Message):
+    __slots__ = ("entries", "wanted", "truncated")
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    WANTED_FIELD_NUMBER: _ClassVar[int]
+    TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[ReplicaEntry]
+    wanted: _containers.RepeatedScalarFieldContainer[str]
+    truncated: bool
+    def __init__(self, entries: _Optional[_Iterable[_Union[ReplicaEntry, _Mapping]]] = ..., wanted: _Optional[_Iterable[str]] = ..., truncated: _Optional[bool] = ...) -> None: ...

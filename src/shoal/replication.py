@@ -1,0 +1,568 @@
+"""Replicated groups: every member keeps every key (DESIGN §5, bcache's mode).
+
+A group configured with ``mode="replicated"`` has a :class:`Replica`: the
+last-writer-wins state of :mod:`shoal.replica` (versions, tombstones, digests),
+a hybrid logical clock (:mod:`shoal.hlc`) that stamps this node's writes, and
+two background tasks the node owns:
+
+* the **pusher** sends new writes to every live peer. Writes made while a push
+  is on its way wait for the next one, so a burst of writes travels in a few
+  messages; :meth:`Replica.write` returns once its push has been answered (or
+  has failed: a member that misses a push is repaired by anti-entropy).
+* **anti-entropy**, every ``anti_entropy_interval`` seconds (jittered), with one
+  random live peer: a digest of the whole state (one 8-byte root hash and a
+  count) settles the common case, where nothing differs, in one small
+  exchange; otherwise the peer's bucket hashes name the buckets that differ,
+  a summary of those buckets (keys and versions, no values) finds the keys
+  that differ, and only those travel, each way. A member that was down or cut
+  off catches up in its first round after it comes back.
+
+The state is the truth and the group's main cache mirrors its live values, so
+reads take the ordinary path (:meth:`shoal.group.Group.get`), hits included. A
+miss is loaded through the group's flight (by the key's owner on the ring, so
+once in the cluster) and the loaded value becomes a write stamped with the
+time the load *started*: a set or delete made while the load ran is newer and
+wins on every member, and the load is fenced here as in partitioned groups.
+
+Messages are ``shoal.v1.ReplicaRequest``/``ReplicaResponse`` (``shoal.proto``);
+the peer transport carries them (HTTP: ``POST {base}{group}/_replica/``; gRPC:
+``Peer.Replica``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import uuid
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Final
+
+from google.protobuf.message import DecodeError
+
+from .errors import BadRequest, GroupFull, PeerError, PeerTimeout, ShoalError
+from .hlc import HybridClock, hlc_from_seconds
+from .replica import DEFAULT_BUCKETS, ZERO_VERSION, Entry, ReplicaState, Version
+from .wire._pb import shoal_pb2 as pb
+from .wire.codec import from_expire_ns, to_expire_ns
+
+if TYPE_CHECKING:
+    from .group import Group
+    from .store import Clock
+    from .transport import PeerClient
+
+__all__ = ["Replica", "serve_replica"]
+
+log = logging.getLogger("shoal.replication")
+
+MAX_MESSAGE_BYTES: Final = 1 << 20
+"""A push or a sync answer is cut into messages of about this size."""
+MAX_SUMMARIES: Final = 20_000
+"""Keys summarised in one sync request at most (about 0.5 MiB)."""
+MAX_CLOCK_DRIFT: Final = 300.0
+"""Seconds a peer's clock may run ahead of this node's before its timestamps are
+no longer merged into this node's clock (its writes still apply)."""
+
+
+class Replica:
+    """The replicated state of one group on one node.
+
+    Made by the group when ``config.mode == "replicated"``; the node sets
+    :attr:`node_id` and runs :meth:`run` while it is started.
+
+    Args:
+        group: the group whose state this is.
+        clock: Unix time in seconds (the group's clock).
+        rng: picks anti-entropy partners and jitter (seed it in tests).
+        buckets: digest buckets; every member of the cluster must use the same.
+    """
+
+    def __init__(
+        self,
+        group: Group[Any],
+        *,
+        clock: Clock,
+        rng: random.Random | None = None,
+        buckets: int = DEFAULT_BUCKETS,
+    ) -> None:
+        self._group = group
+        self._config = group.config
+        self._clock = clock
+        self._rng = rng if rng is not None else random.Random()
+        self.hlc = HybridClock(clock)
+        """Stamps this node's writes."""
+        self.state = ReplicaState(buckets=buckets)
+        """Every key's latest write, with digests."""
+        self.node_id = uuid.uuid4().hex[:12]
+        """This node's id, the tie-break of equal timestamps (the node's own id once
+        it starts; a random one for a group used alone)."""
+        self._outbox: list[Entry] = []
+        self._cleared_out: Version | None = None
+        self._waiters: list[asyncio.Future[None]] = []
+        self._wake = asyncio.Event()
+        self._active = False
+        self._counters = dict.fromkeys(
+            (
+                "pushes",
+                "push_failures",
+                "writes_received",
+                "sync_rounds",
+                "sync_rounds_in_sync",
+                "sync_failures",
+                "entries_repaired",
+                "bytes_sent",
+                "bytes_received",
+            ),
+            0,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Replica {self._group.name!r} node={self.node_id} {self.state!r}>"
+
+    # -- this node's writes -------------------------------------------------------------
+
+    def stamp(self) -> Version:
+        """A version for a write of this node made now."""
+        return Version(self.hlc.now(), self.node_id)
+
+    async def write(self, key: str, data: bytes, expires_at: float | None) -> None:
+        """Store ``data`` under ``key`` on every member (last writer wins).
+
+        Raises:
+            GroupFull: the group holds its capacity (the write is not made).
+        """
+        self._check_room(key, data)
+        entry = Entry(key, self.stamp(), data, expires_at)
+        self._apply(entry, self._clock())
+        await self._push([entry])
+
+    async def delete(self, keys: Iterable[str]) -> int:
+        """Delete keys on every member (tombstones); return how many were live here."""
+        now = self._clock()
+        removed = 0
+        entries = []
+        for key in keys:
+            known = self.state.get(key)
+            removed += known is not None and not known.dead(now)
+            entry = Entry(key, self.stamp(), None)
+            self._apply(entry, now)
+            entries.append(entry)
+        await self._push(entries)
+        return removed
+
+    async def invalidate(self) -> int:
+        """Drop every key written until now, on every member; return how many were live."""
+        version = self.stamp()
+        removed = self._clear(version)
+        self._cleared_out = version
+        await self._push([])
+        return removed
+
+    def fill(self, key: str, data: bytes, expires_at: float | None, version: Version) -> None:
+        """Make a loaded value a write of this node, stamped when its load started.
+
+        Sent to the other members in the background (the caller does not wait).
+        """
+        entry = Entry(key, version, data, expires_at)
+        if self._apply(entry, self._clock()):
+            self._enqueue([entry])
+
+    # -- what peers send --------------------------------------------------------------
+
+    async def serve(self, request: pb.ReplicaRequest) -> pb.ReplicaResponse:
+        """Answer a peer's push or anti-entropy step.
+
+        Raises:
+            BadRequest: a malformed message (unknown kind, bad key, bad bucket).
+        """
+        kind = request.WhichOneof("kind")
+        if kind == "push":
+            return self._serve_push(request.push)
+        if kind == "digest":
+            return self._serve_digest(request.digest)
+        if kind == "sync":
+            return self._serve_sync(request.sync)
+        raise BadRequest("a replica request needs one of push, digest, sync")
+
+    def _serve_push(self, push: pb.ReplicaPush) -> pb.ReplicaResponse:
+        now = self._clock()
+        if push.HasField("cleared"):
+            self._clear(_version(push.cleared))
+        entries = [self._entry(item) for item in push.entries]  # all checked first
+        applied = sum(self._apply(entry, now) for entry in entries)
+        self._counters["writes_received"] += len(entries)
+        return pb.ReplicaResponse(pushed=pb.ReplicaPushed(applied=applied))
+
+    def _serve_digest(self, digest: pb.ReplicaDigest) -> pb.ReplicaResponse:
+        state = self.state
+        if digest.HasField("cleared"):
+            self._clear(_version(digest.cleared))
+        in_sync = (
+            digest.buckets == state.buckets
+            and digest.root == state.root()
+            and digest.count == len(state)
+            and _version(digest.cleared) == state.cleared
+        )
+        reply = pb.ReplicaDigestReply(in_sync=in_sync, cleared=_message(state.cleared))
+        if not in_sync:
+            reply.hashes.extend(state.bucket_hashes())
+        return pb.ReplicaResponse(digest=reply)
+
+    def _serve_sync(self, sync: pb.ReplicaSync) -> pb.ReplicaResponse:
+        theirs = [(item.key, Version(item.hlc, item.node)) for item in sync.have]
+        try:
+            send, want = self.state.compare(sync.buckets, theirs)
+        except ValueError as exc:
+            raise BadRequest(f"bad sync request: {exc}") from exc
+        reply = pb.ReplicaSyncReply(wanted=want)
+        size = 0
+        for entry in send:
+            if size >= MAX_MESSAGE_BYTES:
+                reply.truncated = True
+                break
+            reply.entries.append(_item(entry))
+            size += _size(entry)
+        return pb.ReplicaResponse(sync=reply)
+
+    # -- anti-entropy ---------------------------------------------------------------------
+
+    async def sync_with(self, peer: PeerClient) -> int:
+        """One anti-entropy round with ``peer``; return how many entries changed here
+        or there.
+
+        Raises:
+            PeerError: the exchange failed (nothing is left half-applied: every
+                entry received is a complete write).
+        """
+        state = self.state
+        self._counters["sync_rounds"] += 1
+        digest = pb.ReplicaDigest(
+            root=state.root(),
+            count=len(state),
+            cleared=_message(state.cleared),
+            buckets=state.buckets,
+        )
+        reply = (await self._ask(peer, pb.ReplicaRequest(digest=digest))).digest
+        theirs = _version(reply.cleared)
+        if theirs > state.cleared:
+            self._clear(theirs)
+        elif state.cleared > theirs:
+            await self._send(peer, [], state.cleared)
+        if reply.in_sync:
+            self._counters["sync_rounds_in_sync"] += 1
+            return 0
+        if len(reply.hashes) != state.buckets:
+            raise PeerError(
+                f"{peer.url}: replica digest has {len(reply.hashes)} buckets, "
+                f"this node {state.buckets}"
+            )
+        changed = 0
+        for buckets in self._bucket_chunks(state.differing(reply.hashes)):
+            while True:
+                have = [
+                    pb.ReplicaSummary(key=key, hlc=version.hlc, node=version.node)
+                    for key, version in state.summaries(buckets)
+                ]
+                request = pb.ReplicaRequest(sync=pb.ReplicaSync(buckets=buckets, have=have))
+                answer = (await self._ask(peer, request)).sync
+                now = self._clock()
+                for item in answer.entries:
+                    changed += self._apply(self._entry(item), now)
+                wanted = [e for e in map(state.get, answer.wanted) if e is not None]
+                if wanted:
+                    await self._send(peer, wanted, None)
+                    changed += len(wanted)
+                if not answer.truncated:
+                    break
+        self._counters["entries_repaired"] += changed
+        return changed
+
+    def _bucket_chunks(self, buckets: list[int]) -> Iterator[list[int]]:
+        """Differing buckets in runs whose summaries fit in one request."""
+        chunk: list[int] = []
+        keys = 0
+        per_bucket = max(1, len(self.state) // self.state.buckets)
+        for bucket in buckets:
+            chunk.append(bucket)
+            keys += per_bucket
+            if keys >= MAX_SUMMARIES:
+                yield chunk
+                chunk, keys = [], 0
+        if chunk:
+            yield chunk
+
+    def collect_garbage(self) -> int:
+        """Forget tombstones and expired values older than ``tombstone_ttl``."""
+        horizon = self._clock() - self._config.tombstone_ttl
+        return len(self.state.collect_garbage(horizon))
+
+    # -- background -------------------------------------------------------------------------
+
+    def start(self, tasks: asyncio.TaskGroup) -> asyncio.Task[None]:
+        """Run :meth:`run` in ``tasks``; writes wait for their pushes from now on."""
+        self._active = True
+        return tasks.create_task(self.run(), name=f"shoal-replica-{self._group.name}")
+
+    async def run(self) -> None:
+        """Push writes and run anti-entropy until cancelled (the node's task)."""
+        self._active = True
+        try:
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(self._push_forever(self._wake))
+                tasks.create_task(self._anti_entropy_forever())
+        finally:
+            self._active = False
+            for waiter in self._waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
+            self._waiters.clear()
+
+    async def _push_forever(self, wake: asyncio.Event) -> None:
+        while True:
+            await wake.wait()
+            wake.clear()
+            entries, self._outbox = self._outbox, []
+            cleared, self._cleared_out = self._cleared_out, None
+            waiters, self._waiters = self._waiters, []
+            try:
+                await asyncio.gather(
+                    *(self._send_logged(peer, entries, cleared) for peer in self._live())
+                )
+            finally:
+                for waiter in waiters:
+                    if not waiter.done():
+                        waiter.set_result(None)
+
+    async def _anti_entropy_forever(self) -> None:
+        interval = self._config.anti_entropy_interval
+        # The first round soon after start: a node that was down catches up at once.
+        await asyncio.sleep(self._rng.uniform(0.05, 0.25) * interval)
+        while True:
+            peers = self._live()
+            if peers:
+                peer = self._rng.choice(peers)
+                try:
+                    await self.sync_with(peer)
+                except PeerError as exc:
+                    self._counters["sync_failures"] += 1
+                    self._failed(peer)
+                    log.info(
+                        "group %r: anti-entropy with %s failed: %s", self._group.name, peer.url, exc
+                    )
+            try:
+                self.collect_garbage()
+            except Exception:  # housekeeping must never stop the loop
+                log.exception("group %r: collecting tombstones failed", self._group.name)
+            await asyncio.sleep(interval * self._rng.uniform(0.8, 1.2))
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _live(self) -> list[PeerClient]:
+        """Every peer not skipped after failures."""
+        peers = self._group.peers
+        if peers is None:
+            return []
+        slow = set(peers.backing_off())
+        return [c for url, c in peers.view.clients.items() if url not in slow]
+
+    def _failed(self, peer: PeerClient) -> None:
+        if self._group.peers is not None:
+            self._group.peers.failed(peer.url)
+
+    async def _push(self, entries: list[Entry]) -> None:
+        """Send ``entries`` (and a pending clear) to every live peer; wait for the push."""
+        if not self._active or not self._live():
+            return  # alone (or not started): nothing to tell, anti-entropy will
+        self._outbox.extend(entries)
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        self._wake.set()
+        await waiter
+
+    def _enqueue(self, entries: list[Entry]) -> None:
+        """Queue ``entries`` for the next push without waiting for it."""
+        if self._active:
+            self._outbox.extend(entries)
+            self._wake.set()
+
+    async def _send_logged(
+        self, peer: PeerClient, entries: list[Entry], cleared: Version | None
+    ) -> None:
+        try:
+            await self._send(peer, entries, cleared)
+        except PeerError as exc:
+            self._counters["push_failures"] += 1
+            self._failed(peer)
+            log.info(
+                "group %r: push of %d writes to %s failed (anti-entropy will repair): %s",
+                self._group.name,
+                len(entries),
+                peer.url,
+                exc,
+            )
+
+    async def _send(self, peer: PeerClient, entries: list[Entry], cleared: Version | None) -> None:
+        """Push ``entries`` to ``peer`` in messages of about MAX_MESSAGE_BYTES."""
+        for chunk in _chunks(entries) if entries else [[]]:
+            push = pb.ReplicaPush(entries=[_item(e) for e in chunk])
+            if cleared is not None:
+                push.cleared.CopyFrom(_message(cleared))
+            await self._ask(peer, pb.ReplicaRequest(push=push))
+            self._counters["pushes"] += 1
+
+    async def _ask(self, peer: PeerClient, request: pb.ReplicaRequest) -> pb.ReplicaResponse:
+        """One exchange within ``peer_timeout``."""
+        request.group = self._group.name
+        raw = request.SerializeToString()
+        self._counters["bytes_sent"] += len(raw)
+        timeout = self._config.peer_timeout
+        try:
+            async with asyncio.timeout(timeout):
+                answer = await peer.replica(self._group.name, raw)
+        except TimeoutError as exc:
+            raise PeerTimeout(f"{peer.url} did not answer within {timeout}s") from exc
+        self._counters["bytes_received"] += len(answer)
+        try:
+            response = pb.ReplicaResponse.FromString(answer)
+        except DecodeError as exc:
+            raise PeerError(f"{peer.url}: undecodable replica answer: {exc}") from exc
+        expected = {"push": "pushed", "digest": "digest", "sync": "sync"}[
+            request.WhichOneof("kind") or ""
+        ]
+        if response.WhichOneof("kind") != expected:
+            raise PeerError(f"{peer.url}: a replica answer without {expected}")
+        if self._group.peers is not None:
+            self._group.peers.succeeded(peer.url)
+        return response
+
+    def _entry(self, item: pb.ReplicaEntry) -> Entry:
+        """A received write, checked like a write of this node's own clients."""
+        group = self._group
+        try:
+            group.validate_key(item.key)
+        except ShoalError as exc:
+            raise BadRequest(f"replica entry: {exc}") from exc
+        value = item.value if item.HasField("value") else None
+        if value is not None and len(value) > self._config.max_value_bytes:
+            raise BadRequest(f"replica entry {item.key!r}: value over max_value_bytes")
+        if not item.node:
+            raise BadRequest(f"replica entry {item.key!r} has no node id")
+        expires_at = from_expire_ns(item.expire) if item.expire else None
+        return Entry(item.key, Version(item.hlc, item.node), value, expires_at)
+
+    def _apply(self, entry: Entry, now: float) -> bool:
+        """Merge one write into the state and mirror it into the group's caches."""
+        if entry.version.node != self.node_id:
+            self._observe(entry.version.hlc, now)
+        if not self.state.apply(entry, horizon=now - self._config.tombstone_ttl):
+            return False
+        current = self.state.get(entry.key)
+        if current is None or current.dead(now):
+            self._group._drop_local([entry.key])
+        else:
+            assert current.value is not None
+            self._group._store(entry.key, current.value, current.expires_at)
+        return True
+
+    def _observe(self, hlc: int, now: float) -> None:
+        try:
+            if hlc <= hlc_from_seconds(now + MAX_CLOCK_DRIFT):
+                self.hlc.observe(hlc)
+        except ValueError as exc:
+            raise BadRequest(f"bad replica timestamp: {exc}") from exc
+
+    def _clear(self, version: Version) -> int:
+        """Drop every write older than ``version`` here; return how many were live."""
+        now = self._clock()
+        dropped = self.state.clear(version)
+        if version.node != self.node_id and version != ZERO_VERSION:
+            self._observe(version.hlc, now)
+        self._group._flight.fence_all()
+        self._group._peer_flight.fence_all()
+        return self._group._drop_local(dropped)
+
+    def _check_room(self, key: str, data: bytes) -> None:
+        config = self._config
+        state = self.state
+        known = state.get(key)
+        live = known is not None and not known.dead(self._clock())
+        old = len(key.encode()) + len(known.value) if live and known and known.value else 0
+        new = len(key.encode()) + len(data)
+        if config.capacity_bytes is not None and state.nbytes - old + new > config.capacity_bytes:
+            raise GroupFull(
+                f"group {self._group.name!r} holds {state.nbytes} of its "
+                f"{config.capacity_bytes} bytes; delete keys or raise capacity_bytes"
+            )
+        entries = config.capacity_entries
+        if entries is not None and not live and self._group.live_entries() >= entries:
+            raise GroupFull(f"group {self._group.name!r} holds its {entries} entries")
+
+    def statistics(self) -> dict[str, int]:
+        """Counters of the replicated state and its traffic (``GET /v1/stats``)."""
+        return {"entries": len(self.state), "live_bytes": self.state.nbytes, **self._counters}
+
+
+async def serve_replica(groups: Any, raw: bytes, *, group: str | None = None) -> bytes:
+    """Decode a peer's ``ReplicaRequest``, hand it to its group, encode the answer.
+
+    Args:
+        groups: the node's groups by name.
+        raw: the serialized request.
+        group: the group the transport's path names, if any (must match the message's).
+
+    Raises:
+        BadRequest: undecodable, or naming another group than the path, or a group
+            that is not replicated. GroupNotFound: no such group.
+    """
+    from .errors import GroupNotFound
+
+    try:
+        request = pb.ReplicaRequest.FromString(raw)
+    except DecodeError as exc:
+        raise BadRequest(f"undecodable replica request: {exc}") from exc
+    if group is not None and request.group != group:
+        raise BadRequest(f"the request names group {request.group!r}, the path {group!r}")
+    target = groups.get(request.group)
+    if target is None:
+        raise GroupNotFound(request.group)
+    if target.replica is None:
+        raise BadRequest(f"group {request.group!r} is not replicated on this node")
+    response: pb.ReplicaResponse = await target.replica.serve(request)
+    return response.SerializeToString()
+
+
+def _version(message: pb.ReplicaVersion) -> Version:
+    return Version(message.hlc, message.node) if message.hlc else ZERO_VERSION
+
+
+def _message(version: Version) -> pb.ReplicaVersion:
+    return pb.ReplicaVersion(hlc=version.hlc, node=version.node)
+
+
+def _item(entry: Entry) -> pb.ReplicaEntry:
+    item = pb.ReplicaEntry(
+        key=entry.key,
+        hlc=entry.version.hlc,
+        node=entry.version.node,
+        expire=to_expire_ns(entry.expires_at) or 0,
+    )
+    if entry.value is not None:
+        item.value = entry.value
+    return item
+
+
+def _size(entry: Entry) -> int:
+    return len(entry.key) + len(entry.version.node) + 24 + len(entry.value or b"")
+
+
+def _chunks(entries: list[Entry]) -> Iterator[list[Entry]]:
+    chunk: list[Entry] = []
+    size = 0
+    for entry in entries:
+        chunk.append(entry)
+        size += _size(entry)
+        if size >= MAX_MESSAGE_BYTES:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
