@@ -129,9 +129,11 @@ def test_shoal_services() -> None:
     }
     assert services == {
         "shoal.v1.Cache": sorted(
-            ["Get", "GetMany", "Set", "Delete", "RemoveKeys", "Stats", "Cluster"]
+            ["Get", "GetMany", "Set", "Delete", "RemoveKeys", "Invalidate", "Stats", "Cluster"]
         ),
-        "shoal.v1.Peer": ["Get", "GetMany"],
+        "shoal.v1.Peer": sorted(
+            ["Get", "GetMany", "Set", "RemoveKeys", "Invalidate", "Replica"]
+        ),
     }
 
 

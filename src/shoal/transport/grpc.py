@@ -655,6 +655,9 @@ def _fill_group_stats(target: pb.GroupStats, stats: GroupStats) -> None:
     target.server_requests = stats.server_requests
     _fill_store_stats(target.main, stats.main)
     _fill_store_stats(target.hot, stats.hot)
+    target.mode = stats.mode
+    if stats.replication is not None:
+        target.replication.update(stats.replication)
 
 
 def _store_stats_dict(stats: pb.StoreStats) -> dict[str, Any]:
@@ -1057,18 +1060,24 @@ class GrpcNodeClient(_GrpcClient):
         await self._ask("Set", request, group, key)
 
     async def delete(self, group: str, key: str) -> bool:
-        """Drop ``key`` from the node's caches; return whether it was cached there."""
+        """Drop ``key`` from every member's caches (the node's write path); return
+        whether its owner had it."""
         raw = await self._ask("Delete", pb.DeleteRequest(group=group, key=key), group, key)
         return pb.DeleteResponse.FromString(raw).deleted
 
     async def remove_keys(self, group: str, keys: Iterable[str]) -> int:
-        """Drop the keys from the node's caches; return how many were cached there."""
+        """Drop the keys from every member's caches; return how many their owners had."""
         removed = 0
         for chunk in self._chunks(list(dict.fromkeys(keys))):
             request = pb.RemoveKeysRequest(group=group, keys=chunk)
             raw = await self._ask("RemoveKeys", request, group, None)
             removed += pb.RemoveKeysResponse.FromString(raw).removed
         return removed
+
+    async def invalidate(self, group: str) -> int:
+        """Drop every key of ``group`` on every member; return how many this node had."""
+        raw = await self._ask("Invalidate", pb.InvalidateRequest(group=group), group, None)
+        return int(pb.InvalidateResponse.FromString(raw).removed)
 
     async def stats(self, group: str = "") -> dict[str, dict[str, Any]]:
         """Statistics by group name, as ``GET /v1/stats`` gives them (every group
@@ -1089,6 +1098,8 @@ class GrpcNodeClient(_GrpcClient):
                 "server_requests": stats.server_requests,
                 "main": _store_stats_dict(stats.main),
                 "hot": _store_stats_dict(stats.hot),
+                "mode": stats.mode or "partitioned",
+                "replication": dict(stats.replication) if stats.mode == "replicated" else None,
             }
         return result
 

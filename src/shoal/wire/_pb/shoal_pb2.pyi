@@ -105,7 +105,14 @@ class StatsResponse(_message.Message):
     def __init__(self, groups: _Optional[_Mapping[str, GroupStats]] = ...) -> None: ...
 
 class GroupStats(_message.Message):
-    __slots__ = ("name", "gets", "hits", "loads", "loads_deduped", "local_loads", "local_load_errors", "peer_loads", "peer_errors", "server_requests", "main", "hot")
+    __slots__ = ("name", "gets", "hits", "loads", "loads_deduped", "local_loads", "local_load_errors", "peer_loads", "peer_errors", "server_requests", "main", "hot", "mode", "replication")
+    class ReplicationEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     NAME_FIELD_NUMBER: _ClassVar[int]
     GETS_FIELD_NUMBER: _ClassVar[int]
     HITS_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +125,8 @@ class GroupStats(_message.Message):
     SERVER_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     MAIN_FIELD_NUMBER: _ClassVar[int]
     HOT_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    REPLICATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     gets: int
     hits: int
@@ -130,7 +139,9 @@ class GroupStats(_message.Message):
     server_requests: int
     main: StoreStats
     hot: StoreStats
-    def __init__(self, name: _Optional[str] = ..., gets: _Optional[int] = ..., hits: _Optional[int] = ..., loads: _Optional[int] = ..., loads_deduped: _Optional[int] = ..., local_loads: _Optional[int] = ..., local_load_errors: _Optional[int] = ..., peer_loads: _Optional[int] = ..., peer_errors: _Optional[int] = ..., server_requests: _Optional[int] = ..., main: _Optional[_Union[StoreStats, _Mapping]] = ..., hot: _Optional[_Union[StoreStats, _Mapping]] = ...) -> None: ...
+    mode: str
+    replication: _containers.ScalarMap[str, int]
+    def __init__(self, name: _Optional[str] = ..., gets: _Optional[int] = ..., hits: _Optional[int] = ..., loads: _Optional[int] = ..., loads_deduped: _Optional[int] = ..., local_loads: _Optional[int] = ..., local_load_errors: _Optional[int] = ..., peer_loads: _Optional[int] = ..., peer_errors: _Optional[int] = ..., server_requests: _Optional[int] = ..., main: _Optional[_Union[StoreStats, _Mapping]] = ..., hot: _Optional[_Union[StoreStats, _Mapping]] = ..., mode: _Optional[str] = ..., replication: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class StoreStats(_message.Message):
     __slots__ = ("bytes", "items", "gets", "hits", "evictions", "expirations", "capacity_bytes", "capacity_entries")
