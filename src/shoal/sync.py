@@ -114,6 +114,14 @@ class SyncGroup(Generic[V]):
         """Drop any cached copy of ``key`` (see ``Group.invalidate``)."""
         _run(self._group.loop, self._group.invalidate(key))
 
+    def remove_keys(self, keys: Iterable[str]) -> int:
+        """Remove several keys on every member (see ``Group.remove_keys``)."""
+        return _run(self._group.loop, self._group.remove_keys(list(keys)))
+
+    def invalidate_group(self) -> int:
+        """Drop every key of the group on every member (see ``Group.invalidate_group``)."""
+        return _run(self._group.loop, self._group.invalidate_group())
+
     def statistics(self) -> GroupStats:
         """A snapshot of the group's statistics (thread-safe, no hop)."""
         return self._group.statistics()

@@ -1,4 +1,5 @@
-"""The client commands (``get``, ``set``, ``del``, ``stats``) against a real ``shoal serve``."""
+"""The client commands (``get``, ``set``, ``del``, ``invalidate``, ``stats``) against a
+real ``shoal serve``."""
 
 from __future__ import annotations
 
@@ -63,9 +64,21 @@ def test_set_overrides_a_loaded_value(slowdb: ShoalServer) -> None:
     assert shoal(slowdb, "get", "Mia")[1] == b"702"
 
 
+def test_invalidate_drops_the_group(slowdb: ShoalServer) -> None:
+    """``shoal invalidate`` empties the group; the next get loads again."""
+    assert shoal(slowdb, "set", "Zed", "1", "--group", "scores")[0] == 0
+    code, out, err = shoal(slowdb, "invalidate", "--group", "scores")
+    assert (code, out) == (0, b"")
+    assert "dropped group 'scores'" in err
+    assert shoal(slowdb, "get", "Zed", "--group", "scores")[0] == 1  # not in the SlowDB
+    code, _, err = shoal(slowdb, "invalidate", "--group", "nope")
+    assert code == 1
+    assert "unknown_group" in err
+
+
 def test_set_and_del_need_a_group() -> None:
-    """Without --group or SHOAL_GROUP, set and del refuse with a usage error."""
-    for args in (("set", "k", "v"), ("del", "k")):
+    """Without --group or SHOAL_GROUP, set, del and invalidate refuse with a usage error."""
+    for args in (("set", "k", "v"), ("del", "k"), ("invalidate",)):
         result = run_shoal(*args, "--url", f"http://127.0.0.1:{free_port()}")
         assert result.returncode == 2
         assert b"needs a group: pass --group NAME (or set SHOAL_GROUP)" in result.stderr

@@ -164,6 +164,24 @@ def test_file_group_options_and_flag_overrides(tmp_path: Path) -> None:
     assert sessions.config.capacity_entries == 50
 
 
+def test_write_path_options_from_file_and_flags(tmp_path: Path) -> None:
+    """mode, stale_while_revalidate, tombstone_ttl and anti_entropy_interval come from the
+    file; --mode and --stale set them per group."""
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[groups.flags]\nmode = "replicated"\ntombstone_ttl = "1h"\nanti_entropy_interval = 2\n'
+        '[groups.users]\nstale_while_revalidate = "30s"\n'
+    )
+    flags, users = plan("--config", str(config)).groups
+    assert (flags.config.mode, flags.config.tombstone_ttl) == ("replicated", 3600.0)
+    assert flags.config.anti_entropy_interval == 2.0
+    assert users.config.stale_while_revalidate == 30.0
+    (group,) = plan("--group", "g", "--mode", "g=replicated", "--stale", "g=5").groups
+    assert (group.config.mode, group.config.stale_while_revalidate) == ("replicated", 5.0)
+    with pytest.raises(ConfigError, match="unknown mode"):
+        plan("--group", "g", "--mode", "g=everywhere")
+
+
 def test_flag_group_replaces_the_file_loader(tmp_path: Path) -> None:
     """``--group NAME=SPEC`` replaces the loader of a group from the file, keeping its options."""
     config = tmp_path / "c.toml"

@@ -985,6 +985,21 @@ def _cmd_del(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_invalidate(args: argparse.Namespace) -> int:
+    base = _base_url(args)
+    group = _group(args, required=True)
+    assert group is not None
+    url = f"{base}/v1/groups/{urllib.parse.quote(group, safe='')}/invalidate"
+    reply = _check(_request("POST", url, timeout=args.timeout))
+    with contextlib.suppress(ValueError, TypeError, KeyError):
+        print(
+            f"shoal invalidate: dropped group {group!r} ({json.loads(reply.body)['removed']} "
+            "keys on this node)",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
 _STATS_COLUMNS: Final = (
     ("group", None),
     ("gets", "gets"),
@@ -1339,6 +1354,10 @@ def build_parser() -> argparse.ArgumentParser:
     delete.add_argument("key", metavar="KEY")
     delete.add_argument("--group", metavar="NAME", help="the group (env SHOAL_GROUP)")
     delete.set_defaults(handler=_cmd_del)
+
+    invalidate = client("invalidate", "drop every key of a group on every member")
+    invalidate.add_argument("--group", metavar="NAME", help="the group (env SHOAL_GROUP)")
+    invalidate.set_defaults(handler=_cmd_invalidate)
 
     stats = client("stats", "show statistics per group")
     stats.add_argument("--json", action="store_true", help="print the raw JSON")
