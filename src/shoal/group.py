@@ -352,9 +352,10 @@ class Group(Generic[V]):
         if self.peers is not None:
             self.peers.succeeded(peer.url)
         self._peer_loads += len(fetched)
-        for key, item in fetched.items():
-            if self._admit_hot(key):
-                self._hot.set(key, item.value, expires_at=item.expires_at)
+        if self.replica is None:  # a replicated group gets the values from the owner's push
+            for key, item in fetched.items():
+                if self._admit_hot(key):
+                    self._hot.set(key, item.value, expires_at=item.expires_at)
         return {key: item.value for key, item in fetched.items()}
 
     # -- writes --------------------------------------------------------------
@@ -607,9 +608,11 @@ class Group(Generic[V]):
                 raise PeerTimeout(
                     f"{peer.url} did not answer within {self.config.peer_timeout}s"
                 ) from exc
-        except PeerError:
+        except PeerError as exc:
             self._peer_errors += 1
-            if self.peers is not None:
+            # Only a peer that cannot be reached is skipped for a while; one that
+            # answered (a refusal, a Go peer without writes) serves reads as before.
+            if self.peers is not None and isinstance(exc, PeerUnavailable | PeerTimeout):
                 self.peers.failed(peer.url)
             raise
         if self.peers is not None:

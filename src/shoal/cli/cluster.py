@@ -175,7 +175,13 @@ def pick_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
 
 
 async def http_request(
-    url_host: str, port: int, path: str, *, method: str = "GET", seconds: float = 10.0
+    url_host: str,
+    port: int,
+    path: str,
+    *,
+    method: str = "GET",
+    body: bytes | None = None,
+    seconds: float = 10.0,
 ) -> tuple[int, bytes]:
     """One HTTP/1.1 request on its own connection; return the status and the body.
 
@@ -189,9 +195,11 @@ async def http_request(
     async with asyncio.timeout(seconds):
         reader, writer = await asyncio.open_connection(url_host.strip("[]"), port)
         try:
+            length = "" if body is None else f"Content-Length: {len(body)}\r\n"
             writer.write(
-                f"{method} {path} HTTP/1.1\r\nHost: {url_host}:{port}\r\n"
+                f"{method} {path} HTTP/1.1\r\nHost: {url_host}:{port}\r\n{length}"
                 "Connection: close\r\n\r\n".encode("latin-1")
+                + (body or b"")
             )
             await writer.drain()
             data = await reader.read()

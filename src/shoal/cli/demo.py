@@ -196,6 +196,7 @@ class Tour:
             return
         await self.first_round()
         await self.second_round()
+        await self.writes()
         victim, fresh = self.choose_victim()
         await self.kill(victim)
         await self.survivors(victim, fresh)
@@ -251,6 +252,38 @@ class Tour:
         self.check(
             all(st.get("hits", 0) >= len(ASKED) for st in stats.values()),
             f"every node answered the second round's {len(ASKED)} requests from memory (hits)",
+        )
+
+    async def writes(self) -> None:
+        """Step: a write on one node is what every node answers; a delete reaches all."""
+        key = ASKED[0]
+        owner = self.owner(key)
+        writer = next(m for m in self.members if m is not owner)
+        path = f"/v1/groups/scores/keys/{key}"
+        self.step(f"Writing {key}=700 on {writer.name}, which does not own {key}")
+        self.say(f"stored at the owner {owner.name}, every other copy dropped before the 204")
+        status, _ = await http_request(
+            "127.0.0.1", writer.api_port, path, method="PUT", body=b"700"
+        )
+        answers = await asyncio.gather(*(self.get(m, key) for m in self.members))
+        self.check(
+            status == 204 and all(a == (200, b"700") for a in answers),
+            f"every node answers {key}=700 at once"
+            if status == 204 and all(a == (200, b"700") for a in answers)
+            else f"PUT answered {status}; answers {answers}",
+        )
+        before = sum(self.searches(key).values())
+        deleter = self.members[-1] if self.members[-1] is not writer else self.members[0]
+        self.step(f"Deleting {key} on {deleter.name}: every copy goes, the database is asked again")
+        await http_request("127.0.0.1", deleter.api_port, path, method="DELETE")
+        answers = await asyncio.gather(*(self.get(m, key) for m in self.members))
+        after = self.searches(key)
+        self.check(
+            all(a == (200, str(SCORES[key]).encode()) for a in answers)
+            and sum(after.values()) == before + 1
+            and after[owner.name] >= 1,
+            f"every node answers the database's {key}={SCORES[key]} again, loaded once, "
+            f"by the owner {owner.name}",
         )
 
     def choose_victim(self) -> tuple[Member, list[str]]:
