@@ -99,3 +99,21 @@ def test_label_values_are_escaped() -> None:
     assert escape_label_value('a\\b"c\nd') == 'a\\\\b\\"c\\nd'
     text = render_metrics([group('we"ird\\\n')]).decode()
     assert 'shoal_gets_total{group="we\\"ird\\\\\\n"} 0\n' in text
+
+
+def test_replicated_groups_add_replica_series() -> None:
+    """shoal_replica_* series appear only for replicated groups, one sample each."""
+    from dataclasses import replace
+
+    counters = {"entries": 12, "live_bytes": 340, "pushes": 5, "sync_rounds": 9}
+    flags = replace(group("flags"), mode="replicated", replication=counters)
+    text = render_metrics([group("plain"), flags]).decode()
+    assert 'shoal_replica_entries{group="flags"} 12' in text
+    assert 'shoal_replica_live_bytes{group="flags"} 340' in text
+    assert 'shoal_replica_sync_rounds_total{group="flags"} 9' in text
+    assert 'shoal_replica_push_failures_total{group="flags"} 0' in text
+    assert 'group="plain"' not in "".join(
+        line for line in text.splitlines() if line.startswith("shoal_replica_")
+    )
+    assert text.count("# TYPE shoal_replica_entries gauge") == 1
+    assert "shoal_replica_" not in render_metrics([group("plain")]).decode()

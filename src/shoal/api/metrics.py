@@ -27,7 +27,7 @@ _GROUP_COUNTERS: Final = (
     ("shoal_local_loads_total", "local_loads", "Loader calls that succeeded."),
     ("shoal_local_load_errors_total", "local_load_errors", "Loader calls that failed."),
     ("shoal_peer_loads_total", "peer_loads", "Values fetched from a peer."),
-    ("shoal_peer_errors_total", "peer_errors", "Peer fetches that failed."),
+    ("shoal_peer_errors_total", "peer_errors", "Exchanges with peers that failed."),
     ("shoal_server_requests_total", "server_requests", "Gets that arrived over the network."),
 )
 
@@ -39,6 +39,37 @@ _CACHE_SERIES: Final = (
     ("shoal_cache_hits_total", "counter", "hits", "Lookups that found a live entry."),
     ("shoal_cache_evictions_total", "counter", "evictions", "Entries evicted to make room."),
     ("shoal_cache_expirations_total", "counter", "expirations", "Entries removed by their TTL."),
+)
+
+
+# Replicated groups only: (series, type, key of GroupStats.replication, help)
+_REPLICA_SERIES: Final = (
+    ("shoal_replica_entries", "gauge", "entries", "Keys held, tombstones included."),
+    ("shoal_replica_live_bytes", "gauge", "live_bytes", "Key plus value bytes of live keys."),
+    ("shoal_replica_pushes_total", "counter", "pushes", "Push messages sent to peers."),
+    ("shoal_replica_push_failures_total", "counter", "push_failures", "Pushes that failed."),
+    ("shoal_replica_writes_received_total", "counter", "writes_received", "Writes pushed here."),
+    ("shoal_replica_sync_rounds_total", "counter", "sync_rounds", "Anti-entropy rounds begun."),
+    (
+        "shoal_replica_sync_rounds_in_sync_total",
+        "counter",
+        "sync_rounds_in_sync",
+        "Anti-entropy rounds that found nothing to repair.",
+    ),
+    ("shoal_replica_sync_failures_total", "counter", "sync_failures", "Rounds that failed."),
+    (
+        "shoal_replica_entries_repaired_total",
+        "counter",
+        "entries_repaired",
+        "Entries anti-entropy sent or received.",
+    ),
+    ("shoal_replica_bytes_sent_total", "counter", "bytes_sent", "Replication bytes sent."),
+    (
+        "shoal_replica_bytes_received_total",
+        "counter",
+        "bytes_received",
+        "Replication bytes received.",
+    ),
 )
 
 
@@ -71,5 +102,9 @@ def render_metrics(stats: Iterable[GroupStats]) -> bytes:
                 f'{series}{{group="{label}",cache="main"}} {getattr(s.main, field)}',
                 f'{series}{{group="{label}",cache="hot"}} {getattr(s.hot, field)}',
             )
+    replicated = [(label, s.replication) for label, s in snapshots if s.replication is not None]
+    for series, kind, key, text in _REPLICA_SERIES if replicated else ():
+        lines += (f"# HELP {series} {text}", f"# TYPE {series} {kind}")
+        lines += (f'{series}{{group="{label}"}} {r.get(key, 0)}' for label, r in replicated)
     lines.append("")  # the format ends with a line feed
     return "\n".join(lines).encode()
