@@ -44,13 +44,11 @@ once per ``backoff``) and retries the request once on the new target. Errors of
 the key itself (:class:`~shoal.errors.NotFound`, a failed loader, a bad key)
 are raised as the node raised them.
 
-**Writes.** The nodes' writes change only their own caches (cluster-wide writes
-are not there yet), so the client makes them cluster-wide for a partitioned
-group: :meth:`Client.set` stores the value at the key's owner and then drops
-the key from every other member (their hot copies), :meth:`Client.delete`
-drops it everywhere. A member that cannot be reached is skipped (its cache went
-with it). Over ``http`` a TTL travels as an absolute expiry computed with the
-client's clock.
+**Writes.** :meth:`Client.set` and :meth:`Client.delete` go to the key's owner
+(over ``http`` with ``Shoal-Write: client``), whose write path stores the value
+and drops every other member's copy, or, in a replicated group, sends the write
+to every member. Over ``http`` a TTL travels as an absolute expiry computed with
+the client's clock.
 """
 
 from __future__ import annotations

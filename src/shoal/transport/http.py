@@ -10,10 +10,18 @@ request                                      answer
 ``GET {base}{group}/{key}``                  200 ``application/x-protobuf`` GetResponse
                                              (``expire`` only when the value expires)
 ``PUT {base}{group}/{key}``, SetRequest      200, empty (the body's key is set, as v3 does)
-``DELETE {base}{group}/{key}``               200, empty
-``POST {base}{group}/_remove-keys/``, JSON   200, empty
+``DELETE {base}{group}/{key}``               200 ``{"removed": n}`` (Go clients read 200)
+``POST {base}{group}/_remove-keys/``, JSON   200 ``{"removed": n}``
 ``POST {base}{group}/_get-many/``            200 batch answer (shoal only, :mod:`~shoal.wire.batch`)
+``POST {base}{group}/_invalidate/``          200 ``{"removed": n}``: the group emptied (shoal only)
+``POST {base}{group}/_replica/``             200 ``shoal.v1.ReplicaResponse`` for a
+                                             ``ReplicaRequest`` (shoal only, replicated groups)
 ===========================================  ============================================
+
+Writes that arrive here change this node only, as between Go peers (the node a
+client wrote to tells the others); a ``PUT`` or ``DELETE`` with the header
+``Shoal-Write: client`` (:data:`WRITE_HEADER`) runs the node's whole write path
+instead, for clients such as :class:`shoal.Client`.
 
 Errors are answered as Go's ``http.Error`` writes them (``text/plain``, the
 message and a newline): 404 for an unknown group (``no such group: G``, byte for
@@ -1096,7 +1104,7 @@ class HttpPeerClient:
         if self._extensions_raw is None and not self._probed:
             answer = await self._exchange(self._request(b"GET", self._base))
             self._probed = True
-            self._learn(answer.extensions)
+            self._learn(answer)
         return parse_extensions(self._extensions_raw)
 
     async def aclose(self) -> None:
@@ -1213,13 +1221,17 @@ class HttpPeerClient:
                 "support writes (golang/groupcache)"
             )
 
-    def _learn(self, extensions: bytes | None) -> None:
+    def _learn(self, answer: _Answer) -> None:
         """Note which shoal extensions the peer serves (from the answer just read).
 
         A peer that names any is a shoal node, whose server answers pipelined GETs
         concurrently (a Go node answers them one after the other): GETs to it are
-        pipelined.
+        pipelined. An error answer without the header says nothing (a shoal server
+        refuses an oversized or malformed request before its peer protocol sees it).
         """
+        extensions = answer.extensions
+        if extensions is None and answer.status >= 400:
+            return
         if extensions != self._extensions_raw:
             self._extensions_raw = extensions
             self._batch = GET_MANY_EXTENSION in parse_extensions(extensions)
@@ -1280,7 +1292,7 @@ class HttpPeerClient:
             # Lost, or cancelled mid-exchange: the connection's state is unknown.
             self._discard(connection)
             raise
-        self._learn(answer.extensions)
+        self._learn(answer)
         return answer
 
     async def _get_exchange(self, request: bytes) -> _Answer:
@@ -1314,7 +1326,7 @@ class HttpPeerClient:
                 self._discard(item.connection)
             raise
         else:
-            self._learn(answer.extensions)
+            self._learn(answer)
             return answer
         return await self._retry(request)
 
