@@ -131,9 +131,7 @@ def test_shoal_services() -> None:
         "shoal.v1.Cache": sorted(
             ["Get", "GetMany", "Set", "Delete", "RemoveKeys", "Invalidate", "Stats", "Cluster"]
         ),
-        "shoal.v1.Peer": sorted(
-            ["Get", "GetMany", "Set", "RemoveKeys", "Invalidate", "Replica"]
-        ),
+        "shoal.v1.Peer": sorted(["Get", "GetMany", "Set", "RemoveKeys", "Invalidate", "Replica"]),
     }
 
 
