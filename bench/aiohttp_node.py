@@ -45,6 +45,7 @@ from shoal.wire.codec import (
     build_peer_path,
     decode_get_response,
     encode_get_response,
+    encode_set_request,
     parse_peer_path,
 )
 
@@ -116,6 +117,43 @@ class AiohttpPeerClient:
         for part in await asyncio.gather(*(one(key) for key in keys)):
             found.update(part)
         return found
+
+    async def set(
+        self, group: str, key: str, value: bytes, expires_at: float | None = None
+    ) -> None:
+        """Store ``value`` on the peer (``PUT`` with a SetRequest)."""
+        expire_ns = int(expires_at * _NS) if expires_at is not None else None
+        body = encode_set_request(group, key, value, expire_ns=expire_ns)
+        await self._write("PUT", build_peer_path(DEFAULT_BASE_PATH, group, key), body)
+
+    async def remove_keys(self, group: str, keys: list[str]) -> int | None:
+        """Drop keys on the peer, one ``DELETE`` each; the count is not read."""
+        for key in keys:
+            await self._write("DELETE", build_peer_path(DEFAULT_BASE_PATH, group, key), None)
+        return None
+
+    async def invalidate(self, group: str) -> int | None:
+        """Not sent: this variant speaks only groupcache's own requests (as to a Go peer)."""
+        return None
+
+    async def replica(self, group: str, request: bytes) -> bytes:
+        """Replicated groups are not part of this variant.
+
+        Raises:
+            PeerError: always.
+        """
+        raise PeerError(f"{self._url}: the aiohttp variant does not serve replicated groups")
+
+    async def _write(self, method: str, path: str, body: bytes | None) -> None:
+        target = URL(self._url + path, encoded=True)
+        try:
+            async with self._session.request(method, target, data=body) as response:
+                status = response.status
+                text = (await response.read())[:200].decode("utf-8", "replace").strip()
+        except ClientError as exc:
+            raise PeerUnavailable(f"{self._url}: {exc}") from exc
+        if status != 200:
+            raise PeerError(f"{self._url}: {method} answered {status}: {text}")
 
     async def aclose(self) -> None:
         """Nothing to do: the transport owns the session."""
