@@ -431,26 +431,9 @@ def sweep() -> list[str]:
 
 @dataclass
 class HostServer(ShoalServer):
-    """A ``shoal serve`` running in a :class:`Host`; its URLs use the host's address."""
+    """A ``shoal serve`` running in a :class:`Host` (``ip`` is the host's address)."""
 
     host: Host | None = None
-
-    @property
-    def ip(self) -> str:
-        """The address of the host it runs in."""
-        assert self.host is not None
-        return self.host.ip
-
-    @property
-    def url(self) -> str:
-        """Base URL of the node's HTTP API (reachable from the test process)."""
-        return f"http://{self.ip}:{self.port}"
-
-    @property
-    def peer_url(self) -> str:
-        """The node's URL on the ring (its peer server)."""
-        assert self.peer_port is not None, "this server has no peer port"
-        return f"http://{self.ip}:{self.peer_port}"
 
 
 @contextlib.contextmanager
@@ -485,7 +468,7 @@ def shoal_serve_in(
                 env=dict(env) if env is not None else clean_env(),
                 start_new_session=True,
             )
-        server = HostServer(proc, api_port, stdout_path, stderr_path, peer_port, host)
+        server = HostServer(proc, api_port, stdout_path, stderr_path, peer_port, host.ip, host)
         try:
             wait_http_ok(f"{server.url}/healthz", proc, ready_timeout, stderr_path)
             yield server

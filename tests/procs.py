@@ -165,17 +165,19 @@ class ShoalServer:
     stdout_path: Path
     stderr_path: Path
     peer_port: int | None = None
+    ip: str = "127.0.0.1"
+    """The address it listens on (another one for a server in a network namespace)."""
 
     @property
     def url(self) -> str:
         """Base URL of the server's HTTP API."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.ip}:{self.port}"
 
     @property
     def peer_url(self) -> str:
         """The node's URL on the ring (its peer server)."""
         assert self.peer_port is not None, "this server has no peer port"
-        return f"http://127.0.0.1:{self.peer_port}"
+        return f"http://{self.ip}:{self.peer_port}"
 
     def stdout(self) -> str:
         """Everything the server printed to stdout so far."""

@@ -92,6 +92,42 @@ async def serving(
         yield Served(node, group, loader, node.self_url)
 
 
+@asynccontextmanager
+async def http_cluster(n: int = 3, **options: Any) -> AsyncIterator[list[Served]]:
+    """``n`` started nodes that know each other (members set once every port is known)."""
+    async with contextlib.AsyncExitStack() as stack:
+        nodes = [await stack.enter_async_context(serving(**options)) for _ in range(n)]
+        urls = [s.url for s in nodes]
+        for served in nodes:
+            served.node.set_peers(urls)
+        yield nodes
+
+
+def owned_by(nodes: list[Served], index: int, prefix: str = "k") -> str:
+    """A key whose owner is ``nodes[index]``."""
+    picker = nodes[0].node.peers
+    assert picker is not None
+    return next(
+        f"{prefix}{i}" for i in range(10_000) if picker.owner(f"{prefix}{i}") == nodes[index].url
+    )
+
+
+def cached(nodes: list[Served], key: str, group: str = GROUP) -> list[bytes | None]:
+    """What each node holds for ``key`` (main or hot cache), without loading."""
+    found: list[bytes | None] = []
+    for served in nodes:
+        try:
+            found.append(served.node.groups[group].cached_bytes(key))
+        except NotFound:
+            found.append(None)
+    return found
+
+
+def loads(nodes: list[Served]) -> int:
+    """Loader calls on every node."""
+    return sum(len(s.loader.calls) for s in nodes)
+
+
 async def _stop(writers: set[asyncio.StreamWriter], tasks: set[asyncio.Task[None]]) -> None:
     """End a test server's connection handlers: drop their connections, so each sees
     the end of its stream and returns; cancel only those still running after that.

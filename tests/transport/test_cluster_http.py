@@ -3,36 +3,12 @@ peer server on 127.0.0.1, reaching each other through the default HTTP transport
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
-
 import pytest
 
 from shoal import NotFound, RemoteLoadError
 from shoal.testing import ManualClock
 from shoal.transport.http import HttpPeerClient
-from transport.peerkit import Served, serving, value
-
-
-@asynccontextmanager
-async def http_cluster(n: int = 3, **options: Any) -> AsyncIterator[list[Served]]:
-    """``n`` started nodes that know each other (members set once every port is known)."""
-    async with AsyncExitStack() as stack:
-        nodes = [await stack.enter_async_context(serving(**options)) for _ in range(n)]
-        urls = [s.url for s in nodes]
-        for served in nodes:
-            served.node.set_peers(urls)
-        yield nodes
-
-
-def owned_by(nodes: list[Served], index: int, prefix: str = "k") -> str:
-    """A key whose owner is ``nodes[index]``."""
-    picker = nodes[0].node.peers
-    assert picker is not None
-    return next(
-        f"{prefix}{i}" for i in range(10_000) if picker.owner(f"{prefix}{i}") == nodes[index].url
-    )
+from transport.peerkit import http_cluster, owned_by, value
 
 
 async def test_default_transport_is_http() -> None:

@@ -21,13 +21,13 @@ for _module in ("grpc", "grpc_health", "grpc_reflection"):
 
 import grpc  # noqa: E402
 
-from shoal import GroupFull, NotFound  # noqa: E402
+from shoal import GroupFull  # noqa: E402
 from shoal.hlc import hlc_from_seconds  # noqa: E402
 from shoal.replica import DEFAULT_BUCKETS  # noqa: E402
 from shoal.transport.grpc import GrpcNodeClient, GrpcPeerClient  # noqa: E402
 from shoal.wire._pb import shoal_pb2 as pb  # noqa: E402
 from transport.grpckit import Answer, grpc_cluster, owned_by, raw_call  # noqa: E402
-from transport.peerkit import GROUP, Served, value  # noqa: E402
+from transport.peerkit import GROUP, Served, cached, loads, value  # noqa: E402
 
 OK = grpc.StatusCode.OK
 PEER, CACHE = "/shoal.v1.Peer/", "/shoal.v1.Cache/"
@@ -36,21 +36,6 @@ MIRROR = "mirror"
 
 
 # ------------------------------------------------------------------------------ kit
-
-
-def cached(nodes: list[Served], key: str, group: str = GROUP) -> list[bytes | None]:
-    """What each node holds for ``key`` (main or hot cache), without loading."""
-    found: list[bytes | None] = []
-    for served in nodes:
-        try:
-            found.append(served.node.groups[group].cached_bytes(key))
-        except NotFound:
-            found.append(None)
-    return found
-
-
-def loads(nodes: list[Served]) -> int:
-    return sum(len(s.loader.calls) for s in nodes)
 
 
 async def warm(nodes: list[Served], *keys: str) -> None:

@@ -11,15 +11,12 @@ before it sends a shoal-only request, and leaves a Go peer alone.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from api.rawhttp import Client, RawResponse, call
-from shoal import NotFound, PeerError
+from shoal import PeerError
 from shoal.hlc import hlc_from_seconds
 from shoal.replica import DEFAULT_BUCKETS
 from shoal.transport.http import WRITE_HEADER, HttpPeerClient
@@ -51,6 +48,10 @@ from transport.peerkit import (
     Script,
     Served,
     answer,
+    cached,
+    http_cluster,
+    loads,
+    owned_by,
     serving,
     value,
 )
@@ -64,42 +65,6 @@ TOKENS = {GET_MANY_EXTENSION, INVALIDATE_EXTENSION, REPLICA_EXTENSION}
 
 
 # ------------------------------------------------------------------------------ kit
-
-
-@asynccontextmanager
-async def http_cluster(n: int = 3, **options: Any) -> AsyncIterator[list[Served]]:
-    """``n`` started nodes serving ``scores`` that know each other (members set once
-    every port is known)."""
-    async with AsyncExitStack() as stack:
-        nodes = [await stack.enter_async_context(serving(**options)) for _ in range(n)]
-        urls = [s.url for s in nodes]
-        for served in nodes:
-            served.node.set_peers(urls)
-        yield nodes
-
-
-def owned_by(nodes: list[Served], index: int, prefix: str = "k") -> str:
-    """A key whose owner is ``nodes[index]``."""
-    picker = nodes[0].node.peers
-    assert picker is not None
-    return next(
-        f"{prefix}{i}" for i in range(10_000) if picker.owner(f"{prefix}{i}") == nodes[index].url
-    )
-
-
-def cached(nodes: list[Served], key: str, group: str = GROUP) -> list[bytes | None]:
-    """What each node holds for ``key`` (main or hot cache), without loading."""
-    found: list[bytes | None] = []
-    for served in nodes:
-        try:
-            found.append(served.node.groups[group].cached_bytes(key))
-        except NotFound:
-            found.append(None)
-    return found
-
-
-def loads(nodes: list[Served]) -> int:
-    return sum(len(s.loader.calls) for s in nodes)
 
 
 def check_extensions(response: RawResponse) -> None:
