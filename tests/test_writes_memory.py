@@ -288,3 +288,49 @@ async def test_replicated_group_refuses_writes_over_capacity() -> None:
         await c.groups[1].delete("f1")
         await c.groups[2].set("f9", b"v")  # room again
         assert c.values("f9") == [b"v"] * 3
+
+
+async def test_a_node_never_serves_a_value_it_deleted_from_an_owner_that_missed_it() -> None:
+    async with cluster(mode="replicated", anti_entropy_interval=3600) as c:
+        key = next(f"gone{i}" for i in range(1000) if c.owner_index(f"gone{i}") == 2)
+        await c.groups[0].set(key, b"old")
+        c.network.down.add(c.urls[2])
+        assert await c.groups[1].delete(key) is True  # node 2, the owner, misses it
+        c.network.down.clear()
+        for node in c.nodes:
+            node.peers.succeeded(c.urls[2])  # type: ignore[union-attr]
+        assert c.values(key) == [None, None, b"old"]
+        for group in c.groups[:2]:
+            with pytest.raises(NotFound):  # not the owner's stale copy
+                await group.get(key)
+
+
+async def test_writes_after_a_restart_win_even_behind_a_faster_clock() -> None:
+    """A node that restarts with a clock behind the versions it made (or learned)
+    before still makes writes that win: each write is stamped above what it knows."""
+    network = MemoryNetwork()
+    urls = ["http://10.0.0.1:8000", "http://10.0.0.2:8000"]
+    clocks = [ManualClock(1_800_000_100.0), ManualClock(1_800_000_000.0)]  # node 0 ahead
+
+    def node(i: int) -> Node:
+        config = NodeConfig(self_url=urls[i], peers=tuple(urls))
+        return Node(config, transport=network.transport(), clock=clocks[i])
+
+    async with node(0) as n0:
+        network.register(urls[0], n0)
+        g0 = n0.group("kv", mode="replicated", anti_entropy_interval=3600)
+        async with node(1) as n1:
+            network.register(urls[1], n1)
+            g1 = n1.group("kv", mode="replicated", anti_entropy_interval=3600)
+            await g0.set("x", b"from 0")  # stamped 100 s ahead of node 1's clock
+            await g1.set("y", b"old")  # observes node 0's clock first: also ahead
+        clocks[1].advance(5)  # restarted: empty, and its clock 95 s behind "old"
+        async with node(1) as n1:
+            network.register(urls[1], n1)
+            g1 = n1.group("kv", mode="replicated", anti_entropy_interval=3600)
+            assert g1.replica is not None
+            await g1.replica.sync_with(n1.peers.view.clients[urls[0]])  # type: ignore[union-attr]
+            assert g1.cached_bytes("y") == b"old"
+            await g1.set("y", b"new")
+            assert g1.cached_bytes("y") == b"new"
+            assert g0.cached_bytes("y") == b"new"

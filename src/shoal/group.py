@@ -792,6 +792,12 @@ class Group(Generic[V]):
         cached = self._recheck(call.key)
         if cached is not None:
             return cached
+        replica = self.replica
+        if replica is not None and (self._loader is None or call.key in replica.state):
+            # A replicated group knows every key: without a loader a miss is NotFound
+            # here and now; a key this node holds a delete (or an expired value) of
+            # loads here, as the owner may not have seen that delete yet.
+            return await self._load_here(call, recheck=False)
         peer = self.peers.pick(call.key) if self.peers is not None else None
         if peer is not None:
             data = await self._fetch_from_peer(peer, call)

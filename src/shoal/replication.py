@@ -125,6 +125,15 @@ class Replica:
         """A version for a write of this node made now."""
         return Version(self.hlc.now(), self.node_id)
 
+    def _stamp_after(self, key: str) -> Version:
+        """A version for a write of ``key`` made now, above every version of ``key``
+        this node knows, whatever its wall clock says (after a restart, or with a
+        peer's clock ahead): a client's write always supersedes what it could read."""
+        known = self.state.get(key)
+        if known is not None:
+            self.hlc.observe(known.version.hlc)
+        return self.stamp()
+
     async def write(self, key: str, data: bytes, expires_at: float | None) -> None:
         """Store ``data`` under ``key`` on every member (last writer wins).
 
@@ -132,7 +141,7 @@ class Replica:
             GroupFull: the group holds its capacity (the write is not made).
         """
         self._check_room(key, data)
-        entry = Entry(key, self.stamp(), data, expires_at)
+        entry = Entry(key, self._stamp_after(key), data, expires_at)
         self._apply(entry, self._clock())
         await self._push([entry])
 
@@ -144,7 +153,7 @@ class Replica:
         for key in keys:
             known = self.state.get(key)
             removed += known is not None and not known.dead(now)
-            entry = Entry(key, self.stamp(), None)
+            entry = Entry(key, self._stamp_after(key), None)
             self._apply(entry, now)
             entries.append(entry)
         await self._push(entries)
@@ -452,8 +461,9 @@ class Replica:
 
     def _apply(self, entry: Entry, now: float) -> bool:
         """Merge one write into the state and mirror it into the group's caches."""
-        if entry.version.node != self.node_id:
-            self._observe(entry.version.hlc, now)
+        # Own entries too: a restarted node (same id) may get back versions it
+        # made before, ahead of its clock now.
+        self._observe(entry.version.hlc, now)
         if not self.state.apply(entry, horizon=now - self._config.tombstone_ttl):
             return False
         current = self.state.get(entry.key)
