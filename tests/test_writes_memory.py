@@ -334,3 +334,14 @@ async def test_writes_after_a_restart_win_even_behind_a_faster_clock() -> None:
             await g1.set("y", b"new")
             assert g1.cached_bytes("y") == b"new"
             assert g0.cached_bytes("y") == b"new"
+
+
+async def test_a_peer_in_back_off_still_gets_pushes_in_the_background() -> None:
+    async with cluster(mode="replicated", anti_entropy_interval=3600) as c:
+        picker = c.nodes[0].peers
+        assert picker is not None
+        picker.failed(c.urls[2])  # e.g. it was still starting when node 0 first asked
+        await c.groups[0].set("k", b"v")  # waits for node 1 only
+        await settle(c)
+        assert c.values("k") == [b"v"] * 3
+        assert picker.backing_off() == []  # the push answered: no longer skipped

@@ -317,7 +317,7 @@ class Replica:
         self._active = True
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._push_forever(self._wake))
+                tasks.create_task(self._push_forever(self._wake, tasks))
                 tasks.create_task(self._anti_entropy_forever())
         finally:
             self._active = False
@@ -326,17 +326,24 @@ class Replica:
                     waiter.set_result(None)
             self._waiters.clear()
 
-    async def _push_forever(self, wake: asyncio.Event) -> None:
+    async def _push_forever(self, wake: asyncio.Event, tasks: asyncio.TaskGroup) -> None:
+        """Send what the writes queued: writers wait for the live peers; a peer skipped
+        after failures gets the push too, in the background (one at a time), so a
+        member that was only briefly away misses nothing and rejoins at once."""
+        probing: set[str] = set()
         while True:
             await wake.wait()
             wake.clear()
             entries, self._outbox = self._outbox, []
             cleared, self._cleared_out = self._cleared_out, None
             waiters, self._waiters = self._waiters, []
+            live = self._live()
+            for peer in self._skipped():
+                if peer.url not in probing:
+                    probing.add(peer.url)
+                    tasks.create_task(self._probe(peer, entries, cleared, probing))
             try:
-                await asyncio.gather(
-                    *(self._send_logged(peer, entries, cleared) for peer in self._live())
-                )
+                await asyncio.gather(*(self._send_logged(peer, entries, cleared) for peer in live))
             finally:
                 for waiter in waiters:
                     if not waiter.done():
@@ -373,6 +380,24 @@ class Replica:
             return []
         slow = set(peers.backing_off())
         return [c for url, c in peers.view.clients.items() if url not in slow]
+
+    def _skipped(self) -> list[PeerClient]:
+        """The peers in their failure back-off."""
+        peers = self._group.peers
+        if peers is None:
+            return []
+        clients = peers.view.clients
+        return [clients[url] for url in peers.backing_off() if url in clients]
+
+    async def _probe(
+        self, peer: PeerClient, entries: list[Entry], cleared: Version | None, probing: set[str]
+    ) -> None:
+        try:
+            await self._send(peer, entries, cleared)
+        except PeerError:
+            self._counters["push_failures"] += 1  # still away: anti-entropy will repair
+        finally:
+            probing.discard(peer.url)
 
     def _failed(self, peer: PeerClient) -> None:
         if self._group.peers is not None:
