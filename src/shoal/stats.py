@@ -68,7 +68,9 @@ class GroupStats:
     """A replicated group's state and traffic: ``entries`` (tombstones included),
     ``live_bytes``, ``pushes``, ``push_failures``, ``writes_received``,
     ``sync_rounds``, ``sync_rounds_in_sync``, ``sync_failures``, ``entries_repaired``,
-    ``bytes_sent``, ``bytes_received``; None for a partitioned group."""
+    ``bytes_sent``, ``bytes_received`` (the bytes of the pushes and anti-entropy
+    rounds this node started, each way: an exchange counts once, at the node that
+    began it); None for a partitioned group."""
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a plain dict (for JSON)."""

@@ -63,12 +63,17 @@ _REPLICA_SERIES: Final = (
         "entries_repaired",
         "Entries anti-entropy sent or received.",
     ),
-    ("shoal_replica_bytes_sent_total", "counter", "bytes_sent", "Replication bytes sent."),
+    (
+        "shoal_replica_bytes_sent_total",
+        "counter",
+        "bytes_sent",
+        "Bytes sent in the pushes and rounds this node started.",
+    ),
     (
         "shoal_replica_bytes_received_total",
         "counter",
         "bytes_received",
-        "Replication bytes received.",
+        "Bytes received in the pushes and rounds this node started.",
     ),
 )
 
