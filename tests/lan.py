@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from membership.views import missing
-from procs import READY_TIMEOUT, STOP_TIMEOUT, ShoalServer, clean_env, shoal_cmd, wait_http_ok
+from procs import READY_TIMEOUT, ShoalServer, clean_env, shoal_cmd, stop, wait_http_ok
 
 __all__ = [
     "PREFIX",
@@ -473,12 +473,6 @@ def shoal_serve_in(
             wait_http_ok(f"{server.url}/healthz", proc, ready_timeout, stderr_path)
             yield server
         finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-            proc.wait()
+            stop(proc)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

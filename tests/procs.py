@@ -198,14 +198,14 @@ class ShoalServer:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            _kill(self.proc)
+            stop(self.proc)
             raise AssertionError(
                 f"shoal serve ignored {sig.name} for {timeout}s; killed it.\n"
                 f"stderr:\n{self.stderr()}"
             ) from None
 
 
-def _kill(proc: subprocess.Popen[bytes]) -> None:
+def stop(proc: subprocess.Popen[bytes]) -> None:
     """Terminate, then kill; always reaps the process."""
     if proc.poll() is not None:
         return
@@ -313,7 +313,7 @@ def shoal_serve(
             wait_http_ok(f"{server.url}/healthz", server.proc, ready_timeout, server.stderr_path)
             yield server
         finally:
-            _kill(server.proc)
+            stop(server.proc)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -380,7 +380,7 @@ def shoal_cluster(
                 node_args, api_port, env(i, urls[i]) if env is not None else None, workdir
             )
             server.peer_port = peer_port
-            stack.callback(_kill, server.proc)
+            stack.callback(stop, server.proc)
             nodes.append(server)
         for server in nodes:
             wait_http_ok(f"{server.url}/healthz", server.proc, ready_timeout, server.stderr_path)
@@ -421,7 +421,7 @@ def shoal_nodes(
                 workdir,
             )
             server.peer_port = peer_port
-            stack.callback(_kill, server.proc)
+            stack.callback(stop, server.proc)
             nodes.append(server)
         for server in nodes:
             wait_http_ok(f"{server.url}/healthz", server.proc, ready_timeout, server.stderr_path)

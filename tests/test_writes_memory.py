@@ -345,3 +345,38 @@ async def test_a_peer_in_back_off_still_gets_pushes_in_the_background() -> None:
         await settle(c)
         assert c.values("k") == [b"v"] * 3
         assert picker.backing_off() == []  # the push answered: no longer skipped
+
+
+async def test_get_or_load_fills_a_replicated_group_everywhere_once() -> None:
+    async with cluster(mode="replicated", anti_entropy_interval=3600) as c:
+        calls = 0
+
+        async def fill() -> bytes:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0.01)
+            return b"filled"
+
+        results = await asyncio.gather(*(c.groups[0].get_or_load("f", fill) for _ in range(20)))
+        assert results == [b"filled"] * 20
+        assert calls == 1
+        await settle(c)
+        assert c.values("f") == [b"filled"] * 3
+
+
+async def test_stale_while_revalidate_across_the_cluster() -> None:
+    gate = asyncio.Event()
+    gate.set()
+    async with cluster(gate=gate, ttl=10, stale_while_revalidate=30, hot_admission="never") as c:
+        key = c.key_owned_by(1)
+        assert await c.groups[0].get(key) == DATA[key]
+        c.clock.advance(11)
+        c.loaders[1].data[key] = b"fresh"
+        gate.clear()
+        # The owner serves its expired value to the asking node while it reloads once.
+        assert await asyncio.gather(*(c.groups[0].get(key) for _ in range(5))) == [DATA[key]] * 5
+        assert c.loaders[1].calls[key] == 2
+        gate.set()
+        await settle(c)
+        assert await c.groups[0].get(key) == b"fresh"
+        assert c.loaders[1].calls[key] == 2

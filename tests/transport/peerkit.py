@@ -128,6 +128,16 @@ def loads(nodes: list[Served]) -> int:
     return sum(len(s.loader.calls) for s in nodes)
 
 
+async def warm(nodes: list[Served], *keys: str) -> None:
+    """Read ``keys`` on every node: the owner loads each, the others keep hot copies
+    (the nodes run with ``hot_admission="always"``)."""
+    for served in nodes:
+        for key in keys:
+            assert await served.group.get(key) == value(key)
+    for key in keys:
+        assert cached(nodes, key) == [value(key)] * len(nodes)
+
+
 async def _stop(writers: set[asyncio.StreamWriter], tasks: set[asyncio.Task[None]]) -> None:
     """End a test server's connection handlers: drop their connections, so each sees
     the end of its stream and returns; cancel only those still running after that.

@@ -27,7 +27,7 @@ from shoal.replica import DEFAULT_BUCKETS  # noqa: E402
 from shoal.transport.grpc import GrpcNodeClient, GrpcPeerClient  # noqa: E402
 from shoal.wire._pb import shoal_pb2 as pb  # noqa: E402
 from transport.grpckit import Answer, grpc_cluster, owned_by, raw_call  # noqa: E402
-from transport.peerkit import GROUP, Served, cached, loads, value  # noqa: E402
+from transport.peerkit import GROUP, Served, cached, loads, value, warm  # noqa: E402
 
 OK = grpc.StatusCode.OK
 PEER, CACHE = "/shoal.v1.Peer/", "/shoal.v1.Cache/"
@@ -36,16 +36,6 @@ MIRROR = "mirror"
 
 
 # ------------------------------------------------------------------------------ kit
-
-
-async def warm(nodes: list[Served], *keys: str) -> None:
-    """Read ``keys`` on every node: the owner loads each, the others keep hot copies
-    (the nodes run with ``hot_admission="always"``)."""
-    for served in nodes:
-        for key in keys:
-            assert await served.group.get(key) == value(key)
-    for key in keys:
-        assert cached(nodes, key) == [value(key)] * len(nodes)
 
 
 def ok(answer: Answer) -> bytes:

@@ -46,7 +46,6 @@ from transport.peerkit import (
     Received,
     Reply,
     Script,
-    Served,
     answer,
     cached,
     http_cluster,
@@ -54,6 +53,7 @@ from transport.peerkit import (
     owned_by,
     serving,
     value,
+    warm,
 )
 from transport.test_go_interop import go_node, go_node_binary  # noqa: F401  (a fixture)
 
@@ -117,16 +117,6 @@ async def replica(port: int, group: str, body: bytes) -> RawResponse:
     response = await call(port, "POST", target, body, {"Content-Type": "application/x-protobuf"})
     check_extensions(response)
     return response
-
-
-async def warm(nodes: list[Served], *keys: str) -> None:
-    """Read ``keys`` on every node: the owner loads each, the others keep hot copies
-    (the nodes run with ``hot_admission="always"``)."""
-    for served in nodes:
-        for key in keys:
-            assert await served.group.get(key) == value(key)
-    for key in keys:
-        assert cached(nodes, key) == [value(key)] * len(nodes)
 
 
 # -------------------------------------------------------------------------- PUT
