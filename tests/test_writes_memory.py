@@ -380,3 +380,22 @@ async def test_stale_while_revalidate_across_the_cluster() -> None:
         await settle(c)
         assert await c.groups[0].get(key) == b"fresh"
         assert c.loaders[1].calls[key] == 2
+
+
+async def test_a_replicated_group_works_alone() -> None:
+    """Without a node or peers: writes apply here, reads load once, deletes stick."""
+    from shoal import GroupConfig
+
+    group: Group[bytes] = Group(
+        GroupConfig(name="solo", mode="replicated"), CountingLoader({"a": b"1"})
+    )
+    assert await group.get("a") == b"1"
+    await group.set("b", b"2", ttl=60)
+    assert await group.get_many(["a", "b", "c"]) == {"a": b"1", "b": b"2"}
+    assert await group.delete("b") is True
+    with pytest.raises(NotFound):
+        await group.get("b")
+    assert await group.invalidate_group() == 1
+    assert group.replica is not None
+    assert group.statistics().replication == {**group.replica.statistics()}
+    await group.aclose()
