@@ -74,12 +74,3 @@ async def grpc_cluster(
             await stack.enter_async_context(node)
             nodes.append(Served(node, group, loader, url))
         yield nodes
-
-
-def owned_by(nodes: list[Served], index: int, prefix: str = "k") -> str:
-    """A key whose owner is ``nodes[index]``."""
-    picker = nodes[0].node.peers
-    assert picker is not None
-    return next(
-        f"{prefix}{i}" for i in range(10_000) if picker.owner(f"{prefix}{i}") == nodes[index].url
-    )

@@ -32,8 +32,8 @@ from shoal.testing import ManualClock
 from shoal.transport.grpc import GrpcNodeClient, GrpcPeerClient, GrpcTransport, grpc_target
 from shoal.wire._pb import geekcache_pb2 as geek
 from shoal.wire._pb import shoal_pb2 as pb
-from transport.grpckit import grpc_cluster, owned_by, raw_call
-from transport.peerkit import value
+from transport.grpckit import grpc_cluster, raw_call
+from transport.peerkit import owned_by, value
 
 OK = grpc.StatusCode.OK
 
