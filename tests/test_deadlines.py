@@ -116,3 +116,17 @@ def test_duration_must_be_positive() -> None:
             Deadlines(0, loop)
     finally:
         loop.close()
+
+
+async def test_a_watch_calls_back_at_its_deadline_unless_done() -> None:
+    """watch(): a deadline for a wait that is not a task, on the same one timer."""
+    loop = asyncio.get_running_loop()
+    deadlines = Deadlines(0.02, loop)
+    expired: list[str] = []
+    late = deadlines.watch(lambda: expired.append("late"))
+    early = deadlines.watch(lambda: expired.append("early"))
+    early.done = True  # its wait ended in time
+    await asyncio.sleep(0.05)
+    assert expired == ["late"]
+    assert late.done
+    assert len(deadlines) == 0

@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Callable
 from types import TracebackType
 
-__all__ = ["Deadlines"]
+__all__ = ["Deadlines", "Watch"]
 
 
 class _Scope:
@@ -77,6 +78,25 @@ class _Scope:
             self._task.cancel()
 
 
+class Watch:
+    """A deadline for a wait that is not a task: the timer calls ``on_expire()`` at
+    the deadline unless the waiter set :attr:`done` first (see :meth:`Deadlines.watch`)."""
+
+    __slots__ = ("_on_expire", "done", "when")
+
+    def __init__(self, on_expire: Callable[[], object], when: float) -> None:
+        self._on_expire = on_expire
+        self.when = when
+        self.done = False
+        """Set it when the wait is over: the timer then drops the watch."""
+
+    def cancel(self) -> None:
+        """The deadline passed (the timer calls this)."""
+        if not self.done:
+            self.done = True
+            self._on_expire()
+
+
 class Deadlines:
     """Hands out timeout scopes of ``duration`` seconds on ``loop``.
 
@@ -92,7 +112,7 @@ class Deadlines:
             raise ValueError(f"duration must be positive, got {duration!r}")
         self.duration = duration
         self.loop = loop
-        self._queue: deque[_Scope] = deque()
+        self._queue: deque[_Scope | Watch] = deque()
         self._timer: asyncio.TimerHandle | None = None
 
     def scope(self) -> _Scope | None:
@@ -105,11 +125,19 @@ class Deadlines:
             return None
         return _Scope(self, task, loop.time() + self.duration)
 
+    def watch(self, on_expire: Callable[[], object]) -> Watch:
+        """A deadline ``duration`` seconds from now for a wait that continues in a
+        callback rather than a task: ``on_expire()`` runs then, unless the waiter
+        set the watch's ``done`` first (no timer handle per wait)."""
+        watch = Watch(on_expire, self.loop.time() + self.duration)
+        self._add(watch)
+        return watch
+
     def __len__(self) -> int:
         """Scopes queued (entered and not yet dropped by the timer)."""
         return len(self._queue)
 
-    def _add(self, scope: _Scope) -> None:
+    def _add(self, scope: _Scope | Watch) -> None:
         queue = self._queue
         while queue and queue[0].done:
             queue.popleft()

@@ -219,6 +219,22 @@ class Group(Generic[V]):
         """
         return await self._load(key, None)
 
+    def load_future(self, key: str) -> asyncio.Future[bytes]:
+        """:meth:`load_bytes` as a future of the caller's own, returned at once (no
+        coroutine, no task: what the HTTP API hands its server for a miss).
+        Cancelling the future cancels only this caller's wait.
+
+        Must be called from the group's event loop.
+
+        Raises:
+            InvalidKey, KeyTooLarge: a bad key. Closed: the group is closed.
+        """
+        self.validate_key(key)
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        self._loads += 1
+        return self._flight.join(key, self._load_once)
+
     async def serve_peer(self, key: str) -> tuple[bytes, float | None]:
         """Answer a peer's request for ``key``: from the caches, else loaded here.
 

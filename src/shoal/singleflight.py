@@ -74,6 +74,18 @@ class Flight(Generic[T]):
             Closed: if the flight is closed, or was closed while the load ran.
             BaseException: whatever ``fn`` raised, the same object for every waiter.
         """
+        return await self.join(key, fn)
+
+    def join(self, key: str, fn: Callable[[Call[T]], Coroutine[Any, Any, T]]) -> asyncio.Future[T]:
+        """Like :meth:`do`, but return the caller's own future at once instead of
+        waiting on it (for callers that continue in a callback rather than a task).
+        Cancelling the future cancels only this caller's wait.
+
+        Must be called from the event loop that owns the flight.
+
+        Raises:
+            Closed: the flight is closed.
+        """
         call = self._calls.get(key)
         loop = self._loop
         if loop is None or asyncio.current_task(loop) is None:
@@ -89,7 +101,7 @@ class Flight(Generic[T]):
             self.started += 1
         waiter: asyncio.Future[T] = loop.create_future()
         call.waiters.append(waiter)
-        return await waiter
+        return waiter
 
     def start(self, key: str, fn: Callable[[Call[T]], Coroutine[Any, Any, T]]) -> bool:
         """Start ``fn(call)`` for ``key`` unless a load of it is running; wait for nothing.

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from api.rawhttp import Client, build_request, call, read_response
-from shoal.api._http import HttpServer, Request, Response
+from shoal.api._http import Deferred, HttpServer, Request, Response
 from shoal.config import NodeConfig
 
 Handler = Callable[[Request], "Response | Awaitable[Response]"]
@@ -618,3 +618,81 @@ def test_runs_on_uvloop() -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         runner.run(scenario())
+
+
+class TestDeferredAnswers:
+    """A handler may return a Deferred: the answer comes from a callback on a future
+    that runs elsewhere, with no task per request."""
+
+    async def test_answered_when_the_future_is_done_in_request_order(self, serve: Serve) -> None:
+        futures: dict[str, asyncio.Future[bytes]] = {}
+        both = asyncio.Event()
+
+        def handler(request: Request) -> Response | Deferred:
+            future = asyncio.get_running_loop().create_future()
+            futures[request.path.decode()] = future
+            if len(futures) == 2:
+                both.set()
+            return Deferred(future, lambda f: Response(200, f.result()))
+
+        _, port = await serve(handler)
+        async with Client(port) as client:
+            await client.send(build_request("GET", "/a") + build_request("GET", "/b"))
+            await both.wait()
+            futures["/b"].set_result(b"second")  # done first, sent second
+            await asyncio.sleep(0.01)
+            futures["/a"].set_result(b"first")
+            first, second = await client.response(), await client.response()
+            assert (first.status, first.body) == (200, b"first")
+            assert (second.status, second.body) == (200, b"second")
+
+    async def test_a_timeout_is_504_and_cancels_only_the_wait(self, serve: Serve) -> None:
+        futures: list[asyncio.Future[bytes]] = []
+
+        def handler(request: Request) -> Deferred:
+            futures.append(asyncio.get_running_loop().create_future())
+            return Deferred(futures[-1], lambda f: Response(200, f.result()))
+
+        _, port = await serve(handler, request_timeout=0.05)
+        async with Client(port) as client:
+            r = await client.request("GET", "/")
+            assert (r.status, r.json()["code"]) == (504, "request_timeout")
+            assert futures[0].cancelled()
+            r = await client.request("GET", "/")  # the connection is still usable
+            assert r.status == 504
+
+    async def test_a_server_shutdown_cancels_the_wait(self, serve: Serve) -> None:
+        futures: list[asyncio.Future[bytes]] = []
+        asked = asyncio.Event()
+
+        def handler(request: Request) -> Deferred:
+            futures.append(asyncio.get_running_loop().create_future())
+            asked.set()
+            return Deferred(futures[-1], lambda f: Response(200, f.result()))
+
+        server, port = await serve(handler, shutdown_timeout=0.05)
+        async with Client(port) as client:
+            await client.send(build_request("GET", "/"))
+            await asked.wait()
+            await server.aclose()  # the answer never came: the connection is dropped
+            assert futures[0].cancelled()
+
+    async def test_a_failing_conversion_is_500(
+        self, serve: Serve, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        def convert(future: asyncio.Future[bytes]) -> Response:
+            raise RuntimeError("convert failed")
+
+        def handler(request: Request) -> Deferred:
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(b"x")
+            return Deferred(future, convert)
+
+        _, port = await serve(handler)
+        with caplog.at_level(logging.ERROR, logger="shoal.api"):
+            async with Client(port) as client:
+                r = await client.request("GET", "/")
+                assert r.status == 500
+                r = await client.request("GET", "/")
+                assert r.status == 500
+        assert "HTTP handler failed" in caplog.text

@@ -51,12 +51,12 @@ import math
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any, Final, NoReturn, cast
 
 import httptools
 
-from .._deadlines import Deadlines
+from .._deadlines import Deadlines, Watch
 from ..config import NodeConfig
 
 __all__ = [
@@ -64,6 +64,7 @@ __all__ = [
     "Response",
     "Handler",
     "FastGet",
+    "Deferred",
     "HttpServer",
     "HttpProtocol",
     "json_response",
@@ -222,9 +223,37 @@ class Response:
         return f"<Response {self.status} {self.content_type} {len(self.body)}B>"
 
 
+class Deferred:
+    """An answer a running future will give: what a handler returns, instead of a
+    coroutine, when the work already runs elsewhere (a load in its flight).
+
+    The server answers from a callback on ``future``, with no task per request:
+    ``convert(future)`` turns the finished future into the :class:`Response` (it
+    is called only for a future that was not cancelled). The server cancels the
+    future (the caller's own) if the request times out or its connection goes.
+    Awaiting a ``Deferred`` gives the same answer, for callers other than the server.
+    """
+
+    __slots__ = ("convert", "future")
+
+    def __init__(
+        self, future: asyncio.Future[Any], convert: Callable[[asyncio.Future[Any]], Response]
+    ) -> None:
+        self.future = future
+        self.convert = convert
+
+    def __await__(self) -> Generator[Any, None, Response]:
+        return self._wait().__await__()
+
+    async def _wait(self) -> Response:
+        await asyncio.wait((self.future,))
+        return self.convert(self.future)
+
+
 Handler = Callable[[Request], "Response | Awaitable[Response]"]
 """What an :class:`HttpServer` calls for each request: return a :class:`Response`
-right away when the answer is at hand, or an awaitable of one (run as a task)."""
+right away when the answer is at hand, or an awaitable of one (run as a task; a
+:class:`Deferred` is answered from a callback instead)."""
 
 FastGet = Callable[[bytes], "bytes | Response | Awaitable[Response] | None"]
 """An optional shortcut of an :class:`HttpServer` for the most frequent request.
@@ -351,7 +380,7 @@ class _Rejected(Exception):
 class _Slot:
     """A place in a connection's answer queue: one request, or a raw interim answer."""
 
-    __slots__ = ("close", "request", "response", "task")
+    __slots__ = ("close", "deferred", "request", "response", "task", "timer")
 
     def __init__(
         self, request: Request | None, response: Response | bytes | None = None, close: bool = False
@@ -359,6 +388,8 @@ class _Slot:
         self.request = request
         self.response = response
         self.task: asyncio.Task[Response] | None = None
+        self.deferred: Deferred | None = None
+        self.timer: Watch | asyncio.TimerHandle | None = None
         self.close = close
 
 
@@ -464,6 +495,10 @@ class HttpProtocol(asyncio.Protocol):
         for slot in self._pending:
             if slot.task is not None:
                 slot.task.cancel()
+            deferred = slot.deferred
+            if deferred is not None:
+                self._deferred_finished(slot)
+                deferred.future.cancel()
         self._pending.clear()
         self._unstarted.clear()
         self._server._connection_lost(self)
@@ -745,6 +780,9 @@ class HttpProtocol(asyncio.Protocol):
             self._run(slot, result)
 
     def _run(self, slot: _Slot, result: Awaitable[Response]) -> None:
+        if type(result) is Deferred:
+            self._defer(slot, result)
+            return
         if not inspect.isawaitable(result):
             log.error("HTTP handler returned %r, not a Response or an awaitable", result)
             slot.response = _internal_error()
@@ -775,6 +813,67 @@ class HttpProtocol(asyncio.Protocol):
             slot.close = True
         else:
             slot.response = task.result()  # _respond never raises
+        self._advance()
+
+    def _defer(self, slot: _Slot, deferred: Deferred) -> None:
+        """Answer ``slot`` when ``deferred``'s future is done, or 504 at ``request_timeout``."""
+        slot.deferred = deferred
+        self._running += 1
+        if slot.request is not None and slot.request.method not in _SAFE_METHODS:
+            self._unsafe_running = True
+        on_expire = functools.partial(self._deferred_timeout, slot)
+        deadlines = self._server._deadlines
+        if deadlines is not None:  # the server's one timer for every request
+            slot.timer = deadlines.watch(on_expire)
+        else:  # a server used without start() (tests)
+            slot.timer = self._loop.call_later(self._server.config.request_timeout, on_expire)
+        deferred.future.add_done_callback(functools.partial(self._deferred_done, slot))
+
+    def _deferred_finished(self, slot: _Slot) -> Deferred | None:
+        """Take ``slot``'s deferred answer off it (None if it was already settled)."""
+        deferred = slot.deferred
+        if deferred is None:
+            return None
+        slot.deferred = None
+        self._running -= 1
+        if slot.request is not None and slot.request.method not in _SAFE_METHODS:
+            self._unsafe_running = False
+        timer = slot.timer
+        if timer is not None:
+            slot.timer = None
+            if type(timer) is Watch:
+                timer.done = True  # the shared timer drops it
+            else:
+                timer.cancel()
+        return deferred
+
+    def _deferred_done(self, slot: _Slot, future: asyncio.Future[Any]) -> None:
+        deferred = self._deferred_finished(slot)
+        if deferred is None:
+            return  # timed out (or the connection went) before
+        if future.cancelled():
+            if self._transport is None or self._close_requested:
+                return
+            slot.response = error_response(503, "shutting_down", "the server is shutting down")
+            slot.close = True
+        else:
+            try:
+                slot.response = deferred.convert(future)
+            except Exception:
+                log.exception("HTTP handler failed")
+                slot.response = _internal_error()
+        self._advance()
+
+    def _deferred_timeout(self, slot: _Slot) -> None:
+        slot.timer = None
+        deferred = self._deferred_finished(slot)
+        if deferred is None:
+            return
+        timeout = self._server.config.request_timeout
+        slot.response = error_response(
+            504, "request_timeout", f"no answer within {timeout} seconds"
+        )
+        deferred.future.cancel()  # this request's wait only; the work goes on
         self._advance()
 
     def _advance(self) -> None:
@@ -907,6 +1006,10 @@ class HttpProtocol(asyncio.Protocol):
         for slot in self._pending:
             if slot.task is not None:
                 slot.task.cancel()
+            deferred = slot.deferred
+            if deferred is not None:
+                self._deferred_finished(slot)
+                deferred.future.cancel()
         self._pending.clear()
         self._unstarted.clear()
         if self._feeding:

@@ -23,8 +23,10 @@ a query is decoded with ``+`` as a space; a malformed escape or bytes that are
 not UTF-8 get a 400. Every check on the input happens before a cache is
 touched, so a bad request never changes cache state.
 
-A hit is answered synchronously (no task, no coroutine); only a miss returns a
-coroutine, which the server runs within ``request_timeout``. The most frequent
+A hit is answered synchronously (no task, no coroutine); a miss returns a
+:class:`~shoal.api._http.Deferred` on the key's flight, which the server answers
+from a callback within ``request_timeout`` (no task per miss either); a write
+returns a coroutine, which the server runs as a task. The most frequent
 requests, ``GET /api?key=K`` and ``GET /v1/groups/{group}/keys/{key}`` with
 nothing to unescape, take a shortcut (:meth:`ApiServer.fast_get`) that answers
 a hit with the value's bytes before the server builds a request object; it
@@ -34,6 +36,7 @@ exactly as the general path would.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import re
 from collections.abc import Awaitable, Callable
@@ -44,6 +47,7 @@ from ..errors import ShoalError, ValueTooLarge
 from ._http import (
     OCTET_STREAM,
     SHUTDOWN_TIMEOUT,
+    Deferred,
     HttpServer,
     Request,
     Response,
@@ -195,6 +199,17 @@ def _not_allowed(request: Request, allow: str) -> Response:
 
 
 _HEALTHY: Final = Response(200, b"ok")
+
+
+def _loaded(future: asyncio.Future[bytes]) -> Response:
+    """The answer to a miss once its load is done."""
+    exc = future.exception()
+    if exc is None:
+        return Response(200, future.result(), OCTET_STREAM)
+    if isinstance(exc, ShoalError):
+        return _shoal_error(exc)
+    # The loader's own exception: the origin behind this node failed.
+    return error_response(502, "load_failed", str(exc) or type(exc).__name__)
 
 
 class ApiServer:
@@ -442,16 +457,13 @@ class ApiServer:
             return Response(200, data, OCTET_STREAM)
         return self._load(group, key)
 
-    async def _load(self, group: Group[Any], key: str) -> Response:
-        # load_bytes, not get: cached_bytes has counted this get already.
+    def _load(self, group: Group[Any], key: str) -> Deferred | Response:
+        # The key's flight, answered from a callback: no task per miss. load_future,
+        # not get: cached_bytes has counted this get already.
         try:
-            data = await group.load_bytes(key)
-        except ShoalError as exc:
+            return Deferred(group.load_future(key), _loaded)
+        except ShoalError as exc:  # the group is closed
             return _shoal_error(exc)
-        except Exception as exc:
-            # The loader's own exception: the origin behind this node failed.
-            return error_response(502, "load_failed", str(exc) or type(exc).__name__)
-        return Response(200, data, OCTET_STREAM)
 
     async def _put(self, group: Group[Any], key: str, body: bytes, ttl: float | None) -> Response:
         try:
