@@ -898,7 +898,9 @@ class HttpProtocol(asyncio.Protocol):
                 continue
             break
         self._after_answer()
-        if not self._feeding:  # else data_received adjusts reading when it is done
+        # Else data_received adjusts reading when it is done; the check is inlined, as
+        # there: with nothing queued and nothing paused there is nothing to adjust.
+        if not self._feeding and (self._pending or self._reading_paused or self._writing_paused):
             self._update_flow()
 
     def _after_answer(self) -> None:

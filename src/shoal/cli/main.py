@@ -698,7 +698,9 @@ async def _serve(plan: ServePlan, label: NodeLabel) -> int:
     if plan.clustered:
         from ..node import default_transport
 
-        transport = TracingTransport(default_transport(plan.node))
+        transport = default_transport(plan.node)
+        if plan.log_level in ("debug", "info"):  # the lines it writes are INFO lines
+            transport = TracingTransport(transport)
     node = Node(plan.node, transport=transport)
     try:
         for group in plan.groups:
