@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from ._deadlines import Deadlines
+from ._gather import gather_merged
 from .codec import BytesCodec, Codec, codec_for
 from .config import GroupConfig
 from .errors import (
@@ -331,14 +332,7 @@ class Group(Generic[V]):
                 remote.setdefault(peer, []).append(key)
         jobs = [self._fetch_many(peer, batch) for peer, batch in remote.items()]
         jobs.extend(self._get_one(key) for key in local)
-        error: BaseException | None = None
-        for outcome in await asyncio.gather(*jobs, return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                error = error or outcome
-            else:
-                found.update(outcome)
-        if error is not None:
-            raise error
+        found.update(await gather_merged(jobs))
         return {k: found[k] for k in unique if k in found}
 
     async def _get_one(self, key: str) -> dict[str, bytes]:
@@ -354,13 +348,7 @@ class Group(Generic[V]):
         for key in keys:
             self.validate_key(key)
         try:
-            try:
-                with self._peer_deadline():
-                    fetched = await peer.get_many(self.name, keys)
-            except TimeoutError as exc:
-                raise PeerTimeout(
-                    f"{peer.url} did not answer within {self.config.peer_timeout}s"
-                ) from exc
+            fetched = await self.within_peer_timeout(peer, peer.get_many(self.name, keys))
         except PeerError as exc:
             self._note_peer_failure(peer, f"{len(keys)} keys", exc)
             outcomes = await asyncio.gather(*(self._get_one(k) for k in keys))
@@ -417,7 +405,7 @@ class Group(Generic[V]):
         if owner is None:
             self._store(key, data, expires_at)
         else:
-            await self._on_peer(owner, f"set {key!r}", owner.set(self.name, key, data, expires_at))
+            await self._on_peer(owner, owner.set(self.name, key, data, expires_at))
         if peers is not None:
             # The owner has the new value: now every copy elsewhere goes (after the
             # owner, so a copy fetched meanwhile is the new value or is fenced).
@@ -474,7 +462,7 @@ class Group(Generic[V]):
         # Owners first, then everyone else's copies (hot copies, and this node's).
         outcomes = await asyncio.gather(
             *(
-                self._on_peer(peer, f"remove {len(ks)} keys", peer.remove_keys(self.name, ks))
+                self._on_peer(peer, peer.remove_keys(self.name, ks))
                 for peer, ks in owned.items()
                 if peer is not None
             ),
@@ -610,20 +598,15 @@ class Group(Generic[V]):
             raise PeerUnavailable(f"{owner}, the owner of {key!r}, is not answering")
         return client
 
-    async def _on_peer(self, peer: PeerClient, what: str, exchange: Awaitable[T]) -> T:
-        """Await one write exchange with ``peer`` within ``peer_timeout``.
+    async def _on_peer(self, peer: PeerClient, exchange: Awaitable[T]) -> T:
+        """Await one write exchange with ``peer`` within ``peer_timeout``; a peer that
+        cannot be reached is skipped for a while.
 
         Raises:
             PeerTimeout: no answer in time. PeerError: the exchange failed.
         """
         try:
-            try:
-                with self._peer_deadline():
-                    result = await exchange
-            except TimeoutError as exc:
-                raise PeerTimeout(
-                    f"{peer.url} did not answer within {self.config.peer_timeout}s"
-                ) from exc
+            result = await self.within_peer_timeout(peer, exchange)
         except PeerError as exc:
             self._peer_errors += 1
             # Only a peer that cannot be reached is skipped for a while; one that
@@ -657,7 +640,7 @@ class Group(Generic[V]):
 
         async def one(peer: PeerClient) -> None:
             try:
-                await self._on_peer(peer, what, exchange(peer))
+                await self._on_peer(peer, exchange(peer))
             except PeerError as exc:
                 log.warning("group %r: %s on %s failed: %s", self.name, what, peer.url, exc)
 
@@ -835,13 +818,7 @@ class Group(Generic[V]):
         """Ask the owner; None when the peer failed and the key should load here."""
         key = call.key
         try:
-            try:
-                with self._peer_deadline():
-                    fetched = await peer.get(self.name, key)
-            except TimeoutError as exc:
-                raise PeerTimeout(
-                    f"{peer.url} did not answer within {self.config.peer_timeout}s"
-                ) from exc
+            fetched = await self.within_peer_timeout(peer, peer.get(self.name, key))
         except PeerError as exc:
             self._note_peer_failure(peer, repr(key), exc)
             return None
@@ -859,6 +836,22 @@ class Group(Generic[V]):
         if not call.fenced and self.replica is None and self._admit_hot(key):
             self._hot.set(key, fetched.value, expires_at=fetched.expires_at)
         return fetched.value
+
+    async def within_peer_timeout(self, peer: PeerClient, exchange: Awaitable[T]) -> T:
+        """Await an exchange with ``peer`` for at most ``peer_timeout`` seconds.
+
+        Must be awaited from a task of the group's loop (the deadline is the task's).
+
+        Raises:
+            PeerTimeout: no answer in time (the exchange is cancelled).
+        """
+        try:
+            with self._peer_deadline():
+                return await exchange
+        except TimeoutError as exc:
+            raise PeerTimeout(
+                f"{peer.url} did not answer within {self.config.peer_timeout}s"
+            ) from exc
 
     def _peer_deadline(self) -> AbstractContextManager[object]:
         """A ``peer_timeout`` scope for the current task (``asyncio.timeout``'s

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from google.protobuf.message import DecodeError
 
-from .errors import BadRequest, GroupFull, PeerError, PeerTimeout, ShoalError
+from .errors import BadRequest, GroupFull, PeerError, ShoalError
 from .hlc import HybridClock, hlc_from_seconds
 from .replica import DEFAULT_BUCKETS, ZERO_VERSION, Entry, ReplicaState, Version
 from .wire._pb import shoal_pb2 as pb
@@ -449,12 +449,7 @@ class Replica:
         request.group = self._group.name
         raw = request.SerializeToString()
         self._counters["bytes_sent"] += len(raw)
-        timeout = self._config.peer_timeout
-        try:
-            async with asyncio.timeout(timeout):
-                answer = await peer.replica(self._group.name, raw)
-        except TimeoutError as exc:
-            raise PeerTimeout(f"{peer.url} did not answer within {timeout}s") from exc
+        answer = await self._group.within_peer_timeout(peer, peer.replica(self._group.name, raw))
         self._counters["bytes_received"] += len(answer)
         try:
             response = pb.ReplicaResponse.FromString(answer)

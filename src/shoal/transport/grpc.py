@@ -67,6 +67,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 from urllib.parse import urlsplit
 
+from .._gather import gather_merged
 from ..errors import (
     BadRequest,
     Closed,
@@ -890,16 +891,7 @@ class GrpcPeerClient(_GrpcClient):
         wanted = list(dict.fromkeys(keys))
         if not wanted:
             return {}
-        outcomes = await asyncio.gather(
-            *(self._get_batch(group, chunk) for chunk in self._chunks(wanted)),
-            return_exceptions=True,
-        )
-        found: dict[str, Fetched] = {}
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
-            found.update(outcome)
-        return found
+        return await gather_merged(self._get_batch(group, chunk) for chunk in self._chunks(wanted))
 
     async def _get_batch(self, group: str, keys: list[str]) -> dict[str, Fetched]:
         try:

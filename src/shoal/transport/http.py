@@ -107,6 +107,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from .._gather import gather_merged
 from ..api._http import SHUTDOWN_TIMEOUT, TEXT, HttpServer, Request, Response
 from ..errors import (
     BadRequest,
@@ -982,7 +983,7 @@ class HttpPeerClient:
         size = self._max_batch_keys
         if len(wanted) <= size:
             return await self._get_batch(group, wanted)
-        return await self._gather(
+        return await gather_merged(
             self._get_batch(group, wanted[i : i + size]) for i in range(0, len(wanted), size)
         )
 
@@ -1171,24 +1172,7 @@ class HttpPeerClient:
 
         if len(keys) == 1:
             return await one(keys[0])
-        return await self._gather(one(key) for key in keys)
-
-    @staticmethod
-    async def _gather(
-        jobs: Iterable[Awaitable[dict[str, Fetched]]],
-    ) -> dict[str, Fetched]:
-        """Run the jobs concurrently; merge their results, or raise the first error
-        once all are done (none is left running behind the caller's back)."""
-        found: dict[str, Fetched] = {}
-        error: BaseException | None = None
-        for outcome in await asyncio.gather(*jobs, return_exceptions=True):
-            if isinstance(outcome, BaseException):
-                error = error or outcome
-            else:
-                found.update(outcome)
-        if error is not None:
-            raise error
-        return found
+        return await gather_merged(one(key) for key in keys)
 
     # -- answers ---------------------------------------------------------------------
 
