@@ -113,13 +113,18 @@ def child_process(
     *,
     ready_timeout: float = 60.0,
     stop_timeout: float = 10.0,
+    poll: float = 0.1,
+    new_session: bool = False,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``cmd`` until the block ends; enter the block once ``ready()`` holds.
 
     The process writes stdout and stderr to ``log``, runs without the caller's
     ``SHOAL_*`` variables and finds this directory's modules on ``PYTHONPATH``.
-    ``ready`` raising OSError counts as not ready yet. At the end the process gets
-    SIGTERM, then SIGKILL after ``stop_timeout`` seconds.
+    ``ready`` is asked every ``poll`` seconds; raising OSError counts as not ready
+    yet. At the end the process gets SIGTERM, then SIGKILL after ``stop_timeout``
+    seconds. With ``new_session`` it runs in a session of its own, so a Ctrl-C in
+    the terminal reaches the benchmark alone, which then stops it in that order
+    (rather than every process stopping under the requests still in flight).
 
     Raises:
         BenchError: the process exited, or was not ready within ``ready_timeout``
@@ -130,7 +135,12 @@ def child_process(
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            list(cmd), stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
+            list(cmd),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            env=env,
+            start_new_session=new_session,
         )
 
     def tail() -> str:
@@ -146,7 +156,7 @@ def child_process(
                     break
             if time.monotonic() > deadline:
                 raise BenchError(f"{name} was not ready within {ready_timeout}s:\n{tail()}")
-            time.sleep(0.1)
+            time.sleep(poll)
         yield proc
     finally:
         if proc.poll() is None:

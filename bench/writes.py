@@ -65,7 +65,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -73,7 +73,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from _common import BenchError, environment, markdown_table, median, ratio, run
+from _common import BenchError, child_process, environment, markdown_table, median, ratio, run
 from shoal.cli.cluster import pick_free_ports
 from shoal.ring import Ring
 
@@ -264,49 +264,27 @@ def healthy(port: int) -> bool:
     try:
         conn.request("GET", "/healthz")
         return conn.getresponse().status == 200
+    except http.client.HTTPException:  # a node still starting (OSErrors: the caller's)
+        return False
     finally:
         conn.close()
 
 
-@contextlib.contextmanager
-def serve_process(name: str, cmd: Sequence[str], log: Path, port: int) -> Iterator[Popen]:
-    """Run ``cmd`` until the block ends; enter the block once it answers ``/healthz``.
-
-    As ``_common.child_process``, but in a session of its own: a Ctrl-C reaches this
-    script alone, which then stops its nodes itself (SIGTERM, SIGKILL after 10 s),
-    instead of every node stopping under the requests still in flight.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            list(cmd),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            env=env,
-            start_new_session=True,
-        )
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while True:
-            if proc.poll() is not None:
-                tail = log.read_text(errors="replace")[-4000:]
-                raise BenchError(f"{name} exited with {proc.returncode}:\n{tail}")
-            with contextlib.suppress(OSError, http.client.HTTPException):
-                if healthy(port):
-                    break
-            if time.monotonic() > deadline:
-                raise BenchError(f"{name} did not answer /healthz within {READY_TIMEOUT:g} s")
-            time.sleep(0.02)
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+def serve_process(
+    name: str, cmd: Sequence[str], log: Path, port: int
+) -> contextlib.AbstractContextManager[Popen]:
+    """Run ``cmd`` until the block ends; enter the block once it answers ``/healthz``
+    (``_common.child_process`` in a session of its own: a Ctrl-C reaches this script
+    alone, which then stops its nodes itself)."""
+    return child_process(
+        name,
+        cmd,
+        log,
+        lambda: healthy(port),
+        ready_timeout=READY_TIMEOUT,
+        poll=0.02,
+        new_session=True,
+    )
 
 
 @dataclass
