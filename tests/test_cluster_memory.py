@@ -4,65 +4,13 @@ cluster, failure rules, back-off, the hop rule and the hot cache."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from shoal import Group, Node, NodeConfig, NotFound, RemoteLoadError
+from memcluster import DATA, cluster
+from shoal import NodeConfig, NotFound, RemoteLoadError
 from shoal.ring import Ring
-from shoal.testing import CountingLoader
-from shoal.transport.memory import MemoryNetwork
-
-DATA = {f"k{i}": f"v{i}".encode() for i in range(200)}
-
-
-@dataclass
-class Cluster:
-    network: MemoryNetwork
-    urls: list[str]
-    nodes: list[Node]
-    groups: list[Group[Any]]
-    loaders: list[CountingLoader]
-
-    def owner_index(self, key: str) -> int:
-        return self.urls.index(Ring.build(self.urls).owner(key))
-
-    def key_owned_by(self, index: int, skip: int = 0) -> str:
-        keys = [k for k in DATA if self.owner_index(k) == index]
-        return keys[skip]
-
-    @property
-    def loads(self) -> int:
-        return sum(loader.total for loader in self.loaders)
-
-
-@asynccontextmanager
-async def cluster(
-    n: int = 3,
-    *,
-    gate: asyncio.Event | None = None,
-    configs: Callable[[str, tuple[str, ...]], NodeConfig] | None = None,
-    **group_options: Any,
-) -> AsyncIterator[Cluster]:
-    network = MemoryNetwork()
-    urls = [f"http://10.0.0.{i + 1}:8000" for i in range(n)]
-    members = tuple(urls)
-    make = configs or (lambda url, peers: NodeConfig(self_url=url, peers=peers))
-    async with AsyncExitStack() as stack:
-        nodes, groups, loaders = [], [], []
-        for url in urls:
-            node = await stack.enter_async_context(
-                Node(make(url, members), transport=network.transport())
-            )
-            network.register(url, node)
-            loader = CountingLoader(DATA, gate)
-            groups.append(node.group("scores", loader, **group_options))
-            nodes.append(node)
-            loaders.append(loader)
-        yield Cluster(network, urls, nodes, groups, loaders)
 
 
 async def test_non_owner_fetches_from_the_owner() -> None:

@@ -5,70 +5,13 @@ groups converge (pushes, anti-entropy, last writer wins, tombstones, clears)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
+from memcluster import DATA, Cluster, cluster
 from shoal import Group, GroupFull, Node, NodeConfig, NotFound, PeerUnavailable
-from shoal.ring import Ring
 from shoal.testing import CountingLoader, ManualClock
 from shoal.transport.memory import MemoryNetwork
-
-DATA = {f"k{i}": f"v{i}".encode() for i in range(200)}
-
-
-@dataclass
-class Cluster:
-    network: MemoryNetwork
-    urls: list[str]
-    nodes: list[Node]
-    groups: list[Group[Any]]
-    loaders: list[CountingLoader]
-    clock: ManualClock
-
-    def owner_index(self, key: str) -> int:
-        return self.urls.index(Ring.build(self.urls).owner(key))
-
-    def key_owned_by(self, index: int, skip: int = 0) -> str:
-        return [k for k in DATA if self.owner_index(k) == index][skip]
-
-    def values(self, key: str) -> list[bytes | None]:
-        """What each node has cached for ``key`` (main or hot), without loading."""
-        found: list[bytes | None] = []
-        for group in self.groups:
-            try:
-                found.append(group.cached_bytes(key))
-            except NotFound:
-                found.append(None)
-        return found
-
-
-@asynccontextmanager
-async def cluster(
-    n: int = 3, *, gate: asyncio.Event | None = None, **group_options: Any
-) -> AsyncIterator[Cluster]:
-    network = MemoryNetwork()
-    clock = ManualClock(1_800_000_000.0)
-    urls = [f"http://10.0.0.{i + 1}:8000" for i in range(n)]
-    async with AsyncExitStack() as stack:
-        nodes, groups, loaders = [], [], []
-        for url in urls:
-            config = NodeConfig(self_url=url, peers=tuple(urls))
-            node = await stack.enter_async_context(
-                Node(config, transport=network.transport(), clock=clock)
-            )
-            network.register(url, node)
-            loader = CountingLoader(dict(DATA), gate)
-            groups.append(node.group("scores", loader, **group_options))
-            nodes.append(node)
-            loaders.append(loader)
-        yield Cluster(network, urls, nodes, groups, loaders, clock)
-
-
-# -- partitioned groups ------------------------------------------------------------------
 
 
 async def test_set_on_a_non_owner_is_visible_everywhere_and_drops_hot_copies() -> None:
