@@ -342,3 +342,4 @@ async def test_a_replicated_group_works_alone() -> None:
     assert group.replica is not None
     assert group.statistics().replication == {**group.replica.statistics()}
     await group.aclose()
+

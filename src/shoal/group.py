@@ -400,16 +400,14 @@ class Group(Generic[V]):
         if self.replica is not None:
             await self.replica.write(key, data, expires_at)
             return
-        peers = self.peers
         owner = self._owner_client(key)
         if owner is None:
             self._store(key, data, expires_at)
         else:
             await self._on_peer(owner, owner.set(self.name, key, data, expires_at))
-        if peers is not None:
-            # The owner has the new value: now every copy elsewhere goes (after the
-            # owner, so a copy fetched meanwhile is the new value or is fenced).
-            await self._broadcast_remove([key], skip=owner)
+        # The owner has the new value: now every copy elsewhere goes (after the
+        # owner, so a copy fetched meanwhile is the new value or is fenced).
+        await self._broadcast_remove([key], skip=owner)
         if owner is not None:
             self._drop_local([key])
 
@@ -574,12 +572,16 @@ class Group(Generic[V]):
     def _clear_local(self) -> int:
         """Empty this node's caches and fence every load in flight."""
         removed = len(self._main) + len(self._hot)
-        self._flight.fence_all()
-        self._peer_flight.fence_all()
+        self._fence_all()
         for store in (self._main, self._hot, self._negative, self._stale):
             if store is not None:
                 store.clear()
         return removed
+
+    def _fence_all(self) -> None:
+        """Fence every load in flight here (see :meth:`~shoal.singleflight.Flight.fence`)."""
+        self._flight.fence_all()
+        self._peer_flight.fence_all()
 
     def _owner_client(self, key: str) -> PeerClient | None:
         """The client of the member owning ``key``, None if this node owns it.
@@ -829,10 +831,10 @@ class Group(Generic[V]):
         if self.peers is not None:
             self.peers.succeeded(peer.url)
         self._peer_loads += 1
-        # A replicated group gets the value from the owner's push; others may keep a copy.
         expires_at = fetched.expires_at
         if expires_at is not None and expires_at <= self._clock():
             return fetched.value  # a stale value the owner serves while it reloads
+        # A replicated group gets the value from the owner's push; others may keep a copy.
         if not call.fenced and self.replica is None and self._admit_hot(key):
             self._hot.set(key, fetched.value, expires_at=fetched.expires_at)
         return fetched.value

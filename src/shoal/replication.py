@@ -507,8 +507,7 @@ class Replica:
         dropped = self.state.clear(version)
         if version.node != self.node_id and version != ZERO_VERSION:
             self._observe(version.hlc, now)
-        self._group._flight.fence_all()
-        self._group._peer_flight.fence_all()
+        self._group._fence_all()
         return self._group._drop_local(dropped)
 
     def _check_room(self, key: str, data: bytes) -> None:
