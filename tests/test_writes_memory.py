@@ -343,3 +343,14 @@ async def test_a_replicated_group_works_alone() -> None:
     assert group.statistics().replication == {**group.replica.statistics()}
     await group.aclose()
 
+
+async def test_a_write_reaches_a_lone_peer_in_back_off() -> None:
+    """With every peer skipped after failures, the write returns at once and its push
+    still goes out in the background."""
+    async with cluster(2, mode="replicated", anti_entropy_interval=3600) as c:
+        picker = c.nodes[0].peers
+        assert picker is not None
+        picker.failed(c.urls[1])
+        await c.groups[0].set("k", b"v")
+        await settle(c)
+        assert c.values("k") == [b"v", b"v"]

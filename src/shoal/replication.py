@@ -404,20 +404,23 @@ class Replica:
             self._group.peers.failed(peer.url)
 
     async def _push(self, entries: list[Entry]) -> None:
-        """Send ``entries`` (and a pending clear) to every live peer; wait for the push."""
-        if not self._active or not self._live():
-            return  # alone (or not started): nothing to tell, anti-entropy will
-        self._outbox.extend(entries)
+        """Send ``entries`` (and a pending clear) to every peer; wait for the push to
+        the live ones (the others get it in the background)."""
+        if not self._enqueue(entries) or not self._live():
+            return
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        self._wake.set()
         await waiter
 
-    def _enqueue(self, entries: list[Entry]) -> None:
-        """Queue ``entries`` for the next push without waiting for it."""
-        if self._active:
-            self._outbox.extend(entries)
-            self._wake.set()
+    def _enqueue(self, entries: list[Entry]) -> bool:
+        """Queue ``entries`` for the next push without waiting for it; False when there
+        is nobody to push to (alone, or not started: anti-entropy will tell them)."""
+        peers = self._group.peers
+        if not self._active or peers is None or not peers.view.clients:
+            return False
+        self._outbox.extend(entries)
+        self._wake.set()
+        return True
 
     async def _send_logged(
         self, peer: PeerClient, entries: list[Entry], cleared: Version | None
