@@ -265,7 +265,8 @@ class ApiServer:
 
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         """Answer one request: a ready :class:`Response` for anything that needs no
-        waiting (hits, errors, statistics), a coroutine for a miss or a write."""
+        waiting (hits, errors, statistics), a :class:`~shoal.api._http.Deferred` on the
+        key's flight for a miss, a coroutine for a write."""
         try:
             route = self._routes.get(request.path)
             if route is not None:
@@ -284,7 +285,7 @@ class ApiServer:
         Called by the server with the raw target of a GET that can be answered
         at once (see :data:`shoal.api._http.FastGet`). Returns the value's bytes
         on a hit, the answer :meth:`handle` would give once the cache has been
-        consulted (an error, or the coroutine of a miss), or None, before
+        consulted (an error, or the Deferred answer of a miss), or None, before
         touching anything, for whatever the general path must look at: a
         target with escapes, ``+``, several parameters or a fragment, a node
         without exactly one group (``/api``), an unknown group, a key that
