@@ -28,6 +28,7 @@ import asyncio
 import gc
 import signal
 import sys
+from collections.abc import Callable
 
 from aiohttp import ClientError, ClientSession, ClientTimeout, TCPConnector, web
 from yarl import URL
@@ -37,7 +38,7 @@ from shoal import Group, GroupConfig, NotFound, PeerError, PeerUnavailable, Shoa
 from shoal.cli.main import GC_GEN0_THRESHOLD
 from shoal.errors import RemoteLoadError
 from shoal.peers import PeerPicker
-from shoal.transport import Fetched
+from shoal.transport import FetchDone, Fetched
 from shoal.wire.codec import (
     DEFAULT_BASE_PATH,
     PROTOBUF_CONTENT_TYPE,
@@ -73,6 +74,10 @@ class AiohttpPeerClient:
     def url(self) -> str:
         """The peer's URL, its identity on the ring."""
         return self._url
+
+    def fetch(self, group: str, key: str, done: FetchDone) -> Callable[[], None] | None:
+        """Always None: aiohttp requests are coroutines; fetches go through :meth:`get`."""
+        return None
 
     async def get(self, group: str, key: str) -> Fetched:
         """Fetch ``key`` of ``group`` from the peer.

@@ -162,3 +162,146 @@ async def test_aclose_cancels_loads_and_releases_waiters_with_closed() -> None:
         await waiter
     with pytest.raises(Closed):
         await flight.do("k", fn)
+
+
+# -- direct calls: a load started without a task, settled from a callback ----------
+
+
+async def _never(call: Call[bytes]) -> bytes:
+    raise AssertionError("a direct call must not run the task function")
+
+
+async def test_a_direct_call_is_settled_by_its_callback_and_shared() -> None:
+    """``direct`` takes the load on: no task runs, every caller joining meanwhile shares
+    it, and :meth:`Flight.settle` gives them all the value."""
+    flight: Flight[bytes] = Flight()
+    started: list[Call[bytes]] = []
+
+    def direct(call: Call[bytes]) -> bool:
+        started.append(call)
+        return True
+
+    first = flight.join("k", _never, direct)
+    second = flight.join("k", _never, direct)
+    assert len(started) == 1
+    assert flight.running("k")
+    assert flight.started == 1
+    assert started[0].task is None
+    flight.settle(started[0], b"v")
+    assert await first == b"v"
+    assert await second == b"v"
+    assert not flight.running("k")
+    flight.settle(started[0], b"late")  # a second settle does nothing
+    third = flight.join("k", _never, direct)
+    assert len(started) == 2
+    assert not third.done()
+    flight.settle(started[1], error=Boom())
+    with pytest.raises(Boom):
+        await third
+
+
+async def test_a_direct_call_declined_runs_the_task() -> None:
+    """``direct`` returning False leaves the load to ``fn`` in a task, as without it."""
+    flight: Flight[bytes] = Flight()
+
+    async def fn(call: Call[bytes]) -> bytes:
+        return b"from the task"
+
+    assert await flight.do("k", fn, lambda call: False) == b"from the task"
+
+
+async def test_a_direct_call_can_finish_in_a_task() -> None:
+    """:meth:`Flight.run` hands a direct call to a task (a fallback that must await)."""
+    flight: Flight[bytes] = Flight()
+    calls: list[Call[bytes]] = []
+
+    def direct(call: Call[bytes]) -> bool:
+        calls.append(call)
+        return True
+
+    async def fallback() -> bytes:
+        await asyncio.sleep(0)
+        return b"loaded here"
+
+    waiter = flight.join("k", _never, direct)
+    flight.run(calls[0], fallback())
+    assert calls[0].task is not None
+    assert await waiter == b"loaded here"
+    assert not flight.running("k")
+
+
+async def test_a_fenced_direct_call_still_answers_its_waiters() -> None:
+    """Fencing detaches a direct call like a task's: later callers start anew, the
+    fenced call's waiters still get its outcome, which it can see is stale."""
+    flight: Flight[bytes] = Flight()
+    calls: list[Call[bytes]] = []
+
+    def direct(call: Call[bytes]) -> bool:
+        calls.append(call)
+        return True
+
+    old = flight.join("k", _never, direct)
+    assert flight.fence("k")
+    assert calls[0].fenced
+    new = flight.join("k", _never, direct)
+    assert len(calls) == 2
+    flight.settle(calls[0], b"stale")
+    flight.settle(calls[1], b"fresh")
+    assert (await old, await new) == (b"stale", b"fresh")
+
+
+async def test_aclose_stops_direct_calls() -> None:
+    """Closing the flight calls each direct call's ``cancel`` and gives its waiters
+    Closed; a fallback handed to a closed flight is dropped, its waiters get Closed."""
+    flight: Flight[bytes] = Flight()
+    calls: list[Call[bytes]] = []
+    cancelled: list[str] = []
+
+    def direct(call: Call[bytes]) -> bool:
+        call.cancel = lambda: cancelled.append(call.key)
+        calls.append(call)
+        return True
+
+    a = flight.join("a", _never, direct)
+    b = flight.join("b", _never, direct)
+    await flight.aclose()
+    assert sorted(cancelled) == ["a", "b"]
+    for waiter in (a, b):
+        with pytest.raises(Closed):
+            await waiter
+
+    coroutine_ran = False
+
+    async def fallback() -> bytes:
+        nonlocal coroutine_ran
+        coroutine_ran = True
+        return b"x"
+
+    flight.run(calls[0], fallback())  # after close: dropped, not run
+    await asyncio.sleep(0)
+    assert not coroutine_ran
+    with pytest.raises(Closed):
+        flight.join("c", _never, direct)
+
+
+async def test_join_from_a_callback_keeps_the_flights_loop() -> None:
+    """A join from a plain callback (no task) on the flight's loop works and shares the
+    load with joins from tasks."""
+    flight: Flight[bytes] = Flight()
+    release = asyncio.Event()
+
+    async def fn(call: Call[bytes]) -> bytes:
+        await release.wait()
+        return b"v"
+
+    from_task = asyncio.ensure_future(flight.do("k", fn))
+    await asyncio.sleep(0)
+    loop = asyncio.get_running_loop()
+    joined: list[asyncio.Future[bytes]] = []
+    loop.call_soon(lambda: joined.append(flight.join("k", fn)))
+    await asyncio.sleep(0)
+    assert flight.started == 1
+    assert len(joined) == 1
+    release.set()
+    assert await from_task == b"v"
+    assert await joined[0] == b"v"

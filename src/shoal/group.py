@@ -24,7 +24,7 @@ from concurrent.futures import Executor
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
-from ._deadlines import Deadlines
+from ._deadlines import Deadlines, Watch
 from ._gather import gather_merged
 from .codec import BytesCodec, Codec, codec_for
 from .config import GroupConfig
@@ -48,7 +48,7 @@ from .value import Value, with_ttl
 if TYPE_CHECKING:
     from .peers import PeerPicker
     from .replication import Replica
-    from .transport import PeerClient
+    from .transport import Fetched, PeerClient
 
 log = logging.getLogger("shoal.group")
 
@@ -234,7 +234,7 @@ class Group(Generic[V]):
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
         self._loads += 1
-        return self._flight.join(key, self._load_once)
+        return self._flight.join(key, self._load_once, self._fetch_directly)
 
     async def serve_peer(self, key: str) -> tuple[bytes, float | None]:
         """Answer a peer's request for ``key``: from the caches, else loaded here.
@@ -784,7 +784,7 @@ class Group(Generic[V]):
             # during a membership change): load here, in a flight that never forwards.
             return await self._peer_flight.do(key, self._load_here)
         if filler is None:
-            return await self._flight.do(key, self._load_once)
+            return await self._flight.do(key, self._load_once, self._fetch_directly)
         # A filler is this caller's own function: only this node can run it.
         return await self._flight.do(key, functools.partial(self._load_here, filler=filler))
 
@@ -816,6 +816,31 @@ class Group(Generic[V]):
             raise NotFound(key)
         return data
 
+    def _fetch_directly(self, call: Call[bytes]) -> bool:
+        """Start a new load of a key owned by a peer as a fetch with no task (see
+        :meth:`Flight.join`): the peer client's callback settles the flight. False
+        (the load runs :meth:`_load_once` in a task) when anything else may be
+        needed: a copy cached meanwhile, a replicated group, a key owned here, a
+        client that cannot fetch without a task."""
+        if self.replica is not None or self.peers is None:
+            return False
+        key = call.key
+        if self._main.peek(key) is not None or self._hot.peek(key) is not None:
+            return False
+        if self._negative.peek(key) is not None:
+            return False
+        peer = self.peers.pick(key)
+        if peer is None:
+            return False
+        fetch = _DirectFetch(self, call, peer)
+        abandon = peer.fetch(self.name, key, fetch.done)
+        if abandon is None:
+            return False
+        loop = self._flight.loop
+        assert loop is not None  # the loop of the join that called this
+        fetch.start(abandon, self._peer_timer(loop))
+        return True
+
     async def _fetch_from_peer(self, peer: PeerClient, call: Call[bytes]) -> bytes | None:
         """Ask the owner; None when the peer failed and the key should load here."""
         key = call.key
@@ -825,9 +850,12 @@ class Group(Generic[V]):
             self._note_peer_failure(peer, repr(key), exc)
             return None
         except NotFound:
-            if self.config.negative_ttl is not None and not call.fenced:
-                self._negative.set(key, b"", ttl=self.config.negative_ttl)
+            self._remember_missing(call)
             raise
+        return self._took(peer, call, fetched)
+
+    def _took(self, peer: PeerClient, call: Call[bytes], fetched: Fetched) -> bytes:
+        """A value fetched from ``peer`` for ``call``: count it, maybe keep a hot copy."""
         if self.peers is not None:
             self.peers.succeeded(peer.url)
         self._peer_loads += 1
@@ -835,9 +863,14 @@ class Group(Generic[V]):
         if expires_at is not None and expires_at <= self._clock():
             return fetched.value  # a stale value the owner serves while it reloads
         # A replicated group gets the value from the owner's push; others may keep a copy.
-        if not call.fenced and self.replica is None and self._admit_hot(key):
-            self._hot.set(key, fetched.value, expires_at=fetched.expires_at)
+        if not call.fenced and self.replica is None and self._admit_hot(call.key):
+            self._hot.set(call.key, fetched.value, expires_at=expires_at)
         return fetched.value
+
+    def _remember_missing(self, call: Call[bytes]) -> None:
+        """The owner says ``call.key`` does not exist: cache that for ``negative_ttl``."""
+        if self.config.negative_ttl is not None and not call.fenced:
+            self._negative.set(call.key, b"", ttl=self.config.negative_ttl)
 
     async def within_peer_timeout(self, peer: PeerClient, exchange: Awaitable[T]) -> T:
         """Await an exchange with ``peer`` for at most ``peer_timeout`` seconds.
@@ -861,11 +894,16 @@ class Group(Generic[V]):
         deadlines = self._peer_deadlines
         scope = deadlines.scope() if deadlines is not None else None
         if scope is None:  # the first fetch, or the group now runs on another loop
-            deadlines = Deadlines(self.config.peer_timeout, asyncio.get_running_loop())
-            self._peer_deadlines = deadlines
-            scope = deadlines.scope()
+            scope = self._peer_timer(asyncio.get_running_loop()).scope()
             assert scope is not None  # called from a task of the running loop
         return scope
+
+    def _peer_timer(self, loop: asyncio.AbstractEventLoop) -> Deadlines:
+        """The group's ``peer_timeout`` deadlines on ``loop`` (the running one)."""
+        deadlines = self._peer_deadlines
+        if deadlines is None or deadlines.loop is not loop:
+            deadlines = self._peer_deadlines = Deadlines(self.config.peer_timeout, loop)
+        return deadlines
 
     def _note_peer_failure(self, peer: PeerClient, what: str, exc: PeerError) -> None:
         self._peer_errors += 1
@@ -1016,3 +1054,51 @@ def _default_key(fn: Callable[..., Any], limit: int) -> Callable[..., str]:
         return key
 
     return make_key
+
+
+class _DirectFetch:
+    """A load of a key owned by a peer, run from the peer client's callback (see
+    :meth:`Group._fetch_directly`): the same outcomes as :meth:`Group._load_once`
+    with a fetch that succeeds, says NotFound or fails, without a task."""
+
+    __slots__ = ("_abandon", "_call", "_group", "_peer", "_watch")
+
+    def __init__(self, group: Group[Any], call: Call[bytes], peer: PeerClient) -> None:
+        self._group = group
+        self._call = call
+        self._peer = peer
+        self._abandon: Callable[[], None] | None = None
+        self._watch: Watch | None = None
+
+    def start(self, abandon: Callable[[], None], deadlines: Deadlines) -> None:
+        self._abandon = self._call.cancel = abandon
+        self._watch = deadlines.watch(self._expired)
+
+    def done(self, fetched: Fetched | None, error: BaseException | None) -> None:
+        """The peer client's callback."""
+        if self._watch is not None:
+            self._watch.done = True
+        group, call = self._group, self._call
+        flight = group._flight
+        if fetched is not None:
+            flight.settle(call, group._took(self._peer, call, fetched))
+        elif isinstance(error, PeerError):
+            self._fall_back(error)
+        else:
+            if isinstance(error, NotFound):
+                group._remember_missing(call)
+            flight.settle(call, error=error)
+
+    def _expired(self) -> None:
+        if self._abandon is not None:
+            self._abandon()
+        group = self._group
+        self._fall_back(
+            PeerTimeout(f"{self._peer.url} did not answer within {group.config.peer_timeout}s")
+        )
+
+    def _fall_back(self, error: PeerError) -> None:
+        """The peer failed: load here, as :meth:`Group._load_once` does."""
+        group, call = self._group, self._call
+        group._note_peer_failure(self._peer, repr(call.key), error)
+        group._flight.run(call, group._load_here(call, recheck=False))

@@ -163,8 +163,8 @@ class Store:
 
     def expiry(self, key: str) -> float | None:
         """Absolute expiry time of ``key`` on the store's clock, or None (no TTL or absent)."""
-        with self._lock:
-            return self._expires.get(key)
+        # One dict lookup is atomic: no lock needed (and none taken on the peer hit path).
+        return self._expires.get(key)
 
     def __contains__(self, key: object) -> bool:
         """Whether a live entry for ``key`` is held (records nothing)."""

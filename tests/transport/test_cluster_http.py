@@ -3,12 +3,27 @@ peer server on 127.0.0.1, reaching each other through the default HTTP transport
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from shoal import NotFound, RemoteLoadError
 from shoal.testing import ManualClock
 from shoal.transport.http import HttpPeerClient
-from transport.peerkit import http_cluster, owned_by, value
+from shoal.wire import encode_get_response
+from shoal.wire.batch import EXTENSIONS_HEADER, GET_MANY_ERRORS_EXTENSION, GET_MANY_EXTENSION
+from transport.peerkit import (
+    FakePeer,
+    Received,
+    Reply,
+    answer,
+    http_cluster,
+    owned_by,
+    serving,
+    value,
+)
+
+SHOAL = {EXTENSIONS_HEADER: f"{GET_MANY_EXTENSION}, {GET_MANY_ERRORS_EXTENSION}"}
 
 
 async def test_default_transport_is_http() -> None:
@@ -90,3 +105,69 @@ async def test_get_many_across_the_cluster() -> None:
             asked = sum(1 for k in keys if picker.owner(k) == url)
             # Key by key the first time (peer not yet known), then one batch.
             assert stats.requests == asked + 1, url
+
+
+async def test_concurrent_misses_on_a_non_owner_go_out_in_batches() -> None:
+    """Many concurrent misses of keys owned elsewhere are fetched without a task each,
+    gathered into batch gets per owner, and loaded once each in the cluster; the
+    answers are the owners' (values, NotFound, load errors) key by key."""
+    async with http_cluster(hot_admission="never") as nodes:
+        warm = [owned_by(nodes, 1, "warm"), owned_by(nodes, 2, "warm")]
+        for key in warm:  # each peer has answered once: it is known as a shoal node
+            await nodes[0].group.get(key)
+        keys = [f"k{i}" for i in range(300)]
+        remote = [k for k in keys if nodes[0].node.peers.owner(k) != nodes[0].url]  # type: ignore[union-attr]
+        missing = owned_by(nodes, 2, "missing:")
+        failing = owned_by(nodes, 2, "fail:")
+        outcomes = await asyncio.gather(
+            *(nodes[0].group.get(k) for k in remote * 3),
+            nodes[0].group.get(missing),
+            nodes[0].group.get(failing),
+            return_exceptions=True,
+        )
+        assert outcomes[: 3 * len(remote)] == [value(k) for k in remote * 3]
+        assert isinstance(outcomes[-2], NotFound)
+        assert isinstance(outcomes[-1], RemoteLoadError)
+        assert nodes[0].loader.calls == []
+        assert sorted(nodes[1].loader.calls + nodes[2].loader.calls) == sorted(
+            [*remote, missing, failing, *warm]
+        )
+        picker = nodes[0].node.peers
+        assert picker is not None
+        batched = sum(
+            c.statistics().batched
+            for c in picker.view.clients.values()
+            if isinstance(c, HttpPeerClient)
+        )
+        assert batched >= len(remote)
+        assert nodes[0].group.statistics().peer_errors == 0
+
+
+async def test_an_owner_that_stops_answering_costs_peer_timeout_then_loads_here() -> None:
+    """Fetches the owner never answers end at ``peer_timeout``: the keys load on the
+    asking node, the peer error is counted, the connection is dropped, and the owner
+    is skipped (back-off) for the next miss instead of costing another timeout."""
+
+    async def script(request: Received) -> Reply:
+        if request.index == 1:  # tells the client it is a shoal peer
+            key = request.target.rsplit("/", 1)[1]
+            headers = {"Content-Type": "application/x-protobuf", **SHOAL}
+            return Reply(answer(200, encode_get_response(value(key)), headers=headers))
+        return Reply(b"", then="hang")
+
+    async with FakePeer(script) as peer, serving(peer_timeout=0.3, hot_admission="never") as me:
+        me.node.set_peers([me.url, peer.url])
+        picker = me.node.peers
+        assert picker is not None
+        theirs = [f"k{i}" for i in range(100) if picker.owner(f"k{i}") == peer.url]
+        assert await me.group.get(theirs[0]) == value(theirs[0])
+        start = asyncio.get_running_loop().time()
+        results = await asyncio.gather(*(me.group.get(k) for k in theirs[1:4]))
+        assert results == [value(k) for k in theirs[1:4]]
+        assert asyncio.get_running_loop().time() - start >= 0.29
+        assert sorted(me.loader.calls) == sorted(theirs[1:4])
+        assert me.group.statistics().peer_errors == 3
+        assert await asyncio.wait_for(peer.closed_by_client.get(), 5) >= 1
+        assert picker.backing_off() == [peer.url]
+        assert await me.group.get(theirs[4]) == value(theirs[4])  # at once, here
+        assert len(peer.requests) == 2

@@ -13,10 +13,15 @@ from shoal.wire import LocalProtocolError, RemoteProtocolError
 from shoal.wire.batch import (
     DEFAULT_MAX_BATCH_KEYS,
     GET_MANY_EXTENSION,
+    BatchError,
     BatchItem,
     build_get_many_path,
+    decode_batch_entries,
+    decode_batch_request,
+    decode_batch_response,
     decode_get_many_request,
     decode_get_many_response,
+    encode_batch_entries,
     encode_get_many_request,
     encode_get_many_response,
     parse_extensions,
@@ -34,10 +39,15 @@ def _runtime_classes() -> tuple[Any, Any]:
     f = descriptor_pb2.FieldDescriptorProto
     request = file.message_type.add(name="GetManyRequest")
     request.field.add(name="keys", number=1, type=f.TYPE_STRING, label=f.LABEL_REPEATED)
+    request.field.add(name="key_errors", number=2, type=f.TYPE_BOOL, label=f.LABEL_OPTIONAL)
     item = file.message_type.add(name="Item")
     item.field.add(name="key", number=1, type=f.TYPE_STRING, label=f.LABEL_REQUIRED)
     item.field.add(name="value", number=2, type=f.TYPE_BYTES, label=f.LABEL_OPTIONAL)
     item.field.add(name="expire", number=3, type=f.TYPE_INT64, label=f.LABEL_OPTIONAL)
+    error = file.message_type.add(name="KeyError")
+    error.field.add(name="key", number=1, type=f.TYPE_STRING, label=f.LABEL_REQUIRED)
+    error.field.add(name="status", number=2, type=f.TYPE_UINT32, label=f.LABEL_OPTIONAL)
+    error.field.add(name="message", number=3, type=f.TYPE_BYTES, label=f.LABEL_OPTIONAL)
     response = file.message_type.add(name="GetManyResponse")
     response.field.add(
         name="items",
@@ -45,6 +55,13 @@ def _runtime_classes() -> tuple[Any, Any]:
         type=f.TYPE_MESSAGE,
         label=f.LABEL_REPEATED,
         type_name=".shoaltest.Item",
+    )
+    response.field.add(
+        name="errors",
+        number=2,
+        type=f.TYPE_MESSAGE,
+        label=f.LABEL_REPEATED,
+        type_name=".shoaltest.KeyError",
     )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
@@ -67,6 +84,11 @@ ITEMS = st.lists(
         st.one_of(st.none(), st.integers(-(1 << 63), (1 << 63) - 1)),
     ),
     max_size=6,
+)
+
+
+ERRORS = st.lists(
+    st.builds(BatchError, TEXT, st.integers(0, 999), st.binary(max_size=50)), max_size=4
 )
 
 
@@ -212,3 +234,120 @@ def test_path_and_extensions() -> None:
     assert parse_extensions(b" Get-Many , other,,") == {GET_MANY_EXTENSION, "other"}
     assert parse_extensions(None) == frozenset()
     assert parse_extensions("") == frozenset()
+
+
+# ----------------------------------------------------------------- errors key by key
+
+
+def test_golden_key_errors() -> None:
+    """``key_errors`` is field 2 of the request (true: 0x10 0x01); a key error is field 2
+    of the answer holding key (1), status (2) and message (3)."""
+    assert encode_get_many_request(["a"], key_errors=True) == b"\x0a\x01a\x10\x01"
+    assert decode_batch_request(b"\x0a\x01a\x10\x01") == (["a"], True)
+    assert decode_batch_request(b"\x10\x01\x0a\x01a") == (["a"], True)
+    assert decode_batch_request(b"\x0a\x01a\x10\x01\x10\x00") == (["a"], False)
+    assert decode_batch_request(b"\x0a\x01a") == (["a"], False)
+    # A server that does not know the field reads the same keys.
+    assert decode_get_many_request(b"\x0a\x01a\x10\x01") == ["a"]
+    data = encode_get_many_response([BatchItem("k", b"v")], [BatchError("x", 503, b"down\n")])
+    assert data == b"\x0a\x06\x0a\x01k\x12\x01v" + b"\x12\x0d\x0a\x01x\x10\xf7\x03\x1a\x05down\n"
+    assert decode_batch_response(data) == (
+        [BatchItem("k", b"v")],
+        [BatchError("x", 503, b"down\n")],
+    )
+    # A client that does not know the field reads the same items.
+    assert decode_get_many_response(data) == [BatchItem("k", b"v")]
+    with pytest.raises(RemoteProtocolError, match="field 2 has wire type 2"):
+        decode_batch_request(b"\x12\x00")
+    with pytest.raises(RemoteProtocolError, match="an error has no key"):
+        decode_batch_response(b"\x12\x02\x10\x01")
+    with pytest.raises(RemoteProtocolError, match="more than 1 items"):
+        decode_batch_response(data, max_items=1)
+
+
+@given(KEYS, st.booleans())
+def test_key_errors_request_agrees_with_the_runtime(keys: list[str], key_errors: bool) -> None:
+    """The request with the flag is the runtime's message, read back the same."""
+    ours = encode_get_many_request(keys, key_errors=key_errors)
+    runtime = RuntimeRequest(keys=keys)
+    if key_errors:
+        runtime.key_errors = True
+    assert ours == runtime.SerializeToString()
+    assert decode_batch_request(ours, max_keys=len(keys) + 1) == (keys, key_errors)
+
+
+@given(ITEMS, ERRORS)
+def test_key_errors_response_agrees_with_the_runtime(
+    items: list[BatchItem], errors: list[BatchError]
+) -> None:
+    """Items and errors round-trip, byte-identical to the runtime's encoding, also
+    from tuples (:func:`encode_batch_entries`, :func:`decode_batch_entries`)."""
+    ours = encode_get_many_response(items, errors)
+    message = RuntimeResponse()
+    for item in items:
+        added = message.items.add(key=item.key, value=item.value)
+        if item.expire_ns is not None:
+            added.expire = item.expire_ns
+    for error in errors:
+        message.errors.add(key=error.key, status=error.status, message=error.message)
+    assert ours == message.SerializeToString()
+    tuples = [(i.key, i.value, i.expire_ns) for i in items]
+    assert encode_batch_entries(tuples, errors) == ours
+    assert decode_batch_response(ours) == (items, errors)
+    assert decode_batch_entries(ours) == (tuples, errors)
+
+
+def _general_reading(data: bytes, max_items: int | None) -> object:
+    """What the general field reader makes of an answer: the reference for the inline
+    reading of :func:`decode_batch_entries`."""
+    from shoal.wire import batch
+
+    items: list[tuple[str, bytes, int | None]] = []
+    errors: list[BatchError] = []
+    try:
+        for field, wire_type, start, stop in batch._fields(data, 0, len(data)):
+            if field not in (1, 2):
+                continue
+            if wire_type != 2:
+                return "error"
+            if max_items is not None and len(items) + len(errors) >= max_items:
+                return "error"
+            if field == 1:
+                item = batch._item(data, start, stop)
+                items.append((item.key, item.value, item.expire_ns))
+            else:
+                errors.append(batch._error(data, start, stop))
+    except RemoteProtocolError:
+        return "error"
+    return items, errors
+
+
+@given(
+    ITEMS,
+    ERRORS,
+    st.lists(st.tuples(st.integers(0, 10_000), st.integers(0, 255), st.sampled_from("sdi"))),
+    st.one_of(st.none(), st.integers(1, 4)),
+)
+def test_inline_reading_agrees_with_the_general_reader(
+    items: list[BatchItem],
+    errors: list[BatchError],
+    edits: list[tuple[int, int, str]],
+    max_items: int | None,
+) -> None:
+    """On valid answers and on answers damaged anywhere (a byte set, cut, inserted),
+    the inline reading accepts exactly what the general reader accepts, the same way."""
+    data = bytearray(encode_get_many_response(items, errors))
+    for position, byte, edit in edits:
+        at = position % (len(data) + 1)
+        if edit == "s" and at < len(data):
+            data[at] = byte
+        elif edit == "d":
+            del data[at:]
+        elif edit == "i":
+            data.insert(at, byte)
+    expected = _general_reading(bytes(data), max_items)
+    try:
+        got: object = decode_batch_entries(bytes(data), max_items=max_items)
+    except RemoteProtocolError:
+        got = "error"
+    assert got == expected

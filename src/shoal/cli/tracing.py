@@ -26,7 +26,7 @@ from ..errors import NotFound, PeerError
 
 if TYPE_CHECKING:
     from ..node import Node
-    from ..transport import Fetched, PeerClient, Transport
+    from ..transport import FetchDone, Fetched, PeerClient, Transport
 
 __all__ = ["NodeLabel", "node_label", "TracingTransport", "TracingClient", "traced_loader"]
 
@@ -85,6 +85,10 @@ class TracingClient:
     def url(self) -> str:
         """The peer's URL."""
         return self._inner.url
+
+    def fetch(self, group: str, key: str, done: FetchDone) -> Callable[[], None] | None:
+        """Always None: every fetch goes through :meth:`get`, which logs it."""
+        return None
 
     async def get(self, group: str, key: str) -> Fetched:
         """Fetch from the owner, logging where the miss went and how it ended."""

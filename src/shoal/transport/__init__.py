@@ -9,10 +9,11 @@ into the :mod:`shoal.errors` hierarchy at their boundary.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["Fetched", "PeerClient", "Transport"]
+__all__ = ["Fetched", "FetchDone", "PeerClient", "Transport"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,11 @@ class Fetched:
     """Absolute expiry in Unix seconds (sent as Unix nanoseconds), or None."""
     minute_qps: float | None = None
     """The owner's estimate of the key's requests per second over the last minute."""
+
+
+FetchDone = Callable[["Fetched | None", "BaseException | None"], None]
+"""What :meth:`PeerClient.fetch` calls with its outcome: ``(fetched, None)`` or
+``(None, error)``, the error being one :meth:`PeerClient.get` would raise."""
 
 
 class PeerClient(Protocol):
@@ -46,6 +52,20 @@ class PeerClient(Protocol):
             RemoteLoadError: the owner's loader failed.
             PeerUnavailable: the connection failed.
             PeerError: any other failure of the exchange (bad status, bad body).
+        """
+        ...
+
+    def fetch(self, group: str, key: str, done: FetchDone) -> Callable[[], None] | None:
+        """Start fetching ``key`` of ``group`` without a task, if this client can.
+
+        ``done`` is called exactly once, from the event loop, with the outcome of
+        :meth:`get` (a callback rather than a coroutine: no task per fetch),
+        unless the returned function is called first, which abandons the fetch.
+        The caller bounds the wait itself.
+
+        Returns:
+            A function that abandons the fetch; None when this client cannot
+            fetch this way now (the caller awaits :meth:`get` instead).
         """
         ...
 

@@ -106,7 +106,7 @@ from ..wire._pb import geekcache_pb2 as geek
 from ..wire._pb import shoal_pb2 as pb
 from ..wire.batch import DEFAULT_MAX_BATCH_KEYS
 from ..wire.codec import DEFAULT_MAX_MESSAGE_BYTES, from_expire_ns, to_expire_ns
-from . import Fetched
+from . import FetchDone, Fetched
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
@@ -860,6 +860,10 @@ class GrpcPeerClient(_GrpcClient):
     """
 
     _service = PEER_SERVICE
+
+    def fetch(self, group: str, key: str, done: FetchDone) -> Callable[[], None] | None:
+        """Always None: gRPC calls are coroutines; fetches go through :meth:`get`."""
+        return None
 
     async def get(self, group: str, key: str) -> Fetched:
         """Fetch ``key`` of ``group`` from the peer, which loads it if needed.

@@ -100,9 +100,9 @@ import socket
 import ssl
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final, Protocol, cast
 from urllib.parse import urlsplit
 
 import httptools
@@ -126,19 +126,21 @@ from ..wire.batch import (
     DEFAULT_MAX_BATCH_KEYS,
     EXTENSIONS_HEADER,
     GET_MANY_CONTENT_TYPE,
+    GET_MANY_ERRORS_EXTENSION,
     GET_MANY_EXTENSION,
     GET_MANY_SEGMENT,
     INVALIDATE_EXTENSION,
     INVALIDATE_SEGMENT,
     REPLICA_EXTENSION,
     REPLICA_SEGMENT,
-    BatchItem,
+    BatchError,
     build_get_many_path,
     build_group_path,
-    decode_get_many_request,
+    decode_batch_entries,
+    decode_batch_request,
     decode_get_many_response,
+    encode_batch_entries,
     encode_get_many_request,
-    encode_get_many_response,
     parse_extensions,
 )
 from ..wire.codec import (
@@ -168,7 +170,7 @@ from ..wire.codec import (
     parse_peer_path,
     to_expire_ns,
 )
-from . import Fetched
+from . import FetchDone, Fetched
 
 if TYPE_CHECKING:
     from ..group import Group
@@ -213,7 +215,8 @@ _NOSNIFF: Final = ("X-Content-Type-Options", "nosniff")
 _NOT_FAST: Final = re.compile(rb"[%?#\x00-\x20\x7f]")
 _EXTENSIONS: Final = (
     EXTENSIONS_HEADER,
-    f"{GET_MANY_EXTENSION}, {INVALIDATE_EXTENSION}, {REPLICA_EXTENSION}",
+    f"{GET_MANY_EXTENSION}, {GET_MANY_ERRORS_EXTENSION}, {INVALIDATE_EXTENSION}, "
+    f"{REPLICA_EXTENSION}",
 )
 _OK_HEADERS: Final = (_EXTENSIONS,)
 _ERROR_HEADERS: Final = (_NOSNIFF, _EXTENSIONS)
@@ -260,6 +263,16 @@ def _failure(exc: Exception) -> Response:
     # Anything else came out of the loader: "the owner tried and failed".
     log.debug("serving a peer failed: %r", exc)
     return _error(STATUS_LOAD_FAILED, str(exc) or type(exc).__name__)
+
+
+def _key_error(key: str, exc: Exception) -> BatchError:
+    """A key of a batch that failed, as the answer a GET of it would have had."""
+    answer = _failure(exc)
+    return BatchError(key, answer.status, answer.body)
+
+
+def _batch_answer(items: list[tuple[str, bytes, int | None]], errors: list[BatchError]) -> Response:
+    return Response(200, encode_batch_entries(items, errors), GET_MANY_CONTENT_TYPE, _OK_HEADERS)
 
 
 class PeerServer:
@@ -502,18 +515,67 @@ class PeerServer:
 
     def _get_many(self, group: Group[Any], body: bytes) -> Response | Awaitable[Response]:
         try:
-            keys = decode_get_many_request(
+            keys, key_errors = decode_batch_request(
                 body, max_keys=self._max_batch_keys, max_size=self._max_body
             )
         except RemoteProtocolError as exc:
             return _error(exc.error_status_hint, str(exc))
         unique = list(dict.fromkeys(keys))
+        if key_errors:
+            return self._get_each_key(group, unique)
         try:
             for key in unique:
                 group.validate_key(key)
         except InvalidKey as exc:
             return _error(exc.http_status, str(exc))
         return self._serve_many(group, unique)
+
+    def _get_each_key(self, group: Group[Any], keys: list[str]) -> Response | Awaitable[Response]:
+        """A batch get answered key by key (``key_errors``): the hits at once, with no
+        task; a coroutine when some key has to be loaded."""
+        items: list[tuple[str, bytes, int | None]] = []
+        errors: list[BatchError] = []
+        misses: list[str] = []
+        serve = group.serve_peer_nowait
+        for key in keys:
+            try:
+                group.validate_key(key)
+                hit = serve(key)
+            except NotFound:
+                continue
+            except InvalidKey as exc:
+                errors.append(_key_error(key, exc))
+                continue
+            if hit is None:
+                misses.append(key)
+            else:
+                value, expires_at = hit
+                expire = None if expires_at is None else to_expire_ns(expires_at)
+                items.append((key, value, expire))
+        if misses:
+            return self._load_each_key(group, misses, items, errors)
+        return _batch_answer(items, errors)
+
+    async def _load_each_key(
+        self,
+        group: Group[Any],
+        keys: list[str],
+        items: list[tuple[str, bytes, int | None]],
+        errors: list[BatchError],
+    ) -> Response:
+        outcomes = await asyncio.gather(
+            *(group.load_for_peer(key) for key in keys), return_exceptions=True
+        )
+        for key, outcome in zip(keys, outcomes, strict=True):
+            if isinstance(outcome, NotFound):
+                continue
+            if isinstance(outcome, Exception):
+                errors.append(_key_error(key, outcome))
+            elif isinstance(outcome, BaseException):
+                raise outcome  # cancellation of a load under us: the server's business
+            else:
+                items.append((key, outcome[0], to_expire_ns(outcome[1])))
+        return _batch_answer(items, errors)
 
     async def _serve_many(self, group: Group[Any], keys: list[str]) -> Response:
         # All keys load concurrently, each in its own flight; a key the loader
@@ -522,7 +584,7 @@ class PeerServer:
         outcomes = await asyncio.gather(
             *(group.serve_peer(key) for key in keys), return_exceptions=True
         )
-        items = []
+        items: list[tuple[str, bytes, int | None]] = []
         for key, outcome in zip(keys, outcomes, strict=True):
             if isinstance(outcome, NotFound):
                 continue
@@ -531,8 +593,8 @@ class PeerServer:
             if isinstance(outcome, BaseException):
                 raise outcome  # cancellation of a load under us: the server's business
             value, expires_at = outcome
-            items.append(BatchItem(key, value, to_expire_ns(expires_at)))
-        return Response(200, encode_get_many_response(items), GET_MANY_CONTENT_TYPE, _OK_HEADERS)
+            items.append((key, value, to_expire_ns(expires_at)))
+        return _batch_answer(items, [])
 
 
 # ============================================================================ client
@@ -557,6 +619,8 @@ class PeerClientStats:
     """Requests waiting for a connection (all ``max_connections`` are busy)."""
     pipelined: int = 0
     """GETs that went out in one write with others (pipelining)."""
+    batched: int = 0
+    """Keys of single-key fetches that went out together in one batch get."""
 
 
 class _Dropped(Exception):
@@ -596,16 +660,184 @@ class _Answer:
         self.extensions = extensions
 
 
+class _Waiter(Protocol):
+    """What waits for an answer on a connection: a future, or a :class:`_Sink`."""
+
+    def done(self) -> bool: ...
+
+    def set_result(self, answer: _Answer, /) -> None: ...
+
+    def set_exception(self, exc: BaseException, /) -> None: ...
+
+
 class _Queued:
     """A GET waiting for the next flush, then for its answer (pipelining)."""
 
     __slots__ = ("connection", "request", "waiter")
 
-    def __init__(self, request: bytes, waiter: asyncio.Future[_Answer]) -> None:
+    def __init__(self, request: bytes, waiter: _Waiter) -> None:
         self.request = request
         self.waiter = waiter
         self.connection: _Connection | None = None
         """The connection it was written on, once written."""
+
+
+class _Sink:
+    """One :meth:`HttpPeerClient.fetch`: where its outcome goes.
+
+    Sent alone, it stands in for the waiter future of a queued GET (the same
+    ``done``/``set_result``/``set_exception``) and turns the answer into the
+    value or the error :meth:`HttpPeerClient.get` would give; gathered into a
+    batch, the :class:`_Batch` hands it its part of the answer. Either way the
+    fetch's callback runs at once, from the connection's parser callback.
+    """
+
+    __slots__ = ("_client", "_done", "_finished", "_retry", "batch", "group", "item", "key")
+
+    def __init__(self, client: HttpPeerClient, group: str, key: str, done: FetchDone) -> None:
+        self._client = client
+        self.group = group
+        self.key = key
+        self._done = done
+        self._finished = False
+        self._retry: asyncio.Task[None] | None = None
+        self.item: _Queued | None = None
+        """The GET carrying it alone, once flushed."""
+        self.batch: _Batch | None = None
+        """The batch carrying it, once flushed."""
+
+    def done(self) -> bool:
+        """Whether the outcome was delivered, or the fetch abandoned."""
+        return self._finished
+
+    def set_result(self, answer: _Answer) -> None:
+        """The answer to its own GET is in: deliver the value or the error it says."""
+        if self._finished:
+            return
+        client = self._client
+        client._learn(answer)
+        try:
+            fetched = client._fetched(answer, self.key)
+        except Exception as exc:
+            self.deliver(None, exc)
+        else:
+            self.deliver(fetched, None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        """Its GET failed: deliver the error, or send the GET once more when the
+        connection dropped it through no fault of the peer (as :meth:`get`)."""
+        if self._finished:
+            return
+        assert self.item is not None
+        error = self._client._exchange_failed(self.item, exc)
+        if error is None:
+            self._retry = self._client._spawn(self._again(self.item.request))
+        else:
+            self.deliver(None, error)
+
+    def deliver(self, fetched: Fetched | None, error: BaseException | None) -> None:
+        """Hand the outcome to the fetch's callback (once)."""
+        if self._finished:
+            return
+        self._finished = True
+        # Called from the connection's parser callbacks: an error escaping here would
+        # break the connection for every exchange on it.
+        try:
+            self._done(fetched, error)
+        except Exception as exc:
+            self._client._loop_error(exc)
+
+    def abandon(self) -> None:
+        """The caller gave up: deliver nothing. A GET already written leaves its
+        connection in an unknown state, so the connection goes."""
+        if self._finished:
+            return
+        self._finished = True
+        if self._retry is not None:
+            self._retry.cancel()
+        elif self.batch is not None:
+            self.batch.abandoned()
+        elif self.item is not None and self.item.connection is not None:
+            self._client._discard(self.item.connection)
+
+    async def _again(self, request: bytes) -> None:
+        try:
+            answer = await self._client._retry(request)
+        except asyncio.CancelledError:
+            # Abandoned (nothing to deliver), or the client was closed.
+            self.deliver(None, PeerUnavailable(f"{self._client.url}: the client is closed"))
+            raise
+        except Exception as exc:
+            self.deliver(None, exc)
+        else:
+            self.set_result(answer)
+
+
+class _Batch:
+    """Several fetches of one group gathered into one batch get (``key_errors``),
+    waiting for its answer as a queued request's waiter does; each fetch gets its
+    key's part of the answer, as a GET of the key alone would have had it."""
+
+    __slots__ = ("_client", "_finished", "_retry", "item", "sinks")
+
+    def __init__(self, client: HttpPeerClient, sinks: dict[str, _Sink], request: bytes) -> None:
+        self._client = client
+        self.sinks = sinks
+        self._finished = False
+        self._retry: asyncio.Task[None] | None = None
+        self.item = _Queued(request, self)
+        for sink in sinks.values():
+            sink.batch = self
+
+    def done(self) -> bool:
+        """Whether the answer was handed out (or every fetch of it abandoned)."""
+        return self._finished
+
+    def set_result(self, answer: _Answer) -> None:
+        """The answer is in: each fetch gets its part."""
+        if self._finished:
+            return
+        self._finished = True
+        self._client._learn(answer)
+        self._client._hand_out(answer, self.sinks)
+
+    def set_exception(self, exc: BaseException) -> None:
+        """The exchange failed: every fetch gets the error, unless it may go again."""
+        if self._finished:
+            return
+        error = self._client._exchange_failed(self.item, exc)
+        if error is None:
+            self._retry = self._client._spawn(self._again())
+            return
+        self._finished = True
+        for sink in self.sinks.values():
+            sink.deliver(None, error)
+
+    def abandoned(self) -> None:
+        """One of its fetches was abandoned: once all are, drop the exchange."""
+        if self._finished or not all(sink.done() for sink in self.sinks.values()):
+            return
+        self._finished = True
+        if self._retry is not None:
+            self._retry.cancel()
+        elif self.item.connection is not None:
+            self._client._discard(self.item.connection)
+
+    async def _again(self) -> None:
+        try:
+            answer = await self._client._retry(self.item.request)
+        except asyncio.CancelledError:
+            error: BaseException = PeerUnavailable(f"{self._client.url}: the client is closed")
+            self._finished = True
+            for sink in self.sinks.values():
+                sink.deliver(None, error)
+            raise
+        except Exception as exc:
+            self._finished = True
+            for sink in self.sinks.values():
+                sink.deliver(None, exc)
+        else:
+            self.set_result(answer)
 
 
 class _Connection(asyncio.Protocol):
@@ -628,7 +860,7 @@ class _Connection(asyncio.Protocol):
         self._on_idle = on_idle
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpResponseParser(self)
-        self._waiters: deque[asyncio.Future[_Answer]] = deque()
+        self._waiters: deque[_Waiter] = deque()
         self.closed = False
         self.answers = 0
         """Complete answers read on this connection."""
@@ -646,7 +878,7 @@ class _Connection(asyncio.Protocol):
 
     # -- used by the client --------------------------------------------------------
 
-    def send(self, requests: list[bytes], waiters: list[asyncio.Future[_Answer]]) -> None:
+    def send(self, requests: list[bytes], waiters: list[_Waiter]) -> None:
         """Write ``requests`` at once; their answers fill ``waiters``, in order.
 
         Raises:
@@ -905,14 +1137,18 @@ class HttpPeerClient:
         self._extensions_raw: bytes | None = None
         self._probed = False
         self._batch = False
+        self._key_errors = False
         self._pipelining = False
         self._pipeline = max_pipeline
-        # GETs queued for the next flush (pipelining), and the tasks sending the ones
-        # that found no idle connection.
+        # GETs and fetches queued for the next flush (pipelining), and the tasks
+        # sending the ones that found no idle connection (and retrying fetches).
         self._loop: asyncio.AbstractEventLoop | None = None
         self._queue: list[_Queued] = []
+        self._fetches: list[_Sink] = []
+        self._flush_due = False
         self._senders: set[asyncio.Task[None]] = set()
         self._pipelined = 0
+        self._batched = 0
 
         self._requests = 0
         self._retries = 0
@@ -937,6 +1173,7 @@ class HttpPeerClient:
             connections_idle=len(self._idle),
             waiting=sum(1 for waiter in self._waiters if not waiter.done()),
             pipelined=self._pipelined,
+            batched=self._batched,
         )
 
     # -- the peer protocol -------------------------------------------------------------
@@ -955,14 +1192,34 @@ class HttpPeerClient:
             target = build_peer_path(self._base, group, key)
         except LocalProtocolError as exc:
             raise InvalidKey(str(exc)) from exc
-        answer = await self._get_exchange(self._request(b"GET", target))
-        if answer.status != 200:
-            raise self._read_error(answer, key)
-        try:
-            response = decode_get_response(answer.body, max_size=self._limit)
-        except RemoteProtocolError as exc:
-            raise PeerError(f"{self._url}: undecodable answer for {key!r}: {exc}") from exc
-        return Fetched(response.value, from_expire_ns(response.expire_ns), response.minute_qps)
+        return self._fetched(await self._get_exchange(self._request(b"GET", target)), key)
+
+    def fetch(self, group: str, key: str, done: FetchDone) -> Callable[[], None] | None:
+        """:meth:`get` without a task: ``done(fetched, error)`` is called from the
+        answer's callback (see :meth:`PeerClient.fetch`).
+
+        Only for a shoal peer, once it has answered (its GETs are pipelined): the
+        fetches of one loop iteration go out together at the end of it, those of
+        one group in one batch get when the peer answers batches key by key
+        (:data:`~shoal.wire.batch.GET_MANY_ERRORS_EXTENSION`), each fetch
+        getting the value or error a GET of its key would have. Returns None for
+        any other peer, and for a key that cannot be encoded (:meth:`get` raises
+        the error).
+        """
+        loop = self._loop
+        if not self._pipelining or loop is None or self._closed:
+            return None
+        if not key.isascii():
+            try:
+                key.encode("utf-8")
+            except UnicodeEncodeError:
+                return None
+        sink = _Sink(self, group, key, done)
+        self._fetches.append(sink)
+        if not self._flush_due:
+            self._flush_due = True
+            loop.call_soon(self._flush)
+        return sink.abandon
 
     async def get_many(self, group: str, keys: list[str]) -> dict[str, Fetched]:
         """Fetch several keys; keys the peer lacks are left out.
@@ -1121,6 +1378,9 @@ class HttpPeerClient:
         for item in queue:
             if not item.waiter.done():
                 item.waiter.set_exception(PeerUnavailable(f"{self._url}: the client is closed"))
+        fetches, self._fetches = self._fetches, []
+        for sink in fetches:
+            sink.deliver(None, PeerUnavailable(f"{self._url}: the client is closed"))
         for task in list(self._senders):
             task.cancel()
         self._idle.clear()
@@ -1176,6 +1436,16 @@ class HttpPeerClient:
 
     # -- answers ---------------------------------------------------------------------
 
+    def _fetched(self, answer: _Answer, key: str) -> Fetched:
+        """The value in an answer to a GET of ``key``, or the error it says."""
+        if answer.status != 200:
+            raise self._read_error(answer, key)
+        try:
+            response = decode_get_response(answer.body, max_size=self._limit)
+        except RemoteProtocolError as exc:
+            raise PeerError(f"{self._url}: undecodable answer for {key!r}: {exc}") from exc
+        return Fetched(response.value, from_expire_ns(response.expire_ns), response.minute_qps)
+
     def _read_error(self, answer: _Answer, key: str | None) -> Exception:
         """The error for an answer to a read other than 200."""
         status = answer.status
@@ -1218,7 +1488,9 @@ class HttpPeerClient:
             return
         if extensions != self._extensions_raw:
             self._extensions_raw = extensions
-            self._batch = GET_MANY_EXTENSION in parse_extensions(extensions)
+            tokens = parse_extensions(extensions)
+            self._batch = GET_MANY_EXTENSION in tokens
+            self._key_errors = GET_MANY_ERRORS_EXTENSION in tokens
             self._pipelining = extensions is not None and self._pipeline > 1
 
     # -- requests and the pool ---------------------------------------------------------
@@ -1286,13 +1558,14 @@ class HttpPeerClient:
         if not self._pipelining or loop is None:
             return await self._exchange(request)
         self._requests += 1
-        item = _Queued(request, loop.create_future())
-        queue = self._queue
-        queue.append(item)
-        if len(queue) == 1:
+        waiter: asyncio.Future[_Answer] = loop.create_future()
+        item = _Queued(request, waiter)
+        self._queue.append(item)
+        if not self._flush_due:
+            self._flush_due = True
             loop.call_soon(self._flush)
         try:
-            answer = await item.waiter
+            answer = await waiter
         except _Dropped as exc:
             if item.connection is not None:
                 self._discard(item.connection)
@@ -1315,9 +1588,14 @@ class HttpPeerClient:
         return await self._retry(request)
 
     def _flush(self) -> None:
-        """Write the GETs queued during the last loop iteration: up to ``max_pipeline``
-        per idle connection, in one write each; the rest wait for connections."""
+        """Write the GETs and fetches queued during the last loop iteration: up to
+        ``max_pipeline`` per idle connection, in one write each; the rest wait for
+        connections. The fetches of one group go in one batch get if they can."""
+        self._flush_due = False
         queue, self._queue = self._queue, []
+        if self._fetches:
+            fetches, self._fetches = self._fetches, []
+            queue += self._requests_for(fetches)
         items = [item for item in queue if not item.waiter.done()]  # not cancelled meanwhile
         depth = self._pipeline
         start = 0
@@ -1327,12 +1605,107 @@ class HttpPeerClient:
                 break
             self._send(connection, items[start : start + depth])
             start += depth
-        assert self._loop is not None
         while start < len(items):
-            task = self._loop.create_task(self._send_when_connected(items[start : start + depth]))
-            self._senders.add(task)
-            task.add_done_callback(self._senders.discard)
+            self._spawn(self._send_when_connected(items[start : start + depth]))
             start += depth
+
+    def _requests_for(self, fetches: list[_Sink]) -> list[_Queued]:
+        """The requests that carry ``fetches``: one batch get per group (of at most
+        ``max_batch_keys`` keys) when the peer answers batches key by key, else (and
+        for a key alone) one GET each."""
+        live = [sink for sink in fetches if not sink.done()]  # not abandoned meanwhile
+        alone: list[_Sink] = live
+        requests: list[_Queued] = []
+        if self._key_errors and len(live) > 1:
+            alone = []
+            groups: dict[str, dict[str, _Sink]] = {}
+            for sink in live:
+                sinks = groups.setdefault(sink.group, {})
+                if sink.key in sinks:  # a second flight of the key (the first was fenced)
+                    alone.append(sink)
+                else:
+                    sinks[sink.key] = sink
+            size = self._max_batch_keys
+            for group, sinks in groups.items():
+                if len(sinks) == 1:
+                    alone += sinks.values()
+                    continue
+                keys = list(sinks)
+                for start in range(0, len(keys), size):
+                    chunk = {key: sinks[key] for key in keys[start : start + size]}
+                    requests.append(self._batch_request(group, chunk))
+        for sink in alone:
+            target = build_peer_path(self._base, sink.group, sink.key)
+            item = sink.item = _Queued(self._request(b"GET", target), sink)
+            requests.append(item)
+        self._requests += len(requests)
+        return requests
+
+    def _batch_request(self, group: str, sinks: dict[str, _Sink]) -> _Queued:
+        target = build_get_many_path(self._base, group)
+        body = encode_get_many_request(sinks, key_errors=True)
+        self._batched += len(sinks)
+        return _Batch(self, sinks, self._request(b"POST", target, body, _GET_MANY_TYPE)).item
+
+    def _hand_out(self, answer: _Answer, sinks: dict[str, _Sink]) -> None:
+        """Give each fetch of a batch its part of the batch's answer."""
+        if answer.status == 200 and _media_type(answer.content_type) == _GET_MANY_TYPE:
+            try:
+                items, errors = decode_batch_entries(
+                    answer.body, max_items=len(sinks), max_size=self._limit
+                )
+            except RemoteProtocolError as exc:
+                failure: Exception = PeerError(f"{self._url}: undecodable batch answer: {exc}")
+            else:
+                for key, value, expire_ns in items:
+                    sink = sinks.pop(key, None)
+                    if sink is not None:  # never deliver what was not asked for
+                        sink.deliver(Fetched(value, from_expire_ns(expire_ns)), None)
+                for error in errors:
+                    sink = sinks.pop(error.key, None)
+                    if sink is not None:
+                        alone = _Answer(error.status, error.message, True, b"", None)
+                        sink.deliver(None, self._read_error(alone, error.key))
+                for key, sink in sinks.items():  # left out: the peer does not have it
+                    sink.deliver(None, NotFound(key))
+                return
+        elif answer.status == 200:
+            failure = PeerError(
+                f"{self._url}: batch answer of type {answer.content_type.decode('latin-1')!r}"
+            )
+        else:
+            failure = self._read_error(answer, None)
+        for sink in sinks.values():
+            sink.deliver(None, failure)
+
+    def _exchange_failed(self, item: _Queued, exc: BaseException) -> BaseException | None:
+        """What a queued request's failure means for its waiter: None when it may go
+        once more (see :class:`_Dropped`), else the error to give. A connection whose
+        exchange broke goes."""
+        if isinstance(exc, (_Dropped, _Broken)) and item.connection is not None:
+            self._discard(item.connection)
+        if isinstance(exc, _Dropped):
+            if exc.retry and not self._closed:
+                return None
+            return PeerUnavailable(f"{self._url}: {exc}")
+        if isinstance(exc, _Broken):
+            return PeerError(f"{self._url}: {exc}")
+        return exc
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task of the client's (cancelled by :meth:`aclose`)."""
+        assert self._loop is not None
+        task = self._loop.create_task(coro)
+        self._senders.add(task)
+        task.add_done_callback(self._senders.discard)
+        return task
+
+    def _loop_error(self, exc: Exception) -> None:
+        """Report an error raised by a fetch's callback (a bug) to the event loop."""
+        assert self._loop is not None
+        self._loop.call_exception_handler(
+            {"message": f"{self._url}: a fetch callback raised", "exception": exc}
+        )
 
     def _send(self, connection: _Connection, items: list[_Queued]) -> None:
         if len(items) > 1:

@@ -7,6 +7,7 @@ Every node registers its URL on one :class:`MemoryNetwork`; a URL marked down
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..errors import (
@@ -18,7 +19,7 @@ from ..errors import (
     RemoteLoadError,
     ShoalError,
 )
-from . import Fetched
+from . import FetchDone, Fetched
 
 if TYPE_CHECKING:
     from ..group import Group
@@ -77,6 +78,10 @@ class MemoryPeerClient:
     def url(self) -> str:
         """The peer's URL."""
         return self._url
+
+    def fetch(self, group: str, key: str, done: FetchDone) -> Callable[[], None] | None:
+        """Always None: fetches go through :meth:`get` (the peer's load may need a task)."""
+        return None
 
     async def get(self, group: str, key: str) -> Fetched:
         """Fetch ``key`` from the peer's group (the peer never forwards it)."""

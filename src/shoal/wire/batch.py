@@ -10,13 +10,33 @@ its loader on it.
 
 Both bodies are protobuf wire format, so any protobuf runtime reads them::
 
-    message GetManyRequest  { repeated string keys = 1; }
-    message GetManyResponse { repeated Item items = 1; }
+    message GetManyRequest  {
+      repeated string keys = 1;
+      optional bool key_errors = 2;  // answer errors key by key (see below)
+    }
+    message GetManyResponse {
+      repeated Item items = 1;
+      repeated KeyError errors = 2;  // only when the request asked for key_errors
+    }
     message Item {
       required string key = 1;
       optional bytes value = 2;
       optional int64 expire = 3;  // absolute Unix nanoseconds; absent or 0: never
     }
+    message KeyError {
+      required string key = 1;
+      optional uint32 status = 2;   // what a GET of the key would have answered
+      optional bytes message = 3;   // and that answer's body
+    }
+
+Without ``key_errors`` a key that fails (other than by not existing) fails the
+whole batch, with the answer a GET of that key would get. With it, a peer that
+lists :data:`GET_MANY_ERRORS_EXTENSION` answers every key separately: the keys
+it has as items, the keys that do not exist not at all, and every other
+failure (a loader error, a key over the group's limit) as a ``KeyError``
+carrying the status and body a GET of that key would have had. This is what
+lets a client gather the single-key fetches of one moment into one batch (see
+``HttpPeerClient.fetch``) without changing what any of them sees.
 
 Pure functions, no I/O. Encoding writes fields in number order and ``expire``
 only when there is one. Decoding accepts any field order and skips unknown
@@ -48,15 +68,21 @@ __all__ = [
     "INVALIDATE_EXTENSION",
     "REPLICA_SEGMENT",
     "REPLICA_EXTENSION",
+    "GET_MANY_ERRORS_EXTENSION",
     "EXTENSIONS_HEADER",
     "DEFAULT_MAX_BATCH_KEYS",
     "BatchItem",
+    "BatchError",
     "build_get_many_path",
     "build_group_path",
     "encode_get_many_request",
     "decode_get_many_request",
     "encode_get_many_response",
+    "encode_batch_entries",
     "decode_get_many_response",
+    "decode_batch_request",
+    "decode_batch_response",
+    "decode_batch_entries",
     "parse_extensions",
 ]
 
@@ -84,6 +110,10 @@ REPLICA_SEGMENT = "_replica/"
 REPLICA_EXTENSION = "replica"
 """The token a shoal peer lists when it serves replicated groups."""
 
+GET_MANY_ERRORS_EXTENSION = "get-many-errors"
+"""The token a shoal peer lists when its batch get answers errors key by key on
+request (``GetManyRequest.key_errors``)."""
+
 EXTENSIONS_HEADER = "Shoal-Extensions"
 """Response header in which a shoal peer lists the protocol extensions it serves
 (comma-separated tokens). Go peers never send it."""
@@ -94,6 +124,9 @@ DEFAULT_MAX_BATCH_KEYS = 1000
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
 _UINT64_MASK = (1 << 64) - 1
+
+_SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
+"""The varint of each n < 128: its one byte."""
 
 _VARINT = 0
 _I64 = 1
@@ -109,6 +142,17 @@ class BatchItem:
     value: bytes
     expire_ns: int | None = None
     """Absolute expiry in Unix nanoseconds; None (or 0 on the wire) means never."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchError:
+    """One key of a batch get that failed: the answer a GET of it would have had."""
+
+    key: str
+    status: int
+    """The HTTP status of that answer."""
+    message: bytes = b""
+    """The body of that answer (the error's text)."""
 
 
 def build_get_many_path(base: str, group: str) -> str:
@@ -164,31 +208,59 @@ def _len_field(tag: bytes, data: bytes) -> bytes:
     return tag + _varint(len(data)) + data
 
 
-def encode_get_many_request(keys: Iterable[str]) -> bytes:
-    """Encode ``GetManyRequest{keys}``, the body of a batch get.
+def encode_get_many_request(keys: Iterable[str], *, key_errors: bool = False) -> bytes:
+    """Encode ``GetManyRequest{keys, key_errors}``, the body of a batch get.
 
     Raises:
         LocalProtocolError: a key is not encodable as UTF-8.
         TypeError: a key is not a str.
     """
-    return b"".join(_len_field(b"\x0a", _utf8(key, "key")) for key in keys)
+    body = b"".join(_len_field(b"\x0a", _utf8(key, "key")) for key in keys)
+    return body + b"\x10\x01" if key_errors else body
 
 
-def encode_get_many_response(items: Iterable[BatchItem]) -> bytes:
-    """Encode ``GetManyResponse{items}``, the body of a batch get's ``200`` answer.
+def encode_get_many_response(
+    items: Iterable[BatchItem], errors: Iterable[BatchError] = ()
+) -> bytes:
+    """Encode ``GetManyResponse{items, errors}``, the body of a batch get's ``200`` answer.
 
     Raises:
         LocalProtocolError: a key is not encodable as UTF-8, or an expiry is outside int64.
     """
+    return encode_batch_entries(((i.key, i.value, i.expire_ns) for i in items), errors)
+
+
+def encode_batch_entries(
+    items: Iterable[tuple[str, bytes, int | None]], errors: Iterable[BatchError] = ()
+) -> bytes:
+    """:func:`encode_get_many_response` from ``(key, value, expire_ns)`` tuples (a
+    server answering a batch needs no object per item)."""
     parts = []
-    for item in items:
-        fields = _len_field(b"\x0a", _utf8(item.key, "key")) + _len_field(b"\x12", item.value)
-        expire = item.expire_ns
+    small = _SMALL_VARINTS
+    for key, value, expire in items:
+        data = _utf8(key, "key")
+        size = len(data)
+        fields = (small[size] if size < 0x80 else _varint(size)) + data
+        size = len(value)
+        fields = b"\x0a%s\x12%s%s" % (
+            fields,
+            small[size] if size < 0x80 else _varint(size),
+            value,
+        )
         if expire is not None:
             if not _INT64_MIN <= expire <= _INT64_MAX:
                 raise LocalProtocolError(f"expire_ns={expire} does not fit in an int64")
             fields += b"\x18" + _varint(expire & _UINT64_MASK)
-        parts.append(_len_field(b"\x0a", fields))
+        size = len(fields)
+        parts.append(b"\x0a%s%s" % (small[size] if size < 0x80 else _varint(size), fields))
+    for error in errors:
+        fields = (
+            _len_field(b"\x0a", _utf8(error.key, "key"))
+            + b"\x10"
+            + _varint(error.status)
+            + _len_field(b"\x1a", error.message)
+        )
+        parts.append(_len_field(b"\x12", fields))
     return b"".join(parts)
 
 
@@ -269,11 +341,41 @@ def decode_get_many_request(
         RemoteProtocolError: malformed body (see the module rules), more than
             ``max_keys`` keys or ``max_size`` bytes (hint 413).
     """
+    return decode_batch_request(data, max_keys=max_keys, max_size=max_size)[0]
+
+
+def decode_batch_request(
+    data: bytes,
+    *,
+    max_keys: int = DEFAULT_MAX_BATCH_KEYS,
+    max_size: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> tuple[list[str], bool]:
+    """Like :func:`decode_get_many_request`, and whether it asks for ``key_errors``."""
     data = bytes(data)
     _check_size(data, max_size, "GetManyRequest")
     keys: list[str] = []
+    key_errors = False
+    end = len(data)
+    pos = 0
     try:
-        for field, wire_type, start, stop in _fields(data, 0, len(data)):
+        # The encoder's form, read inline: short keys (field 1, one length byte), then
+        # maybe key_errors (0x10 0x01) at the end. Anything else: the general reader.
+        while pos + 1 < end and data[pos] == 0x0A and data[pos + 1] < 0x80:
+            stop = pos + 2 + data[pos + 1]
+            if stop > end:
+                raise RemoteProtocolError("truncated field 1")
+            if len(keys) >= max_keys:
+                raise RemoteProtocolError(f"more than {max_keys} keys in one batch", 413)
+            keys.append(_text(data, pos + 2, stop, "a key"))
+            pos = stop
+        if data[pos:] == b"\x10\x01":
+            return keys, True
+        for field, wire_type, start, stop in _fields(data, pos, end):
+            if field == 2:
+                if wire_type != _VARINT:
+                    raise RemoteProtocolError(f"field 2 has wire type {wire_type}")
+                key_errors = stop != 0
+                continue
             if field != 1:
                 continue  # unknown: skipped
             if wire_type != _LEN:
@@ -285,7 +387,7 @@ def decode_get_many_request(
         raise RemoteProtocolError(
             f"malformed GetManyRequest: {exc}", exc.error_status_hint
         ) from None
-    return keys
+    return keys, key_errors
 
 
 def _item(data: bytes, start: int, end: int) -> BatchItem:
@@ -310,6 +412,28 @@ def _item(data: bytes, start: int, end: int) -> BatchItem:
     return BatchItem(key, value, expire)
 
 
+def _error(data: bytes, start: int, end: int) -> BatchError:
+    key: str | None = None
+    status = 0
+    message = b""
+    for field, wire_type, v_start, v_stop in _fields(data, start, end):
+        if field == 1:
+            if wire_type != _LEN:
+                raise RemoteProtocolError(f"error field 1 has wire type {wire_type}")
+            key = _text(data, v_start, v_stop, "a key")
+        elif field == 2:
+            if wire_type != _VARINT:
+                raise RemoteProtocolError(f"error field 2 has wire type {wire_type}")
+            status = v_stop
+        elif field == 3:
+            if wire_type != _LEN:
+                raise RemoteProtocolError(f"error field 3 has wire type {wire_type}")
+            message = data[v_start:v_stop]
+    if key is None:
+        raise RemoteProtocolError("an error has no key")
+    return BatchError(key, status, message)
+
+
 def decode_get_many_response(
     data: bytes,
     *,
@@ -327,20 +451,93 @@ def decode_get_many_response(
     Raises:
         RemoteProtocolError: malformed body (see the module rules) or over a limit.
     """
+    return decode_batch_response(data, max_items=max_items, max_size=max_size)[0]
+
+
+def decode_batch_response(
+    data: bytes,
+    *,
+    max_items: int | None = None,
+    max_size: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> tuple[list[BatchItem], list[BatchError]]:
+    """Like :func:`decode_get_many_response`, and the answer's key errors (``max_items``
+    bounds items and errors together)."""
+    items, errors = decode_batch_entries(data, max_items=max_items, max_size=max_size)
+    return [BatchItem(key, value, expire) for key, value, expire in items], errors
+
+
+def decode_batch_entries(
+    data: bytes,
+    *,
+    max_items: int | None = None,
+    max_size: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> tuple[list[tuple[str, bytes, int | None]], list[BatchError]]:
+    """:func:`decode_batch_response` with each item as a ``(key, value, expire_ns)``
+    tuple: what a client handing out a batch's values needs, with no object per item.
+
+    Items in the form the encoder writes (key, value, then maybe expire, each
+    length or varint in as many bytes as needed) are read inline; any other form
+    goes through the general field reader, so both accept the same inputs.
+    """
     data = bytes(data)
     _check_size(data, max_size, "GetManyResponse")
-    items: list[BatchItem] = []
+    items: list[tuple[str, bytes, int | None]] = []
+    errors: list[BatchError] = []
+    limit = max_items if max_items is not None else len(data)
+    end = len(data)
+    pos = 0
     try:
-        for field, wire_type, start, stop in _fields(data, 0, len(data)):
-            if field != 1:
+        while pos < end:
+            tag = data[pos]
+            if tag == 0x0A or tag == 0x12:
+                field = 1 if tag == 0x0A else 2
+                size = data[pos + 1] if pos + 1 < end else 0x80
+                if size < 0x80:
+                    start = pos + 2
+                else:
+                    size, start = _read_varint(data, pos + 1, end)
+                stop = start + size
+                if stop > end:
+                    raise RemoteProtocolError(f"truncated field {field}")
+            else:  # another field, or a tag in more bytes: the general reader takes it
+                field, wire_type, start, stop = next(iter(_fields(data, pos, end)))
+                if field != 1 and field != 2:
+                    pos = start if wire_type == _VARINT else stop
+                    continue
+                if wire_type != _LEN:
+                    raise RemoteProtocolError(f"field {field} has wire type {wire_type}")
+            pos = stop
+            if len(items) + len(errors) >= limit:
+                raise RemoteProtocolError(f"more than {limit} items", 413)
+            if field == 2:
+                errors.append(_error(data, start, stop))
                 continue
-            if wire_type != _LEN:
-                raise RemoteProtocolError(f"field 1 has wire type {wire_type}")
-            if max_items is not None and len(items) >= max_items:
-                raise RemoteProtocolError(f"more than {max_items} items", 413)
-            items.append(_item(data, start, stop))
+            # Item: 0x0a key, 0x12 value, then maybe 0x18 expire, each length one byte
+            # when short (the encoder's form).
+            if stop - start >= 4 and data[start] == 0x0A and data[start + 1] < 0x80:
+                key_end = start + 2 + data[start + 1]
+                if key_end + 2 <= stop and data[key_end] == 0x12:
+                    size = data[key_end + 1]
+                    if size < 0x80:
+                        value_start = key_end + 2
+                    else:
+                        size, value_start = _read_varint(data, key_end + 1, stop)
+                    value_end = value_start + size
+                    expire: int | None = None
+                    if value_end < stop and data[value_end] == 0x18:
+                        expire, after = _read_varint(data, value_end + 1, stop)
+                        if expire > _INT64_MAX:
+                            expire -= 1 << 64
+                    else:
+                        after = value_end
+                    if after == stop:
+                        key = _text(data, start + 2, key_end, "a key")
+                        items.append((key, data[value_start:value_end], expire))
+                        continue
+            item = _item(data, start, stop)
+            items.append((item.key, item.value, item.expire_ns))
     except RemoteProtocolError as exc:
         raise RemoteProtocolError(
             f"malformed GetManyResponse: {exc}", exc.error_status_hint
         ) from None
-    return items
+    return items, errors
