@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -171,16 +172,23 @@ async def _never(call: Call[bytes]) -> bytes:
     raise AssertionError("a direct call must not run the task function")
 
 
+def _taking(calls: list[Call[bytes]]) -> Callable[[Call[bytes]], bool]:
+    """A ``direct`` that takes every load on and keeps its call in ``calls``."""
+
+    def direct(call: Call[bytes]) -> bool:
+        calls.append(call)
+        return True
+
+    return direct
+
+
 async def test_a_direct_call_is_settled_by_its_callback_and_shared() -> None:
     """``direct`` takes the load on: no task runs, every caller joining meanwhile shares
     it, and :meth:`Flight.settle` gives them all the value."""
     flight: Flight[bytes] = Flight()
     started: list[Call[bytes]] = []
 
-    def direct(call: Call[bytes]) -> bool:
-        started.append(call)
-        return True
-
+    direct = _taking(started)
     first = flight.join("k", _never, direct)
     second = flight.join("k", _never, direct)
     assert len(started) == 1
@@ -215,9 +223,7 @@ async def test_a_direct_call_can_finish_in_a_task() -> None:
     flight: Flight[bytes] = Flight()
     calls: list[Call[bytes]] = []
 
-    def direct(call: Call[bytes]) -> bool:
-        calls.append(call)
-        return True
+    direct = _taking(calls)
 
     async def fallback() -> bytes:
         await asyncio.sleep(0)
@@ -236,10 +242,7 @@ async def test_a_fenced_direct_call_still_answers_its_waiters() -> None:
     flight: Flight[bytes] = Flight()
     calls: list[Call[bytes]] = []
 
-    def direct(call: Call[bytes]) -> bool:
-        calls.append(call)
-        return True
-
+    direct = _taking(calls)
     old = flight.join("k", _never, direct)
     assert flight.fence("k")
     assert calls[0].fenced

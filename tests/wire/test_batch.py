@@ -49,20 +49,14 @@ def _runtime_classes() -> tuple[Any, Any]:
     error.field.add(name="status", number=2, type=f.TYPE_UINT32, label=f.LABEL_OPTIONAL)
     error.field.add(name="message", number=3, type=f.TYPE_BYTES, label=f.LABEL_OPTIONAL)
     response = file.message_type.add(name="GetManyResponse")
-    response.field.add(
-        name="items",
-        number=1,
-        type=f.TYPE_MESSAGE,
-        label=f.LABEL_REPEATED,
-        type_name=".shoaltest.Item",
-    )
-    response.field.add(
-        name="errors",
-        number=2,
-        type=f.TYPE_MESSAGE,
-        label=f.LABEL_REPEATED,
-        type_name=".shoaltest.KeyError",
-    )
+    for number, (name, kind) in enumerate((("items", "Item"), ("errors", "KeyError")), 1):
+        response.field.add(
+            name=name,
+            number=number,
+            type=f.TYPE_MESSAGE,
+            label=f.LABEL_REPEATED,
+            type_name=f".shoaltest.{kind}",
+        )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(file)
     return (

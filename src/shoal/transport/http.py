@@ -70,6 +70,14 @@ each with its own pool of keep-alive connections (``asyncio.Protocol`` plus the
   batched behind a key the owner has to load waits for that load. A lone GET
   is a batch of one. ``max_pipeline=1`` turns it off; writes, batch gets and
   requests to Go peers always have a connection of their own.
+- Fetches (:meth:`HttpPeerClient.fetch`, what a group uses for a miss on a key
+  the peer owns) need no task: the answer's parser callback hands the outcome
+  to the fetch's callback. The fetches of one loop iteration to a peer that
+  lists ``get-many-errors`` go as one batch get per group (``key_errors``),
+  which the peer answers key by key, each key as a GET of it alone would be
+  answered; to an older shoal peer they are pipelined GETs. Retries, broken
+  answers and a caller that gives up are handled as for pipelined GETs (a batch
+  whose every fetch was given up drops its connection).
 - At most ``max_connections`` per peer; further requests wait for one to be
   released (the caller bounds the wait with ``asyncio.timeout``).
 - An exchange that fails before any byte of its answer arrived, on a

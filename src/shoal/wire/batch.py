@@ -52,6 +52,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from .codec import (
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -390,48 +391,41 @@ def decode_batch_request(
     return keys, key_errors
 
 
-def _item(data: bytes, start: int, end: int) -> BatchItem:
-    key: str | None = None
-    value = b""
-    expire: int | None = None
+def _submessage(
+    data: bytes, start: int, end: int, what: str, wire_types: tuple[int, int, int]
+) -> list[Any]:
+    """Fields 1 to 3 of an item or a key error, each of the wire type given (a later
+    occurrence wins): a varint's value, else the ``(start, stop)`` of the bytes; None
+    where absent. Field 1, the key, is required."""
+    found: list[Any] = [None, None, None]
     for field, wire_type, v_start, v_stop in _fields(data, start, end):
-        if field == 1:
-            if wire_type != _LEN:
-                raise RemoteProtocolError(f"item field 1 has wire type {wire_type}")
-            key = _text(data, v_start, v_stop, "a key")
-        elif field == 2:
-            if wire_type != _LEN:
-                raise RemoteProtocolError(f"item field 2 has wire type {wire_type}")
-            value = data[v_start:v_stop]
-        elif field == 3:
-            if wire_type != _VARINT:
-                raise RemoteProtocolError(f"item field 3 has wire type {wire_type}")
-            expire = v_stop - (1 << 64) if v_stop > _INT64_MAX else v_stop
-    if key is None:
-        raise RemoteProtocolError("an item has no key")
-    return BatchItem(key, value, expire)
+        if 1 <= field <= 3:
+            if wire_type != wire_types[field - 1]:
+                raise RemoteProtocolError(f"{what} field {field} has wire type {wire_type}")
+            found[field - 1] = v_stop if wire_type == _VARINT else (v_start, v_stop)
+    if found[0] is None:
+        raise RemoteProtocolError(f"an {what} has no key")
+    return found
+
+
+def _item(data: bytes, start: int, end: int) -> BatchItem:
+    key, value, expire = _submessage(data, start, end, "item", (_LEN, _LEN, _VARINT))
+    if expire is not None and expire > _INT64_MAX:
+        expire -= 1 << 64
+    return BatchItem(
+        _text(data, key[0], key[1], "a key"),
+        b"" if value is None else data[value[0] : value[1]],
+        expire,
+    )
 
 
 def _error(data: bytes, start: int, end: int) -> BatchError:
-    key: str | None = None
-    status = 0
-    message = b""
-    for field, wire_type, v_start, v_stop in _fields(data, start, end):
-        if field == 1:
-            if wire_type != _LEN:
-                raise RemoteProtocolError(f"error field 1 has wire type {wire_type}")
-            key = _text(data, v_start, v_stop, "a key")
-        elif field == 2:
-            if wire_type != _VARINT:
-                raise RemoteProtocolError(f"error field 2 has wire type {wire_type}")
-            status = v_stop
-        elif field == 3:
-            if wire_type != _LEN:
-                raise RemoteProtocolError(f"error field 3 has wire type {wire_type}")
-            message = data[v_start:v_stop]
-    if key is None:
-        raise RemoteProtocolError("an error has no key")
-    return BatchError(key, status, message)
+    key, status, message = _submessage(data, start, end, "error", (_LEN, _VARINT, _LEN))
+    return BatchError(
+        _text(data, key[0], key[1], "a key"),
+        status or 0,
+        b"" if message is None else data[message[0] : message[1]],
+    )
 
 
 def decode_get_many_response(
