@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Mapping
@@ -228,7 +229,9 @@ class Node:
             ``base_path``, ``transport`` (``http`` or ``grpc``: what the members'
             peer ports speak), ``ring`` (``flavour``, ``replicas``) and ``members``:
             one ``{url, self, share, backing_off}`` per member in ring order,
-            where ``share`` is the fraction of the key space it owns. A node
+            where ``share`` is the fraction of the key space it owns, and for a
+            member reached over HTTP its client's counters (``client``: see
+            :meth:`peer_statistics`). A node
             alone has no members and owns every key (``owner`` None). With a
             peer port or peers, also ``node_id``, ``membership`` (the source,
             ``static``/``etcd``/``gossip``, and its state and counters) and, per
@@ -257,6 +260,7 @@ class Node:
         if self._membership is not None:
             info["membership"] = self._membership.statistics()
         info["ring"] = {"flavour": ring.flavour, "replicas": ring.replicas}
+        clients = self.peer_statistics()
         info["members"] = [
             {
                 "url": url,
@@ -265,12 +269,31 @@ class Node:
                 "self": url == picker.self_url,
                 "share": share,
                 "backing_off": url in slow,
+                **({"client": clients[url]} if url in clients else {}),
             }
             for url, share in ring.shares().items()
         ]
         if key is not None:
             info["owner"] = ring.owner(key)
         return info
+
+    def peer_statistics(self) -> dict[str, dict[str, int]]:
+        """Per peer URL, the counters of this node's client for it, where the
+        transport keeps them (HTTP): ``requests`` sent, ``retries``, ``pipelined``
+        GETs, ``batched`` keys (single fetches gathered into batch gets),
+        ``connections_opened``, ``connections_open``, ``connections_idle`` and
+        ``waiting`` (requests waiting for a connection)."""
+        picker = self._picker
+        if picker is None:
+            return {}
+        found: dict[str, dict[str, int]] = {}
+        for url, client in picker.view.clients.items():
+            statistics = getattr(client, "statistics", None)
+            snapshot = statistics() if statistics is not None else None
+            if dataclasses.is_dataclass(snapshot) and not isinstance(snapshot, type):
+                fields = dataclasses.asdict(snapshot).items()
+                found[url] = {k: v for k, v in fields if type(v) is int}
+        return found
 
     def set_peers(self, urls: list[str] | tuple[str, ...]) -> None:
         """Replace the cluster's member list (this node is kept in it).

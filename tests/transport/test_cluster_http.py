@@ -8,6 +8,7 @@ import asyncio
 import pytest
 
 from shoal import NotFound, RemoteLoadError
+from shoal.api.metrics import render_metrics
 from shoal.testing import ManualClock
 from shoal.transport.http import HttpPeerClient
 from shoal.wire import encode_get_response
@@ -171,3 +172,21 @@ async def test_an_owner_that_stops_answering_costs_peer_timeout_then_loads_here(
         assert picker.backing_off() == [peer.url]
         assert await me.group.get(theirs[4]) == value(theirs[4])  # at once, here
         assert len(peer.requests) == 2
+
+
+async def test_peer_client_counters_in_cluster_info_and_metrics() -> None:
+    """``/v1/cluster`` shows, per member reached over HTTP, its client's counters, and
+    ``/metrics`` the same as shoal_peer_client_* series; a node's own entry has none."""
+    async with http_cluster(2, hot_admission="never") as nodes:
+        await nodes[0].group.get(owned_by(nodes, 1))
+        keys = [owned_by(nodes, 1, f"b{i}-") for i in range(5)]
+        await asyncio.gather(*(nodes[0].group.get(k) for k in keys))
+        members = {m["url"]: m for m in nodes[0].node.cluster_info()["members"]}
+        assert "client" not in members[nodes[0].url]
+        client = members[nodes[1].url]["client"]
+        assert client["requests"] == 2  # the first GET, then one batch
+        assert client["batched"] == 5
+        assert client["connections_open"] >= 1
+        stats = nodes[0].node.peer_statistics()
+        text = render_metrics([nodes[0].group.statistics()], stats).decode()
+        assert f'shoal_peer_client_batched_keys_total{{peer="{nodes[1].url}"}} 5' in text

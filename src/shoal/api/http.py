@@ -444,7 +444,8 @@ class ApiServer:
     def _metrics(self, request: Request) -> Response:
         if request.method not in _READ:
             return _not_allowed(request, _ALLOW_READ)
-        body = render_metrics(group.statistics() for group in self._node.groups.values())
+        groups = self._node.groups.values()
+        body = render_metrics((g.statistics() for g in groups), self._node.peer_statistics())
         return Response(200, body, METRICS_CONTENT_TYPE)
 
     # -- the cache ----------------------------------------------------------------

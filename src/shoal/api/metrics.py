@@ -8,7 +8,7 @@ group counters carry a ``group`` label; the per-cache series add
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Final
 
 from ..stats import GroupStats
@@ -83,7 +83,40 @@ def escape_label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
-def render_metrics(stats: Iterable[GroupStats]) -> bytes:
+# HTTP peer clients only: (series, type, key of a member's "client" counters, help)
+_PEER_SERIES: Final = (
+    ("shoal_peer_client_requests_total", "counter", "requests", "HTTP requests sent to the peer."),
+    (
+        "shoal_peer_client_retries_total",
+        "counter",
+        "retries",
+        "Requests sent again on a new connection.",
+    ),
+    (
+        "shoal_peer_client_pipelined_total",
+        "counter",
+        "pipelined",
+        "GETs written together with others on one connection.",
+    ),
+    (
+        "shoal_peer_client_batched_keys_total",
+        "counter",
+        "batched",
+        "Keys of single fetches gathered into batch gets.",
+    ),
+    (
+        "shoal_peer_client_connections_opened_total",
+        "counter",
+        "connections_opened",
+        "Connections opened to the peer.",
+    ),
+    ("shoal_peer_client_connections_open", "gauge", "connections_open", "Connections open now."),
+)
+
+
+def render_metrics(
+    stats: Iterable[GroupStats], peers: Mapping[str, Mapping[str, int]] | None = None
+) -> bytes:
     """Render the statistics of some groups in the Prometheus text format.
 
     Each metric gets its ``# HELP`` and ``# TYPE`` lines once, followed by one
@@ -91,6 +124,8 @@ def render_metrics(stats: Iterable[GroupStats]) -> bytes:
 
     Args:
         stats: one snapshot per group, e.g. ``(g.statistics() for g in node.groups.values())``.
+        peers: per peer URL, its client's counters (``Node.peer_statistics()``), rendered
+            as ``shoal_peer_client_*`` series with a ``peer`` label.
 
     Returns:
         The exposition as UTF-8 bytes, to serve with :data:`CONTENT_TYPE`.
@@ -111,5 +146,9 @@ def render_metrics(stats: Iterable[GroupStats]) -> bytes:
     for series, kind, key, text in _REPLICA_SERIES if replicated else ():
         lines += (f"# HELP {series} {text}", f"# TYPE {series} {kind}")
         lines += (f'{series}{{group="{label}"}} {r.get(key, 0)}' for label, r in replicated)
+    clients = [(escape_label_value(url), c) for url, c in (peers or {}).items()]
+    for series, kind, key, text in _PEER_SERIES if clients else ():
+        lines += (f"# HELP {series} {text}", f"# TYPE {series} {kind}")
+        lines += (f'{series}{{peer="{label}"}} {c.get(key, 0)}' for label, c in clients)
     lines.append("")  # the format ends with a line feed
     return "\n".join(lines).encode()

@@ -90,6 +90,11 @@ class TracingClient:
         """Always None: every fetch goes through :meth:`get`, which logs it."""
         return None
 
+    def statistics(self) -> Any:
+        """The wrapped client's counters, if it keeps any (else None)."""
+        statistics = getattr(self._inner, "statistics", None)
+        return statistics() if statistics is not None else None
+
     async def get(self, group: str, key: str) -> Fetched:
         """Fetch from the owner, logging where the miss went and how it ended."""
         start = time.perf_counter()
