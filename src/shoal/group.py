@@ -215,8 +215,9 @@ class Group(Generic[V]):
         """Load ``key`` through its flight without looking in the caches first.
 
         For a caller that has just missed with :meth:`cached_bytes` (the HTTP
-        API does), so the miss is not counted twice; the flight re-checks the
-        caches, so a value cached meanwhile is not loaded again.
+        API does), so the miss is not counted twice; a load here re-checks the
+        caches, so a value cached meanwhile is not loaded again (a key another
+        member owns is fetched from it again).
         """
         return await self._load(key, None)
 
@@ -820,15 +821,16 @@ class Group(Generic[V]):
         """Start a new load of a key owned by a peer as a fetch with no task (see
         :meth:`Flight.join`): the peer client's callback settles the flight. False
         (the load runs :meth:`_load_once` in a task) when anything else may be
-        needed: a copy cached meanwhile, a replicated group, a key owned here, a
-        client that cannot fetch without a task."""
+        needed: a replicated group, a key owned here, a client that cannot fetch
+        without a task.
+
+        The caches are not looked at again: every caller joins right after its
+        own miss, with nothing awaited in between, and a copy cached by a load
+        that ended just before would only make this fetch redundant, not wrong.
+        """
         if self.replica is not None or self.peers is None:
             return False
         key = call.key
-        if self._main.peek(key) is not None or self._hot.peek(key) is not None:
-            return False
-        if self._negative.peek(key) is not None:
-            return False
         peer = self.peers.pick(key)
         if peer is None:
             return False

@@ -377,6 +377,11 @@ class _Rejected(Exception):
     """Raised inside a parser callback to stop parsing; the reason is on the protocol."""
 
 
+_FAST_GET: Final = Request("GET", b"")
+"""The request of every answer the fast path leaves for later (a keep-alive
+HTTP/1.1 GET whose handler has already run): what the answer needs of it."""
+
+
 class _Slot:
     """A place in a connection's answer queue: one request, or a raw interim answer."""
 
@@ -709,7 +714,9 @@ class HttpProtocol(asyncio.Protocol):
                 self._deadline = self._now + self._keepalive_timeout  # as _after_answer
                 return
             if result is not None:
-                self._answer(self._take_request(), cast("Response | Awaitable[Response]", result))
+                # The handler has run: all the answer needs of the request is what
+                # _fast says (a keep-alive HTTP/1.1 GET), so no Request is built.
+                self._answer(_FAST_GET, cast("Response | Awaitable[Response]", result))
                 return
         self._dispatch(self._take_request())
 
@@ -921,6 +928,19 @@ class HttpProtocol(asyncio.Protocol):
             close = True
         elif not self._accepting and not self._pending:
             close = True  # the last answer of a connection that is closing
+        server = self._server
+        if (
+            request is _FAST_GET
+            and not close
+            and response.status == 200
+            and response.content_type == server.fast_content_type
+            and response.headers == server.fast_headers
+            and len(response.body) <= _JOIN_LIMIT
+        ):
+            # A fast-path GET answered later (a miss): the fast path's bytes.
+            body = response.body
+            self._write(b"%s%d%s%s" % (server.octet_stream_head, len(body), server.fast_tail, body))
+            return
         head = request is not None and request.method == "HEAD"
         keep_alive_header = request is not None and request.http_version == "1.0" and not close
         date = self._server.date
@@ -1154,7 +1174,10 @@ class HttpServer:
         self.handler = handler
         self.fast_get = fast_get
         Response(200, b"", fast_content_type, fast_headers)  # the same checks
-        self._fast_content_type = fast_content_type
+        self.fast_content_type = fast_content_type
+        """The ``Content-Type`` of the fast path's ``200`` answers."""
+        self.fast_headers = tuple(fast_headers)
+        """Their extra header fields."""
         self.fast_tail = _fast_tail(fast_headers)
         """What follows the Content-Length value of a fast-path answer, up to the body."""
         self.config = config if config is not None else NodeConfig()
@@ -1290,7 +1313,7 @@ class HttpServer:
         """
         now = time.time()
         self.date = email.utils.formatdate(now, usegmt=True).encode("ascii")
-        self.octet_stream_head = _fast_head(self.date, self._fast_content_type)
+        self.octet_stream_head = _fast_head(self.date, self.fast_content_type)
         # A millisecond past the second: the loop's timers may fire up to a
         # millisecond early, and the value must have changed when this runs.
         self._date_timer = self.loop.call_later(1.001 - now % 1.0, self._update_date)
