@@ -177,6 +177,7 @@ class Flight(Generic[T]):
         if call.settled:
             return
         call.settled = True
+        call.cancel = None  # it may refer back to the call (a cycle for the GC)
         if self._calls.get(call.key) is call:
             del self._calls[call.key]
         for waiter in call.waiters:

@@ -4,6 +4,7 @@ peer server on 127.0.0.1, reaching each other through the default HTTP transport
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -190,3 +191,26 @@ async def test_peer_client_counters_in_cluster_info_and_metrics() -> None:
         stats = nodes[0].node.peer_statistics()
         text = render_metrics([nodes[0].group.statistics()], stats).decode()
         assert f'shoal_peer_client_batched_keys_total{{peer="{nodes[1].url}"}} 5' in text
+
+
+async def test_fetches_leave_no_garbage_cycles() -> None:
+    """A fetch's objects (its flight call, the group's and the client's halves, its
+    deadline, its batch) are freed by reference counting when it ends, not left in
+    cycles for the garbage collector, which at thousands of fetches a second costs
+    more than the fetches."""
+    async with http_cluster(2, hot_admission="never") as nodes:
+        await nodes[0].group.get(owned_by(nodes, 1, "warm"))
+        keys = [owned_by(nodes, 1, f"g{i}-") for i in range(50)]
+        await asyncio.gather(*(nodes[0].group.get(k) for k in keys))  # loaded at the owner
+        gc.collect()
+        gc.disable()
+        try:
+            for _ in range(4):
+                assert await asyncio.gather(*(nodes[0].group.get(k) for k in keys)) == [
+                    value(k) for k in keys
+                ]
+            found = gc.collect()
+        finally:
+            gc.enable()
+        assert nodes[0].group.statistics().peer_loads >= 250
+        assert found < 50  # a cycle per fetch would be 200 at least

@@ -748,6 +748,7 @@ class _Sink:
         if self._finished:
             return
         self._finished = True
+        self.item = self.batch = None  # both refer back to this fetch
         # Called from the connection's parser callbacks: an error escaping here would
         # break the connection for every exchange on it.
         try:
@@ -767,6 +768,7 @@ class _Sink:
             self.batch.abandoned()
         elif self.item is not None and self.item.connection is not None:
             self._client._discard(self.item.connection)
+        self.item = self.batch = None
 
     async def _again(self, request: bytes) -> None:
         try:
@@ -779,6 +781,24 @@ class _Sink:
             self.deliver(None, exc)
         else:
             self.set_result(answer)
+
+
+class _Over:
+    """The waiter of a request whose batch is over: answers nothing more."""
+
+    __slots__ = ()
+
+    def done(self) -> bool:
+        return True
+
+    def set_result(self, answer: _Answer) -> None:
+        pass
+
+    def set_exception(self, exc: BaseException) -> None:
+        pass
+
+
+_OVER: Final = _Over()
 
 
 class _Batch:
@@ -794,6 +814,7 @@ class _Batch:
         self._finished = False
         self._retry: asyncio.Task[None] | None = None
         self.item = _Queued(request, self)
+        """The request carrying the batch (let go once it is over: it refers back)."""
         for sink in sinks.values():
             sink.batch = self
 
@@ -808,6 +829,7 @@ class _Batch:
         self._finished = True
         self._client._learn(answer)
         self._client._hand_out(answer, self.sinks)
+        self._over()
 
     def set_exception(self, exc: BaseException) -> None:
         """The exchange failed: every fetch gets the error, unless it may go again."""
@@ -820,6 +842,7 @@ class _Batch:
         self._finished = True
         for sink in self.sinks.values():
             sink.deliver(None, error)
+        self._over()
 
     def abandoned(self) -> None:
         """One of its fetches was abandoned: once all are, drop the exchange."""
@@ -830,6 +853,7 @@ class _Batch:
             self._retry.cancel()
         elif self.item.connection is not None:
             self._client._discard(self.item.connection)
+        self._over()
 
     async def _again(self) -> None:
         try:
@@ -839,13 +863,21 @@ class _Batch:
             self._finished = True
             for sink in self.sinks.values():
                 sink.deliver(None, error)
+            self._over()
             raise
         except Exception as exc:
             self._finished = True
             for sink in self.sinks.values():
                 sink.deliver(None, exc)
+            self._over()
         else:
             self.set_result(answer)
+
+    def _over(self) -> None:
+        # The request and this batch refer to each other: break that here, so both go
+        # by reference counting rather than a later GC run.
+        self.item.waiter = _OVER
+        self.sinks = {}
 
 
 class _Connection(asyncio.Protocol):
