@@ -1063,17 +1063,16 @@ class _DirectFetch:
     :meth:`Group._fetch_directly`): the same outcomes as :meth:`Group._load_once`
     with a fetch that succeeds, says NotFound or fails, without a task."""
 
-    __slots__ = ("_abandon", "_call", "_group", "_peer", "_watch")
+    __slots__ = ("_call", "_group", "_peer", "_watch")
 
     def __init__(self, group: Group[Any], call: Call[bytes], peer: PeerClient) -> None:
         self._group = group
         self._call = call
         self._peer = peer
-        self._abandon: Callable[[], None] | None = None
         self._watch: Watch | None = None
 
     def start(self, abandon: Callable[[], None], deadlines: Deadlines) -> None:
-        self._abandon = self._call.cancel = abandon
+        self._call.cancel = abandon  # also how Flight.aclose stops the fetch
         self._watch = deadlines.watch(self._expired)
 
     def done(self, fetched: Fetched | None, error: BaseException | None) -> None:
@@ -1091,8 +1090,9 @@ class _DirectFetch:
             flight.settle(call, error=error)
 
     def _expired(self) -> None:
-        if self._abandon is not None:
-            self._abandon()
+        abandon = self._call.cancel
+        if abandon is not None:
+            abandon()
         self._finish()
         group = self._group
         self._fall_back(
@@ -1107,7 +1107,7 @@ class _DirectFetch:
         if watch is not None:
             watch.done = True
             self._watch = None
-        self._abandon = self._call.cancel = None
+        self._call.cancel = None
 
     def _fall_back(self, error: PeerError) -> None:
         """The peer failed: load here, as :meth:`Group._load_once` does."""

@@ -529,18 +529,21 @@ class PeerServer:
         except RemoteProtocolError as exc:
             return _error(exc.error_status_hint, str(exc))
         unique = list(dict.fromkeys(keys))
-        if key_errors:
-            return self._get_each_key(group, unique)
-        try:
-            for key in unique:
-                group.validate_key(key)
-        except InvalidKey as exc:
-            return _error(exc.http_status, str(exc))
-        return self._serve_many(group, unique)
+        if not key_errors:  # a bad key fails the whole batch, as its GET would fail
+            try:
+                for key in unique:
+                    group.validate_key(key)
+            except InvalidKey as exc:
+                return _error(exc.http_status, str(exc))
+        return self._serve_many(group, unique, key_errors=key_errors)
 
-    def _get_each_key(self, group: Group[Any], keys: list[str]) -> Response | Awaitable[Response]:
-        """A batch get answered key by key (``key_errors``): the hits at once, with no
-        task; a coroutine when some key has to be loaded."""
+    def _serve_many(
+        self, group: Group[Any], keys: list[str], *, key_errors: bool
+    ) -> Response | Awaitable[Response]:
+        """A batch get: the hits at once, with no task; a coroutine when some key has
+        to be loaded. A key the loader says does not exist is left out. Any other
+        failure of a key is, with ``key_errors``, that key's error entry; without,
+        the answer to the whole batch, as the first failing GET of its keys."""
         items: list[tuple[str, bytes, int | None]] = []
         errors: list[BatchError] = []
         misses: list[str] = []
@@ -557,20 +560,21 @@ class PeerServer:
             if hit is None:
                 misses.append(key)
             else:
-                value, expires_at = hit
-                expire = None if expires_at is None else to_expire_ns(expires_at)
-                items.append((key, value, expire))
+                items.append((key, hit[0], to_expire_ns(hit[1])))
         if misses:
-            return self._load_each_key(group, misses, items, errors)
+            return self._load_many(group, misses, items, errors, key_errors=key_errors)
         return _batch_answer(items, errors)
 
-    async def _load_each_key(
+    async def _load_many(
         self,
         group: Group[Any],
         keys: list[str],
         items: list[tuple[str, bytes, int | None]],
         errors: list[BatchError],
+        *,
+        key_errors: bool,
     ) -> Response:
+        # All load concurrently, each in its own flight.
         outcomes = await asyncio.gather(
             *(group.load_for_peer(key) for key in keys), return_exceptions=True
         )
@@ -578,31 +582,14 @@ class PeerServer:
             if isinstance(outcome, NotFound):
                 continue
             if isinstance(outcome, Exception):
+                if not key_errors:
+                    return _failure(outcome)
                 errors.append(_key_error(key, outcome))
             elif isinstance(outcome, BaseException):
                 raise outcome  # cancellation of a load under us: the server's business
             else:
                 items.append((key, outcome[0], to_expire_ns(outcome[1])))
         return _batch_answer(items, errors)
-
-    async def _serve_many(self, group: Group[Any], keys: list[str]) -> Response:
-        # All keys load concurrently, each in its own flight; a key the loader
-        # says does not exist is left out; any other failure fails the batch, as
-        # the first failing GET of the same keys would.
-        outcomes = await asyncio.gather(
-            *(group.serve_peer(key) for key in keys), return_exceptions=True
-        )
-        items: list[tuple[str, bytes, int | None]] = []
-        for key, outcome in zip(keys, outcomes, strict=True):
-            if isinstance(outcome, NotFound):
-                continue
-            if isinstance(outcome, Exception):
-                return _failure(outcome)
-            if isinstance(outcome, BaseException):
-                raise outcome  # cancellation of a load under us: the server's business
-            value, expires_at = outcome
-            items.append((key, value, to_expire_ns(expires_at)))
-        return _batch_answer(items, [])
 
 
 # ============================================================================ client
@@ -838,11 +825,8 @@ class _Batch:
         error = self._client._exchange_failed(self.item, exc)
         if error is None:
             self._retry = self._client._spawn(self._again())
-            return
-        self._finished = True
-        for sink in self.sinks.values():
-            sink.deliver(None, error)
-        self._over()
+        else:
+            self._fail(error)
 
     def abandoned(self) -> None:
         """One of its fetches was abandoned: once all are, drop the exchange."""
@@ -859,19 +843,22 @@ class _Batch:
         try:
             answer = await self._client._retry(self.item.request)
         except asyncio.CancelledError:
-            error: BaseException = PeerUnavailable(f"{self._client.url}: the client is closed")
-            self._finished = True
-            for sink in self.sinks.values():
-                sink.deliver(None, error)
-            self._over()
+            # Abandoned (nothing to deliver), or the client was closed.
+            self._fail(PeerUnavailable(f"{self._client.url}: the client is closed"))
             raise
         except Exception as exc:
-            self._finished = True
-            for sink in self.sinks.values():
-                sink.deliver(None, exc)
-            self._over()
+            self._fail(exc)
         else:
             self.set_result(answer)
+
+    def _fail(self, error: BaseException) -> None:
+        """Every fetch of the batch still waiting gets ``error``."""
+        if self._finished:
+            return
+        self._finished = True
+        for sink in self.sinks.values():
+            sink.deliver(None, error)
+        self._over()
 
     def _over(self) -> None:
         # The request and this batch refer to each other: break that here, so both go
@@ -1606,15 +1593,10 @@ class HttpPeerClient:
             loop.call_soon(self._flush)
         try:
             answer = await waiter
-        except _Dropped as exc:
-            if item.connection is not None:
-                self._discard(item.connection)
-            if not exc.retry or self._closed:
-                raise PeerUnavailable(f"{self._url}: {exc}") from exc
-        except _Broken as exc:
-            if item.connection is not None:
-                self._discard(item.connection)
-            raise PeerError(f"{self._url}: {exc}") from exc
+        except (_Dropped, _Broken) as exc:
+            error = self._exchange_failed(item, exc)
+            if error is not None:
+                raise error from exc
         except BaseException:
             # Cancelled (or no connection could be had): a request not yet written is
             # skipped by the flush; one written leaves its connection in an unknown

@@ -188,6 +188,8 @@ def parse_extensions(value: bytes | str | None) -> frozenset[str]:
 
 def _varint(n: int) -> bytes:
     """Base-128 varint of ``0 <= n < 2**64``."""
+    if n < 0x80:
+        return _SMALL_VARINTS[n]
     out = bytearray()
     while n >= 0x80:
         out.append((n & 0x7F) | 0x80)
@@ -237,23 +239,14 @@ def encode_batch_entries(
     """:func:`encode_get_many_response` from ``(key, value, expire_ns)`` tuples (a
     server answering a batch needs no object per item)."""
     parts = []
-    small = _SMALL_VARINTS
     for key, value, expire in items:
         data = _utf8(key, "key")
-        size = len(data)
-        fields = (small[size] if size < 0x80 else _varint(size)) + data
-        size = len(value)
-        fields = b"\x0a%s\x12%s%s" % (
-            fields,
-            small[size] if size < 0x80 else _varint(size),
-            value,
-        )
+        fields = b"\x0a%s%s\x12%s%s" % (_varint(len(data)), data, _varint(len(value)), value)
         if expire is not None:
             if not _INT64_MIN <= expire <= _INT64_MAX:
                 raise LocalProtocolError(f"expire_ns={expire} does not fit in an int64")
             fields += b"\x18" + _varint(expire & _UINT64_MASK)
-        size = len(fields)
-        parts.append(b"\x0a%s%s" % (small[size] if size < 0x80 else _varint(size), fields))
+        parts.append(b"\x0a%s%s" % (_varint(len(fields)), fields))
     for error in errors:
         fields = (
             _len_field(b"\x0a", _utf8(error.key, "key"))
