@@ -362,7 +362,8 @@ def _split_target(target: bytes) -> tuple[bytes, bytes]:
     if target[:1] != b"/" and target != b"*":
         # absolute-form ("GET http://host/p?q HTTP/1.1"), which servers must accept
         try:
-            url = httptools.parse_url(target)
+            # Any: httptools' stubs say bytes, but absent parts are None.
+            url: Any = httptools.parse_url(target)
         except httptools.HttpParserInvalidURLError:
             return target, b""
         return url.path or b"/", url.query or b""
