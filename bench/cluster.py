@@ -33,7 +33,9 @@ Each scenario compares, in the same run, clusters of:
 Besides throughput and latency, the table gives the CPU time the cluster's
 three processes used per request (user + system, from ``/proc``): a measure
 of how much work each implementation does per request that holds up better
-than req/s when other processes share the machine.
+than req/s when other processes share the machine. "Of which kernel" is the
+system part: the sockets' reads and writes, loopback TCP included, which
+every implementation pays alike and none can make cheaper.
 
 Pinning: every server process runs pinned to one core (``taskset``) and wrk to
 the other, so each cluster gets one core for its three nodes: in (b) the node
@@ -177,10 +179,10 @@ class Node:
             stats["server_requests"],
         )
 
-    def cpu_seconds(self) -> float:
-        """CPU time the process has used so far (user + system, all its threads)."""
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time the process has used so far, all its threads: (user, system)."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
 
     def stop(self) -> None:
         """Stop the process: close its stdin (Go's way), SIGTERM, SIGKILL if need be."""
@@ -211,6 +213,8 @@ class Cluster:
     fetches_per_request: list[float] = field(default_factory=list)
     cpu_per_request: list[float] = field(default_factory=list)
     """CPU microseconds of the three processes together per request, per run."""
+    kernel_per_request: list[float] = field(default_factory=list)
+    """The part of ``cpu_per_request`` spent in the kernel (system time), per run."""
 
     @property
     def hit(self) -> Node:
@@ -224,8 +228,10 @@ class Cluster:
     def counters(self) -> list[Counters]:
         return [node.counters() for node in self.nodes]
 
-    def cpu_seconds(self) -> float:
-        return sum(node.cpu_seconds() for node in self.nodes)
+    def cpu_seconds(self) -> tuple[float, float]:
+        """(user, system) CPU seconds of the three processes together."""
+        times = [node.cpu_seconds() for node in self.nodes]
+        return sum(user for user, _ in times), sum(system for _, system in times)
 
     def check_alive(self) -> None:
         for node in self.nodes:
@@ -475,9 +481,11 @@ def measure(cluster: Cluster, scenario: Scenario, duration: float, pin_wrk: list
     """One timed wrk run, checked against the node counters; recorded in ``cluster``."""
     assert cluster.script is not None
     before = cluster.counters()
-    cpu_before = cluster.cpu_seconds()
+    user_before, system_before = cluster.cpu_seconds()
     run = run_wrk(cluster.hit.api_port, duration, cluster.script, pin_wrk)
-    cpu = cluster.cpu_seconds() - cpu_before
+    user_after, system_after = cluster.cpu_seconds()
+    system = system_after - system_before
+    cpu = user_after - user_before + system
     after = cluster.counters()
     cluster.check_alive()
     delta = [a - b for a, b in zip(after, before, strict=True)]
@@ -504,6 +512,7 @@ def measure(cluster: Cluster, scenario: Scenario, duration: float, pin_wrk: list
     cluster.runs.append(run)
     cluster.fetches_per_request.append(per_request)
     cluster.cpu_per_request.append(cpu / requests * 1e6 if requests else 0.0)
+    cluster.kernel_per_request.append(system / requests * 1e6 if requests else 0.0)
 
 
 # -- the run -------------------------------------------------------------------------
@@ -602,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{mid.p50_ms:.2f}",
                     f"{mid.p99_ms:.2f}",
                     f"{median(cluster.fetches_per_request):.2f}",
-                    f"{median(cluster.cpu_per_request):.0f}",
+                    f"{median(cluster.cpu_per_request):.1f}",
+                    f"{median(cluster.kernel_per_request):.1f}",
                     f"{paired(shoal, cluster):.2f}x",
                     f"{cpu_ratio(shoal, cluster):.2f}x",
                 ]
@@ -637,10 +647,11 @@ def main(argv: list[str] | None = None) -> int:
         "p99 ms",
         "peer fetches/req",
         "CPU µs/req",
+        "of which kernel",
         "req/s: shoal ÷ this",
         "CPU/req: this ÷ shoal",
     ]
-    print(markdown_table(headers, rows, align="llrrrrrrr"))
+    print(markdown_table(headers, rows, align="llrrrrrrrr"))
     print()
     for line in verdicts:
         print(f"- {line}")
