@@ -32,6 +32,7 @@ DATA = {
     "empty": b"",
 }
 LONG_KEY = "k" * 65  # max_key_bytes is 64 below
+LONGEST_KEY = "k" * 63 + "9"  # letters and digits, exactly max_key_bytes: valid
 
 _DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")
 
@@ -56,6 +57,7 @@ REQUESTS: list[bytes] = [
     get("/api?key=nope"),  # the cached miss (negative_ttl)
     get("/api?key="),
     get(f"/api?key={LONG_KEY}"),
+    get(f"/api?key={LONGEST_KEY}"),  # the loader says NotFound
     get("/api?key=%zz"),
     get("/api?key=%ff"),
     get("/api?key=Tom&key=Jack"),

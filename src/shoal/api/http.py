@@ -292,14 +292,18 @@ class ApiServer:
         fails validation.
         """
         if target.startswith(_FAST_API_PREFIX):
-            raw_key = target[_FAST_API_KEY_AT:]
-            # Most keys are letters and digits: a cheaper test than the pattern.
-            if not raw_key.isalnum() and _NOT_FAST_QUERY.search(raw_key):
-                return None
             groups = self._groups
             if len(groups) != 1:
                 return None
             (group,) = groups.values()
+            raw_key = target[_FAST_API_KEY_AT:]
+            # Most keys are ASCII letters and digits: not empty, nothing to unescape,
+            # and valid unless too long (validate_key's checks, without the call).
+            key: str | None = None
+            if raw_key.isalnum() and len(raw_key) <= group.config.max_key_bytes:
+                key = raw_key.decode("ascii")
+            elif _NOT_FAST_QUERY.search(raw_key):
+                return None
         elif target.startswith(_KEYS_PREFIX):
             # The shape parse_key_path accepts, with nothing to unescape.
             if _NOT_FAST_PATH.search(target, _GROUP_AT):
@@ -313,18 +317,18 @@ class ApiServer:
                 return None
             if found is None:
                 return None
-            group, raw_key = found, rest[5:]
+            group, raw_key, key = found, rest[5:], None
         else:
             return None
-        try:
-            key = raw_key.decode("utf-8")
-            group.validate_key(key)
-        except (UnicodeDecodeError, ShoalError):
-            return None  # the general path gives the 400 (and the same for a bad key)
+        if key is None:
+            try:
+                key = raw_key.decode("utf-8")
+                group.validate_key(key)
+            except (UnicodeDecodeError, ShoalError):
+                return None  # the general path gives the 400 (and the same for a bad key)
         # From here on as _get does (tests compare the two paths byte for byte).
-        group.record_server_request()
         try:
-            data = group.cached_bytes(key)
+            data = group.serve_cached(key)
         except ShoalError as exc:  # NotFound: a cached miss
             return _shoal_error(exc)
         return data if data is not None else self._load(group, key)
@@ -453,15 +457,14 @@ class ApiServer:
     def _get(self, group: Group[Any], key: str) -> Response | Awaitable[Response]:
         # fast_get does the same for the requests it takes: keep the two in step.
         group.validate_key(key)
-        group.record_server_request()
-        data = group.cached_bytes(key)  # raises NotFound for a cached miss
+        data = group.serve_cached(key)  # raises NotFound for a cached miss
         if data is not None:
             return Response(200, data, OCTET_STREAM)
         return self._load(group, key)
 
     def _load(self, group: Group[Any], key: str) -> Deferred | Response:
         # The key's flight, answered from a callback: no task per miss. load_future,
-        # not get: cached_bytes has counted this get already.
+        # not get: serve_cached has counted this get already.
         try:
             return Deferred(group.load_future(key), _loaded)
         except ShoalError as exc:  # the group is closed

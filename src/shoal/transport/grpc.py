@@ -501,14 +501,13 @@ class GrpcServer:
     async def _read(self, group: Group[Any], key: str) -> bytes:
         """A client's read of ``key``: the node's full read path, as the HTTP API's."""
         group.validate_key(key)
-        group.record_server_request()
-        data = group.cached_bytes(key)  # raises NotFound for a cached miss
+        data = group.serve_cached(key)  # raises NotFound for a cached miss
         if data is not None:
             return data
         deadline = asyncio.timeout(self._request_timeout)
         try:
             async with deadline:
-                # load_bytes, not get: cached_bytes has counted this get already.
+                # load_bytes, not get: serve_cached has counted this get already.
                 return await group.load_bytes(key)
         except TimeoutError as exc:
             if deadline.expired():
