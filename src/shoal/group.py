@@ -182,7 +182,12 @@ class Group(Generic[V]):
         """
         data = self._main_get(key)
         if data is None:
-            return self._cached_elsewhere(key)
+            data = self._hot_get(key)
+            if data is None:
+                if self._negative.get(key) is not None:
+                    raise NotFound(key)
+                if self._stale is not None:
+                    data = self._serve_stale(key)
         return data
 
     def serve_cached(self, key: str) -> bytes | None:
@@ -192,20 +197,7 @@ class Group(Generic[V]):
             NotFound: if the key is cached as missing (see ``negative_ttl``).
         """
         self._server_requests += 1
-        data = self._main_get(key)
-        if data is None:
-            return self._cached_elsewhere(key)
-        return data
-
-    def _cached_elsewhere(self, key: str) -> bytes | None:
-        """After a main-cache miss: the hot cache, a negative entry, a stale value."""
-        data = self._hot_get(key)
-        if data is None:
-            if self._negative.get(key) is not None:
-                raise NotFound(key)
-            if self._stale is not None:
-                data = self._serve_stale(key)
-        return data
+        return self.cached_bytes(key)
 
     async def get(self, key: str) -> V:
         """Return the value of ``key``, loading it once on a miss.
