@@ -40,10 +40,11 @@ venv:
 	else scripts/venv.sh; fi
 
 # The dev install also brings the Debian packages the tests and benchmarks use
-# (wrk, Go and golang/groupcache's sources); a no-op when they are there.
+# (wrk, Go and golang/groupcache's sources, a C compiler); a no-op when they are
+# there. They come first: the install compiles shoal's C extension.
 dev:
-	@scripts/venv.sh dev
 	@scripts/system-deps.sh
+	@scripts/venv.sh dev
 
 lint: dev
 	$(BIN)/ruff check src tests bench

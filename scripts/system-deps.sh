@@ -5,6 +5,7 @@
 #   golang-github-golang-groupcache-dev   golang/groupcache's sources, for those builds
 #   etcd-server                           etcd, for the etcd membership tests and `make run MEMBERSHIP=etcd`
 #   iproute2                              `ip netns`, for the gossip partition test
+#   gcc, python3-dev                      compile shoal's C extension (the tests check it is built)
 # When everything is there it only checks and exits, without touching apt.
 set -euo pipefail
 need=()
@@ -14,6 +15,10 @@ command -v go >/dev/null 2>&1 || need+=(golang-go)
     need+=(golang-github-golang-groupcache-dev)
 command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || need+=(gcc)
+"${PYTHON:-python3}" -c 'import os, sys, sysconfig
+sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' ||
+    need+=(python3-dev)
 [ ${#need[@]} -eq 0 ] && exit 0
 if ! command -v apt-get >/dev/null 2>&1; then
     echo "system-deps: not a Debian system; install by hand: ${need[*]}" >&2

@@ -18,7 +18,11 @@ Rules of this module:
   would send for ``Response(200, data, fast_content_type, fast_headers)``
   (``application/octet-stream`` and no extra header unless the server is told
   otherwise); this is the cache-hit path of the API and of the peer protocol,
-  and the reason for most of the shortcuts below.
+  and the reason for most of the shortcuts below. A read that is exactly one
+  such GET with no connection-level header (the usual read of a client asking
+  for hits) reaches ``fast_get`` without the parser: the C recognizer
+  :data:`SIMPLE_GET` accepts a strict subset of what httptools accepts and
+  gives the target.
 - Responses leave in request order (pipelining). While an earlier answer is
   pending, later ones queue behind it. Pipelined requests with safe methods
   (GET, HEAD) run in parallel, at most ``max_pipeline`` tasks per connection;
@@ -48,6 +52,7 @@ import inspect
 import json
 import logging
 import math
+import os
 import socket
 import time
 from collections import deque
@@ -121,6 +126,28 @@ _SPECIAL_HEADERS: Final = frozenset(
 )
 _SPECIAL_SIZES: Final = frozenset(len(name) for name in _SPECIAL_HEADERS)
 _SERVER_AND_DATE: Final = b"Server: shoal\r\nDate: "
+
+SimpleGet = Callable[[bytes, int], "bytes | None"]
+"""``simple_get(data, limit)``: the target of a read that is one simple GET, else None."""
+
+
+def _load_simple_get() -> SimpleGet | None:
+    """The compiled recognizer of simple GETs, or None (not built, or ``SHOAL_NO_SPEEDUPS`` set)."""
+    if os.environ.get("SHOAL_NO_SPEEDUPS"):
+        return None
+    try:
+        from ._speedups import simple_get
+    except ImportError:  # installed without a C compiler: the parser does it all
+        return None
+    return simple_get
+
+
+SIMPLE_GET: SimpleGet | None = _load_simple_get()
+"""The parser-free shortcut of :class:`HttpProtocol`: a read that is exactly one
+keep-alive HTTP/1.1 GET with no body and no connection-level header (most reads
+of a client asking for cache hits) goes straight to ``fast_get`` without the
+httptools callbacks. None when the C extension ``shoal.api._speedups`` is not
+built or ``SHOAL_NO_SPEEDUPS`` is set; answers are the same either way."""
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 
 
@@ -420,6 +447,8 @@ class HttpProtocol(asyncio.Protocol):
         self._max_pipeline = server.max_pipeline
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
+        # The parser-free shortcut for a read that is one simple GET (only with fast_get).
+        self._simple_get = SIMPLE_GET if self._fast_get is not None else None
 
         # The request being received.
         self._state = _IDLE
@@ -518,7 +547,15 @@ class HttpProtocol(asyncio.Protocol):
         self._now = self._loop.time()
         self._feeding = True
         try:
-            self._parser.feed_data(data)
+            # The usual read, one whole simple GET, needs no parser (see _speedups).
+            if (
+                self._state != _IDLE
+                or self._pending
+                or self._simple_get is None
+                or (url := self._simple_get(data, self._max_head)) is None
+                or not self._fast_answer(url)
+            ):
+                self._parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             self._parse_stopped(exc)
         except httptools.HttpParserUpgrade:
@@ -692,34 +729,47 @@ class HttpProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         """A whole request arrived: answer it (fast path) or hand it to the handler."""
         self._state = _IDLE
-        fast_get = self._fast_get
-        if self._fast and fast_get is not None and self._accepting and not self._pending:
-            # A keep-alive HTTP/1.1 GET (_fast) with nothing queued ahead: the
-            # general path would send the answer at once, with no Connection
-            # header, and then wait for the next request under the keep-alive
-            # timeout; the fast path does just that.
-            try:
-                result = fast_get(self._url)
-            except Exception:
-                log.exception("HTTP fast path failed on GET %r", self._url[:128])
-                result = _internal_error()
-            if type(result) is bytes:
-                # 200: what _send(request, Response(200, result, fast_content_type,
-                # fast_headers)) writes, from the header the server keeps ready.
-                server = self._server
-                head, tail = server.octet_stream_head, server.fast_tail
-                if len(result) <= _JOIN_LIMIT:
-                    self._out.append(b"%s%d%s%s" % (head, len(result), tail, result))
-                else:
-                    self._out += (b"%s%d%s" % (head, len(result), tail), result)
-                self._deadline = self._now + self._keepalive_timeout  # as _after_answer
-                return
-            if result is not None:
-                # The handler has run: all the answer needs of the request is what
-                # _fast says (a keep-alive HTTP/1.1 GET), so no Request is built.
-                self._answer(_FAST_GET, cast("Response | Awaitable[Response]", result))
-                return
+        if (
+            self._fast
+            and self._fast_get is not None
+            and self._accepting
+            and not self._pending
+            and self._fast_answer(self._url)
+        ):
+            return
         self._dispatch(self._take_request())
+
+    def _fast_answer(self, url: bytes) -> bool:
+        """Answer a keep-alive HTTP/1.1 GET through ``fast_get``, if it will.
+
+        Only with nothing queued ahead: the general path would then send the
+        answer at once, with no Connection header, and wait for the next request
+        under the keep-alive timeout; this does just that. False (nothing done)
+        when ``fast_get`` leaves the request to the general path.
+        """
+        assert self._fast_get is not None
+        try:
+            result = self._fast_get(url)
+        except Exception:
+            log.exception("HTTP fast path failed on GET %r", url[:128])
+            result = _internal_error()
+        if type(result) is bytes:
+            # 200: what _send(request, Response(200, result, fast_content_type,
+            # fast_headers)) writes, from the header the server keeps ready.
+            server = self._server
+            head, tail = server.octet_stream_head, server.fast_tail
+            if len(result) <= _JOIN_LIMIT:
+                self._out.append(b"%s%d%s%s" % (head, len(result), tail, result))
+            else:
+                self._out += (b"%s%d%s" % (head, len(result), tail), result)
+            self._deadline = self._now + self._keepalive_timeout  # as _after_answer
+            return True
+        if result is None:
+            return False
+        # The handler has run: all the answer needs of the request is that it is a
+        # keep-alive HTTP/1.1 GET, so no Request is built.
+        self._answer(_FAST_GET, cast("Response | Awaitable[Response]", result))
+        return True
 
     # -- requests and answers ---------------------------------------------------
 

@@ -1,0 +1,204 @@
+/*
+ * shoal.api._speedups: the HTTP server's recognizer of the simplest request.
+ *
+ * simple_get(data, limit) returns the request target of `data` when `data` is
+ * exactly one whole request of the shape most clients send for a read:
+ *
+ *     "GET " target " HTTP/1.1" CRLF *( field-name ":" field-value CRLF ) CRLF
+ *
+ * with a target of RFC 3986 path and query characters starting with "/", field
+ * names that are tokens and none of the fields that change how a request is
+ * framed or whether the connection stays open (Content-Length,
+ * Transfer-Encoding, Connection, Proxy-Connection, Upgrade, Expect), field
+ * values of visible ASCII, space and tab, and no more than `limit` bytes in
+ * all. For anything else (another method or version, a body, a fragment or
+ * other characters, a partial or pipelined read, a bare LF, obs-fold, bytes
+ * above 0x7F, data that is not bytes) it returns None, and the server feeds
+ * the data to its full parser (httptools) as usual. Every request it accepts
+ * is one httptools parses as the same keep-alive HTTP/1.1 GET without a body:
+ * it recognizes a strict subset of the grammar, never a wider one, and the
+ * tests check this against httptools. It exists for speed: the server answers such a request
+ * (a cache hit) without the parser's callbacks into Python.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <string.h>
+
+/* Byte classes: a field-name character (tchar), a field-value character
+ * (HTAB, SP, VCHAR) and a request-target character (unreserved, sub-delims,
+ * ":", "@", "%", "/", "?"). */
+static unsigned char is_tchar[256];
+static unsigned char is_vchar[256];
+static unsigned char is_target[256];
+
+static void
+fill(unsigned char *table, const char *members)
+{
+    for (; *members; members++) {
+        table[(unsigned char)*members] = 1;
+    }
+}
+
+static void
+init_tables(void)
+{
+    for (int c = '0'; c <= '9'; c++) {
+        is_tchar[c] = is_target[c] = 1;
+    }
+    for (int c = 'a'; c <= 'z'; c++) {
+        is_tchar[c] = is_target[c] = 1;
+        is_tchar[c - 32] = is_target[c - 32] = 1;
+    }
+    fill(is_tchar, "!#$%&'*+-.^_`|~");
+    fill(is_target, "-._~!$&'()*+,;=:@%/?");
+    for (int c = 0x20; c < 0x7f; c++) {
+        is_vchar[c] = 1;
+    }
+    is_vchar['\t'] = 1;
+}
+
+/* Whether the field name [name, name + len) equals `lower` (lower case) in
+ * ASCII, case-insensitively. */
+static int
+name_is(const unsigned char *name, Py_ssize_t len, const char *lower, Py_ssize_t size)
+{
+    if (len != size) {
+        return 0;
+    }
+    for (Py_ssize_t i = 0; i < len; i++) {
+        unsigned char c = name[i];
+        if (c >= 'A' && c <= 'Z') {
+            c += 32;
+        }
+        if (c != (unsigned char)lower[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+#define NAME_IS(name, len, lower) name_is((name), (len), (lower), (Py_ssize_t)sizeof(lower) - 1)
+
+/* The fields that frame a body, ask for an interim answer, or decide whether
+ * the connection stays open or changes protocol: such requests take the full
+ * parser. */
+static int
+is_special(const unsigned char *name, Py_ssize_t len)
+{
+    switch (len) {
+    case 6:
+        return NAME_IS(name, len, "expect");
+    case 7:
+        return NAME_IS(name, len, "upgrade");
+    case 10:
+        return NAME_IS(name, len, "connection");
+    case 14:
+        return NAME_IS(name, len, "content-length");
+    case 16:
+        return NAME_IS(name, len, "proxy-connection");
+    case 17:
+        return NAME_IS(name, len, "transfer-encoding");
+    default:
+        return 0;
+    }
+}
+
+static const char REQUEST_LINE_END[] = " HTTP/1.1\r\n";
+#define REQUEST_LINE_END_SIZE ((Py_ssize_t)sizeof(REQUEST_LINE_END) - 1)
+
+static PyObject *
+simple_get(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    (void)module;
+    if (nargs != 2) {
+        PyErr_Format(PyExc_TypeError, "simple_get() takes 2 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    PyObject *data = args[0];
+    if (!PyBytes_Check(data)) {
+        Py_RETURN_NONE; /* a transport that hands over another buffer type: the parser */
+    }
+    Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
+    if (limit == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    Py_ssize_t size = PyBytes_GET_SIZE(data);
+    if (size > limit) {
+        Py_RETURN_NONE;
+    }
+    const unsigned char *p = (const unsigned char *)PyBytes_AS_STRING(data);
+    const unsigned char *end = p + size;
+    /* "GET /": the shortest whole request is "GET / HTTP/1.1\r\n\r\n". */
+    if (size < 18 || memcmp(p, "GET /", 5) != 0) {
+        Py_RETURN_NONE;
+    }
+    const unsigned char *target = p + 4;
+    const unsigned char *q = p + 5;
+    while (q < end && is_target[*q]) {
+        q++;
+    }
+    const unsigned char *target_end = q;
+    if (end - q < REQUEST_LINE_END_SIZE + 2 ||
+        memcmp(q, REQUEST_LINE_END, REQUEST_LINE_END_SIZE) != 0) {
+        Py_RETURN_NONE;
+    }
+    q += REQUEST_LINE_END_SIZE;
+    for (;;) {
+        /* Here q starts a line, and at least two bytes remain. */
+        if (q[0] == '\r') {
+            if (q[1] == '\n' && q + 2 == end) {
+                return PyBytes_FromStringAndSize((const char *)target, target_end - target);
+            }
+            Py_RETURN_NONE;
+        }
+        const unsigned char *name = q;
+        while (q < end && is_tchar[*q]) {
+            q++;
+        }
+        if (q == name || q == end || *q != ':' || is_special(name, q - name)) {
+            Py_RETURN_NONE;
+        }
+        q++;
+        while (q < end && is_vchar[*q]) {
+            q++;
+        }
+        /* The field's CRLF and at least the CRLF that ends the head. */
+        if (end - q < 4 || q[0] != '\r' || q[1] != '\n') {
+            Py_RETURN_NONE;
+        }
+        q += 2;
+    }
+}
+
+PyDoc_STRVAR(simple_get_doc,
+"simple_get(data, limit, /)\n--\n\n"
+"The request target of ``data`` if it is exactly one simple keep-alive\n"
+"HTTP/1.1 GET of at most ``limit`` bytes (see the module), else None.");
+
+static PyMethodDef speedups_methods[] = {
+    {"simple_get", (PyCFunction)(void (*)(void))simple_get, METH_FASTCALL, simple_get_doc},
+    {NULL, NULL, 0, NULL},
+};
+
+PyDoc_STRVAR(speedups_doc,
+"Compiled helpers of shoal's HTTP server (optional: the server works without them).");
+
+static struct PyModuleDef speedups_module = {
+    PyModuleDef_HEAD_INIT,
+    "shoal.api._speedups",
+    speedups_doc,
+    -1,
+    speedups_methods,
+    NULL,
+    NULL,
+    NULL,
+    NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__speedups(void)
+{
+    init_tables();
+    return PyModule_Create(&speedups_module);
+}
