@@ -35,7 +35,11 @@ three processes used per request (user + system, from ``/proc``): a measure
 of how much work each implementation does per request that holds up better
 than req/s when other processes share the machine. "Of which kernel" is the
 system part: the sockets' reads and writes, loopback TCP included, which
-every implementation pays alike and none can make cheaper.
+every implementation pays alike and none can make cheaper. "wrk CPU" is the
+load generator's own CPU time over the run, as a share of the one core it has:
+near 100%, wrk and not the cluster sets the pace, and the req/s ratio
+understates how much less work the leaner cluster does (CPU per request does
+not).
 
 Pinning: every server process runs pinned to one core (``taskset``) and wrk to
 the other, so each cluster gets one core for its three nodes: in (b) the node
@@ -613,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{median(cluster.fetches_per_request):.2f}",
                     f"{median(cluster.cpu_per_request):.1f}",
                     f"{median(cluster.kernel_per_request):.1f}",
+                    f"{median([run.load for run in cluster.runs]):.0%}",
                     f"{paired(shoal, cluster):.2f}x",
                     f"{cpu_ratio(shoal, cluster):.2f}x",
                 ]
@@ -648,10 +653,11 @@ def main(argv: list[str] | None = None) -> int:
         "peer fetches/req",
         "CPU µs/req",
         "of which kernel",
+        "wrk CPU",
         "req/s: shoal ÷ this",
         "CPU/req: this ÷ shoal",
     ]
-    print(markdown_table(headers, rows, align="llrrrrrrrr"))
+    print(markdown_table(headers, rows, align="llrrrrrrrrr"))
     print()
     for line in verdicts:
         print(f"- {line}")

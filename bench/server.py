@@ -34,6 +34,7 @@ import contextlib
 import http.client
 import json
 import os
+import resource
 import shutil
 import signal
 import socket
@@ -286,6 +287,9 @@ class WrkRun:
     rps: float
     p50_ms: float
     p99_ms: float
+    load: float
+    """wrk's own CPU time over the run's duration: 1.0 is its whole core (the load
+    generator, not the server, then sets the pace)."""
 
 
 def run_wrk(
@@ -305,7 +309,10 @@ def run_wrk(
         str(script),
         f"http://127.0.0.1:{port}/",
     ]
+    # wrk is the only child that ends during the call: its CPU time is the difference.
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + 60, check=False)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
     if proc.returncode != 0 or line is None:
         raise BenchError(f"wrk failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -315,10 +322,13 @@ def run_wrk(
         raise BenchError(f"wrk saw errors {errors} (status = non-2xx answers):\n{proc.stdout}")
     if not s["requests"]:
         raise BenchError(f"wrk made no requests:\n{proc.stdout}")
+    seconds = s["duration_us"] / 1e6
+    cpu = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
     return WrkRun(
-        rps=s["requests"] / (s["duration_us"] / 1e6),
+        rps=s["requests"] / seconds,
         p50_ms=s["p50_us"] / 1e3,
         p99_ms=s["p99_us"] / 1e3,
+        load=cpu / seconds,
     )
 
 
