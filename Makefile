@@ -47,8 +47,8 @@ dev:
 	@scripts/venv.sh dev
 
 lint: dev
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench hatch_build.py
+	$(BIN)/ruff format --check src tests bench hatch_build.py
 
 typecheck: dev
 	$(BIN)/mypy src tests/typing bench
@@ -61,4 +61,4 @@ bench: dev
 	for b in local_hits stampede memory server ring_balance cluster grpc_transport membership policies writes; do $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis src/shoal/api/_speedups*.so

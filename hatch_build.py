@@ -90,4 +90,3 @@ class SpeedupsBuildHook(BuildHookInterface):
         tmp = getattr(self, "_tmp", None)
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-

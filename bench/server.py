@@ -15,7 +15,9 @@ core (``taskset``) on uvloop, holding the same 10,000 keys (``k0`` ..
 ``wrk -t1 -c64 --latency`` runs pinned to another core, with a Lua script that
 spreads the requests over the 10,000 keys at random. Rounds rotate the order
 of the servers; the table shows the median round's requests per second, p50
-and p99 latency, and the median of the per-round throughput ratios. The
+and p99 latency, wrk's own CPU use (its CPU time over the run, as a share of
+its core: near 100% wrk sets the pace, not the server), and the median of the
+per-round throughput ratios. The
 script exits 1 if a server answers wrongly, if wrk sees errors or non-2xx
 answers, or if shoal had to load a key during the timed runs (a request that
 was not a hit).
@@ -424,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{mid.rps:,.0f}",
                 f"{mid.p50_ms:.2f}",
                 f"{mid.p99_ms:.2f}",
+                f"{median([run.load for run in server.runs]):.0%}",
                 f"{ratio_to_base(server):.2f}x",
             ]
         )
@@ -432,7 +435,8 @@ def main(argv: list[str] | None = None) -> int:
         f"wrk -t1 -c{CONNECTIONS} -d{duration:g}s --latency, {rounds} round(s) per server, "
         f"one core per server, uvloop; {pin_note}\n"
     )
-    print(markdown_table(["server", "req/s", "p50 ms", "p99 ms", "x aiohttp req/s"], rows))
+    headers = ["server", "req/s", "p50 ms", "p99 ms", "wrk CPU", "x aiohttp req/s"]
+    print(markdown_table(headers, rows))
     ratio = ratio_to_base(shoal)
     verdict = "met" if ratio >= 3.0 else "missed"
     print(f"\nTarget: shoal ≥ 3x aiohttp req/s: {ratio:.2f}x, {verdict}.")

@@ -126,6 +126,7 @@ _SPECIAL_HEADERS: Final = frozenset(
 )
 _SPECIAL_SIZES: Final = frozenset(len(name) for name in _SPECIAL_HEADERS)
 _SERVER_AND_DATE: Final = b"Server: shoal\r\nDate: "
+_NO_BODY_STATUSES: Final = frozenset({204, 304})
 
 SimpleGet = Callable[[bytes, int], "bytes | None"]
 """``simple_get(data, limit)``: the target of a read that is one simple GET, else None."""
@@ -148,7 +149,6 @@ keep-alive HTTP/1.1 GET with no body and no connection-level header (most reads
 of a client asking for cache hits) goes straight to ``fast_get`` without the
 httptools callbacks. None when the C extension ``shoal.api._speedups`` is not
 built or ``SHOAL_NO_SPEEDUPS`` is set; answers are the same either way."""
-_NO_BODY_STATUSES: Final = frozenset({204, 304})
 
 
 def _status_line(status: int) -> bytes:
