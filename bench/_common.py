@@ -26,6 +26,7 @@ __all__ = [
     "loop_factories",
     "markdown_table",
     "median",
+    "process_cpu_seconds",
     "ratio",
 ]
 
@@ -66,6 +67,13 @@ def markdown_table(
 def median(values: Sequence[float]) -> float:
     """The median of ``values``."""
     return statistics.median(values)
+
+
+def process_cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU time process ``pid`` has used so far, all its threads: (user, system), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
 def ratio(value: float, baseline: float) -> str:

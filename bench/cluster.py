@@ -79,7 +79,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import BenchError, environment, markdown_table, median, run
+from _common import BenchError, environment, markdown_table, median, process_cpu_seconds, run
 from server import GROUP, KEYS, VALUE_SIZE, WrkRun, fetch, free_port, pinning, run_wrk, value_of
 from shoal import Ring
 
@@ -92,7 +92,6 @@ READY_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 GO_IDLE_CONNS = 64
 NODES = 3
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 SHOAL = "shoal"
 GO_TUNED = f"Go groupcache ({GO_IDLE_CONNS} idle conns/host)"
@@ -185,8 +184,7 @@ class Node:
 
     def cpu_seconds(self) -> tuple[float, float]:
         """CPU time the process has used so far, all its threads: (user, system)."""
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+        return process_cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         """Stop the process: close its stdin (Go's way), SIGTERM, SIGKILL if need be."""

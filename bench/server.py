@@ -15,9 +15,11 @@ core (``taskset``) on uvloop, holding the same 10,000 keys (``k0`` ..
 ``wrk -t1 -c64 --latency`` runs pinned to another core, with a Lua script that
 spreads the requests over the 10,000 keys at random. Rounds rotate the order
 of the servers; the table shows the median round's requests per second, p50
-and p99 latency, wrk's own CPU use (its CPU time over the run, as a share of
-its core: near 100% wrk sets the pace, not the server), and the median of the
-per-round throughput ratios. The
+and p99 latency, the server's CPU time (user + system, from ``/proc``) per
+request, wrk's own CPU use (its CPU time over the run, as a share of its core:
+near 100% wrk sets the pace, not the server, and the req/s ratio understates
+the difference in CPU per request), and the medians of the per-round ratios
+of throughput and of CPU per request. The
 script exits 1 if a server answers wrongly, if wrk sees errors or non-2xx
 answers, or if shoal had to load a key during the timed runs (a request that
 was not a hit).
@@ -48,7 +50,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
-from _common import BenchError, child_process, environment, markdown_table, median, run
+from _common import (
+    BenchError,
+    child_process,
+    environment,
+    markdown_table,
+    median,
+    process_cpu_seconds,
+    run,
+)
 from shoal import NotFound
 
 KEYS = 10_000
@@ -206,6 +216,16 @@ class Server:
     proc: subprocess.Popen[bytes]
     log: Path
     runs: list[WrkRun] = field(default_factory=list)
+    cpu_per_request: list[float] = field(default_factory=list)
+    """CPU microseconds (user + system) of the server process per request, per run."""
+
+    def measure(self, duration: float, script: Path, pin: list[str]) -> None:
+        """One timed wrk run, recorded with the server's CPU time per request."""
+        before = sum(process_cpu_seconds(self.proc.pid))
+        run = run_wrk(self.port, duration, script, pin)
+        cpu = sum(process_cpu_seconds(self.proc.pid)) - before
+        self.runs.append(run)
+        self.cpu_per_request.append(cpu / (run.rps * duration) * 1e6)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
@@ -402,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         for r in range(rounds):
             shift = r % len(servers)
             for server in servers[shift:] + servers[:shift]:
-                server.runs.append(run_wrk(server.port, duration, script, pin_wrk))
+                server.measure(duration, script, pin_wrk)
 
         loads_after = shoal_loads(shoal.port)
         if loads_after != loads_before:
@@ -417,6 +437,11 @@ def main(argv: list[str] | None = None) -> int:
     def ratio_to_base(server: Server) -> float:
         return median([a.rps / b.rps for a, b in zip(server.runs, base.runs, strict=True)])
 
+    def cpu_ratio_to_base(server: Server) -> float:
+        """How much less CPU per request than the baseline (median of the rounds)."""
+        pairs = zip(server.cpu_per_request, base.cpu_per_request, strict=True)
+        return median([b / a for a, b in pairs if a])
+
     rows = []
     for server in servers:
         mid = sorted(server.runs, key=lambda run: run.rps)[len(server.runs) // 2]
@@ -426,8 +451,10 @@ def main(argv: list[str] | None = None) -> int:
                 f"{mid.rps:,.0f}",
                 f"{mid.p50_ms:.2f}",
                 f"{mid.p99_ms:.2f}",
+                f"{median(server.cpu_per_request):.1f}",
                 f"{median([run.load for run in server.runs]):.0%}",
                 f"{ratio_to_base(server):.2f}x",
+                f"{cpu_ratio_to_base(server):.2f}x",
             ]
         )
     print(
@@ -435,11 +462,15 @@ def main(argv: list[str] | None = None) -> int:
         f"wrk -t1 -c{CONNECTIONS} -d{duration:g}s --latency, {rounds} round(s) per server, "
         f"one core per server, uvloop; {pin_note}\n"
     )
-    headers = ["server", "req/s", "p50 ms", "p99 ms", "wrk CPU", "x aiohttp req/s"]
+    headers = ["server", "req/s", "p50 ms", "p99 ms", "CPU µs/req", "wrk CPU"]
+    headers += ["req/s: this ÷ aiohttp", "CPU/req: aiohttp ÷ this"]
     print(markdown_table(headers, rows))
     ratio = ratio_to_base(shoal)
     verdict = "met" if ratio >= 3.0 else "missed"
-    print(f"\nTarget: shoal ≥ 3x aiohttp req/s: {ratio:.2f}x, {verdict}.")
+    print(
+        f"\nTarget: shoal ≥ 3x aiohttp req/s: {ratio:.2f}x, {verdict} "
+        f"({cpu_ratio_to_base(shoal):.2f}x less CPU per request)."
+    )
     command = "python bench/server.py" + (" --quick" if args.quick else "")
     if args.server != "cli":
         command += f" --server {args.server}"
