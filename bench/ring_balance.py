@@ -21,7 +21,15 @@ reference for what a tighter balance costs.
   groupcache-go) on the same keys. The script exits 1 if the two disagree on
   any key.
 
-Run: ``python bench/ring_balance.py [--quick]``.
+* With ``--probes P[,P...]``, an experiment, not shoal's ring: the same
+  ``shoal`` points at 160 vnodes with a multi-probe lookup (the key hashed to P
+  points by double hashing, ``h1 + i * h2`` with h1 the ring's own key hash and
+  h2 xxh3 with seed 1; the owner is the vnode that follows one of them most
+  closely, so 1 probe is the ring itself), to show what that rule would give:
+  balance, keys moved when a node leaves (it must still be only the leaver's),
+  and lookup cost against ``Ring.owner``.
+
+Run: ``python bench/ring_balance.py [--quick] [--probes P[,P...]]``.
 """
 
 from __future__ import annotations
@@ -109,6 +117,73 @@ def hash_only(flavour: str) -> Callable[[str], int]:
         return key_hash(key.encode())
 
     return hashed
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def multi_probe_ring(nodes: list[str], replicas: int, probes: int) -> Callable[[str], str]:
+    """The ``shoal`` flavour's points with a multi-probe lookup (an experiment, see above)."""
+    point = xxhash.xxh3_64_intdigest
+    by_point = {point(f"{i}{n}".encode()): n for n in nodes for i in range(replicas)}
+    points = sorted(by_point)
+    owners = [by_point[p] for p in points]
+    count = len(points)
+    first = points[0] + (1 << 64)  # the first point, seen from past the last one
+
+    def owner(key: str) -> str:
+        data = key.encode()
+        h1, h2 = point(data), point(data, seed=1) | 1
+        best, found = 1 << 65, 0
+        for i in range(probes):
+            probe = (h1 + i * h2) & _MASK64
+            index = bisect_left(points, probe)
+            distance = (points[index] if index < count else first) - probe
+            if distance < best:
+                best, found = distance, index % count
+        return owners[found]
+
+    return owner
+
+
+def multi_probe(keys: list[str], probes: list[int], rounds: int) -> list[list[str]]:
+    """Balance, keys moved when a node leaves and lookup cost of the multi-probe rule."""
+    flavour, replicas = TARGET_FLAVOUR
+    rows = []
+    for count in NODE_COUNTS:
+        nodes = node_ids(count)
+        ring = Ring.build(nodes, flavour=flavour, replicas=replicas)
+        for p in [1, *probes]:
+            lookup = multi_probe_ring(nodes, replicas, p)
+            owners = list(map(lookup, keys))
+            if p == 1:
+                check(owners == list(map(ring.owner, keys)), "1 probe is not the shoal ring")
+            per_node = Counter(owners)
+            mean = len(keys) / count
+            leaver = nodes[-1]
+            after = map(multi_probe_ring(nodes[:-1], replicas, p), keys)
+            moved = 0
+            for old, new in zip(owners, after, strict=True):
+                if old != new:
+                    moved += 1
+                    check(old == leaver, f"{p} probes: a key moved from {old}, not {leaver}")
+            check(moved == per_node[leaver], f"{p} probes: some keys of {leaver} did not move")
+            timing_keys = keys[:TIMING_KEYS]
+            own, mine = [], []
+            for _ in range(rounds):
+                own.append(time_pass(ring.owner, timing_keys))
+                mine.append(time_pass(lookup, timing_keys))
+            rows.append(
+                [
+                    str(count),
+                    str(p),
+                    f"{max(per_node.values()) / mean:.3f}",
+                    f"{moved / len(keys):.2%}",
+                    f"{median(mine):.0f}",
+                    f"{median([a / b for a, b in zip(mine, own, strict=True)]):.2f}x",
+                ]
+            )
+    return rows
 
 
 def label(config: tuple[str, int]) -> str:
@@ -239,7 +314,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keys", type=int, help="random keys (default 1,000,000; 100,000 quick)")
     parser.add_argument("--rounds", type=int, help="lookup timing rounds (default 30; 8 quick)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the random keys")
+    parser.add_argument(
+        "--probes",
+        help="also try a multi-probe lookup on the shoal points with these probe counts (2,4,8)",
+    )
     args = parser.parse_args(argv)
+    try:
+        probes = [int(p) for p in args.probes.split(",")] if args.probes else []
+    except ValueError:
+        parser.error(f"--probes takes counts separated by commas, not {args.probes!r}")
+    if any(p < 1 for p in probes):
+        parser.error("--probes counts must be at least 1")
     key_count = args.keys or (100_000 if args.quick else 1_000_000)
     rounds = args.rounds or (8 if args.quick else 30)
     keys = random_keys(key_count, args.seed)
@@ -301,11 +386,23 @@ def main(argv: list[str] | None = None) -> int:
         )
     print()
     print(markdown_table(["target", "measured", "result"], targets, "lrl"))
+    if probes:
+        flavour, replicas = TARGET_FLAVOUR
+        print(
+            f"\nAn experiment, not shoal's ring: the {flavour} points at {replicas} vnodes with a "
+            "multi-probe lookup (1 probe is the ring itself); keys moved when the last node "
+            f"leaves; lookup ns per call over {TIMING_KEYS:,} keys (median of {rounds} rounds) "
+            "and its ratio to Ring.owner\n"
+        )
+        headers = ["nodes", "probes", "max/mean keys", "keys moved", "lookup ns", "÷ Ring.owner"]
+        print(markdown_table(headers, multi_probe(keys, probes, rounds), "rrrrrr"))
     command = "python bench/ring_balance.py" + (" --quick" if args.quick else "")
     if args.keys:
         command += f" --keys {args.keys}"
     if args.rounds:
         command += f" --rounds {args.rounds}"
+    if probes:
+        command += f" --probes {args.probes}"
     print(f"\n{environment()}; command: `{command}`")
     return 0
 
