@@ -4,7 +4,8 @@ The extension speeds up the HTTP server's hit path; shoal works the same
 without it. It is compiled with the C compiler the interpreter was built with
 (``sysconfig``'s ``LDSHARED``): into the source tree for an editable install,
 into the wheel otherwise. Without a compiler (or with ``SHOAL_NO_SPEEDUPS`` set
-in the environment) the build goes on without it and says so.
+to anything but ``0``, ``false`` or ``no``) the build goes on without it and
+says so.
 """
 
 from __future__ import annotations
@@ -53,6 +54,11 @@ def compile_extension(source: Path, target: Path) -> str | None:
     return None
 
 
+def speedups_turned_off() -> bool:
+    """Whether ``SHOAL_NO_SPEEDUPS`` says not to build the extension."""
+    return os.environ.get("SHOAL_NO_SPEEDUPS", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def _warn(reason: str) -> None:
     print(f"shoal: building without the C extension (pure Python): {reason}", file=sys.stderr)
 
@@ -64,7 +70,7 @@ class SpeedupsBuildHook(BuildHookInterface):
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         """Compile the extension before the wheel's files are collected."""
-        if self.target_name != "wheel" or os.environ.get("SHOAL_NO_SPEEDUPS"):
+        if self.target_name != "wheel" or speedups_turned_off():
             return
         source = Path(self.root, SOURCE)
         if version == "editable":

@@ -289,5 +289,9 @@ def test_arbitrary_bytes_are_taken_only_when_httptools_agrees(data: bytes) -> No
 def test_the_server_uses_it_unless_told_not_to(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SHOAL_NO_SPEEDUPS", raising=False)
     assert _http._load_simple_get() is simple_get
-    monkeypatch.setenv("SHOAL_NO_SPEEDUPS", "1")
-    assert _http._load_simple_get() is None
+    for off in ("1", "true", "yes"):
+        monkeypatch.setenv("SHOAL_NO_SPEEDUPS", off)
+        assert _http._load_simple_get() is None
+    for on in ("", "0", "false", "no"):
+        monkeypatch.setenv("SHOAL_NO_SPEEDUPS", on)
+        assert _http._load_simple_get() is simple_get

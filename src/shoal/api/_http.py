@@ -134,7 +134,7 @@ SimpleGet = Callable[[bytes, int], "bytes | None"]
 
 def _load_simple_get() -> SimpleGet | None:
     """The compiled recognizer of simple GETs, or None (not built, or ``SHOAL_NO_SPEEDUPS`` set)."""
-    if os.environ.get("SHOAL_NO_SPEEDUPS"):
+    if os.environ.get("SHOAL_NO_SPEEDUPS", "").strip().lower() not in ("", "0", "false", "no"):
         return None
     try:
         from ._speedups import simple_get
