@@ -69,11 +69,13 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
 def process_cpu_seconds(pid: int) -> tuple[float, float]:
     """CPU time process ``pid`` has used so far, all its threads: (user, system), from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / ticks, int(fields[12]) / ticks
+    return int(fields[11]) / _CLOCK_TICKS, int(fields[12]) / _CLOCK_TICKS
 
 
 def ratio(value: float, baseline: float) -> str:

@@ -101,15 +101,15 @@ async def measure(rounds: int) -> list[Candidate]:
     await server.start("127.0.0.1", 0)
     candidates: list[Candidate] = []
     try:
-        candidates.append(Candidate("shoal", _http.HttpProtocol(server)))
         compiled = _http.SIMPLE_GET
+        if compiled is None:
+            raise BenchError("shoal.api._speedups is not built (or SHOAL_NO_SPEEDUPS is set)")
+        candidates.append(Candidate("shoal", _http.HttpProtocol(server)))
         _http.SIMPLE_GET = None  # read by each connection when it is made
         try:
             candidates.append(Candidate("shoal, httptools only", _http.HttpProtocol(server)))
         finally:
             _http.SIMPLE_GET = compiled
-        if compiled is None:
-            raise BenchError("shoal.api._speedups is not built (or SHOAL_NO_SPEEDUPS is set)")
         data = {key: value_of(key) for key in keys}
         candidates.append(Candidate(REFERENCE, MinimalProtocol(data)))
         order = keys[:]

@@ -93,10 +93,16 @@ GO_RULES: dict[str, tuple[Hash, Hash]] = {
 }
 
 
+def vnode_owners(nodes: list[str], replicas: int, flavour: str) -> dict[int, str]:
+    """Point -> node for every vnode, by Go's rules (a later node wins a collision)."""
+    vnode_hash = GO_RULES[flavour][0]
+    return {vnode_hash(f"{i}{n}".encode()): n for n in nodes for i in range(replicas)}
+
+
 def textbook_ring(nodes: list[str], replicas: int, flavour: str) -> Callable[[str], str]:
     """The usual Python ring: sorted points, ``bisect``, a wrap check, a point -> node dict."""
-    vnode_hash, key_hash = GO_RULES[flavour]
-    owner_of = {vnode_hash(f"{i}{n}".encode()): n for n in nodes for i in range(replicas)}
+    key_hash = GO_RULES[flavour][1]
+    owner_of = vnode_owners(nodes, replicas, flavour)
     points = sorted(owner_of)
     count = len(points)
 
@@ -125,7 +131,7 @@ _MASK64 = (1 << 64) - 1
 def multi_probe_ring(nodes: list[str], replicas: int, probes: int) -> Callable[[str], str]:
     """The ``shoal`` flavour's points with a multi-probe lookup (an experiment, see above)."""
     point = xxhash.xxh3_64_intdigest
-    by_point = {point(f"{i}{n}".encode()): n for n in nodes for i in range(replicas)}
+    by_point = vnode_owners(nodes, replicas, "shoal")
     points = sorted(by_point)
     owners = [by_point[p] for p in points]
     count = len(points)
