@@ -61,4 +61,4 @@ bench: dev
 	for b in local_hits stampede memory server http_protocol ring_balance cluster grpc_transport membership policies writes; do $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis src/shoal/api/_speedups*.so
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis src/shoal/_speedups*.so

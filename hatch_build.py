@@ -1,4 +1,4 @@
-"""Build hook: compiles shoal's optional C extension, ``shoal.api._speedups``.
+"""Build hook: compiles shoal's optional C extension, ``shoal._speedups``.
 
 The extension speeds up the HTTP server's hit path; shoal works the same
 without it. It is compiled with the C compiler the interpreter was built with
@@ -10,7 +10,7 @@ says so.
 
 from __future__ import annotations
 
-import os
+import importlib.util
 import shlex
 import shutil
 import subprocess
@@ -22,8 +22,9 @@ from typing import Any
 
 from hatchling.builders.hooks.plugin.interface import BuildHookInterface
 
-SOURCE = Path("src", "shoal", "api", "_speedups.c")
-MODULE_DIR = "shoal/api"
+SOURCE = Path("src", "shoal", "_speedups.c")
+NATIVE = Path("src", "shoal", "_native.py")
+MODULE_DIR = "shoal"
 
 
 def extension_name() -> str:
@@ -54,9 +55,20 @@ def compile_extension(source: Path, target: Path) -> str | None:
     return None
 
 
-def speedups_turned_off() -> bool:
-    """Whether ``SHOAL_NO_SPEEDUPS`` says not to build the extension."""
-    return os.environ.get("SHOAL_NO_SPEEDUPS", "").strip().lower() not in ("", "0", "false", "no")
+def speedups_turned_off(root: str) -> bool:
+    """Whether ``SHOAL_NO_SPEEDUPS`` says not to build the extension.
+
+    The rule is shoal's own (``shoal._native``), read from the source tree: shoal is
+    not installed while it is being built.
+    """
+    path = Path(root, NATIVE)
+    spec = importlib.util.spec_from_file_location("_shoal_native", path)
+    if spec is None or spec.loader is None:
+        raise RuntimeError(f"cannot load {path}")
+    native = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(native)
+    turned_off: bool = native.speedups_turned_off()
+    return turned_off
 
 
 def _warn(reason: str) -> None:
@@ -64,13 +76,13 @@ def _warn(reason: str) -> None:
 
 
 class SpeedupsBuildHook(BuildHookInterface):
-    """Adds the compiled ``shoal.api._speedups`` to the wheel (or the source tree)."""
+    """Adds the compiled ``shoal._speedups`` to the wheel (or the source tree)."""
 
     PLUGIN_NAME = "custom"
 
     def initialize(self, version: str, build_data: dict[str, Any]) -> None:
         """Compile the extension before the wheel's files are collected."""
-        if self.target_name != "wheel" or speedups_turned_off():
+        if self.target_name != "wheel" or speedups_turned_off(self.root):
             return
         source = Path(self.root, SOURCE)
         if version == "editable":

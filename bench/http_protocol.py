@@ -9,7 +9,7 @@ to a transport that only keeps it. The requests are those wrk sends in
 
 * shoal: the ``HttpProtocol`` of a node's API server (an ``ApiServer`` on a
   node whose group holds every key), with the compiled recognizer of simple
-  GETs (``shoal.api._speedups``), and again with only the httptools parser
+  GETs (``shoal._speedups``), and again with only the httptools parser
   (what ``SHOAL_NO_SPEEDUPS=1`` gives);
 * reference: ``bench/server.py``'s bare httptools + dict protocol, which
   checks nothing and counts nothing: the least a Python server does here.
@@ -103,7 +103,7 @@ async def measure(rounds: int) -> list[Candidate]:
     try:
         compiled = _http.SIMPLE_GET
         if compiled is None:
-            raise BenchError("shoal.api._speedups is not built (or SHOAL_NO_SPEEDUPS is set)")
+            raise BenchError("shoal._speedups is not built (or SHOAL_NO_SPEEDUPS is set)")
         candidates.append(Candidate("shoal", _http.HttpProtocol(server)))
         _http.SIMPLE_GET = None  # read by each connection when it is made
         try:

@@ -2,14 +2,16 @@
 how many keys move when a node leaves.
 
 Rings of 3, 10 and 100 nodes (ids ``http://10.0.0.N:8080``), for each flavour at
-its default vnode count: ``shoal`` (xxh3, 160 vnodes), ``golang`` (crc32, 50) and
-``groupcache-go`` (FNV-1 of md5 hex, 50), plus ``shoal`` at 1,000 vnodes as a
-reference for what a tighter balance costs.
+its defaults: ``shoal`` (xxh3, 160 vnodes, 8 probes), ``golang`` (crc32, 50
+vnodes, one probe) and ``groupcache-go`` (FNV-1 of md5 hex, 50, one probe), plus
+``shoal`` with one probe (the textbook lookup on the same points) as the
+reference for what the probes buy. ``--probes P[,P...]`` adds ``shoal`` rings
+with other probe counts.
 
 * Balance: 1,000,000 random keys (100,000 with ``--quick``) are assigned with
   ``Ring.owner``; the table shows the busiest and the idlest node against the
-  mean, and the same figure computed exactly from ``Ring.shares()`` (the hash
-  space each node owns, free of sampling noise).
+  mean, and the busiest node's expected share from ``Ring.shares()`` (free of
+  sampling noise).
 * A node leaves: the last node is removed (``Ring.with_nodes``) and every key is
   looked up again; the moved fraction is compared with the ideal ``1/N``. The
   script exits 1 if any key moved that the leaving node did not own, or if one
@@ -18,16 +20,9 @@ reference for what a tighter balance costs.
   rounds with the garbage collector off (as ``timeit`` does), against the key
   hash alone and against a textbook ring (``bisect`` over the sorted points,
   a wrap check and a dict from point to node; Go's rules, signed points for
-  groupcache-go) on the same keys. The script exits 1 if the two disagree on
-  any key.
-
-* With ``--probes P[,P...]``, an experiment, not shoal's ring: the same
-  ``shoal`` points at 160 vnodes with a multi-probe lookup (the key hashed to P
-  points by double hashing, ``h1 + i * h2`` with h1 the ring's own key hash and
-  h2 xxh3 with seed 1; the owner is the vnode that follows one of them most
-  closely, so 1 probe is the ring itself), to show what that rule would give:
-  balance, keys moved when a node leaves (it must still be only the leaver's),
-  and lookup cost against ``Ring.owner``.
+  groupcache-go) on the same keys. The script exits 1 if a one-probe ring and
+  the textbook ring disagree on any key; a multi-probe ring picks other owners
+  by design, and its ratio is what its balance costs.
 
 Run: ``python bench/ring_balance.py [--quick] [--probes P[,P...]]``.
 """
@@ -52,9 +47,16 @@ from shoal.ring import Ring
 
 NODE_COUNTS = (3, 10, 100)
 TARGET = 1.10
-TARGET_FLAVOUR = ("shoal", 160)
-CONFIGS = (TARGET_FLAVOUR, ("golang", 50), ("groupcache-go", 50), ("shoal", 1000))
-REFERENCE = ("shoal", 1000)
+Config = tuple[str, int, int]
+"""A ring to measure: flavour, vnodes, probes."""
+TARGET_CONFIG: Config = ("shoal", 160, 8)
+REFERENCE: Config = ("shoal", 160, 1)
+CONFIGS: tuple[Config, ...] = (
+    TARGET_CONFIG,
+    REFERENCE,
+    ("golang", 50, 1),
+    ("groupcache-go", 50, 1),
+)
 TIMING_KEYS = 10_000
 TIMING_NODES = (10, 100)
 
@@ -125,77 +127,11 @@ def hash_only(flavour: str) -> Callable[[str], int]:
     return hashed
 
 
-_MASK64 = (1 << 64) - 1
-
-
-def multi_probe_ring(nodes: list[str], replicas: int, probes: int) -> Callable[[str], str]:
-    """The ``shoal`` flavour's points with a multi-probe lookup (an experiment, see above)."""
-    point = xxhash.xxh3_64_intdigest
-    by_point = vnode_owners(nodes, replicas, "shoal")
-    points = sorted(by_point)
-    owners = [by_point[p] for p in points]
-    count = len(points)
-    first = points[0] + (1 << 64)  # the first point, seen from past the last one
-
-    def owner(key: str) -> str:
-        data = key.encode()
-        h1, h2 = point(data), point(data, seed=1) | 1
-        best, found = 1 << 65, 0
-        for i in range(probes):
-            probe = (h1 + i * h2) & _MASK64
-            index = bisect_left(points, probe)
-            distance = (points[index] if index < count else first) - probe
-            if distance < best:
-                best, found = distance, index % count
-        return owners[found]
-
-    return owner
-
-
-def multi_probe(keys: list[str], probes: list[int], rounds: int) -> list[list[str]]:
-    """Balance, keys moved when a node leaves and lookup cost of the multi-probe rule."""
-    flavour, replicas = TARGET_FLAVOUR
-    rows = []
-    for count in NODE_COUNTS:
-        nodes = node_ids(count)
-        ring = Ring.build(nodes, flavour=flavour, replicas=replicas)
-        for p in [1, *probes]:
-            lookup = multi_probe_ring(nodes, replicas, p)
-            owners = list(map(lookup, keys))
-            if p == 1:
-                check(owners == list(map(ring.owner, keys)), "1 probe is not the shoal ring")
-            per_node = Counter(owners)
-            mean = len(keys) / count
-            leaver = nodes[-1]
-            after = map(multi_probe_ring(nodes[:-1], replicas, p), keys)
-            moved = 0
-            for old, new in zip(owners, after, strict=True):
-                if old != new:
-                    moved += 1
-                    check(old == leaver, f"{p} probes: a key moved from {old}, not {leaver}")
-            check(moved == per_node[leaver], f"{p} probes: some keys of {leaver} did not move")
-            timing_keys = keys[:TIMING_KEYS]
-            own, mine = [], []
-            for _ in range(rounds):
-                own.append(time_pass(ring.owner, timing_keys))
-                mine.append(time_pass(lookup, timing_keys))
-            rows.append(
-                [
-                    str(count),
-                    str(p),
-                    f"{max(per_node.values()) / mean:.3f}",
-                    f"{moved / len(keys):.2%}",
-                    f"{median(mine):.0f}",
-                    f"{median([a / b for a, b in zip(mine, own, strict=True)]):.2f}x",
-                ]
-            )
-    return rows
-
-
-def label(config: tuple[str, int]) -> str:
-    flavour, replicas = config
+def label(config: Config) -> str:
+    flavour, replicas, probes = config
     suffix = " (reference)" if config == REFERENCE else ""
-    return f"{flavour} @ {replicas}{suffix}"
+    plural = "s" if probes > 1 else ""
+    return f"{flavour}, {replicas} vnodes, {probes} probe{plural}{suffix}"
 
 
 @dataclass
@@ -225,19 +161,24 @@ def check(condition: bool, message: str) -> None:
         raise BenchError(message)
 
 
+def build(config: Config, nodes: list[str]) -> Ring:
+    """The ring of ``config`` over ``nodes``."""
+    flavour, replicas, probes = config
+    return Ring.build(nodes, flavour=flavour, replicas=replicas, probes=probes)
+
+
 def balance_and_leave(
-    keys: list[str],
-) -> tuple[list[list[str]], list[list[str]], dict[tuple[str, int, int], float]]:
+    keys: list[str], configs: list[Config]
+) -> tuple[list[list[str]], list[list[str]], dict[tuple[Config, int], float]]:
     """Assign every key on every ring, then again after the last node leaves."""
     balance_rows: list[list[str]] = []
     leave_rows: list[list[str]] = []
-    max_over_mean: dict[tuple[str, int, int], float] = {}
-    for config in CONFIGS:
-        flavour, replicas = config
+    max_over_mean: dict[tuple[Config, int], float] = {}
+    for config in configs:
         for count in NODE_COUNTS:
             nodes = node_ids(count)
             start = time.perf_counter()
-            ring = Ring.build(nodes, flavour=flavour, replicas=replicas)
+            ring = build(config, nodes)
             build_ms = (time.perf_counter() - start) * 1e3
             owners = list(map(ring.owner, keys))
             per_node = Counter(owners)
@@ -247,7 +188,7 @@ def balance_and_leave(
             idlest = min(per_node.get(n, 0) for n in nodes) / mean
             shares = ring.shares()
             exact = max(shares.values()) * count
-            max_over_mean[flavour, replicas, count] = busiest
+            max_over_mean[config, count] = busiest
             balance_rows.append(
                 [
                     label(config),
@@ -283,18 +224,23 @@ def balance_and_leave(
     return balance_rows, leave_rows, max_over_mean
 
 
-def lookup_cost(keys: list[str], rounds: int) -> list[list[str]]:
-    """Interleaved timings of owner(), the hash alone and a textbook ring, per flavour."""
+def lookup_cost(keys: list[str], rounds: int, configs: list[Config]) -> list[list[str]]:
+    """Interleaved timings of owner(), the hash alone and a textbook ring, per ring."""
     timed: dict[tuple[str, str], Timed] = {}
-    for flavour, replicas in CONFIGS[:3]:
+    for config in configs:
+        flavour, replicas, probes = config
+        name = label(config)
         timed[flavour, "hash"] = Timed(f"{flavour} hash", hash_only(flavour))
         for count in TIMING_NODES:
             nodes = node_ids(count)
-            ring = Ring.build(nodes, flavour=flavour, replicas=replicas)
+            ring = build(config, nodes)
             textbook = textbook_ring(nodes, replicas, flavour)
-            wrong = [k for k in keys if ring.owner(k) != textbook(k)]
-            check(not wrong, f"{flavour}: Ring.owner and the textbook ring disagree on {wrong[:3]}")
-            timed[flavour, f"owner {count}"] = Timed(f"{flavour} owner {count}", ring.owner)
+            if probes == 1:
+                wrong = [k for k in keys if ring.owner(k) != textbook(k)]
+                check(
+                    not wrong, f"{name}: Ring.owner and the textbook ring disagree on {wrong[:3]}"
+                )
+            timed[name, f"owner {count}"] = Timed(f"{name} owner {count}", ring.owner)
             timed[flavour, f"textbook {count}"] = Timed(f"{flavour} textbook {count}", textbook)
     every = list(timed.values())
     for r in range(rounds):
@@ -303,10 +249,11 @@ def lookup_cost(keys: list[str], rounds: int) -> list[list[str]]:
             candidate.samples.append(time_pass(candidate.call, keys))
 
     rows = []
-    for flavour, _ in CONFIGS[:3]:
-        row = [flavour, f"{median(timed[flavour, 'hash'].samples):.0f}"]
+    for config in configs:
+        flavour, name = config[0], label(config)
+        row = [name, f"{median(timed[flavour, 'hash'].samples):.0f}"]
         for count in TIMING_NODES:
-            own = timed[flavour, f"owner {count}"].samples
+            own = timed[name, f"owner {count}"].samples
             book = timed[flavour, f"textbook {count}"].samples
             paired = median([a / b for a, b in zip(own, book, strict=True)])
             row += [f"{median(own):.0f}", f"{median(book):.0f}", f"{paired:.2f}x"]
@@ -321,36 +268,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="lookup timing rounds (default 30; 8 quick)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the random keys")
     parser.add_argument(
-        "--probes",
-        help="also try a multi-probe lookup on the shoal points with these probe counts (2,4,8)",
+        "--probes", help="also measure shoal rings with these probe counts (for example 2,4,16)"
     )
     args = parser.parse_args(argv)
     try:
         probes = [int(p) for p in args.probes.split(",")] if args.probes else []
     except ValueError:
         parser.error(f"--probes takes counts separated by commas, not {args.probes!r}")
-    if any(p < 1 for p in probes):
-        parser.error("--probes counts must be at least 1")
+    if any(not 1 <= p <= 64 for p in probes):
+        parser.error("--probes counts must be from 1 to 64")
     key_count = args.keys or (100_000 if args.quick else 1_000_000)
     rounds = args.rounds or (8 if args.quick else 30)
     keys = random_keys(key_count, args.seed)
 
-    balance_rows, leave_rows, max_over_mean = balance_and_leave(keys)
-    cost_rows = lookup_cost(keys[:TIMING_KEYS], rounds)
+    flavour, replicas, _ = TARGET_CONFIG
+    configs = [
+        *CONFIGS,
+        *((flavour, replicas, p) for p in probes if (flavour, replicas, p) not in CONFIGS),
+    ]
+    balance_rows, leave_rows, max_over_mean = balance_and_leave(keys, configs)
+    cost_rows = lookup_cost(keys[:TIMING_KEYS], rounds, configs)
 
     print(
         f"Ring balance: {key_count:,} random keys over N nodes `http://10.0.0.N:8080` "
-        "(keys per node over the mean; exact: the busiest node's share of the hash space "
-        "times N; lower is better, 1.000 is perfect)\n"
+        "(keys per node over the mean; expected: the busiest node's share from "
+        "`Ring.shares()` times N; lower is better, 1.000 is perfect)\n"
     )
     print(
         markdown_table(
             [
-                "flavour @ vnodes",
+                "ring",
                 "nodes",
                 "max/mean keys",
                 "min/mean keys",
-                "max/mean exact",
+                "max/mean expected",
                 "build ms",
             ],
             balance_rows,
@@ -360,17 +311,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nA node leaves: the last of N nodes is removed; {key_count:,} keys looked up again\n")
     print(
         markdown_table(
-            ["flavour @ vnodes", "nodes", "keys moved", "ideal 1/N", "moved / ideal"],
+            ["ring", "nodes", "keys moved", "ideal 1/N", "moved / ideal"],
             leave_rows,
             "lrrrr",
         )
     )
     print(
         f"\nLookup cost: ns per call over {TIMING_KEYS:,} keys, median of {rounds} "
-        "interleaved rounds; textbook = bisect + wrap check + dict on the same hash; "
-        "ratio: median of per-round ratios\n"
+        "interleaved rounds; textbook = bisect + wrap check + dict on the same hash (one "
+        "probe); ratio: median of per-round ratios\n"
     )
-    cost_headers = ["flavour", "key hash alone"]
+    cost_headers = ["ring", "key hash alone"]
     for count in TIMING_NODES:
         cost_headers += [
             f"owner() {count} nodes",
@@ -379,29 +330,18 @@ def main(argv: list[str] | None = None) -> int:
         ]
     print(markdown_table(cost_headers, cost_rows))
 
-    flavour, replicas = TARGET_FLAVOUR
     targets = []
     for count in NODE_COUNTS:
-        measured = max_over_mean[flavour, replicas, count]
+        measured = max_over_mean[TARGET_CONFIG, count]
         targets.append(
             [
-                f"{flavour} @ {replicas} vnodes, {count} nodes: max/mean ≤ {TARGET:.2f}",
+                f"{label(TARGET_CONFIG)}, {count} nodes: max/mean ≤ {TARGET:.2f}",
                 f"{measured:.3f}",
                 "met" if measured <= TARGET else "missed",
             ]
         )
     print()
     print(markdown_table(["target", "measured", "result"], targets, "lrl"))
-    if probes:
-        flavour, replicas = TARGET_FLAVOUR
-        print(
-            f"\nAn experiment, not shoal's ring: the {flavour} points at {replicas} vnodes with a "
-            "multi-probe lookup (1 probe is the ring itself); keys moved when the last node "
-            f"leaves; lookup ns per call over {TIMING_KEYS:,} keys (median of {rounds} rounds) "
-            "and its ratio to Ring.owner\n"
-        )
-        headers = ["nodes", "probes", "max/mean keys", "keys moved", "lookup ns", "÷ Ring.owner"]
-        print(markdown_table(headers, multi_probe(keys, probes, rounds), "rrrrrr"))
     command = "python bench/ring_balance.py" + (" --quick" if args.quick else "")
     if args.keys:
         command += f" --keys {args.keys}"

@@ -17,7 +17,7 @@ stamp=".venv/.installed-${extras:-runtime}"
 # Reinstall only when the project metadata or the C extension (built by the install)
 # changed since the last install.
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ hatch_build.py -nt "$stamp" ] ||
-    [ src/shoal/api/_speedups.c -nt "$stamp" ]; then
+    [ src/shoal/_speedups.c -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q -e "$spec"
     touch "$stamp"
 fi

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-EXTENSION = "shoal/api/_speedups" + str(sysconfig.get_config_var("EXT_SUFFIX"))
+EXTENSION = "shoal/_speedups" + str(sysconfig.get_config_var("EXT_SUFFIX"))
 
 pytestmark = pytest.mark.timeout(300)
 

@@ -18,9 +18,9 @@ import pytest
 
 from api.rawhttp import Client, call
 from shoal import Node, NodeConfig
+from shoal._speedups import simple_get
 from shoal.api import _http
 from shoal.api._http import OCTET_STREAM, Deferred, HttpServer, Request, Response, _encode
-from shoal.api._speedups import simple_get
 from shoal.api.http import ApiServer
 from shoal.testing import CountingLoader
 

@@ -1,4 +1,4 @@
-"""``shoal.api._speedups.simple_get`` recognizes a strict subset of what httptools parses.
+"""``shoal._speedups.simple_get`` recognizes a strict subset of what httptools parses.
 
 The HTTP server answers a read that ``simple_get`` accepts without its parser,
 so everything it accepts must be a request httptools parses as exactly one
@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shoal._speedups import simple_get
 from shoal.api import _http
-from shoal.api._speedups import simple_get
 
 LIMIT = 8192
 SPECIAL = {b"content-length", b"transfer-encoding", b"connection", b"proxy-connection"}

@@ -52,7 +52,6 @@ import inspect
 import json
 import logging
 import math
-import os
 import socket
 import time
 from collections import deque
@@ -62,6 +61,7 @@ from typing import Any, Final, NoReturn, cast
 import httptools
 
 from .._deadlines import Deadlines, Watch
+from .._native import load_speedups
 from ..config import NodeConfig
 
 __all__ = [
@@ -134,12 +134,10 @@ SimpleGet = Callable[[bytes, int], "bytes | None"]
 
 def _load_simple_get() -> SimpleGet | None:
     """The compiled recognizer of simple GETs, or None (not built, or ``SHOAL_NO_SPEEDUPS`` set)."""
-    if os.environ.get("SHOAL_NO_SPEEDUPS", "").strip().lower() not in ("", "0", "false", "no"):
+    speedups = load_speedups()
+    if speedups is None:  # the parser does it all
         return None
-    try:
-        from ._speedups import simple_get
-    except ImportError:  # installed without a C compiler: the parser does it all
-        return None
+    simple_get: SimpleGet = speedups.simple_get
     return simple_get
 
 
@@ -147,7 +145,7 @@ SIMPLE_GET: SimpleGet | None = _load_simple_get()
 """The parser-free shortcut of :class:`HttpProtocol`: a read that is exactly one
 keep-alive HTTP/1.1 GET with no body and no connection-level header (most reads
 of a client asking for cache hits) goes straight to ``fast_get`` without the
-httptools callbacks. None when the C extension ``shoal.api._speedups`` is not
+httptools callbacks. None when the C extension ``shoal._speedups`` is not
 built or ``SHOAL_NO_SPEEDUPS`` is set; answers are the same either way."""
 
 

@@ -1,5 +1,10 @@
 /*
- * shoal.api._speedups: the HTTP server's recognizer of the simplest request.
+ * shoal._speedups: compiled helpers for two hot paths, both optional (shoal
+ * gives the same answers without them, only slower).
+ *
+ * probe_owner(points, starts, shift, point, probes, mask) is the multi-probe
+ * ring lookup of shoal.ring (see there for the rule, and _probe_owner there
+ * for the same code in Python).
  *
  * simple_get(data, limit) returns the request target of `data` when `data` is
  * exactly one whole request of the shape most clients send for a read:
@@ -23,6 +28,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
+#include <stdint.h>
 #include <string.h>
 
 /* Byte classes: a field-name character (tchar), a field-value character
@@ -176,17 +182,132 @@ PyDoc_STRVAR(simple_get_doc,
 "The request target of ``data`` if it is exactly one simple keep-alive\n"
 "HTTP/1.1 GET of at most ``limit`` bytes (see the module), else None.");
 
+/* The splitmix64 finalizer: the step between probes is drawn from the key point. */
+static inline uint64_t
+mix64(uint64_t z)
+{
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+static inline uint64_t
+point_at(const unsigned char *points, Py_ssize_t index)
+{
+    uint64_t value;
+    memcpy(&value, points + index * 8, 8);
+    return value;
+}
+
+static inline Py_ssize_t
+start_at(const unsigned char *starts, Py_ssize_t slot)
+{
+    uint32_t value;
+    memcpy(&value, starts + slot * 4, 4);
+    return (Py_ssize_t)value;
+}
+
+/* The index of the first point >= probe in [low, high), or high when there is none. */
+static inline Py_ssize_t
+lower_bound(const unsigned char *points, Py_ssize_t low, Py_ssize_t high, uint64_t probe)
+{
+    Py_ssize_t count = high - low;
+    while (count > 0) {
+        Py_ssize_t half = count / 2;
+        if (point_at(points, low + half) < probe) {
+            low += half + 1;
+            count -= half + 1;
+        }
+        else {
+            count = half;
+        }
+    }
+    return low;
+}
+
+static int
+as_u64(PyObject *object, uint64_t *value)
+{
+    *value = PyLong_AsUnsignedLongLong(object);
+    return *value == (uint64_t)-1 && PyErr_Occurred() ? -1 : 0;
+}
+
+static PyObject *
+probe_owner(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    uint64_t shift, point, probes, mask;
+    if (nargs != 6) {
+        PyErr_Format(PyExc_TypeError, "probe_owner() takes 6 arguments (%zd given)", nargs);
+        return NULL;
+    }
+    if (!PyBytes_Check(args[0]) || PyBytes_GET_SIZE(args[0]) % 8 != 0
+        || !PyBytes_Check(args[1]) || PyBytes_GET_SIZE(args[1]) % 4 != 0) {
+        PyErr_SetString(PyExc_TypeError,
+                        "probe_owner(): points must be bytes of uint64, starts of uint32");
+        return NULL;
+    }
+    if (as_u64(args[2], &shift) || as_u64(args[3], &point) || as_u64(args[4], &probes)
+        || as_u64(args[5], &mask)) {
+        return NULL;
+    }
+    const unsigned char *points = (const unsigned char *)PyBytes_AS_STRING(args[0]);
+    const unsigned char *starts = (const unsigned char *)PyBytes_AS_STRING(args[1]);
+    Py_ssize_t count = PyBytes_GET_SIZE(args[0]) / 8;
+    Py_ssize_t slots = PyBytes_GET_SIZE(args[1]) / 4 - 1;
+    if (count == 0) {
+        return PyLong_FromLong(0);
+    }
+    if (shift > 63 || slots < 1 || (mask >> shift) >= (uint64_t)slots) {
+        PyErr_SetString(PyExc_ValueError, "probe_owner(): starts do not cover the hash space");
+        return NULL;
+    }
+    uint64_t step = (mix64(point) & mask) | 1;
+    uint64_t best = 0;
+    Py_ssize_t found = 0;
+    uint64_t probe = point & mask;
+    for (uint64_t i = 0; i < probes; i++) {
+        Py_ssize_t slot = (Py_ssize_t)(probe >> shift);
+        Py_ssize_t index =
+            lower_bound(points, start_at(starts, slot), start_at(starts, slot + 1), probe);
+        uint64_t distance;
+        if (index < count) {
+            distance = point_at(points, index) - probe;
+        }
+        else {
+            index = 0;
+            distance = (point_at(points, 0) - probe) & mask;
+        }
+        /* Strictly closer: on a tie the earlier probe wins. */
+        if (i == 0 || distance < best) {
+            best = distance;
+            found = index;
+        }
+        probe = (probe + step) & mask;
+    }
+    return PyLong_FromSsize_t(found);
+}
+
+PyDoc_STRVAR(probe_owner_doc,
+"probe_owner(points, starts, shift, point, probes, mask, /)\n--\n\n"
+"The index in ``points`` (sorted uint64 values, native byte order) of the\n"
+"ring point that follows one of the key's ``probes`` probes most closely;\n"
+"0 for no points. ``starts`` (uint32) holds, for each slot of the hash\n"
+"space (``probe >> shift``) and one past the last, the index of the first\n"
+"point in or after it. See shoal.ring.");
+
 static PyMethodDef speedups_methods[] = {
+    {"probe_owner", (PyCFunction)(void (*)(void))probe_owner, METH_FASTCALL, probe_owner_doc},
     {"simple_get", (PyCFunction)(void (*)(void))simple_get, METH_FASTCALL, simple_get_doc},
     {NULL, NULL, 0, NULL},
 };
 
 PyDoc_STRVAR(speedups_doc,
-"Compiled helpers of shoal's HTTP server (optional: the server works without them).");
+"Compiled helpers of shoal's ring lookup and HTTP server (optional: shoal\n"
+"gives the same answers without them).");
 
 static struct PyModuleDef speedups_module = {
     PyModuleDef_HEAD_INIT,
-    "shoal.api._speedups",
+    "shoal._speedups",
     speedups_doc,
     -1,
     speedups_methods,

@@ -1,0 +1,11 @@
+def probe_owner(
+    points: bytes, starts: bytes, shift: int, point: int, probes: int, mask: int, /
+) -> int:
+    """The index in ``points`` (sorted uint64 values, native byte order) of the ring
+    point that follows one of the key's ``probes`` probes most closely; 0 for no
+    points. ``starts`` (uint32) holds, for each slot of the hash space (``probe >>
+    shift``) and one past the last, the index of the first point in or after it."""
+
+def simple_get(data: bytes, limit: int, /) -> bytes | None:
+    """The request target of ``data`` if it is exactly one simple keep-alive
+    HTTP/1.1 GET of at most ``limit`` bytes, else None."""
