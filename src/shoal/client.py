@@ -500,7 +500,13 @@ class Client:
         if transport not in ("http", "grpc"):
             raise ValueError(f"unknown transport {transport!r}")
         ring_info = info["ring"]
-        ring = Ring.build(members, flavour=ring_info["flavour"], replicas=ring_info["replicas"])
+        ring = Ring.build(
+            members,
+            flavour=ring_info["flavour"],
+            replicas=ring_info["replicas"],
+            # A node that does not say (0 over gRPC) uses its flavour's default.
+            probes=ring_info.get("probes") or None,
+        )
         base_path = str(info.get("base_path") or "/_groupcache/")
         old = self._view
         same = old is not None and (old.transport, old.base_path) == (transport, base_path)

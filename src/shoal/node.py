@@ -248,7 +248,11 @@ class Node:
         }
         if picker is None:
             empty = Ring.build([], flavour=cfg.ring, replicas=cfg.replicas)
-            info["ring"] = {"flavour": empty.flavour, "replicas": empty.replicas}
+            info["ring"] = {
+                "flavour": empty.flavour,
+                "replicas": empty.replicas,
+                "probes": empty.probes,
+            }
             info["members"] = []
             if key is not None:
                 info["owner"] = None
@@ -259,7 +263,7 @@ class Node:
         info["node_id"] = self._node_id
         if self._membership is not None:
             info["membership"] = self._membership.statistics()
-        info["ring"] = {"flavour": ring.flavour, "replicas": ring.replicas}
+        info["ring"] = {"flavour": ring.flavour, "replicas": ring.replicas, "probes": ring.probes}
         clients = self.peer_statistics()
         info["members"] = [
             {

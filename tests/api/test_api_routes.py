@@ -256,7 +256,7 @@ class TestOtherRoutes:
         assert body["self"] is None
         assert body["members"] == []
         assert body["owner"] is None
-        assert body["ring"] == {"flavour": "shoal", "replicas": 160}
+        assert body["ring"] == {"flavour": "shoal", "replicas": 160, "probes": 8}
 
     @pytest.mark.parametrize(
         ("target", "status"),

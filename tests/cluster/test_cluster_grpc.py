@@ -194,7 +194,7 @@ async def test_cluster_call_matches_the_http_view(counted: CountedCluster) -> No
         )
         assert [m.url for m in reply.members] == [m["url"] for m in view["members"]] == c.urls
         assert [m.share for m in reply.members] == [m["share"] for m in view["members"]]
-        assert (reply.ring.flavour, reply.ring.replicas) == ("shoal", 160)
+        assert (reply.ring.flavour, reply.ring.replicas, reply.ring.probes) == ("shoal", 160, 8)
 
 
 # --------------------------------------------------------------------------- bad requests

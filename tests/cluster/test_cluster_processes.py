@@ -25,6 +25,7 @@ from procs import (
     shoal_cluster,
     until,
 )
+from shoal.ring import DEFAULT_PROBES
 from shoal.wire.codec import decode_get_response, encode_set_request
 
 GROUP = "data"
@@ -125,7 +126,11 @@ def test_cluster_route_shows_members_shares_and_owners(counted: CountedCluster) 
         view = json.loads(body)
         assert view["self"] == node.peer_url
         assert view["owner"] == c.nodes[(i + 1) % 3].peer_url
-        assert view["ring"] == {"flavour": c.ring, "replicas": 160}
+        assert view["ring"] == {
+            "flavour": c.ring,
+            "replicas": 160,
+            "probes": DEFAULT_PROBES[c.ring],
+        }
         members = view["members"]
         assert sorted(m["url"] for m in members) == sorted(c.urls)
         assert [m["url"] for m in members if m["self"]] == [node.peer_url]

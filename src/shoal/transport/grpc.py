@@ -585,6 +585,7 @@ class GrpcServer:
         )
         reply.ring.flavour = info["ring"]["flavour"]
         reply.ring.replicas = info["ring"]["replicas"]
+        reply.ring.probes = info["ring"]["probes"]
         for member in info["members"]:
             reply.members.add(
                 url=member["url"],
@@ -1108,7 +1109,11 @@ class GrpcNodeClient(_GrpcClient):
             "peer_address": reply.peer_address or None,
             "base_path": reply.base_path,
             "transport": reply.transport,
-            "ring": {"flavour": reply.ring.flavour, "replicas": reply.ring.replicas},
+            "ring": {
+                "flavour": reply.ring.flavour,
+                "replicas": reply.ring.replicas,
+                "probes": reply.ring.probes,
+            },
             "members": [
                 {"url": m.url, "self": m.self, "share": m.share, "backing_off": m.backing_off}
                 for m in reply.members

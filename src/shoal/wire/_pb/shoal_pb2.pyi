@@ -188,12 +188,14 @@ class ClusterResponse(_message.Message):
     def __init__(self_, self: _Optional[str] = ..., peer_address: _Optional[str] = ..., base_path: _Optional[str] = ..., ring: _Optional[_Union[Ring, _Mapping]] = ..., members: _Optional[_Iterable[_Union[Member, _Mapping]]] = ..., owner: _Optional[str] = ..., transport: _Optional[str] = ...) -> None: ...
 
 class Ring(_message.Message):
-    __slots__ = ("flavour", "replicas")
+    __slots__ = ("flavour", "replicas", "probes")
     FLAVOUR_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    PROBES_FIELD_NUMBER: _ClassVar[int]
     flavour: str
     replicas: int
-    def __init__(self, flavour: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
+    probes: int
+    def __init__(self, flavour: _Optional[str] = ..., replicas: _Optional[int] = ..., probes: _Optional[int] = ...) -> None: ...
 
 class Member(_message.Message):
     __slots__ = ("url", "self", "share", "backing_off")
