@@ -221,7 +221,7 @@ def _load_probe_owner() -> tuple[_ProbeOwner, _Pack, _Pack]:
     return compiled, _packed("Q"), _packed("I")
 
 
-PROBE_OWNER, _PACK_POINTS, _PACK_STARTS = _load_probe_owner()
+_PROBE_OWNER, _PACK_POINTS, _PACK_STARTS = _load_probe_owner()
 """The multi-probe lookup in use (compiled unless not built or ``SHOAL_NO_SPEEDUPS``)."""
 
 
@@ -341,9 +341,9 @@ class Ring:
     _points: list[int]
     """The distinct vnode points, sorted."""
     _probe_points: Any
-    """``_points`` as :data:`PROBE_OWNER` takes them (None with one probe)."""
+    """``_points`` as :data:`_PROBE_OWNER` takes them (None with one probe)."""
     _probe_starts: Any
-    """The slot index of the multi-probe lookup, as :data:`PROBE_OWNER` takes it."""
+    """The slot index of the multi-probe lookup, as :data:`_PROBE_OWNER` takes it."""
     _probes: int
     _replicas: int
     _shift: int
@@ -530,7 +530,7 @@ class Ring:
         point = self._key_point(key.encode())
         try:
             if self._probes != 1:
-                index = PROBE_OWNER(
+                index = _PROBE_OWNER(
                     self._probe_points,
                     self._probe_starts,
                     self._shift,
