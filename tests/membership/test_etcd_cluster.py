@@ -106,6 +106,7 @@ def test_nodes_join_one_by_one_and_a_stopped_node_leaves_at_once(
         assert shown.returncode == 0, shown.stderr
         text = shown.stdout.decode()
         assert "3 members by etcd (cluster 'join'" in text
+        assert "; ring shoal x160, 8 probes" in text
         for node in nodes:
             assert node.peer_url in text
 

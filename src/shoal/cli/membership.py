@@ -384,8 +384,10 @@ def describe_view(view: Mapping[str, Any]) -> str:
         details.append(f"gossip on {source.get('address')}")
         details.append(", ".join(f"{n} {s}" for s, n in states.items() if n))
     ring = view.get("ring") or {}
+    probes = ring.get("probes")
+    lookup = f", {probes} probes" if isinstance(probes, int) and probes > 1 else ""
     extra = f" ({'; '.join(d for d in details if d)})" if details else ""
     return (
         f"{len(members)} members by {kind}{extra}, as seen by {view.get('node_id')} "
-        f"({view.get('self')}); ring {ring.get('flavour')} x{ring.get('replicas')}"
+        f"({view.get('self')}); ring {ring.get('flavour')} x{ring.get('replicas')}{lookup}"
     )
