@@ -80,6 +80,17 @@ def sample_keys(count: int = SAMPLE_KEYS, seed: int = 7) -> list[str]:
     return [f"user:{rng.getrandbits(48):x}" for _ in range(count)]
 
 
+def vnode_owners(
+    nodes: list[str], replicas: int, vnode_hash: Callable[[bytes], int]
+) -> dict[int, str]:
+    """Point -> node for every vnode, spelled out: the later node wins a point."""
+    owner_of: dict[int, str] = {}
+    for node in nodes:
+        for i in range(replicas):
+            owner_of[vnode_hash(f"{i}{node}".encode())] = node
+    return owner_of
+
+
 def reference_lookup(
     nodes: list[str],
     replicas: int,
@@ -87,10 +98,7 @@ def reference_lookup(
     key_hash: Callable[[bytes], int],
 ) -> Callable[[str], str]:
     """The Go lookup, spelled out: the later node wins a point; first point >= key, or wrap."""
-    owner_of: dict[int, str] = {}
-    for node in nodes:
-        for i in range(replicas):
-            owner_of[vnode_hash(f"{i}{node}".encode())] = node
+    owner_of = vnode_owners(nodes, replicas, vnode_hash)
     points = sorted(owner_of)
 
     def owner(key: str) -> str:
@@ -112,10 +120,7 @@ def multi_probe_lookup(
 ) -> Callable[[str], str]:
     """The multi-probe rule, spelled out: probes k + j * step, the closest next point wins,
     the earlier probe on a tie."""
-    owner_of: dict[int, str] = {}
-    for node in nodes:
-        for i in range(replicas):
-            owner_of[point(f"{i}{node}".encode())] = node
+    owner_of = vnode_owners(nodes, replicas, point)
     points = sorted(owner_of)
 
     def owner(key: str) -> str:
