@@ -22,8 +22,8 @@
  * the data to its full parser (httptools) as usual. Every request it accepts
  * is one httptools parses as the same keep-alive HTTP/1.1 GET without a body:
  * it recognizes a strict subset of the grammar, never a wider one, and the
- * tests check this against httptools. It exists for speed: the server answers such a request
- * (a cache hit) without the parser's callbacks into Python.
+ * tests check this against httptools. It exists for speed: the server answers
+ * such a request (a cache hit) without the parser's callbacks into Python.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -235,6 +235,7 @@ as_u64(PyObject *object, uint64_t *value)
 static PyObject *
 probe_owner(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
+    (void)module;
     uint64_t shift, point, probes, mask;
     if (nargs != 6) {
         PyErr_Format(PyExc_TypeError, "probe_owner() takes 6 arguments (%zd given)", nargs);

@@ -68,6 +68,12 @@ def default_transport(config: NodeConfig) -> Transport:
     return HttpTransport(base_path=config.base_path)
 
 
+def _ring_info(ring: Ring) -> dict[str, Any]:
+    """The ``ring`` part of :meth:`Node.cluster_info`: what a client needs to build the same
+    ring from the member list."""
+    return {"flavour": ring.flavour, "replicas": ring.replicas, "probes": ring.probes}
+
+
 class Node:
     """A cache node: groups, loader threads, HTTP API and housekeeping.
 
@@ -248,11 +254,7 @@ class Node:
         }
         if picker is None:
             empty = Ring.build([], flavour=cfg.ring, replicas=cfg.replicas)
-            info["ring"] = {
-                "flavour": empty.flavour,
-                "replicas": empty.replicas,
-                "probes": empty.probes,
-            }
+            info["ring"] = _ring_info(empty)
             info["members"] = []
             if key is not None:
                 info["owner"] = None
@@ -263,7 +265,7 @@ class Node:
         info["node_id"] = self._node_id
         if self._membership is not None:
             info["membership"] = self._membership.statistics()
-        info["ring"] = {"flavour": ring.flavour, "replicas": ring.replicas, "probes": ring.probes}
+        info["ring"] = _ring_info(ring)
         clients = self.peer_statistics()
         info["members"] = [
             {

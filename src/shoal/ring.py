@@ -61,7 +61,8 @@ Lookup speed: with one probe, as in golang/groupcache, a prefix table indexed by
 the top bits of the key point answers directly for every slot of the hash space
 that holds no point (most of them); only a key in a slot that holds a point pays
 the binary search. Both give the same owner by construction. With several
-probes, each probe is a binary search (in C when the extension is built).
+probes, a table over the same slots holds the index of each slot's first point,
+so each probe searches only its own slot (in C when the extension is built).
 
 A ring never changes after it is built, so it is safe to read from any thread
 without a lock. A membership change builds a new ring (:meth:`Ring.with_nodes`)
@@ -594,13 +595,13 @@ class Ring:
         points = self._points
         if not points:
             return {}
-        gaps = []
-        previous = points[-1] - self._size  # the last point, one turn back
-        for point in points:
-            gaps.append(point - previous)
-            previous = point
         size = self._size
-        wins = [g / size for g in gaps] if self._probes == 1 else _probe_wins(gaps, self._probes)
+        arcs = []  # the arc that leads to each point, as a fraction of the space
+        previous = points[-1] - size  # the last point, one turn back
+        for point in points:
+            arcs.append((point - previous) / size)
+            previous = point
+        wins = arcs if self._probes == 1 else _probe_wins(arcs, self._probes)
         shares = dict.fromkeys(self._nodes, 0.0)
         # strict=False: _owners ends with one extra entry, the wrap-around copy.
         for win, node in zip(wins, self._owners, strict=False):
@@ -649,11 +650,9 @@ class Ring:
         )
 
 
-def _probe_wins(gaps: list[int], probes: int) -> list[float]:
+def _probe_wins(arcs: list[float], probes: int) -> list[float]:
     """The chance that each point wins a random key (see :meth:`Ring.shares`), given
-    the arcs that lead to the points, in point order."""
-    total = sum(gaps)
-    arcs = [g / total for g in gaps]
+    the arcs that lead to the points (fractions of the space), in point order."""
     order = sorted(range(len(arcs)), key=arcs.__getitem__)
     # Walk the arcs from the shortest up: between two arc lengths, S(d) = rest - longer * d,
     # where ``longer`` arcs exceed d and ``rest`` is their total length.
