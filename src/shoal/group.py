@@ -140,6 +140,8 @@ class Group(Generic[V]):
         )
         self._main_get = self._main.get
         self._hot_get = self._hot.get
+        # Without negative_ttl nothing enters _negative: a miss skips looking there.
+        self._keeps_negative = config.negative_ttl is not None
         self._flight: Flight[bytes] = Flight()
         # A peer's request for a key this node's ring gives to someone else (the
         # views differ during a membership change) loads here, in a flight of its
@@ -184,7 +186,7 @@ class Group(Generic[V]):
         if data is None:
             data = self._hot_get(key)
             if data is None:
-                if self._negative.get(key) is not None:
+                if self._keeps_negative and self._negative.get(key) is not None:
                     raise NotFound(key)
                 if self._stale is not None:
                     data = self._serve_stale(key)
@@ -275,7 +277,7 @@ class Group(Generic[V]):
         data = self._hot_get(key)
         if data is not None:
             return data, self._hot.expiry(key)
-        if self._negative.get(key) is not None:
+        if self._keeps_negative and self._negative.get(key) is not None:
             raise NotFound(key)
         if self._stale is not None:
             data = self._serve_stale(key)
@@ -758,7 +760,7 @@ class Group(Generic[V]):
         data = self._hot_get(key)
         if data is not None:
             return data
-        if self._negative.get(key) is not None:
+        if self._keeps_negative and self._negative.get(key) is not None:
             raise NotFound(key)
         if self._stale is not None and filler is None:
             data = self._serve_stale(key)
@@ -822,7 +824,7 @@ class Group(Generic[V]):
         data = self._main.peek(key)
         if data is None:
             data = self._hot.peek(key)
-        if data is None and self._negative.peek(key) is not None:
+        if data is None and self._keeps_negative and self._negative.peek(key) is not None:
             raise NotFound(key)
         return data
 
