@@ -167,9 +167,10 @@ class Group(Generic[V]):
         self.replica: Replica | None = None
         """The replicated state of a ``mode="replicated"`` group, else None."""
         if config.mode == "replicated":
-            from .replication import Replica
+            from .replication import LocalCaches, Replica
 
-            self.replica = Replica(self, clock=clock, rng=rng)
+            caches = LocalCaches(self._store, self._drop_local, self._fence_all)
+            self.replica = Replica(self, caches, clock=clock, rng=rng)
 
     def __repr__(self) -> str:
         return f"<Group {self.name!r} items={len(self._main)} bytes={self._main.nbytes}>"

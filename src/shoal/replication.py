@@ -35,7 +35,8 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from google.protobuf.message import DecodeError
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
     from .store import Clock
     from .transport import PeerClient
 
-__all__ = ["Replica", "serve_replica"]
+__all__ = ["LocalCaches", "Replica", "serve_replica"]
 
 log = logging.getLogger("shoal.replication")
 
@@ -64,6 +65,23 @@ MAX_CLOCK_DRIFT: Final = 300.0
 no longer merged into this node's clock (its writes still apply)."""
 
 
+@dataclass(frozen=True, slots=True)
+class LocalCaches:
+    """What a replica may change of its group: this node's caches and loads in flight.
+
+    The group hands these to its replica; merged writes reach the caches only
+    through them (reads then take the group's ordinary path).
+    """
+
+    keep: Callable[[str, bytes, float | None], None]
+    """``keep(key, data, expires_at)``: make ``data`` this node's value of ``key``
+    (absolute expiry in Unix seconds, or None), fencing loads of it in flight."""
+    drop: Callable[[Iterable[str]], int]
+    """``drop(keys)``: remove ``keys``, fencing their loads; return how many were held."""
+    fence_all: Callable[[], None]
+    """``fence_all()``: fence every load in flight (their results are not cached)."""
+
+
 class Replica:
     """The replicated state of one group on one node.
 
@@ -72,6 +90,7 @@ class Replica:
 
     Args:
         group: the group whose state this is.
+        caches: how merged writes reach the group's caches.
         clock: Unix time in seconds (the group's clock).
         rng: picks anti-entropy partners and jitter (seed it in tests).
         buckets: digest buckets; every member of the cluster must use the same.
@@ -80,12 +99,14 @@ class Replica:
     def __init__(
         self,
         group: Group[Any],
+        caches: LocalCaches,
         *,
         clock: Clock,
         rng: random.Random | None = None,
         buckets: int = DEFAULT_BUCKETS,
     ) -> None:
         self._group = group
+        self._caches = caches
         self._config = group.config
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
@@ -491,10 +512,10 @@ class Replica:
             return False
         current = self.state.get(entry.key)
         if current is None or current.dead(now):
-            self._group._drop_local([entry.key])
+            self._caches.drop([entry.key])
         else:
             assert current.value is not None
-            self._group._store(entry.key, current.value, current.expires_at)
+            self._caches.keep(entry.key, current.value, current.expires_at)
         return True
 
     def _observe(self, hlc: int, now: float) -> None:
@@ -510,8 +531,8 @@ class Replica:
         dropped = self.state.clear(version)
         if version.node != self.node_id and version != ZERO_VERSION:
             self._observe(version.hlc, now)
-        self._group._fence_all()
-        return self._group._drop_local(dropped)
+        self._caches.fence_all()
+        return self._caches.drop(dropped)
 
     def _check_room(self, key: str, data: bytes) -> None:
         config = self._config
