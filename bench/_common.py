@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -28,6 +28,8 @@ __all__ = [
     "median",
     "process_cpu_seconds",
     "ratio",
+    "spawn",
+    "stop",
 ]
 
 
@@ -114,6 +116,55 @@ def run(main: Callable[[], int]) -> NoReturn:
     sys.exit(code)
 
 
+def spawn(
+    cmd: Sequence[str],
+    log: Path,
+    *,
+    stdin: int = subprocess.DEVNULL,
+    new_session: bool = False,
+    drop_env: tuple[str, ...] = ("SHOAL_",),
+) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` with its stdout and stderr going to ``log``.
+
+    It runs without the caller's environment variables that start with one of
+    ``drop_env`` (by default ``SHOAL_*``, so a setting of the caller's shell does
+    not change what is measured) and finds this directory's modules on
+    ``PYTHONPATH``. ``stdin`` is DEVNULL or PIPE (a Go node stops when its stdin
+    closes; see :func:`stop`).
+    """
+    here = str(Path(__file__).resolve().parent)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(drop_env)}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            list(cmd),
+            stdin=stdin,
+            stdout=out,
+            stderr=out,
+            env=env,
+            start_new_session=new_session,
+        )
+
+
+def stop(procs: Iterable[subprocess.Popen[bytes]], timeout: float = 10.0) -> None:
+    """Stop processes together: close the stdin of those given a pipe, send
+    SIGTERM to all, and SIGKILL those still running ``timeout`` seconds later."""
+    running = [proc for proc in procs if proc.poll() is None]
+    for proc in running:
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    for proc in running:
+        try:
+            proc.wait(max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 @contextlib.contextmanager
 def child_process(
     name: str,
@@ -128,8 +179,7 @@ def child_process(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``cmd`` until the block ends; enter the block once ``ready()`` holds.
 
-    The process writes stdout and stderr to ``log``, runs without the caller's
-    ``SHOAL_*`` variables and finds this directory's modules on ``PYTHONPATH``.
+    The process is started by :func:`spawn` (its output goes to ``log``).
     ``ready`` is asked every ``poll`` seconds; raising OSError counts as not ready
     yet. At the end the process gets SIGTERM, then SIGKILL after ``stop_timeout``
     seconds. With ``new_session`` it runs in a session of its own, so a Ctrl-C in
@@ -140,18 +190,7 @@ def child_process(
         BenchError: the process exited, or was not ready within ``ready_timeout``
             seconds (the message ends with the tail of its log).
     """
-    here = str(Path(__file__).resolve().parent)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            list(cmd),
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=out,
-            env=env,
-            start_new_session=new_session,
-        )
+    proc = spawn(cmd, log, new_session=new_session)
 
     def tail() -> str:
         return log.read_text(errors="replace")[-4000:]
@@ -169,10 +208,4 @@ def child_process(
             time.sleep(poll)
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(stop_timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop([proc], stop_timeout)

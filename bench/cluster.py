@@ -70,7 +70,6 @@ import http.client
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -79,7 +78,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import BenchError, environment, markdown_table, median, process_cpu_seconds, run
+from _common import (
+    BenchError,
+    environment,
+    markdown_table,
+    median,
+    process_cpu_seconds,
+    run,
+    spawn,
+    stop,
+)
 from server import GROUP, KEYS, VALUE_SIZE, WrkRun, fetch, free_port, pinning, run_wrk, value_of
 from shoal import Ring
 
@@ -186,20 +194,6 @@ class Node:
         """CPU time the process has used so far, all its threads: (user, system)."""
         return process_cpu_seconds(self.proc.pid)
 
-    def stop(self) -> None:
-        """Stop the process: close its stdin (Go's way), SIGTERM, SIGKILL if need be."""
-        if self.proc.poll() is None:
-            if self.proc.stdin is not None:
-                with contextlib.suppress(OSError):
-                    self.proc.stdin.close()
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
 
 @dataclass
 class Cluster:
@@ -278,20 +272,17 @@ def running(
 
     ``commands`` holds, per node: its command line, API port, peer port and stats path.
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SHOAL_", "GO"))}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
     nodes: list[Node] = []
     try:
         for i, (cmd, api_port, peer_port, stats_path) in enumerate(commands):
             log = workdir / f"{slug}-{i}.log"
-            with log.open("wb") as out:
-                proc = subprocess.Popen(
-                    cmd,
-                    stdin=subprocess.PIPE if go else subprocess.DEVNULL,
-                    stdout=out,
-                    stderr=out,
-                    env=env,
-                )
+            # A Go node stops when its stdin closes, and is not to see GO* settings.
+            proc = spawn(
+                cmd,
+                log,
+                stdin=subprocess.PIPE if go else subprocess.DEVNULL,
+                drop_env=("SHOAL_", "GO"),
+            )
             url = f"http://127.0.0.1:{peer_port}"
             nodes.append(Node(f"{name} node {i}", url, api_port, stats_path, proc, log))
         for node, (_, _, peer_port, _) in zip(nodes, commands, strict=True):
@@ -299,8 +290,7 @@ def running(
         ring = Ring.build([node.url for node in nodes], flavour=flavour)
         yield Cluster(name, ring, nodes)
     finally:
-        for node in nodes:
-            node.stop()
+        stop((node.proc for node in nodes), STOP_TIMEOUT)
 
 
 def shoal_cluster(

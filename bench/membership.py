@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import random
 import shutil
 import signal
@@ -48,14 +47,13 @@ from typing import Any
 
 import aiohttp
 
-from _common import BenchError, environment, markdown_table, median, run
+from _common import BenchError, environment, markdown_table, median, run, spawn, stop
 from server import value_of
 from shoal.cli.cluster import pick_free_ports
 from shoal.cli.localetcd import LocalEtcd, etcd_binary
 from shoal.config import GossipConfig
 from shoal.ring import Ring
 
-HERE = Path(__file__).resolve().parent
 NODES = 5
 KEYS = 2000
 MOVED_KEYS = 100_000
@@ -113,8 +111,6 @@ def serve_args(source: str, peer_port: int, seed: int, etcd: str | None, cluster
 def cluster(source: str, etcd: str | None, workdir: Path, name: str) -> Iterator[list[Proc]]:
     """``NODES`` ``shoal serve`` processes of one cluster, stopped when the block ends."""
     ports = pick_free_ports(2 * NODES)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
     procs: list[Proc] = []
     try:
         for i in range(NODES):
@@ -126,22 +122,10 @@ def cluster(source: str, etcd: str | None, workdir: Path, name: str) -> Iterator
                 "--api-port", str(api_port), "--port", str(peer_port),
                 *serve_args(source, peer_port, ports[NODES], etcd, name),
             ]  # fmt: skip
-            with log.open("wb") as out:
-                proc = subprocess.Popen(
-                    args, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env
-                )
-            procs.append(Proc(i, api_port, peer_port, proc, log))
+            procs.append(Proc(i, api_port, peer_port, spawn(args, log), log))
         yield procs
     finally:
-        for p in procs:
-            if p.proc.poll() is None:
-                p.proc.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                p.proc.kill()
-                p.proc.wait()
+        stop(p.proc for p in procs)
 
 
 async def view(session: aiohttp.ClientSession, node: Proc) -> dict[str, Any]:
