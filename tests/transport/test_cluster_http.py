@@ -6,11 +6,8 @@ from __future__ import annotations
 import asyncio
 import gc
 
-import pytest
-
 from shoal import NotFound, RemoteLoadError
 from shoal.api.metrics import render_metrics
-from shoal.testing import ManualClock
 from shoal.transport.http import HttpPeerClient
 from shoal.wire import encode_get_response
 from shoal.wire.batch import EXTENSIONS_HEADER, GET_MANY_ERRORS_EXTENSION, GET_MANY_EXTENSION
@@ -36,56 +33,6 @@ async def test_default_transport_is_http() -> None:
         (client,) = picker.view.clients.values()
         assert isinstance(client, HttpPeerClient)
         assert client.url == nodes[1].url
-
-
-async def test_non_owner_fetches_from_the_owner_once() -> None:
-    """A miss on a non-owner is loaded by the owner, once, and served over HTTP."""
-    async with http_cluster(hot_admission="never") as nodes:
-        key = owned_by(nodes, 1)
-        for _ in range(3):
-            assert await nodes[0].group.get(key) == value(key)
-            assert await nodes[2].group.get(key) == value(key)
-        assert [len(s.loader.calls) for s in nodes] == [0, 1, 0]
-        assert nodes[1].group.statistics().server_requests == 6
-        assert nodes[0].group.statistics().peer_loads == 3
-
-
-async def test_expiry_travels_into_the_hot_cache() -> None:
-    """The owner's absolute expiry reaches the asker's hot copy, which expires with it."""
-    clock = ManualClock(1_700_000_000.0)
-    async with http_cluster(2, clock=clock, ttl=30, hot_admission="always") as nodes:
-        key = owned_by(nodes, 1)
-        assert await nodes[0].group.get(key) == value(key)
-        assert nodes[0].group.cached_bytes(key) == value(key)
-        clock.advance(31)
-        assert nodes[0].group.cached_bytes(key) is None
-
-
-async def test_owner_answers_are_final() -> None:
-    """NotFound and a loader failure at the owner reach the asker, which does not load
-    the key itself (one failing load per cluster)."""
-    async with http_cluster(2) as nodes:
-        missing = owned_by(nodes, 1, "missing:")
-        failing = owned_by(nodes, 1, "fail:")
-        with pytest.raises(NotFound):
-            await nodes[0].group.get(missing)
-        with pytest.raises(RemoteLoadError, match="database down"):
-            await nodes[0].group.get(failing)
-        assert nodes[0].loader.calls == []
-        assert nodes[1].loader.calls == [missing, failing]
-
-
-async def test_dead_owner_means_a_local_load() -> None:
-    """When the owner's process is gone, the asker counts a peer error and loads the key
-    itself."""
-    async with http_cluster(2, hot_admission="never") as nodes:
-        key = owned_by(nodes, 1)
-        assert await nodes[0].group.get(key) == value(key)
-        await nodes[1].node.aclose()
-        other = owned_by(nodes, 1, "other")
-        assert await nodes[0].group.get(other) == value(other)
-        assert nodes[0].loader.calls == [other]
-        assert nodes[0].group.statistics().peer_errors == 1
 
 
 async def test_get_many_across_the_cluster() -> None:
