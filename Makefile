@@ -50,8 +50,11 @@ lint: dev
 	$(BIN)/ruff check src tests bench hatch_build.py
 	$(BIN)/ruff format --check src tests bench hatch_build.py
 
+# The tests import each other from the tests folder (pytest's pythonpath), and every
+# folder has its own conftest.py: mypy gets the same root and names modules by path.
 typecheck: dev
-	$(BIN)/mypy src tests/typing bench
+	$(BIN)/mypy src bench
+	MYPYPATH=tests $(BIN)/mypy --explicit-package-bases tests
 
 pytest: dev
 	$(BIN)/pytest -q

@@ -50,7 +50,10 @@ async def test_routes_keys_to_their_owner_and_stands_in_for_a_dead_one(transport
     """Keys go to their owner; once a node is gone, its keys go to the owner on a
     ring of the others (the same node every time), which loads them."""
     async with cluster(transport) as nodes:
-        urls = [node.self_url for node in nodes]
+        urls: list[str] = []
+        for node in nodes:
+            assert node.self_url is not None
+            urls.append(node.self_url)
         async with Client(api_seed(nodes[0])) as client:
             assert (client.members, client.transport) == (tuple(urls), transport)
             keys = [f"k{i}" for i in range(40)]
@@ -124,4 +127,4 @@ def test_bad_options() -> None:
     """Timeouts, back-off and channel counts must be positive."""
     for options in ({"timeout": 0}, {"backoff": -1}, {"channels": 0}):
         with pytest.raises(ConfigError):
-            Client("grpc://h:1", **options)  # type: ignore[arg-type]
+            Client("grpc://h:1", **options)

@@ -44,7 +44,7 @@ async def test_different_keys_run_separately() -> None:
         await asyncio.sleep(0)
         return call.key
 
-    assert await asyncio.gather(flight.do("a", fn), flight.do("b", fn)) == ["a", "b"]
+    assert list(await asyncio.gather(flight.do("a", fn), flight.do("b", fn))) == ["a", "b"]
     assert flight.started == 2
 
 

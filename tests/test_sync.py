@@ -31,7 +31,8 @@ def test_many_threads_one_load_per_key() -> None:
 
         def ask(n: int) -> bytes:
             barrier.wait()
-            return g.get(f"k{n % 8}")
+            value: bytes = g.get(f"k{n % 8}")
+            return value
 
         with ThreadPoolExecutor(64) as pool:
             results = list(pool.map(ask, range(64)))
@@ -47,7 +48,12 @@ def test_hit_does_not_hop_to_the_loop_thread() -> None:
         loop = node.node.loop
         assert loop is not None
         blocked, release = threading.Event(), threading.Event()
-        loop.call_soon_threadsafe(lambda: (blocked.set(), release.wait(5)))
+
+        def block() -> None:
+            blocked.set()
+            release.wait(5)
+
+        loop.call_soon_threadsafe(block)
         blocked.wait(5)
         try:
             assert g.get("k") == b"v"  # would hang if it needed the loop

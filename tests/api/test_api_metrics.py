@@ -3,19 +3,27 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 from shoal.api.metrics import CONTENT_TYPE, escape_label_value, render_metrics
 from shoal.stats import GroupStats, StoreStats
 
 
 def store(**values: int) -> StoreStats:
-    fields = {"bytes": 0, "items": 0, "gets": 0, "hits": 0, "evictions": 0, "expirations": 0}
+    fields: dict[str, Any] = {
+        "bytes": 0,
+        "items": 0,
+        "gets": 0,
+        "hits": 0,
+        "evictions": 0,
+        "expirations": 0,
+    }
     fields.update(values)
     return StoreStats(capacity_bytes=1024, capacity_entries=None, **fields)
 
 
 def group(name: str, **values: int) -> GroupStats:
-    fields = {
+    fields: dict[str, Any] = {
         "gets": 0,
         "hits": 0,
         "loads": 0,

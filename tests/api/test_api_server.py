@@ -377,7 +377,12 @@ class TestLimits:
     async def test_content_length_too_large_is_refused_unread(self, serve: Serve) -> None:
         """413 comes right after the headers, without waiting for the body."""
         called: list[Request] = []
-        _, port = await serve(lambda r: called.append(r) or Response(200), max_body_bytes=100)
+
+        def handler(request: Request) -> Response:
+            called.append(request)
+            return Response(200)
+
+        _, port = await serve(handler, max_body_bytes=100)
         async with Client(port) as client:
             await client.send(b"PUT /k HTTP/1.1\r\nContent-Length: 1000000\r\n\r\n")
             r = await client.response()

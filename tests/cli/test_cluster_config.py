@@ -274,10 +274,10 @@ def test_node_label() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "m", None, None)
     label = NodeLabel()
     assert label.filter(record)
-    assert record.node == ""
+    assert record.__dict__["node"] == ""
     label.set("node 8001")
     assert label.filter(record)
-    assert record.node == "[node 8001] "
+    assert record.__dict__["node"] == "[node 8001] "
 
 
 async def test_tracing_says_where_each_miss_went(caplog: pytest.LogCaptureFixture) -> None:

@@ -16,7 +16,7 @@ import grpc
 import grpc.aio
 import pytest
 from google.protobuf import descriptor_pool, json_format, message_factory
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
@@ -33,7 +33,7 @@ from procs import (
     until,
 )
 from shoal.wire._pb import shoal_pb2 as pb
-from transport.grpckit import raw_call
+from transport.grpckit import health_check, raw_call
 
 GROUP = "data"
 LOAD_DELAY = 0.2
@@ -129,7 +129,9 @@ async def test_1000_concurrent_cold_requests_are_one_load_per_key(
     keys = [f"burst-{i}" for i in range(10)]
     channels = [grpc.aio.insecure_channel(target(node)) for node in c.nodes]
     try:
-        methods = [ch.unary_unary("/shoal.v1.Cache/Get") for ch in channels]
+        methods: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
+            ch.unary_unary("/shoal.v1.Cache/Get") for ch in channels
+        ]
 
         async def one(i: int) -> tuple[str, grpc.StatusCode, bytes]:
             key = keys[i % len(keys)]
@@ -275,16 +277,15 @@ def test_reflection_serves_what_grpcurl_needs(counted: CountedCluster) -> None:
             response_deserializer=reply_type.FromString,
         )
         reply = call(request, timeout=30)
-    assert reply.value == b"630"
+    assert reply.value == b"630"  # type: ignore[attr-defined]  # a message class made at run time
     assert json_format.MessageToDict(reply) == {"value": "NjMw"}  # grpcurl's output
 
 
 async def test_health_check(counted: CountedCluster) -> None:
     """grpc.health.v1.Health/Check: SERVING for the node and each shoal service."""
     async with grpc.aio.insecure_channel(target(counted.cluster.nodes[2])) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
         for service in ("", "pb.GroupCache", "shoal.v1.Cache", "shoal.v1.Peer"):
-            reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=30)
+            reply = await health_check(channel, service)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
 
 
@@ -357,7 +358,9 @@ async def test_sigkill_of_an_owner_under_load_fails_no_request(tmp_path: Path) -
         stop = asyncio.Event()
         numbers = itertools.count()
         channels = [grpc.aio.insecure_channel(target(node)) for node in survivors]
-        methods = [ch.unary_unary("/shoal.v1.Cache/Get") for ch in channels]
+        methods: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
+            ch.unary_unary("/shoal.v1.Cache/Get") for ch in channels
+        ]
 
         async def raw_client() -> None:
             while not stop.is_set():

@@ -53,10 +53,21 @@ class PolicyContract:
     make: ClassVar[Callable[[], Policy]]
 
     def policy(self) -> Policy:
-        return self.make()
+        return type(self).make()
 
-    def store(self, clock: ManualClock | None = None, **bounds: int) -> Store:
-        return Store(policy=self.make(), clock=clock or ManualClock(), **bounds)
+    def store(
+        self,
+        clock: ManualClock | None = None,
+        *,
+        capacity_entries: int | None = None,
+        capacity_bytes: int | None = None,
+    ) -> Store:
+        return Store(
+            policy=type(self).make(),
+            clock=clock or ManualClock(),
+            capacity_entries=capacity_entries,
+            capacity_bytes=capacity_bytes,
+        )
 
     # -- the policy alone --------------------------------------------------------
 
@@ -175,9 +186,9 @@ class PolicyContract:
     def test_bounds_hold_under_load(self, bounds: dict[str, int]) -> None:
         """A skewed random workload never takes the store past a bound; bytes stay exact."""
         rng = random.Random(7)
-        s = self.store(**bounds)
         limit_entries = bounds.get("capacity_entries")
         limit_bytes = bounds.get("capacity_bytes")
+        s = self.store(capacity_entries=limit_entries, capacity_bytes=limit_bytes)
         for step in range(3000):
             key = f"k{int(rng.paretovariate(1.2)) % 200}"
             op = rng.random()

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import random
 
-from contract import PolicyContract, machine_tests
-
+from policy.contract import PolicyContract, machine_tests
 from shoal.policy import LFUPolicy, LRUPolicy, Policy
 from shoal.store import Store
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from contract import PolicyContract, machine_tests
-
+from policy.contract import PolicyContract, machine_tests
 from shoal.policy import LRUPolicy
 
 

@@ -71,7 +71,7 @@ async def test_group_uses_the_policy_for_main_and_hot(name: str) -> None:
     """A group's main and hot caches run its policy; reads, writes, deletes, TTLs work."""
     clock = ManualClock()
     loader = CountingLoader({f"k{i}": b"v" * 10 for i in range(100)})
-    group = Group(
+    group: Group[bytes] = Group(
         GroupConfig(name="g", policy=name, capacity_entries=40, capacity_bytes=2000),
         loader,
         clock=clock,

@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-from contract import PolicyContract, machine_tests
 
+from policy.contract import PolicyContract, machine_tests
 from shoal.cli.hitratio import stable_hash
 from shoal.policy import LRUPolicy, Policy, TinyLFUPolicy
 from shoal.policy._sketch import FrequencySketch

@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import grpc.aio
+from grpc_health.v1 import health_pb2
 
 from procs import free_ports
 from shoal import Node, NodeConfig
@@ -29,6 +30,21 @@ class Answer:
     """The answer's bytes on success."""
 
 
+async def health_check(
+    channel: grpc.aio.Channel, service: str, *, deadline: float = 30.0
+) -> health_pb2.HealthCheckResponse:
+    """``grpc.health.v1.Health/Check`` of ``service`` over ``channel``."""
+    check = channel.unary_unary(
+        "/grpc.health.v1.Health/Check",
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
+    reply: health_pb2.HealthCheckResponse = await check(
+        health_pb2.HealthCheckRequest(service=service), timeout=deadline
+    )
+    return reply
+
+
 async def raw_call(
     target: str | int, path: str, request: bytes, *, deadline: float = 10.0
 ) -> Answer:
@@ -36,7 +52,7 @@ async def raw_call(
     ``host:port``) with exactly ``request`` as the message bytes."""
     address = f"127.0.0.1:{target}" if isinstance(target, int) else target
     async with grpc.aio.insecure_channel(address) as channel:
-        method = channel.unary_unary(path)
+        method: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(path)
         try:
             body: bytes = await method(request, timeout=deadline)
         except grpc.aio.AioRpcError as exc:

@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 import grpc
 import grpc.aio
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from shoal import (
     GroupNotFound,
@@ -31,7 +31,7 @@ from shoal.errors import ConfigError
 from shoal.transport.grpc import GrpcNodeClient, GrpcPeerClient, GrpcTransport, grpc_target
 from shoal.wire._pb import geekcache_pb2 as geek
 from shoal.wire._pb import shoal_pb2 as pb
-from transport.grpckit import grpc_cluster, raw_call
+from transport.grpckit import grpc_cluster, health_check, raw_call
 from transport.peerkit import owned_by, value
 
 OK = grpc.StatusCode.OK
@@ -320,12 +320,11 @@ async def test_health_reports_every_service() -> None:
         address = node.peer_address
         assert address is not None
         async with grpc.aio.insecure_channel(f"127.0.0.1:{address[1]}") as channel:
-            stub = health_pb2_grpc.HealthStub(channel)
             for service in ("", "shoal.v1.Cache", "shoal.v1.Peer", "pb.GroupCache"):
-                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service))
+                reply = await health_check(channel, service)
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING, service
             with pytest.raises(grpc.aio.AioRpcError) as caught:
-                await stub.Check(health_pb2.HealthCheckRequest(service="nope"))
+                await health_check(channel, "nope")
             assert caught.value.code() is grpc.StatusCode.NOT_FOUND
 
 

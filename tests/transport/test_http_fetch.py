@@ -6,7 +6,7 @@ batch get answered key by key; each gets what a GET of its key alone would have
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -240,15 +240,17 @@ async def test_abandoned_fetches_get_nothing_and_free_the_connection() -> None:
         delivered: list[str] = []
         both = asyncio.Event()
 
-        def deliver(key: str) -> None:
-            delivered.append(key)
-            if len(delivered) == 2:
-                both.set()
+        def deliver(key: str) -> Callable[[Fetched | None, BaseException | None], None]:
+            """The callback of the fetch of ``key``: notes that it was delivered."""
 
-        abandon = {
-            key: client.fetch(GROUP, key, lambda f, e, key=key: deliver(key))
-            for key in ("a", "b", "c")
-        }
+            def done(fetched: Fetched | None, error: BaseException | None) -> None:
+                delivered.append(key)
+                if len(delivered) == 2:
+                    both.set()
+
+            return done
+
+        abandon = {key: client.fetch(GROUP, key, deliver(key)) for key in ("a", "b", "c")}
         await peer.seen.get()
         await peer.seen.get()  # the batch arrived
         cancel_a = abandon["a"]
@@ -260,9 +262,7 @@ async def test_abandoned_fetches_get_nothing_and_free_the_connection() -> None:
         assert client.statistics().connections_open == 1
 
         release.clear()
-        abandon = {
-            key: client.fetch(GROUP, key, lambda f, e, key=key: deliver(key)) for key in ("d", "e")
-        }
+        abandon = {key: client.fetch(GROUP, key, deliver(key)) for key in ("d", "e")}
         request = await peer.seen.get()
         assert batch_keys(request) == ["d", "e"]
         for cancel in abandon.values():
