@@ -20,6 +20,7 @@ from procs import (
     http_get,
     loaded_value,
     shoal_cluster,
+    until,
 )
 
 GROUP = "data"
@@ -100,13 +101,6 @@ async def test_the_client_survives_a_sigkill(tmp_path: Path) -> None:
 
         def victim_keys_after() -> list[str]:
             return [k for k in done_after if c.owner(k) == 2]
-
-        async def until(condition: Any, what: str) -> None:
-            for _ in range(6000):
-                if condition():
-                    return
-                await asyncio.sleep(0.01)
-            raise AssertionError(f"timed out waiting for {what}")
 
         async with shoal.Client([node.url for node in c.nodes]) as client:
             tasks = [asyncio.create_task(reader(client)) for _ in range(8)]
