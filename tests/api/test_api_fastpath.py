@@ -367,11 +367,29 @@ class TestServerFastPath:
         first = server.date
         assert re.fullmatch(rb"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT", first)
         assert server.octet_stream_head.startswith(b"HTTP/1.1 200 OK\r\n")
+        head = server.ok_head(100)
+        assert head == server.octet_stream_head + b"100" + server.fast_tail
+        assert server.ok_heads == {100: head}
         await asyncio.sleep(1.1)
         assert server.date != first
         assert server.date in server.octet_stream_head
+        assert server.ok_heads == {}  # heads of the old Date are gone
         await server.aclose()
         assert server._date_timer is None
+
+    async def test_fast_heads_kept_are_bounded(self) -> None:
+        """One head per body length is kept; past the bound the set starts again."""
+        server = HttpServer(lambda request: Response(200))
+        await server.start("127.0.0.1", 0)
+        try:
+            for length in range(_http._OK_HEADS_KEPT):
+                server.ok_head(length)
+            assert len(server.ok_heads) == _http._OK_HEADS_KEPT
+            head = server.ok_head(1 << 20)
+            assert server.ok_heads == {1 << 20: head}
+            assert head.endswith(b"Content-Length: 1048576\r\n\r\n")
+        finally:
+            await server.aclose()
 
 
 @pytest.mark.parametrize("version", ["1.0", "1.1", "2.0"])

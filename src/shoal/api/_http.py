@@ -106,6 +106,9 @@ _DISCARD_LIMIT: Final = 1 << 20
 # Bodies above this size are written separately instead of being copied into
 # the header bytes.
 _JOIN_LIMIT: Final = 64 << 10
+# Fast-path heads kept per second (one per body length; most caches hold values of
+# a few sizes, and the set starts again when it is full).
+_OK_HEADS_KEPT: Final = 1024
 
 _IDLE: Final = 0  # between requests (or before the first one)
 _HEADERS: Final = 1  # a request has begun; its headers are not complete
@@ -755,11 +758,12 @@ class HttpProtocol(asyncio.Protocol):
             # 200: what _send(request, Response(200, result, fast_content_type,
             # fast_headers)) writes, from the header the server keeps ready.
             server = self._server
-            head, tail = server.octet_stream_head, server.fast_tail
-            if len(result) <= _JOIN_LIMIT:
-                self._out.append(b"%s%d%s%s" % (head, len(result), tail, result))
+            size = len(result)
+            head = server.ok_heads.get(size) or server.ok_head(size)
+            if size <= _JOIN_LIMIT:
+                self._out.append(head + result)
             else:
-                self._out += (b"%s%d%s" % (head, len(result), tail), result)
+                self._out += (head, result)
             self._deadline = self._now + self._keepalive_timeout  # as _after_answer
             return True
         if result is None:
@@ -988,7 +992,7 @@ class HttpProtocol(asyncio.Protocol):
         ):
             # A fast-path GET answered later (a miss): the fast path's bytes.
             body = response.body
-            self._write(b"%s%d%s%s" % (server.octet_stream_head, len(body), server.fast_tail, body))
+            self._write((server.ok_heads.get(len(body)) or server.ok_head(len(body))) + body)
             return
         head = request is not None and request.method == "HEAD"
         keep_alive_header = request is not None and request.http_version == "1.0" and not close
@@ -1246,6 +1250,9 @@ class HttpServer:
         self.octet_stream_head = b""
         """The head of a fast-path answer (octet-stream unless ``fast_content_type``
         says otherwise), up to the Content-Length value; see :func:`_fast_head`."""
+        self.ok_heads: dict[int, bytes] = {}
+        """Whole heads of fast-path answers by body length, for the current ``Date``
+        (see :meth:`ok_head`)."""
         self._date_timer: asyncio.TimerHandle | None = None
         self._deadlines: Deadlines | None = None
 
@@ -1363,9 +1370,21 @@ class HttpServer:
         now = time.time()
         self.date = email.utils.formatdate(now, usegmt=True).encode("ascii")
         self.octet_stream_head = _fast_head(self.date, self.fast_content_type)
+        self.ok_heads = {}
         # A millisecond past the second: the loop's timers may fire up to a
         # millisecond early, and the value must have changed when this runs.
         self._date_timer = self.loop.call_later(1.001 - now % 1.0, self._update_date)
+
+    def ok_head(self, length: int) -> bytes:
+        """The head of a fast-path ``200`` answer whose body has ``length`` bytes, up
+        to the body; kept in :attr:`ok_heads` until the ``Date`` changes (values of
+        one size share it: formatting it is a good part of a hit's cost)."""
+        head = b"%s%d%s" % (self.octet_stream_head, length, self.fast_tail)
+        heads = self.ok_heads
+        if len(heads) >= _OK_HEADS_KEPT:
+            heads.clear()
+        heads[length] = head
+        return head
 
     async def _respond(self, awaitable: Awaitable[Response]) -> Response:
         """Await a handler's answer within ``request_timeout``; never raises but CancelledError."""
