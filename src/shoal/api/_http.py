@@ -759,6 +759,7 @@ class HttpProtocol(asyncio.Protocol):
             # fast_headers)) writes, from the header the server keeps ready.
             server = self._server
             size = len(result)
+            # ok_head(size), its lookup inlined: a hit saves the call.
             head = server.ok_heads.get(size) or server.ok_head(size)
             if size <= _JOIN_LIMIT:
                 self._out.append(head + result)
@@ -992,7 +993,7 @@ class HttpProtocol(asyncio.Protocol):
         ):
             # A fast-path GET answered later (a miss): the fast path's bytes.
             body = response.body
-            self._write((server.ok_heads.get(len(body)) or server.ok_head(len(body))) + body)
+            self._write(server.ok_head(len(body)) + body)
             return
         head = request is not None and request.method == "HEAD"
         keep_alive_header = request is not None and request.http_version == "1.0" and not close
@@ -1379,11 +1380,13 @@ class HttpServer:
         """The head of a fast-path ``200`` answer whose body has ``length`` bytes, up
         to the body; kept in :attr:`ok_heads` until the ``Date`` changes (values of
         one size share it: formatting it is a good part of a hit's cost)."""
-        head = b"%s%d%s" % (self.octet_stream_head, length, self.fast_tail)
         heads = self.ok_heads
-        if len(heads) >= _OK_HEADS_KEPT:
-            heads.clear()
-        heads[length] = head
+        head = heads.get(length)
+        if head is None:
+            head = b"%s%d%s" % (self.octet_stream_head, length, self.fast_tail)
+            if len(heads) >= _OK_HEADS_KEPT:
+                heads.clear()
+            heads[length] = head
         return head
 
     async def _respond(self, awaitable: Awaitable[Response]) -> Response:
