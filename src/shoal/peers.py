@@ -3,9 +3,24 @@
 A membership change builds a new :class:`PeerView` (new ring, clients for the
 new members, the old clients kept) while the old view keeps serving, then
 swaps it in with a single assignment, so no reader ever sees a ring whose
-members have no clients. A peer whose requests fail is skipped for a short
-back-off: keys it owns are loaded locally meanwhile, instead of every request
-paying a timeout.
+members have no clients.
+
+A peer whose exchange fails becomes *suspect*, and only one request pays for
+finding out that it is gone:
+
+- While a suspect peer's back-off window runs, :meth:`PeerPicker.pick` names no
+  client for its keys: the group fails over at once (loads locally, or answers
+  that the owner is unavailable) instead of every request waiting a timeout.
+- When the window ends, ``pick`` lets exactly one request through as a probe,
+  and no other until that probe's outcome is reported (or, were it never
+  reported, until the longest window has passed). A probe that succeeds makes
+  the peer healthy again at once; one that fails starts a window twice as long
+  as the last, up to :data:`MAX_BACKOFF_FACTOR` times the configured back-off.
+- A failure reported during a window by an exchange that started before the
+  peer became suspect changes nothing: the peer was already known to fail.
+- :meth:`PeerPicker.backing_off` lists the peers inside a window (or holding a
+  probe), which is what writes and replication skip; a suspect peer whose
+  window has ended is not listed, so a write or push may be the probe.
 """
 
 from __future__ import annotations
@@ -14,12 +29,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import Final
 
 from .errors import ConfigError
 from .ring import Ring
 from .transport import PeerClient, Transport
 
-__all__ = ["PeerPicker", "PeerView"]
+__all__ = ["MAX_BACKOFF_FACTOR", "PeerPicker", "PeerView"]
+
+MAX_BACKOFF_FACTOR: Final = 8
+"""A suspect peer's back-off window doubles with each failed probe, up to this many
+times the configured back-off."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +52,18 @@ class PeerView:
     """A client for every member except this node."""
 
 
+@dataclass(slots=True)
+class _Suspect:
+    """A peer whose last exchange failed."""
+
+    window: float
+    """Length of the current back-off window, in seconds."""
+    until: float
+    """When the window ends (a probe may then go through)."""
+    probing: bool = False
+    """A probe was let through and its outcome is not known yet."""
+
+
 class PeerPicker:
     """Chooses the peer that owns a key, or None when this node should load it.
 
@@ -40,7 +72,8 @@ class PeerPicker:
         transport: makes clients for new members.
         ring: the ring flavour (``shoal``, ``golang``, ``groupcache-go``).
         replicas: virtual nodes per member (None: the flavour's default).
-        backoff: seconds a failing peer is skipped.
+        backoff: seconds a peer that just failed is skipped (the first back-off
+            window; later ones grow, see the module docstring).
         clock: monotonic time source.
     """
 
@@ -61,7 +94,8 @@ class PeerPicker:
         self._backoff = backoff
         self._clock = clock
         self._view = PeerView(Ring.build([self_url], flavour=ring, replicas=replicas))
-        self._failed_until: dict[str, float] = {}
+        self._max_backoff = backoff * MAX_BACKOFF_FACTOR
+        self._suspects: dict[str, _Suspect] = {}
 
     @property
     def view(self) -> PeerView:
@@ -90,9 +124,9 @@ class PeerPicker:
         }
         ring = old.ring.with_nodes(members)
         self._view = PeerView(ring, MappingProxyType(clients))  # the one swap
-        for url in list(self._failed_until):
+        for url in list(self._suspects):
             if url not in clients:
-                del self._failed_until[url]
+                del self._suspects[url]
         return [c for url, c in old.clients.items() if url not in clients]
 
     def owner(self, key: str) -> str:
@@ -101,28 +135,55 @@ class PeerPicker:
 
     def pick(self, key: str) -> PeerClient | None:
         """The client of the peer owning ``key``; None if this node owns it or the owner
-        is in its failure back-off."""
+        is suspect (see the module docstring: a suspect owner's client is returned
+        to one caller per back-off window, the probe)."""
         view = self._view
         owner = view.ring.owner(key)
         if owner == self.self_url:
             return None
-        if self._failed_until and self._failed_until.get(owner, 0.0) > self._clock():
-            return None
+        if self._suspects:
+            suspect = self._suspects.get(owner)
+            if suspect is not None and not self._probe(suspect):
+                return None
         return view.clients.get(owner)
 
+    def _probe(self, suspect: _Suspect) -> bool:
+        """Whether a request may go to ``suspect`` now, as its probe."""
+        now = self._clock()
+        if now < suspect.until:
+            return False
+        # The probe holds the peer until its outcome is reported; the longest window
+        # bounds the wait for an outcome that never comes (a cancelled request).
+        suspect.probing = True
+        suspect.until = now + self._max_backoff
+        return True
+
     def failed(self, url: str) -> None:
-        """Note a transport failure of ``url``: skip it for the back-off period."""
-        self._failed_until[url] = self._clock() + self._backoff
+        """Note a transport failure of ``url``: it becomes suspect, or, if this was
+        its probe (or a request after its window ended), its next window is twice
+        as long (bounded). A failure inside a window changes nothing."""
+        now = self._clock()
+        suspect = self._suspects.get(url)
+        if suspect is None:
+            self._suspects[url] = _Suspect(self._backoff, now + self._backoff)
+        elif suspect.probing or now >= suspect.until:
+            suspect.window = min(suspect.window * 2, self._max_backoff)
+            suspect.until = now + suspect.window
+            suspect.probing = False
 
     def succeeded(self, url: str) -> None:
-        """Note a successful exchange with ``url``: end any back-off."""
-        if self._failed_until:
-            self._failed_until.pop(url, None)
+        """Note a successful exchange with ``url``: it is healthy again at once."""
+        if self._suspects:
+            self._suspects.pop(url, None)
+
+    def suspect(self, url: str) -> bool:
+        """Whether ``url`` failed and has not answered since."""
+        return url in self._suspects
 
     def backing_off(self) -> list[str]:
-        """Peers currently skipped after failures."""
+        """Peers skipped now: suspect, inside their window or holding a probe."""
         now = self._clock()
-        return [u for u, until in self._failed_until.items() if until > now]
+        return [u for u, s in self._suspects.items() if s.until > now]
 
     async def aclose(self) -> None:
         """Close every peer client and the transport."""
