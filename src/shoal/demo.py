@@ -28,6 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
+from ._printable import printable
 from .errors import ConfigError
 from .loaders.sql import SQLiteLoader
 
@@ -124,7 +125,7 @@ class SlowDB:
             NotFound: no score for ``key``.
         """
         self.searches += 1
-        log.info("[SlowDB] search key %s", key)
+        log.info("[SlowDB] search key %s", printable(key))
         if self.delay:
             await asyncio.sleep(self.delay)
         return await self._sql(key)

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from google.protobuf.message import DecodeError
 
+from ._printable import printable
 from .errors import BadRequest, GroupFull, PeerError, ShoalError
 from .hlc import HybridClock, hlc_from_seconds
 from .replica import DEFAULT_BUCKETS, ZERO_VERSION, Entry, ReplicaState, Version
@@ -384,7 +385,10 @@ class Replica:
                     self._counters["sync_failures"] += 1
                     self._failed(peer)
                     log.info(
-                        "group %r: anti-entropy with %s failed: %s", self._group.name, peer.url, exc
+                        "group %r: anti-entropy with %s failed: %s",
+                        self._group.name,
+                        peer.url,
+                        printable(str(exc)),
                     )
             try:
                 self.collect_garbage()
@@ -456,7 +460,7 @@ class Replica:
                 self._group.name,
                 len(entries),
                 peer.url,
-                exc,
+                printable(str(exc)),
             )
 
     async def _send(self, peer: PeerClient, entries: list[Entry], cleared: Version | None) -> None:

@@ -22,6 +22,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .._printable import printable
 from ..errors import NotFound, PeerError
 
 if TYPE_CHECKING:
@@ -68,7 +69,8 @@ class NodeLabel(logging.Filter):
 
 def _why(exc: BaseException, url: str) -> str:
     # Transport errors usually start with the peer's URL, which the line already names.
-    return str(exc).removeprefix(f"{url}: ") or type(exc).__name__
+    # The text may come from the peer: escaped, so it cannot forge log lines.
+    return printable(str(exc).removeprefix(f"{url}: ")) or type(exc).__name__
 
 
 def _ms(start: float) -> str:
@@ -110,7 +112,7 @@ class TracingClient:
             )
             raise
         except Exception as exc:
-            log.info("miss %r -> %s: %s (%s)", key, self.url, exc, _ms(start))
+            log.info("miss %r -> %s: %s (%s)", key, self.url, printable(str(exc)), _ms(start))
             raise
         log.info(
             "miss %r -> fetched from %s in %s (%d bytes)",
