@@ -11,8 +11,9 @@ finding out that it is gone:
 - While a suspect peer's back-off window runs, :meth:`PeerPicker.pick` names no
   client for its keys: the group fails over at once (loads locally, or answers
   that the owner is unavailable) instead of every request waiting a timeout.
-- When the window ends, ``pick`` lets exactly one request through as a probe,
-  and no other until that probe's outcome is reported (or, were it never
+- When the window ends, ``pick`` lets exactly one load through as a probe (the
+  load of one key, which may pick more than once), and no other until that
+  probe's outcome is reported (or, were it never
   reported, until the longest window has passed). A probe that succeeds makes
   the peer healthy again at once; one that fails starts a window twice as long
   as the last, up to :data:`MAX_BACKOFF_FACTOR` times the configured back-off.
@@ -62,6 +63,9 @@ class _Suspect:
     """When the window ends (a probe may then go through)."""
     probing: bool = False
     """A probe was let through and its outcome is not known yet."""
+    probe_key: str | None = None
+    """The key whose load is the probe (asked for again by the same load, it still
+    goes through: a load may pick before it knows how it will fetch)."""
 
 
 class PeerPicker:
@@ -143,18 +147,21 @@ class PeerPicker:
             return None
         if self._suspects:
             suspect = self._suspects.get(owner)
-            if suspect is not None and not self._probe(suspect):
+            if suspect is not None and not self._probe(suspect, key):
                 return None
         return view.clients.get(owner)
 
-    def _probe(self, suspect: _Suspect) -> bool:
-        """Whether a request may go to ``suspect`` now, as its probe."""
+    def _probe(self, suspect: _Suspect, key: str) -> bool:
+        """Whether a request for ``key`` may go to ``suspect`` now, as its probe."""
+        if suspect.probing and suspect.probe_key == key:
+            return True
         now = self._clock()
         if now < suspect.until:
             return False
         # The probe holds the peer until its outcome is reported; the longest window
         # bounds the wait for an outcome that never comes (a cancelled request).
         suspect.probing = True
+        suspect.probe_key = key
         suspect.until = now + self._max_backoff
         return True
 
@@ -170,6 +177,7 @@ class PeerPicker:
             suspect.window = min(suspect.window * 2, self._max_backoff)
             suspect.until = now + suspect.window
             suspect.probing = False
+            suspect.probe_key = None
 
     def succeeded(self, url: str) -> None:
         """Note a successful exchange with ``url``: it is healthy again at once."""
