@@ -9,7 +9,15 @@ from typing import Any
 import pytest
 
 from memcluster import DATA, cluster
-from shoal import NodeConfig, NotFound, RemoteLoadError
+from shoal import (
+    LoadedValueTooLarge,
+    NodeConfig,
+    NotFound,
+    PeerError,
+    PeerUnavailable,
+    RemoteLoadError,
+)
+from shoal.api.metrics import render_metrics
 from shoal.ring import Ring
 
 
@@ -159,3 +167,84 @@ async def test_get_many_falls_back_when_a_peer_is_down() -> None:
         assert await c.groups[0].get_many(keys) == {k: DATA[k] for k in keys}
         assert c.loaders[0].total == 3
         assert c.groups[0].statistics().peer_errors >= 1
+
+
+async def test_an_unreachable_owner_without_a_loader_here_is_unavailable_not_not_found() -> None:
+    """Keys that exist only at their owner (set there, no loader anywhere): while the
+    owner cannot be reached, a get elsewhere raises PeerUnavailable, at once once the
+    owner is suspect, and nothing is remembered as missing."""
+    async with cluster(hot_admission="never", negative_ttl=60.0) as c:
+        plain = [node.group("plain", hot_admission="never") for node in c.nodes]  # no loader
+        group = plain[0]
+        key = c.key_owned_by(1)
+        await plain[1].set(key, b"only here")
+        assert await group.get(key) == b"only here"
+        c.network.down.add(c.urls[1])
+        for _ in range(2):
+            with pytest.raises(PeerUnavailable) as info:
+                await group.get(key)
+            assert not isinstance(info.value, NotFound)
+            assert isinstance(info.value, PeerError)
+        assert group.statistics().peer_errors == 1  # the second failed over at once
+        c.network.down.clear()
+        assert c.groups[0].peers is not None
+        c.groups[0].peers.succeeded(c.urls[1])
+        assert await group.get(key) == b"only here"
+
+
+async def test_a_loader_that_does_not_know_a_key_of_an_unreachable_owner_is_unavailable() -> None:
+    """The owner may hold a value its loader does not know (set there): with the owner
+    unreachable, the local loader's NotFound is no proof, so the answer is
+    PeerUnavailable and no negative entry is kept."""
+    async with cluster(hot_admission="never", negative_ttl=60.0) as c:
+        key = next(k for k in (f"set-only{i}" for i in range(100)) if c.owner_index(k) == 1)
+        await c.groups[1].set(key, b"written")
+        c.network.down.add(c.urls[1])
+        with pytest.raises(PeerUnavailable, match="does not know the key"):
+            await c.groups[0].get(key)
+        assert c.loaders[0].calls[key] == 1
+        c.network.down.clear()
+        c.groups[0].peers.succeeded(c.urls[1])  # type: ignore[union-attr]
+        assert await c.groups[0].get(key) == b"written"  # not cached as missing
+
+
+async def test_loads_slower_than_peer_timeout_are_counted_as_duplicates() -> None:
+    """A loader slower than peer_timeout: a non-owner that times out loads the key
+    too, and says so in duplicate_loads; the loads in the cluster stay within the
+    keys plus the counted duplicates."""
+    async with cluster(hot_admission="never", peer_timeout=0.05) as c:
+        calls = 0
+
+        async def slow(key: str) -> bytes:
+            nonlocal calls
+            calls += 1
+            await asyncio.sleep(0.1)
+            return DATA[key]
+
+        for group in c.groups:
+            group._loader = slow
+        keys = [k for k in DATA if c.owner_index(k) == 1][:10]
+        first = await asyncio.gather(*(c.groups[0].get(k) for k in keys[:5]))
+        rest = [await c.groups[0].get(k) for k in keys[5:]]
+        assert first + rest == [DATA[k] for k in keys]
+        await asyncio.sleep(0.15)  # the owner's loads that nobody waits for end too
+        duplicates = c.groups[0].statistics().duplicate_loads
+        assert duplicates == 5  # the five asked while the owner was thought healthy
+        assert calls <= len(keys) + duplicates
+        metrics = render_metrics([c.groups[0].statistics()])
+        assert b'shoal_duplicate_loads_total{group="scores"} 5\n' in metrics
+
+
+async def test_a_loaded_value_over_max_value_bytes_is_an_error_and_not_cached() -> None:
+    async with cluster(max_value_bytes=100) as c:
+        key = c.key_owned_by(0)
+        c.loaders[0].data[key] = b"x" * 101
+        for _ in range(2):
+            with pytest.raises(LoadedValueTooLarge, match="max_value_bytes=100"):
+                await c.groups[0].get(key)
+        stats = c.groups[0].statistics()
+        assert (stats.oversized_values, stats.local_load_errors, stats.main.items) == (2, 2, 0)
+        with pytest.raises(RemoteLoadError):  # asked elsewhere: the owner's load failed
+            await c.groups[1].get(key)
+        c.loaders[0].data[key] = b"x" * 100
+        assert await c.groups[1].get(key) == b"x" * 100

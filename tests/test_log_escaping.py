@@ -6,9 +6,10 @@ import logging
 
 import pytest
 
-from shoal import NotFound
+from shoal import NotFound, PeerUnavailable
 from shoal._printable import printable
 from shoal.demo import SlowDB
+from transport.peerkit import FakePeer, Received, Reply, answer, serving
 
 FORGED = "k\nshoal.group WARNING forged\r\x1b[2J\u2028"
 
@@ -44,3 +45,26 @@ async def test_the_demo_database_logs_the_key_escaped(caplog: pytest.LogCaptureF
         assert any("\\n" in m for m in messages)
     finally:
         await db.aclose()
+
+
+async def test_a_peer_failure_is_logged_with_the_key_and_the_peers_text_escaped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A peer whose error text holds line breaks, for a key that holds some too."""
+
+    async def script(request: Received) -> Reply:
+        return Reply(answer(502, FORGED.encode() + b"\n"))
+
+    async with FakePeer(script) as peer, serving() as me:
+        me.node.set_peers([me.url, peer.url])
+        picker = me.node.peers
+        assert picker is not None
+        key = next(f"{FORGED}{i}" for i in range(100) if picker.owner(f"{FORGED}{i}") == peer.url)
+        plain = me.node.group("plain")  # nothing to load here: the error reaches the caller
+        with (
+            caplog.at_level(logging.WARNING, logger="shoal.group"),
+            pytest.raises(PeerUnavailable),
+        ):
+            await plain.get(key)
+        (message,) = no_forged_lines(caplog)
+        assert "forged" in message

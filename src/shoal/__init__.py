@@ -18,6 +18,7 @@ from .errors import GroupNotFound as GroupNotFound
 from .errors import InvalidKey as InvalidKey
 from .errors import InvalidTTL as InvalidTTL
 from .errors import KeyTooLarge as KeyTooLarge
+from .errors import LoadedValueTooLarge as LoadedValueTooLarge
 from .errors import LoadError as LoadError
 from .errors import LoadTimeout as LoadTimeout
 from .errors import MembershipError as MembershipError
@@ -70,6 +71,7 @@ __all__ = [
     "ValueTooLarge",
     "LoadError",
     "LoadTimeout",
+    "LoadedValueTooLarge",
     "PeerError",
     "PeerUnavailable",
     "PeerTimeout",

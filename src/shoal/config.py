@@ -101,10 +101,14 @@ class GroupConfig:
     """Longest accepted key, in UTF-8 bytes. Default 1024."""
 
     max_value_bytes: int = 16 << 20
-    """Largest accepted value, in bytes. Default 16 MiB."""
+    """Largest value, in bytes: written, loaded or fetched from a peer (a larger
+    loaded or fetched value is an error for its key, not cached). Default 16 MiB."""
 
     peer_timeout: float = 2.0
-    """Seconds to wait for the owner of a key; then the key is loaded locally. Default 2."""
+    """Seconds to wait for the owner of a key; then the owner is suspect (see
+    ``NodeConfig.peer_backoff``) and the key is loaded locally (counted in
+    ``duplicate_loads``: the owner may be loading it too), or, with no loader here,
+    the get fails with ``PeerUnavailable``. Keep it above the slowest load. Default 2."""
 
     hot_admission: str = "random"
     """When a value fetched from its owner is also kept here, in the hot cache:
@@ -236,7 +240,9 @@ class NodeConfig:
     ``shoal[grpc]`` extra). Every member of a cluster uses the same. Default ``http``."""
 
     peer_backoff: float = 1.0
-    """Seconds a failing peer is skipped (its keys load locally meanwhile). Default 1."""
+    """Seconds a peer that just failed is skipped (its keys fail over at once
+    meanwhile); then one request probes it, and each failed probe doubles the wait,
+    up to 8 times this. A probe that succeeds ends the back-off. Default 1."""
 
     loader_threads: int = 16
     """Threads that run synchronous loaders. Default 16."""

@@ -26,6 +26,7 @@ __all__ = [
     "BadRequest",
     "LoadError",
     "LoadTimeout",
+    "LoadedValueTooLarge",
     "PeerError",
     "PeerUnavailable",
     "PeerTimeout",
@@ -148,10 +149,22 @@ class LoadTimeout(LoadError, TimeoutError):
     code = "load_timeout"
 
 
+class LoadedValueTooLarge(LoadError):
+    """A loaded or fetched value is longer than the group's ``max_value_bytes``.
+
+    Raised for a loader (or filler) result over the bound and for an owner's
+    answer over it: the value is neither cached nor served, and it is counted in
+    the group's ``oversized_values``.
+    """
+
+    code = "loaded_value_too_large"
+
+
 class PeerError(ShoalError):
     """A peer could not answer a request: the failure is the transport's, not the key's.
 
-    The read path counts it as a peer error and loads the key locally instead.
+    The read path counts it as a peer error and loads the key locally instead;
+    when that cannot give a value, a get raises :class:`PeerUnavailable`.
     """
 
     http_status = 502
@@ -159,7 +172,12 @@ class PeerError(ShoalError):
 
 
 class PeerUnavailable(PeerError, ConnectionError):
-    """A peer refused or dropped the connection, or is in its failure back-off."""
+    """A peer refused or dropped the connection, or is in its failure back-off.
+
+    A get raises it for a key whose owner cannot be reached and that this node
+    cannot load (no loader, or a loader that does not know the key): the key may
+    exist at its owner, so this is "try again later" (HTTP 503), not NotFound.
+    """
 
     http_status = 503
     code = "peer_unavailable"

@@ -4,6 +4,13 @@ The read path (DESIGN §4): main cache, then hot cache; on a miss, join the
 key's flight; inside the flight, re-check the caches and call the loader once;
 cache the value unless a write or delete of the key happened meanwhile.
 
+A key owned by a peer is fetched from it within ``peer_timeout``. When the owner
+cannot be reached (or is suspect: see :mod:`shoal.peers`), the key loads here,
+and only a value can come of that: a NotFound here is no proof while the owner
+was not asked, so it becomes :class:`~shoal.errors.PeerUnavailable` (see
+:meth:`Group._load_instead`). Every value, loaded or fetched, is bounded by
+``max_value_bytes``.
+
 All async methods run on the event loop that owns the group. The cache
 lookups (:meth:`Group.cached_bytes`) are thread-safe and never await, which is
 what lets :mod:`shoal.sync` serve hits without a hop to the loop thread.
@@ -22,16 +29,18 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
 from ._deadlines import Deadlines, Watch
 from ._gather import gather_merged
+from ._printable import printable
 from .codec import BytesCodec, Codec, codec_for
 from .config import GroupConfig
 from .errors import (
     InvalidKey,
     InvalidTTL,
     KeyTooLarge,
+    LoadedValueTooLarge,
     LoadError,
     LoadTimeout,
     NotFound,
@@ -163,6 +172,8 @@ class Group(Generic[V]):
         self._local_load_errors = 0
         self._peer_loads = 0
         self._peer_errors = 0
+        self._duplicate_loads = 0
+        self._oversized_values = 0
         self._server_requests = 0
         self.replica: Replica | None = None
         """The replicated state of a ``mode="replicated"`` group, else None."""
@@ -211,9 +222,14 @@ class Group(Generic[V]):
         """Return the value of ``key``, loading it once on a miss.
 
         Raises:
-            NotFound: the loader says the key does not exist (or the group has no loader).
+            NotFound: the loader (here or at the key's owner) says the key does not
+                exist, or the group has no loader.
+            PeerUnavailable: the key's owner cannot be reached and this node cannot
+                load the key (no loader, or one that does not know it): the key may
+                exist at its owner, so this is not NotFound.
             InvalidKey: the key is empty or not a str; KeyTooLarge if too long.
             LoadTimeout: the load took longer than ``load_timeout``.
+            LoadedValueTooLarge: the value is over ``max_value_bytes``.
             LoadError: the loader returned something unusable.
             Exception: whatever the loader raised, unchanged.
         """
@@ -373,6 +389,9 @@ class Group(Generic[V]):
             return {k: v for outcome in outcomes for k, v in outcome.items()}
         if self.peers is not None:
             self.peers.succeeded(peer.url)
+        for key, item in fetched.items():
+            if len(item.value) > self.config.max_value_bytes:
+                self._refuse_fetched(peer, key, item.value)
         self._peer_loads += len(fetched)
         if self.replica is None:  # a replicated group gets the values from the owner's push
             for key, item in fetched.items():
@@ -662,7 +681,9 @@ class Group(Generic[V]):
             try:
                 await self._on_peer(peer, exchange(peer))
             except PeerError as exc:
-                log.warning("group %r: %s on %s failed: %s", self.name, what, peer.url, exc)
+                log.warning(
+                    "group %r: %s on %s failed: %s", self.name, what, peer.url, printable(str(exc))
+                )
 
         await asyncio.gather(*(one(peer) for peer in targets))
 
@@ -748,6 +769,8 @@ class Group(Generic[V]):
             peer_loads=self._peer_loads,
             peer_errors=self._peer_errors,
             server_requests=self._server_requests,
+            duplicate_loads=self._duplicate_loads,
+            oversized_values=self._oversized_values,
             main=main,
             hot=hot,
             mode=self.config.mode,
@@ -817,11 +840,19 @@ class Group(Generic[V]):
             # here and now; a key this node holds a delete (or an expired value) of
             # loads here, as the owner may not have seen that delete yet.
             return await self._load_here(call, recheck=False)
-        peer = self.peers.pick(call.key) if self.peers is not None else None
-        if peer is not None:
-            data = await self._fetch_from_peer(peer, call)
-            if data is not None:
-                return data
+        peers = self.peers
+        if peers is not None:
+            peer = peers.pick(call.key)
+            if peer is not None:
+                try:
+                    return await self._fetch_from_peer(peer, call)
+                except PeerError as exc:
+                    return await self._load_instead(call, exc)
+            owner = peers.owner(call.key)
+            if owner != peers.self_url:  # suspect: fail over at once, without asking
+                return await self._load_instead(
+                    call, PeerUnavailable(f"{owner} is not answering (skipped for now)")
+                )
         return await self._load_here(call, recheck=False)
 
     def _recheck(self, key: str) -> bytes | None:
@@ -860,23 +891,36 @@ class Group(Generic[V]):
         fetch.start(abandon, self._peer_timer(loop))
         return True
 
-    async def _fetch_from_peer(self, peer: PeerClient, call: Call[bytes]) -> bytes | None:
-        """Ask the owner; None when the peer failed and the key should load here."""
+    async def _fetch_from_peer(self, peer: PeerClient, call: Call[bytes]) -> bytes:
+        """Ask the owner.
+
+        Raises:
+            PeerError: the peer failed (noted); the key should load here instead.
+            NotFound: the owner says the key does not exist (remembered).
+            LoadError: the owner's loader failed, or its value is over ``max_value_bytes``.
+        """
         key = call.key
         try:
             fetched = await self.within_peer_timeout(peer, peer.get(self.name, key))
         except PeerError as exc:
             self._note_peer_failure(peer, repr(key), exc)
-            return None
+            raise
         except NotFound:
             self._remember_missing(call)
             raise
         return self._took(peer, call, fetched)
 
     def _took(self, peer: PeerClient, call: Call[bytes], fetched: Fetched) -> bytes:
-        """A value fetched from ``peer`` for ``call``: count it, maybe keep a hot copy."""
+        """A value fetched from ``peer`` for ``call``: count it, maybe keep a hot copy.
+
+        Raises:
+            LoadedValueTooLarge: the value is over ``max_value_bytes`` (the peer
+                answered, so it stays healthy; the value is neither kept nor served).
+        """
         if self.peers is not None:
             self.peers.succeeded(peer.url)
+        if len(fetched.value) > self.config.max_value_bytes:
+            self._refuse_fetched(peer, call.key, fetched.value)
         self._peer_loads += 1
         expires_at = fetched.expires_at
         if expires_at is not None and expires_at <= self._clock():
@@ -885,6 +929,45 @@ class Group(Generic[V]):
         if not call.fenced and self.replica is None and self._admit_hot(call.key):
             self._hot.set(call.key, fetched.value, expires_at=expires_at)
         return fetched.value
+
+    def _refuse_fetched(self, peer: PeerClient, key: str, value: bytes) -> NoReturn:
+        """Refuse a peer's value over ``max_value_bytes`` (counted in ``oversized_values``)."""
+        self._oversized_values += 1
+        raise LoadedValueTooLarge(
+            f"{peer.url} sent {len(value)} bytes for {key!r} in group {self.name!r}, "
+            f"over max_value_bytes={self.config.max_value_bytes}"
+        )
+
+    async def _load_instead(self, call: Call[bytes], error: PeerError) -> bytes:
+        """Load ``call.key`` here because its owner could not be reached (``error``).
+
+        Only a value can come out of this: a node that cannot ask the owner does
+        not know that the key is missing. With no loader, or a loader that says
+        NotFound, the key may still exist at the owner (written there by ``set``,
+        which a loader knows nothing of), so the answer is
+        :class:`~shoal.errors.PeerUnavailable` (HTTP 503, gRPC ``UNAVAILABLE``: try
+        again), never NotFound, and nothing is remembered as missing.
+
+        After a :class:`~shoal.errors.PeerTimeout` the owner may well be loading the
+        key itself, slower than ``peer_timeout``: this node loads it too, as
+        groupcache does, and counts the load in ``duplicate_loads``. A cluster
+        whose loaders are slower than ``peer_timeout`` should raise the latter.
+        """
+        key = call.key
+        if self._loader is None:
+            raise PeerUnavailable(
+                f"the owner of {key!r} in group {self.name!r} cannot be reached ({error}), "
+                "and the group has no loader here"
+            ) from error
+        if isinstance(error, PeerTimeout):
+            self._duplicate_loads += 1
+        try:
+            return await self._load_here(call, recheck=False, owner_unreachable=True)
+        except NotFound as exc:
+            raise PeerUnavailable(
+                f"the owner of {key!r} in group {self.name!r} cannot be reached ({error}), "
+                "and the loader here does not know the key"
+            ) from exc
 
     def _remember_missing(self, call: Call[bytes]) -> None:
         """The owner says ``call.key`` does not exist: cache that for ``negative_ttl``."""
@@ -929,7 +1012,12 @@ class Group(Generic[V]):
         if self.peers is not None:
             self.peers.failed(peer.url)
         log.warning(
-            "group %r: peer %s failed for %s (%s); loading locally", self.name, peer.url, what, exc
+            "group %r: peer %s failed for %s (%s); %s",
+            self.name,
+            peer.url,
+            what,
+            printable(str(exc)),
+            "loading locally" if self._loader is not None else "unavailable: no loader here",
         )
 
     def _admit_hot(self, key: str) -> bool:
@@ -954,9 +1042,22 @@ class Group(Generic[V]):
         return False
 
     async def _load_here(
-        self, call: Call[bytes], filler: Callable[[], Any] | None = None, *, recheck: bool = True
+        self,
+        call: Call[bytes],
+        filler: Callable[[], Any] | None = None,
+        *,
+        recheck: bool = True,
+        owner_unreachable: bool = False,
     ) -> bytes:
-        """Call the loader (or ``filler``) on this node and cache the result."""
+        """Call the loader (or ``filler``) on this node and cache the result.
+
+        ``owner_unreachable``: the key's owner could not be asked, so a NotFound
+        from the loader is not remembered (see :meth:`_load_instead`).
+
+        Raises:
+            LoadedValueTooLarge: the encoded result is over ``max_value_bytes``
+                (not cached; counted in ``oversized_values``).
+        """
         key = call.key
         if recheck:
             cached = self._recheck(key)
@@ -971,7 +1072,7 @@ class Group(Generic[V]):
             self._local_load_errors += 1
             if self._stale is not None:
                 self._stale.delete(key)  # gone at the source: stop serving it
-            if self.config.negative_ttl is not None and not call.fenced:
+            if self.config.negative_ttl is not None and not call.fenced and not owner_unreachable:
                 self._negative.set(key, b"", ttl=self.config.negative_ttl)
             raise
         except BaseException:
@@ -988,6 +1089,13 @@ class Group(Generic[V]):
             raise LoadError(
                 f"loader for group {self.name!r} returned an unusable value: {exc}"
             ) from exc
+        if len(data) > self.config.max_value_bytes:
+            self._local_load_errors += 1
+            self._oversized_values += 1
+            raise LoadedValueTooLarge(
+                f"loader for group {self.name!r} returned {len(data)} bytes for {key!r}, "
+                f"over max_value_bytes={self.config.max_value_bytes}"
+            )
         self._local_loads += 1
         if call.fenced:
             return data
@@ -1098,7 +1206,12 @@ class _DirectFetch:
         group, call = self._group, self._call
         flight = group._flight
         if fetched is not None:
-            flight.settle(call, group._took(self._peer, call, fetched))
+            try:
+                data = group._took(self._peer, call, fetched)
+            except LoadedValueTooLarge as exc:
+                flight.settle(call, error=exc)
+            else:
+                flight.settle(call, data)
         elif isinstance(error, PeerError):
             self._fall_back(error)
         else:
@@ -1130,4 +1243,4 @@ class _DirectFetch:
         """The peer failed: load here, as :meth:`Group._load_once` does."""
         group, call = self._group, self._call
         group._note_peer_failure(self._peer, repr(call.key), error)
-        group._flight.run(call, group._load_here(call, recheck=False))
+        group._flight.run(call, group._load_instead(call, error))

@@ -71,6 +71,13 @@ class GroupStats:
     ``bytes_sent``, ``bytes_received`` (the bytes of the pushes and anti-entropy
     rounds this node started, each way: an exchange counts once, at the node that
     began it); None for a partitioned group."""
+    duplicate_loads: int = 0
+    """Loader calls made here after the key's owner did not answer within
+    ``peer_timeout``: the owner may have been loading the same key (a loader slower
+    than ``peer_timeout`` is loaded once by the owner and once by each asker)."""
+    oversized_values: int = 0
+    """Values over ``max_value_bytes`` that a loader returned or a peer sent: refused,
+    neither cached nor served."""
 
     def as_dict(self) -> dict[str, Any]:
         """The snapshot as a plain dict (for JSON)."""

@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import signal
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from procs import (
     ShoalServer,
     group_stats,
     http_get,
+    http_request,
     loaded_value,
     shoal_cluster,
     until,
@@ -260,3 +263,131 @@ async def test_sigkill_of_an_owner_under_load_fails_no_request(tmp_path: Path) -
         # Back-off: far fewer failed peer requests than keys of the dead node.
         assert peer_errors < len(victim_keys_after()) / 2, peer_errors
         assert "loading locally" in "".join(s.stderr() for s in survivors)
+
+
+# --------------------------------------------------------------------------- a hung owner
+
+
+@dataclass
+class Read:
+    """One read of the hung-owner test."""
+
+    key: str
+    node: int
+    start: float
+    took: float
+    status: int
+    code: str | None
+
+
+async def test_sigstop_of_an_owner_under_load_is_503_never_404_and_the_stall_is_paid_once(
+    tmp_path: Path,
+) -> None:
+    """Keys that exist only by PUT (no loader), read continuously from two nodes while
+    the third, their owner for a third of them, is SIGSTOPped: its keys answer 503
+    ``peer_unavailable`` (never 404: they exist), the others 200; a request waits
+    ``peer_timeout`` only as the first after the stop or as the one probe of a back-off
+    window; after SIGCONT its keys answer 200 again within about a window."""
+    timeout, backoff, hang = 0.5, 0.5, 3.0
+    with shoal_cluster(
+        3,
+        "--group",
+        "data",
+        "--hot-admission",
+        "never",
+        "--peer-timeout",
+        str(timeout),
+        "--peer-backoff",
+        str(backoff),
+    ) as c:
+        victim, survivors = c.nodes[2], (0, 1)
+        keys = [f"put-{i}" for i in range(60)]
+        for key in keys:
+            status, body = http_request(
+                "PUT", f"{c.nodes[0].url}/v1/groups/{GROUP}/keys/{key}", key.encode()
+            )
+            assert status == 204, body
+        theirs = {k for k in keys if c.owner(k) == 2}
+        assert theirs
+        reads: list[Read] = []
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        async def client(session: aiohttp.ClientSession, node: int, offset: int) -> None:
+            url = f"{c.nodes[node].url}/v1/groups/{GROUP}/keys/"
+            for n in itertools.count(offset):
+                if stop.is_set():
+                    return
+                key = keys[n % len(keys)]
+                start = loop.time()
+                async with session.get(url + key) as resp:
+                    body = await resp.read()
+                    code = None
+                    if resp.status != 200:
+                        code = json.loads(body).get("code")
+                    else:
+                        assert body == key.encode(), (key, body)
+                reads.append(Read(key, node, start, loop.time() - start, resp.status, code))
+
+        async with aiohttp.ClientSession() as session:
+            clients = [
+                asyncio.create_task(client(session, node, offset))
+                for node in survivors
+                for offset in (0, 31)
+            ]
+            try:
+                await asyncio.sleep(0.5)
+                victim.proc.send_signal(signal.SIGSTOP)
+                stopped = loop.time()
+                await asyncio.sleep(hang)
+                victim.proc.send_signal(signal.SIGCONT)
+                resumed = loop.time()
+                # Within the longest window a hang this short reaches (2 s), plus slack.
+                await until(
+                    lambda: all(
+                        any(
+                            r.status == 200 and r.key in theirs and r.start > resumed + 0.1
+                            for r in reads
+                            if r.node == node
+                        )
+                        for node in survivors
+                    ),
+                    "the stopped owner's keys to answer 200 again",
+                    within=4 * backoff + 1.5,
+                )
+                await asyncio.sleep(0.3)
+            finally:
+                victim.proc.send_signal(signal.SIGCONT)
+                stop.set()
+                await asyncio.gather(*clients)
+        assert [r for r in reads if r.status == 404] == []
+        wrong = [
+            r
+            for r in reads
+            if r.status != 200 and (r.key not in theirs or r.code != "peer_unavailable")
+        ]
+        assert wrong == []
+        assert all(r.start + r.took > stopped for r in reads if r.status != 200)
+        for node in survivors:
+            during = [r for r in reads if r.node == node and stopped <= r.start < resumed]
+            unavailable = [r for r in during if r.status == 503]
+            stalls = [r for r in during if r.took >= 0.8 * timeout]
+            # Two reads in flight at the stop, then one probe per window (at ~1 s and
+            # ~2.5 s: the windows grow); the node's other client may wait on the same
+            # load (same key), never on a load of its own.
+            assert len({r.key for r in stalls}) <= 4, [
+                (round(r.start - stopped, 2), r.key) for r in stalls
+            ]
+            assert len(stalls) <= 8
+            assert len(unavailable) >= 30, len(unavailable)  # failed over at once
+            assert all(r.took < 2 * timeout for r in during)
+        # Once a survivor reads one of the owner's keys again, it reads them all.
+        for node in survivors:
+            back = min(
+                r.start
+                for r in reads
+                if r.node == node and r.key in theirs and r.status == 200 and r.start > resumed
+            )
+            after = [r for r in reads if r.node == node and r.start > back + 0.05]
+            assert after
+            assert all(r.status == 200 for r in after)

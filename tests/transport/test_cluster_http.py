@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import gc
 
-from shoal import NotFound, RemoteLoadError
+import pytest
+
+from shoal import LoadedValueTooLarge, NotFound, RemoteLoadError
 from shoal.api.metrics import render_metrics
 from shoal.transport.http import HttpPeerClient
 from shoal.wire import encode_get_response
@@ -23,6 +25,7 @@ from transport.peerkit import (
 )
 
 SHOAL = {EXTENSIONS_HEADER: f"{GET_MANY_EXTENSION}, {GET_MANY_ERRORS_EXTENSION}"}
+PROTOBUF = {"Content-Type": "application/x-protobuf"}
 
 
 async def test_default_transport_is_http() -> None:
@@ -161,3 +164,31 @@ async def test_fetches_leave_no_garbage_cycles() -> None:
             gc.enable()
         assert nodes[0].group.statistics().peer_loads >= 250
         assert found < 50  # a cycle per fetch would be 200 at least
+
+
+async def test_a_peer_value_over_max_value_bytes_is_refused() -> None:
+    """An owner (a Go node, or a member with a larger bound) sends a value over this
+    group's max_value_bytes: it is an error for that key, neither served nor kept, counted,
+    and the peer, which answered, is not suspect."""
+
+    async def script(request: Received) -> Reply:
+        key = request.target.rsplit("/", 1)[1]
+        big = value(key) * 20  # 2,000 bytes
+        return Reply(answer(200, encode_get_response(big), headers=PROTOBUF))
+
+    async with (
+        FakePeer(script) as peer,
+        serving(max_value_bytes=1000, hot_admission="always") as me,
+    ):
+        me.node.set_peers([me.url, peer.url])
+        picker = me.node.peers
+        assert picker is not None
+        key = next(f"k{i}" for i in range(100) if picker.owner(f"k{i}") == peer.url)
+        with pytest.raises(LoadedValueTooLarge, match="max_value_bytes=1000"):
+            await me.group.get(key)
+        assert me.group.cached_bytes(key) is None
+        stats = me.group.statistics()
+        assert (stats.oversized_values, stats.peer_errors) == (1, 0)
+        assert not picker.suspect(peer.url)
+        assert me.loader.calls == []
+        assert b'shoal_oversized_values_total{group="scores"} 1\n' in render_metrics([stats])

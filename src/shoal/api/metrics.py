@@ -29,6 +29,16 @@ _GROUP_COUNTERS: Final = (
     ("shoal_peer_loads_total", "peer_loads", "Values fetched from a peer."),
     ("shoal_peer_errors_total", "peer_errors", "Exchanges with peers that failed."),
     ("shoal_server_requests_total", "server_requests", "Gets that arrived over the network."),
+    (
+        "shoal_duplicate_loads_total",
+        "duplicate_loads",
+        "Loads made here after the owner timed out (it may have been loading too).",
+    ),
+    (
+        "shoal_oversized_values_total",
+        "oversized_values",
+        "Loaded or fetched values over max_value_bytes, refused.",
+    ),
 )
 
 # (series, type, StoreStats field, help)

@@ -654,6 +654,8 @@ def _fill_group_stats(target: pb.GroupStats, stats: GroupStats) -> None:
     target.peer_loads = stats.peer_loads
     target.peer_errors = stats.peer_errors
     target.server_requests = stats.server_requests
+    target.duplicate_loads = stats.duplicate_loads
+    target.oversized_values = stats.oversized_values
     _fill_store_stats(target.main, stats.main)
     _fill_store_stats(target.hot, stats.hot)
     target.mode = stats.mode
@@ -1096,6 +1098,8 @@ class GrpcNodeClient(_GrpcClient):
                 "hot": _store_stats_dict(stats.hot),
                 "mode": stats.mode or "partitioned",
                 "replication": dict(stats.replication) if stats.mode == "replicated" else None,
+                "duplicate_loads": stats.duplicate_loads,
+                "oversized_values": stats.oversized_values,
             }
         return result
 

@@ -105,7 +105,7 @@ class StatsResponse(_message.Message):
     def __init__(self, groups: _Optional[_Mapping[str, GroupStats]] = ...) -> None: ...
 
 class GroupStats(_message.Message):
-    __slots__ = ("name", "gets", "hits", "loads", "loads_deduped", "local_loads", "local_load_errors", "peer_loads", "peer_errors", "server_requests", "main", "hot", "mode", "replication")
+    __slots__ = ("name", "gets", "hits", "loads", "loads_deduped", "local_loads", "local_load_errors", "peer_loads", "peer_errors", "server_requests", "main", "hot", "mode", "replication", "duplicate_loads", "oversized_values")
     class ReplicationEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -127,6 +127,8 @@ class GroupStats(_message.Message):
     HOT_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     REPLICATION_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_LOADS_FIELD_NUMBER: _ClassVar[int]
+    OVERSIZED_VALUES_FIELD_NUMBER: _ClassVar[int]
     name: str
     gets: int
     hits: int
@@ -141,7 +143,9 @@ class GroupStats(_message.Message):
     hot: StoreStats
     mode: str
     replication: _containers.ScalarMap[str, int]
-    def __init__(self, name: _Optional[str] = ..., gets: _Optional[int] = ..., hits: _Optional[int] = ..., loads: _Optional[int] = ..., loads_deduped: _Optional[int] = ..., local_loads: _Optional[int] = ..., local_load_errors: _Optional[int] = ..., peer_loads: _Optional[int] = ..., peer_errors: _Optional[int] = ..., server_requests: _Optional[int] = ..., main: _Optional[_Union[StoreStats, _Mapping]] = ..., hot: _Optional[_Union[StoreStats, _Mapping]] = ..., mode: _Optional[str] = ..., replication: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    duplicate_loads: int
+    oversized_values: int
+    def __init__(self, name: _Optional[str] = ..., gets: _Optional[int] = ..., hits: _Optional[int] = ..., loads: _Optional[int] = ..., loads_deduped: _Optional[int] = ..., local_loads: _Optional[int] = ..., local_load_errors: _Optional[int] = ..., peer_loads: _Optional[int] = ..., peer_errors: _Optional[int] = ..., server_requests: _Optional[int] = ..., main: _Optional[_Union[StoreStats, _Mapping]] = ..., hot: _Optional[_Union[StoreStats, _Mapping]] = ..., mode: _Optional[str] = ..., replication: _Optional[_Mapping[str, int]] = ..., duplicate_loads: _Optional[int] = ..., oversized_values: _Optional[int] = ...) -> None: ...
 
 class StoreStats(_message.Message):
     __slots__ = ("bytes", "items", "gets", "hits", "evictions", "expirations", "capacity_bytes", "capacity_entries")
