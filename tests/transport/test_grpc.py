@@ -16,6 +16,7 @@ import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2
 
+from procs import free_ports
 from shoal import (
     GroupNotFound,
     InvalidTTL,
@@ -443,3 +444,24 @@ def test_shoal_works_without_grpcio() -> None:
     assert done.returncode == 2, done.stderr
     assert "shoal serve: error: 'grpcio' is not installed" in done.stderr
     assert "pip install 'shoal[grpc]'" in done.stderr
+
+
+async def test_a_key_whose_owner_cannot_be_reached_is_unavailable_not_not_found() -> None:
+    """A group without a loader, its key's owner down: the client service answers
+    UNAVAILABLE with ``peer_unavailable`` (the key may exist there), not NOT_FOUND,
+    the second time at once (the owner is suspect)."""
+    port, dead = free_ports(2)
+    me, gone = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{dead}"
+    node = Node(NodeConfig(port=port, peers=(me, gone), transport="grpc", peer_backoff=30.0))
+    node.group("plain")
+    async with node:
+        picker = node.peers
+        assert picker is not None
+        key = next(f"k{i}" for i in range(100) if picker.owner(f"k{i}") == gone)
+        for _ in range(2):
+            answer = await raw_call(port, _C + "Get", _get("plain", key))
+            assert (answer.status, answer.code) == (
+                grpc.StatusCode.UNAVAILABLE,
+                "peer_unavailable",
+            ), answer.details
+        assert node.get_group("plain").statistics().peer_errors == 1
