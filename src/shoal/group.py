@@ -337,7 +337,8 @@ class Group(Generic[V]):
         Cached keys are answered at once. In a cluster, the misses are grouped by
         owner and each peer is asked once for all of its keys; the rest load
         here, concurrently, each once. The first error other than ``NotFound`` is
-        raised after every load has finished.
+        raised after every load has finished (``PeerUnavailable`` for a key whose
+        owner cannot be reached and that this node cannot load: see :meth:`get`).
         """
         found = await self.get_many_bytes(keys)
         decode = self._decode

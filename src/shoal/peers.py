@@ -13,10 +13,10 @@ finding out that it is gone:
   that the owner is unavailable) instead of every request waiting a timeout.
 - When the window ends, ``pick`` lets exactly one load through as a probe (the
   load of one key, which may pick more than once), and no other until that
-  probe's outcome is reported (or, were it never
-  reported, until the longest window has passed). A probe that succeeds makes
-  the peer healthy again at once; one that fails starts a window twice as long
-  as the last, up to :data:`MAX_BACKOFF_FACTOR` times the configured back-off.
+  probe's outcome is reported (or, were it never reported, until the longest
+  window has passed). A probe that succeeds makes the peer healthy again at
+  once; one that fails starts a window twice as long as the last, up to
+  :data:`MAX_BACKOFF_FACTOR` times the configured back-off.
 - A failure reported during a window by an exchange that started before the
   peer became suspect changes nothing: the peer was already known to fail.
 - :meth:`PeerPicker.backing_off` lists the peers inside a window (or holding a
