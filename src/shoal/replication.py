@@ -182,6 +182,7 @@ class Replica:
 
     async def invalidate(self) -> int:
         """Drop every key written until now, on every member; return how many were live."""
+        self.hlc.observe(self.state.cleared.hlc)  # above a peer's clear, whatever the clock
         version = self.stamp()
         removed = self._clear(version)
         self._cleared_out = version
@@ -526,7 +527,14 @@ class Replica:
             raise BadRequest(f"bad replica timestamp: {exc}") from exc
 
     def _clear(self, version: Version) -> int:
-        """Drop every write older than ``version`` here; return how many were live."""
+        """Drop every write older than ``version`` here; return how many were live.
+
+        Only a clear newer than this node's ``cleared`` changes anything: an older or
+        equal one (every anti-entropy round between members in sync carries one)
+        leaves the state alone and fences no load in flight.
+        """
+        if version <= self.state.cleared:
+            return 0
         now = self._clock()
         dropped = self.state.clear(version)
         if version.node != self.node_id and version != ZERO_VERSION:
