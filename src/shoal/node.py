@@ -3,7 +3,10 @@
 A node owns its groups, the thread pool that runs synchronous loaders, the
 HTTP API server and its background tasks (the expiry sweep; with a peer port,
 its membership: the etcd keep-alive and watch, or the gossip protocol, and the
-task that rebuilds the ring on every membership change). It is an async
+task that rebuilds the ring on every membership change). Every background
+task runs supervised (:mod:`shoal.supervise`): a round that fails is counted
+(:meth:`Node.background_errors`), logged once and retried after a bounded
+pause, so only the node's owner stops the node. It is an async
 context manager; nothing it starts outlives the ``async with`` block, and there
 are no process globals, so several nodes can live in one process::
 
@@ -28,9 +31,11 @@ from .codec import Codec
 from .config import GroupConfig, NodeConfig
 from .errors import Closed, ConfigError, GroupNotFound
 from .group import Group, Loader
+from .replication import REPLICA_TASKS
 from .ring import Ring
 from .stats import GroupStats
 from .store import Clock
+from .supervise import BackgroundErrors, supervised
 
 if TYPE_CHECKING:
     from .membership import Member, MemberSet, Membership
@@ -40,6 +45,9 @@ if TYPE_CHECKING:
 __all__ = ["Node", "new_event_loop", "default_transport"]
 
 log = logging.getLogger("shoal.node")
+
+NODE_TASKS = ("sweep", "membership", "members")
+"""The names the node's own background tasks count their failed rounds under."""
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -112,6 +120,7 @@ class Node:
         self._node_id: str | None = None
         self._started_at = time.time()
         self._closed = False
+        self._errors = BackgroundErrors((*NODE_TASKS, *REPLICA_TASKS))
 
     def __repr__(self) -> str:
         return f"<Node groups={sorted(self._groups)} api={self._api_address}>"
@@ -190,6 +199,14 @@ class Node:
     def statistics(self) -> dict[str, GroupStats]:
         """A snapshot of every group's statistics, by name."""
         return {name: group.statistics() for name, group in self._groups.items()}
+
+    def background_errors(self) -> dict[str, int]:
+        """Failed rounds of the node's background tasks, by task: ``sweep``,
+        ``membership`` (the source's keep-alives, watches or gossip timers),
+        ``members`` (applying its snapshots), and a replicated group's
+        ``replica-push``, ``replica-probe`` and ``anti-entropy``. Each failed round
+        was logged (once per distinct failure and minute) and retried."""
+        return self._errors.counts()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -359,9 +376,28 @@ class Node:
                     self._start_replica(group)
             if self._membership is not None:
                 membership = self._membership
+                source = f"{membership.source} membership"
                 self._background += [
-                    self._tasks.create_task(membership.run(), name="shoal-membership"),
-                    self._tasks.create_task(self._follow(membership), name="shoal-members"),
+                    self._tasks.create_task(
+                        supervised(
+                            "membership",
+                            membership.run,
+                            self._errors,
+                            context=source,
+                            forever=False,
+                        ),
+                        name="shoal-membership",
+                    ),
+                    self._tasks.create_task(
+                        supervised(
+                            "members",
+                            lambda: self._follow(membership),
+                            self._errors,
+                            context=source,
+                            forever=False,
+                        ),
+                        name="shoal-members",
+                    ),
                 ]
             self._stack = stack.pop_all()
 
@@ -495,16 +531,17 @@ class Node:
         return gone
 
     async def _follow(self, membership: Membership) -> None:
-        """Rebuild the ring and peer clients on every membership snapshot."""
+        """Rebuild the ring and peer clients on every membership snapshot.
+
+        A snapshot that fails to apply ends this follow with the last view kept; the
+        supervisor follows again after a pause, from the latest snapshot, so the
+        change is retried rather than lost.
+        """
         assert self._tasks is not None
         async for members in membership.snapshots():
             if members == self._applied:
                 continue  # the view start() applied (or a repeat): keep set_peers' changes
-            try:
-                gone = self._apply_members(members)
-            except Exception:  # a bad snapshot must not take the node down
-                log.exception("applying a membership change failed; keeping the last view")
-                continue
+            gone = self._apply_members(members)
             for client in gone:
                 self._tasks.create_task(client.aclose())
 
@@ -554,7 +591,7 @@ class Node:
         """Run a replicated group's pushes and anti-entropy in the node's task group."""
         assert self._tasks is not None
         assert group.replica is not None
-        self._background.append(group.replica.start(self._tasks))
+        self._background.append(group.replica.start(self._tasks, self._errors))
 
     async def serve_replica(self, request: bytes, *, group: str | None = None) -> bytes:
         """Answer a peer's message for a replicated group (what the peer transports
@@ -573,10 +610,14 @@ class Node:
         return await serve_replica(self._groups, request, group=group)
 
     async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.sweep_interval)
-            for group in list(self._groups.values()):
-                try:
-                    group.sweep()
-                except Exception:  # a sweep must never take the node down
-                    log.exception("sweeping group %r failed", group.name)
+        await supervised("sweep", self._sweep_round, self._errors)
+
+    async def _sweep_round(self) -> None:
+        """Wait ``sweep_interval``, then reclaim every group's expired entries; a group
+        whose sweep fails is counted and skipped, the others are still swept."""
+        await asyncio.sleep(self.config.sweep_interval)
+        for group in list(self._groups.values()):
+            try:
+                group.sweep()
+            except Exception as exc:
+                self._errors.record("sweep", exc, f"group {group.name!r}")

@@ -115,7 +115,10 @@ _PEER_SERIES: Final = (
 
 
 def render_metrics(
-    stats: Iterable[GroupStats], peers: Mapping[str, Mapping[str, int]] | None = None
+    stats: Iterable[GroupStats],
+    peers: Mapping[str, Mapping[str, int]] | None = None,
+    *,
+    background_errors: Mapping[str, int] | None = None,
 ) -> bytes:
     """Render the statistics of some groups in the Prometheus text format.
 
@@ -126,6 +129,9 @@ def render_metrics(
         stats: one snapshot per group, e.g. ``(g.statistics() for g in node.groups.values())``.
         peers: per peer URL, its client's counters (``Node.peer_statistics()``), rendered
             as ``shoal_peer_client_*`` series with a ``peer`` label.
+        background_errors: failed rounds of the node's background tasks by task
+            (``Node.background_errors()``), as ``shoal_background_errors_total``
+            with a ``task`` label.
 
     Returns:
         The exposition as UTF-8 bytes, to serve with :data:`CONTENT_TYPE`.
@@ -150,5 +156,13 @@ def render_metrics(
     for series, kind, key, text in _PEER_SERIES if clients else ():
         lines += (f"# HELP {series} {text}", f"# TYPE {series} {kind}")
         lines += (f'{series}{{peer="{label}"}} {c.get(key, 0)}' for label, c in clients)
+    tasks = [(escape_label_value(task), n) for task, n in (background_errors or {}).items()]
+    if tasks:
+        series = "shoal_background_errors_total"
+        lines += (
+            f"# HELP {series} Background rounds that failed (logged, then retried).",
+            f"# TYPE {series} counter",
+        )
+        lines += (f'{series}{{task="{label}"}} {n}' for label, n in tasks)
     lines.append("")  # the format ends with a line feed
     return "\n".join(lines).encode()
