@@ -1,6 +1,8 @@
 """Node: one cache process's composition root.
 
-A node owns its groups, the thread pool that runs synchronous loaders, the
+A node owns its groups, the thread pool that runs synchronous loaders (a
+:class:`~shoal.loaderpool.LoaderPool`: a loader that outlives its
+``load_timeout`` is abandoned and replaced, and shutdown never waits for it), the
 HTTP API server and its background tasks (the expiry sweep; with a peer port,
 its membership: the etcd keep-alive and watch, or the gossip protocol, and the
 task that rebuilds the ring on every membership change). Every background
@@ -23,7 +25,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -31,6 +32,7 @@ from .codec import Codec
 from .config import GroupConfig, NodeConfig
 from .errors import Closed, ConfigError, GroupNotFound
 from .group import Group, Loader
+from .loaderpool import LoaderPool
 from .replication import REPLICA_TASKS
 from .ring import Ring
 from .stats import GroupStats
@@ -103,9 +105,7 @@ class Node:
         self._transport = transport
         self._clock = clock
         self._groups: dict[str, Group[Any]] = {}
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.config.loader_threads, thread_name_prefix="shoal-loader"
-        )
+        self._executor = LoaderPool(self.config.loader_threads, thread_name_prefix="shoal-loader")
         self._loaders: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stack: contextlib.AsyncExitStack | None = None
@@ -199,6 +199,12 @@ class Node:
     def statistics(self) -> dict[str, GroupStats]:
         """A snapshot of every group's statistics, by name."""
         return {name: group.statistics() for name, group in self._groups.items()}
+
+    def loader_statistics(self) -> dict[str, int]:
+        """The threads that run sync loaders: ``threads`` alive, ``busy``, ``queued``
+        loads, ``abandoned`` (stuck in a loader that outlived its caller, no longer
+        counted against ``loader_threads``) and ``abandoned_total``."""
+        return self._executor.statistics()
 
     def background_errors(self) -> dict[str, int]:
         """Failed rounds of the node's background tasks, by task: ``sweep``,
@@ -568,7 +574,7 @@ class Node:
                     await loader.aclose()
                 except Exception:
                     log.exception("closing the loader %r failed", loader)
-            # Threads stuck in a hung sync loader are abandoned, not joined.
+            # Threads stuck in a hung sync loader are daemon threads, never joined.
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> Self:

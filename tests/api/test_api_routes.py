@@ -243,6 +243,7 @@ class TestOtherRoutes:
         assert body == {
             "groups": {"scores": api.group.statistics().as_dict()},
             "background_errors": api.node.background_errors(),
+            "loader_threads": api.node.loader_statistics(),
         }
         assert set(body["background_errors"]) >= {"sweep", "anti-entropy", "members"}
         scores = body["groups"]["scores"]

@@ -9,7 +9,8 @@
 ``POST /v1/groups/{group}/invalidate``                   drop every key of the group on every
                                                          member; ``{"removed": n}`` (this node's)
 ``GET /v1/stats``                                        ``{"groups": {name: statistics},
-                                                         "background_errors": {task: n}}``
+                                                         "background_errors": {task: n},
+                                                         "loader_threads": {counter: n}}``
 ``GET /healthz``                                         ``ok``
 ``GET /metrics``                                         Prometheus text format 0.0.4
 =======================================================  ==========================================
@@ -423,6 +424,7 @@ class ApiServer:
             {
                 "groups": {name: group.statistics().as_dict() for name, group in groups.items()},
                 "background_errors": self._node.background_errors(),
+                "loader_threads": self._node.loader_statistics(),
             }
         )
 
@@ -452,6 +454,7 @@ class ApiServer:
             (g.statistics() for g in groups),
             self._node.peer_statistics(),
             background_errors=self._node.background_errors(),
+            loader_threads=self._node.loader_statistics(),
         )
         return Response(200, body, METRICS_CONTENT_TYPE)
 

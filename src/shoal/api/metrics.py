@@ -119,6 +119,7 @@ def render_metrics(
     peers: Mapping[str, Mapping[str, int]] | None = None,
     *,
     background_errors: Mapping[str, int] | None = None,
+    loader_threads: Mapping[str, int] | None = None,
 ) -> bytes:
     """Render the statistics of some groups in the Prometheus text format.
 
@@ -132,6 +133,8 @@ def render_metrics(
         background_errors: failed rounds of the node's background tasks by task
             (``Node.background_errors()``), as ``shoal_background_errors_total``
             with a ``task`` label.
+        loader_threads: the sync loader pool's counters (``Node.loader_statistics()``),
+            as ``shoal_loader_threads{state}`` and ``shoal_loader_threads_abandoned_total``.
 
     Returns:
         The exposition as UTF-8 bytes, to serve with :data:`CONTENT_TYPE`.
@@ -164,5 +167,22 @@ def render_metrics(
             f"# TYPE {series} counter",
         )
         lines += (f'{series}{{task="{label}"}} {n}' for label, n in tasks)
+    if loader_threads is not None:
+        series = "shoal_loader_threads"
+        lines += (
+            f"# HELP {series} Sync loader threads: busy, abandoned (stuck in a loader "
+            "that outlived its load) and alive in all.",
+            f"# TYPE {series} gauge",
+        )
+        lines += (
+            f'{series}{{state="{state}"}} {loader_threads.get(key, 0)}'
+            for state, key in (("alive", "threads"), ("busy", "busy"), ("abandoned", "abandoned"))
+        )
+        series = "shoal_loader_threads_abandoned_total"
+        lines += (
+            f"# HELP {series} Loader threads abandoned to a loader that outlived its load.",
+            f"# TYPE {series} counter",
+            f"{series} {loader_threads.get('abandoned_total', 0)}",
+        )
     lines.append("")  # the format ends with a line feed
     return "\n".join(lines).encode()
