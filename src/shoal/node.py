@@ -40,9 +40,11 @@ from .store import Clock
 from .supervise import BackgroundErrors, supervised
 
 if TYPE_CHECKING:
+    from .api.http import ApiServer
     from .membership import Member, MemberSet, Membership
     from .peers import PeerPicker
     from .transport import PeerClient, Transport
+    from .transport.http import PeerServer
 
 __all__ = ["Node", "new_event_loop", "default_transport"]
 
@@ -120,6 +122,8 @@ class Node:
         self._node_id: str | None = None
         self._started_at = time.time()
         self._closed = False
+        self._api_server: ApiServer | None = None
+        self._peer_server: PeerServer | None = None
         self._errors = BackgroundErrors((*NODE_TASKS, *REPLICA_TASKS))
 
     def __repr__(self) -> str:
@@ -205,6 +209,17 @@ class Node:
         loads, ``abandoned`` (stuck in a loader that outlived its caller, no longer
         counted against ``loader_threads``) and ``abandoned_total``."""
         return self._executor.statistics()
+
+    def accept_errors(self) -> dict[str, int]:
+        """Per HTTP server of this node (``api``, ``peer``), the times accepting a
+        connection failed because the process or the system was out of file
+        descriptors (each logged at most every ten seconds; accepting resumes by
+        itself once descriptors are free)."""
+        found: dict[str, int] = {}
+        for name, server in (("api", self._api_server), ("peer", self._peer_server)):
+            if server is not None:
+                found[name] = server.accept_errors
+        return found
 
     def background_errors(self) -> dict[str, int]:
         """Failed rounds of the node's background tasks, by task: ``sweep``,
@@ -361,7 +376,7 @@ class Node:
             if self.config.api_port is not None:
                 from .api.http import ApiServer
 
-                server = ApiServer(self)
+                server = self._api_server = ApiServer(self)
                 stack.push_async_callback(server.aclose)
                 self._api_address = await server.start(self.config.api_host, self.config.api_port)
                 log.info("HTTP API listening on http://%s:%d", *self._api_address)
@@ -426,7 +441,7 @@ class Node:
         elif cfg.port is not None:
             from .transport.http import PeerServer
 
-            peer_server = PeerServer(self)
+            peer_server = self._peer_server = PeerServer(self)
             stack.push_async_callback(peer_server.aclose)
             self._peer_address = await peer_server.start(cfg.host, cfg.port)
             log.info("peer server listening on http://%s:%d%s", *self._peer_address, cfg.base_path)

@@ -244,6 +244,7 @@ class TestOtherRoutes:
             "groups": {"scores": api.group.statistics().as_dict()},
             "background_errors": api.node.background_errors(),
             "loader_threads": api.node.loader_statistics(),
+            "accept_errors": {"api": 0},
         }
         assert set(body["background_errors"]) >= {"sweep", "anti-entropy", "members"}
         scores = body["groups"]["scores"]

@@ -10,7 +10,8 @@
                                                          member; ``{"removed": n}`` (this node's)
 ``GET /v1/stats``                                        ``{"groups": {name: statistics},
                                                          "background_errors": {task: n},
-                                                         "loader_threads": {counter: n}}``
+                                                         "loader_threads": {counter: n},
+                                                         "accept_errors": {server: n}}``
 ``GET /healthz``                                         ``ok``
 ``GET /metrics``                                         Prometheus text format 0.0.4
 =======================================================  ==========================================
@@ -253,6 +254,11 @@ class ApiServer:
         """The bound (host, port), once started."""
         return self._server.address
 
+    @property
+    def accept_errors(self) -> int:
+        """Times accepting a connection failed for lack of file descriptors."""
+        return self._server.accept_errors
+
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on ``host``:``port`` (0 picks a free port); return the bound address.
 
@@ -425,6 +431,7 @@ class ApiServer:
                 "groups": {name: group.statistics().as_dict() for name, group in groups.items()},
                 "background_errors": self._node.background_errors(),
                 "loader_threads": self._node.loader_statistics(),
+                "accept_errors": self._node.accept_errors(),
             }
         )
 
@@ -455,6 +462,7 @@ class ApiServer:
             self._node.peer_statistics(),
             background_errors=self._node.background_errors(),
             loader_threads=self._node.loader_statistics(),
+            accept_errors=self._node.accept_errors(),
         )
         return Response(200, body, METRICS_CONTENT_TYPE)
 

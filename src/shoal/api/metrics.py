@@ -120,6 +120,7 @@ def render_metrics(
     *,
     background_errors: Mapping[str, int] | None = None,
     loader_threads: Mapping[str, int] | None = None,
+    accept_errors: Mapping[str, int] | None = None,
 ) -> bytes:
     """Render the statistics of some groups in the Prometheus text format.
 
@@ -135,6 +136,9 @@ def render_metrics(
             with a ``task`` label.
         loader_threads: the sync loader pool's counters (``Node.loader_statistics()``),
             as ``shoal_loader_threads{state}`` and ``shoal_loader_threads_abandoned_total``.
+        accept_errors: per server (``api``, ``peer``), the times accepting a connection
+            failed for lack of file descriptors (``Node.accept_errors()``), as
+            ``shoal_accept_errors_total{server}``.
 
     Returns:
         The exposition as UTF-8 bytes, to serve with :data:`CONTENT_TYPE`.
@@ -183,6 +187,16 @@ def render_metrics(
             f"# HELP {series} Loader threads abandoned to a loader that outlived its load.",
             f"# TYPE {series} counter",
             f"{series} {loader_threads.get('abandoned_total', 0)}",
+        )
+    if accept_errors:
+        series = "shoal_accept_errors_total"
+        lines += (
+            f"# HELP {series} Failed accepts for lack of file descriptors (too many open files).",
+            f"# TYPE {series} counter",
+        )
+        lines += (
+            f'{series}{{server="{escape_label_value(name)}"}} {n}'
+            for name, n in accept_errors.items()
         )
     lines.append("")  # the format ends with a line feed
     return "\n".join(lines).encode()
