@@ -234,6 +234,27 @@ async def test_a_failing_push_releases_its_writers_and_later_pushes_go_through(
         assert await metric_errors(nodes[0].node, "replica-push") == 2
 
 
+async def test_a_failing_probe_is_counted_and_the_next_one_reaches_the_peer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A member in its failure back-off gets pushes by probe; a probe that raises is
+    counted and stops nothing: the next one delivers."""
+    async with mirrored(2, anti_entropy_interval=3600) as nodes:
+        meet(nodes)
+        group = nodes[0].node.groups[MIRROR]
+        replica, picker = group.replica, nodes[0].node.peers
+        assert replica is not None
+        assert picker is not None
+        monkeypatch.setattr(replica, "_send", failing_first(1, replica._send))
+        picker.failed(nodes[1].url)
+        await group.set_bytes("first", b"1")  # nobody live: returns at once
+        await wait_until(lambda: nodes[0].node.background_errors()["replica-probe"] == 1, "probe")
+        await serves(nodes[0].node)
+        await group.set_bytes("second", b"2")
+        await wait_until(lambda: cached(nodes, "second", MIRROR) == [b"2", b"2"], "probe delivered")
+        assert await metric_errors(nodes[0].node, "replica-probe") == 1
+
+
 def gossip_node(port: int, join: tuple[str, ...] = ()) -> Node:
     gossip = GossipConfig.profile("local", port=port, host="127.0.0.1", join=join)
     return Node(NodeConfig(port=0, api_port=0, host="127.0.0.1", gossip=gossip))
