@@ -255,6 +255,23 @@ async def test_a_failing_probe_is_counted_and_the_next_one_reaches_the_peer(
         assert await metric_errors(nodes[0].node, "replica-probe") == 1
 
 
+async def test_a_client_that_fails_to_close_is_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client of a member that left is closed in the background; one whose close
+    raises is counted under ``members`` and the node goes on."""
+    async with mirrored(2, anti_entropy_interval=3600) as nodes:
+        meet(nodes)
+        node = nodes[0].node
+        assert node.peers is not None
+        client = node.peers.view.clients[nodes[1].url]
+        monkeypatch.setattr(client, "aclose", failing_first(1, client.aclose))
+        node.set_peers([nodes[0].url])
+        await wait_until(lambda: node.background_errors()["members"] == 1, "the failed close")
+        await serves(node)
+        node.set_peers([s.url for s in nodes])
+        await node.groups[MIRROR].set_bytes("after", b"y")
+        assert cached(nodes, "after", MIRROR) == [b"y", b"y"]
+
+
 def gossip_node(port: int, join: tuple[str, ...] = ()) -> Node:
     gossip = GossipConfig.profile("local", port=port, host="127.0.0.1", join=join)
     return Node(NodeConfig(port=0, api_port=0, host="127.0.0.1", gossip=gossip))

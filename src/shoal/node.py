@@ -352,7 +352,7 @@ class Node:
         if self._picker is None or self._tasks is None:
             raise RuntimeError("the node runs without peers; configure port or peers")
         for client in self._picker.set_peers(urls):
-            self._tasks.create_task(client.aclose())
+            self._tasks.create_task(self._close_client(client))
         log.info("members: %s", ", ".join(self._picker.view.ring.nodes))
 
     @property
@@ -564,7 +564,15 @@ class Node:
                 continue  # the view start() applied (or a repeat): keep set_peers' changes
             gone = self._apply_members(members)
             for client in gone:
-                self._tasks.create_task(client.aclose())
+                self._tasks.create_task(self._close_client(client))
+
+    async def _close_client(self, client: PeerClient) -> None:
+        """Close the client of a member that left, in the background: a client that
+        fails to close is counted (task ``members``), never fatal to the node."""
+        try:
+            await client.aclose()
+        except Exception as exc:
+            self._errors.record("members", exc, f"closing the client of {client.url}")
 
     async def aclose(self) -> None:
         """Stop the servers and background tasks, cancel loads, close loaders and threads.
