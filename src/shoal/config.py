@@ -245,7 +245,11 @@ class NodeConfig:
     up to 8 times this. A probe that succeeds ends the back-off. Default 1."""
 
     loader_threads: int = 16
-    """Threads that run synchronous loaders. Default 16."""
+    """Threads that run synchronous loaders at once. Default 16. A loader still
+    running when its load is given up (``load_timeout``) is abandoned: its thread
+    no longer counts, and a replacement starts (up to 3 times this many abandoned
+    at once). While several groups run sync loaders, each may hold at most three
+    quarters of the threads, so one group's hung loaders leave some to the others."""
 
     sweep_interval: float = 1.0
     """Seconds between sweeps that reclaim expired entries. Default 1."""

@@ -49,6 +49,7 @@ from .errors import (
     PeerUnavailable,
     ValueTooLarge,
 )
+from .loaderpool import LoaderPool
 from .singleflight import Call, Flight
 from .stats import GroupStats
 from .store import Clock, Store
@@ -105,6 +106,8 @@ class Group(Generic[V]):
             None if isinstance(self._codec, BytesCodec) else self._codec.decode
         )
         self._executor = executor
+        if isinstance(executor, LoaderPool) and loader is not None and not _is_async(loader):
+            executor.register(self.name)
         # The group's budget is split: the hot cache (copies of keys other nodes
         # own; empty while the group runs alone) gets hot_fraction, main the rest.
         main_bytes, hot_bytes = _split(config.capacity_bytes, config.hot_fraction)
@@ -1107,6 +1110,19 @@ class Group(Generic[V]):
             self._main.set(key, data, ttl=ttl)
         return data
 
+    async def _in_thread(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
+        """Run a sync loader in the node's loader threads; one that outlives its caller
+        (timed out, cancelled) is abandoned there, so it holds no thread of the pool."""
+        pool = self._executor
+        if not isinstance(pool, LoaderPool):
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+        work = pool.run(self.name, fn, *args)
+        try:
+            return await asyncio.wrap_future(work)
+        except BaseException:
+            pool.abandon(work)  # given up on: dequeued if waiting, abandoned if running
+            raise
+
     async def _call_loader(self, key: str, filler: Callable[[], Any] | None) -> Any:
         fn: Callable[..., Any] | None = filler if filler is not None else self._loader
         if fn is None:
@@ -1118,8 +1134,7 @@ class Group(Generic[V]):
                 if _is_async(fn):
                     result = await fn(*args)
                 else:
-                    loop = asyncio.get_running_loop()
-                    result = await loop.run_in_executor(self._executor, fn, *args)
+                    result = await self._in_thread(fn, args)
                     if inspect.isawaitable(result):  # a sync callable that returned an awaitable
                         result = await result
         except TimeoutError as exc:

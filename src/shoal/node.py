@@ -1,9 +1,14 @@
 """Node: one cache process's composition root.
 
-A node owns its groups, the thread pool that runs synchronous loaders, the
+A node owns its groups, the thread pool that runs synchronous loaders (a
+:class:`~shoal.loaderpool.LoaderPool`: a loader that outlives its
+``load_timeout`` is abandoned and replaced, and shutdown never waits for it), the
 HTTP API server and its background tasks (the expiry sweep; with a peer port,
 its membership: the etcd keep-alive and watch, or the gossip protocol, and the
-task that rebuilds the ring on every membership change). It is an async
+task that rebuilds the ring on every membership change). Every background
+task runs supervised (:mod:`shoal.supervise`): a round that fails is counted
+(:meth:`Node.background_errors`), logged once and retried after a bounded
+pause, so only the node's owner stops the node. It is an async
 context manager; nothing it starts outlives the ``async with`` block, and there
 are no process globals, so several nodes can live in one process::
 
@@ -20,7 +25,6 @@ import dataclasses
 import logging
 import time
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -28,18 +32,26 @@ from .codec import Codec
 from .config import GroupConfig, NodeConfig
 from .errors import Closed, ConfigError, GroupNotFound
 from .group import Group, Loader
+from .loaderpool import LoaderPool
+from .replication import REPLICA_TASKS
 from .ring import Ring
 from .stats import GroupStats
 from .store import Clock
+from .supervise import BackgroundErrors, supervised
 
 if TYPE_CHECKING:
+    from .api.http import ApiServer
     from .membership import Member, MemberSet, Membership
     from .peers import PeerPicker
     from .transport import PeerClient, Transport
+    from .transport.http import PeerServer
 
 __all__ = ["Node", "new_event_loop", "default_transport"]
 
 log = logging.getLogger("shoal.node")
+
+NODE_TASKS = ("sweep", "membership", "members")
+"""The names the node's own background tasks count their failed rounds under."""
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -95,9 +107,7 @@ class Node:
         self._transport = transport
         self._clock = clock
         self._groups: dict[str, Group[Any]] = {}
-        self._executor = ThreadPoolExecutor(
-            max_workers=self.config.loader_threads, thread_name_prefix="shoal-loader"
-        )
+        self._executor = LoaderPool(self.config.loader_threads, thread_name_prefix="shoal-loader")
         self._loaders: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stack: contextlib.AsyncExitStack | None = None
@@ -112,6 +122,9 @@ class Node:
         self._node_id: str | None = None
         self._started_at = time.time()
         self._closed = False
+        self._api_server: ApiServer | None = None
+        self._peer_server: PeerServer | None = None
+        self._errors = BackgroundErrors((*NODE_TASKS, *REPLICA_TASKS))
 
     def __repr__(self) -> str:
         return f"<Node groups={sorted(self._groups)} api={self._api_address}>"
@@ -190,6 +203,31 @@ class Node:
     def statistics(self) -> dict[str, GroupStats]:
         """A snapshot of every group's statistics, by name."""
         return {name: group.statistics() for name, group in self._groups.items()}
+
+    def loader_statistics(self) -> dict[str, int]:
+        """The threads that run sync loaders: ``threads`` alive, ``busy``, ``queued``
+        loads, ``abandoned`` (stuck in a loader that outlived its caller, no longer
+        counted against ``loader_threads``) and ``abandoned_total``."""
+        return self._executor.statistics()
+
+    def accept_errors(self) -> dict[str, int]:
+        """Per HTTP server of this node (``api``, ``peer``), the times accepting a
+        connection failed because the process or the system was out of file
+        descriptors (each logged at most every ten seconds; accepting resumes by
+        itself once descriptors are free)."""
+        found: dict[str, int] = {}
+        for name, server in (("api", self._api_server), ("peer", self._peer_server)):
+            if server is not None:
+                found[name] = server.accept_errors
+        return found
+
+    def background_errors(self) -> dict[str, int]:
+        """Failed rounds of the node's background tasks, by task: ``sweep``,
+        ``membership`` (the source's keep-alives, watches or gossip timers),
+        ``members`` (applying its snapshots), and a replicated group's
+        ``replica-push``, ``replica-probe`` and ``anti-entropy``. Each failed round
+        was logged (once per distinct failure and minute) and retried."""
+        return self._errors.counts()
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -314,7 +352,7 @@ class Node:
         if self._picker is None or self._tasks is None:
             raise RuntimeError("the node runs without peers; configure port or peers")
         for client in self._picker.set_peers(urls):
-            self._tasks.create_task(client.aclose())
+            self._tasks.create_task(self._close_client(client))
         log.info("members: %s", ", ".join(self._picker.view.ring.nodes))
 
     @property
@@ -338,7 +376,7 @@ class Node:
             if self.config.api_port is not None:
                 from .api.http import ApiServer
 
-                server = ApiServer(self)
+                server = self._api_server = ApiServer(self)
                 stack.push_async_callback(server.aclose)
                 self._api_address = await server.start(self.config.api_host, self.config.api_port)
                 log.info("HTTP API listening on http://%s:%d", *self._api_address)
@@ -359,9 +397,28 @@ class Node:
                     self._start_replica(group)
             if self._membership is not None:
                 membership = self._membership
+                source = f"{membership.source} membership"
                 self._background += [
-                    self._tasks.create_task(membership.run(), name="shoal-membership"),
-                    self._tasks.create_task(self._follow(membership), name="shoal-members"),
+                    self._tasks.create_task(
+                        supervised(
+                            "membership",
+                            membership.run,
+                            self._errors,
+                            context=source,
+                            forever=False,
+                        ),
+                        name="shoal-membership",
+                    ),
+                    self._tasks.create_task(
+                        supervised(
+                            "members",
+                            lambda: self._follow(membership),
+                            self._errors,
+                            context=source,
+                            forever=False,
+                        ),
+                        name="shoal-members",
+                    ),
                 ]
             self._stack = stack.pop_all()
 
@@ -384,7 +441,7 @@ class Node:
         elif cfg.port is not None:
             from .transport.http import PeerServer
 
-            peer_server = PeerServer(self)
+            peer_server = self._peer_server = PeerServer(self)
             stack.push_async_callback(peer_server.aclose)
             self._peer_address = await peer_server.start(cfg.host, cfg.port)
             log.info("peer server listening on http://%s:%d%s", *self._peer_address, cfg.base_path)
@@ -495,18 +552,27 @@ class Node:
         return gone
 
     async def _follow(self, membership: Membership) -> None:
-        """Rebuild the ring and peer clients on every membership snapshot."""
+        """Rebuild the ring and peer clients on every membership snapshot.
+
+        A snapshot that fails to apply ends this follow with the last view kept; the
+        supervisor follows again after a pause, from the latest snapshot, so the
+        change is retried rather than lost.
+        """
         assert self._tasks is not None
         async for members in membership.snapshots():
             if members == self._applied:
                 continue  # the view start() applied (or a repeat): keep set_peers' changes
-            try:
-                gone = self._apply_members(members)
-            except Exception:  # a bad snapshot must not take the node down
-                log.exception("applying a membership change failed; keeping the last view")
-                continue
+            gone = self._apply_members(members)
             for client in gone:
-                self._tasks.create_task(client.aclose())
+                self._tasks.create_task(self._close_client(client))
+
+    async def _close_client(self, client: PeerClient) -> None:
+        """Close the client of a member that left, in the background: a client that
+        fails to close is counted (task ``members``), never fatal to the node."""
+        try:
+            await client.aclose()
+        except Exception as exc:
+            self._errors.record("members", exc, f"closing the client of {client.url}")
 
     async def aclose(self) -> None:
         """Stop the servers and background tasks, cancel loads, close loaders and threads.
@@ -531,7 +597,7 @@ class Node:
                     await loader.aclose()
                 except Exception:
                     log.exception("closing the loader %r failed", loader)
-            # Threads stuck in a hung sync loader are abandoned, not joined.
+            # Threads stuck in a hung sync loader are daemon threads, never joined.
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> Self:
@@ -554,7 +620,7 @@ class Node:
         """Run a replicated group's pushes and anti-entropy in the node's task group."""
         assert self._tasks is not None
         assert group.replica is not None
-        self._background.append(group.replica.start(self._tasks))
+        self._background.append(group.replica.start(self._tasks, self._errors))
 
     async def serve_replica(self, request: bytes, *, group: str | None = None) -> bytes:
         """Answer a peer's message for a replicated group (what the peer transports
@@ -573,10 +639,14 @@ class Node:
         return await serve_replica(self._groups, request, group=group)
 
     async def _sweep_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.sweep_interval)
-            for group in list(self._groups.values()):
-                try:
-                    group.sweep()
-                except Exception:  # a sweep must never take the node down
-                    log.exception("sweeping group %r failed", group.name)
+        await supervised("sweep", self._sweep_round, self._errors)
+
+    async def _sweep_round(self) -> None:
+        """Wait ``sweep_interval``, then reclaim every group's expired entries; a group
+        whose sweep fails is counted and skipped, the others are still swept."""
+        await asyncio.sleep(self.config.sweep_interval)
+        for group in list(self._groups.values()):
+            try:
+                group.sweep()
+            except Exception as exc:
+                self._errors.record("sweep", exc, f"group {group.name!r}")

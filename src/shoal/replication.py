@@ -15,7 +15,13 @@ two background tasks the node owns:
   exchange; otherwise the peer's bucket hashes name the buckets that differ,
   a summary of those buckets (keys and versions, no values) finds the keys
   that differ, and only those travel, each way. A member that was down or cut
-  off catches up in its first round after it comes back.
+  off catches up in its first round after it comes back. A round between
+  members in sync changes nothing: only a *newer* group clear fences the
+  loads in flight.
+
+Both run as supervised rounds (:mod:`shoal.supervise`): a round that raises is
+counted, logged once, and retried after a bounded pause; it never stops the
+node.
 
 The state is the truth and the group's main cache mirrors its live values, so
 reads take the ordinary path (:meth:`shoal.group.Group.get`), hits included. A
@@ -45,6 +51,7 @@ from ._printable import printable
 from .errors import BadRequest, GroupFull, PeerError, ShoalError
 from .hlc import HybridClock, hlc_from_seconds
 from .replica import DEFAULT_BUCKETS, ZERO_VERSION, Entry, ReplicaState, Version
+from .supervise import BackgroundErrors, supervised
 from .wire._pb import shoal_pb2 as pb
 from .wire.codec import from_expire_ns, to_expire_ns
 
@@ -61,6 +68,8 @@ MAX_MESSAGE_BYTES: Final = 1 << 20
 """A push or a sync answer is cut into messages of about this size."""
 MAX_SUMMARIES: Final = 20_000
 """Keys summarised in one sync request at most (about 0.5 MiB)."""
+REPLICA_TASKS: Final = ("replica-push", "replica-probe", "anti-entropy")
+"""The names a replica's background tasks count their failed rounds under."""
 MAX_CLOCK_DRIFT: Final = 300.0
 """Seconds a peer's clock may run ahead of this node's before its timestamps are
 no longer merged into this node's clock (its writes still apply)."""
@@ -123,6 +132,9 @@ class Replica:
         self._waiters: list[asyncio.Future[None]] = []
         self._wake = asyncio.Event()
         self._active = False
+        self._partner: str | None = None
+        self.errors = BackgroundErrors(REPLICA_TASKS)
+        """Failed background rounds (the node's counters once it starts this replica)."""
         self._counters = dict.fromkeys(
             (
                 "pushes",
@@ -183,6 +195,7 @@ class Replica:
 
     async def invalidate(self) -> int:
         """Drop every key written until now, on every member; return how many were live."""
+        self.hlc.observe(self.state.cleared.hlc)  # above a peer's clear, whatever the clock
         version = self.stamp()
         removed = self._clear(version)
         self._cleared_out = version
@@ -329,17 +342,42 @@ class Replica:
 
     # -- background -------------------------------------------------------------------------
 
-    def start(self, tasks: asyncio.TaskGroup) -> asyncio.Task[None]:
-        """Run :meth:`run` in ``tasks``; writes wait for their pushes from now on."""
+    def start(
+        self, tasks: asyncio.TaskGroup, errors: BackgroundErrors | None = None
+    ) -> asyncio.Task[None]:
+        """Run :meth:`run` in ``tasks``; writes wait for their pushes from now on.
+
+        Args:
+            tasks: the owner's task group.
+            errors: where failed rounds are counted (the node's); kept in :attr:`errors`.
+        """
+        if errors is not None:
+            self.errors = errors
         self._active = True
         return tasks.create_task(self.run(), name=f"shoal-replica-{self._group.name}")
 
     async def run(self) -> None:
-        """Push writes and run anti-entropy until cancelled (the node's task)."""
+        """Push writes and run anti-entropy until cancelled (the node's task).
+
+        A round of either that fails is counted in :attr:`errors` (tasks
+        ``replica-push``, ``replica-probe`` and ``anti-entropy``) and retried after a
+        pause (:func:`~shoal.supervise.supervised`): it never stops the other, nor
+        the node.
+        """
         self._active = True
+        name = self._group.name
+        probing: set[str] = set()
         try:
             async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._push_forever(self._wake, tasks))
+                tasks.create_task(
+                    supervised(
+                        "replica-push",
+                        lambda: self._push_round(self._wake, tasks, probing),
+                        self.errors,
+                        context=f"group {name!r}",
+                        rng=self._rng,
+                    )
+                )
                 tasks.create_task(self._anti_entropy_forever())
         finally:
             self._active = False
@@ -348,53 +386,65 @@ class Replica:
                     waiter.set_result(None)
             self._waiters.clear()
 
-    async def _push_forever(self, wake: asyncio.Event, tasks: asyncio.TaskGroup) -> None:
+    async def _push_round(
+        self, wake: asyncio.Event, tasks: asyncio.TaskGroup, probing: set[str]
+    ) -> None:
         """Send what the writes queued: writers wait for the live peers; a peer skipped
         after failures gets the push too, in the background (one at a time), so a
-        member that was only briefly away misses nothing and rejoins at once."""
-        probing: set[str] = set()
-        while True:
-            await wake.wait()
-            wake.clear()
-            entries, self._outbox = self._outbox, []
-            cleared, self._cleared_out = self._cleared_out, None
-            waiters, self._waiters = self._waiters, []
+        member that was only briefly away misses nothing and rejoins at once. Writers
+        are released whatever happens (a push that fails is repaired by anti-entropy)."""
+        await wake.wait()
+        wake.clear()
+        entries, self._outbox = self._outbox, []
+        cleared, self._cleared_out = self._cleared_out, None
+        waiters, self._waiters = self._waiters, []
+        try:
             live = self._live()
             for peer in self._skipped():
                 if peer.url not in probing:
                     probing.add(peer.url)
                     tasks.create_task(self._probe(peer, entries, cleared, probing))
-            try:
-                await asyncio.gather(*(self._send_logged(peer, entries, cleared) for peer in live))
-            finally:
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_result(None)
+            await asyncio.gather(*(self._send_logged(peer, entries, cleared) for peer in live))
+        finally:
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(None)
 
     async def _anti_entropy_forever(self) -> None:
+        """Anti-entropy rounds, every ``anti_entropy_interval`` (jittered)."""
         interval = self._config.anti_entropy_interval
         # The first round soon after start: a node that was down catches up at once.
         await asyncio.sleep(self._rng.uniform(0.05, 0.25) * interval)
-        while True:
-            peers = self._live()
-            if peers:
-                peer = self._rng.choice(peers)
-                try:
-                    await self.sync_with(peer)
-                except PeerError as exc:
-                    self._counters["sync_failures"] += 1
-                    self._failed(peer)
-                    log.info(
-                        "group %r: anti-entropy with %s failed: %s",
-                        self._group.name,
-                        peer.url,
-                        printable(str(exc)),
-                    )
+        await supervised(
+            "anti-entropy",
+            self._anti_entropy_round,
+            self.errors,
+            context=lambda: f"group {self._group.name!r}, peer {self._partner}",
+            rng=self._rng,
+        )
+
+    async def _anti_entropy_round(self) -> None:
+        """One round with a random live peer, tombstone collection, then the pause."""
+        interval = self._config.anti_entropy_interval
+        peers = self._live()
+        self._partner = None
+        if peers:
+            peer = self._rng.choice(peers)
+            self._partner = peer.url
             try:
-                self.collect_garbage()
-            except Exception:  # housekeeping must never stop the loop
-                log.exception("group %r: collecting tombstones failed", self._group.name)
-            await asyncio.sleep(interval * self._rng.uniform(0.8, 1.2))
+                await self.sync_with(peer)
+            except PeerError as exc:
+                self._counters["sync_failures"] += 1
+                self._failed(peer)
+                log.info(
+                    "group %r: anti-entropy with %s failed: %s",
+                    self._group.name,
+                    peer.url,
+                    printable(str(exc)),
+                )
+        self._partner = None
+        self.collect_garbage()
+        await asyncio.sleep(interval * self._rng.uniform(0.8, 1.2))
 
     # -- internals --------------------------------------------------------------------------
 
@@ -421,6 +471,8 @@ class Replica:
             await self._send(peer, entries, cleared)
         except PeerError:
             self._counters["push_failures"] += 1  # still away: anti-entropy will repair
+        except Exception as exc:  # a failed probe must not stop the pushes
+            self.errors.record("replica-probe", exc, f"group {self._group.name!r}, peer {peer.url}")
         finally:
             probing.discard(peer.url)
 
@@ -530,7 +582,14 @@ class Replica:
             raise BadRequest(f"bad replica timestamp: {exc}") from exc
 
     def _clear(self, version: Version) -> int:
-        """Drop every write older than ``version`` here; return how many were live."""
+        """Drop every write older than ``version`` here; return how many were live.
+
+        Only a clear newer than this node's ``cleared`` changes anything: an older or
+        equal one (every anti-entropy round between members in sync carries one)
+        leaves the state alone and fences no load in flight.
+        """
+        if version <= self.state.cleared:
+            return 0
         now = self._clock()
         dropped = self.state.clear(version)
         if version.node != self.node_id and version != ZERO_VERSION:

@@ -146,3 +146,15 @@ def test_peer_client_series() -> None:
         assert line in lines
     assert "shoal_peer_client_" not in render_metrics([group("a")]).decode()
     assert "shoal_peer_client_" not in render_metrics([group("a")], {}).decode()
+
+
+def test_background_error_series() -> None:
+    """Failed background rounds become shoal_background_errors_total labelled by task;
+    without the counters there is no such series."""
+    errors = {"sweep": 0, "anti-entropy": 3}
+    text = render_metrics([group("a")], background_errors=errors).decode()
+    lines = text.splitlines()
+    assert lines.count("# TYPE shoal_background_errors_total counter") == 1
+    assert 'shoal_background_errors_total{task="sweep"} 0' in lines
+    assert 'shoal_background_errors_total{task="anti-entropy"} 3' in lines
+    assert "shoal_background_errors_total" not in render_metrics([group("a")]).decode()

@@ -240,7 +240,13 @@ class TestOtherRoutes:
         assert r.status == 200
         assert r.headers["content-type"] == "application/json"
         body = r.json()
-        assert body == {"groups": {"scores": api.group.statistics().as_dict()}}
+        assert body == {
+            "groups": {"scores": api.group.statistics().as_dict()},
+            "background_errors": api.node.background_errors(),
+            "loader_threads": api.node.loader_statistics(),
+            "accept_errors": {"api": 0},
+        }
+        assert set(body["background_errors"]) >= {"sweep", "anti-entropy", "members"}
         scores = body["groups"]["scores"]
         assert scores["hits"] == 1
         assert scores["server_requests"] == 2

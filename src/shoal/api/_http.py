@@ -36,6 +36,12 @@ Rules of this module:
   time is bounded separately by ``request_timeout``.
 - The ``Date`` header is formatted by a one-second timer of the server, not
   per answer.
+- The server accepts its connections itself (a reader on each listening
+  socket, on asyncio's loop and on uvloop alike), so running out of file
+  descriptors (``EMFILE``/``ENFILE``) is seen: each failed ``accept`` is counted
+  (:attr:`HttpServer.accept_errors`), logged at most every ten seconds, and
+  accepting pauses briefly (growing to a second) while it lasts; the pending
+  connections wait in the backlog meanwhile.
 - No input crashes the server. Malformed requests get a JSON 4xx and the
   connection closes (after a short lingering drain, so the client can read the
   answer); a failing handler gets a JSON 500 and is logged.
@@ -46,6 +52,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import errno
 import functools
 import http
 import inspect
@@ -82,6 +89,13 @@ __all__ = [
 ]
 
 log = logging.getLogger("shoal.api")
+
+_OUT_OF_RESOURCES: Final = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+"""``accept`` errnos that mean the process or the system is out of descriptors or memory."""
+ACCEPT_PAUSE: Final = (0.05, 1.0)
+"""First and longest pause of accepting, in seconds, while accept runs out of resources."""
+ACCEPT_LOG_INTERVAL: Final = 10.0
+"""Seconds between two log lines about accept running out of resources."""
 
 JSON: Final = "application/json"
 """Content type of JSON answers."""
@@ -1238,8 +1252,16 @@ class HttpServer:
         self.max_pipeline = max_pipeline
         self._shutdown_timeout = shutdown_timeout
         self._backlog = backlog
-        self._server: asyncio.Server | None = None
+        self._sockets: list[socket.socket] = []
+        self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._connecting: set[asyncio.Task[None]] = set()
+        self._accept_pause = ACCEPT_PAUSE[0]
+        self._accept_retry: asyncio.TimerHandle | None = None
+        self._accept_logged = -math.inf
+        self._accept_unlogged = 0
+        self.accept_errors = 0
+        """Times ``accept`` failed for lack of file descriptors (or memory)."""
         self._address: tuple[str, int] | None = None
         self._connections: set[HttpProtocol] = set()
         self._tasks: set[asyncio.Task[Response]] = set()
@@ -1286,17 +1308,14 @@ class HttpServer:
             OSError: the address cannot be bound.
             RuntimeError: the server was already started.
         """
-        if self._server is not None or self._closing:
+        if self._started or self._closing:
             raise RuntimeError("the server was already started")
-        self._loop = asyncio.get_running_loop()
-        self._server = await self._loop.create_server(
-            lambda: HttpProtocol(self),
-            host,
-            port,
-            reuse_address=True,
-            backlog=self._backlog,
-        )
-        name = self._server.sockets[0].getsockname()
+        self._started = True
+        loop = self._loop = asyncio.get_running_loop()
+        self._sockets = await _listen(loop, host, port, self._backlog)
+        for sock in self._sockets:
+            loop.add_reader(sock.fileno(), self._accept, sock)
+        name = self._sockets[0].getsockname()
         self._address = (str(name[0]), int(name[1]))
         # request_timeout for every handler task, on one shared timer.
         self._deadlines = Deadlines(self.config.request_timeout, self._loop)
@@ -1311,13 +1330,16 @@ class HttpServer:
         them (with ``Connection: close``); then the remaining handler tasks are
         cancelled and the remaining connections dropped. Idempotent.
         """
-        server = self._server
-        if server is None or self._closing:
+        if not self._started or self._closing:
             self._closing = True
             return
         self._closing = True
         try:
-            server.close()
+            self._stop_accepting()
+            for sock in self._sockets:
+                sock.close()
+            for connecting in list(self._connecting):
+                connecting.cancel()
             for connection in list(self._connections):
                 connection.shutdown()
             await self._wait_drained(within=self._shutdown_timeout)
@@ -1327,9 +1349,10 @@ class HttpServer:
                 connection.abort()
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._connecting:
+                await asyncio.gather(*self._connecting, return_exceptions=True)
             # connection_lost follows an abort within a loop iteration or two.
             await self._wait_drained(within=1.0)
-            await server.wait_closed()
         finally:
             if self._date_timer is not None:
                 self._date_timer.cancel()
@@ -1346,6 +1369,75 @@ class HttpServer:
             pass
         finally:
             self._drained = None
+
+    # -- accepting ----------------------------------------------------------------
+
+    def _accept(self, sock: socket.socket) -> None:
+        """Accept what waits on ``sock`` (at most a backlog's worth per wakeup)."""
+        loop = self.loop
+        for _ in range(self._backlog):
+            try:
+                conn, _ = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except ConnectionAbortedError:
+                continue  # the client gave up while it waited
+            except OSError as exc:
+                if exc.errno in _OUT_OF_RESOURCES:
+                    self._out_of_resources(exc)
+                else:
+                    log.warning("accepting on %s failed: %s", _name(sock), exc)
+                return
+            self._accept_pause = ACCEPT_PAUSE[0]
+            conn.setblocking(False)
+            task = loop.create_task(self._connect(conn))
+            self._connecting.add(task)
+            task.add_done_callback(self._connecting.discard)
+
+    async def _connect(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: HttpProtocol(self), conn)
+        except OSError:
+            conn.close()  # the client left before its transport was made
+        except BaseException:
+            conn.close()
+            raise
+
+    def _out_of_resources(self, exc: OSError) -> None:
+        """Count a failed accept, log it (rate-limited), and pause accepting."""
+        self.accept_errors += 1
+        now = time.monotonic()
+        if now - self._accept_logged >= ACCEPT_LOG_INTERVAL:
+            since = f" ({self._accept_unlogged} more since the last report)"
+            log.error(
+                "cannot accept connections on %s: %s; pausing accepts%s",
+                ", ".join(_name(s) for s in self._sockets),
+                exc.strerror or exc,
+                since if self._accept_unlogged else "",
+            )
+            self._accept_logged, self._accept_unlogged = now, 0
+        else:
+            self._accept_unlogged += 1
+        self._stop_accepting()
+        pause = self._accept_pause
+        self._accept_pause = min(pause * 2, ACCEPT_PAUSE[1])
+        self._accept_retry = self.loop.call_later(pause, self._resume_accepting)
+
+    def _stop_accepting(self) -> None:
+        if self._accept_retry is not None:
+            self._accept_retry.cancel()
+            self._accept_retry = None
+        loop = self._loop
+        if loop is not None:
+            for sock in self._sockets:
+                loop.remove_reader(sock.fileno())
+
+    def _resume_accepting(self) -> None:
+        self._accept_retry = None
+        if self._closing:
+            return
+        for sock in self._sockets:
+            self.loop.add_reader(sock.fileno(), self._accept, sock)
 
     # -- called by the connections ------------------------------------------------
 
@@ -1423,3 +1515,49 @@ class HttpServer:
             log.error("HTTP handler produced %r, not a Response", response)
             return _internal_error()
         return response
+
+
+async def _listen(
+    loop: asyncio.AbstractEventLoop, host: str, port: int, backlog: int
+) -> list[socket.socket]:
+    """Listening sockets on every address ``host`` resolves to (all interfaces for
+    ``""``), as :meth:`asyncio.loop.create_server` makes them.
+
+    Raises:
+        OSError: an address cannot be bound.
+    """
+    infos = await loop.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _, address in dict.fromkeys(infos):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                # One socket per family, as create_server does.
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                raise OSError(
+                    exc.errno, f"error while attempting to bind on address {address!r}: {exc}"
+                ) from None
+            sock.listen(backlog)
+            sock.setblocking(False)
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    if not sockets:
+        raise OSError(f"{host!r} resolves to no address")
+    return sockets
+
+
+def _name(sock: socket.socket) -> str:
+    try:
+        host, port = sock.getsockname()[:2]
+    except OSError:
+        return "a closed socket"
+    return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"

@@ -8,7 +8,10 @@
 ``DELETE /v1/groups/{group}/keys/{key}``                 drop the key; ``{"deleted": true|false}``
 ``POST /v1/groups/{group}/invalidate``                   drop every key of the group on every
                                                          member; ``{"removed": n}`` (this node's)
-``GET /v1/stats``                                        ``{"groups": {name: statistics}}``
+``GET /v1/stats``                                        ``{"groups": {name: statistics},
+                                                         "background_errors": {task: n},
+                                                         "loader_threads": {counter: n},
+                                                         "accept_errors": {server: n}}``
 ``GET /healthz``                                         ``ok``
 ``GET /metrics``                                         Prometheus text format 0.0.4
 =======================================================  ==========================================
@@ -251,6 +254,11 @@ class ApiServer:
         """The bound (host, port), once started."""
         return self._server.address
 
+    @property
+    def accept_errors(self) -> int:
+        """Times accepting a connection failed for lack of file descriptors."""
+        return self._server.accept_errors
+
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on ``host``:``port`` (0 picks a free port); return the bound address.
 
@@ -419,7 +427,12 @@ class ApiServer:
             return _not_allowed(request, _ALLOW_READ)
         groups = self._node.groups
         return json_response(
-            {"groups": {name: group.statistics().as_dict() for name, group in groups.items()}}
+            {
+                "groups": {name: group.statistics().as_dict() for name, group in groups.items()},
+                "background_errors": self._node.background_errors(),
+                "loader_threads": self._node.loader_statistics(),
+                "accept_errors": self._node.accept_errors(),
+            }
         )
 
     def _cluster(self, request: Request) -> Response:
@@ -444,7 +457,13 @@ class ApiServer:
         if request.method not in _READ:
             return _not_allowed(request, _ALLOW_READ)
         groups = self._node.groups.values()
-        body = render_metrics((g.statistics() for g in groups), self._node.peer_statistics())
+        body = render_metrics(
+            (g.statistics() for g in groups),
+            self._node.peer_statistics(),
+            background_errors=self._node.background_errors(),
+            loader_threads=self._node.loader_statistics(),
+            accept_errors=self._node.accept_errors(),
+        )
         return Response(200, body, METRICS_CONTENT_TYPE)
 
     # -- the cache ----------------------------------------------------------------

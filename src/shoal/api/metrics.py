@@ -125,7 +125,12 @@ _PEER_SERIES: Final = (
 
 
 def render_metrics(
-    stats: Iterable[GroupStats], peers: Mapping[str, Mapping[str, int]] | None = None
+    stats: Iterable[GroupStats],
+    peers: Mapping[str, Mapping[str, int]] | None = None,
+    *,
+    background_errors: Mapping[str, int] | None = None,
+    loader_threads: Mapping[str, int] | None = None,
+    accept_errors: Mapping[str, int] | None = None,
 ) -> bytes:
     """Render the statistics of some groups in the Prometheus text format.
 
@@ -136,6 +141,14 @@ def render_metrics(
         stats: one snapshot per group, e.g. ``(g.statistics() for g in node.groups.values())``.
         peers: per peer URL, its client's counters (``Node.peer_statistics()``), rendered
             as ``shoal_peer_client_*`` series with a ``peer`` label.
+        background_errors: failed rounds of the node's background tasks by task
+            (``Node.background_errors()``), as ``shoal_background_errors_total``
+            with a ``task`` label.
+        loader_threads: the sync loader pool's counters (``Node.loader_statistics()``),
+            as ``shoal_loader_threads{state}`` and ``shoal_loader_threads_abandoned_total``.
+        accept_errors: per server (``api``, ``peer``), the times accepting a connection
+            failed for lack of file descriptors (``Node.accept_errors()``), as
+            ``shoal_accept_errors_total{server}``.
 
     Returns:
         The exposition as UTF-8 bytes, to serve with :data:`CONTENT_TYPE`.
@@ -160,5 +173,40 @@ def render_metrics(
     for series, kind, key, text in _PEER_SERIES if clients else ():
         lines += (f"# HELP {series} {text}", f"# TYPE {series} {kind}")
         lines += (f'{series}{{peer="{label}"}} {c.get(key, 0)}' for label, c in clients)
+    tasks = [(escape_label_value(task), n) for task, n in (background_errors or {}).items()]
+    if tasks:
+        series = "shoal_background_errors_total"
+        lines += (
+            f"# HELP {series} Background rounds that failed (logged, then retried).",
+            f"# TYPE {series} counter",
+        )
+        lines += (f'{series}{{task="{label}"}} {n}' for label, n in tasks)
+    if loader_threads is not None:
+        series = "shoal_loader_threads"
+        lines += (
+            f"# HELP {series} Sync loader threads: busy, abandoned (stuck in a loader "
+            "that outlived its load) and alive in all.",
+            f"# TYPE {series} gauge",
+        )
+        lines += (
+            f'{series}{{state="{state}"}} {loader_threads.get(key, 0)}'
+            for state, key in (("alive", "threads"), ("busy", "busy"), ("abandoned", "abandoned"))
+        )
+        series = "shoal_loader_threads_abandoned_total"
+        lines += (
+            f"# HELP {series} Loader threads abandoned to a loader that outlived its load.",
+            f"# TYPE {series} counter",
+            f"{series} {loader_threads.get('abandoned_total', 0)}",
+        )
+    if accept_errors:
+        series = "shoal_accept_errors_total"
+        lines += (
+            f"# HELP {series} Failed accepts for lack of file descriptors (too many open files).",
+            f"# TYPE {series} counter",
+        )
+        lines += (
+            f'{series}{{server="{escape_label_value(name)}"}} {n}'
+            for name, n in accept_errors.items()
+        )
     lines.append("")  # the format ends with a line feed
     return "\n".join(lines).encode()

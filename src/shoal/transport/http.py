@@ -325,6 +325,11 @@ class PeerServer:
         """The bound (host, port), once started."""
         return self._server.address
 
+    @property
+    def accept_errors(self) -> int:
+        """Times accepting a connection failed for lack of file descriptors."""
+        return self._server.accept_errors
+
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on ``host``:``port`` (0 picks a free port); return the bound address.
 
