@@ -33,11 +33,10 @@ from .config import GroupConfig, NodeConfig
 from .errors import Closed, ConfigError, GroupNotFound
 from .group import Group, Loader
 from .loaderpool import LoaderPool
-from .replication import REPLICA_TASKS
 from .ring import Ring
 from .stats import GroupStats
 from .store import Clock
-from .supervise import BackgroundErrors, supervised
+from .supervise import NODE_TASKS, REPLICA_TASKS, BackgroundErrors, supervised
 
 if TYPE_CHECKING:
     from .api.http import ApiServer
@@ -49,9 +48,6 @@ if TYPE_CHECKING:
 __all__ = ["Node", "new_event_loop", "default_transport"]
 
 log = logging.getLogger("shoal.node")
-
-NODE_TASKS = ("sweep", "membership", "members")
-"""The names the node's own background tasks count their failed rounds under."""
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

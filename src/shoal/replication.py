@@ -51,7 +51,7 @@ from ._printable import printable
 from .errors import BadRequest, GroupFull, PeerError, ShoalError
 from .hlc import HybridClock, hlc_from_seconds
 from .replica import DEFAULT_BUCKETS, ZERO_VERSION, Entry, ReplicaState, Version
-from .supervise import BackgroundErrors, supervised
+from .supervise import REPLICA_TASKS, BackgroundErrors, supervised
 from .wire._pb import shoal_pb2 as pb
 from .wire.codec import from_expire_ns, to_expire_ns
 
@@ -68,8 +68,6 @@ MAX_MESSAGE_BYTES: Final = 1 << 20
 """A push or a sync answer is cut into messages of about this size."""
 MAX_SUMMARIES: Final = 20_000
 """Keys summarised in one sync request at most (about 0.5 MiB)."""
-REPLICA_TASKS: Final = ("replica-push", "replica-probe", "anti-entropy")
-"""The names a replica's background tasks count their failed rounds under."""
 MAX_CLOCK_DRIFT: Final = 300.0
 """Seconds a peer's clock may run ahead of this node's before its timestamps are
 no longer merged into this node's clock (its writes still apply)."""

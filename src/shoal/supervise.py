@@ -28,9 +28,14 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Final
 
-__all__ = ["BackgroundErrors", "supervised"]
+__all__ = ["NODE_TASKS", "REPLICA_TASKS", "BackgroundErrors", "supervised"]
 
 log = logging.getLogger("shoal.background")
+
+NODE_TASKS: Final = ("sweep", "membership", "members")
+"""The names the node's own background tasks count their failed rounds under."""
+REPLICA_TASKS: Final = ("replica-push", "replica-probe", "anti-entropy")
+"""The names a replicated group's background tasks count their failed rounds under."""
 
 MAX_DISTINCT: Final = 256
 """Distinct failures remembered for rate-limited logging (then forgotten at once)."""
