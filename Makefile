@@ -8,7 +8,7 @@ API_PORT ?= 9999
 # How the nodes of `make run` find each other: static (a member list), etcd or gossip.
 MEMBERSHIP ?= static
 
-.PHONY: run demo test lint typecheck pytest bench proto venv dev clean
+.PHONY: run demo test lint typecheck pytest docs docs-check bench proto venv dev clean
 
 ## make run: install shoal in .venv and run a local 3-node cluster of the SlowDB demo:
 ## peers on 8001-8003, HTTP API on http://127.0.0.1:9999 (and 9998, 9997); Ctrl-C stops it.
@@ -24,8 +24,8 @@ run: venv
 demo: venv
 	$(BIN)/shoal demo
 
-## make test: install what the tests need, then ruff, mypy and pytest
-test: dev lint typecheck pytest
+## make test: install what the tests need, then ruff, mypy, pytest and the docs build
+test: dev lint typecheck pytest docs-check
 
 ## make proto: regenerate the protobuf code in src/shoal/wire/_pb/ (checked in) from the .proto files
 ## (groupcache.proto, geekcache.proto, shoal.proto) with the pinned grpcio-tools
@@ -59,9 +59,19 @@ typecheck: dev
 pytest: dev
 	$(BIN)/pytest -q
 
+## make docs: build the documentation site (MkDocs, docs/ and mkdocs.yml) into site/
+docs: dev
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+# The docs build of `make test`: strict (a broken link, an unknown anchor, a page
+# missing from the nav or a missing API name fails), into a directory removed after.
+docs-check: dev
+	@out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && \
+	    NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir "$$out"
+
 ## make bench: every benchmark, short runs (see bench/README.md for full runs)
 bench: dev
 	for b in local_hits stampede memory server http_protocol ring_balance cluster grpc_transport membership policies writes; do $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis src/shoal/_speedups*.so
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis site src/shoal/_speedups*.so

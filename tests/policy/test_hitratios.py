@@ -2,7 +2,7 @@
 
 LRU is deterministic, so matching the published LRU ratios to two decimals
 proves the trace readers; ARC and W-TinyLFU are held to the targets of the
-README's "Eviction policies" table.
+hit-ratio tables in docs/eviction.md.
 """
 
 from __future__ import annotations
