@@ -444,7 +444,12 @@ class ApiServer:
         if request.method not in _READ:
             return _not_allowed(request, _ALLOW_READ)
         groups = self._node.groups.values()
-        body = render_metrics((g.statistics() for g in groups), self._node.peer_statistics())
+        membership = self._node.membership
+        body = render_metrics(
+            (g.statistics() for g in groups),
+            self._node.peer_statistics(),
+            membership.statistics() if membership is not None else None,
+        )
         return Response(200, body, METRICS_CONTENT_TYPE)
 
     # -- the cache ----------------------------------------------------------------

@@ -9,7 +9,7 @@ group counters carry a ``group`` label; the per-cache series add
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import Any, Final
 
 from ..stats import GroupStats
 
@@ -114,8 +114,35 @@ _PEER_SERIES: Final = (
 )
 
 
+def _membership_lines(membership: Mapping[str, Any]) -> list[str]:
+    """The series of the membership source's input drops (gossip or etcd)."""
+    lines: list[str] = []
+    dropped = membership.get("dropped")
+    if isinstance(dropped, Mapping):
+        series = "shoal_gossip_dropped_total"
+        lines += (
+            f"# HELP {series} Gossip datagrams and updates dropped, by reason.",
+            f"# TYPE {series} counter",
+        )
+        lines += (
+            f'{series}{{reason="{escape_label_value(str(reason))}"}} {count}'
+            for reason, count in sorted(dropped.items())
+        )
+    bad = membership.get("bad_records")
+    if isinstance(bad, int):
+        series = "shoal_etcd_bad_records_total"
+        lines += (
+            f"# HELP {series} Malformed etcd member records skipped.",
+            f"# TYPE {series} counter",
+            f"{series} {bad}",
+        )
+    return lines
+
+
 def render_metrics(
-    stats: Iterable[GroupStats], peers: Mapping[str, Mapping[str, int]] | None = None
+    stats: Iterable[GroupStats],
+    peers: Mapping[str, Mapping[str, int]] | None = None,
+    membership: Mapping[str, Any] | None = None,
 ) -> bytes:
     """Render the statistics of some groups in the Prometheus text format.
 
@@ -126,6 +153,9 @@ def render_metrics(
         stats: one snapshot per group, e.g. ``(g.statistics() for g in node.groups.values())``.
         peers: per peer URL, its client's counters (``Node.peer_statistics()``), rendered
             as ``shoal_peer_client_*`` series with a ``peer`` label.
+        membership: the membership source's statistics (``Membership.statistics()``):
+            its dropped input as ``shoal_gossip_dropped_total{reason}`` (gossip) or
+            ``shoal_etcd_bad_records_total`` (etcd).
 
     Returns:
         The exposition as UTF-8 bytes, to serve with :data:`CONTENT_TYPE`.
@@ -150,5 +180,7 @@ def render_metrics(
     for series, kind, key, text in _PEER_SERIES if clients else ():
         lines += (f"# HELP {series} {text}", f"# TYPE {series} {kind}")
         lines += (f'{series}{{peer="{label}"}} {c.get(key, 0)}' for label, c in clients)
+    if membership is not None:
+        lines += _membership_lines(membership)
     lines.append("")  # the format ends with a line feed
     return "\n".join(lines).encode()

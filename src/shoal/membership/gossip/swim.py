@@ -32,6 +32,12 @@ refinements):
   chance to refute), as in memberlist.
 - **Leaving.** A node that stops announces ``left`` to every live member at
   once; a left member is never probed and drops out of every view at once.
+
+Hostile input (every datagram is untrusted; see :mod:`.messages` for what the
+decoder refuses) is dropped and counted by reason in :attr:`SwimStats.dropped`,
+never raised:
+
+- ``malformed``/``invalid``: the decoder refused the datagram.
 """
 
 from __future__ import annotations
@@ -40,11 +46,12 @@ import enum
 import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from ...config import GossipConfig
 from .messages import (
+    MAX_UPDATES,
     Ack,
     Gossip,
     GossipProtocolError,
@@ -58,7 +65,18 @@ from .messages import (
     encode_packed,
 )
 
-__all__ = ["Swim", "Status", "MemberState", "SwimStats", "Address"]
+__all__ = [
+    "Swim",
+    "Status",
+    "MemberState",
+    "SwimStats",
+    "Address",
+    "DROP_REASONS",
+]
+
+DROP_REASONS: Final = ("malformed", "invalid", "error")
+"""Why input is dropped (:attr:`SwimStats.dropped`); ``error`` is for the driver to
+count an unexpected failure in handling a datagram."""
 
 Address = tuple[str, int]
 """``(host, port)`` of a member's gossip socket."""
@@ -110,6 +128,8 @@ class SwimStats:
     suspicions: int
     deaths: int
     refutations: int
+    dropped: Mapping[str, int]
+    """Datagrams dropped, by reason (:data:`DROP_REASONS`)."""
 
 
 @dataclass(slots=True)
@@ -161,6 +181,7 @@ class _Counters:
     suspicions: int = 0
     deaths: int = 0
     refutations: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
 
 
 @dataclass(slots=True)
@@ -263,6 +284,7 @@ class Swim:
             c.suspicions,
             c.deaths,
             c.refutations,
+            dict(c.dropped),
         )
 
     def take_outgoing(self) -> list[tuple[Address, bytes]]:
@@ -303,8 +325,9 @@ class Swim:
         self._counters.bytes_received += len(data)
         try:
             message = decode(data)
-        except GossipProtocolError:
+        except GossipProtocolError as exc:
             self._counters.bad_packets += 1
+            self.drop(exc.reason)
             return
         if self._leaving:
             return
@@ -329,6 +352,10 @@ class Swim:
                     self._joined = True
                 if not message.reply and message.part == 0:
                     self._send_sync(source, reply=True)
+
+    def drop(self, reason: str) -> None:
+        """Count input dropped for ``reason`` (one of :data:`DROP_REASONS`)."""
+        self._counters.dropped[reason] = self._counters.dropped.get(reason, 0) + 1
 
     def tick(self, now: float) -> None:
         """Run every timer that is due at ``now``."""
@@ -595,7 +622,8 @@ class Swim:
         part, chunk = 0, []
         for update in table:
             chunk.append(update)
-            too_big = len(encode(Sync(self.name, tuple(chunk), reply, part))) > limit
+            encoded = encode(Sync(self.name, tuple(chunk), reply, part))
+            too_big = len(encoded) > limit or len(chunk) > MAX_UPDATES
             if too_big and len(chunk) > 1:
                 chunk.pop()
                 self._send(address, Sync(self.name, tuple(chunk), reply, part))
