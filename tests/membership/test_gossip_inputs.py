@@ -12,12 +12,17 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
+import time
 from collections.abc import Iterator
 from typing import Any
 
 from membership.test_gossip_cluster import gossip_args
 from membership.views import all_see, cluster_view, member_urls, wait_for
 from procs import ShoalServer, free_ports, shoal_nodes
+from shoal.membership.gossip.messages import (
+    MAX_INCARNATION,
+)
+from shoal.membership.gossip.swim import MAX_INCARNATION_JUMP
 
 CONVERGE_WITHIN = 10.0
 
@@ -91,3 +96,48 @@ def test_deep_or_broken_json_is_counted_as_malformed_and_never_logged() -> None:
         assert "Traceback" not in log
         assert "RecursionError" not in log
         assert dropped(node, "error") == 0
+
+
+def test_incarnations_out_of_range_or_jumping_are_dropped_and_a_forged_left_refuted() -> None:
+    """``left``/``dead`` about a live member with a 1,300-digit incarnation, or one past
+    uint32, are dropped as invalid; one more than MAX_INCARNATION_JUMP above the known
+    one is dropped as suspect input; neither touches the view. A ``left`` forged at the
+    member's own incarnation takes it off for no longer than its refutation, one
+    incarnation up."""
+    with gossip_cluster(3) as nodes:
+        urls = [n.peer_url for n in nodes]
+        target, victim = nodes[0], nodes[1]
+        before = membership(victim)["incarnation"]
+        invalid = dropped(target, "invalid")
+        for kind in ("left", "dead"):
+            for incarnation in (10**1300, MAX_INCARNATION + 1, -1):
+                forged = {"k": kind, "n": name_of(victim), "i": incarnation, "o": "x"}
+                send(gossip_address(target), {"t": "gossip", "f": "x", "u": [forged]})
+        wait_for(lambda: dropped(target, "invalid") == invalid + 6, "6 invalid datagrams", 2.0)
+        jumps = dropped(target, "incarnation")
+        for kind in ("left", "dead", "suspect", "alive"):
+            update: dict[str, Any] = {
+                "k": kind,
+                "n": name_of(victim),
+                "i": before + MAX_INCARNATION_JUMP + 1,
+            }
+            if kind == "alive":
+                update |= {"a": UNREACHABLE, "m": {"url": "http://127.0.0.1:9"}}
+            send(gossip_address(target), {"t": "gossip", "f": "x", "u": [update]})
+        wait_for(lambda: dropped(target, "incarnation") == jumps + 4, "4 jumps dropped", 2.0)
+        assert all(member_urls(n) == set(urls) for n in nodes)
+        assert membership(victim)["incarnation"] == before
+
+        # At its own incarnation a forged left is news like any; the member refutes it.
+        update = {"k": "left", "n": name_of(victim), "i": before}
+        sent = time.monotonic()
+        send(gossip_address(target), {"t": "gossip", "f": "x", "u": [update]})
+        seen = all_see(nodes, urls)
+
+        def refuted() -> bool:
+            return bool(membership(victim)["incarnation"] == before + 1 and seen())
+
+        wait_for(refuted, "the refutation everywhere", 1.5)
+        assert time.monotonic() - sent < 1.5
+        assert membership(target)["refutations"] == 0
+        assert membership(victim)["refutations"] == 1

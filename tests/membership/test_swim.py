@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from shoal.config import GossipConfig
 from shoal.membership.gossip.messages import Gossip, Update, encode
-from shoal.membership.gossip.swim import Address, Status, Swim
+from shoal.membership.gossip.swim import MAX_INCARNATION_JUMP, Address, Status, Swim
 
 LOCAL = GossipConfig.profile("local")
 LATENCY = 0.0005
@@ -325,3 +325,29 @@ def test_garbage_is_counted_and_ignored() -> None:
     assert swim.statistics().bad_packets == 5
     assert live_names(swim) == {"n0"}
     assert swim.take_outgoing() == []
+
+
+def test_a_restart_takes_its_former_incarnation_from_the_join_table() -> None:
+    """A member whose incarnation went far past MAX_INCARNATION_JUMP crashes and
+    restarts at 0: the table its seed answers the join with carries its old
+    incarnation, and the new process refutes its death from there (a node that has
+    joined would drop such a jump as forged)."""
+    net = Net()
+    n0, _, n2 = net.cluster(3)
+    for _ in range(3):  # n2 refutes suspicions far above its incarnation (within the jump)
+        news = Update("suspect", "n2", n2.incarnation + MAX_INCARNATION_JUMP - 1, origin="n1")
+        n2.receive(net.now, encode(Gossip("n1", (news,))), ("10.0.0.1", 7000))
+        net.run(1.0)
+    old = n2.incarnation
+    assert old > 3 * MAX_INCARNATION_JUMP - 10
+    assert all(m.incarnation == old for s in net.live() for m in s.members() if m.name == "n2")
+    net.crash(n2)
+    net.run_until(lambda: status_of(n0, "n2") is Status.DEAD, 10.0)
+    back = net.add(2, [n0.address])
+    net.run_until(lambda: all(live_names(s) == {"n0", "n1", "n2"} for s in net.live()), 5.0)
+    assert back.incarnation == old + 1
+    # Joined, the same jump is suspect input.
+    news = Update("dead", "n2", back.incarnation + MAX_INCARNATION_JUMP + 1, origin="n1")
+    back.receive(net.now, encode(Gossip("n1", (news,))), ("10.0.0.1", 7000))
+    assert back.incarnation == old + 1
+    assert back.statistics().dropped["incarnation"] == 1

@@ -32,12 +32,25 @@ refinements):
   chance to refute), as in memberlist.
 - **Leaving.** A node that stops announces ``left`` to every live member at
   once; a left member is never probed and drops out of every view at once.
+  As with a death, recently left members still get gossip for a while: a
+  member that hears it left while it has not (a forged or mistaken ``left``)
+  refutes it like a suspicion, as memberlist's node does with a ``dead`` about
+  itself.
 
 Hostile input (every datagram is untrusted; see :mod:`.messages` for what the
 decoder refuses) is dropped and counted by reason in :attr:`SwimStats.dropped`,
 never raised:
 
 - ``malformed``/``invalid``: the decoder refused the datagram.
+- ``incarnation``: news about a live member (or this node) at an incarnation
+  more than :data:`MAX_INCARNATION_JUMP` above the one known. A member raises
+  its incarnation by one per refutation, and only in answer to news about
+  itself, so honest news is within a few of what a node last knew; a jump of
+  1024 is far past any honest burst of refutations, yet leaves the uint32 range
+  four million refutations of headroom. Only an ``alive`` about a member
+  believed dead or left may jump (it comes back after a long partition), and a
+  node that has not joined yet takes any incarnation about itself from the
+  first table it receives (a restart learns its previous life's incarnation).
 """
 
 from __future__ import annotations
@@ -51,6 +64,7 @@ from typing import Final
 
 from ...config import GossipConfig
 from .messages import (
+    MAX_INCARNATION,
     MAX_UPDATES,
     Ack,
     Gossip,
@@ -72,11 +86,15 @@ __all__ = [
     "SwimStats",
     "Address",
     "DROP_REASONS",
+    "MAX_INCARNATION_JUMP",
 ]
 
-DROP_REASONS: Final = ("malformed", "invalid", "error")
+DROP_REASONS: Final = ("malformed", "invalid", "incarnation", "error")
 """Why input is dropped (:attr:`SwimStats.dropped`); ``error`` is for the driver to
 count an unexpected failure in handling a datagram."""
+
+MAX_INCARNATION_JUMP: Final = 1024
+"""How far above the known incarnation of a live member news may be (see above)."""
 
 Address = tuple[str, int]
 """``(host, port)`` of a member's gossip socket."""
@@ -129,7 +147,8 @@ class SwimStats:
     deaths: int
     refutations: int
     dropped: Mapping[str, int]
-    """Datagrams dropped, by reason (:data:`DROP_REASONS`)."""
+    """Datagrams (``malformed``, ``invalid``, ``error``) and updates (``incarnation``)
+    dropped, by reason (:data:`DROP_REASONS`)."""
 
 
 @dataclass(slots=True)
@@ -482,14 +501,13 @@ class Swim:
     def _gossip_round(self, now: float) -> None:
         if not self._broadcasts:
             return
-        # Recently dead members are gossiped to as well: one declared dead by
-        # mistake hears it and refutes (memberlist's "gossip to the dead").
+        # Recently dead or left members are gossiped to as well: one declared dead
+        # (or left) by mistake hears it and refutes (memberlist's "gossip to the dead").
         recent = 2 * self.config.suspicion_timeout
         candidates = [
             e
             for e in self._members.values()
-            if e.name != self.name
-            and (e.status in _LIVE or (e.status is Status.DEAD and now < e.since + recent))
+            if e.name != self.name and (e.status in _LIVE or now < e.since + recent)
         ]
         for entry in self._rng.sample(candidates, min(self.config.gossip_fanout, len(candidates))):
             if not self._broadcasts:
@@ -548,6 +566,11 @@ class Swim:
         status = Status(update.kind)
         if update.incarnation < entry.incarnation:
             return
+        if update.incarnation > entry.incarnation + MAX_INCARNATION_JUMP and (
+            entry.status in _LIVE or status is not Status.ALIVE
+        ):
+            self.drop("incarnation")
+            return
         if update.incarnation == entry.incarnation and _RANK[status] <= _RANK[entry.status]:
             return
         was_live = entry.status in _LIVE
@@ -568,6 +591,9 @@ class Swim:
 
     def _about_me(self, update: Update) -> None:
         me = self._members[self.name]
+        if update.incarnation > me.incarnation + MAX_INCARNATION_JUMP and self._joined:
+            self.drop("incarnation")
+            return
         if update.kind == "alive":
             stale = update.incarnation > me.incarnation
             conflicting = update.incarnation == me.incarnation and (
@@ -583,7 +609,7 @@ class Swim:
 
     def _refute(self, incarnation: int) -> None:
         me = self._members[self.name]
-        me.incarnation = max(me.incarnation, incarnation) + 1
+        me.incarnation = min(max(me.incarnation, incarnation) + 1, MAX_INCARNATION)
         self._counters.refutations += 1
         self._queue(Update("alive", me.name, me.incarnation, me.address, me.meta))
 
