@@ -16,13 +16,13 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from membership.test_gossip_cluster import gossip_args
+from membership.test_gossip_cluster import LOCAL, gossip_args
 from membership.views import all_see, cluster_view, member_urls, wait_for
 from procs import ShoalServer, free_ports, shoal_nodes
 from shoal.membership.gossip.messages import (
     MAX_INCARNATION,
 )
-from shoal.membership.gossip.swim import MAX_INCARNATION_JUMP
+from shoal.membership.gossip.swim import MAX_INCARNATION_JUMP, MAX_PENDING
 
 CONVERGE_WITHIN = 10.0
 
@@ -141,3 +141,47 @@ def test_incarnations_out_of_range_or_jumping_are_dropped_and_a_forged_left_refu
         assert time.monotonic() - sent < 1.5
         assert membership(target)["refutations"] == 0
         assert membership(victim)["refutations"] == 1
+
+
+def test_a_flood_of_forged_members_is_bounded_and_replies_stay_small() -> None:
+    """3,300 forged members in 300 syncs add at most MAX_PENDING members (the rest are
+    dropped and counted as a flood); every sync is answered with one datagram of at
+    most max_packet bytes, the 56-byte one included; the real members stay."""
+    with gossip_cluster(2) as nodes, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        target = nodes[0]
+        urls = [n.peer_url for n in nodes]
+        floods = dropped(target, "flood")
+        syncs = 300
+        for i in range(syncs):
+            rows = [
+                {
+                    "k": "alive",
+                    "n": f"forged-{i}-{j}",
+                    "i": 0,
+                    "a": UNREACHABLE,
+                    "m": {"url": f"http://127.0.0.1:{1000 + j}"},
+                }
+                for j in range(11)
+            ]
+            send(gossip_address(target), {"t": "sync", "f": "x", "p": 0, "m": rows}, sock)
+            time.sleep(0.002)  # what one node takes in; not a test of the socket buffer
+        small = b'{"t":"sync","f":"forger-of-syncs","r":false,"p":0,"m":[]}'
+        assert len(small) <= 60
+        send(gossip_address(target), small, sock)
+        wait_for(
+            lambda: dropped(target, "flood") >= floods + 11 * syncs - MAX_PENDING,
+            "the flood dropped",
+            5.0,
+        )
+        states = membership(target)["states"]
+        assert states["alive"] + states["suspect"] <= len(nodes) + MAX_PENDING
+        sock.settimeout(0.5)
+        replies: list[bytes] = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                replies.append(sock.recv(65536))
+        assert 0 < len(replies) <= syncs + 1
+        assert max(len(r) for r in replies) <= LOCAL.max_packet
+        assert all(url in member_urls(target) for url in urls)
+        assert target.proc.poll() is None

@@ -17,8 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.config import GossipConfig
-from shoal.membership.gossip.messages import Gossip, Update, encode
-from shoal.membership.gossip.swim import MAX_INCARNATION_JUMP, Address, Status, Swim
+from shoal.membership.gossip.messages import Gossip, PingReq, Sync, Update, encode
+from shoal.membership.gossip.swim import (
+    MAX_INCARNATION_JUMP,
+    MAX_PENDING,
+    MAX_RELAYS,
+    Address,
+    Status,
+    Swim,
+)
 
 LOCAL = GossipConfig.profile("local")
 LATENCY = 0.0005
@@ -351,3 +358,58 @@ def test_a_restart_takes_its_former_incarnation_from_the_join_table() -> None:
     back.receive(net.now, encode(Gossip("n1", (news,))), ("10.0.0.1", 7000))
     assert back.incarnation == old + 1
     assert back.statistics().dropped["incarnation"] == 1
+
+
+def test_indirect_probes_relayed_at_once_are_bounded() -> None:
+    """More ping-reqs than MAX_RELAYS at once: the rest are dropped as a flood."""
+    swim = Swim(
+        name="n0", address=("10.0.0.0", 7000), meta={}, config=LOCAL, rng=random.Random(0), now=0
+    )
+    for seq in range(MAX_RELAYS + 10):
+        request = PingReq(seq, "n1", "n9", ("10.0.0.9", 7000))
+        swim.receive(0.0, encode(request), ("10.0.0.1", 7000))
+    assert len(swim.take_outgoing()) == MAX_RELAYS
+    assert swim.statistics().dropped["flood"] == 10
+
+
+def test_a_stranger_gets_one_datagram_and_a_large_cluster_still_converges() -> None:
+    """30 nodes, whose table takes several datagrams: a sync from a stranger is answered
+    with one datagram of at most max_packet bytes, one from a confirmed member with the
+    whole table; nodes joining through one seed still all see each other."""
+    net = Net()
+    first = net.add(0)
+    nodes = [first] + [net.add(i, [first.address]) for i in range(1, 30)]
+    names = {f"n{i}" for i in range(30)}
+    net.run_until(lambda: all(live_names(n) == names for n in nodes), 10.0)
+    stranger = encode(Sync("stranger", (), part=0))
+    first.receive(net.now, stranger, ("10.0.0.99", 7000))
+    answer = first.take_outgoing()
+    assert len(answer) == 1
+    assert len(answer[0][1]) <= LOCAL.max_packet
+    assert b'"n":"n0"' in answer[0][1]
+    member = encode(Sync("n5", (), part=0))
+    first.receive(net.now, member, nodes[5].address)
+    whole = first.take_outgoing()
+    assert len(whole) > 1
+    assert all(len(data) <= LOCAL.max_packet for _, data in whole)
+    assert sum(data.count(b'"k":"alive"') for _, data in whole) == 30
+
+
+def test_forged_members_are_bounded_and_forgotten_when_they_die() -> None:
+    """A burst of forged members in syncs: at most MAX_PENDING are taken, the rest
+    counted as a flood; they never answer, die, and are forgotten, after which
+    new members are taken again."""
+    net = Net()
+    n0, n1 = net.cluster(2)
+    rows = [Update("alive", f"f{i}", 0, ("10.0.1.1", 7000 + i)) for i in range(3300)]
+    for start in range(0, len(rows), 11):
+        n0.receive(net.now, encode(Sync("x", tuple(rows[start : start + 11]))), ("10.9.9.9", 1))
+    n0.take_outgoing()
+    assert len(live_names(n0)) <= 2 + MAX_PENDING
+    assert n0.statistics().dropped["flood"] >= 3300 - MAX_PENDING
+    net.run_until(lambda: live_names(n0) == live_names(n1) == {"n0", "n1"}, 60.0)
+    net.run(2 * LOCAL.suspicion_timeout)
+    assert {m.name for m in n0.members()} == {"n0", "n1"}
+    late = Update("alive", "late", 0, ("10.0.1.2", 7000))
+    n0.receive(net.now, encode(Gossip("x", (late,))), ("10.9.9.9", 1))
+    assert "late" in live_names(n0)

@@ -51,6 +51,19 @@ never raised:
   believed dead or left may jump (it comes back after a long partition), and a
   node that has not joined yet takes any incarnation about itself from the
   first table it receives (a restart learns its previous life's incarnation).
+- ``flood``: more than :data:`MAX_PENDING` members that never spoke to this
+  node directly (a burst of forged members; each further new one is dropped
+  until some are confirmed, or die: a never-confirmed member that dies is
+  forgotten once its death had ``suspicion_timeout`` to spread, not kept for
+  ``dead_timeout``), or more than :data:`MAX_RELAYS` indirect probes pending.
+
+Replies are bounded so that a small datagram cannot draw a large answer: an
+ack is one datagram of at most ``max_packet`` bytes, and so is the answer to a
+sync from anyone but a confirmed member at its known address (this node's row,
+then as many others, live ones first, in random order, as fit). A joining node,
+answered so, syncs again ``join_interval`` later, by when it is a confirmed
+member and gets the whole table. A ping relayed for a ``ping-req`` to an
+address that is not a known member's carries no news.
 """
 
 from __future__ import annotations
@@ -87,14 +100,22 @@ __all__ = [
     "Address",
     "DROP_REASONS",
     "MAX_INCARNATION_JUMP",
+    "MAX_PENDING",
+    "MAX_RELAYS",
 ]
 
-DROP_REASONS: Final = ("malformed", "invalid", "incarnation", "error")
+DROP_REASONS: Final = ("malformed", "invalid", "incarnation", "flood", "error")
 """Why input is dropped (:attr:`SwimStats.dropped`); ``error`` is for the driver to
 count an unexpected failure in handling a datagram."""
 
 MAX_INCARNATION_JUMP: Final = 1024
 """How far above the known incarnation of a live member news may be (see above)."""
+
+MAX_PENDING: Final = 64
+"""The most members heard of only second-hand (never a datagram from them) at once."""
+
+MAX_RELAYS: Final = 64
+"""The most indirect probes relayed for others at once."""
 
 Address = tuple[str, int]
 """``(host, port)`` of a member's gossip socket."""
@@ -147,8 +168,8 @@ class SwimStats:
     deaths: int
     refutations: int
     dropped: Mapping[str, int]
-    """Datagrams (``malformed``, ``invalid``, ``error``) and updates (``incarnation``)
-    dropped, by reason (:data:`DROP_REASONS`)."""
+    """Datagrams (``malformed``, ``invalid``, ``error``) and updates (``incarnation``,
+    ``flood``) dropped, by reason (:data:`DROP_REASONS`)."""
 
 
 @dataclass(slots=True)
@@ -159,6 +180,8 @@ class _Entry:
     incarnation: int
     status: Status
     since: float
+    confirmed: bool = True
+    """A datagram came from the member itself (False: only heard of second-hand)."""
 
     def as_update(self) -> Update:
         # Every row carries the address, so a member first heard of as suspect
@@ -263,6 +286,8 @@ class Swim:
             join=now,
         )
         self._counters = _Counters()
+        self._pending = 0
+        """Members not confirmed (see :data:`MAX_PENDING`)."""
         self.version = 0
         """Raised whenever the set of live members or what one publishes changes."""
 
@@ -350,6 +375,13 @@ class Swim:
             return
         if self._leaving:
             return
+        self._handle(now, message, source)
+        sender = self._members.get(message.sender)
+        if sender is not None and not sender.confirmed and sender.address == source:
+            sender.confirmed = True  # it spoke to this node itself
+            self._pending -= 1
+
+    def _handle(self, now: float, message: Message, source: Address) -> None:
         match message:
             case Ping():
                 self._apply_all(now, message.updates)
@@ -360,17 +392,29 @@ class Swim:
                 self._on_ack(message.seq)
             case PingReq():
                 self._apply_all(now, message.updates)
+                if len(self._relays) >= MAX_RELAYS:
+                    self.drop("flood")
+                    return
                 seq = self._next_seq()
                 self._relays[seq] = _Relay(source, message.seq, now + self.config.probe_interval)
-                self._send_packed(message.address, Ping(seq, self.name, message.target))
+                ping = Ping(seq, self.name, message.target)
+                target = self._members.get(message.target)
+                if target is not None and target.address == message.address:
+                    self._send_packed(message.address, ping)
+                else:  # not a member we know there: a plain ping, no amplified news
+                    self._send(message.address, ping)
             case Gossip():
                 self._apply_all(now, message.updates)
             case Sync():
+                known = self._members.get(message.sender)
+                member = known is not None and known.confirmed and known.address == source
                 self._merge(now, message.members)
-                if message.reply or message.sender in self._seed_names():
+                if not self._joined and (message.reply or message.sender in self._seed_names()):
                     self._joined = True
+                    # The answer to a join is one datagram: the whole table soon after.
+                    self._at.sync = min(self._at.sync, now + self.config.join_interval)
                 if not message.reply and message.part == 0:
-                    self._send_sync(source, reply=True)
+                    self._send_sync(source, reply=True, whole=member)
 
     def drop(self, reason: str) -> None:
         """Count input dropped for ``reason`` (one of :data:`DROP_REASONS`)."""
@@ -491,9 +535,15 @@ class Swim:
             if entry.status is Status.SUSPECT and now >= entry.since + c.suspicion_timeout:
                 self._counters.deaths += 1
                 self._apply(now, Update("dead", name, entry.incarnation, origin=self.name))
-            elif entry.status in (Status.DEAD, Status.LEFT) and now >= entry.since + c.dead_timeout:
+            elif entry.status in (Status.DEAD, Status.LEFT) and now >= entry.since + (
+                c.dead_timeout if entry.confirmed else c.suspicion_timeout
+            ):
+                # Never heard from directly: nothing to reconnect to; forgotten once
+                # the news of its death had time to spread.
                 del self._members[name]
                 self._broadcasts.pop(name, None)
+                if not entry.confirmed:
+                    self._pending -= 1
         for seq, relay in list(self._relays.items()):
             if now >= relay.expires:
                 del self._relays[seq]
@@ -539,16 +589,22 @@ class Swim:
             self._apply(now, update)
 
     def _learn(self, now: float, update: Update) -> None:
-        """Add a member first heard of, in the state the news gives it."""
+        """Add a member first heard of, in the state the news gives it (alive or
+        suspect; a member never known that is dead or left is nothing to track)."""
         if update.address is None:
             return  # not enough to reach it; alive news or a sync will follow
         status = Status(update.kind)
+        if status not in _LIVE:
+            return
+        if self._pending >= MAX_PENDING:
+            self.drop("flood")
+            return
+        self._pending += 1
         self._members[update.name] = _Entry(
-            update.name, update.address, update.meta, update.incarnation, status, now
+            update.name, update.address, update.meta, update.incarnation, status, now, False
         )
-        if status in _LIVE:
-            self._order.insert(self._rng.randint(0, len(self._order)), update.name)
-            self.version += 1
+        self._order.insert(self._rng.randint(0, len(self._order)), update.name)
+        self.version += 1
         if status is Status.ALIVE:
             self._queue(update)
 
@@ -641,9 +697,17 @@ class Swim:
         self._counters.packets_sent += 1
         self._counters.bytes_sent += len(data)
 
-    def _send_sync(self, address: Address, *, reply: bool) -> None:
-        """Send the whole member table, in as many datagrams as it takes."""
-        table = [e.as_update() for e in self._members.values()]
+    def _send_sync(self, address: Address, *, reply: bool, whole: bool = True) -> None:
+        """Send the member table: all of it, in as many datagrams as it takes; unless
+        not ``whole``: one datagram, this node then other rows (live first, random order)."""
+        if not whole:
+            me = self._members[self.name]
+            others = [e for e in self._members.values() if e is not me]
+            self._rng.shuffle(others)
+            others.sort(key=lambda e: e.status not in _LIVE)
+            table = [me.as_update(), *(e.as_update() for e in others)]
+        else:
+            table = [e.as_update() for e in self._members.values()]
         limit = self.config.max_packet
         part, chunk = 0, []
         for update in table:
@@ -653,6 +717,8 @@ class Swim:
             if too_big and len(chunk) > 1:
                 chunk.pop()
                 self._send(address, Sync(self.name, tuple(chunk), reply, part))
+                if not whole:
+                    return
                 part, chunk = part + 1, [update]
         if chunk:
             self._send(address, Sync(self.name, tuple(chunk), reply, part))
