@@ -321,6 +321,17 @@ async def test_bad_records_are_skipped_and_never_freeze_the_view(
             await asyncio.to_thread(
                 wait_for, all_see(everyone, members), "the newcomer everywhere", JOIN_WITHIN
             )
+            # A member whose record is overwritten by one that is not a member leaves.
+            extra = f"http://127.0.0.1:{free_port()}"
+            await client.put(prefix + b"flip", f'{{"url":"{extra}"}}'.encode())
+            await asyncio.to_thread(
+                wait_for, all_see(everyone, [*members, extra]), "a good record", 5.0
+            )
+            await client.put(prefix + b"flip", b'{"url":["' + extra.encode() + b'"]}')
+            await asyncio.to_thread(
+                wait_for, all_see(everyone, members), "the record no longer a member", 5.0
+            )
+            await client.delete(prefix + b"flip")
             for name in BAD_RECORDS:
                 await client.delete(prefix + name.encode())
             await client.put(prefix + b"late", b'{"url":"http://","started_at":1}')

@@ -301,11 +301,10 @@ class EtcdMembership:
             node_id = self._node_id(kv.key)
             if node_id is None:
                 continue
-            if event.kind == "PUT":
-                member = self._parse(kv.key, kv.value)
-                if member is not None:
-                    self._members[node_id] = member
-            else:
+            member = self._parse(kv.key, kv.value) if event.kind == "PUT" else None
+            if member is not None:
+                self._members[node_id] = member
+            else:  # deleted, or overwritten by a record that is not a member
                 self._members.pop(node_id, None)
             self._revision = max(self._revision, int(kv.mod_revision))
             self._stats["events"] += 1
