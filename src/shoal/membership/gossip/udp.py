@@ -221,9 +221,12 @@ class GossipMembership:
             swim.receive(self._clock(), data, source)
         except Exception:  # no datagram may stop the node: count it, log the first
             swim.drop("error")
+            what = f"handling a gossip datagram from {format_address(source)} failed"
             if not self._error_logged:
                 self._error_logged = True
-                log.exception("handling a gossip datagram from %s failed", format_address(source))
+                log.exception(what)
+            else:
+                log.debug(what, exc_info=True)
         self._flush()
         self._publish()
         # The deadlines may have moved (a new probe target, news to gossip).
