@@ -17,7 +17,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.config import GossipConfig
-from shoal.membership.gossip.messages import Gossip, PingReq, Sync, Update, encode
+from shoal.membership.gossip.messages import (
+    Ack,
+    Gossip,
+    Ping,
+    PingReq,
+    Sync,
+    Update,
+    decode,
+    encode,
+)
 from shoal.membership.gossip.swim import (
     MAX_INCARNATION_JUMP,
     MAX_PENDING,
@@ -413,3 +422,25 @@ def test_forged_members_are_bounded_and_forgotten_when_they_die() -> None:
     late = Update("alive", "late", 0, ("10.0.1.2", 7000))
     n0.receive(net.now, encode(Gossip("x", (late,))), ("10.9.9.9", 1))
     assert "late" in live_names(n0)
+
+
+def test_a_member_that_answers_a_probe_is_confirmed_whatever_its_source_address() -> None:
+    """With MAX_PENDING members heard of second-hand, a new one is dropped; one of them
+    answering this node's probe (from another source address, as behind NAT) is
+    confirmed, which makes room for the next."""
+    swim = Swim(
+        name="n0", address=("10.0.0.0", 7000), meta={}, config=LOCAL, rng=random.Random(0), now=0
+    )
+    rows = [Update("alive", f"m{i}", 0, ("10.0.1.1", 7000 + i)) for i in range(MAX_PENDING + 1)]
+    for row in rows:
+        swim.receive(0.0, encode(Gossip("x", (row,))), ("10.9.9.9", 1))
+    assert len(live_names(swim)) == 1 + MAX_PENDING
+    assert swim.statistics().dropped["flood"] == 1
+    swim.take_outgoing()
+    swim.tick(LOCAL.probe_interval)
+    pings = [(a, decode(d)) for a, d in swim.take_outgoing()]
+    probe = next(m for _, m in pings if isinstance(m, Ping))
+    swim.receive(LOCAL.probe_interval, encode(Ack(probe.seq, probe.target)), ("192.168.0.1", 1))
+    swim.receive(LOCAL.probe_interval, encode(Gossip("x", (rows[-1],))), ("10.9.9.9", 1))
+    assert f"m{MAX_PENDING}" in live_names(swim)
+    assert swim.statistics().dropped["flood"] == 1

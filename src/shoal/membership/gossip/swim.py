@@ -52,9 +52,10 @@ never raised:
   node that has not joined yet takes any incarnation about itself from the
   first table it receives (a restart learns its previous life's incarnation).
 - ``flood``: more than :data:`MAX_PENDING` members that never spoke to this
-  node directly (a burst of forged members; each further new one is dropped
-  until some are confirmed, or die: a never-confirmed member that dies is
-  forgotten once its death had ``suspicion_timeout`` to spread, not kept for
+  node from their address nor answered its probe there (a burst of forged
+  members: each further new one is dropped until some are confirmed, or die; a
+  never-confirmed member that dies is forgotten once its death had
+  ``suspicion_timeout`` to spread, not kept for
   ``dead_timeout``), or more than :data:`MAX_RELAYS` indirect probes pending.
 
 Replies are bounded so that a small datagram cannot draw a large answer: an
@@ -112,7 +113,7 @@ MAX_INCARNATION_JUMP: Final = 1024
 """How far above the known incarnation of a live member news may be (see above)."""
 
 MAX_PENDING: Final = 64
-"""The most members heard of only second-hand (never a datagram from them) at once."""
+"""The most members heard of only second-hand (not confirmed: see above) at once."""
 
 MAX_RELAYS: Final = 64
 """The most indirect probes relayed for others at once."""
@@ -181,11 +182,12 @@ class _Entry:
     status: Status
     since: float
     confirmed: bool = True
-    """A datagram came from the member itself (False: only heard of second-hand)."""
+    """A datagram came from the member at its address, or it answered a probe there
+    (False: only heard of second-hand)."""
 
     def as_update(self) -> Update:
         # Every row carries the address, so a member first heard of as suspect
-        # or dead can still be probed or reached.
+        # can still be probed.
         return Update(self.status.value, self.name, self.incarnation, self.address, self.meta)
 
 
@@ -377,8 +379,13 @@ class Swim:
             return
         self._handle(now, message, source)
         sender = self._members.get(message.sender)
-        if sender is not None and not sender.confirmed and sender.address == source:
-            sender.confirmed = True  # it spoke to this node itself
+        if sender is not None and sender.address == source:
+            self._confirm(sender)  # it spoke to this node itself
+
+    def _confirm(self, entry: _Entry) -> None:
+        """``entry`` is a member that exists: it spoke, or answered a probe."""
+        if not entry.confirmed:
+            entry.confirmed = True
             self._pending -= 1
 
     def _handle(self, now: float, message: Message, source: Address) -> None:
@@ -497,6 +504,9 @@ class Swim:
         probe = self._probe
         if probe is not None and probe.seq == seq:
             self._probe = None
+            target = self._members.get(probe.target)
+            if target is not None:  # it answers at its address (maybe through a relay)
+                self._confirm(target)
             return
         relay = self._relays.pop(seq, None)
         if relay is not None:
