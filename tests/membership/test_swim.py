@@ -444,3 +444,22 @@ def test_a_member_that_answers_a_probe_is_confirmed_whatever_its_source_address(
     swim.receive(LOCAL.probe_interval, encode(Gossip("x", (rows[-1],))), ("10.9.9.9", 1))
     assert f"m{MAX_PENDING}" in live_names(swim)
     assert swim.statistics().dropped["flood"] == 1
+
+
+def test_a_jump_is_refused_whatever_the_members_state() -> None:
+    """Alive news more than MAX_INCARNATION_JUMP above a dead member's incarnation is
+    refused as for a live one (else a forger could pin it at uint32's top); a
+    refutation one above is taken."""
+    swim = Swim(
+        name="n0", address=("10.0.0.0", 7000), meta={}, config=LOCAL, rng=random.Random(0), now=0
+    )
+    n9 = ("10.0.0.9", 7000)
+    for update in (Update("alive", "n9", 5, n9), Update("dead", "n9", 5, origin="n1")):
+        swim.receive(0.0, encode(Gossip("n9", (update,))), n9)
+    assert status_of(swim, "n9") is Status.DEAD
+    forged = Update("alive", "n9", 5 + MAX_INCARNATION_JUMP + 1, ("10.6.6.6", 7000))
+    swim.receive(0.0, encode(Gossip("x", (forged,))), ("10.6.6.6", 7000))
+    assert status_of(swim, "n9") is Status.DEAD
+    assert swim.statistics().dropped["incarnation"] == 1
+    swim.receive(0.0, encode(Gossip("n9", (Update("alive", "n9", 6, n9),))), n9)
+    assert status_of(swim, "n9") is ALIVE

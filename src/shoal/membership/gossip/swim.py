@@ -42,15 +42,16 @@ decoder refuses) is dropped and counted by reason in :attr:`SwimStats.dropped`,
 never raised:
 
 - ``malformed``/``invalid``: the decoder refused the datagram.
-- ``incarnation``: news about a live member (or this node) at an incarnation
+- ``incarnation``: news about a known member (or this node) at an incarnation
   more than :data:`MAX_INCARNATION_JUMP` above the one known. A member raises
   its incarnation by one per refutation, and only in answer to news about
   itself, so honest news is within a few of what a node last knew; a jump of
   1024 is far past any honest burst of refutations, yet leaves the uint32 range
-  four million refutations of headroom. Only an ``alive`` about a member
-  believed dead or left may jump (it comes back after a long partition), and a
-  node that has not joined yet takes any incarnation about itself from the
-  first table it receives (a restart learns its previous life's incarnation).
+  four million refutations of headroom. (A member that refuted more than that
+  while cut off from a node is taken again once that node forgets it, after
+  ``dead_timeout``.) A node that has not joined yet takes any incarnation about
+  itself from the first table it receives: a restart learns its previous
+  life's incarnation.
 - ``flood``: more than :data:`MAX_PENDING` members that never spoke to this
   node from their address nor answered its probe there (a burst of forged
   members: each further new one is dropped until some are confirmed, or die; a
@@ -110,7 +111,7 @@ DROP_REASONS: Final = ("malformed", "invalid", "incarnation", "flood", "error")
 count an unexpected failure in handling a datagram."""
 
 MAX_INCARNATION_JUMP: Final = 1024
-"""How far above the known incarnation of a live member news may be (see above)."""
+"""How far above the known incarnation of a member news may be (see above)."""
 
 MAX_PENDING: Final = 64
 """The most members heard of only second-hand (not confirmed: see above) at once."""
@@ -632,9 +633,7 @@ class Swim:
         status = Status(update.kind)
         if update.incarnation < entry.incarnation:
             return
-        if update.incarnation > entry.incarnation + MAX_INCARNATION_JUMP and (
-            entry.status in _LIVE or status is not Status.ALIVE
-        ):
+        if update.incarnation > entry.incarnation + MAX_INCARNATION_JUMP:
             self.drop("incarnation")
             return
         if update.incarnation == entry.incarnation and _RANK[status] <= _RANK[entry.status]:
