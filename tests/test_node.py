@@ -83,3 +83,13 @@ async def test_config_validation() -> None:
         NodeConfig(loader_threads=0)
     with pytest.raises(ConfigError):
         NodeConfig(header_timeout=float("nan"))
+
+
+@pytest.mark.parametrize("url", ["http://", "http://127.0.0.1:0", "http://u@127.0.0.1:1"])
+async def test_an_unusable_static_peer_url_fails_the_start(url: str) -> None:
+    """A configured peer URL no member could have is a ConfigError at start, not a
+    member skipped at run time as one heard from the network would be."""
+    config = NodeConfig(port=0, peers=(url,))
+    with pytest.raises(ConfigError, match="peers: a member URL"):
+        async with Node(config):
+            pass

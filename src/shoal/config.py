@@ -357,7 +357,7 @@ def check_node_id(node_id: str) -> str:
         ConfigError: not 1 to 128 characters of letters, digits and ``_.:-[]@``
             (a node id is a segment of the etcd key and travels in gossip).
     """
-    if not isinstance(node_id, str) or not _NODE_ID.match(node_id):
+    if not isinstance(node_id, str) or not _NODE_ID.fullmatch(node_id):
         raise ConfigError(
             "a node id must be 1-128 characters of letters, digits and _ . : - [ ] @, "
             f"got {node_id!r}"

@@ -40,7 +40,7 @@ from .supervise import NODE_TASKS, REPLICA_TASKS, BackgroundErrors, supervised
 
 if TYPE_CHECKING:
     from .api.http import ApiServer
-    from .membership import Member, MemberSet, Membership
+    from .membership import BadInput, Member, MemberSet, Membership
     from .peers import PeerPicker
     from .transport import PeerClient, Transport
     from .transport.http import PeerServer
@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 __all__ = ["Node", "new_event_loop", "default_transport"]
 
 log = logging.getLogger("shoal.node")
+
+_MAX_SKIPPED_LOGGED = 1024
+"""Members with a bad URL remembered so each is logged once (then forgotten, bounded)."""
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -115,6 +118,7 @@ class Node:
         self._membership: Membership | None = None
         self._members: dict[str, Member] = {}
         self._applied: MemberSet | None = None
+        self._skipped: set[tuple[str, str]] = set()
         self._node_id: str | None = None
         self._started_at = time.time()
         self._closed = False
@@ -510,18 +514,28 @@ class Node:
     def _apply_members(self, members: MemberSet) -> list[PeerClient]:
         """Make ``members`` the cluster: a new ring and clients, swapped in at once.
 
+        A member whose URL :func:`~shoal.membership.check_member_url` refuses is left
+        out (and logged once); it never keeps the others from being applied.
+
         Returns:
             The clients of members that left, for the caller to close.
         """
-        from .membership import Member
+        from .membership import BadInput, Member, check_member_url
         from .membership.static import StaticMembership
 
         picker, membership = self._picker, self._membership
         assert picker is not None
         assert membership is not None
         assert self._node_id is not None
+        grpc = self.config.transport == "grpc"
         by_url: dict[str, Member] = {}
         for member in sorted(members, key=lambda m: (m.url, m.node_id)):
+            if member.url != picker.self_url:
+                try:
+                    check_member_url(member.url, grpc=grpc)
+                except BadInput as exc:
+                    self._skip_member(member, exc)
+                    continue
             by_url.setdefault(member.url, member)  # one entry per URL, whatever the ids
         if picker.self_url not in by_url:
             # Not (yet, or no longer) registered: this node still serves its share.
@@ -546,6 +560,18 @@ class Node:
                 len(after),
             )
         return gone
+
+    def _skip_member(self, member: Member, error: BadInput) -> None:
+        """Log, once per member and URL, that a member with an unusable URL is left out."""
+        seen = (member.node_id, member.url)
+        if seen in self._skipped:
+            return
+        if len(self._skipped) >= _MAX_SKIPPED_LOGGED:
+            self._skipped.clear()  # bounded: a flood of bad members is logged again, not kept
+        self._skipped.add(seen)
+        log.warning(
+            "leaving member %r (%s) out of the ring: %s", member.node_id, member.source, error
+        )
 
     async def _follow(self, membership: Membership) -> None:
         """Rebuild the ring and peer clients on every membership snapshot.

@@ -158,3 +158,17 @@ def test_background_error_series() -> None:
     assert 'shoal_background_errors_total{task="sweep"} 0' in lines
     assert 'shoal_background_errors_total{task="anti-entropy"} 3' in lines
     assert "shoal_background_errors_total" not in render_metrics([group("a")]).decode()
+
+
+def test_membership_drop_series() -> None:
+    """Gossip drops by reason, and malformed etcd records, as counters."""
+    gossip = {"source": "gossip", "dropped": {"malformed": 2, "invalid": 3, "flood": 0}}
+    text = render_metrics([], membership=gossip).decode()
+    assert "# TYPE shoal_gossip_dropped_total counter" in text
+    assert 'shoal_gossip_dropped_total{reason="invalid"} 3' in text
+    assert 'shoal_gossip_dropped_total{reason="malformed"} 2' in text
+    assert "shoal_etcd_bad_records_total" not in text
+    text = render_metrics([], membership={"source": "etcd", "bad_records": 4}).decode()
+    assert "shoal_etcd_bad_records_total 4" in text
+    assert "shoal_gossip_dropped_total" not in text
+    assert "shoal_gossip" not in render_metrics([], membership={"source": "static"}).decode()

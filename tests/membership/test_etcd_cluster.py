@@ -270,3 +270,131 @@ async def test_a_lost_lease_is_replaced(live_etcd: LocalEtcd) -> None:
             keys = [kv.key for kv in await client.get_prefix(b"/shoal/lease/")]
         expected = [f"/shoal/lease/members/127.0.0.1:{n.peer_port}".encode() for n in nodes]
         assert sorted(keys) == sorted(expected)
+
+
+BAD_RECORDS = {
+    "deep": b"[" * 5000,
+    "nourl": b'{"node_id":"nourl","started_at":1}',
+    "empty-url": b'{"url":"http://","started_at":1}',
+    "userinfo": b'{"url":"http://user@127.0.0.1:1","started_at":1}',
+    "url-number": b'{"url":5,"started_at":1}',
+    "started-text": b'{"url":"http://127.0.0.1:2","started_at":"soon"}',
+    "started-huge": b'{"url":"http://127.0.0.1:3","started_at":1' + b"0" * 400 + b"}",
+    "grpc-list": b'{"url":"http://127.0.0.1:4","grpc":[]}',
+    "not-an-object": b'"http://127.0.0.1:5"',
+    "big": b'{"url":"http://127.0.0.1:6","pad":"' + b"x" * 5000 + b'"}',
+    "bad id!": b'{"url":"http://127.0.0.1:7"}',
+}
+"""etcd records under a cluster's prefix that no node may take as a member (key suffix
+→ value): each must be skipped on its own, the real members still followed."""
+
+
+async def test_bad_records_are_skipped_and_never_freeze_the_view(
+    live_etcd: LocalEtcd, tmp_path: Path
+) -> None:
+    """Malformed records (deep JSON, wrong types, an unusable URL, too large) put
+    under the prefix while three nodes run: each node skips them, logs it, and keeps
+    following the real members: a SIGKILLed node is dropped within TTL + 1 s, a new
+    one joins, and once the bad records are deleted the view is the real members'."""
+    loads = LoadLog(tmp_path / "calls")
+    args = etcd_args(live_etcd, "bad", "--etcd-ttl", str(TTL))
+    prefix = b"/shoal/bad/members/"
+    client = aetcd.Client(host=live_etcd.host, port=live_etcd.client_port, timeout=5)
+    with contextlib.ExitStack() as stack:
+        nodes = stack.enter_context(shoal_nodes([args] * 3, env=loads.env()))
+        urls = [n.peer_url for n in nodes]
+        await asyncio.to_thread(wait_for, all_see(nodes, urls), "3 members", JOIN_WITHIN)
+        async with client:
+            for name, value in BAD_RECORDS.items():
+                await client.put(prefix + name.encode(), value)
+            victim, survivors = nodes[2], nodes[:2]
+            victim.proc.send_signal(signal.SIGKILL)
+            await asyncio.to_thread(victim.proc.wait)
+            killed = time.monotonic()
+            await asyncio.to_thread(
+                wait_for, all_see(survivors, urls[:2]), "the killed node dropped", TTL + 1
+            )
+            assert time.monotonic() - killed <= TTL + 1
+            newcomer = await asyncio.to_thread(start_node, stack, loads, 3, *args)
+            members = [*urls[:2], newcomer.peer_url]
+            everyone = [*survivors, newcomer]
+            await asyncio.to_thread(
+                wait_for, all_see(everyone, members), "the newcomer everywhere", JOIN_WITHIN
+            )
+            # A member whose record is overwritten by one that is not a member leaves.
+            extra = f"http://127.0.0.1:{free_port()}"
+            await client.put(prefix + b"flip", f'{{"url":"{extra}"}}'.encode())
+            await asyncio.to_thread(
+                wait_for, all_see(everyone, [*members, extra]), "a good record", 5.0
+            )
+            await client.put(prefix + b"flip", b'{"url":["' + extra.encode() + b'"]}')
+            await asyncio.to_thread(
+                wait_for, all_see(everyone, members), "the record no longer a member", 5.0
+            )
+            await client.delete(prefix + b"flip")
+            for name in BAD_RECORDS:
+                await client.delete(prefix + name.encode())
+            await client.put(prefix + b"late", b'{"url":"http://","started_at":1}')
+            await client.delete(prefix + b"late")
+            newest = start_node(stack, loads, 4, *args)
+            members.append(newest.peer_url)
+            everyone.append(newest)
+            await asyncio.to_thread(
+                wait_for, all_see(everyone, members), "a node started after", JOIN_WITHIN
+            )
+        for node in survivors:
+            view = await asyncio.to_thread(cluster_view, node)
+            assert view["membership"]["bad_records"] >= len(BAD_RECORDS) - 2
+            log = node.stderr()
+            assert "Traceback" not in log
+            assert "RecursionError" not in log
+            assert "ignoring the malformed etcd member '/shoal/bad/members/deep'" in log
+            # The unusable URL is the node's to refuse: logged once, however often seen.
+            assert log.count("leaving member 'empty-url' (etcd) out of the ring") == 1
+
+
+async def test_a_node_cut_off_across_a_compaction_reads_the_members_again(
+    live_etcd: LocalEtcd,
+) -> None:
+    """A node is paused while etcd restarts and a member joins and the history is
+    compacted past the node's revision: resumed, it reconnects, reads the prefix again
+    and follows the watch from there: it sees the new member, then one that joins
+    after, and one that leaves."""
+    args = ["--group", "data", "--etcd", live_etcd.url, "--cluster", "compact", "--etcd-ttl", "30"]
+    prefix = b"/shoal/compact/members/"
+    extra = [f"http://127.0.0.1:{port}" for port in (free_port(), free_port())]
+    with shoal_nodes([args] * 2) as nodes:
+        urls = [n.peer_url for n in nodes]
+        await asyncio.to_thread(wait_for, all_see(nodes, urls), "2 members", JOIN_WITHIN)
+        paused = nodes[0]
+        paused.proc.send_signal(signal.SIGSTOP)
+        try:
+            await asyncio.to_thread(live_etcd.kill)
+            await asyncio.to_thread(live_etcd.start)
+            client = aetcd.Client(host=live_etcd.host, port=live_etcd.client_port, timeout=5)
+            async with client:
+                for _ in range(20):  # history to compact
+                    await client.put(prefix + b"churn", b'{"url":"http://127.0.0.1:9"}')
+                    await client.delete(prefix + b"churn")
+                await client.put(prefix + b"joined", f'{{"url":"{extra[0]}"}}'.encode())
+                revision = (await client.get(prefix + b"joined")).mod_revision
+                await client.compact(revision, physical=True)
+        finally:
+            paused.proc.send_signal(signal.SIGCONT)
+        await asyncio.to_thread(
+            wait_for, all_see(nodes, [*urls, extra[0]]), "the member joined while away", 10.0
+        )
+        async with aetcd.Client(
+            host=live_etcd.host, port=live_etcd.client_port, timeout=5
+        ) as client:
+            await client.put(prefix + b"later", f'{{"url":"{extra[1]}"}}'.encode())
+            await asyncio.to_thread(
+                wait_for, all_see(nodes, [*urls, *extra]), "a member joined after", 5.0
+            )
+            await client.delete(prefix + b"joined")
+            await asyncio.to_thread(
+                wait_for, all_see(nodes, [*urls, extra[1]]), "a member gone after", 5.0
+            )
+            await client.delete(prefix + b"later")
+        view = await asyncio.to_thread(cluster_view, paused)
+        assert view["membership"]["connected"] is True

@@ -7,6 +7,9 @@ import json
 import pytest
 
 from shoal.membership.gossip.messages import (
+    MAX_INCARNATION,
+    MAX_META,
+    MAX_UPDATES,
     Ack,
     Gossip,
     GossipProtocolError,
@@ -122,3 +125,68 @@ def test_packing_stops_at_the_limit() -> None:
     assert decode(data) == Ping(1, "a", "b", tuple(updates[:count]))
     data, count = encode_packed(Ack(1, "b"), updates, 10)  # too small: the bare message
     assert (count, decode(data)) == (0, Ack(1, "b"))
+
+
+@pytest.mark.parametrize(
+    ("data", "reason"),
+    [
+        (b"[" * 5000, "malformed"),
+        (
+            b'{"t":"gossip","f":"a","u":[{"k":"alive","n":"b","i":0,"a":"10.0.0.1:1","m":{"x":[]}}]}',
+            "malformed",
+        ),
+        (b"\xff", "malformed"),
+        (b" " * 70_000, "malformed"),
+        (b'{"t":"gossip","f":"a\\n"}', "invalid"),
+        (b'{"t":"gossip","f":"' + b"a" * 129 + b'"}', "invalid"),
+        (b'{"t":"gossip","f":7}', "invalid"),
+        (b'{"t":"ping","s":4294967296,"f":"a","to":"b"}', "invalid"),
+        (b'{"t":"ping","s":-1,"f":"a","to":"b"}', "invalid"),
+        (b'{"t":"ping","s":1.0,"f":"a","to":"b"}', "invalid"),
+        (b'{"t":"ping-req","s":1,"f":"a","to":"b","a":"localhost:7000"}', "invalid"),
+        (b'{"t":"ping-req","s":1,"f":"a","to":"b","a":"10.0.0.1:\xc2\xb2"}', "invalid"),
+        (b'{"t":"ping-req","s":1,"f":"a","to":"b","a":"10.0.0.1:' + b"1" * 5000 + b'"}', "invalid"),
+        (b'{"t":"ping-req","s":1,"f":"a","to":"b","a":"10.0.0.1:0"}', "invalid"),
+        (b'{"t":"sync","f":"a","p":1025,"m":[]}', "invalid"),
+        (b'{"t":"sync","f":"a","p":0,"m":{}}', "invalid"),
+        (b'{"t":"gossip","f":"a","u":[{"k":"left","n":"b","i":' + b"9" * 1300 + b"}]}", "invalid"),
+        (b'{"t":"gossip","f":"a","u":[{"k":"dead","n":"b","i":0,"o":5}]}', "invalid"),
+        (
+            b'{"t":"gossip","f":"a","u":[{"k":"alive","n":"b","i":0,"a":"10.0.0.1:1","m":[]}]}',
+            "invalid",
+        ),
+        (
+            b'{"t":"gossip","f":"a","u":[{"k":"alive","n":"b","i":0,"a":"10.0.0.1:1","m":{"url":'
+            + b'"'
+            + b"u" * 600
+            + b'"}}]}',
+            "invalid",
+        ),
+        (
+            b'{"t":"gossip","f":"a","u":'
+            + json.dumps([{"k": "left", "n": "b", "i": 0}] * 129).encode()
+            + b"}",
+            "invalid",
+        ),
+    ],
+)
+def test_out_of_bounds_datagrams_are_refused_with_a_reason(data: bytes, reason: str) -> None:
+    """Too deep, too large, wrong types, names that are not node ids, addresses that
+    are not ip:port, numbers outside uint32, oversize meta or lists: refused, and
+    only ever with a GossipProtocolError."""
+    with pytest.raises(GossipProtocolError) as refused:
+        decode(data)
+    assert refused.value.reason == reason
+
+
+def test_the_largest_valid_values_decode() -> None:
+    """The bounds are inclusive: uint32's maximum, MAX_UPDATES updates, MAX_META entries."""
+    top = MAX_INCARNATION
+    meta = {f"k{i}": "v" for i in range(MAX_META)}
+    updates = [
+        Update("alive", f"n{i}", top, ("::1", 65535), tuple(sorted(meta.items())))
+        for i in range(MAX_UPDATES)
+    ]
+    message = Gossip("a", tuple(updates))
+    assert decode(encode(message)) == message
+    assert decode(encode(Ping(top, "a", "b"))) == Ping(top, "a", "b")

@@ -17,8 +17,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from shoal.config import GossipConfig
-from shoal.membership.gossip.messages import Gossip, Update, encode
-from shoal.membership.gossip.swim import Address, Status, Swim
+from shoal.membership.gossip.messages import (
+    Ack,
+    Gossip,
+    Ping,
+    PingReq,
+    Sync,
+    Update,
+    decode,
+    encode,
+)
+from shoal.membership.gossip.swim import (
+    MAX_INCARNATION_JUMP,
+    MAX_PENDING,
+    MAX_RELAYS,
+    Address,
+    Status,
+    Swim,
+)
 
 LOCAL = GossipConfig.profile("local")
 LATENCY = 0.0005
@@ -325,3 +341,125 @@ def test_garbage_is_counted_and_ignored() -> None:
     assert swim.statistics().bad_packets == 5
     assert live_names(swim) == {"n0"}
     assert swim.take_outgoing() == []
+
+
+def test_a_restart_takes_its_former_incarnation_from_the_join_table() -> None:
+    """A member whose incarnation went far past MAX_INCARNATION_JUMP crashes and
+    restarts at 0: the table its seed answers the join with carries its old
+    incarnation, and the new process refutes its death from there (a node that has
+    joined would drop such a jump as forged)."""
+    net = Net()
+    n0, _, n2 = net.cluster(3)
+    for _ in range(3):  # n2 refutes suspicions far above its incarnation (within the jump)
+        news = Update("suspect", "n2", n2.incarnation + MAX_INCARNATION_JUMP - 1, origin="n1")
+        n2.receive(net.now, encode(Gossip("n1", (news,))), ("10.0.0.1", 7000))
+        net.run(1.0)
+    old = n2.incarnation
+    assert old > 3 * MAX_INCARNATION_JUMP - 10
+    assert all(m.incarnation == old for s in net.live() for m in s.members() if m.name == "n2")
+    net.crash(n2)
+    net.run_until(lambda: status_of(n0, "n2") is Status.DEAD, 10.0)
+    back = net.add(2, [n0.address])
+    net.run_until(lambda: all(live_names(s) == {"n0", "n1", "n2"} for s in net.live()), 5.0)
+    assert back.incarnation == old + 1
+    # Joined, the same jump is suspect input.
+    news = Update("dead", "n2", back.incarnation + MAX_INCARNATION_JUMP + 1, origin="n1")
+    back.receive(net.now, encode(Gossip("n1", (news,))), ("10.0.0.1", 7000))
+    assert back.incarnation == old + 1
+    assert back.statistics().dropped["incarnation"] == 1
+
+
+def test_indirect_probes_relayed_at_once_are_bounded() -> None:
+    """More ping-reqs than MAX_RELAYS at once: the rest are dropped as a flood."""
+    swim = Swim(
+        name="n0", address=("10.0.0.0", 7000), meta={}, config=LOCAL, rng=random.Random(0), now=0
+    )
+    for seq in range(MAX_RELAYS + 10):
+        request = PingReq(seq, "n1", "n9", ("10.0.0.9", 7000))
+        swim.receive(0.0, encode(request), ("10.0.0.1", 7000))
+    assert len(swim.take_outgoing()) == MAX_RELAYS
+    assert swim.statistics().dropped["flood"] == 10
+
+
+def test_a_stranger_gets_one_datagram_and_a_large_cluster_still_converges() -> None:
+    """30 nodes, whose table takes several datagrams: a sync from a stranger is answered
+    with one datagram of at most max_packet bytes, one from a confirmed member with the
+    whole table; nodes joining through one seed still all see each other."""
+    net = Net()
+    first = net.add(0)
+    nodes = [first] + [net.add(i, [first.address]) for i in range(1, 30)]
+    names = {f"n{i}" for i in range(30)}
+    net.run_until(lambda: all(live_names(n) == names for n in nodes), 10.0)
+    stranger = encode(Sync("stranger", (), part=0))
+    first.receive(net.now, stranger, ("10.0.0.99", 7000))
+    answer = first.take_outgoing()
+    assert len(answer) == 1
+    assert len(answer[0][1]) <= LOCAL.max_packet
+    assert b'"n":"n0"' in answer[0][1]
+    member = encode(Sync("n5", (), part=0))
+    first.receive(net.now, member, nodes[5].address)
+    whole = first.take_outgoing()
+    assert len(whole) > 1
+    assert all(len(data) <= LOCAL.max_packet for _, data in whole)
+    assert sum(data.count(b'"k":"alive"') for _, data in whole) == 30
+
+
+def test_forged_members_are_bounded_and_forgotten_when_they_die() -> None:
+    """A burst of forged members in syncs: at most MAX_PENDING are taken, the rest
+    counted as a flood; they never answer, die, and are forgotten, after which
+    new members are taken again."""
+    net = Net()
+    n0, n1 = net.cluster(2)
+    rows = [Update("alive", f"f{i}", 0, ("10.0.1.1", 7000 + i)) for i in range(3300)]
+    for start in range(0, len(rows), 11):
+        n0.receive(net.now, encode(Sync("x", tuple(rows[start : start + 11]))), ("10.9.9.9", 1))
+    n0.take_outgoing()
+    assert len(live_names(n0)) <= 2 + MAX_PENDING
+    assert n0.statistics().dropped["flood"] >= 3300 - MAX_PENDING
+    net.run_until(lambda: live_names(n0) == live_names(n1) == {"n0", "n1"}, 60.0)
+    net.run(2 * LOCAL.suspicion_timeout)
+    assert {m.name for m in n0.members()} == {"n0", "n1"}
+    late = Update("alive", "late", 0, ("10.0.1.2", 7000))
+    n0.receive(net.now, encode(Gossip("x", (late,))), ("10.9.9.9", 1))
+    assert "late" in live_names(n0)
+
+
+def test_a_member_that_answers_a_probe_is_confirmed_whatever_its_source_address() -> None:
+    """With MAX_PENDING members heard of second-hand, a new one is dropped; one of them
+    answering this node's probe (from another source address, as behind NAT) is
+    confirmed, which makes room for the next."""
+    swim = Swim(
+        name="n0", address=("10.0.0.0", 7000), meta={}, config=LOCAL, rng=random.Random(0), now=0
+    )
+    rows = [Update("alive", f"m{i}", 0, ("10.0.1.1", 7000 + i)) for i in range(MAX_PENDING + 1)]
+    for row in rows:
+        swim.receive(0.0, encode(Gossip("x", (row,))), ("10.9.9.9", 1))
+    assert len(live_names(swim)) == 1 + MAX_PENDING
+    assert swim.statistics().dropped["flood"] == 1
+    swim.take_outgoing()
+    swim.tick(LOCAL.probe_interval)
+    pings = [(a, decode(d)) for a, d in swim.take_outgoing()]
+    probe = next(m for _, m in pings if isinstance(m, Ping))
+    swim.receive(LOCAL.probe_interval, encode(Ack(probe.seq, probe.target)), ("192.168.0.1", 1))
+    swim.receive(LOCAL.probe_interval, encode(Gossip("x", (rows[-1],))), ("10.9.9.9", 1))
+    assert f"m{MAX_PENDING}" in live_names(swim)
+    assert swim.statistics().dropped["flood"] == 1
+
+
+def test_a_jump_is_refused_whatever_the_members_state() -> None:
+    """Alive news more than MAX_INCARNATION_JUMP above a dead member's incarnation is
+    refused as for a live one (else a forger could pin it at uint32's top); a
+    refutation one above is taken."""
+    swim = Swim(
+        name="n0", address=("10.0.0.0", 7000), meta={}, config=LOCAL, rng=random.Random(0), now=0
+    )
+    n9 = ("10.0.0.9", 7000)
+    for update in (Update("alive", "n9", 5, n9), Update("dead", "n9", 5, origin="n1")):
+        swim.receive(0.0, encode(Gossip("n9", (update,))), n9)
+    assert status_of(swim, "n9") is Status.DEAD
+    forged = Update("alive", "n9", 5 + MAX_INCARNATION_JUMP + 1, ("10.6.6.6", 7000))
+    swim.receive(0.0, encode(Gossip("x", (forged,))), ("10.6.6.6", 7000))
+    assert status_of(swim, "n9") is Status.DEAD
+    assert swim.statistics().dropped["incarnation"] == 1
+    swim.receive(0.0, encode(Gossip("n9", (Update("alive", "n9", 6, n9),))), n9)
+    assert status_of(swim, "n9") is ALIVE

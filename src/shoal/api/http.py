@@ -457,9 +457,11 @@ class ApiServer:
         if request.method not in _READ:
             return _not_allowed(request, _ALLOW_READ)
         groups = self._node.groups.values()
+        membership = self._node.membership
         body = render_metrics(
             (g.statistics() for g in groups),
             self._node.peer_statistics(),
+            membership=membership.statistics() if membership is not None else None,
             background_errors=self._node.background_errors(),
             loader_threads=self._node.loader_statistics(),
             accept_errors=self._node.accept_errors(),

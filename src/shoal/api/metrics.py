@@ -9,7 +9,7 @@ group counters carry a ``group`` label; the per-cache series add
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Final
+from typing import Any, Final
 
 from ..stats import GroupStats
 
@@ -124,10 +124,36 @@ _PEER_SERIES: Final = (
 )
 
 
+def _membership_lines(membership: Mapping[str, Any]) -> list[str]:
+    """The series of the membership source's input drops (gossip or etcd)."""
+    lines: list[str] = []
+    dropped = membership.get("dropped")
+    if isinstance(dropped, Mapping):
+        series = "shoal_gossip_dropped_total"
+        lines += (
+            f"# HELP {series} Gossip datagrams and updates dropped, by reason.",
+            f"# TYPE {series} counter",
+        )
+        lines += (
+            f'{series}{{reason="{escape_label_value(str(reason))}"}} {count}'
+            for reason, count in sorted(dropped.items())
+        )
+    bad = membership.get("bad_records")
+    if isinstance(bad, int):
+        series = "shoal_etcd_bad_records_total"
+        lines += (
+            f"# HELP {series} Malformed etcd member records skipped.",
+            f"# TYPE {series} counter",
+            f"{series} {bad}",
+        )
+    return lines
+
+
 def render_metrics(
     stats: Iterable[GroupStats],
     peers: Mapping[str, Mapping[str, int]] | None = None,
     *,
+    membership: Mapping[str, Any] | None = None,
     background_errors: Mapping[str, int] | None = None,
     loader_threads: Mapping[str, int] | None = None,
     accept_errors: Mapping[str, int] | None = None,
@@ -141,6 +167,9 @@ def render_metrics(
         stats: one snapshot per group, e.g. ``(g.statistics() for g in node.groups.values())``.
         peers: per peer URL, its client's counters (``Node.peer_statistics()``), rendered
             as ``shoal_peer_client_*`` series with a ``peer`` label.
+        membership: the membership source's statistics (``Membership.statistics()``):
+            its dropped input as ``shoal_gossip_dropped_total{reason}`` (gossip) or
+            ``shoal_etcd_bad_records_total`` (etcd).
         background_errors: failed rounds of the node's background tasks by task
             (``Node.background_errors()``), as ``shoal_background_errors_total``
             with a ``task`` label.
@@ -208,5 +237,7 @@ def render_metrics(
             f'{series}{{server="{escape_label_value(name)}"}} {n}'
             for name, n in accept_errors.items()
         )
+    if membership is not None:
+        lines += _membership_lines(membership)
     lines.append("")  # the format ends with a line feed
     return "\n".join(lines).encode()

@@ -24,14 +24,26 @@ Rules: :meth:`Membership.run` is the only long-running coroutine and is owned
 (and cancelled) by the caller's task group; a source starts no task of its own
 that outlives it. A source that loses its backend (etcd down, no packets) keeps
 publishing nothing new: the node serves with its last view.
+
+Inputs from the network (gossip datagrams, etcd records, the URLs they carry)
+are untrusted. They are checked here, in one place, by pure functions:
+:func:`check_member_url` (the URL a member publishes: ``http``/``https``, or also
+``grpc`` with the gRPC transport; a host; a port from 1 to 65535; no user,
+query or fragment; printable ASCII; at most :data:`MAX_URL_LENGTH` characters)
+and :func:`load_json` (a JSON document of bounded size and nesting depth, so a
+hostile ``[[[[...`` is refused before the parser recurses). A bad member or
+record is skipped on its own; it never keeps the others from being applied.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Protocol, runtime_checkable
+from urllib.parse import urlsplit
 
 from ..config import check_node_id, default_node_id
 
@@ -43,10 +55,96 @@ __all__ = [
     "SOURCES",
     "default_node_id",
     "check_node_id",
+    "check_member_url",
+    "load_json",
+    "BadInput",
+    "MAX_URL_LENGTH",
 ]
 
 SOURCES: Final = ("static", "etcd", "gossip")
 """The membership sources a node can use."""
+
+MAX_URL_LENGTH: Final = 512
+"""The longest member URL accepted (a URL is a host, a port and maybe a short path)."""
+
+
+class BadInput(ValueError):
+    """A membership input (URL, record, datagram) that is refused."""
+
+
+def check_member_url(url: object, *, grpc: bool = False) -> str:
+    """Return ``url`` if it can be a member's URL on the ring.
+
+    Args:
+        url: the URL a member publishes.
+        grpc: the peers speak gRPC: ``grpc://host:port`` is accepted too, and
+            no path (gRPC has none).
+
+    Raises:
+        BadInput: not a string; longer than :data:`MAX_URL_LENGTH`; not printable
+            ASCII; another scheme; no host; a port outside 1-65535 (or none for
+            ``grpc://``); a user, a query or a fragment; a path with gRPC.
+    """
+    if not isinstance(url, str):
+        raise BadInput(f"a member URL must be a string, got {type(url).__name__}")
+    if len(url) > MAX_URL_LENGTH:
+        raise BadInput(f"a member URL is at most {MAX_URL_LENGTH} characters, got {len(url)}")
+    if not url.isascii() or not url.isprintable() or " " in url:
+        raise BadInput(f"a member URL must be printable ASCII without spaces, got {url!r}")
+    parts = urlsplit(url)
+    schemes = ("http", "https", "grpc") if grpc else ("http", "https")
+    if parts.scheme not in schemes:
+        expected = " or ".join(f"{scheme}://" for scheme in schemes)
+        raise BadInput(f"a member URL is {expected}host:port, got {url!r}")
+    try:
+        port = parts.port
+    except ValueError:
+        raise BadInput(f"a member URL needs a port from 1 to 65535, got {url!r}") from None
+    if not parts.hostname or port == 0 or (port is None and parts.scheme == "grpc"):
+        raise BadInput(f"a member URL needs a host and a port from 1 to 65535, got {url!r}")
+    if "@" in parts.netloc or parts.query or parts.fragment or url.endswith(("?", "#")):
+        raise BadInput(f"a member URL has no user, query or fragment, got {url!r}")
+    if grpc and parts.path not in ("", "/"):
+        raise BadInput(f"a gRPC member URL has no path, got {url!r}")
+    return url
+
+
+# A JSON string (escapes included) or one bracket: what the depth scan looks at.
+_STRUCTURE: Final = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _too_deep(data: bytes, max_depth: int) -> bool:
+    """True if the JSON text ``data`` nests arrays and objects deeper than ``max_depth``."""
+    if data.count(b"[") + data.count(b"{") <= max_depth:
+        return False  # not even that many brackets: the common case, at C speed
+    depth = 0
+    for match in _STRUCTURE.finditer(data):
+        char = match.group()
+        if char in (b"[", b"{"):
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif char in (b"]", b"}"):
+            depth -= 1
+    return False
+
+
+def load_json(data: bytes, *, max_bytes: int, max_depth: int) -> Any:
+    """Parse an untrusted JSON document of at most ``max_bytes`` bytes and
+    ``max_depth`` levels of arrays and objects.
+
+    Raises:
+        BadInput: too large, too deep, not UTF-8 or not JSON (never
+            ``RecursionError``).
+    """
+    if len(data) > max_bytes:
+        raise BadInput(f"{len(data)} bytes, more than {max_bytes}")
+    if _too_deep(data, max_depth):
+        raise BadInput(f"nested deeper than {max_depth} levels")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+        raise BadInput(f"not JSON: {exc}") from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,19 @@ stopped node revokes its lease, which deletes its key at once.
 When etcd cannot be reached the node keeps its last view and says so in the
 log; it retries every ``retry_interval`` with a fresh connection, then checks
 its lease (still alive: the key stays; expired: a new lease and the key
-again), and watches again *from the last revision it applied*, so no change
-made meanwhile is missed. Events are states (a put sets a member, a delete
-removes it), so replaying the last revision is harmless. A node id is the key,
-so a member can never be listed twice.
+again), reads the whole prefix again and watches *from the revision of that
+read*, so no change made meanwhile is missed, and a history compacted while
+the node was away (``RevisionCompactedError``) cannot stop it: the read is the
+state, the watch only what follows. A watch that reports a compaction is
+answered the same way: read the prefix, watch from its revision. A node id is
+the key, so a member can never be listed twice.
+
+Records are untrusted input: one larger than :data:`MAX_RECORD_BYTES`, nested
+deeper than :data:`MAX_RECORD_DEPTH`, not a JSON object, or with a field of the
+wrong type (``url`` not a string, ``started_at`` not a finite number, ``grpc``
+neither a string nor null, a key that is not a valid node id) is skipped and
+logged when read; it never stops the others from being applied. Whether
+the URL itself is usable is the node's check (:func:`~shoal.membership.check_member_url`).
 
 The client is ``aetcd`` (extra ``shoal[etcd]``); its errors are caught here and
 never reach the rest of shoal.
@@ -25,22 +34,29 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Final
 
-from ..config import EtcdConfig
-from ..errors import MembershipError, MissingExtra
-from . import Member, MemberSet, SnapshotChannel
+from ..config import EtcdConfig, check_node_id
+from ..errors import ConfigError, MembershipError, MissingExtra
+from . import MAX_URL_LENGTH, BadInput, Member, MemberSet, SnapshotChannel, load_json
 
 try:
     import aetcd
 except ImportError as exc:  # pragma: no cover - depends on the installed extras
     raise MissingExtra("aetcd", "etcd") from exc
 
-__all__ = ["EtcdMembership"]
+__all__ = ["EtcdMembership", "MAX_RECORD_BYTES", "MAX_RECORD_DEPTH"]
 
 log = logging.getLogger("shoal.membership")
+
+MAX_RECORD_BYTES: Final = 4096
+"""The largest member record read (a record is four short fields: ~200 bytes)."""
+
+MAX_RECORD_DEPTH: Final = 2
+"""The deepest nesting of arrays and objects in a record (it is one flat object)."""
 
 # Reconnect fast when etcd comes back: gRPC's default back-off grows to 120 s.
 _CHANNEL_OPTIONS = {
@@ -96,7 +112,14 @@ class EtcdMembership:
         self._channel = SnapshotChannel()
         self._connected = False
         self._closed = False
-        self._stats = {"connects": 0, "registrations": 0, "events": 0, "failures": 0}
+        self._stats = {
+            "connects": 0,
+            "registrations": 0,
+            "events": 0,
+            "failures": 0,
+            "rereads": 0,
+            "bad_records": 0,
+        }
         self._last_error: str | None = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -182,8 +205,8 @@ class EtcdMembership:
         )
         await self._client.connect()
         await self._register()
-        if self._revision == 0:
-            await self._load()
+        # Always read again: what changed while away, whatever etcd compacted meanwhile.
+        await self._load()
         self._stats["connects"] += 1
         if self._last_error is not None:
             log.info("etcd answers again (%s:%d); registered as %s", host, port, self.key.decode())
@@ -228,21 +251,36 @@ class EtcdMembership:
     async def _follow(self) -> None:
         """Watch the prefix from the last revision and keep the lease alive, until
         either fails."""
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(self._keep_alive())
+            tasks.create_task(self._watch())
+
+    async def _watch(self) -> None:
+        """Apply the watch's events; after a compaction, read the prefix and watch again."""
         client = self._client
-        try:
-            watch = await client.watch_prefix(self._prefix, start_revision=self._revision)
-        except aetcd.RevisionCompactedError:
-            # The history we missed is gone: read the whole prefix again.
-            log.info("etcd compacted past revision %d; reading the members again", self._revision)
-            await self._load()
-            watch = await client.watch_prefix(self._prefix, start_revision=self._revision + 1)
-        try:
-            async with asyncio.TaskGroup() as tasks:
-                tasks.create_task(self._keep_alive())
-                tasks.create_task(self._apply_events(watch))
-        finally:
-            with contextlib.suppress(Exception):
-                await watch.cancel()
+        while True:
+            try:
+                watch = await client.watch_prefix(self._prefix, start_revision=self._revision + 1)
+            except aetcd.RevisionCompactedError as exc:
+                await self._reread(exc)
+                continue
+            try:
+                await self._apply_events(watch)
+            except aetcd.RevisionCompactedError as exc:
+                await self._reread(exc)
+            finally:
+                with contextlib.suppress(Exception):
+                    await watch.cancel()
+
+    async def _reread(self, exc: aetcd.RevisionCompactedError) -> None:
+        """The history after our revision is gone: read the whole prefix again."""
+        log.info(
+            "etcd compacted its history up to revision %s, past %d; reading the members again",
+            exc.compacted_revision,
+            self._revision,
+        )
+        self._stats["rereads"] += 1
+        await self._load()
 
     async def _keep_alive(self) -> None:
         client = self._client
@@ -263,11 +301,10 @@ class EtcdMembership:
             node_id = self._node_id(kv.key)
             if node_id is None:
                 continue
-            if event.kind == "PUT":
-                member = self._parse(kv.key, kv.value)
-                if member is not None:
-                    self._members[node_id] = member
-            else:
+            member = self._parse(kv.key, kv.value) if event.kind == "PUT" else None
+            if member is not None:
+                self._members[node_id] = member
+            else:  # deleted, or overwritten by a record that is not a member
                 self._members.pop(node_id, None)
             self._revision = max(self._revision, int(kv.mod_revision))
             self._stats["events"] += 1
@@ -303,27 +340,52 @@ class EtcdMembership:
         return node_id or None
 
     def _parse(self, key: bytes, value: bytes) -> Member | None:
-        node_id = self._node_id(key)
+        """The member a record describes; None (logged) for a record that is not one."""
         try:
-            doc = json.loads(value)
-            url = doc["url"]
-            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-                raise ValueError(f"bad url {url!r}")
-            grpc = doc.get("grpc")
-            started = doc.get("started_at")
-        except (ValueError, KeyError, TypeError) as exc:
-            name = key.decode(errors="replace")
+            return self._member(key, value)
+        except (BadInput, ConfigError) as exc:
+            self._stats["bad_records"] += 1
+            name = key.decode(errors="replace")[:200]
             log.warning("ignoring the malformed etcd member %r: %s", name, exc)
             return None
+
+    def _member(self, key: bytes, value: bytes) -> Member | None:
+        node_id = self._node_id(key)
         if node_id is None:
             return None
+        check_node_id(node_id)
+        doc = load_json(value, max_bytes=MAX_RECORD_BYTES, max_depth=MAX_RECORD_DEPTH)
+        if not isinstance(doc, dict):
+            raise BadInput(f"a record is a JSON object, got {type(doc).__name__}")
+        url = doc.get("url")
+        if not isinstance(url, str) or not url:
+            raise BadInput(f"'url' must be a non-empty string, got {_short(url)}")
+        grpc = doc.get("grpc")
+        if grpc is not None and (not isinstance(grpc, str) or len(grpc) > MAX_URL_LENGTH):
+            raise BadInput(f"'grpc' must be a short string or null, got {_short(grpc)}")
+        started = doc.get("started_at")
+        started_at = None if started is None else _seconds(started)
+        if started_at is not None and not math.isfinite(started_at):
+            raise BadInput(f"'started_at' must be a number, got {_short(started)}")
         return Member(
-            node_id=node_id,
-            url=url,
-            source=self.source,
-            grpc=grpc if isinstance(grpc, str) else None,
-            started_at=float(started) if isinstance(started, int | float) else None,
+            node_id=node_id, url=url, source=self.source, grpc=grpc, started_at=started_at
         )
+
+
+def _seconds(value: object) -> float:
+    """``value`` as a float; NaN for anything but a number a float can hold."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.nan
+
+
+def _short(value: object) -> str:
+    """``repr(value)``, cut for the log."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _describe(exc: BaseException) -> str:

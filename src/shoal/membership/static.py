@@ -1,4 +1,9 @@
-"""Static membership: the member list from the configuration, which never changes."""
+"""Static membership: the member list from the configuration, which never changes.
+
+The list is configuration, not network input: a URL that
+:func:`~shoal.membership.check_member_url` refuses is a :class:`ConfigError`
+when the node starts, not a member skipped at run time.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,8 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from ..config import default_node_id
-from . import Member, MemberSet
+from ..errors import ConfigError
+from . import BadInput, Member, MemberSet, check_member_url
 
 __all__ = ["StaticMembership"]
 
@@ -20,11 +26,19 @@ class StaticMembership:
             missing: it is added).
         self_url: this node's URL.
         node_id: this node's id (the others get ids derived from their URLs).
+
+    Raises:
+        ConfigError: a URL that cannot be a member's.
     """
 
     source = "static"
 
     def __init__(self, urls: Sequence[str], *, self_url: str, node_id: str) -> None:
+        for url in urls:
+            try:
+                check_member_url(url)
+            except BadInput as exc:
+                raise ConfigError(f"peers: {exc}") from None
         members = [
             Member(
                 node_id=node_id if url == self_url else default_node_id(url),

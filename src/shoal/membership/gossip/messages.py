@@ -14,14 +14,34 @@ An update is ``{"k": kind, "n": name, "i": incarnation}`` plus, for ``alive``,
 ``"a": "host:port"`` and ``"m": {meta}``, and for ``suspect``/``dead``, ``"o"``:
 the member that says so. A ``sync`` carries whole member tables (``m``) in the
 same shape, one entry per member, its ``k`` being the member's state.
+
+Every datagram is untrusted. :func:`decode` refuses (with a
+:class:`GossipProtocolError` whose ``reason`` is ``malformed`` or ``invalid``),
+and never raises anything else for:
+
+- more than :data:`MAX_DATAGRAM` bytes, or arrays and objects nested deeper
+  than :data:`MAX_DEPTH` (a message is at most 4 deep: message, update list,
+  update, meta), checked before the JSON parser runs (``malformed``);
+- names (``f``, ``to``, ``n``, ``o``) that are not node ids (1-128 characters,
+  see :func:`~shoal.config.check_node_id`); addresses that are not
+  ``ip:port`` (datagrams go to addresses, so a member advertises an IP
+  address); sequence numbers and incarnations outside ``0..``:data:`MAX_INCARNATION`
+  (uint32, as memberlist's); a sync part above :data:`MAX_PART`; more than
+  :data:`MAX_UPDATES` updates; meta that is not a map of at most
+  :data:`MAX_META` short strings (``invalid``).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
+
+from ...config import check_node_id
+from ...errors import ConfigError
+from .. import MAX_URL_LENGTH, BadInput, load_json
 
 __all__ = [
     "KINDS",
@@ -38,16 +58,53 @@ __all__ = [
     "decode",
     "format_address",
     "parse_address",
+    "MAX_DATAGRAM",
+    "MAX_DEPTH",
+    "MAX_INCARNATION",
+    "MAX_UPDATES",
+    "MAX_PART",
+    "MAX_META",
 ]
 
 KINDS: Final = ("alive", "suspect", "dead", "left")
 """Kinds of update, which are also the states a member can be in."""
 
+MAX_DATAGRAM: Final = 65_507
+"""The largest datagram decoded: the most a UDP datagram can carry over IPv4."""
+
+MAX_DEPTH: Final = 4
+"""The deepest nesting of arrays and objects in a message (message, updates, update, meta)."""
+
+MAX_INCARNATION: Final = 2**32 - 1
+"""The largest incarnation or sequence number (uint32, as in memberlist)."""
+
+MAX_UPDATES: Final = 128
+"""The most updates (or sync rows) one message may carry: far more than fit in a
+``max_packet`` datagram of any sane size (a row is ~130 bytes)."""
+
+MAX_PART: Final = 1024
+"""The highest part number of a sync."""
+
+MAX_META: Final = 8
+"""The most meta entries a member publishes (shoal uses 3: url, grpc, started_at)."""
+
+_MAX_META_KEY: Final = 32
+
 Address = tuple[str, int]
 
 
 class GossipProtocolError(ValueError):
-    """A datagram is not a well-formed gossip message."""
+    """A datagram is not a well-formed gossip message.
+
+    Args:
+        message: what is wrong.
+        reason: ``malformed`` (not a bounded JSON document) or ``invalid`` (JSON,
+            but not a gossip message).
+    """
+
+    def __init__(self, message: str, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,15 +191,38 @@ def parse_address(text: object) -> Address:
     """``(host, port)`` from ``host:port``.
 
     Raises:
-        GossipProtocolError: not ``host:port``.
+        GossipProtocolError: not ``host:port`` with a port from 1 to 65535.
     """
-    if not isinstance(text, str):
-        raise GossipProtocolError(f"an address must be host:port, got {text!r}")
+    if not isinstance(text, str) or len(text) > 300:
+        raise GossipProtocolError(f"an address must be host:port, got {_short(text)}")
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
-        raise GossipProtocolError(f"an address must be host:port, got {text!r}")
+    if (
+        not sep
+        or not host
+        or not port.isascii()
+        or not port.isdigit()
+        or len(port) > 5
+        or not 0 < int(port) <= 65535
+    ):
+        raise GossipProtocolError(f"an address must be host:port, got {_short(text)}")
     return host, int(port)
+
+
+def _ip_address(text: object) -> Address:
+    """``(ip, port)`` from ``ip:port``: an address a member sent (always an IP address)."""
+    host, port = parse_address(text)
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        raise GossipProtocolError(f"an address must be ip:port, got {_short(text)}") from None
+    return host, port
+
+
+def _short(value: object) -> str:
+    """``repr(value)``, cut for an error message."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
 
 
 def _update_obj(update: Update) -> dict[str, Any]:
@@ -207,7 +287,7 @@ def encode_packed(
     head = _dump(_base(message))
     parts: list[bytes] = []
     room = limit - len(head) - len(b',"u":[]')
-    for update in updates:
+    for update in updates[:MAX_UPDATES]:
         part = _dump(_update_obj(update))
         cost = len(part) + (1 if parts else 0)
         if cost > room:
@@ -219,51 +299,65 @@ def encode_packed(
     return head[:-1] + b',"u":[' + b",".join(parts) + b"]}", len(parts)
 
 
-def _int(obj: dict[str, Any], key: str) -> int:
+def _int(obj: dict[str, Any], key: str, top: int = MAX_INCARNATION) -> int:
     value = obj.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise GossipProtocolError(f"{key!r} must be a non-negative integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= top:
+        raise GossipProtocolError(
+            f"{key!r} must be an integer from 0 to {top}, got {_short(value)}"
+        )
     return value
 
 
-def _str(obj: dict[str, Any], key: str) -> str:
+def _name(obj: dict[str, Any], key: str) -> str:
     value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        raise GossipProtocolError(f"{key!r} must be a non-empty string, got {value!r}")
-    return value
+    try:
+        return check_node_id(value)  # type: ignore[arg-type]
+    except ConfigError:
+        raise GossipProtocolError(f"{key!r} must be a node id, got {_short(value)}") from None
+
+
+def _meta(obj: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    meta = obj.get("m", {})
+    if (
+        not isinstance(meta, dict)
+        or len(meta) > MAX_META
+        or not all(
+            isinstance(k, str)
+            and isinstance(v, str)
+            and len(k) <= _MAX_META_KEY
+            and len(v) <= MAX_URL_LENGTH
+            for k, v in meta.items()
+        )
+    ):
+        raise GossipProtocolError(
+            f"meta must map at most {MAX_META} short strings to strings, got {_short(meta)}"
+        )
+    return tuple(sorted(meta.items()))
 
 
 def _update(obj: object) -> Update:
     if not isinstance(obj, dict):
-        raise GossipProtocolError(f"an update must be an object, got {obj!r}")
+        raise GossipProtocolError(f"an update must be an object, got {_short(obj)}")
     kind = obj.get("k")
     if kind not in KINDS:
-        raise GossipProtocolError(f"unknown update kind {kind!r}")
-    address = parse_address(obj["a"]) if "a" in obj else None
+        raise GossipProtocolError(f"unknown update kind {_short(kind)}")
+    address = _ip_address(obj["a"]) if "a" in obj else None
     if kind == "alive" and address is None:
         raise GossipProtocolError("an alive update needs an address")
-    meta = obj.get("m", {})
-    if not isinstance(meta, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
-    ):
-        raise GossipProtocolError(f"meta must map strings to strings, got {meta!r}")
-    origin = obj.get("o")
-    if origin is not None and not isinstance(origin, str):
-        raise GossipProtocolError(f"origin must be a string, got {origin!r}")
     return Update(
         kind=kind,
-        name=_str(obj, "n"),
+        name=_name(obj, "n"),
         incarnation=_int(obj, "i"),
         address=address,
-        meta=tuple(sorted(meta.items())),
-        origin=origin,
+        meta=_meta(obj),
+        origin=_name(obj, "o") if obj.get("o") is not None else None,
     )
 
 
 def _updates(obj: dict[str, Any], key: str) -> tuple[Update, ...]:
     items = obj.get(key, [])
-    if not isinstance(items, list):
-        raise GossipProtocolError(f"{key!r} must be a list")
+    if not isinstance(items, list) or len(items) > MAX_UPDATES:
+        raise GossipProtocolError(f"{key!r} must be a list of at most {MAX_UPDATES} updates")
     return tuple(_update(item) for item in items)
 
 
@@ -271,29 +365,31 @@ def decode(data: bytes) -> Message:
     """The message in a datagram.
 
     Raises:
-        GossipProtocolError: not JSON, or not a gossip message.
+        GossipProtocolError: not bounded JSON (``reason`` ``malformed``), or not a
+            gossip message within the bounds of the module docstring (``invalid``).
+            Never any other exception, whatever ``data`` holds.
     """
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise GossipProtocolError(f"not JSON: {exc}") from None
+        obj = load_json(data, max_bytes=MAX_DATAGRAM, max_depth=MAX_DEPTH)
+    except BadInput as exc:
+        raise GossipProtocolError(str(exc), "malformed") from None
     if not isinstance(obj, dict):
         raise GossipProtocolError("a message must be a JSON object")
     kind = obj.get("t")
-    sender = _str(obj, "f")
+    sender = _name(obj, "f")
     if kind == "ping":
-        return Ping(_int(obj, "s"), sender, _str(obj, "to"), _updates(obj, "u"))
+        return Ping(_int(obj, "s"), sender, _name(obj, "to"), _updates(obj, "u"))
     if kind == "ack":
         return Ack(_int(obj, "s"), sender, _updates(obj, "u"))
     if kind == "ping-req":
         return PingReq(
-            _int(obj, "s"), sender, _str(obj, "to"), parse_address(obj.get("a")), _updates(obj, "u")
+            _int(obj, "s"), sender, _name(obj, "to"), _ip_address(obj.get("a")), _updates(obj, "u")
         )
     if kind == "gossip":
         return Gossip(sender, _updates(obj, "u"))
     if kind == "sync":
         reply = obj.get("r", False)
         if not isinstance(reply, bool):
-            raise GossipProtocolError(f"'r' must be true or false, got {reply!r}")
-        return Sync(sender, _updates(obj, "m"), reply, _int(obj, "p"))
-    raise GossipProtocolError(f"unknown message type {kind!r}")
+            raise GossipProtocolError(f"'r' must be true or false, got {_short(reply)}")
+        return Sync(sender, _updates(obj, "m"), reply, _int(obj, "p", MAX_PART))
+    raise GossipProtocolError(f"unknown message type {_short(kind)}")

@@ -32,6 +32,40 @@ refinements):
   chance to refute), as in memberlist.
 - **Leaving.** A node that stops announces ``left`` to every live member at
   once; a left member is never probed and drops out of every view at once.
+  As with a death, recently left members still get gossip for a while: a
+  member that hears it left while it has not (a forged or mistaken ``left``)
+  refutes it like a suspicion, as memberlist's node does with a ``dead`` about
+  itself.
+
+Hostile input (every datagram is untrusted; see :mod:`.messages` for what the
+decoder refuses) is dropped and counted by reason in :attr:`SwimStats.dropped`,
+never raised:
+
+- ``malformed``/``invalid``: the decoder refused the datagram.
+- ``incarnation``: news about a known member (or this node) at an incarnation
+  more than :data:`MAX_INCARNATION_JUMP` above the one known. A member raises
+  its incarnation by one per refutation, and only in answer to news about
+  itself, so honest news is within a few of what a node last knew; a jump of
+  1024 is far past any honest burst of refutations, yet leaves the uint32 range
+  four million refutations of headroom. (A member that refuted more than that
+  while cut off from a node is taken again once that node forgets it, after
+  ``dead_timeout``.) A node that has not joined yet takes any incarnation about
+  itself from the first table it receives: a restart learns its previous
+  life's incarnation.
+- ``flood``: more than :data:`MAX_PENDING` members that never spoke to this
+  node from their address nor answered its probe there (a burst of forged
+  members: each further new one is dropped until some are confirmed, or die; a
+  never-confirmed member that dies is forgotten once its death had
+  ``suspicion_timeout`` to spread, not kept for
+  ``dead_timeout``), or more than :data:`MAX_RELAYS` indirect probes pending.
+
+Replies are bounded so that a small datagram cannot draw a large answer: an
+ack is one datagram of at most ``max_packet`` bytes, and so is the answer to a
+sync from anyone but a confirmed member at its known address (this node's row,
+then as many others, live ones first, in random order, as fit). A joining node,
+answered so, syncs again ``join_interval`` later, by when it is a confirmed
+member and gets the whole table. A ping relayed for a ``ping-req`` to an
+address that is not a known member's carries no news.
 """
 
 from __future__ import annotations
@@ -40,11 +74,13 @@ import enum
 import math
 import random
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from ...config import GossipConfig
 from .messages import (
+    MAX_INCARNATION,
+    MAX_UPDATES,
     Ack,
     Gossip,
     GossipProtocolError,
@@ -58,7 +94,30 @@ from .messages import (
     encode_packed,
 )
 
-__all__ = ["Swim", "Status", "MemberState", "SwimStats", "Address"]
+__all__ = [
+    "Swim",
+    "Status",
+    "MemberState",
+    "SwimStats",
+    "Address",
+    "DROP_REASONS",
+    "MAX_INCARNATION_JUMP",
+    "MAX_PENDING",
+    "MAX_RELAYS",
+]
+
+DROP_REASONS: Final = ("malformed", "invalid", "incarnation", "flood", "error")
+"""Why input is dropped (:attr:`SwimStats.dropped`); ``error`` is for the driver to
+count an unexpected failure in handling a datagram."""
+
+MAX_INCARNATION_JUMP: Final = 1024
+"""How far above the known incarnation of a member news may be (see above)."""
+
+MAX_PENDING: Final = 64
+"""The most members heard of only second-hand (not confirmed: see above) at once."""
+
+MAX_RELAYS: Final = 64
+"""The most indirect probes relayed for others at once."""
 
 Address = tuple[str, int]
 """``(host, port)`` of a member's gossip socket."""
@@ -110,6 +169,9 @@ class SwimStats:
     suspicions: int
     deaths: int
     refutations: int
+    dropped: Mapping[str, int]
+    """Datagrams (``malformed``, ``invalid``, ``error``) and updates (``incarnation``,
+    ``flood``) dropped, by reason (:data:`DROP_REASONS`)."""
 
 
 @dataclass(slots=True)
@@ -120,10 +182,13 @@ class _Entry:
     incarnation: int
     status: Status
     since: float
+    confirmed: bool = True
+    """A datagram came from the member at its address, or it answered a probe there
+    (False: only heard of second-hand)."""
 
     def as_update(self) -> Update:
         # Every row carries the address, so a member first heard of as suspect
-        # or dead can still be probed or reached.
+        # can still be probed.
         return Update(self.status.value, self.name, self.incarnation, self.address, self.meta)
 
 
@@ -161,6 +226,7 @@ class _Counters:
     suspicions: int = 0
     deaths: int = 0
     refutations: int = 0
+    dropped: dict[str, int] = field(default_factory=lambda: dict.fromkeys(DROP_REASONS, 0))
 
 
 @dataclass(slots=True)
@@ -223,6 +289,8 @@ class Swim:
             join=now,
         )
         self._counters = _Counters()
+        self._pending = 0
+        """Members not confirmed (see :data:`MAX_PENDING`)."""
         self.version = 0
         """Raised whenever the set of live members or what one publishes changes."""
 
@@ -263,6 +331,7 @@ class Swim:
             c.suspicions,
             c.deaths,
             c.refutations,
+            dict(c.dropped),
         )
 
     def take_outgoing(self) -> list[tuple[Address, bytes]]:
@@ -303,11 +372,24 @@ class Swim:
         self._counters.bytes_received += len(data)
         try:
             message = decode(data)
-        except GossipProtocolError:
+        except GossipProtocolError as exc:
             self._counters.bad_packets += 1
+            self.drop(exc.reason)
             return
         if self._leaving:
             return
+        self._handle(now, message, source)
+        sender = self._members.get(message.sender)
+        if sender is not None and sender.address == source:
+            self._confirm(sender)  # it spoke to this node itself
+
+    def _confirm(self, entry: _Entry) -> None:
+        """``entry`` is a member that exists: it spoke, or answered a probe."""
+        if not entry.confirmed:
+            entry.confirmed = True
+            self._pending -= 1
+
+    def _handle(self, now: float, message: Message, source: Address) -> None:
         match message:
             case Ping():
                 self._apply_all(now, message.updates)
@@ -318,17 +400,33 @@ class Swim:
                 self._on_ack(message.seq)
             case PingReq():
                 self._apply_all(now, message.updates)
+                if len(self._relays) >= MAX_RELAYS:
+                    self.drop("flood")
+                    return
                 seq = self._next_seq()
                 self._relays[seq] = _Relay(source, message.seq, now + self.config.probe_interval)
-                self._send_packed(message.address, Ping(seq, self.name, message.target))
+                ping = Ping(seq, self.name, message.target)
+                target = self._members.get(message.target)
+                if target is not None and target.address == message.address:
+                    self._send_packed(message.address, ping)
+                else:  # not a member we know there: a plain ping, no amplified news
+                    self._send(message.address, ping)
             case Gossip():
                 self._apply_all(now, message.updates)
             case Sync():
+                known = self._members.get(message.sender)
+                member = known is not None and known.confirmed and known.address == source
                 self._merge(now, message.members)
-                if message.reply or message.sender in self._seed_names():
+                if not self._joined and (message.reply or message.sender in self._seed_names()):
                     self._joined = True
+                    # The answer to a join is one datagram: the whole table soon after.
+                    self._at.sync = min(self._at.sync, now + self.config.join_interval)
                 if not message.reply and message.part == 0:
-                    self._send_sync(source, reply=True)
+                    self._send_sync(source, reply=True, whole=member)
+
+    def drop(self, reason: str) -> None:
+        """Count input dropped for ``reason`` (one of :data:`DROP_REASONS`)."""
+        self._counters.dropped[reason] = self._counters.dropped.get(reason, 0) + 1
 
     def tick(self, now: float) -> None:
         """Run every timer that is due at ``now``."""
@@ -407,6 +505,9 @@ class Swim:
         probe = self._probe
         if probe is not None and probe.seq == seq:
             self._probe = None
+            target = self._members.get(probe.target)
+            if target is not None:  # it answers at its address (maybe through a relay)
+                self._confirm(target)
             return
         relay = self._relays.pop(seq, None)
         if relay is not None:
@@ -445,9 +546,15 @@ class Swim:
             if entry.status is Status.SUSPECT and now >= entry.since + c.suspicion_timeout:
                 self._counters.deaths += 1
                 self._apply(now, Update("dead", name, entry.incarnation, origin=self.name))
-            elif entry.status in (Status.DEAD, Status.LEFT) and now >= entry.since + c.dead_timeout:
+            elif entry.status in (Status.DEAD, Status.LEFT) and now >= entry.since + (
+                c.dead_timeout if entry.confirmed else c.suspicion_timeout
+            ):
+                # Never heard from directly: nothing to reconnect to; forgotten once
+                # the news of its death had time to spread.
                 del self._members[name]
                 self._broadcasts.pop(name, None)
+                if not entry.confirmed:
+                    self._pending -= 1
         for seq, relay in list(self._relays.items()):
             if now >= relay.expires:
                 del self._relays[seq]
@@ -455,14 +562,13 @@ class Swim:
     def _gossip_round(self, now: float) -> None:
         if not self._broadcasts:
             return
-        # Recently dead members are gossiped to as well: one declared dead by
-        # mistake hears it and refutes (memberlist's "gossip to the dead").
+        # Recently dead or left members are gossiped to as well: one declared dead
+        # (or left) by mistake hears it and refutes (memberlist's "gossip to the dead").
         recent = 2 * self.config.suspicion_timeout
         candidates = [
             e
             for e in self._members.values()
-            if e.name != self.name
-            and (e.status in _LIVE or (e.status is Status.DEAD and now < e.since + recent))
+            if e.name != self.name and (e.status in _LIVE or now < e.since + recent)
         ]
         for entry in self._rng.sample(candidates, min(self.config.gossip_fanout, len(candidates))):
             if not self._broadcasts:
@@ -494,16 +600,22 @@ class Swim:
             self._apply(now, update)
 
     def _learn(self, now: float, update: Update) -> None:
-        """Add a member first heard of, in the state the news gives it."""
+        """Add a member first heard of, in the state the news gives it (alive or
+        suspect; a member never known that is dead or left is nothing to track)."""
         if update.address is None:
             return  # not enough to reach it; alive news or a sync will follow
         status = Status(update.kind)
+        if status not in _LIVE:
+            return
+        if self._pending >= MAX_PENDING:
+            self.drop("flood")
+            return
+        self._pending += 1
         self._members[update.name] = _Entry(
-            update.name, update.address, update.meta, update.incarnation, status, now
+            update.name, update.address, update.meta, update.incarnation, status, now, False
         )
-        if status in _LIVE:
-            self._order.insert(self._rng.randint(0, len(self._order)), update.name)
-            self.version += 1
+        self._order.insert(self._rng.randint(0, len(self._order)), update.name)
+        self.version += 1
         if status is Status.ALIVE:
             self._queue(update)
 
@@ -520,6 +632,9 @@ class Swim:
             return
         status = Status(update.kind)
         if update.incarnation < entry.incarnation:
+            return
+        if update.incarnation > entry.incarnation + MAX_INCARNATION_JUMP:
+            self.drop("incarnation")
             return
         if update.incarnation == entry.incarnation and _RANK[status] <= _RANK[entry.status]:
             return
@@ -541,6 +656,9 @@ class Swim:
 
     def _about_me(self, update: Update) -> None:
         me = self._members[self.name]
+        if update.incarnation > me.incarnation + MAX_INCARNATION_JUMP and self._joined:
+            self.drop("incarnation")
+            return
         if update.kind == "alive":
             stale = update.incarnation > me.incarnation
             conflicting = update.incarnation == me.incarnation and (
@@ -556,7 +674,7 @@ class Swim:
 
     def _refute(self, incarnation: int) -> None:
         me = self._members[self.name]
-        me.incarnation = max(me.incarnation, incarnation) + 1
+        me.incarnation = min(max(me.incarnation, incarnation) + 1, MAX_INCARNATION)
         self._counters.refutations += 1
         self._queue(Update("alive", me.name, me.incarnation, me.address, me.meta))
 
@@ -588,17 +706,28 @@ class Swim:
         self._counters.packets_sent += 1
         self._counters.bytes_sent += len(data)
 
-    def _send_sync(self, address: Address, *, reply: bool) -> None:
-        """Send the whole member table, in as many datagrams as it takes."""
-        table = [e.as_update() for e in self._members.values()]
+    def _send_sync(self, address: Address, *, reply: bool, whole: bool = True) -> None:
+        """Send the member table: all of it, in as many datagrams as it takes; unless
+        not ``whole``: one datagram, this node then other rows (live first, random order)."""
+        if not whole:
+            me = self._members[self.name]
+            others = [e for e in self._members.values() if e is not me]
+            self._rng.shuffle(others)
+            others.sort(key=lambda e: e.status not in _LIVE)
+            table = [me.as_update(), *(e.as_update() for e in others)]
+        else:
+            table = [e.as_update() for e in self._members.values()]
         limit = self.config.max_packet
         part, chunk = 0, []
         for update in table:
             chunk.append(update)
-            too_big = len(encode(Sync(self.name, tuple(chunk), reply, part))) > limit
+            encoded = encode(Sync(self.name, tuple(chunk), reply, part))
+            too_big = len(encoded) > limit or len(chunk) > MAX_UPDATES
             if too_big and len(chunk) > 1:
                 chunk.pop()
                 self._send(address, Sync(self.name, tuple(chunk), reply, part))
+                if not whole:
+                    return
                 part, chunk = part + 1, [update]
         if chunk:
             self._send(address, Sync(self.name, tuple(chunk), reply, part))

@@ -3,7 +3,9 @@
 This module owns the I/O and nothing else: one datagram socket, a loop that
 calls :meth:`Swim.tick` when its next deadline comes, and the translation of
 the live member table into :class:`~shoal.membership.Member` snapshots. Every
-protocol decision lives in :mod:`.swim`.
+protocol decision lives in :mod:`.swim`. A datagram whose handling fails
+unexpectedly is counted (``dropped["error"]``) and the first such failure
+logged; nothing a datagram holds can stop the socket's loop.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import math
 import random
 import socket
 import time
@@ -90,6 +93,7 @@ class GossipMembership:
         self._channel = SnapshotChannel()
         self._published = -1
         self._closed = False
+        self._error_logged = False
         self.address: Address | None = None
         """Where the others send to this node, once started."""
 
@@ -179,6 +183,7 @@ class GossipMembership:
             suspicions=stats.suspicions,
             deaths=stats.deaths,
             refutations=stats.refutations,
+            dropped=dict(stats.dropped),
         )
         return info
 
@@ -212,7 +217,16 @@ class GossipMembership:
         swim = self._swim
         if swim is None or self._closed:
             return
-        swim.receive(self._clock(), data, source)
+        try:
+            swim.receive(self._clock(), data, source)
+        except Exception:  # no datagram may stop the node: count it, log the first
+            swim.drop("error")
+            what = f"handling a gossip datagram from {format_address(source)} failed"
+            if not self._error_logged:
+                self._error_logged = True
+                log.exception(what)
+            else:
+                log.debug(what, exc_info=True)
         self._flush()
         self._publish()
         # The deadlines may have moved (a new probe target, news to gossip).
@@ -249,6 +263,8 @@ class GossipMembership:
             try:
                 started_at = float(started) if started is not None else None
             except ValueError:
+                started_at = None
+            if started_at is not None and not math.isfinite(started_at):
                 started_at = None
             members.append(
                 Member(
