@@ -16,6 +16,7 @@ import functools
 import hashlib
 import inspect
 import logging
+import math
 import random
 import time
 from collections import OrderedDict
@@ -44,6 +45,7 @@ from .singleflight import Call, Flight
 from .stats import GroupStats
 from .store import Clock, Store
 from .value import Value, with_ttl
+from .wire.codec import MAX_EXPIRES_AT
 
 if TYPE_CHECKING:
     from .peers import PeerPicker
@@ -391,7 +393,8 @@ class Group(Generic[V]):
 
         Raises:
             InvalidKey, KeyTooLarge: for a bad key. ValueTooLarge: over ``max_value_bytes``.
-            InvalidTTL: a TTL that is not positive and finite.
+            InvalidTTL: a TTL that is not positive and finite, or that ends after
+                :data:`~shoal.wire.codec.MAX_EXPIRES_AT` (year 2262).
             TypeError: the codec cannot encode ``value``.
             PeerUnavailable, PeerTimeout: the key's owner could not be reached
                 (partitioned groups; the value is not stored).
@@ -413,8 +416,13 @@ class Group(Generic[V]):
         """
         self._check_write(key, data, ttl)
         if expires_at is None:
-            ttl = self.config.ttl if ttl is None else ttl
-            expires_at = None if ttl is None else self._clock() + ttl
+            if ttl is not None:
+                expires_at = self._clock() + ttl
+                _check_expiry(expires_at, f"ttl={ttl!r}")
+            elif self.config.ttl is not None:
+                expires_at = self._clock() + self.config.ttl
+        else:
+            _check_expiry(expires_at, f"expires_at={expires_at!r}")
         if self.replica is not None:
             await self.replica.write(key, data, expires_at)
             return
@@ -531,6 +539,8 @@ class Group(Generic[V]):
         Never forwarded. In a replicated group it becomes a write of this node.
         """
         self._check_write(key, data, None)
+        if expires_at is not None:
+            _check_expiry(expires_at, f"expires_at={expires_at!r}")
         if self.replica is not None:
             await self.replica.write(key, data, expires_at)
             return
@@ -1032,6 +1042,16 @@ class Group(Generic[V]):
                 "raise NotFound for a missing key"
             )
         return result
+
+
+def _check_expiry(expires_at: float, what: str) -> None:
+    """Refuse a write whose expiry the peer protocols cannot carry (see
+    :data:`~shoal.wire.codec.MAX_EXPIRES_AT`): every member must be able to send it on."""
+    if not (math.isfinite(expires_at) and expires_at <= MAX_EXPIRES_AT):
+        raise InvalidTTL(
+            f"{what} expires after {MAX_EXPIRES_AT:.0f} (Unix seconds, in the year 2262), "
+            "the latest expiry a node can store and send (int64 Unix nanoseconds)"
+        )
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -476,7 +476,9 @@ class PeerServer:
 
     def _remove_keys(self, group: Group[Any], body: bytes) -> Response | Awaitable[Response]:
         try:
-            request = decode_remove_keys(body, max_size=self._max_body)
+            request = decode_remove_keys(
+                body, max_keys=self._max_batch_keys, max_size=self._max_body
+            )
         except RemoteProtocolError as exc:
             return _error(exc.error_status_hint, str(exc))
         # Every key is checked before the first is removed: a bad request changes nothing.
@@ -1319,7 +1321,8 @@ class HttpPeerClient:
 
     async def remove_keys(self, group: str, keys: Iterable[str]) -> int | None:
         """Remove keys from the peer's caches: one key with ``DELETE``, several with
-        ``POST .../_remove-keys/`` (groupcache-go's forms).
+        ``POST .../_remove-keys/`` (groupcache-go's forms), ``max_batch_keys`` per request
+        (a shoal server refuses more).
 
         Returns:
             How many of the keys the peer had; None if it does not say (Go).
@@ -1332,14 +1335,21 @@ class HttpPeerClient:
             return 0
         if len(key_list) == 1:
             return await self.delete(group, key_list[0])
-        try:
-            target = build_remove_keys_path(self._base, group)
-            body = encode_remove_keys(group, key_list)
-        except LocalProtocolError as exc:
-            raise InvalidKey(str(exc)) from exc
-        answer = await self._exchange(self._request(b"POST", target, body, b"application/json"))
-        self._check_written(answer, f"remove {len(key_list)} keys")
-        return _removed_count(answer)
+        size = self._max_batch_keys
+        removed: int | None = 0
+        for start in range(0, len(key_list), size):
+            chunk = key_list[start : start + size]
+            try:
+                target = build_remove_keys_path(self._base, group)
+                body = encode_remove_keys(group, chunk)
+            except LocalProtocolError as exc:
+                raise InvalidKey(str(exc)) from exc
+            request = self._request(b"POST", target, body, b"application/json")
+            answer = await self._exchange(request)
+            self._check_written(answer, f"remove {len(chunk)} keys")
+            count = _removed_count(answer)
+            removed = None if count is None or removed is None else removed + count
+        return removed
 
     async def invalidate(self, group: str) -> int | None:
         """Drop every key of ``group`` on the peer (``POST .../_invalidate/``).
