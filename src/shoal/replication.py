@@ -156,6 +156,7 @@ class Replica:
                 "entries_repaired",
                 "bytes_sent",
                 "bytes_received",
+                "messages_refused",
             ),
             0,
         )
@@ -226,16 +227,22 @@ class Replica:
         """Answer a peer's push or anti-entropy step.
 
         Raises:
-            BadRequest: a malformed message (unknown kind, bad key, bad bucket).
+            BadRequest: a malformed message (unknown kind, bad key, bad bucket, a
+                field out of range, a list over its cap), counted in
+                ``messages_refused``; nothing is changed.
         """
         kind = request.WhichOneof("kind")
-        if kind == "push":
-            return self._serve_push(request.push)
-        if kind == "digest":
-            return self._serve_digest(request.digest)
-        if kind == "sync":
-            return self._serve_sync(request.sync)
-        raise BadRequest("a replica request needs one of push, digest, sync")
+        try:
+            if kind == "push":
+                return self._serve_push(request.push)
+            if kind == "digest":
+                return self._serve_digest(request.digest)
+            if kind == "sync":
+                return self._serve_sync(request.sync)
+            raise BadRequest("a replica request needs one of push, digest, sync")
+        except BadRequest:
+            self._counters["messages_refused"] += 1
+            raise
 
     def _serve_push(self, push: pb.ReplicaPush) -> pb.ReplicaResponse:
         now = self._clock()

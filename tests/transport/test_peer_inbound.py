@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 from api.rawhttp import RawResponse, call
 from shoal import Group, Node, NodeConfig
+from shoal.api.metrics import render_metrics
 from shoal.hlc import HLC_MAX, hlc_from_seconds
 from shoal.replication import MAX_CLOCK_DRIFT, MAX_PUSH_ENTRIES, MAX_SYNC_SUMMARIES
 from shoal.transport.http import HttpPeerClient
@@ -131,6 +132,11 @@ async def test_a_bad_clear_or_node_id_changes_nothing() -> None:
         assert (await replica(served.port, digest)).status == 400
         assert mirror.cached_bytes("kept") == b"1"
         assert mirror.cached_bytes("new") is None
+        replication = mirror.statistics().replication
+        assert replication is not None
+        assert replication["messages_refused"] == 3
+        text = render_metrics([mirror.statistics()]).decode()
+        assert f'shoal_replica_messages_refused_total{{group="{MIRROR}"}} 3' in text
 
 
 async def test_replica_lists_have_caps() -> None:
