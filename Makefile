@@ -8,7 +8,7 @@ API_PORT ?= 9999
 # How the nodes of `make run` find each other: static (a member list), etcd or gossip.
 MEMBERSHIP ?= static
 
-.PHONY: run demo test lint typecheck pytest bench proto venv dev clean
+.PHONY: run demo test lint typecheck pytest fuzz bench proto venv dev clean
 
 ## make run: install shoal in .venv and run a local 3-node cluster of the SlowDB demo:
 ## peers on 8001-8003, HTTP API on http://127.0.0.1:9999 (and 9998, 9997); Ctrl-C stops it.
@@ -58,6 +58,14 @@ typecheck: dev
 
 pytest: dev
 	$(BIN)/pytest -q
+
+## make fuzz: a long fuzz run (FUZZ_EXAMPLES per property, default 5000): arbitrary and
+## out-of-range messages on every route of live nodes (HTTP and gRPC), and the decoders'
+## round-trip properties; `make test` runs the same tests with a few hundred
+FUZZ_EXAMPLES ?= 5000
+FUZZ_TESTS := tests/cluster/test_fuzz_live.py tests/test_inbound_properties.py tests/wire/test_inbound.py
+fuzz: dev
+	SHOAL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q --timeout=0 $(FUZZ_TESTS)
 
 ## make bench: every benchmark, short runs (see bench/README.md for full runs)
 bench: dev
