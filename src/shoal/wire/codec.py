@@ -462,8 +462,8 @@ def decode_get_response(
     values = _parse(data, _GET_RESPONSE_TYPES, "GetResponse", max_size)
     raw_value, raw_qps, raw_expire = values[1], values[2], values[3]
     expire = _signed(raw_expire)
-    if expire is not None:
-        check_expire_ns(expire, "GetResponse")
+    if expire is not None and expire > MAX_EXPIRE_NS:
+        check_expire_ns(expire, "GetResponse")  # raises
     return _make_get_response(
         b"" if raw_value is None else bytes(raw_value),
         None if raw_qps is None else _DOUBLE.unpack(raw_qps)[0],
@@ -503,8 +503,8 @@ def decode_set_request(data: BytesLike, *, max_size: int = DEFAULT_MAX_MESSAGE_B
     values = _parse(data, _SET_REQUEST_TYPES, "SetRequest", max_size)
     raw_value = values[3]
     expire = _signed(values[4])
-    if expire is not None:
-        check_expire_ns(expire, "SetRequest")
+    if expire is not None and expire > MAX_EXPIRE_NS:
+        check_expire_ns(expire, "SetRequest")  # raises
     return SetRequest(
         _text(values[1], "group", "SetRequest"),
         _text(values[2], "key", "SetRequest"),
