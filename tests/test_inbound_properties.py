@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from pbfuzz import examples
 from shoal import Group, InvalidTTL, Node, NodeConfig
 from shoal.errors import BadRequest
 from shoal.hlc import HLC_MAX, hlc_from_seconds
@@ -26,9 +27,11 @@ from shoal.replication import MAX_CLOCK_DRIFT, _item
 from shoal.wire._pb import shoal_pb2 as pb
 from shoal.wire.codec import (
     MAX_EXPIRE_NS,
+    ProtocolError,
     decode_get_response,
     encode_get_response,
     encode_set_request,
+    expires_at_from_wire,
     to_expire_ns,
 )
 
@@ -63,7 +66,9 @@ ENTRIES = st.builds(
     expire=EXPIRES,
 )
 VERSIONS = st.builds(pb.ReplicaVersion, hlc=HLCS, node=NODES)
-PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPERTY = settings(
+    max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
 
 
 def replicated() -> Group[bytes]:
@@ -180,6 +185,25 @@ def test_a_client_ttl_is_refused_or_stored_as_every_protocol_carries_it(ttl: flo
     assert decode_get_response(encode_get_response(b"v", expire_ns=ns)).expire_ns == ns
     encode_set_request("plain", "k", b"v", expire_ns=ns)
     assert pb.PeerValue.FromString(pb.PeerValue(expire=ns).SerializeToString()).expire == ns
+
+
+@PROPERTY
+@given(INT64)
+def test_a_peer_set_expiry_is_refused_or_sent_again(expire: int) -> None:
+    """shoal.v1.PeerSetRequest.expire (any int64) through the check the gRPC server
+    applies: refused, or an expiry every protocol carries again."""
+    raw = pb.PeerSetRequest(group="g", key="k", value=b"v", expire=expire).SerializeToString()
+    request = pb.PeerSetRequest.FromString(raw)
+    try:
+        expires_at = expires_at_from_wire(request.expire, "PeerSetRequest")
+    except ProtocolError:
+        assert expire > MAX_EXPIRE_NS
+        return
+    ns = to_expire_ns(expires_at) or 0
+    assert pb.PeerValue.FromString(pb.PeerValue(expire=ns).SerializeToString()).expire == ns
+    assert decode_get_response(encode_get_response(b"v", expire_ns=ns)).expire_ns == ns
+    if expire > 0:
+        assert abs(ns - expire) <= 1_000  # a microsecond at most, from the float seconds
 
 
 @pytest.mark.parametrize("ttl", [1e10, 7.5e9, 1e300])
