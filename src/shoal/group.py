@@ -4,6 +4,12 @@ The read path (DESIGN §4): main cache, then hot cache; on a miss, join the
 key's flight; inside the flight, re-check the caches and call the loader once;
 cache the value unless a write or delete of the key happened meanwhile.
 
+Writes are checked before anything changes: the key, the value's size, and the
+TTL or absolute expiry, which must end by :data:`~shoal.wire.codec.MAX_EXPIRES_AT`
+(2262), the latest expiry every peer protocol can carry to the other members.
+Every front-end (HTTP API, gRPC, the sync facade, peers' writes) goes through
+:meth:`Group.set_bytes` or :meth:`Group.apply_set`, so this is the one place.
+
 All async methods run on the event loop that owns the group. The cache
 lookups (:meth:`Group.cached_bytes`) are thread-safe and never await, which is
 what lets :mod:`shoal.sync` serve hits without a hop to the loop thread.

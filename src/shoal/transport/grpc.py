@@ -37,7 +37,12 @@ loader took longer than ``load_timeout`` (``load_timeout``) or the answer
 longer than the node's ``request_timeout`` (``timeout``); ``UNAVAILABLE`` when
 the loader failed (``load_failed``) or the node is shutting down (``closed``).
 Requests are decoded and checked completely before anything changes, so a bad
-request never touches the cache, and no input can crash the server.
+request never touches the cache, and no input can crash the server. The checks
+are those of the HTTP transport, in the same places: an expiry by
+:func:`~shoal.wire.codec.expires_at_from_wire` (past 2262: ``INVALID_ARGUMENT``), a
+TTL by the group's write path (``invalid_ttl``), a replica message by
+:func:`shoal.replication.serve_replica`; a batch is counted, duplicates included,
+before anything else is done with it.
 
 **Clients.** :class:`GrpcPeerClient` (made by :class:`GrpcTransport`) and
 :class:`GrpcNodeClient` (``shoal.v1.Cache``, for :class:`shoal.Client`) each

@@ -11,8 +11,9 @@ request                                      answer
                                              (``expire`` only when the value expires)
 ``PUT {base}{group}/{key}``, SetRequest      200, empty (the body's key is set, as v3 does)
 ``DELETE {base}{group}/{key}``               200 ``{"removed": n}`` (Go clients read 200)
-``POST {base}{group}/_remove-keys/``, JSON   200 ``{"removed": n}``
-``POST {base}{group}/_get-many/``            200 batch answer (shoal only, :mod:`~shoal.wire.batch`)
+``POST {base}{group}/_remove-keys/``, JSON   200 ``{"removed": n}`` (at most ``max_batch_keys``)
+``POST {base}{group}/_get-many/``            200 batch answer (shoal only, :mod:`~shoal.wire.batch`;
+                                             at most ``max_batch_keys``)
 ``POST {base}{group}/_invalidate/``          200 ``{"removed": n}``: the group emptied (shoal only)
 ``POST {base}{group}/_replica/``             200 ``shoal.v1.ReplicaResponse`` for a
                                              ``ReplicaRequest`` (shoal only, replicated groups)
@@ -35,7 +36,11 @@ its own (it is closing), which clients treat as a failed peer. A failed load is
 503 rather than golang/groupcache's 500 because groupcache-go v3 clients read
 503, and only 503, as "the owner tried and failed" and do not load the key a
 second time; golang clients treat every status but 200 alike. Input is checked
-completely before anything changes, so a bad request never touches the cache.
+completely before anything changes, so a bad request never touches the cache:
+by the validating decoders of :mod:`shoal.wire` (an expiry past the int64
+nanoseconds a node can send again is a 400, a list over its cap a 413) and,
+for ``_replica/``, by :func:`shoal.replication.serve_replica`, which the gRPC
+transport shares.
 A request that arrives here is never forwarded (``Group.serve_peer``).
 
 Every answer names the shoal extensions this server speaks in the
