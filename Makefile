@@ -59,13 +59,18 @@ typecheck: dev
 pytest: dev
 	$(BIN)/pytest -q
 
-## make fuzz: a long fuzz run (FUZZ_EXAMPLES per property, default 5000): arbitrary and
-## out-of-range messages on every route of live nodes (HTTP and gRPC), and the decoders'
-## round-trip properties; `make test` runs the same tests with a few hundred
+## make fuzz: a long fuzz run: FUZZ_EXAMPLES (default 5000) arbitrary and out-of-range
+## messages per property on every route of live nodes (HTTP and gRPC) and through the
+## decoders' round-trip properties (`make test` runs a few hundred), then FUZZ_TIME
+## seconds (default 60) of coverage-guided fuzzing of every decoder (atheris); a
+## finding is written to $TMPDIR/shoal-fuzz-crash-*
 FUZZ_EXAMPLES ?= 5000
+FUZZ_TIME ?= 60
 FUZZ_TESTS := tests/cluster/test_fuzz_live.py tests/test_inbound_properties.py tests/wire/test_inbound.py
 fuzz: dev
 	SHOAL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q --timeout=0 $(FUZZ_TESTS)
+	$(BIN)/python tests/fuzz_decoders.py -max_total_time=$(FUZZ_TIME) \
+	    -artifact_prefix=$${TMPDIR:-/tmp}/shoal-fuzz-
 
 ## make bench: every benchmark, short runs (see bench/README.md for full runs)
 bench: dev
