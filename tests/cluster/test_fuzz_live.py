@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 import pbfuzz
 from procs import LoadLog, ShoalCluster, group_stats, http_request, shoal_cluster
+from shoal.hlc import HLC_MAX, hlc_from_seconds
 from shoal.wire._pb import geekcache_pb2, groupcache_pb2
 from shoal.wire._pb import shoal_pb2 as pb
 from shoal.wire.batch import GET_MANY_SEGMENT, INVALIDATE_SEGMENT, REPLICA_SEGMENT
@@ -325,6 +326,36 @@ def test_live_node_survives_fuzzed_requests(cluster: ShoalCluster) -> None:
 
         fuzz_http()
     after_fuzzing(cluster)
+
+
+def test_the_reproductions_leave_the_nodes_up(cluster: ShoalCluster) -> None:
+    """What took a node down: an API PUT with ttl=1e10 or 1e300 on the replicated group
+    (204, then the push raised), a replica push expiring past int64 or stamped
+    2**64-1, a peer PUT expiring at int64 max. Each is a 400 now; the nodes run
+    their background work on and answer."""
+    node = cluster.nodes[0]
+    for ttl in ("1e10", "1e300"):
+        status, body = http_request("PUT", f"{node.url}/v1/groups/{MIRROR}/keys/r?ttl={ttl}", b"x")
+        assert status == 400, body
+        assert json.loads(body)["code"] == "invalid_ttl"
+    if not _is_grpc(cluster):
+        now = hlc_from_seconds(time.time())
+        for fields in ({"expire": (1 << 63) - 1, "hlc": now}, {"hlc": HLC_MAX}):
+            entry = pb.ReplicaEntry(key="r", node="elsewhere", value=b"x", **fields)
+            push = pb.ReplicaRequest(group=MIRROR, push=pb.ReplicaPush(entries=[entry]))
+            target = f"{node.peer_url}{_group_path(MIRROR, REPLICA_SEGMENT)}"
+            status, body = http_request("POST", target, push.SerializeToString())
+            assert status == 400, body
+        poison = groupcache_pb2.SetRequest(group=DATA, key="r", value=b"x", expire=(1 << 63) - 1)
+        target = f"{node.peer_url}{_peer_path(DATA, 'r')}"
+        status, _ = http_request("PUT", target, poison.SerializeToString())
+        assert status == 400
+    time.sleep(1.5)  # several pushes, anti-entropy rounds and sweeps
+    alive(cluster)
+    for other in cluster.nodes:
+        status, _ = http_request("GET", f"{other.url}/v1/groups/{MIRROR}/keys/r")
+        assert status == 200  # loaded: nothing was stored
+    still_serves(cluster)
 
 
 def _is_grpc(cluster: ShoalCluster) -> bool:
