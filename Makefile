@@ -8,7 +8,7 @@ API_PORT ?= 9999
 # How the nodes of `make run` find each other: static (a member list), etcd or gossip.
 MEMBERSHIP ?= static
 
-.PHONY: run demo test lint typecheck pytest docs docs-check bench proto venv dev clean
+.PHONY: run demo test lint typecheck pytest docs docs-check fuzz bench proto venv dev clean
 
 ## make run: install shoal in .venv and run a local 3-node cluster of the SlowDB demo:
 ## peers on 8001-8003, HTTP API on http://127.0.0.1:9999 (and 9998, 9997); Ctrl-C stops it.
@@ -68,6 +68,19 @@ docs: dev
 docs-check: dev
 	@out=$$(mktemp -d) && trap 'rm -rf "$$out"' EXIT && \
 	    NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir "$$out"
+
+## make fuzz: a long fuzz run: FUZZ_EXAMPLES (default 5000) arbitrary and out-of-range
+## messages per property on every route of live nodes (HTTP and gRPC) and through the
+## decoders' round-trip properties (`make test` runs a few hundred), then FUZZ_TIME
+## seconds (default 60) of coverage-guided fuzzing of every decoder (atheris); a
+## finding is written to $TMPDIR/shoal-fuzz-crash-*
+FUZZ_EXAMPLES ?= 5000
+FUZZ_TIME ?= 60
+FUZZ_TESTS := tests/cluster/test_fuzz_live.py tests/test_inbound_properties.py tests/wire/test_inbound.py
+fuzz: dev
+	SHOAL_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q --timeout=0 $(FUZZ_TESTS)
+	$(BIN)/python tests/fuzz_decoders.py -max_total_time=$(FUZZ_TIME) \
+	    -artifact_prefix=$${TMPDIR:-/tmp}/shoal-fuzz-
 
 ## make bench: every benchmark, short runs (see bench/README.md for full runs)
 bench: dev

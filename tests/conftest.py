@@ -1,10 +1,20 @@
-"""Fixtures shared by the whole suite: the machine's database servers."""
+"""Fixtures shared by the whole suite: the machine's database servers; and the
+hypothesis profile of ``make fuzz`` (``SHOAL_FUZZ_EXAMPLES`` examples per property)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import settings
 
 from procs import MariaDB, Postgres, ensure_mariadb, ensure_postgres
+
+if os.environ.get("SHOAL_FUZZ_EXAMPLES"):
+    settings.register_profile(
+        "fuzz", max_examples=int(os.environ["SHOAL_FUZZ_EXAMPLES"]), deadline=None
+    )
+    settings.load_profile("fuzz")
 
 
 @pytest.fixture(scope="session")

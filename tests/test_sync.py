@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from shoal import Closed, GroupConfig, NodeConfig, NotFound
+from shoal import Closed, GroupConfig, InvalidTTL, NodeConfig, NotFound
 from shoal.group import Group
 from shoal.sync import SyncGroup, SyncNode
 
@@ -75,6 +75,20 @@ def test_writes_and_errors_cross_threads() -> None:
         g.invalidate("b")
         assert g.statistics().main.items == 0
         assert node.get_group("g").name == "g"
+
+
+def test_a_ttl_past_2262_is_refused() -> None:
+    """SyncGroup.set bounds TTLs as Group.set does: one ending after the latest expiry
+    the peer protocols carry is InvalidTTL, and nothing is stored."""
+    with SyncNode() as node:
+        g = node.group("g", None, mode="replicated")
+        for ttl in (1e10, 1e300):
+            with pytest.raises(InvalidTTL, match="2262"):
+                g.set("k", b"v", ttl=ttl)
+        with pytest.raises(NotFound):
+            g.get("k")
+        g.set("k", b"v", ttl=1e9)
+        assert g.get("k") == b"v"
 
 
 def test_sync_decorator_from_threads() -> None:

@@ -11,6 +11,12 @@ was not asked, so it becomes :class:`~shoal.errors.PeerUnavailable` (see
 :meth:`Group._load_instead`). Every value, loaded or fetched, is bounded by
 ``max_value_bytes``.
 
+Writes are checked before anything changes: the key, the value's size, and the
+TTL or absolute expiry, which must end by :data:`~shoal.wire.codec.MAX_EXPIRES_AT`
+(2262), the latest expiry every peer protocol can carry to the other members.
+Every front-end (HTTP API, gRPC, the sync facade, peers' writes) goes through
+:meth:`Group.set_bytes` or :meth:`Group.apply_set`, so this is the one place.
+
 All async methods run on the event loop that owns the group. The cache
 lookups (:meth:`Group.cached_bytes`) are thread-safe and never await, which is
 what lets :mod:`shoal.sync` serve hits without a hop to the loop thread.
@@ -23,6 +29,7 @@ import functools
 import hashlib
 import inspect
 import logging
+import math
 import random
 import time
 from collections import OrderedDict
@@ -54,6 +61,7 @@ from .singleflight import Call, Flight
 from .stats import GroupStats
 from .store import Clock, Store
 from .value import Value, with_ttl
+from .wire.codec import MAX_EXPIRES_AT
 
 if TYPE_CHECKING:
     from .peers import PeerPicker
@@ -414,7 +422,8 @@ class Group(Generic[V]):
 
         Raises:
             InvalidKey, KeyTooLarge: for a bad key. ValueTooLarge: over ``max_value_bytes``.
-            InvalidTTL: a TTL that is not positive and finite.
+            InvalidTTL: a TTL that is not positive and finite, or that ends after
+                :data:`~shoal.wire.codec.MAX_EXPIRES_AT` (year 2262).
             TypeError: the codec cannot encode ``value``.
             PeerUnavailable, PeerTimeout: the key's owner could not be reached
                 (partitioned groups; the value is not stored).
@@ -436,8 +445,13 @@ class Group(Generic[V]):
         """
         self._check_write(key, data, ttl)
         if expires_at is None:
-            ttl = self.config.ttl if ttl is None else ttl
-            expires_at = None if ttl is None else self._clock() + ttl
+            if ttl is not None:
+                expires_at = self._clock() + ttl
+                _check_expiry(expires_at, f"ttl={ttl!r}")
+            elif self.config.ttl is not None:
+                expires_at = self._clock() + self.config.ttl
+        else:
+            _check_expiry(expires_at, f"expires_at={expires_at!r}")
         if self.replica is not None:
             await self.replica.write(key, data, expires_at)
             return
@@ -554,6 +568,8 @@ class Group(Generic[V]):
         Never forwarded. In a replicated group it becomes a write of this node.
         """
         self._check_write(key, data, None)
+        if expires_at is not None:
+            _check_expiry(expires_at, f"expires_at={expires_at!r}")
         if self.replica is not None:
             await self.replica.write(key, data, expires_at)
             return
@@ -1156,6 +1172,16 @@ class Group(Generic[V]):
                 "raise NotFound for a missing key"
             )
         return result
+
+
+def _check_expiry(expires_at: float, what: str) -> None:
+    """Refuse a write whose expiry the peer protocols cannot carry (see
+    :data:`~shoal.wire.codec.MAX_EXPIRES_AT`): every member must be able to send it on."""
+    if not (math.isfinite(expires_at) and expires_at <= MAX_EXPIRES_AT):
+        raise InvalidTTL(
+            f"{what} expires after {MAX_EXPIRES_AT:.0f} (Unix seconds, in the year 2262), "
+            "the latest expiry a node can store and send (int64 Unix nanoseconds)"
+        )
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:

@@ -33,6 +33,20 @@ wins on every member, and the load is fenced here as in partitioned groups.
 Messages are ``shoal.v1.ReplicaRequest``/``ReplicaResponse`` (``shoal.proto``);
 the peer transport carries them (HTTP: ``POST {base}{group}/_replica/``; gRPC:
 ``Peer.Replica``).
+
+Every message from a peer, request or answer, is checked whole before any of it
+changes the state, here and only here (both transports hand the bytes to
+:func:`serve_replica`): each entry's key and value against the group's limits,
+its expiry against what the wire can carry again
+(:func:`~shoal.wire.codec.check_expire_ns`), each version's node id
+(:func:`~shoal.config.check_node_id`) and timestamp, which may run at most
+:data:`MAX_CLOCK_DRIFT` ahead of this node's clock (the bound the clock applies to
+wall time; a timestamp further ahead would drag every later write of the key, or
+this node's clock, out of the 64-bit range), and every list against its cap
+(:data:`MAX_PUSH_ENTRIES`, :data:`MAX_SYNC_SUMMARIES`, the group's bucket count).
+A bad request is refused whole (:class:`~shoal.errors.BadRequest`, HTTP 400 or
+gRPC ``INVALID_ARGUMENT``); a bad answer fails the exchange
+(:class:`~shoal.errors.PeerError`), which anti-entropy counts and survives.
 """
 
 from __future__ import annotations
@@ -43,17 +57,18 @@ import random
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 from google.protobuf.message import DecodeError
 
 from ._printable import printable
-from .errors import BadRequest, GroupFull, PeerError, ShoalError
+from .config import check_node_id
+from .errors import BadRequest, ConfigError, GroupFull, PeerError, ShoalError
 from .hlc import HybridClock, hlc_from_seconds
 from .replica import DEFAULT_BUCKETS, ZERO_VERSION, Entry, ReplicaState, Version
 from .supervise import REPLICA_TASKS, BackgroundErrors, supervised
 from .wire._pb import shoal_pb2 as pb
-from .wire.codec import from_expire_ns, to_expire_ns
+from .wire.codec import ProtocolError, expires_at_from_wire, to_expire_ns
 
 if TYPE_CHECKING:
     from .group import Group
@@ -64,13 +79,21 @@ __all__ = ["LocalCaches", "Replica", "serve_replica"]
 
 log = logging.getLogger("shoal.replication")
 
+_T = TypeVar("_T")
+
 MAX_MESSAGE_BYTES: Final = 1 << 20
 """A push or a sync answer is cut into messages of about this size."""
 MAX_SUMMARIES: Final = 20_000
 """Keys summarised in one sync request at most (about 0.5 MiB)."""
 MAX_CLOCK_DRIFT: Final = 300.0
-"""Seconds a peer's clock may run ahead of this node's before its timestamps are
-no longer merged into this node's clock (its writes still apply)."""
+"""Seconds a peer's timestamps may run ahead of this node's clock: a write, a
+clear or a summary stamped later is refused."""
+MAX_PUSH_ENTRIES: Final = 100_000
+"""Entries one push or sync answer may hold (a sender cuts them at
+:data:`MAX_MESSAGE_BYTES`, a few tens of thousands of the smallest entries)."""
+MAX_SYNC_SUMMARIES: Final = 5 * MAX_SUMMARIES
+"""Summaries one sync request may hold (a sender aims at :data:`MAX_SUMMARIES`;
+room for buckets fuller than the average)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +167,7 @@ class Replica:
                 "entries_repaired",
                 "bytes_sent",
                 "bytes_received",
+                "messages_refused",
             ),
             0,
         )
@@ -215,35 +239,48 @@ class Replica:
         """Answer a peer's push or anti-entropy step.
 
         Raises:
-            BadRequest: a malformed message (unknown kind, bad key, bad bucket).
+            BadRequest: a malformed message (unknown kind, bad key, bad bucket, a
+                field out of range, a list over its cap), counted in
+                ``messages_refused``; nothing is changed.
         """
         kind = request.WhichOneof("kind")
-        if kind == "push":
-            return self._serve_push(request.push)
-        if kind == "digest":
-            return self._serve_digest(request.digest)
-        if kind == "sync":
-            return self._serve_sync(request.sync)
-        raise BadRequest("a replica request needs one of push, digest, sync")
+        try:
+            if kind == "push":
+                return self._serve_push(request.push)
+            if kind == "digest":
+                return self._serve_digest(request.digest)
+            if kind == "sync":
+                return self._serve_sync(request.sync)
+            raise BadRequest("a replica request needs one of push, digest, sync")
+        except BadRequest:
+            self._counters["messages_refused"] += 1
+            raise
 
     def _serve_push(self, push: pb.ReplicaPush) -> pb.ReplicaResponse:
         now = self._clock()
-        if push.HasField("cleared"):
-            self._clear(_version(push.cleared))
-        entries = [self._entry(item) for item in push.entries]  # all checked first
+        if len(push.entries) > MAX_PUSH_ENTRIES:
+            raise BadRequest(
+                f"a replica push of {len(push.entries)} entries; at most {MAX_PUSH_ENTRIES}"
+            )
+        # All checked first: a bad push changes nothing.
+        cleared = self._cleared(push.cleared, now) if push.HasField("cleared") else None
+        entries = [self._entry(item, now) for item in push.entries]
+        if cleared is not None:
+            self._clear(cleared)
         applied = sum(self._apply(entry, now) for entry in entries)
         self._counters["writes_received"] += len(entries)
         return pb.ReplicaResponse(pushed=pb.ReplicaPushed(applied=applied))
 
     def _serve_digest(self, digest: pb.ReplicaDigest) -> pb.ReplicaResponse:
         state = self.state
+        cleared = self._cleared(digest.cleared, self._clock())
         if digest.HasField("cleared"):
-            self._clear(_version(digest.cleared))
+            self._clear(cleared)
         in_sync = (
             digest.buckets == state.buckets
             and digest.root == state.root()
             and digest.count == len(state)
-            and _version(digest.cleared) == state.cleared
+            and cleared == state.cleared
         )
         reply = pb.ReplicaDigestReply(in_sync=in_sync, cleared=_message(state.cleared))
         if not in_sync:
@@ -251,7 +288,16 @@ class Replica:
         return pb.ReplicaResponse(digest=reply)
 
     def _serve_sync(self, sync: pb.ReplicaSync) -> pb.ReplicaResponse:
-        theirs = [(item.key, Version(item.hlc, item.node)) for item in sync.have]
+        if len(sync.buckets) > self.state.buckets:
+            raise BadRequest(
+                f"a sync request of {len(sync.buckets)} buckets; the group has {self.state.buckets}"
+            )
+        if len(sync.have) > MAX_SYNC_SUMMARIES:
+            raise BadRequest(
+                f"a sync request of {len(sync.have)} summaries; at most {MAX_SYNC_SUMMARIES}"
+            )
+        now = self._clock()
+        theirs = [(item.key, self._summary(item, now)) for item in sync.have]
         try:
             send, want = self.state.compare(sync.buckets, theirs)
         except ValueError as exc:
@@ -285,7 +331,7 @@ class Replica:
             buckets=state.buckets,
         )
         reply = (await self._ask(peer, pb.ReplicaRequest(digest=digest))).digest
-        theirs = _version(reply.cleared)
+        theirs = self._answered(peer, self._cleared, reply.cleared, self._clock())
         if theirs > state.cleared:
             self._clear(theirs)
         elif state.cleared > theirs:
@@ -308,8 +354,9 @@ class Replica:
                 request = pb.ReplicaRequest(sync=pb.ReplicaSync(buckets=buckets, have=have))
                 answer = (await self._ask(peer, request)).sync
                 now = self._clock()
-                for item in answer.entries:
-                    changed += self._apply(self._entry(item), now)
+                received = self._answered(peer, self._sync_answer, answer, len(have), now)
+                for entry in received:
+                    changed += self._apply(entry, now)
                 wanted = [e for e in map(state.get, answer.wanted) if e is not None]
                 if wanted:
                     await self._send(peer, wanted, None)
@@ -318,6 +365,23 @@ class Replica:
                     break
         self._counters["entries_repaired"] += changed
         return changed
+
+    def _sync_answer(self, answer: pb.ReplicaSyncReply, asked: int, now: float) -> list[Entry]:
+        """The entries of a peer's sync answer, every one checked (and its list of
+        wanted keys no longer than the summaries sent)."""
+        if len(answer.entries) > MAX_PUSH_ENTRIES:
+            raise BadRequest(f"a sync answer of {len(answer.entries)} entries")
+        if len(answer.wanted) > asked:
+            raise BadRequest(f"a sync answer wants {len(answer.wanted)} keys of {asked} sent")
+        return [self._entry(item, now) for item in answer.entries]
+
+    @staticmethod
+    def _answered(peer: PeerClient, check: Callable[..., _T], *args: Any) -> _T:
+        """``check(*args)``, a check of a peer's answer: a bad one fails the exchange."""
+        try:
+            return check(*args)
+        except BadRequest as exc:
+            raise PeerError(f"{peer.url}: bad replica answer: {exc}") from exc
 
     def _bucket_chunks(self, buckets: list[int]) -> Iterator[list[int]]:
         """Differing buckets in runs whose summaries fit in one request."""
@@ -542,20 +606,62 @@ class Replica:
             self._group.peers.succeeded(peer.url)
         return response
 
-    def _entry(self, item: pb.ReplicaEntry) -> Entry:
-        """A received write, checked like a write of this node's own clients."""
-        group = self._group
-        try:
-            group.validate_key(item.key)
-        except ShoalError as exc:
-            raise BadRequest(f"replica entry: {exc}") from exc
+    def _entry(self, item: pb.ReplicaEntry, now: float) -> Entry:
+        """A received write, checked like a write of this node's own clients, and
+        against what this node can store and send again (see the module rules).
+
+        Raises:
+            BadRequest: a field out of range; nothing is changed.
+        """
+        self._check_key(item.key, "replica entry")
+        what = f"replica entry {item.key!r}"
         value = item.value if item.HasField("value") else None
         if value is not None and len(value) > self._config.max_value_bytes:
-            raise BadRequest(f"replica entry {item.key!r}: value over max_value_bytes")
-        if not item.node:
-            raise BadRequest(f"replica entry {item.key!r} has no node id")
-        expires_at = from_expire_ns(item.expire) if item.expire else None
-        return Entry(item.key, Version(item.hlc, item.node), value, expires_at)
+            raise BadRequest(f"{what}: value over max_value_bytes")
+        version = self._peer_version(item.hlc, item.node, what, now)
+        try:
+            expires_at = expires_at_from_wire(item.expire, "ReplicaEntry")
+        except ProtocolError as exc:
+            raise BadRequest(f"{what}: {exc}") from exc
+        return Entry(item.key, version, value, expires_at)
+
+    def _summary(self, item: pb.ReplicaSummary, now: float) -> Version:
+        """The version of a peer's summary of one key, checked as an entry's is."""
+        self._check_key(item.key, "replica summary")
+        return self._peer_version(item.hlc, item.node, f"replica summary {item.key!r}", now)
+
+    def _cleared(self, message: pb.ReplicaVersion, now: float) -> Version:
+        """The version of a peer's clear (an absent or zero one: none), checked."""
+        if not message.hlc:
+            return ZERO_VERSION
+        return self._peer_version(message.hlc, message.node, "replica clear", now)
+
+    def _check_key(self, key: str, what: str) -> None:
+        try:
+            self._group.validate_key(key)
+        except ShoalError as exc:
+            raise BadRequest(f"{what}: {exc}") from exc
+
+    @staticmethod
+    def _peer_version(hlc: int, node: str, what: str, now: float) -> Version:
+        """A version a peer sent: a valid node id, a timestamp within
+        :data:`MAX_CLOCK_DRIFT` of this node's clock."""
+        if not node:
+            raise BadRequest(f"{what} has no node id")
+        try:
+            check_node_id(node)
+        except ConfigError as exc:
+            raise BadRequest(f"{what}: {exc}") from exc
+        try:
+            limit = hlc_from_seconds(max(now, 0.0) + MAX_CLOCK_DRIFT)
+        except ValueError as exc:  # this node's own clock is out of the HLC range
+            raise BadRequest(f"{what}: {exc}") from exc
+        if hlc > limit:
+            raise BadRequest(
+                f"{what}: timestamp {hlc} is more than {MAX_CLOCK_DRIFT:.0f} s ahead "
+                "of this node's clock"
+            )
+        return Version(hlc, node)
 
     def _apply(self, entry: Entry, now: float) -> bool:
         """Merge one write into the state and mirror it into the group's caches."""
@@ -643,10 +749,6 @@ async def serve_replica(groups: Any, raw: bytes, *, group: str | None = None) ->
         raise BadRequest(f"group {request.group!r} is not replicated on this node")
     response: pb.ReplicaResponse = await target.replica.serve(request)
     return response.SerializeToString()
-
-
-def _version(message: pb.ReplicaVersion) -> Version:
-    return Version(message.hlc, message.node) if message.hlc else ZERO_VERSION
 
 
 def _message(version: Version) -> pb.ReplicaVersion:

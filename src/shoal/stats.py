@@ -70,7 +70,8 @@ class GroupStats:
     ``sync_rounds``, ``sync_rounds_in_sync``, ``sync_failures``, ``entries_repaired``,
     ``bytes_sent``, ``bytes_received`` (the bytes of the pushes and anti-entropy
     rounds this node started, each way: an exchange counts once, at the node that
-    began it); None for a partitioned group."""
+    began it), ``messages_refused`` (peer messages refused whole as malformed, out
+    of range or over a cap); None for a partitioned group."""
     duplicate_loads: int = 0
     """Loader calls made here after the key's owner did not answer within
     ``peer_timeout``: the owner may have been loading the same key (a loader slower

@@ -26,6 +26,7 @@ from shoal.wire.batch import (
     encode_get_many_response,
     parse_extensions,
 )
+from shoal.wire.codec import MAX_EXPIRE_NS
 
 # ----------------------------------------------------------------- the schema, for upb
 
@@ -75,7 +76,7 @@ ITEMS = st.lists(
         BatchItem,
         TEXT,
         st.binary(max_size=300),
-        st.one_of(st.none(), st.integers(-(1 << 63), (1 << 63) - 1)),
+        st.one_of(st.none(), st.integers(-(1 << 63), MAX_EXPIRE_NS)),
     ),
     max_size=6,
 )

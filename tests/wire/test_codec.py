@@ -38,6 +38,7 @@ from shoal.wire import (
     encode_set_request,
 )
 from shoal.wire._pb import groupcache_pb2 as pb
+from shoal.wire.codec import MAX_EXPIRE_NS
 from wire.vectors import (
     HTTP_CAPTURES,
     PROTO_VECTORS,
@@ -173,8 +174,8 @@ GOLDEN: list[tuple[str, Row]] = [
         Row(GetResponse(b"v", expire_ns=-1), h("0a0176 18 ffffffffffffffffff01")),
     ),
     (
-        "int64 max",
-        Row(GetResponse(b"v", expire_ns=INT64_MAX), h("0a0176 18 ffffffffffffffff7f")),
+        "the latest expiry a node accepts (2262)",
+        Row(GetResponse(b"v", expire_ns=MAX_EXPIRE_NS), h("0a0176 18 80d0b4e8fcffffff7f")),
     ),
     (
         "int64 min",
@@ -519,8 +520,10 @@ def test_remove_keys_oversized() -> None:
 # ---------------------------------------------------------------- properties
 
 int64s = st.integers(INT64_MIN, INT64_MAX)
+# What a node accepts: any int64 up to the latest expiry it can send again.
+expires = st.integers(INT64_MIN, MAX_EXPIRE_NS)
 optional_qps = st.none() | st.floats()
-optional_expire = st.none() | int64s
+optional_expire = st.none() | expires
 
 
 @given(st.binary(), optional_qps, optional_expire)
@@ -584,7 +587,7 @@ _unknown = st.one_of(
 _known = st.one_of(
     st.builds(lambda b: _field(1, 2, _varint(len(b)) + b), st.binary()),
     st.builds(lambda x: _field(2, 1, struct.pack("<d", x)), st.floats()),
-    st.builds(lambda n: _field(3, 0, _varint(n)), int64s),
+    st.builds(lambda n: _field(3, 0, _varint(n)), expires),
 )
 
 

@@ -85,6 +85,12 @@ _REPLICA_SERIES: Final = (
         "bytes_received",
         "Bytes received in the pushes and rounds this node started.",
     ),
+    (
+        "shoal_replica_messages_refused_total",
+        "counter",
+        "messages_refused",
+        "Peer messages refused whole: malformed, out of range or over a cap.",
+    ),
 )
 
 

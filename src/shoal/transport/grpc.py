@@ -37,7 +37,12 @@ loader took longer than ``load_timeout`` (``load_timeout``) or the answer
 longer than the node's ``request_timeout`` (``timeout``); ``UNAVAILABLE`` when
 the loader failed (``load_failed``) or the node is shutting down (``closed``).
 Requests are decoded and checked completely before anything changes, so a bad
-request never touches the cache, and no input can crash the server.
+request never touches the cache, and no input can crash the server. The checks
+are those of the HTTP transport, in the same places: an expiry by
+:func:`~shoal.wire.codec.expires_at_from_wire` (past 2262: ``INVALID_ARGUMENT``), a
+TTL by the group's write path (``invalid_ttl``), a replica message by
+:func:`shoal.replication.serve_replica`; a batch is counted, duplicates included,
+before anything else is done with it.
 
 **Clients.** :class:`GrpcPeerClient` (made by :class:`GrpcTransport`) and
 :class:`GrpcNodeClient` (``shoal.v1.Cache``, for :class:`shoal.Client`) each
@@ -105,7 +110,12 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
 from ..wire._pb import geekcache_pb2 as geek
 from ..wire._pb import shoal_pb2 as pb
 from ..wire.batch import DEFAULT_MAX_BATCH_KEYS
-from ..wire.codec import DEFAULT_MAX_MESSAGE_BYTES, from_expire_ns, to_expire_ns
+from ..wire.codec import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    ProtocolError,
+    expires_at_from_wire,
+    to_expire_ns,
+)
 from . import FetchDone, Fetched
 
 if TYPE_CHECKING:
@@ -217,6 +227,8 @@ def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
         return _StatusCode.RESOURCE_EXHAUSTED, exc.code
     if isinstance(exc, InvalidKey | InvalidTTL | ConfigError | BadRequest):
         return _StatusCode.INVALID_ARGUMENT, exc.code
+    if isinstance(exc, ProtocolError):  # a field out of the range a node can carry
+        return _StatusCode.INVALID_ARGUMENT, BadRequest.code
     if isinstance(exc, GroupFull):
         return _StatusCode.RESOURCE_EXHAUSTED, exc.code
     if isinstance(exc, PeerError):  # a write's owner could not be reached
@@ -431,14 +443,18 @@ class GrpcServer:
         return group
 
     def _keys(self, group: Group[Any], keys: Iterable[str]) -> list[str]:
-        """The distinct keys of a batch, every one checked before anything happens."""
-        unique = list(dict.fromkeys(keys))
-        if len(unique) > self._max_batch_keys:
+        """The distinct keys of a batch, every one checked before anything happens.
+
+        The cap counts the keys as sent, duplicates included: a call of a million
+        copies of one key is refused before any work on them."""
+        names = list(keys)
+        if len(names) > self._max_batch_keys:
             raise _Refused(
                 _StatusCode.RESOURCE_EXHAUSTED,
                 "too_many_keys",
-                f"{len(unique)} keys in one call; at most {self._max_batch_keys}",
+                f"{len(names)} keys in one call; at most {self._max_batch_keys}",
             )
+        unique = list(dict.fromkeys(names))
         for key in unique:
             group.validate_key(key)
         return unique
@@ -478,7 +494,7 @@ class GrpcServer:
     async def _peer_set(self, raw: bytes) -> bytes:
         request = self._decode(pb.PeerSetRequest, raw)
         group = self._group(request.group)
-        expires_at = from_expire_ns(request.expire) if request.expire else None
+        expires_at = expires_at_from_wire(request.expire, "PeerSetRequest")
         await group.apply_set(request.key, request.value, expires_at=expires_at)
         return b""  # SetResponse has no fields
 
@@ -885,7 +901,7 @@ class GrpcPeerClient(_GrpcClient):
             reply = pb.PeerValue.FromString(raw)
         except DecodeError as exc:
             raise PeerError(f"{self._url}: undecodable answer for {key!r}: {exc}") from exc
-        return Fetched(reply.value, from_expire_ns(reply.expire), reply.minute_qps or None)
+        return Fetched(reply.value, self._expiry(reply.expire), reply.minute_qps or None)
 
     async def get_many(self, group: str, keys: list[str]) -> dict[str, Fetched]:
         """Fetch several keys, ``max_batch_keys`` per call; keys the peer lacks are left out.
@@ -910,7 +926,7 @@ class GrpcPeerClient(_GrpcClient):
             raise PeerError(f"{self._url}: undecodable batch answer: {exc}") from exc
         asked = set(keys)
         return {
-            key: Fetched(item.value, from_expire_ns(item.expire))
+            key: Fetched(item.value, self._expiry(item.expire))
             for key, item in reply.values.items()
             if key in asked  # never cache what was not asked for
         }
@@ -957,6 +973,13 @@ class GrpcPeerClient(_GrpcClient):
             return message.FromString(raw)
         except DecodeError as exc:
             raise PeerError(f"{self._url}: undecodable answer: {exc}") from exc
+
+    def _expiry(self, expire_ns: int) -> float | None:
+        """The expiry of a value the peer sent, in Unix seconds (None: never)."""
+        try:
+            return expires_at_from_wire(expire_ns, "PeerValue")
+        except ProtocolError as exc:
+            raise PeerError(f"{self._url}: {exc}") from exc
 
 
 class GrpcTransport:

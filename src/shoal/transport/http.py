@@ -11,8 +11,9 @@ request                                      answer
                                              (``expire`` only when the value expires)
 ``PUT {base}{group}/{key}``, SetRequest      200, empty (the body's key is set, as v3 does)
 ``DELETE {base}{group}/{key}``               200 ``{"removed": n}`` (Go clients read 200)
-``POST {base}{group}/_remove-keys/``, JSON   200 ``{"removed": n}``
-``POST {base}{group}/_get-many/``            200 batch answer (shoal only, :mod:`~shoal.wire.batch`)
+``POST {base}{group}/_remove-keys/``, JSON   200 ``{"removed": n}`` (at most ``max_batch_keys``)
+``POST {base}{group}/_get-many/``            200 batch answer (shoal only, :mod:`~shoal.wire.batch`;
+                                             at most ``max_batch_keys``)
 ``POST {base}{group}/_invalidate/``          200 ``{"removed": n}``: the group emptied (shoal only)
 ``POST {base}{group}/_replica/``             200 ``shoal.v1.ReplicaResponse`` for a
                                              ``ReplicaRequest`` (shoal only, replicated groups)
@@ -35,7 +36,11 @@ its own (it is closing), which clients treat as a failed peer. A failed load is
 503 rather than golang/groupcache's 500 because groupcache-go v3 clients read
 503, and only 503, as "the owner tried and failed" and do not load the key a
 second time; golang clients treat every status but 200 alike. Input is checked
-completely before anything changes, so a bad request never touches the cache.
+completely before anything changes, so a bad request never touches the cache:
+by the validating decoders of :mod:`shoal.wire` (an expiry past the int64
+nanoseconds a node can send again is a 400, a list over its cap a 413) and,
+for ``_replica/``, by :func:`shoal.replication.serve_replica`, which the gRPC
+transport shares.
 A request that arrives here is never forwarded (``Group.serve_peer``).
 
 Every answer names the shoal extensions this server speaks in the
@@ -481,7 +486,9 @@ class PeerServer:
 
     def _remove_keys(self, group: Group[Any], body: bytes) -> Response | Awaitable[Response]:
         try:
-            request = decode_remove_keys(body, max_size=self._max_body)
+            request = decode_remove_keys(
+                body, max_keys=self._max_batch_keys, max_size=self._max_body
+            )
         except RemoteProtocolError as exc:
             return _error(exc.error_status_hint, str(exc))
         # Every key is checked before the first is removed: a bad request changes nothing.
@@ -1324,7 +1331,8 @@ class HttpPeerClient:
 
     async def remove_keys(self, group: str, keys: Iterable[str]) -> int | None:
         """Remove keys from the peer's caches: one key with ``DELETE``, several with
-        ``POST .../_remove-keys/`` (groupcache-go's forms).
+        ``POST .../_remove-keys/`` (groupcache-go's forms), ``max_batch_keys`` per request
+        (a shoal server refuses more).
 
         Returns:
             How many of the keys the peer had; None if it does not say (Go).
@@ -1337,14 +1345,21 @@ class HttpPeerClient:
             return 0
         if len(key_list) == 1:
             return await self.delete(group, key_list[0])
-        try:
-            target = build_remove_keys_path(self._base, group)
-            body = encode_remove_keys(group, key_list)
-        except LocalProtocolError as exc:
-            raise InvalidKey(str(exc)) from exc
-        answer = await self._exchange(self._request(b"POST", target, body, b"application/json"))
-        self._check_written(answer, f"remove {len(key_list)} keys")
-        return _removed_count(answer)
+        size = self._max_batch_keys
+        removed: int | None = 0
+        for start in range(0, len(key_list), size):
+            chunk = key_list[start : start + size]
+            try:
+                target = build_remove_keys_path(self._base, group)
+                body = encode_remove_keys(group, chunk)
+            except LocalProtocolError as exc:
+                raise InvalidKey(str(exc)) from exc
+            request = self._request(b"POST", target, body, b"application/json")
+            answer = await self._exchange(request)
+            self._check_written(answer, f"remove {len(chunk)} keys")
+            count = _removed_count(answer)
+            removed = None if count is None or removed is None else removed + count
+        return removed
 
     async def invalidate(self, group: str) -> int | None:
         """Drop every key of ``group`` on the peer (``POST .../_invalidate/``).

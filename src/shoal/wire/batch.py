@@ -44,8 +44,10 @@ fields of the varint, 64-bit, length-delimited and 32-bit wire types (room for
 later fields); it rejects, with :class:`~shoal.wire.codec.RemoteProtocolError`:
 truncated input, a varint past 64 bits, field number 0, groups and the
 invalid wire types 6 and 7, a known field with the wrong wire type, an item
-without a key, text that is not UTF-8, more than ``max_keys`` keys or items
-(hint 413) and input over ``max_size`` bytes (hint 413).
+without a key, text that is not UTF-8, an item's expiry past
+:data:`~shoal.wire.codec.MAX_EXPIRE_NS` (see :func:`~shoal.wire.codec.check_expire_ns`),
+more than ``max_keys`` keys or items (hint 413) and input over ``max_size``
+bytes (hint 413).
 """
 
 from __future__ import annotations
@@ -55,7 +57,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .codec import (
+    DEFAULT_MAX_BATCH_KEYS,
     DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_EXPIRE_NS,
     LocalProtocolError,
     RemoteProtocolError,
     build_peer_path,
@@ -119,8 +123,6 @@ EXTENSIONS_HEADER = "Shoal-Extensions"
 """Response header in which a shoal peer lists the protocol extensions it serves
 (comma-separated tokens). Go peers never send it."""
 
-DEFAULT_MAX_BATCH_KEYS = 1000
-"""Keys one batch get may name unless the parties agree on another limit."""
 
 _INT64_MIN = -(1 << 63)
 _INT64_MAX = (1 << 63) - 1
@@ -405,6 +407,8 @@ def _item(data: bytes, start: int, end: int) -> BatchItem:
     key, value, expire = _submessage(data, start, end, "item", (_LEN, _LEN, _VARINT))
     if expire is not None and expire > _INT64_MAX:
         expire -= 1 << 64
+    elif expire is not None and expire > MAX_EXPIRE_NS:
+        raise RemoteProtocolError(f"expire {expire} of an item is past {MAX_EXPIRE_NS}")
     return BatchItem(
         _text(data, key[0], key[1], "a key"),
         b"" if value is None else data[value[0] : value[1]],
@@ -515,6 +519,10 @@ def decode_batch_entries(
                         expire, after = _read_varint(data, value_end + 1, stop)
                         if expire > _INT64_MAX:
                             expire -= 1 << 64
+                        elif expire > MAX_EXPIRE_NS:
+                            raise RemoteProtocolError(
+                                f"expire {expire} of an item is past {MAX_EXPIRE_NS}"
+                            )
                     else:
                         after = value_end
                     if after == stop:

@@ -18,7 +18,17 @@ Protobuf bodies (proto2, schema in ``groupcache.proto``):
       number 0, wire types 6 and 7, a stray or mismatched end-group, a known
       field with the wrong wire type (upb and Go would keep it as an unknown
       field; no real peer sends one), a missing required field, a string that
-      is not UTF-8, and input over ``max_size`` bytes (status hint 413).
+      is not UTF-8, an expiry past :data:`MAX_EXPIRE_NS` (one a node could not
+      send again, see below), and input over ``max_size`` bytes (status hint 413).
+
+Expiries: absolute Unix nanoseconds in an int64 on the wire, Unix seconds (a
+float) in the stores. A node accepts an expiry up to :data:`MAX_EXPIRE_NS`
+(the last whole second whose nanoseconds fit in an int64, in the year 2262),
+so that whatever it accepted converts back to nanoseconds that fit: every
+decoder of a message with an expiry applies :func:`check_expire_ns`, and the
+write path refuses a TTL that ends later (:data:`MAX_EXPIRES_AT`).
+:func:`to_expire_ns` clamps what is out of range anyway (a loader's TTL), so a
+stored value can always be sent again. Zero or a negative expiry means never.
 
 The codec is hand-written rather than built on the protobuf runtime (upb): for a
 100-byte GetResponse without an expiry (golang's form, and groupcache-go's with
@@ -63,6 +73,7 @@ __all__ = [
     # limits and constants
     "DEFAULT_BASE_PATH",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_MAX_BATCH_KEYS",
     "PROTOBUF_CONTENT_TYPE",
     "ERROR_CONTENT_TYPE",
     "ERROR_HEADERS",
@@ -76,6 +87,10 @@ __all__ = [
     "decode_set_request",
     "to_expire_ns",
     "from_expire_ns",
+    "check_expire_ns",
+    "expires_at_from_wire",
+    "MAX_EXPIRE_NS",
+    "MAX_EXPIRES_AT",
     # JSON body
     "encode_remove_keys",
     "decode_remove_keys",
@@ -146,6 +161,10 @@ DEFAULT_BASE_PATH = "/_groupcache/"
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
 """Largest body the decoders accept unless told otherwise (callers pass their own limit)."""
+
+DEFAULT_MAX_BATCH_KEYS = 1000
+"""Keys one batch request (a batch get, a remove-keys) may name unless the parties
+agree on another limit."""
 
 PROTOBUF_CONTENT_TYPE = "application/x-protobuf"
 """Content-Type of a 200 answer to a GET (Go sets exactly this)."""
@@ -442,10 +461,13 @@ def decode_get_response(
             return _make_get_response(bytes(data[2 : n - 2]), None, 0)
     values = _parse(data, _GET_RESPONSE_TYPES, "GetResponse", max_size)
     raw_value, raw_qps, raw_expire = values[1], values[2], values[3]
+    expire = _signed(raw_expire)
+    if expire is not None and expire > MAX_EXPIRE_NS:
+        check_expire_ns(expire, "GetResponse")  # raises
     return _make_get_response(
         b"" if raw_value is None else bytes(raw_value),
         None if raw_qps is None else _DOUBLE.unpack(raw_qps)[0],
-        _signed(raw_expire),
+        expire,
     )
 
 
@@ -475,16 +497,19 @@ def decode_set_request(data: BytesLike, *, max_size: int = DEFAULT_MAX_MESSAGE_B
 
     Raises:
         RemoteProtocolError: malformed protobuf, a missing group or key (required,
-            as Go checks), text that is not UTF-8, or more than ``max_size`` bytes
-            (hint 413).
+            as Go checks), text that is not UTF-8, an expiry past
+            :data:`MAX_EXPIRE_NS`, or more than ``max_size`` bytes (hint 413).
     """
     values = _parse(data, _SET_REQUEST_TYPES, "SetRequest", max_size)
     raw_value = values[3]
+    expire = _signed(values[4])
+    if expire is not None and expire > MAX_EXPIRE_NS:
+        check_expire_ns(expire, "SetRequest")  # raises
     return SetRequest(
         _text(values[1], "group", "SetRequest"),
         _text(values[2], "key", "SetRequest"),
         b"" if raw_value is None else bytes(raw_value),
-        _signed(values[4]),
+        expire,
     )
 
 
@@ -520,7 +545,10 @@ def encode_remove_keys(group: str, keys: Iterable[str]) -> bytes:
 
 
 def decode_remove_keys(
-    body: BytesLike, *, max_size: int = DEFAULT_MAX_MESSAGE_BYTES
+    body: BytesLike,
+    *,
+    max_keys: int = DEFAULT_MAX_BATCH_KEYS,
+    max_size: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> RemoveKeysRequest:
     """Decode the JSON body of a remove-keys POST.
 
@@ -532,7 +560,7 @@ def decode_remove_keys(
 
     Raises:
         RemoteProtocolError: not UTF-8, not JSON, not an object, a member of the
-            wrong type, or more than ``max_size`` bytes (hint 413).
+            wrong type, more than ``max_keys`` keys or ``max_size`` bytes (hint 413).
     """
     if len(body) > max_size:
         raise RemoteProtocolError(
@@ -565,6 +593,10 @@ def decode_remove_keys(
         return RemoveKeysRequest(group, ())
     if not isinstance(keys, list):
         raise RemoteProtocolError("malformed remove-keys body: keys is not an array")
+    if len(keys) > max_keys:
+        raise RemoteProtocolError(
+            f"remove-keys body names {len(keys)} keys; at most {max_keys} in one request", 413
+        )
     out = []
     for key in keys:
         if key is None:
@@ -677,17 +709,60 @@ def parse_peer_path(raw_path: bytes, base: bytes = _DEFAULT_BASE) -> PeerPath:
 
 _NS: Final = 1_000_000_000
 
+MAX_EXPIRES_AT: Final = float(_INT64_MAX // _NS)
+"""The latest expiry a node stores or sends, in Unix seconds (2262-04-11T23:47:16Z):
+the last whole second whose Unix nanoseconds fit in an int64. A write whose TTL
+ends later is refused (:class:`~shoal.errors.InvalidTTL`)."""
+
+MAX_EXPIRE_NS: Final = _INT64_MAX // _NS * _NS
+""":data:`MAX_EXPIRES_AT` in Unix nanoseconds: the latest expiry a decoder accepts.
+Anything up to it, read as seconds, converts back to nanoseconds within an int64."""
+
+
+def check_expire_ns(expire_ns: int, what: str = "message") -> int:
+    """Return ``expire_ns`` if a node can store it and send it again, else raise.
+
+    Zero or negative (never) and anything up to :data:`MAX_EXPIRE_NS` pass; the
+    decoder of every message with an expiry calls this.
+
+    Raises:
+        RemoteProtocolError: the expiry is past :data:`MAX_EXPIRE_NS` (hint 400).
+    """
+    if expire_ns > MAX_EXPIRE_NS:
+        raise RemoteProtocolError(
+            f"malformed {what}: expire {expire_ns} is past the latest expiry a node "
+            f"can carry ({MAX_EXPIRE_NS} ns, in the year 2262)"
+        )
+    return expire_ns
+
 
 def to_expire_ns(expires_at: float | None) -> int | None:
     """Absolute Unix seconds to the Unix nanoseconds of the wire (None: never).
 
     Whole seconds and the fraction are converted apart: a float holds a Unix time
     in nanoseconds only to about 256 ns, but each part converts exactly (or nearly).
+    A finite time past :data:`MAX_EXPIRES_AT` (or as far before 1970) is clamped
+    to it, so the result always fits in an int64; an infinite or NaN one is never.
     """
-    if expires_at is None or not math.isfinite(expires_at):
+    if expires_at is None:
         return None
+    # One comparison rules out NaN, infinities and out-of-range times alike.
+    if not -MAX_EXPIRES_AT <= expires_at <= MAX_EXPIRES_AT:
+        if not math.isfinite(expires_at):
+            return None
+        return MAX_EXPIRE_NS if expires_at > 0 else -MAX_EXPIRE_NS
     seconds = math.floor(expires_at)
     return seconds * _NS + round((expires_at - seconds) * 1e9)
+
+
+def expires_at_from_wire(expire_ns: int, what: str = "message") -> float | None:
+    """An expiry received in a protobuf-runtime message (gRPC, replication) as Unix
+    seconds: :func:`check_expire_ns`, then :func:`from_expire_ns`.
+
+    Raises:
+        RemoteProtocolError: the expiry is past :data:`MAX_EXPIRE_NS` (hint 400).
+    """
+    return from_expire_ns(check_expire_ns(expire_ns, what))
 
 
 def from_expire_ns(expire_ns: int | None) -> float | None:
