@@ -191,13 +191,14 @@ def test_a_client_ttl_is_refused_or_stored_as_every_protocol_carries_it(ttl: flo
 @given(INT64)
 def test_a_peer_set_expiry_is_refused_or_sent_again(expire: int) -> None:
     """shoal.v1.PeerSetRequest.expire (any int64) through the check the gRPC server
-    applies: refused, or an expiry every protocol carries again."""
+    applies: refused (negative, or past 2262), or an expiry every protocol carries
+    again."""
     raw = pb.PeerSetRequest(group="g", key="k", value=b"v", expire=expire).SerializeToString()
     request = pb.PeerSetRequest.FromString(raw)
     try:
         expires_at = expires_at_from_wire(request.expire, "PeerSetRequest")
     except ProtocolError:
-        assert expire > MAX_EXPIRE_NS
+        assert expire > MAX_EXPIRE_NS or expire < 0  # shoal sends 0 for never
         return
     ns = to_expire_ns(expires_at) or 0
     assert pb.PeerValue.FromString(pb.PeerValue(expire=ns).SerializeToString()).expire == ns

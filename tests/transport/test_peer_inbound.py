@@ -83,6 +83,12 @@ async def test_a_push_expiring_past_the_wire_range_is_refused() -> None:
             answer = await replica(nodes[0].port, push(entry(expire=expire)))
             assert answer.status == 400, answer
             assert b"latest expiry" in answer.body
+        # Varints past the int64 range (9223372036854776382, 11796287686354835510 as
+        # sent) read as negative int64s; shoal's nodes never send a negative expiry.
+        for sent in (9223372036854776382, 11796287686354835510, (1 << 64) - 1):
+            answer = await replica(nodes[0].port, push(entry(expire=sent - (1 << 64))))
+            assert answer.status == 400, answer
+            assert b"negative" in answer.body
         assert mirrors[0].cached_bytes("k") is None
         assert len(mirrors[0].replica.state) == 0  # type: ignore[union-attr]
 

@@ -741,16 +741,18 @@ def to_expire_ns(expires_at: float | None) -> int | None:
 
     Whole seconds and the fraction are converted apart: a float holds a Unix time
     in nanoseconds only to about 256 ns, but each part converts exactly (or nearly).
-    A finite time past :data:`MAX_EXPIRES_AT` (or as far before 1970) is clamped
-    to it, so the result always fits in an int64; an infinite or NaN one is never.
+    A finite time past :data:`MAX_EXPIRES_AT` is clamped to it, so the result
+    always fits in an int64, and one at or before the epoch is 1 ns (long expired:
+    never 0, which means "never", nor negative, which shoal's messages refuse); an
+    infinite or NaN one is never.
     """
     if expires_at is None:
         return None
     # One comparison rules out NaN, infinities and out-of-range times alike.
-    if not -MAX_EXPIRES_AT <= expires_at <= MAX_EXPIRES_AT:
+    if not 1e-9 <= expires_at <= MAX_EXPIRES_AT:
         if not math.isfinite(expires_at):
             return None
-        return MAX_EXPIRE_NS if expires_at > 0 else -MAX_EXPIRE_NS
+        return MAX_EXPIRE_NS if expires_at > 0 else 1
     seconds = math.floor(expires_at)
     return seconds * _NS + round((expires_at - seconds) * 1e9)
 
@@ -759,9 +761,19 @@ def expires_at_from_wire(expire_ns: int, what: str = "message") -> float | None:
     """An expiry received in a protobuf-runtime message (gRPC, replication) as Unix
     seconds: :func:`check_expire_ns`, then :func:`from_expire_ns`.
 
+    These messages are shoal's own, whose nodes send 0 for "never" and never a
+    negative expiry, so a negative one is refused too (a uint64 past the int64
+    range arrives as one: protobuf reads the same varint as a negative int64).
+
     Raises:
-        RemoteProtocolError: the expiry is past :data:`MAX_EXPIRE_NS` (hint 400).
+        RemoteProtocolError: the expiry is negative or past :data:`MAX_EXPIRE_NS`
+            (hint 400).
     """
+    if expire_ns < 0:
+        raise RemoteProtocolError(
+            f"malformed {what}: expire {expire_ns} is negative (0 means never; an "
+            "expiry is Unix nanoseconds up to the year 2262)"
+        )
     return from_expire_ns(check_expire_ns(expire_ns, what))
 
 
