@@ -9,7 +9,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.wire import LocalProtocolError, RemoteProtocolError
+from shoal.wire import MAX_EXPIRE_NS, LocalProtocolError, RemoteProtocolError
 from shoal.wire.batch import (
     DEFAULT_MAX_BATCH_KEYS,
     GET_MANY_EXTENSION,
@@ -26,7 +26,6 @@ from shoal.wire.batch import (
     encode_get_many_response,
     parse_extensions,
 )
-from shoal.wire.codec import MAX_EXPIRE_NS
 
 # ----------------------------------------------------------------- the schema, for upb
 

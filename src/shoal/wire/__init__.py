@@ -5,17 +5,21 @@ bytes; everything they need to agree with Go groupcache nodes byte for byte is
 here. The code generated from the ``.proto`` files (``_pb/``) is for the gRPC
 adapter (:mod:`shoal.transport.grpc`, the ``geekcache.proto`` and ``shoal.proto``
 services) and for tests; the HTTP peer protocol uses the frozen dataclasses of
-:mod:`.messages`, encoded by hand.
+:mod:`.messages`, encoded by hand by :mod:`.groupcache` and :mod:`.batch`. Code
+outside the package imports from ``shoal.wire`` itself or from :mod:`.batch`.
 """
 
 from __future__ import annotations
 
-from .codec import (
+from .groupcache import (
     BAD_REQUEST_MESSAGE,
     DEFAULT_BASE_PATH,
+    DEFAULT_MAX_BATCH_KEYS,
     DEFAULT_MAX_MESSAGE_BYTES,
     ERROR_CONTENT_TYPE,
     ERROR_HEADERS,
+    MAX_EXPIRE_NS,
+    MAX_EXPIRES_AT,
     PROTOBUF_CONTENT_TYPE,
     STATUS_BAD_REQUEST,
     STATUS_LOAD_FAILED,
@@ -30,6 +34,7 @@ from .codec import (
     RemoteProtocolError,
     build_peer_path,
     build_remove_keys_path,
+    check_expire_ns,
     classify_get_status,
     decode_get_request,
     decode_get_response,
@@ -40,8 +45,11 @@ from .codec import (
     encode_remove_keys,
     encode_set_request,
     error_body,
+    expires_at_from_wire,
+    from_expire_ns,
     no_such_group_message,
     parse_peer_path,
+    to_expire_ns,
 )
 from .messages import (
     REMOVE_KEYS_SEGMENT,
@@ -65,6 +73,7 @@ __all__ = [
     "PathOutsideBase",
     "DEFAULT_BASE_PATH",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_MAX_BATCH_KEYS",
     "PROTOBUF_CONTENT_TYPE",
     "ERROR_CONTENT_TYPE",
     "ERROR_HEADERS",
@@ -77,6 +86,12 @@ __all__ = [
     "decode_set_request",
     "encode_remove_keys",
     "decode_remove_keys",
+    "MAX_EXPIRE_NS",
+    "MAX_EXPIRES_AT",
+    "check_expire_ns",
+    "to_expire_ns",
+    "from_expire_ns",
+    "expires_at_from_wire",
     "parse_peer_path",
     "build_peer_path",
     "build_remove_keys_path",

@@ -41,11 +41,11 @@ lets a client gather the single-key fetches of one moment into one batch (see
 Pure functions, no I/O. Encoding writes fields in number order and ``expire``
 only when there is one. Decoding accepts any field order and skips unknown
 fields of the varint, 64-bit, length-delimited and 32-bit wire types (room for
-later fields); it rejects, with :class:`~shoal.wire.codec.RemoteProtocolError`:
+later fields); it rejects, with :class:`~shoal.wire.groupcache.RemoteProtocolError`:
 truncated input, a varint past 64 bits, field number 0, groups and the
 invalid wire types 6 and 7, a known field with the wrong wire type, an item
 without a key, text that is not UTF-8, an item's expiry past
-:data:`~shoal.wire.codec.MAX_EXPIRE_NS` (see :func:`~shoal.wire.codec.check_expire_ns`),
+:data:`~shoal.wire.groupcache.MAX_EXPIRE_NS` (see :func:`~shoal.wire.groupcache.check_expire_ns`),
 more than ``max_keys`` keys or items (hint 413) and input over ``max_size``
 bytes (hint 413).
 """
@@ -56,7 +56,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .codec import (
+from .groupcache import (
     DEFAULT_MAX_BATCH_KEYS,
     DEFAULT_MAX_MESSAGE_BYTES,
     MAX_EXPIRE_NS,
@@ -160,7 +160,7 @@ class BatchError:
 
 def build_get_many_path(base: str, group: str) -> str:
     """The path of a batch get: ``{base}{group}/_get-many/``, the group escaped as
-    :func:`~shoal.wire.codec.build_peer_path` escapes it.
+    :func:`~shoal.wire.groupcache.build_peer_path` escapes it.
 
     Raises:
         LocalProtocolError: group is not encodable as UTF-8.
