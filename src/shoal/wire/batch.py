@@ -1,53 +1,16 @@
 """Batch get, a shoal-only extension of the peer protocol: many keys in one exchange.
 
-``POST {base}{group}/_get-many/`` with a :func:`encode_get_many_request` body
-answers ``200`` with a :func:`encode_get_many_response` body that holds the keys
-the owner has (keys it lacks are left out). Go peers never see it: a shoal
-client uses it only with a peer whose answers carry the
-:data:`EXTENSIONS_HEADER` naming :data:`GET_MANY_EXTENSION`, because a Go server
-would read the same path as an ordinary GET of the key ``_get-many/`` and run
-its loader on it.
-
-Both bodies are protobuf wire format, so any protobuf runtime reads them::
-
-    message GetManyRequest  {
-      repeated string keys = 1;
-      optional bool key_errors = 2;  // answer errors key by key (see below)
-    }
-    message GetManyResponse {
-      repeated Item items = 1;
-      repeated KeyError errors = 2;  // only when the request asked for key_errors
-    }
-    message Item {
-      required string key = 1;
-      optional bytes value = 2;
-      optional int64 expire = 3;  // absolute Unix nanoseconds; absent or 0: never
-    }
-    message KeyError {
-      required string key = 1;
-      optional uint32 status = 2;   // what a GET of the key would have answered
-      optional bytes message = 3;   // and that answer's body
-    }
-
-Without ``key_errors`` a key that fails (other than by not existing) fails the
-whole batch, with the answer a GET of that key would get. With it, a peer that
-lists :data:`GET_MANY_ERRORS_EXTENSION` answers every key separately: the keys
-it has as items, the keys that do not exist not at all, and every other
-failure (a loader error, a key over the group's limit) as a ``KeyError``
-carrying the status and body a GET of that key would have had. This is what
-lets a client gather the single-key fetches of one moment into one batch (see
-``HttpPeerClient.fetch``) without changing what any of them sees.
-
-Pure functions, no I/O. Encoding writes fields in number order and ``expire``
-only when there is one. Decoding accepts any field order and skips unknown
-fields of the varint, 64-bit, length-delimited and 32-bit wire types (room for
-later fields); it rejects, with :class:`~shoal.wire.groupcache.RemoteProtocolError`:
-truncated input, a varint past 64 bits, field number 0, groups and the
-invalid wire types 6 and 7, a known field with the wrong wire type, an item
-without a key, text that is not UTF-8, an item's expiry past
-:data:`~shoal.wire.groupcache.MAX_EXPIRE_NS` (see :func:`~shoal.wire.groupcache.check_expire_ns`),
-more than ``max_keys`` keys or items (hint 413) and input over ``max_size``
-bytes (hint 413).
+Rules (the messages and their meaning: ``docs/protocol.md``, "Batch get"):
+    * ``POST {base}{group}/_get-many/`` with a :func:`encode_get_many_request` body
+      answers ``200`` with a :func:`encode_get_many_response` body: the keys the
+      owner has, and with ``key_errors`` every other failure as a :class:`BatchError`.
+    * A client sends it only to a peer whose :data:`EXTENSIONS_HEADER` lists
+      :data:`GET_MANY_EXTENSION`: a Go server would read the path as a GET of the key
+      ``_get-many/`` and run its loader on it.
+    * Bodies are protobuf wire format, read with the groupcache decoders' rules, but
+      groups are refused; more than ``max_keys`` keys or items, or ``max_size`` bytes,
+      is hint 413.
+    * Pure functions, no I/O; the encoder's own form is read inline.
 """
 
 from __future__ import annotations

@@ -1,45 +1,17 @@
 """Codec of the groupcache peer protocol: messages to bytes, paths and statuses, and back.
 
-Pure functions, no I/O: the transports own the sockets and call these. The rules
-follow the Go implementations (golang/groupcache, mailgun/groupcache v2,
-groupcache-go v3), as captures of real nodes and their sources show:
-
-Protobuf bodies (proto2, schema in ``groupcache.proto``):
-    * Fields are written in field-number order, each only when set. A
-      GetResponse always carries ``value`` (Go sends it even when empty);
-      ``minute_qps`` and ``expire`` only when given. golang/groupcache sends
-      ``value`` alone; mailgun v2 and groupcache-go v3 always add ``expire``
-      (``18 00`` for "never"), so pass ``expire_ns=0`` to speak like them.
-    * A SetRequest always carries group, key and value; expire when given.
-    * Decoding accepts any field order, repeated fields (the last wins) and
-      unknown fields (skipped, groups included). It rejects, with
-      :class:`RemoteProtocolError`: truncated input, a varint longer than ten
-      bytes or past 64 bits (as Go does; the upb runtime would truncate), field
-      number 0, wire types 6 and 7, a stray or mismatched end-group, a known
-      field with the wrong wire type (upb and Go would keep it as an unknown
-      field; no real peer sends one), a missing required field, a string that
-      is not UTF-8, an expiry past :data:`MAX_EXPIRE_NS` (one a node could not
-      send again, see below), and input over ``max_size`` bytes (status hint 413).
-
-Expiries: absolute Unix nanoseconds in an int64 on the wire, Unix seconds (a
-float) in the stores. A node accepts an expiry up to :data:`MAX_EXPIRE_NS`
-(the last whole second whose nanoseconds fit in an int64, in the year 2262),
-so that whatever it accepted converts back to nanoseconds that fit: every
-decoder of a message with an expiry applies :func:`check_expire_ns`, and the
-write path refuses a TTL that ends later (:data:`MAX_EXPIRES_AT`).
-:func:`to_expire_ns` clamps what is out of range anyway (a loader's TTL), so a
-stored value can always be sent again. Zero or a negative expiry means never.
-
-The codec is hand-written rather than built on the protobuf runtime (upb): for a
-100-byte GetResponse without an expiry (golang's form, and groupcache-go's with
-expire=0) it encodes 4-5x and decodes about 1.7x faster, fields and all; with a
-nanosecond expiry its nine-byte varint makes it about 2x slower (a microsecond
-or so), small beside the HTTP exchange. It also checks what upb lets through
-(required fields, UTF-8, varint overflow), and loads no protobuf module. The
-tests hold it and the upb runtime to the same golden table and Go captures.
-
-Paths (``{base}{group}/{key}``): see :func:`parse_peer_path` and
-:func:`build_peer_path`. Statuses: see :class:`PeerReply` and ``STATUS_*``.
+Rules (the wire format, with the Go behaviour it follows: ``docs/protocol.md``):
+    * Encoders write what a Go node writes, byte for byte: fields in number order,
+      each only when set, a GetResponse's ``value`` always.
+    * Decoders accept any field order, repeated fields (the last wins) and unknown
+      fields, and refuse with :class:`RemoteProtocolError` what Go refuses and what
+      upb lets through: truncation, varint overflow, a missing required field,
+      text that is not UTF-8, an expiry a node could not send again
+      (:func:`check_expire_ns`), input over ``max_size`` (hint 413).
+    * Expiries are int64 Unix nanoseconds on the wire and float Unix seconds in the
+      stores; zero or negative is never.
+    * Paths are split raw and decoded after; ``+`` stays ``+`` (:func:`parse_peer_path`).
+    * Pure functions, no I/O; the hit path's GetResponse is read and written inline.
 """
 
 from __future__ import annotations
