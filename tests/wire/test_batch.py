@@ -294,12 +294,12 @@ def test_key_errors_response_agrees_with_the_runtime(
 def _general_reading(data: bytes, max_items: int | None) -> object:
     """What the general field reader makes of an answer: the reference for the inline
     reading of :func:`decode_batch_entries`."""
-    from shoal.wire import batch
+    from shoal.wire import _protobuf, batch
 
     items: list[tuple[str, bytes, int | None]] = []
     errors: list[BatchError] = []
     try:
-        for field, wire_type, start, stop in batch._fields(data, 0, len(data)):
+        for field, wire_type, start, stop in _protobuf.iter_fields(data, 0, len(data)):
             if field not in (1, 2):
                 continue
             if wire_type != 2:

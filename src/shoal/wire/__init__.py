@@ -5,15 +5,19 @@ bytes; everything they need to agree with Go groupcache nodes byte for byte is
 here. The code generated from the ``.proto`` files (``_pb/``) is for the gRPC
 adapter (:mod:`shoal.transport.grpc`, the ``geekcache.proto`` and ``shoal.proto``
 services) and for tests; the HTTP peer protocol uses the frozen dataclasses of
-:mod:`.messages`, encoded by hand by :mod:`.groupcache` and :mod:`.batch`. Code
-outside the package imports from ``shoal.wire`` itself or from :mod:`.batch`.
+:mod:`.messages`, encoded by hand.
+
+Modules: :mod:`.errors` (the protocol's errors), :mod:`.messages` (the groupcache
+messages), :mod:`._protobuf` (the protobuf wire format, shared), :mod:`.groupcache`
+(the groupcache bodies, expiries and statuses), :mod:`.batch` (shoal's batch
+extension), :mod:`.paths` (request paths and the one percent-decoder). Code outside
+the package imports from ``shoal.wire`` itself or from :mod:`.batch`.
 """
 
 from __future__ import annotations
 
+from .errors import LocalProtocolError, PathOutsideBase, ProtocolError, RemoteProtocolError
 from .groupcache import (
-    BAD_REQUEST_MESSAGE,
-    DEFAULT_BASE_PATH,
     DEFAULT_MAX_BATCH_KEYS,
     DEFAULT_MAX_MESSAGE_BYTES,
     ERROR_CONTENT_TYPE,
@@ -27,13 +31,7 @@ from .groupcache import (
     STATUS_NOT_FOUND,
     STATUS_OK,
     STATUS_PAYLOAD_TOO_LARGE,
-    LocalProtocolError,
-    PathOutsideBase,
     PeerReply,
-    ProtocolError,
-    RemoteProtocolError,
-    build_peer_path,
-    build_remove_keys_path,
     check_expire_ns,
     classify_get_status,
     decode_get_request,
@@ -48,7 +46,6 @@ from .groupcache import (
     expires_at_from_wire,
     from_expire_ns,
     no_such_group_message,
-    parse_peer_path,
     to_expire_ns,
 )
 from .messages import (
@@ -58,6 +55,14 @@ from .messages import (
     PeerPath,
     RemoveKeysRequest,
     SetRequest,
+)
+from .paths import (
+    BAD_REQUEST_MESSAGE,
+    DEFAULT_BASE_PATH,
+    build_peer_path,
+    build_remove_keys_path,
+    parse_peer_path,
+    percent_decode,
 )
 
 __all__ = [
@@ -92,6 +97,7 @@ __all__ = [
     "to_expire_ns",
     "from_expire_ns",
     "expires_at_from_wire",
+    "percent_decode",
     "parse_peer_path",
     "build_peer_path",
     "build_remove_keys_path",

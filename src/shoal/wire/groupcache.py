@@ -1,16 +1,16 @@
-"""Codec of the groupcache peer protocol: messages to bytes, paths and statuses, and back.
+"""Codec of the groupcache peer protocol's bodies: GetRequest, GetResponse, SetRequest
+(protobuf), remove-keys (JSON), and the statuses of a peer's answers.
 
-Rules (the wire format, with the Go behaviour it follows: ``docs/protocol.md``):
+Rules (the wire format, Go captures and interop: ``docs/protocol.md``):
     * Encoders write what a Go node writes, byte for byte: fields in number order,
       each only when set, a GetResponse's ``value`` always.
     * Decoders accept any field order, repeated fields (the last wins) and unknown
-      fields, and refuse with :class:`RemoteProtocolError` what Go refuses and what
-      upb lets through: truncation, varint overflow, a missing required field,
-      text that is not UTF-8, an expiry a node could not send again
-      (:func:`check_expire_ns`), input over ``max_size`` (hint 413).
+      fields, and refuse with :class:`~shoal.wire.errors.RemoteProtocolError` what
+      Go refuses and what upb lets through: truncation, varint overflow, a missing
+      required field, text that is not UTF-8, an expiry a node could not send
+      again (:func:`check_expire_ns`), input over ``max_size`` (hint 413).
     * Expiries are int64 Unix nanoseconds on the wire and float Unix seconds in the
       stores; zero or negative is never.
-    * Paths are split raw and decoded after; ``+`` stays ``+`` (:func:`parse_peer_path`).
     * Pure functions, no I/O; the hit path's GetResponse is read and written inline.
 """
 
@@ -19,37 +19,40 @@ from __future__ import annotations
 import enum
 import json
 import math
-import re
-import struct
 from collections.abc import Iterable
 from typing import Any, Final
-from urllib.parse import quote
 
-from ..errors import ShoalError
+from ._protobuf import (
+    DOUBLE,
+    I64,
+    INT64_MAX,
+    LEN,
+    VARINT,
+    BytesLike,
+    double,
+    int64,
+    len_field,
+    parse_message,
+    signed,
+    utf8,
+    varint,
+)
+from .errors import RemoteProtocolError
 from .messages import (
-    REMOVE_KEYS_SEGMENT,
     GetRequest,
     GetResponse,
-    PeerPath,
     RemoveKeysRequest,
     SetRequest,
     _make_get_response,
 )
 
 __all__ = [
-    # errors
-    "ProtocolError",
-    "LocalProtocolError",
-    "RemoteProtocolError",
-    "PathOutsideBase",
     # limits and constants
-    "DEFAULT_BASE_PATH",
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_MAX_BATCH_KEYS",
     "PROTOBUF_CONTENT_TYPE",
     "ERROR_CONTENT_TYPE",
     "ERROR_HEADERS",
-    "BAD_REQUEST_MESSAGE",
     # protobuf bodies
     "encode_get_request",
     "decode_get_request",
@@ -57,6 +60,7 @@ __all__ = [
     "decode_get_response",
     "encode_set_request",
     "decode_set_request",
+    # expiries
     "to_expire_ns",
     "from_expire_ns",
     "check_expire_ns",
@@ -66,10 +70,6 @@ __all__ = [
     # JSON body
     "encode_remove_keys",
     "decode_remove_keys",
-    # paths
-    "parse_peer_path",
-    "build_peer_path",
-    "build_remove_keys_path",
     # statuses
     "STATUS_OK",
     "STATUS_BAD_REQUEST",
@@ -83,53 +83,8 @@ __all__ = [
     "no_such_group_message",
 ]
 
-BytesLike = bytes | bytearray | memoryview
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class ProtocolError(ShoalError, ValueError):
-    """Something broke the rules of the peer protocol (h11's split).
-
-    Abstract: a :class:`LocalProtocolError` means this process tried to send
-    something the protocol cannot carry; a :class:`RemoteProtocolError` means a
-    peer sent something malformed. ``error_status_hint`` (default 400) is the
-    status a server can answer with; it is also the error's ``http_status``.
-    """
-
-    code = "protocol_error"
-
-    def __init__(self, message: str, error_status_hint: int = 400) -> None:
-        if type(self) is ProtocolError:
-            raise TypeError("ProtocolError is abstract: raise a Local or Remote one")
-        super().__init__(message)
-        self.error_status_hint = error_status_hint
-        self.http_status = error_status_hint
-
-
-class LocalProtocolError(ProtocolError):
-    """This process tried to encode something the protocol cannot carry.
-
-    For example a key with a lone surrogate (not UTF-8) or an expiry outside int64.
-    """
-
-
-class RemoteProtocolError(ProtocolError):
-    """A peer sent bytes or a path that break the protocol: never crash, answer the hint."""
-
-
-class PathOutsideBase(RemoteProtocolError):
-    """A request path that is not under the peer protocol's base path (hint 404)."""
-
-    def __init__(self, message: str, error_status_hint: int = 404) -> None:
-        super().__init__(message, error_status_hint)
-
 
 # ------------------------------------------------------------------------ constants
-
-DEFAULT_BASE_PATH = "/_groupcache/"
-"""Where Go groupcache serves its peers (``defaultBasePath``)."""
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
 """Largest body the decoders accept unless told otherwise (callers pass their own limit)."""
@@ -147,199 +102,11 @@ ERROR_CONTENT_TYPE = "text/plain; charset=utf-8"
 ERROR_HEADERS = (("Content-Type", ERROR_CONTENT_TYPE), ("X-Content-Type-Options", "nosniff"))
 """The headers Go's ``http.Error`` sets, besides Date and Content-Length."""
 
-BAD_REQUEST_MESSAGE = "bad request"
-"""What Go answers (status 400) to a path without a key segment."""
-
-_INT64_MIN = -(1 << 63)
-_INT64_MAX = (1 << 63) - 1
-_UINT64_MASK = (1 << 64) - 1
-_MAX_GROUP_DEPTH = 100  # nesting of unknown groups; upb's default limit
-
-# wire types
-_VARINT = 0
-_I64 = 1
-_LEN = 2
-_SGROUP = 3
-_EGROUP = 4
-_I32 = 5
-
-_DOUBLE = struct.Struct("<d")
-
 # A length-delimited field 1 header (0x0a) with a one-byte length, by length.
 _FIELD1_HEADERS = tuple(bytes((0x0A, n)) for n in range(128))
 
 
-# ------------------------------------------------------------------ protobuf: writing
-
-
-def _varint(n: int) -> bytes:
-    """Base-128 varint of ``0 <= n < 2**64``."""
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _int64(n: int, what: str) -> bytes:
-    """Varint of an int64 (two's complement: a negative number takes ten bytes)."""
-    if not isinstance(n, int):
-        raise TypeError(f"{what} must be an int, not {type(n).__name__}")
-    if not _INT64_MIN <= n <= _INT64_MAX:
-        raise LocalProtocolError(f"{what}={n} does not fit in an int64")
-    return _varint(n & _UINT64_MASK)
-
-
-def _len_field(tag: int, data: bytes) -> bytes:
-    """A length-delimited field: tag byte, length, data."""
-    n = len(data)
-    if n < 0x80:
-        return bytes((tag, n)) + data
-    return bytes((tag,)) + _varint(n) + data
-
-
-def _utf8(text: str, what: str) -> bytes:
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise LocalProtocolError(f"{what} is not valid Unicode text: {exc}") from exc
-    except AttributeError:
-        raise TypeError(f"{what} must be a str, not {type(text).__name__}") from None
-
-
-def _double(x: float, what: str) -> bytes:
-    try:
-        return _DOUBLE.pack(x)
-    except struct.error:
-        raise TypeError(f"{what} must be a float, not {type(x).__name__}") from None
-
-
-# ------------------------------------------------------------------ protobuf: reading
-
-
-_SHIFTS = (7, 14, 21, 28, 35, 42, 49, 56)
-
-
-def _read_varint(data: BytesLike, pos: int) -> tuple[int, int]:
-    """Read the varint at ``pos``; return it and the position after it.
-
-    Raises IndexError when the input ends inside the varint (the caller reports
-    it as truncated) and RemoteProtocolError past 64 bits.
-    """
-    b = data[pos]
-    if b < 0x80:
-        return b, pos + 1
-    result = b & 0x7F
-    for shift in _SHIFTS:
-        pos += 1
-        b = data[pos]
-        if b < 0x80:
-            return result | (b << shift), pos + 1
-        result |= (b & 0x7F) << shift
-    pos += 1
-    b = data[pos]
-    if b > 1:
-        # The tenth byte may only hold bit 63: Go rejects the rest, and so do we.
-        raise RemoteProtocolError("varint longer than 64 bits")
-    return result | (b << 63), pos + 1
-
-
-def _skip(data: BytesLike, pos: int, end: int, wire_type: int, field: int, depth: int) -> int:
-    """Skip the value of an unknown field; return the position after it."""
-    if wire_type == _VARINT:
-        _, pos = _read_varint(data, pos)
-    elif wire_type == _I64:
-        pos += 8
-    elif wire_type == _LEN:
-        length, pos = _read_varint(data, pos)
-        pos += length
-    elif wire_type == _I32:
-        pos += 4
-    elif wire_type == _SGROUP:
-        if depth >= _MAX_GROUP_DEPTH:
-            raise RemoteProtocolError("groups nested too deeply")
-        while True:
-            tag, pos = _read_varint(data, pos)
-            inner, inner_type = tag >> 3, tag & 7
-            if inner_type == _EGROUP:
-                if inner != field:
-                    raise RemoteProtocolError(f"group {field} closed by end-group {inner}")
-                return pos
-            _check_tag(tag, inner)
-            pos = _skip(data, pos, end, inner_type, inner, depth + 1)
-    elif wire_type == _EGROUP:
-        raise RemoteProtocolError(f"end-group {field} without a start-group")
-    else:
-        raise RemoteProtocolError(f"invalid wire type {wire_type} (field {field})")
-    if pos > end:
-        raise RemoteProtocolError(f"truncated field {field}")
-    return pos
-
-
-def _check_tag(tag: int, field: int) -> None:
-    if field == 0:
-        raise RemoteProtocolError("field number 0")
-    if tag > 0xFFFFFFFF:
-        raise RemoteProtocolError("field number out of range")
-
-
-def _parse(data: BytesLike, wire_types: tuple[int, ...], what: str, max_size: int) -> list[Any]:
-    """Read a message whose known fields 1..n have ``wire_types[1..n]``.
-
-    Returns the raw value of each known field, by number (None when absent):
-    an int for a varint, a slice of ``data`` for the rest. The last occurrence
-    of a field wins, as for every proto2 scalar and bytes field.
-    """
-    end = len(data)
-    if end > max_size:
-        raise RemoteProtocolError(f"{what} of {end} bytes exceeds the limit of {max_size}", 413)
-    known = len(wire_types)
-    values: list[Any] = [None] * known
-    pos = 0
-    try:
-        while pos < end:
-            # Tags and lengths under 128 take one byte: read those inline.
-            tag = data[pos]
-            pos += 1
-            if tag >= 0x80:
-                tag, pos = _read_varint(data, pos - 1)
-            field = tag >> 3
-            wire_type = tag & 7
-            if 0 < field < known:
-                if wire_type != wire_types[field]:
-                    raise RemoteProtocolError(f"field {field} has wire type {wire_type}")
-                if wire_type == _LEN:
-                    length = data[pos]
-                    pos += 1
-                    if length >= 0x80:
-                        length, pos = _read_varint(data, pos - 1)
-                    stop = pos + length
-                elif wire_type == _VARINT:
-                    values[field], pos = _read_varint(data, pos)
-                    continue
-                else:  # _I64
-                    stop = pos + 8
-                if stop > end:
-                    raise RemoteProtocolError(f"truncated field {field}")
-                values[field] = data[pos:stop]
-                pos = stop
-            else:
-                _check_tag(tag, field)
-                pos = _skip(data, pos, end, wire_type, field, 0)
-    except IndexError:
-        raise RemoteProtocolError(f"malformed {what}: truncated") from None
-    except RemoteProtocolError as exc:
-        raise RemoteProtocolError(f"malformed {what}: {exc}", exc.error_status_hint) from None
-    return values
-
-
-def _signed(n: int | None) -> int | None:
-    if n is None or n <= _INT64_MAX:
-        return n
-    return n - (1 << 64)
+# ------------------------------------------------------------------- protobuf bodies
 
 
 def _text(raw: BytesLike | None, what: str, message: str) -> str:
@@ -351,9 +118,9 @@ def _text(raw: BytesLike | None, what: str, message: str) -> str:
         raise RemoteProtocolError(f"malformed {message}: {what} is not UTF-8") from None
 
 
-_GET_REQUEST_TYPES = (-1, _LEN, _LEN)
-_GET_RESPONSE_TYPES = (-1, _LEN, _I64, _VARINT)
-_SET_REQUEST_TYPES = (-1, _LEN, _LEN, _LEN, _VARINT)
+_GET_REQUEST_TYPES = (-1, LEN, LEN)
+_GET_RESPONSE_TYPES = (-1, LEN, I64, VARINT)
+_SET_REQUEST_TYPES = (-1, LEN, LEN, LEN, VARINT)
 
 
 # ------------------------------------------------------------------- protobuf bodies
@@ -365,7 +132,7 @@ def encode_get_request(group: str, key: str) -> bytes:
     Raises:
         LocalProtocolError: group or key is not encodable as UTF-8.
     """
-    return _len_field(0x0A, _utf8(group, "group")) + _len_field(0x12, _utf8(key, "key"))
+    return len_field(b"\x0a", utf8(group, "group")) + len_field(b"\x12", utf8(key, "key"))
 
 
 def decode_get_request(data: BytesLike, *, max_size: int = DEFAULT_MAX_MESSAGE_BYTES) -> GetRequest:
@@ -374,7 +141,7 @@ def decode_get_request(data: BytesLike, *, max_size: int = DEFAULT_MAX_MESSAGE_B
     Raises:
         RemoteProtocolError: malformed protobuf, a missing field, or text that is not UTF-8.
     """
-    values = _parse(data, _GET_REQUEST_TYPES, "GetRequest", max_size)
+    values = parse_message(data, _GET_REQUEST_TYPES, "GetRequest", max_size)
     return GetRequest(
         _text(values[1], "group", "GetRequest"), _text(values[2], "key", "GetRequest")
     )
@@ -399,16 +166,16 @@ def encode_get_response(
         LocalProtocolError: expire_ns does not fit in an int64.
     """
     n = len(value)
-    head = _FIELD1_HEADERS[n] if n < 0x80 else b"\x0a" + _varint(n)
+    head = _FIELD1_HEADERS[n] if n < 0x80 else b"\x0a" + varint(n)
     if minute_qps is None and expire_ns is None:
         return head + value
     parts = [head, value]
     if minute_qps is not None:
-        parts.append(b"\x11" + _double(minute_qps, "minute_qps"))
+        parts.append(b"\x11" + double(minute_qps, "minute_qps"))
     if expire_ns == 0:
         parts.append(b"\x18\x00")
     elif expire_ns is not None:
-        parts.append(b"\x18" + _int64(expire_ns, "expire_ns"))
+        parts.append(b"\x18" + int64(expire_ns, "expire_ns"))
     return b"".join(parts)
 
 
@@ -431,14 +198,14 @@ def decode_get_response(
             return _make_get_response(bytes(data[2:]), None, None)
         if data[1] == n - 4 and data[n - 2] == 0x18 and data[n - 1] == 0:
             return _make_get_response(bytes(data[2 : n - 2]), None, 0)
-    values = _parse(data, _GET_RESPONSE_TYPES, "GetResponse", max_size)
+    values = parse_message(data, _GET_RESPONSE_TYPES, "GetResponse", max_size)
     raw_value, raw_qps, raw_expire = values[1], values[2], values[3]
-    expire = _signed(raw_expire)
+    expire = signed(raw_expire)
     if expire is not None and expire > MAX_EXPIRE_NS:
         check_expire_ns(expire, "GetResponse")  # raises
     return _make_get_response(
         b"" if raw_value is None else bytes(raw_value),
-        None if raw_qps is None else _DOUBLE.unpack(raw_qps)[0],
+        None if raw_qps is None else DOUBLE.unpack(raw_qps)[0],
         expire,
     )
 
@@ -455,12 +222,12 @@ def encode_set_request(
         LocalProtocolError: text not encodable as UTF-8, or expire_ns outside int64.
     """
     parts = [
-        _len_field(0x0A, _utf8(group, "group")),
-        _len_field(0x12, _utf8(key, "key")),
-        _len_field(0x1A, value),
+        len_field(b"\x0a", utf8(group, "group")),
+        len_field(b"\x12", utf8(key, "key")),
+        len_field(b"\x1a", value),
     ]
     if expire_ns is not None:
-        parts.append(b"\x20" + _int64(expire_ns, "expire_ns"))
+        parts.append(b"\x20" + int64(expire_ns, "expire_ns"))
     return b"".join(parts)
 
 
@@ -472,9 +239,9 @@ def decode_set_request(data: BytesLike, *, max_size: int = DEFAULT_MAX_MESSAGE_B
             as Go checks), text that is not UTF-8, an expiry past
             :data:`MAX_EXPIRE_NS`, or more than ``max_size`` bytes (hint 413).
     """
-    values = _parse(data, _SET_REQUEST_TYPES, "SetRequest", max_size)
+    values = parse_message(data, _SET_REQUEST_TYPES, "SetRequest", max_size)
     raw_value = values[3]
-    expire = _signed(values[4])
+    expire = signed(values[4])
     if expire is not None and expire > MAX_EXPIRE_NS:
         check_expire_ns(expire, "SetRequest")  # raises
     return SetRequest(
@@ -513,7 +280,7 @@ def encode_remove_keys(group: str, keys: Iterable[str]) -> bytes:
     if key_list:
         obj["keys"] = key_list
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
-    return _utf8(text.translate(_GO_JSON_ESCAPES), "a group or key")
+    return utf8(text.translate(_GO_JSON_ESCAPES), "a group or key")
 
 
 def decode_remove_keys(
@@ -596,97 +363,16 @@ class _Members(list[tuple[str, Any]]):
     """A JSON object as its members in order (so duplicates and case folding follow Go)."""
 
 
-# --------------------------------------------------------------------------- paths
-
-# Two hex digits -> the byte they spell; anything else after '%' is malformed.
-_UNHEX = {
-    (a + b).encode(): bytes((int(a + b, 16),))
-    for a in "0123456789abcdefABCDEF"
-    for b in "0123456789abcdefABCDEF"
-}
-# Control bytes Go's URL parser refuses anywhere in a request target.
-_CTL = bytes(range(0x20)) + b"\x7f"
-
-
-def _percent_decode(raw: bytes, what: str) -> str:
-    """Decode one raw path segment: ``%XX`` escapes, then UTF-8; ``+`` stays ``+``."""
-    if raw.translate(None, _CTL) != raw:
-        raise RemoteProtocolError(f"control character in the {what} of the path")
-    if b"%" in raw:
-        pieces = raw.split(b"%")
-        out = [pieces[0]]
-        for piece in pieces[1:]:
-            byte = _UNHEX.get(piece[:2])
-            if byte is None:
-                raise RemoteProtocolError(f"malformed percent-escape in the {what} of the path")
-            out.append(byte)
-            out.append(piece[2:])
-        raw = b"".join(out)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise RemoteProtocolError(f"the {what} of the path is not UTF-8") from None
-
-
-_DEFAULT_BASE = DEFAULT_BASE_PATH.encode()
-
-
-def parse_peer_path(raw_path: bytes, base: bytes = _DEFAULT_BASE) -> PeerPath:
-    """Split a raw request path ``{base}{group}/{key}`` into group and key.
-
-    The raw path is split first and decoded after: strip ``base``, split at the
-    first ``/`` (so a group cannot contain a raw ``/``, while a key may hold raw
-    ones, as Go allows), then percent-decode each part. ``%2F`` is ``/``; ``+``
-    stays ``+``, never a space. A query string (``?...``) is dropped, as Go
-    keeps it out of ``URL.Path``. An empty key (``{base}{group}/``) is returned
-    as ``""``, which Go serves; whether it is acceptable is the group's call.
-
-    Why ``+`` stays ``+``: golang/groupcache clients escape keys with
-    ``url.QueryEscape``, so the key ``user 42 #7`` goes out as
-    ``user+42+%237``, and golang servers, which read the decoded
-    ``URL.Path`` where ``+`` is literal, serve the key ``user+42+#7`` (captured
-    from real nodes). Decoding the same way keeps every node of a mixed cluster
-    serving one key per path. shoal's own client sends ``%20`` for a space
-    (:func:`build_peer_path`), which every server decodes to a space.
-
-    Args:
-        raw_path: the request target exactly as received (origin form, not
-            decoded), e.g. ``b"/_groupcache/scores/key%3A2"``.
-        base: the base path; starts and ends with ``/``.
-
-    Returns:
-        ``PeerPath(group, key)``; check :attr:`PeerPath.is_remove_keys` for a POST.
-
-    Raises:
-        PathOutsideBase: the path is not under ``base`` (hint 404; Go's mux
-            would not route it to groupcache, and shoal never redirects).
-        RemoteProtocolError: no ``/`` after the group (Go answers 400 "bad
-            request"), a malformed escape, a control character, or text that is
-            not UTF-8 (hint 400).
-    """
-    if not base.endswith(b"/") or not base.startswith(b"/"):
-        raise ValueError(f"a base path starts and ends with '/': {base!r}")
-    query = raw_path.find(b"?")
-    if query >= 0:
-        raw_path = raw_path[:query]
-    if not raw_path.startswith(base):
-        raise PathOutsideBase(f"path is not under {base.decode('latin-1')!r}")
-    rest = raw_path[len(base) :]
-    slash = rest.find(b"/")
-    if slash < 0:
-        raise RemoteProtocolError(f"{BAD_REQUEST_MESSAGE}: no key in the path")
-    group = _percent_decode(rest[:slash], "group")
-    return PeerPath(group, _percent_decode(rest[slash + 1 :], "key"))
-
+# ------------------------------------------------------------------------- expiries
 
 _NS: Final = 1_000_000_000
 
-MAX_EXPIRES_AT: Final = float(_INT64_MAX // _NS)
+MAX_EXPIRES_AT: Final = float(INT64_MAX // _NS)
 """The latest expiry a node stores or sends, in Unix seconds (2262-04-11T23:47:16Z):
 the last whole second whose Unix nanoseconds fit in an int64. A write whose TTL
 ends later is refused (:class:`~shoal.errors.InvalidTTL`)."""
 
-MAX_EXPIRE_NS: Final = _INT64_MAX // _NS * _NS
+MAX_EXPIRE_NS: Final = INT64_MAX // _NS * _NS
 """:data:`MAX_EXPIRES_AT` in Unix nanoseconds: the latest expiry a decoder accepts.
 Anything up to it, read as seconds, converts back to nanoseconds within an int64."""
 
@@ -755,51 +441,6 @@ def from_expire_ns(expire_ns: int | None) -> float | None:
     Integer division rounds correctly; ``ns / 1e9`` would not.
     """
     return expire_ns / _NS if expire_ns is not None and expire_ns > 0 else None
-
-
-# Text made only of RFC 3986 unreserved characters needs no escaping.
-_UNRESERVED = re.compile(r"[A-Za-z0-9._~-]+")
-
-
-def _escape(text: str, what: str) -> str:
-    if _UNRESERVED.fullmatch(text):
-        return text  # what quote() returns for it, without its work
-    try:
-        return quote(text, safe="")
-    except UnicodeEncodeError as exc:
-        raise LocalProtocolError(f"{what} is not valid Unicode text: {exc}") from exc
-
-
-def build_peer_path(base: str, group: str, key: str) -> str:
-    """The path to request ``key`` of ``group`` from a peer: ``{base}{group}/{key}``.
-
-    Group and key are escaped as RFC 3986 path segments: every byte of their
-    UTF-8 except the unreserved ``A-Za-z0-9-._~`` becomes ``%XX`` (upper-case
-    hex), so ``:`` is ``%3A``, ``/`` is ``%2F``, ``+`` is ``%2B`` and a space is
-    ``%20``. That is byte for byte what golang/groupcache clients send (Go's
-    ``url.QueryEscape``), except for the space, which they send as ``+`` and Go
-    servers then read as a literal ``+`` (see :func:`parse_peer_path`).
-    :func:`parse_peer_path` reads the path back as the same group and key, and
-    so do Go servers, except where Go's own path handling gets in the way: they
-    split the decoded path, so a group holding ``/`` breaks, and Go's ServeMux
-    redirects a key that is a ``.`` or ``..`` segment.
-
-    The result is already escaped: an HTTP client must send it as is, not
-    escape it again.
-
-    Raises:
-        LocalProtocolError: group or key is not encodable as UTF-8.
-    """
-    return base + _escape(group, "group") + "/" + _escape(key, "key")
-
-
-def build_remove_keys_path(base: str, group: str) -> str:
-    """The path of a remove-keys POST: ``{base}{group}/_remove-keys/`` (groupcache-go v3).
-
-    Raises:
-        LocalProtocolError: group is not encodable as UTF-8.
-    """
-    return base + _escape(group, "group") + "/" + REMOVE_KEYS_SEGMENT
 
 
 # -------------------------------------------------------------------------- statuses
