@@ -7,23 +7,30 @@ adapter (:mod:`shoal.transport.grpc`, the ``geekcache.proto`` and ``shoal.proto`
 services) and for tests; the HTTP peer protocol uses the frozen dataclasses of
 :mod:`.messages`, encoded by hand.
 
-Modules: :mod:`.errors` (the protocol's errors), :mod:`.messages` (the groupcache
-messages), :mod:`._protobuf` (the protobuf wire format, shared), :mod:`.groupcache`
-(the groupcache bodies, expiries and statuses), :mod:`.batch` (shoal's batch
-extension), :mod:`.paths` (request paths and the one percent-decoder). Code outside
-the package imports from ``shoal.wire`` itself or from :mod:`.batch`.
+Modules, each importing only those listed before it: :mod:`.errors` (the
+protocol's errors), :mod:`.messages` (the groupcache messages), :mod:`._protobuf`
+(the protobuf wire format, shared), :mod:`.expiry` (expiries), :mod:`.paths`
+(request paths and the one percent-decoder), :mod:`.groupcache` (the groupcache
+bodies and statuses), :mod:`.batch` (shoal's batch extension). Code outside the
+package imports from ``shoal.wire`` itself or from :mod:`.batch`.
 """
 
 from __future__ import annotations
 
 from .errors import LocalProtocolError, PathOutsideBase, ProtocolError, RemoteProtocolError
+from .expiry import (
+    MAX_EXPIRE_NS,
+    MAX_EXPIRES_AT,
+    check_expire_ns,
+    expires_at_from_wire,
+    from_expire_ns,
+    to_expire_ns,
+)
 from .groupcache import (
     DEFAULT_MAX_BATCH_KEYS,
     DEFAULT_MAX_MESSAGE_BYTES,
     ERROR_CONTENT_TYPE,
     ERROR_HEADERS,
-    MAX_EXPIRE_NS,
-    MAX_EXPIRES_AT,
     PROTOBUF_CONTENT_TYPE,
     STATUS_BAD_REQUEST,
     STATUS_LOAD_FAILED,
@@ -32,7 +39,6 @@ from .groupcache import (
     STATUS_OK,
     STATUS_PAYLOAD_TOO_LARGE,
     PeerReply,
-    check_expire_ns,
     classify_get_status,
     decode_get_request,
     decode_get_response,
@@ -43,10 +49,7 @@ from .groupcache import (
     encode_remove_keys,
     encode_set_request,
     error_body,
-    expires_at_from_wire,
-    from_expire_ns,
     no_such_group_message,
-    to_expire_ns,
 )
 from .messages import (
     REMOVE_KEYS_SEGMENT,

@@ -32,7 +32,8 @@ from ._protobuf import (
     varint,
 )
 from .errors import LocalProtocolError, RemoteProtocolError
-from .groupcache import DEFAULT_MAX_BATCH_KEYS, DEFAULT_MAX_MESSAGE_BYTES, MAX_EXPIRE_NS
+from .expiry import MAX_EXPIRE_NS
+from .groupcache import DEFAULT_MAX_BATCH_KEYS, DEFAULT_MAX_MESSAGE_BYTES
 from .paths import build_peer_path
 
 __all__ = [

@@ -8,9 +8,9 @@ Rules (the wire format, Go captures and interop: ``docs/protocol.md``):
       fields, and refuse with :class:`~shoal.wire.errors.RemoteProtocolError` what
       Go refuses and what upb lets through: truncation, varint overflow, a missing
       required field, text that is not UTF-8, an expiry a node could not send
-      again (:func:`check_expire_ns`), input over ``max_size`` (hint 413).
-    * Expiries are int64 Unix nanoseconds on the wire and float Unix seconds in the
-      stores; zero or negative is never.
+      again (:func:`~shoal.wire.expiry.check_expire_ns`), input over ``max_size``
+      (hint 413).
+    * A status means the same thing whichever Go implementation sent it (:class:`PeerReply`).
     * Pure functions, no I/O; the hit path's GetResponse is read and written inline.
 """
 
@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 from collections.abc import Iterable
-from typing import Any, Final
+from typing import Any
 
 from ._protobuf import (
     DOUBLE,
     I64,
-    INT64_MAX,
     LEN,
     VARINT,
     BytesLike,
@@ -38,6 +36,7 @@ from ._protobuf import (
     varint,
 )
 from .errors import RemoteProtocolError
+from .expiry import MAX_EXPIRE_NS, check_expire_ns
 from .messages import (
     GetRequest,
     GetResponse,
@@ -60,13 +59,6 @@ __all__ = [
     "decode_get_response",
     "encode_set_request",
     "decode_set_request",
-    # expiries
-    "to_expire_ns",
-    "from_expire_ns",
-    "check_expire_ns",
-    "expires_at_from_wire",
-    "MAX_EXPIRE_NS",
-    "MAX_EXPIRES_AT",
     # JSON body
     "encode_remove_keys",
     "decode_remove_keys",
@@ -361,86 +353,6 @@ def _check_unicode(text: str) -> None:
 
 class _Members(list[tuple[str, Any]]):
     """A JSON object as its members in order (so duplicates and case folding follow Go)."""
-
-
-# ------------------------------------------------------------------------- expiries
-
-_NS: Final = 1_000_000_000
-
-MAX_EXPIRES_AT: Final = float(INT64_MAX // _NS)
-"""The latest expiry a node stores or sends, in Unix seconds (2262-04-11T23:47:16Z):
-the last whole second whose Unix nanoseconds fit in an int64. A write whose TTL
-ends later is refused (:class:`~shoal.errors.InvalidTTL`)."""
-
-MAX_EXPIRE_NS: Final = INT64_MAX // _NS * _NS
-""":data:`MAX_EXPIRES_AT` in Unix nanoseconds: the latest expiry a decoder accepts.
-Anything up to it, read as seconds, converts back to nanoseconds within an int64."""
-
-
-def check_expire_ns(expire_ns: int, what: str = "message") -> int:
-    """Return ``expire_ns`` if a node can store it and send it again, else raise.
-
-    Zero or negative (never) and anything up to :data:`MAX_EXPIRE_NS` pass; the
-    decoder of every message with an expiry calls this.
-
-    Raises:
-        RemoteProtocolError: the expiry is past :data:`MAX_EXPIRE_NS` (hint 400).
-    """
-    if expire_ns > MAX_EXPIRE_NS:
-        raise RemoteProtocolError(
-            f"malformed {what}: expire {expire_ns} is past the latest expiry a node "
-            f"can carry ({MAX_EXPIRE_NS} ns, in the year 2262)"
-        )
-    return expire_ns
-
-
-def to_expire_ns(expires_at: float | None) -> int | None:
-    """Absolute Unix seconds to the Unix nanoseconds of the wire (None: never).
-
-    Whole seconds and the fraction are converted apart: a float holds a Unix time
-    in nanoseconds only to about 256 ns, but each part converts exactly (or nearly).
-    A finite time past :data:`MAX_EXPIRES_AT` is clamped to it, so the result
-    always fits in an int64, and one at or before the epoch is 1 ns (long expired:
-    never 0, which means "never", nor negative, which shoal's messages refuse); an
-    infinite or NaN one is never.
-    """
-    if expires_at is None:
-        return None
-    # One comparison rules out NaN, infinities and out-of-range times alike.
-    if not 1e-9 <= expires_at <= MAX_EXPIRES_AT:
-        if not math.isfinite(expires_at):
-            return None
-        return MAX_EXPIRE_NS if expires_at > 0 else 1
-    seconds = math.floor(expires_at)
-    return seconds * _NS + round((expires_at - seconds) * 1e9)
-
-
-def expires_at_from_wire(expire_ns: int, what: str = "message") -> float | None:
-    """An expiry received in a protobuf-runtime message (gRPC, replication) as Unix
-    seconds: :func:`check_expire_ns`, then :func:`from_expire_ns`.
-
-    These messages are shoal's own, whose nodes send 0 for "never" and never a
-    negative expiry, so a negative one is refused too (a uint64 past the int64
-    range arrives as one: protobuf reads the same varint as a negative int64).
-
-    Raises:
-        RemoteProtocolError: the expiry is negative or past :data:`MAX_EXPIRE_NS`
-            (hint 400).
-    """
-    if expire_ns < 0:
-        raise RemoteProtocolError(
-            f"malformed {what}: expire {expire_ns} is negative (0 means never; an "
-            "expiry is Unix nanoseconds up to the year 2262)"
-        )
-    return from_expire_ns(check_expire_ns(expire_ns, what))
-
-
-def from_expire_ns(expire_ns: int | None) -> float | None:
-    """Unix nanoseconds of the wire to absolute Unix seconds (0, negative or None: never).
-
-    Integer division rounds correctly; ``ns / 1e9`` would not.
-    """
-    return expire_ns / _NS if expire_ns is not None and expire_ns > 0 else None
 
 
 # -------------------------------------------------------------------------- statuses
