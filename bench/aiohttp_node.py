@@ -39,7 +39,7 @@ from shoal.cli.main import GC_GEN0_THRESHOLD
 from shoal.errors import RemoteLoadError
 from shoal.peers import PeerPicker
 from shoal.transport import FetchDone, Fetched
-from shoal.wire.codec import (
+from shoal.wire import (
     DEFAULT_BASE_PATH,
     PROTOBUF_CONTENT_TYPE,
     RemoteProtocolError,

@@ -25,17 +25,9 @@ with atheris.instrument_imports():
     from shoal import Node, NodeConfig
     from shoal.errors import BadRequest
     from shoal.replication import _item
-    from shoal.wire import RemoteProtocolError
-    from shoal.wire._pb import shoal_pb2 as pb
-    from shoal.wire.batch import (
-        BatchItem,
-        decode_batch_entries,
-        decode_batch_request,
-        encode_get_many_request,
-        encode_get_many_response,
-    )
-    from shoal.wire.codec import (
+    from shoal.wire import (
         MAX_EXPIRE_NS,
+        RemoteProtocolError,
         decode_get_request,
         decode_get_response,
         decode_remove_keys,
@@ -46,6 +38,14 @@ with atheris.instrument_imports():
         encode_set_request,
         from_expire_ns,
         to_expire_ns,
+    )
+    from shoal.wire._pb import shoal_pb2 as pb
+    from shoal.wire.batch import (
+        BatchItem,
+        decode_batch_entries,
+        decode_batch_request,
+        encode_get_many_request,
+        encode_get_many_response,
     )
 
 MIRROR = "mirror"

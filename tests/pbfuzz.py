@@ -21,8 +21,8 @@ from google.protobuf.message_factory import GetMessageClass
 from hypothesis import strategies as st
 
 from shoal.hlc import HLC_MAX, hlc_from_seconds
+from shoal.wire import MAX_EXPIRE_NS
 from shoal.wire.batch import encode_get_many_request
-from shoal.wire.codec import MAX_EXPIRE_NS
 
 __all__ = [
     "examples",

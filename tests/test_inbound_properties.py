@@ -24,8 +24,7 @@ from shoal import Group, InvalidTTL, Node, NodeConfig
 from shoal.errors import BadRequest
 from shoal.hlc import HLC_MAX, hlc_from_seconds
 from shoal.replication import MAX_CLOCK_DRIFT, _item
-from shoal.wire._pb import shoal_pb2 as pb
-from shoal.wire.codec import (
+from shoal.wire import (
     MAX_EXPIRE_NS,
     ProtocolError,
     decode_get_response,
@@ -34,6 +33,7 @@ from shoal.wire.codec import (
     expires_at_from_wire,
     to_expire_ns,
 )
+from shoal.wire._pb import shoal_pb2 as pb
 
 MIRROR = "mirror"
 INT64 = st.integers(-(1 << 63), (1 << 63) - 1)

@@ -12,7 +12,7 @@ was not asked, so it becomes :class:`~shoal.errors.PeerUnavailable` (see
 ``max_value_bytes``.
 
 Writes are checked before anything changes: the key, the value's size, and the
-TTL or absolute expiry, which must end by :data:`~shoal.wire.codec.MAX_EXPIRES_AT`
+TTL or absolute expiry, which must end by :data:`~shoal.wire.MAX_EXPIRES_AT`
 (2262), the latest expiry every peer protocol can carry to the other members.
 Every front-end (HTTP API, gRPC, the sync facade, peers' writes) goes through
 :meth:`Group.set_bytes` or :meth:`Group.apply_set`, so this is the one place.
@@ -61,7 +61,7 @@ from .singleflight import Call, Flight
 from .stats import GroupStats
 from .store import Clock, Store
 from .value import Value, with_ttl
-from .wire.codec import MAX_EXPIRES_AT
+from .wire import MAX_EXPIRES_AT
 
 if TYPE_CHECKING:
     from .peers import PeerPicker
@@ -423,7 +423,7 @@ class Group(Generic[V]):
         Raises:
             InvalidKey, KeyTooLarge: for a bad key. ValueTooLarge: over ``max_value_bytes``.
             InvalidTTL: a TTL that is not positive and finite, or that ends after
-                :data:`~shoal.wire.codec.MAX_EXPIRES_AT` (year 2262).
+                :data:`~shoal.wire.MAX_EXPIRES_AT` (year 2262).
             TypeError: the codec cannot encode ``value``.
             PeerUnavailable, PeerTimeout: the key's owner could not be reached
                 (partitioned groups; the value is not stored).
@@ -1176,7 +1176,7 @@ class Group(Generic[V]):
 
 def _check_expiry(expires_at: float, what: str) -> None:
     """Refuse a write whose expiry the peer protocols cannot carry (see
-    :data:`~shoal.wire.codec.MAX_EXPIRES_AT`): every member must be able to send it on."""
+    :data:`~shoal.wire.MAX_EXPIRES_AT`): every member must be able to send it on."""
     if not (math.isfinite(expires_at) and expires_at <= MAX_EXPIRES_AT):
         raise InvalidTTL(
             f"{what} expires after {MAX_EXPIRES_AT:.0f} (Unix seconds, in the year 2262), "

@@ -38,7 +38,7 @@ Every message from a peer, request or answer, is checked whole before any of it
 changes the state, here and only here (both transports hand the bytes to
 :func:`serve_replica`): each entry's key and value against the group's limits,
 its expiry against what the wire can carry again
-(:func:`~shoal.wire.codec.check_expire_ns`), each version's node id
+(:func:`~shoal.wire.check_expire_ns`), each version's node id
 (:func:`~shoal.config.check_node_id`) and timestamp, which may run at most
 :data:`MAX_CLOCK_DRIFT` ahead of this node's clock (the bound the clock applies to
 wall time; a timestamp further ahead would drag every later write of the key, or
@@ -67,8 +67,8 @@ from .errors import BadRequest, ConfigError, GroupFull, PeerError, ShoalError
 from .hlc import HybridClock, hlc_from_seconds
 from .replica import DEFAULT_BUCKETS, ZERO_VERSION, Entry, ReplicaState, Version
 from .supervise import REPLICA_TASKS, BackgroundErrors, supervised
+from .wire import ProtocolError, expires_at_from_wire, to_expire_ns
 from .wire._pb import shoal_pb2 as pb
-from .wire.codec import ProtocolError, expires_at_from_wire, to_expire_ns
 
 if TYPE_CHECKING:
     from .group import Group

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shoal.api._http import Request, Response, _encode, _split_target
-from shoal.api.http import parse_key_path, parse_query, parse_ttl, percent_decode
+from shoal.api.http import parse_key_path, parse_query, parse_ttl
+from shoal.wire import percent_decode
 
 
 class TestPercentDecode:

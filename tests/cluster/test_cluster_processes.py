@@ -29,7 +29,7 @@ from procs import (
     until,
 )
 from shoal.ring import DEFAULT_PROBES
-from shoal.wire.codec import decode_get_response, encode_set_request
+from shoal.wire import decode_get_response, encode_set_request
 
 GROUP = "data"
 

@@ -31,10 +31,10 @@ from hypothesis import strategies as st
 import pbfuzz
 from procs import LoadLog, ShoalCluster, group_stats, http_request, shoal_cluster
 from shoal.hlc import HLC_MAX, hlc_from_seconds
+from shoal.wire import DEFAULT_BASE_PATH, build_peer_path
 from shoal.wire._pb import geekcache_pb2, groupcache_pb2
 from shoal.wire._pb import shoal_pb2 as pb
 from shoal.wire.batch import GET_MANY_SEGMENT, INVALIDATE_SEGMENT, REPLICA_SEGMENT
-from shoal.wire.codec import DEFAULT_BASE_PATH, build_peer_path
 
 DATA, MIRROR = "data", "mirror"
 EXAMPLES = pbfuzz.examples(250)

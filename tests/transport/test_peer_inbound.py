@@ -19,9 +19,7 @@ from shoal.api.metrics import render_metrics
 from shoal.hlc import HLC_MAX, hlc_from_seconds
 from shoal.replication import MAX_CLOCK_DRIFT, MAX_PUSH_ENTRIES, MAX_SYNC_SUMMARIES
 from shoal.transport.http import HttpPeerClient
-from shoal.wire._pb import shoal_pb2 as pb
-from shoal.wire.batch import REPLICA_SEGMENT, build_group_path
-from shoal.wire.codec import (
+from shoal.wire import (
     DEFAULT_BASE_PATH,
     MAX_EXPIRE_NS,
     build_peer_path,
@@ -29,6 +27,8 @@ from shoal.wire.codec import (
     encode_remove_keys,
     encode_set_request,
 )
+from shoal.wire._pb import shoal_pb2 as pb
+from shoal.wire.batch import REPLICA_SEGMENT, build_group_path
 from transport.peerkit import GROUP, Served, http_cluster, serving
 
 BASE = DEFAULT_BASE_PATH

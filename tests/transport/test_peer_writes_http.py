@@ -20,6 +20,13 @@ from shoal import PeerError
 from shoal.hlc import hlc_from_seconds
 from shoal.replica import DEFAULT_BUCKETS
 from shoal.transport.http import WRITE_HEADER, HttpPeerClient
+from shoal.wire import (
+    DEFAULT_BASE_PATH,
+    build_peer_path,
+    build_remove_keys_path,
+    encode_remove_keys,
+    encode_set_request,
+)
 from shoal.wire._pb import shoal_pb2 as pb
 from shoal.wire.batch import (
     EXTENSIONS_HEADER,
@@ -32,13 +39,6 @@ from shoal.wire.batch import (
     build_group_path,
     encode_get_many_request,
     parse_extensions,
-)
-from shoal.wire.codec import (
-    DEFAULT_BASE_PATH,
-    build_peer_path,
-    build_remove_keys_path,
-    encode_remove_keys,
-    encode_set_request,
 )
 from transport.peerkit import (
     GROUP,

@@ -9,7 +9,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.wire import LocalProtocolError, RemoteProtocolError
+from shoal.wire import MAX_EXPIRE_NS, LocalProtocolError, RemoteProtocolError
 from shoal.wire.batch import (
     DEFAULT_MAX_BATCH_KEYS,
     GET_MANY_EXTENSION,
@@ -26,7 +26,6 @@ from shoal.wire.batch import (
     encode_get_many_response,
     parse_extensions,
 )
-from shoal.wire.codec import MAX_EXPIRE_NS
 
 # ----------------------------------------------------------------- the schema, for upb
 
@@ -295,12 +294,12 @@ def test_key_errors_response_agrees_with_the_runtime(
 def _general_reading(data: bytes, max_items: int | None) -> object:
     """What the general field reader makes of an answer: the reference for the inline
     reading of :func:`decode_batch_entries`."""
-    from shoal.wire import batch
+    from shoal.wire import _protobuf, batch
 
     items: list[tuple[str, bytes, int | None]] = []
     errors: list[BatchError] = []
     try:
-        for field, wire_type, start, stop in batch._fields(data, 0, len(data)):
+        for field, wire_type, start, stop in _protobuf.iter_fields(data, 0, len(data)):
             if field not in (1, 2):
                 continue
             if wire_type != 2:

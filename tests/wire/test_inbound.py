@@ -16,17 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shoal.wire import RemoteProtocolError
-from shoal.wire.batch import (
-    BatchItem,
-    decode_batch_entries,
-    decode_get_many_request,
-    encode_get_many_request,
-    encode_get_many_response,
-)
-from shoal.wire.codec import (
+from shoal.wire import (
     MAX_EXPIRE_NS,
     MAX_EXPIRES_AT,
+    RemoteProtocolError,
     check_expire_ns,
     decode_get_response,
     decode_remove_keys,
@@ -36,6 +29,13 @@ from shoal.wire.codec import (
     encode_set_request,
     from_expire_ns,
     to_expire_ns,
+)
+from shoal.wire.batch import (
+    BatchItem,
+    decode_batch_entries,
+    decode_get_many_request,
+    encode_get_many_request,
+    encode_get_many_response,
 )
 
 INT64_MAX = (1 << 63) - 1

@@ -44,9 +44,9 @@ import math
 import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import unquote_to_bytes
 
 from ..errors import ShoalError, ValueTooLarge
+from ..wire import percent_decode
 from ._http import (
     OCTET_STREAM,
     SHUTDOWN_TIMEOUT,
@@ -64,7 +64,7 @@ if TYPE_CHECKING:
     from ..group import Group
     from ..node import Node
 
-__all__ = ["ApiServer", "percent_decode", "parse_query", "parse_key_path", "parse_ttl"]
+__all__ = ["ApiServer", "parse_query", "parse_key_path", "parse_ttl"]
 
 _READ: Final = frozenset({"GET", "HEAD"})
 _KEY_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE"})
@@ -72,7 +72,6 @@ _ALLOW_READ: Final = "GET, HEAD"
 _ALLOW_KEY: Final = "GET, HEAD, PUT, DELETE"
 _KEYS_PREFIX: Final = b"/v1/groups/"
 _INVALIDATE: Final = b"/invalidate"
-_BAD_ESCAPE: Final = re.compile(rb"%(?![0-9A-Fa-f]{2})")
 _QUERY_SPECIALS: Final = re.compile(rb"[%+&]")
 # ApiServer.fast_get takes "/api?key=K" and "/v1/groups/{g}/keys/{k}" targets
 # and leaves to the general path: in the query, anything that needs unescaping
@@ -87,28 +86,6 @@ _NUMBER: Final = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+
 
 
 # -- pure parsing ---------------------------------------------------------------
-
-
-def percent_decode(raw: bytes, *, plus_is_space: bool = False) -> str:
-    """Decode one URL component: percent-escapes, then UTF-8.
-
-    Args:
-        raw: the component as it appeared in the request target.
-        plus_is_space: decode ``+`` as a space (query strings), not as ``+`` (paths).
-
-    Raises:
-        ValueError: a ``%`` not followed by two hex digits, or bytes that are not UTF-8.
-    """
-    if plus_is_space and b"+" in raw:
-        raw = raw.replace(b"+", b" ")  # before unescaping, so "%2B" stays "+"
-    if b"%" in raw:
-        if _BAD_ESCAPE.search(raw):
-            raise ValueError(f"malformed percent-escape in {raw[:64]!r}")
-        raw = unquote_to_bytes(raw)
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ValueError(f"not valid UTF-8 after decoding: {raw[:64]!r}") from None
 
 
 def parse_query(raw: bytes) -> dict[str, list[str]]:
@@ -128,8 +105,8 @@ def parse_query(raw: bytes) -> dict[str, list[str]]:
         if not field:
             continue
         name, _, value = field.partition(b"=")
-        params.setdefault(percent_decode(name, plus_is_space=True), []).append(
-            percent_decode(value, plus_is_space=True)
+        params.setdefault(percent_decode(name, "query", plus_is_space=True), []).append(
+            percent_decode(value, "query", plus_is_space=True)
         )
     return params
 
@@ -154,7 +131,7 @@ def parse_key_path(path: bytes) -> tuple[str, str] | None:
     key = rest[5:]
     if b"/" in key:
         return None
-    return percent_decode(group), percent_decode(key)
+    return percent_decode(group, "group of the path"), percent_decode(key, "key of the path")
 
 
 def parse_ttl(text: str) -> float:
@@ -410,7 +387,7 @@ class ApiServer:
         if request.method != "POST":
             return _not_allowed(request, "POST")
         try:
-            name = percent_decode(raw_group)
+            name = percent_decode(raw_group, "group of the path")
         except ValueError as exc:
             return _bad_request(exc)
         return self._reset(self._node.get_group(name))

@@ -39,7 +39,7 @@ the loader failed (``load_failed``) or the node is shutting down (``closed``).
 Requests are decoded and checked completely before anything changes, so a bad
 request never touches the cache, and no input can crash the server. The checks
 are those of the HTTP transport, in the same places: an expiry by
-:func:`~shoal.wire.codec.expires_at_from_wire` (past 2262: ``INVALID_ARGUMENT``), a
+:func:`~shoal.wire.expires_at_from_wire` (past 2262: ``INVALID_ARGUMENT``), a
 TTL by the group's write path (``invalid_ttl``), a replica message by
 :func:`shoal.replication.serve_replica`; a batch is counted, duplicates included,
 before anything else is done with it.
@@ -107,15 +107,15 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess
     missing = (exc.name or "grpc").split(".")[0]
     raise MissingExtra(_PACKAGES.get(missing, missing), "grpc") from exc
 
-from ..wire._pb import geekcache_pb2 as geek
-from ..wire._pb import shoal_pb2 as pb
-from ..wire.batch import DEFAULT_MAX_BATCH_KEYS
-from ..wire.codec import (
+from ..wire import (
     DEFAULT_MAX_MESSAGE_BYTES,
     ProtocolError,
     expires_at_from_wire,
     to_expire_ns,
 )
+from ..wire._pb import geekcache_pb2 as geek
+from ..wire._pb import shoal_pb2 as pb
+from ..wire.batch import DEFAULT_MAX_BATCH_KEYS
 from . import FetchDone, Fetched
 
 if TYPE_CHECKING:

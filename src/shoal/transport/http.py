@@ -27,7 +27,7 @@ instead, for clients such as :class:`shoal.Client`.
 Errors are answered as Go's ``http.Error`` writes them (``text/plain``, the
 message and a newline): 404 for an unknown group (``no such group: G``, byte for
 byte Go's) or a key the loader says does not exist; 503
-(:data:`~shoal.wire.codec.STATUS_LOAD_FAILED`) when the loader failed, the body
+(:data:`~shoal.wire.STATUS_LOAD_FAILED`) when the loader failed, the body
 being the error's text; 400 for a malformed path, escape or body (``bad
 request`` for a path without a key, as Go); 414 for a key over the group's
 ``max_key_bytes`` (the key is in the URL), 413 for a value or body over a
@@ -135,28 +135,7 @@ from ..errors import (
     RemoteLoadError,
     ValueTooLarge,
 )
-from ..wire.batch import (
-    DEFAULT_MAX_BATCH_KEYS,
-    EXTENSIONS_HEADER,
-    GET_MANY_CONTENT_TYPE,
-    GET_MANY_ERRORS_EXTENSION,
-    GET_MANY_EXTENSION,
-    GET_MANY_SEGMENT,
-    INVALIDATE_EXTENSION,
-    INVALIDATE_SEGMENT,
-    REPLICA_EXTENSION,
-    REPLICA_SEGMENT,
-    BatchError,
-    build_get_many_path,
-    build_group_path,
-    decode_batch_entries,
-    decode_batch_request,
-    decode_get_many_response,
-    encode_batch_entries,
-    encode_get_many_request,
-    parse_extensions,
-)
-from ..wire.codec import (
+from ..wire import (
     BAD_REQUEST_MESSAGE,
     DEFAULT_BASE_PATH,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -182,6 +161,27 @@ from ..wire.codec import (
     no_such_group_message,
     parse_peer_path,
     to_expire_ns,
+)
+from ..wire.batch import (
+    DEFAULT_MAX_BATCH_KEYS,
+    EXTENSIONS_HEADER,
+    GET_MANY_CONTENT_TYPE,
+    GET_MANY_ERRORS_EXTENSION,
+    GET_MANY_EXTENSION,
+    GET_MANY_SEGMENT,
+    INVALIDATE_EXTENSION,
+    INVALIDATE_SEGMENT,
+    REPLICA_EXTENSION,
+    REPLICA_SEGMENT,
+    BatchError,
+    build_get_many_path,
+    build_group_path,
+    decode_batch_entries,
+    decode_batch_request,
+    decode_get_many_response,
+    encode_batch_entries,
+    encode_get_many_request,
+    parse_extensions,
 )
 from . import FetchDone, Fetched
 

@@ -6,13 +6,28 @@ here. The code generated from the ``.proto`` files (``_pb/``) is for the gRPC
 adapter (:mod:`shoal.transport.grpc`, the ``geekcache.proto`` and ``shoal.proto``
 services) and for tests; the HTTP peer protocol uses the frozen dataclasses of
 :mod:`.messages`, encoded by hand.
+
+Modules, each importing only those listed before it: :mod:`.errors` (the
+protocol's errors), :mod:`.messages` (the groupcache messages), :mod:`._protobuf`
+(the protobuf wire format, shared), :mod:`.expiry` (expiries), :mod:`.paths`
+(request paths and the one percent-decoder), :mod:`.groupcache` (the groupcache
+bodies and statuses), :mod:`.batch` (shoal's batch extension). Code outside the
+package imports from ``shoal.wire`` itself or from :mod:`.batch`.
 """
 
 from __future__ import annotations
 
-from .codec import (
-    BAD_REQUEST_MESSAGE,
-    DEFAULT_BASE_PATH,
+from .errors import LocalProtocolError, PathOutsideBase, ProtocolError, RemoteProtocolError
+from .expiry import (
+    MAX_EXPIRE_NS,
+    MAX_EXPIRES_AT,
+    check_expire_ns,
+    expires_at_from_wire,
+    from_expire_ns,
+    to_expire_ns,
+)
+from .groupcache import (
+    DEFAULT_MAX_BATCH_KEYS,
     DEFAULT_MAX_MESSAGE_BYTES,
     ERROR_CONTENT_TYPE,
     ERROR_HEADERS,
@@ -23,13 +38,7 @@ from .codec import (
     STATUS_NOT_FOUND,
     STATUS_OK,
     STATUS_PAYLOAD_TOO_LARGE,
-    LocalProtocolError,
-    PathOutsideBase,
     PeerReply,
-    ProtocolError,
-    RemoteProtocolError,
-    build_peer_path,
-    build_remove_keys_path,
     classify_get_status,
     decode_get_request,
     decode_get_response,
@@ -41,7 +50,6 @@ from .codec import (
     encode_set_request,
     error_body,
     no_such_group_message,
-    parse_peer_path,
 )
 from .messages import (
     REMOVE_KEYS_SEGMENT,
@@ -50,6 +58,14 @@ from .messages import (
     PeerPath,
     RemoveKeysRequest,
     SetRequest,
+)
+from .paths import (
+    BAD_REQUEST_MESSAGE,
+    DEFAULT_BASE_PATH,
+    build_peer_path,
+    build_remove_keys_path,
+    parse_peer_path,
+    percent_decode,
 )
 
 __all__ = [
@@ -65,6 +81,7 @@ __all__ = [
     "PathOutsideBase",
     "DEFAULT_BASE_PATH",
     "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_MAX_BATCH_KEYS",
     "PROTOBUF_CONTENT_TYPE",
     "ERROR_CONTENT_TYPE",
     "ERROR_HEADERS",
@@ -77,6 +94,13 @@ __all__ = [
     "decode_set_request",
     "encode_remove_keys",
     "decode_remove_keys",
+    "MAX_EXPIRE_NS",
+    "MAX_EXPIRES_AT",
+    "check_expire_ns",
+    "to_expire_ns",
+    "from_expire_ns",
+    "expires_at_from_wire",
+    "percent_decode",
     "parse_peer_path",
     "build_peer_path",
     "build_remove_keys_path",

@@ -1,53 +1,16 @@
 """Batch get, a shoal-only extension of the peer protocol: many keys in one exchange.
 
-``POST {base}{group}/_get-many/`` with a :func:`encode_get_many_request` body
-answers ``200`` with a :func:`encode_get_many_response` body that holds the keys
-the owner has (keys it lacks are left out). Go peers never see it: a shoal
-client uses it only with a peer whose answers carry the
-:data:`EXTENSIONS_HEADER` naming :data:`GET_MANY_EXTENSION`, because a Go server
-would read the same path as an ordinary GET of the key ``_get-many/`` and run
-its loader on it.
-
-Both bodies are protobuf wire format, so any protobuf runtime reads them::
-
-    message GetManyRequest  {
-      repeated string keys = 1;
-      optional bool key_errors = 2;  // answer errors key by key (see below)
-    }
-    message GetManyResponse {
-      repeated Item items = 1;
-      repeated KeyError errors = 2;  // only when the request asked for key_errors
-    }
-    message Item {
-      required string key = 1;
-      optional bytes value = 2;
-      optional int64 expire = 3;  // absolute Unix nanoseconds; absent or 0: never
-    }
-    message KeyError {
-      required string key = 1;
-      optional uint32 status = 2;   // what a GET of the key would have answered
-      optional bytes message = 3;   // and that answer's body
-    }
-
-Without ``key_errors`` a key that fails (other than by not existing) fails the
-whole batch, with the answer a GET of that key would get. With it, a peer that
-lists :data:`GET_MANY_ERRORS_EXTENSION` answers every key separately: the keys
-it has as items, the keys that do not exist not at all, and every other
-failure (a loader error, a key over the group's limit) as a ``KeyError``
-carrying the status and body a GET of that key would have had. This is what
-lets a client gather the single-key fetches of one moment into one batch (see
-``HttpPeerClient.fetch``) without changing what any of them sees.
-
-Pure functions, no I/O. Encoding writes fields in number order and ``expire``
-only when there is one. Decoding accepts any field order and skips unknown
-fields of the varint, 64-bit, length-delimited and 32-bit wire types (room for
-later fields); it rejects, with :class:`~shoal.wire.codec.RemoteProtocolError`:
-truncated input, a varint past 64 bits, field number 0, groups and the
-invalid wire types 6 and 7, a known field with the wrong wire type, an item
-without a key, text that is not UTF-8, an item's expiry past
-:data:`~shoal.wire.codec.MAX_EXPIRE_NS` (see :func:`~shoal.wire.codec.check_expire_ns`),
-more than ``max_keys`` keys or items (hint 413) and input over ``max_size``
-bytes (hint 413).
+Rules (the messages and their meaning: ``docs/protocol.md``, "Batch get"):
+    * ``POST {base}{group}/_get-many/`` with a :func:`encode_get_many_request` body
+      answers ``200`` with a :func:`encode_get_many_response` body: the keys the
+      owner has, and with ``key_errors`` every other failure as a :class:`BatchError`.
+    * A client sends it only to a peer whose :data:`EXTENSIONS_HEADER` lists
+      :data:`GET_MANY_EXTENSION`: a Go server would read the path as a GET of the key
+      ``_get-many/`` and run its loader on it.
+    * Bodies are protobuf wire format, read with the groupcache decoders' rules, but
+      groups are refused; more than ``max_keys`` keys or items, or ``max_size`` bytes,
+      is hint 413.
+    * Pure functions, no I/O; the encoder's own form is read inline.
 """
 
 from __future__ import annotations
@@ -56,14 +19,22 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from .codec import (
-    DEFAULT_MAX_BATCH_KEYS,
-    DEFAULT_MAX_MESSAGE_BYTES,
-    MAX_EXPIRE_NS,
-    LocalProtocolError,
-    RemoteProtocolError,
-    build_peer_path,
+from ._protobuf import (
+    INT64_MAX,
+    INT64_MIN,
+    LEN,
+    UINT64_MASK,
+    VARINT,
+    iter_fields,
+    len_field,
+    read_varint_within,
+    utf8,
+    varint,
 )
+from .errors import LocalProtocolError, RemoteProtocolError
+from .expiry import MAX_EXPIRE_NS
+from .groupcache import DEFAULT_MAX_BATCH_KEYS, DEFAULT_MAX_MESSAGE_BYTES
+from .paths import build_peer_path
 
 __all__ = [
     "GET_MANY_SEGMENT",
@@ -124,19 +95,6 @@ EXTENSIONS_HEADER = "Shoal-Extensions"
 (comma-separated tokens). Go peers never send it."""
 
 
-_INT64_MIN = -(1 << 63)
-_INT64_MAX = (1 << 63) - 1
-_UINT64_MASK = (1 << 64) - 1
-
-_SMALL_VARINTS = [bytes((n,)) for n in range(0x80)]
-"""The varint of each n < 128: its one byte."""
-
-_VARINT = 0
-_I64 = 1
-_LEN = 2
-_I32 = 5
-
-
 @dataclass(frozen=True, slots=True)
 class BatchItem:
     """One key of a batch get's answer."""
@@ -160,7 +118,7 @@ class BatchError:
 
 def build_get_many_path(base: str, group: str) -> str:
     """The path of a batch get: ``{base}{group}/_get-many/``, the group escaped as
-    :func:`~shoal.wire.codec.build_peer_path` escapes it.
+    :func:`~shoal.wire.paths.build_peer_path` escapes it.
 
     Raises:
         LocalProtocolError: group is not encodable as UTF-8.
@@ -188,31 +146,6 @@ def parse_extensions(value: bytes | str | None) -> frozenset[str]:
 # --------------------------------------------------------------------- encoding
 
 
-def _varint(n: int) -> bytes:
-    """Base-128 varint of ``0 <= n < 2**64``."""
-    if n < 0x80:
-        return _SMALL_VARINTS[n]
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _utf8(text: str, what: str) -> bytes:
-    if not isinstance(text, str):
-        raise TypeError(f"{what} must be a str, not {type(text).__name__}")
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise LocalProtocolError(f"{what} is not valid Unicode text: {exc}") from exc
-
-
-def _len_field(tag: bytes, data: bytes) -> bytes:
-    return tag + _varint(len(data)) + data
-
-
 def encode_get_many_request(keys: Iterable[str], *, key_errors: bool = False) -> bytes:
     """Encode ``GetManyRequest{keys, key_errors}``, the body of a batch get.
 
@@ -220,7 +153,7 @@ def encode_get_many_request(keys: Iterable[str], *, key_errors: bool = False) ->
         LocalProtocolError: a key is not encodable as UTF-8.
         TypeError: a key is not a str.
     """
-    body = b"".join(_len_field(b"\x0a", _utf8(key, "key")) for key in keys)
+    body = b"".join(len_field(b"\x0a", utf8(key, "key")) for key in keys)
     return body + b"\x10\x01" if key_errors else body
 
 
@@ -242,73 +175,25 @@ def encode_batch_entries(
     server answering a batch needs no object per item)."""
     parts = []
     for key, value, expire in items:
-        data = _utf8(key, "key")
-        fields = b"\x0a%s%s\x12%s%s" % (_varint(len(data)), data, _varint(len(value)), value)
+        data = utf8(key, "key")
+        fields = b"\x0a%s%s\x12%s%s" % (varint(len(data)), data, varint(len(value)), value)
         if expire is not None:
-            if not _INT64_MIN <= expire <= _INT64_MAX:
+            if not INT64_MIN <= expire <= INT64_MAX:
                 raise LocalProtocolError(f"expire_ns={expire} does not fit in an int64")
-            fields += b"\x18" + _varint(expire & _UINT64_MASK)
-        parts.append(b"\x0a%s%s" % (_varint(len(fields)), fields))
+            fields += b"\x18" + varint(expire & UINT64_MASK)
+        parts.append(b"\x0a%s%s" % (varint(len(fields)), fields))
     for error in errors:
         fields = (
-            _len_field(b"\x0a", _utf8(error.key, "key"))
+            len_field(b"\x0a", utf8(error.key, "key"))
             + b"\x10"
-            + _varint(error.status)
-            + _len_field(b"\x1a", error.message)
+            + varint(error.status)
+            + len_field(b"\x1a", error.message)
         )
-        parts.append(_len_field(b"\x12", fields))
+        parts.append(len_field(b"\x12", fields))
     return b"".join(parts)
 
 
 # --------------------------------------------------------------------- decoding
-
-
-def _read_varint(data: bytes, pos: int, end: int) -> tuple[int, int]:
-    """The varint at ``pos`` and the position after it."""
-    result = 0
-    for shift in range(0, 64, 7):
-        if pos >= end:
-            raise RemoteProtocolError("truncated varint")
-        b = data[pos]
-        pos += 1
-        if shift == 63 and b > 1:
-            # The tenth byte may only hold bit 63 (Go's rule; the codec's too).
-            raise RemoteProtocolError("varint longer than 64 bits")
-        result |= (b & 0x7F) << shift
-        if b < 0x80:
-            return result, pos
-    raise RemoteProtocolError("varint longer than 64 bits")
-
-
-def _fields(data: bytes, start: int, end: int) -> Iterable[tuple[int, int, int, int]]:
-    """Yield ``(field, wire_type, value_start, value_end_or_varint)`` for each field.
-
-    For a varint the last element is the value itself; for the other wire types
-    it is the end of the value's bytes. Unknown wire types and field 0 raise.
-    """
-    pos = start
-    while pos < end:
-        tag, pos = _read_varint(data, pos, end)
-        field, wire_type = tag >> 3, tag & 7
-        if field == 0:
-            raise RemoteProtocolError("field number 0")
-        if wire_type == _VARINT:
-            value, pos = _read_varint(data, pos, end)
-            yield field, wire_type, pos, value
-            continue
-        if wire_type == _LEN:
-            length, pos = _read_varint(data, pos, end)
-            stop = pos + length
-        elif wire_type == _I64:
-            stop = pos + 8
-        elif wire_type == _I32:
-            stop = pos + 4
-        else:
-            raise RemoteProtocolError(f"unsupported wire type {wire_type} (field {field})")
-        if stop > end:
-            raise RemoteProtocolError(f"truncated field {field}")
-        yield field, wire_type, pos, stop
-        pos = stop
 
 
 def _text(data: bytes, start: int, stop: int, what: str) -> str:
@@ -366,15 +251,15 @@ def decode_batch_request(
             pos = stop
         if data[pos:] == b"\x10\x01":
             return keys, True
-        for field, wire_type, start, stop in _fields(data, pos, end):
+        for field, wire_type, start, stop in iter_fields(data, pos, end):
             if field == 2:
-                if wire_type != _VARINT:
+                if wire_type != VARINT:
                     raise RemoteProtocolError(f"field 2 has wire type {wire_type}")
                 key_errors = stop != 0
                 continue
             if field != 1:
                 continue  # unknown: skipped
-            if wire_type != _LEN:
+            if wire_type != LEN:
                 raise RemoteProtocolError(f"field 1 has wire type {wire_type}")
             if len(keys) >= max_keys:
                 raise RemoteProtocolError(f"more than {max_keys} keys in one batch", 413)
@@ -393,19 +278,19 @@ def _submessage(
     occurrence wins): a varint's value, else the ``(start, stop)`` of the bytes; None
     where absent. Field 1, the key, is required."""
     found: list[Any] = [None, None, None]
-    for field, wire_type, v_start, v_stop in _fields(data, start, end):
+    for field, wire_type, v_start, v_stop in iter_fields(data, start, end):
         if 1 <= field <= 3:
             if wire_type != wire_types[field - 1]:
                 raise RemoteProtocolError(f"{what} field {field} has wire type {wire_type}")
-            found[field - 1] = v_stop if wire_type == _VARINT else (v_start, v_stop)
+            found[field - 1] = v_stop if wire_type == VARINT else (v_start, v_stop)
     if found[0] is None:
         raise RemoteProtocolError(f"an {what} has no key")
     return found
 
 
 def _item(data: bytes, start: int, end: int) -> BatchItem:
-    key, value, expire = _submessage(data, start, end, "item", (_LEN, _LEN, _VARINT))
-    if expire is not None and expire > _INT64_MAX:
+    key, value, expire = _submessage(data, start, end, "item", (LEN, LEN, VARINT))
+    if expire is not None and expire > INT64_MAX:
         expire -= 1 << 64
     elif expire is not None and expire > MAX_EXPIRE_NS:
         raise RemoteProtocolError(f"expire {expire} of an item is past {MAX_EXPIRE_NS}")
@@ -417,7 +302,7 @@ def _item(data: bytes, start: int, end: int) -> BatchItem:
 
 
 def _error(data: bytes, start: int, end: int) -> BatchError:
-    key, status, message = _submessage(data, start, end, "error", (_LEN, _VARINT, _LEN))
+    key, status, message = _submessage(data, start, end, "error", (LEN, VARINT, LEN))
     return BatchError(
         _text(data, key[0], key[1], "a key"),
         status or 0,
@@ -486,16 +371,16 @@ def decode_batch_entries(
                 if size < 0x80:
                     start = pos + 2
                 else:
-                    size, start = _read_varint(data, pos + 1, end)
+                    size, start = read_varint_within(data, pos + 1, end)
                 stop = start + size
                 if stop > end:
                     raise RemoteProtocolError(f"truncated field {field}")
             else:  # another field, or a tag in more bytes: the general reader takes it
-                field, wire_type, start, stop = next(iter(_fields(data, pos, end)))
+                field, wire_type, start, stop = next(iter(iter_fields(data, pos, end)))
                 if field != 1 and field != 2:
-                    pos = start if wire_type == _VARINT else stop
+                    pos = start if wire_type == VARINT else stop
                     continue
-                if wire_type != _LEN:
+                if wire_type != LEN:
                     raise RemoteProtocolError(f"field {field} has wire type {wire_type}")
             pos = stop
             if len(items) + len(errors) >= limit:
@@ -512,12 +397,12 @@ def decode_batch_entries(
                     if size < 0x80:
                         value_start = key_end + 2
                     else:
-                        size, value_start = _read_varint(data, key_end + 1, stop)
+                        size, value_start = read_varint_within(data, key_end + 1, stop)
                     value_end = value_start + size
                     expire: int | None = None
                     if value_end < stop and data[value_end] == 0x18:
-                        expire, after = _read_varint(data, value_end + 1, stop)
-                        if expire > _INT64_MAX:
+                        expire, after = read_varint_within(data, value_end + 1, stop)
+                        if expire > INT64_MAX:
                             expire -= 1 << 64
                         elif expire > MAX_EXPIRE_NS:
                             raise RemoteProtocolError(

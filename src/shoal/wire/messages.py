@@ -1,6 +1,6 @@
 """Messages of the groupcache peer protocol as frozen dataclasses.
 
-These are what :mod:`shoal.wire.codec` decodes bytes into and encodes from; the
+These are what :mod:`shoal.wire.groupcache` decodes bytes into and encodes from; the
 classes generated from ``groupcache.proto`` never leave the wire package.
 Field names follow the Go schema, except that ``expire`` is spelled
 ``expire_ns`` to carry its unit (absolute Unix nanoseconds, as in

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from shoal.errors import ShoalError
 from shoal.wire import (
+    MAX_EXPIRE_NS,
     GetRequest,
     GetResponse,
     LocalProtocolError,
@@ -38,7 +39,6 @@ from shoal.wire import (
     encode_set_request,
 )
 from shoal.wire._pb import groupcache_pb2 as pb
-from shoal.wire.codec import MAX_EXPIRE_NS
 from wire.vectors import (
     HTTP_CAPTURES,
     PROTO_VECTORS,
