@@ -27,7 +27,7 @@ not UTF-8 get a 400. Every check on the input happens before a cache is
 touched, so a bad request never changes cache state.
 
 A hit is answered synchronously (no task, no coroutine); a miss returns a
-:class:`~shoal.api._http.Deferred` on the key's flight, which the server answers
+:class:`~shoal._http.Deferred` on the key's flight, which the server answers
 from a callback within ``request_timeout`` (no task per miss either); a write
 returns a coroutine, which the server runs as a task. The most frequent
 requests, ``GET /api?key=K`` and ``GET /v1/groups/{group}/keys/{key}`` with
@@ -46,17 +46,18 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import unquote_to_bytes
 
-from ..errors import ShoalError, ValueTooLarge
-from ._http import (
+from .._http import (
     OCTET_STREAM,
     SHUTDOWN_TIMEOUT,
     Deferred,
+    HttpLimits,
     HttpServer,
     Request,
     Response,
     error_response,
     json_response,
 )
+from ..errors import ShoalError, ValueTooLarge
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 
@@ -237,7 +238,7 @@ class ApiServer:
         self._groups = node.groups
         self._server = HttpServer(
             self.handle,
-            node.config,
+            HttpLimits.of(node.config),
             fast_get=self.fast_get if fast_path else None,
             shutdown_timeout=shutdown_timeout,
         )
@@ -273,7 +274,7 @@ class ApiServer:
 
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         """Answer one request: a ready :class:`Response` for anything that needs no
-        waiting (hits, errors, statistics), a :class:`~shoal.api._http.Deferred` on the
+        waiting (hits, errors, statistics), a :class:`~shoal._http.Deferred` on the
         key's flight for a miss, a coroutine for a write."""
         try:
             route = self._routes.get(request.path)
@@ -291,7 +292,7 @@ class ApiServer:
         """The shortcut for ``GET /api?key=K`` and ``GET /v1/groups/{g}/keys/{k}``.
 
         Called by the server with the raw target of a GET that can be answered
-        at once (see :data:`shoal.api._http.FastGet`). Returns the value's bytes
+        at once (see :data:`shoal._http.FastGet`). Returns the value's bytes
         on a hit, the answer :meth:`handle` would give once the cache has been
         consulted (an error, or the Deferred answer of a miss), or None, before
         touching anything, for whatever the general path must look at: a

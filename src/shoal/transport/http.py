@@ -2,7 +2,7 @@
 
 Server side, :class:`PeerServer` answers the peer protocol of Go groupcache
 (golang/groupcache, mailgun/groupcache v2, groupcache-go v3) under the node's
-``base_path``, on the HTTP/1.1 server of :mod:`shoal.api._http`:
+``base_path``, on the HTTP/1.1 server of :mod:`shoal._http`:
 
 ===========================================  ============================================
 request                                      answer
@@ -121,7 +121,7 @@ from urllib.parse import urlsplit
 import httptools
 
 from .._gather import gather_merged
-from ..api._http import SHUTDOWN_TIMEOUT, TEXT, HttpServer, Request, Response
+from .._http import SHUTDOWN_TIMEOUT, TEXT, HttpLimits, HttpServer, Request, Response
 from ..errors import (
     BadRequest,
     Closed,
@@ -318,7 +318,7 @@ class PeerServer:
         self._max_batch_keys = max_batch_keys
         self._server = HttpServer(
             self.handle,
-            node.config,
+            HttpLimits.of(node.config),
             fast_get=self.fast_get,
             fast_content_type=PROTOBUF_CONTENT_TYPE,
             fast_headers=_OK_HEADERS,
@@ -356,7 +356,7 @@ class PeerServer:
 
     def fast_get(self, target: bytes) -> bytes | Response | Awaitable[Response] | None:
         """The server's shortcut for a plain ``GET {base}{group}/{key}`` (see
-        :data:`~shoal.api._http.FastGet`): on a hit, the GetResponse body itself.
+        :data:`~shoal._http.FastGet`): on a hit, the GetResponse body itself.
 
         Takes only targets that need no decoding (printable ASCII without ``%``,
         ``?`` or ``#``) and name a group of the node; hands anything else to
