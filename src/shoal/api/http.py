@@ -58,6 +58,7 @@ from .._http import (
     json_response,
 )
 from ..errors import ShoalError, ValueTooLarge
+from ..statuses import LOAD_FAILED
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 
@@ -186,6 +187,8 @@ def _single(params: dict[str, list[str]], name: str) -> str | None:
 
 
 def _shoal_error(exc: ShoalError) -> Response:
+    """The API's answer for a shoal error: its own status and code (the API column of
+    :data:`shoal.statuses.STATUSES`; a wire error carries the status its input earned)."""
     return error_response(exc.http_status, exc.code, str(exc))
 
 
@@ -213,7 +216,7 @@ def _loaded(future: asyncio.Future[bytes]) -> Response:
     if isinstance(exc, ShoalError):
         return _shoal_error(exc)
     # The loader's own exception: the origin behind this node failed.
-    return error_response(502, "load_failed", str(exc) or type(exc).__name__)
+    return error_response(LOAD_FAILED.api, LOAD_FAILED.code, str(exc) or type(exc).__name__)
 
 
 class ApiServer:

@@ -9,7 +9,8 @@ in docs/protocol.md, "The client"):
 - Pipelined GETs and batch gets go to shoal peers only (those that send
   ``Shoal-Extensions``); Go peers get one plain request per connection.
 - Every foreign error (``OSError``, ``httptools`` errors, codec errors) is
-  translated here, cause chained, into shoal's errors.
+  translated here, cause chained, into shoal's errors; which status means which
+  error comes from the one table of :mod:`shoal.statuses`.
 - The pool, its connections and their batches share the client's private state,
   so they live in this one module.
 """
@@ -39,6 +40,7 @@ from ..errors import (
     PeerUnavailable,
     RemoteLoadError,
 )
+from ..statuses import PEER_LOAD_FAILED, PEER_NOT_FOUND
 from ..wire.batch import (
     DEFAULT_MAX_BATCH_KEYS,
     EXTENSIONS_HEADER,
@@ -61,11 +63,9 @@ from ..wire.codec import (
     DEFAULT_MAX_MESSAGE_BYTES,
     PROTOBUF_CONTENT_TYPE,
     LocalProtocolError,
-    PeerReply,
     RemoteProtocolError,
     build_peer_path,
     build_remove_keys_path,
-    classify_get_status,
     decode_get_response,
     encode_remove_keys,
     encode_set_request,
@@ -999,12 +999,12 @@ class HttpPeerClient:
         """The error for an answer to a read other than 200."""
         status = answer.status
         text = _excerpt(answer.body)
-        if status == 404:
+        if status == PEER_NOT_FOUND:
             if key is not None and not answer.body.startswith(_NO_SUCH_GROUP):
                 return NotFound(key)
             # The peer lacks the group: a peer misconfigured, not a missing key.
             return PeerError(f"{self._url}: 404 {text}")
-        if classify_get_status(status) is PeerReply.LOAD_FAILED and text:
+        if status in PEER_LOAD_FAILED and text:
             what = repr(key) if key is not None else "a batch"
             return RemoteLoadError(f"{self._url}: loading {what} failed: {text}")
         if status == STATUS_NODE_UNAVAILABLE:

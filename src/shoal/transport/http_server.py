@@ -3,7 +3,8 @@
 Rules of this module (the protocol itself is described in docs/protocol.md):
 
 - Go's wire format and Go's error answers, byte for byte: ``text/plain`` error
-  bodies as Go's ``http.Error`` writes them, with Go's statuses.
+  bodies as Go's ``http.Error`` writes them, with the peer port's statuses of
+  the one table in :mod:`shoal.statuses`.
 - Input is checked completely (by the validating decoders of :mod:`shoal.wire`)
   before anything changes, so a bad request never touches the cache.
 - A request that arrives here is never forwarded (``Group.serve_peer``); writes
@@ -22,15 +23,11 @@ from typing import TYPE_CHECKING, Any, Final
 
 from .._http import SHUTDOWN_TIMEOUT, TEXT, HttpLimits, HttpServer, Request, Response
 from ..errors import (
-    BadRequest,
-    Closed,
     ConfigError,
-    GroupFull,
     InvalidKey,
-    InvalidTTL,
     NotFound,
-    ValueTooLarge,
 )
+from ..statuses import LOAD_FAILED, statuses_of
 from ..wire.batch import (
     DEFAULT_MAX_BATCH_KEYS,
     EXTENSIONS_HEADER,
@@ -50,7 +47,6 @@ from ..wire.codec import (
     BAD_REQUEST_MESSAGE,
     ERROR_CONTENT_TYPE,
     PROTOBUF_CONTENT_TYPE,
-    STATUS_LOAD_FAILED,
     STATUS_METHOD_NOT_ALLOWED,
     PathOutsideBase,
     RemoteProtocolError,
@@ -64,13 +60,13 @@ from ..wire.codec import (
     to_expire_ns,
 )
 from ._http_shared import MAX_ERROR_TEXT as _MAX_ERROR_TEXT
-from ._http_shared import STATUS_NODE_UNAVAILABLE, WRITE_HEADER
+from ._http_shared import WRITE_HEADER
 
 if TYPE_CHECKING:
     from ..group import Group
     from ..node import Node
 
-__all__ = ["PeerServer", "STATUS_NODE_UNAVAILABLE", "WRITE_HEADER"]
+__all__ = ["PeerServer"]
 
 log = logging.getLogger("shoal.transport.http")
 
@@ -104,16 +100,13 @@ def _removed(count: int) -> Response:
 
 
 def _failure(exc: Exception) -> Response:
-    """The answer for an exception raised while serving a key."""
-    if isinstance(exc, NotFound):
-        return _error(404, str(exc))
-    if isinstance(exc, InvalidKey | ValueTooLarge | InvalidTTL | BadRequest | GroupFull):
-        return _error(exc.http_status, str(exc))
-    if isinstance(exc, Closed):
-        return _error(STATUS_NODE_UNAVAILABLE, str(exc))
-    # Anything else came out of the loader: "the owner tried and failed".
+    """The answer for an exception raised while serving a key: its peer-port status."""
+    status = statuses_of(exc).peer
+    if status != LOAD_FAILED.peer:
+        return _error(status, str(exc))
+    # A failed load (the loader's own exception, mostly): "the owner tried and failed".
     log.debug("serving a peer failed: %r", exc)
-    return _error(STATUS_LOAD_FAILED, str(exc) or type(exc).__name__)
+    return _error(status, str(exc) or type(exc).__name__)
 
 
 def _key_error(key: str, exc: Exception) -> BatchError:
@@ -214,7 +207,7 @@ class PeerServer:
         try:
             group.validate_key(key)
         except InvalidKey as exc:
-            return _error(exc.http_status, str(exc))
+            return _failure(exc)
         return self._answer_get(group, key)
 
     def _route(
@@ -234,7 +227,7 @@ class PeerServer:
             try:
                 group.validate_key(key)
             except InvalidKey as exc:
-                return _error(exc.http_status, str(exc))
+                return _failure(exc)
             answer = self._answer_get(group, key)
             if isinstance(answer, bytes):
                 return Response(200, answer, PROTOBUF_CONTENT_TYPE, _OK_HEADERS)
@@ -245,7 +238,7 @@ class PeerServer:
             try:
                 group.validate_key(key)
             except InvalidKey as exc:
-                return _error(exc.http_status, str(exc))
+                return _failure(exc)
             return self._delete(group, [key], client=client)
         if method == "POST":
             if key == GET_MANY_SEGMENT:
@@ -306,7 +299,7 @@ class PeerServer:
         try:
             group.validate_key(request.key)
         except InvalidKey as exc:
-            return _error(exc.http_status, str(exc))
+            return _failure(exc)
         expires_at = from_expire_ns(request.expire_ns)
         return self._store(group, request.key, request.value, expires_at, client=client)
 
@@ -335,7 +328,7 @@ class PeerServer:
             for key in request.keys:
                 group.validate_key(key)
         except InvalidKey as exc:
-            return _error(exc.http_status, str(exc))
+            return _failure(exc)
         return self._delete(group, request.keys)
 
     async def _delete(
@@ -384,7 +377,7 @@ class PeerServer:
                 for key in unique:
                     group.validate_key(key)
             except InvalidKey as exc:
-                return _error(exc.http_status, str(exc))
+                return _failure(exc)
         return self._serve_many(group, unique, key_errors=key_errors)
 
     def _serve_many(
