@@ -11,8 +11,9 @@ in docs/protocol.md, "The client"):
 - Every foreign error (``OSError``, ``httptools`` errors, codec errors) is
   translated here, cause chained, into shoal's errors; which status means which
   error comes from the one table of :mod:`shoal.statuses`.
-- The pool, its connections and their batches share the client's private state,
-  so they live in this one module.
+- A connection knows nothing of the client (:mod:`._http_connection`); the
+  pool, the fetches and their batches share the client's private state, so they
+  live here with it, which is why this module is long.
 """
 
 from __future__ import annotations
@@ -20,16 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final
 from urllib.parse import urlsplit
-
-import httptools
 
 from .._gather import gather_merged
 from ..errors import (
@@ -43,7 +41,6 @@ from ..errors import (
 from ..statuses import PEER_LOAD_FAILED, PEER_NOT_FOUND
 from ..wire.batch import (
     DEFAULT_MAX_BATCH_KEYS,
-    EXTENSIONS_HEADER,
     GET_MANY_CONTENT_TYPE,
     GET_MANY_ERRORS_EXTENSION,
     GET_MANY_EXTENSION,
@@ -74,6 +71,7 @@ from ..wire.codec import (
     to_expire_ns,
 )
 from . import FetchDone, Fetched
+from ._http_connection import OVER, Answer, Broken, Connection, Dropped, Queued
 from ._http_shared import MAX_ERROR_TEXT as _MAX_ERROR_TEXT
 from ._http_shared import STATUS_NODE_UNAVAILABLE, WRITE_HEADER
 
@@ -102,10 +100,6 @@ to use."""
 
 _NO_SUCH_GROUP: Final = no_such_group_message("").encode()
 _GET_MANY_TYPE: Final = GET_MANY_CONTENT_TYPE.encode()
-# The lengths of the answer headers a client reads (see _Connection.on_header).
-_CLIENT_HEADER_SIZES: Final = frozenset(
-    len(name) for name in ("content-length", "transfer-encoding", "content-type", EXTENSIONS_HEADER)
-)
 _PROTOBUF_TYPE: Final = PROTOBUF_CONTENT_TYPE.encode()
 
 
@@ -132,65 +126,6 @@ class PeerClientStats:
     """Keys of single-key fetches that went out together in one batch get."""
 
 
-class _Dropped(Exception):
-    """The connection closed (or could not be written) before an answer was complete."""
-
-    def __init__(self, message: str, *, received: bool, retry: bool = False) -> None:
-        super().__init__(message)
-        self.received = received
-        """Whether any byte of this answer had arrived."""
-        self.retry = retry
-        """Whether the request may go out once more: no byte of its answer arrived, and
-        the connection had answered before (a peer that closes a connection that
-        worked is not a failed peer; see "The client" in docs/protocol.md)."""
-
-
-class _Broken(Exception):
-    """The answer broke HTTP or a limit; the connection is unusable."""
-
-
-class _Answer:
-    """A complete HTTP answer, as the client needs it."""
-
-    __slots__ = ("body", "content_type", "extensions", "keep_alive", "status")
-
-    def __init__(
-        self,
-        status: int,
-        body: bytes,
-        keep_alive: bool,
-        content_type: bytes,
-        extensions: bytes | None,
-    ) -> None:
-        self.status = status
-        self.body = body
-        self.keep_alive = keep_alive
-        self.content_type = content_type
-        self.extensions = extensions
-
-
-class _Waiter(Protocol):
-    """What waits for an answer on a connection: a future, or a :class:`_Sink`."""
-
-    def done(self) -> bool: ...
-
-    def set_result(self, answer: _Answer, /) -> None: ...
-
-    def set_exception(self, exc: BaseException, /) -> None: ...
-
-
-class _Queued:
-    """A GET waiting for the next flush, then for its answer (pipelining)."""
-
-    __slots__ = ("connection", "request", "waiter")
-
-    def __init__(self, request: bytes, waiter: _Waiter) -> None:
-        self.request = request
-        self.waiter = waiter
-        self.connection: _Connection | None = None
-        """The connection it was written on, once written."""
-
-
 class _Sink:
     """One :meth:`HttpPeerClient.fetch`: where its outcome goes.
 
@@ -210,7 +145,7 @@ class _Sink:
         self._done = done
         self._finished = False
         self._retry: asyncio.Task[None] | None = None
-        self.item: _Queued | None = None
+        self.item: Queued | None = None
         """The GET carrying it alone, once flushed."""
         self.batch: _Batch | None = None
         """The batch carrying it, once flushed."""
@@ -219,7 +154,7 @@ class _Sink:
         """Whether the outcome was delivered, or the fetch abandoned."""
         return self._finished
 
-    def set_result(self, answer: _Answer) -> None:
+    def set_result(self, answer: Answer) -> None:
         """The answer to its own GET is in: deliver the value or the error it says."""
         if self._finished:
             return
@@ -284,24 +219,6 @@ class _Sink:
             self.set_result(answer)
 
 
-class _Over:
-    """The waiter of a request whose batch is over: answers nothing more."""
-
-    __slots__ = ()
-
-    def done(self) -> bool:
-        return True
-
-    def set_result(self, answer: _Answer) -> None:
-        pass
-
-    def set_exception(self, exc: BaseException) -> None:
-        pass
-
-
-_OVER: Final = _Over()
-
-
 class _Batch:
     """Several fetches of one group gathered into one batch get (``key_errors``),
     waiting for its answer as a queued request's waiter does; each fetch gets its
@@ -314,7 +231,7 @@ class _Batch:
         self.sinks = sinks
         self._finished = False
         self._retry: asyncio.Task[None] | None = None
-        self.item = _Queued(request, self)
+        self.item = Queued(request, self)
         """The request carrying the batch (let go once it is over: it refers back)."""
         for sink in sinks.values():
             sink.batch = self
@@ -323,7 +240,7 @@ class _Batch:
         """Whether the answer was handed out (or every fetch of it abandoned)."""
         return self._finished
 
-    def set_result(self, answer: _Answer) -> None:
+    def set_result(self, answer: Answer) -> None:
         """The answer is in: each fetch gets its part."""
         if self._finished:
             return
@@ -377,209 +294,11 @@ class _Batch:
     def _over(self) -> None:
         # The request and this batch refer to each other: break that here, so both go
         # by reference counting rather than a later GC run.
-        self.item.waiter = _OVER
+        self.item.waiter = OVER
         self.sinks = {}
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection of a client's pool: one batch of requests at a time.
-
-    A batch is one request, or several written together (pipelined) and answered
-    in order; each answer fills the next waiter. When the last answer of a batch
-    is in, ``on_idle(connection, keep_alive)`` hands the connection back to the
-    client. The ``on_*`` methods are the response parser's callbacks.
-    """
-
-    def __init__(
-        self,
-        limit: int,
-        loop: asyncio.AbstractEventLoop,
-        on_idle: Callable[[_Connection, bool], None],
-    ) -> None:
-        self._limit = limit
-        self._loop = loop
-        self._on_idle = on_idle
-        self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpResponseParser(self)
-        self._waiters: deque[_Waiter] = deque()
-        self.closed = False
-        self.answers = 0
-        """Complete answers read on this connection."""
-        self.idle_since = 0.0
-        self._reset()
-
-    def _reset(self) -> None:
-        self._body: list[bytes] = []
-        self._size = 0
-        self._received = False
-        self._headers_done = False
-        self._framed = False
-        self._content_type = b""
-        self._extensions: bytes | None = None
-
-    # -- used by the client --------------------------------------------------------
-
-    def send(self, requests: list[bytes], waiters: list[_Waiter]) -> None:
-        """Write ``requests`` at once; their answers fill ``waiters``, in order.
-
-        Raises:
-            _Dropped: the connection is already closing (nothing was sent).
-        """
-        transport = self._transport
-        if self.closed or transport is None or transport.is_closing():
-            raise _Dropped("the connection was closed", received=False, retry=self.answers > 0)
-        self._waiters.extend(waiters)
-        transport.write(requests[0] if len(requests) == 1 else b"".join(requests))
-
-    def exchange(self, request: bytes) -> asyncio.Future[_Answer]:
-        """Send one request; the future resolves to its answer.
-
-        Raises:
-            _Dropped: the connection is already closing (nothing was sent).
-        """
-        waiter: asyncio.Future[_Answer] = self._loop.create_future()
-        self.send([request], [waiter])
-        return waiter
-
-    def abort(self) -> None:
-        """Drop the connection now (no lingering: nothing more is expected from it).
-
-        Exchanges still waiting on it (pipelined behind one whose caller gave up)
-        may be sent again: the peer did nothing wrong.
-        """
-        self.closed = True
-        self._fail_all("the connection was dropped by this client", None, retry=True)
-        if self._transport is not None:
-            self._transport.abort()
-
-    # -- asyncio.Protocol ------------------------------------------------------------
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        """Keep the transport; requests go out whole, so Nagle would only add latency."""
-        self._transport = cast(asyncio.Transport, transport)
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError, AttributeError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        """Fail the exchanges in progress, or complete an answer delimited by the close."""
-        self.closed = True
-        self._transport = None
-        waiters = self._waiters
-        if waiters and self._headers_done and not self._framed:
-            # No Content-Length and not chunked: the body ended with the connection.
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(self._answer(keep_alive=False))
-            self.answers += 1
-            self._received = False
-        what = "the peer closed the connection" if exc is None else f"connection lost: {exc}"
-        self._fail_all(what, exc)
-
-    def data_received(self, data: bytes) -> None:
-        """Feed the parser; a malformed or unexpected answer breaks the connection."""
-        if not self._waiters:
-            # Bytes nobody asked for.
-            self.abort()
-            return
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserCallbackError as exc:
-            self._fail(_Broken(str(exc.__context__ or exc)), exc)
-        except httptools.HttpParserError as exc:
-            self._fail(_Broken(f"malformed HTTP answer: {exc}"), exc)
-
-    def eof_received(self) -> bool | None:
-        """The peer shut its side: let the transport close (connection_lost follows)."""
-        return None
-
-    def _fail(self, error: Exception, cause: BaseException) -> None:
-        """The answer being read is unusable: fail it, and the connection with it."""
-        error.__cause__ = cause
-        if self._waiters:
-            waiter = self._waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(error)
-        self._received = False
-        self._fail_all("the connection broke on an earlier answer", cause)
-        self.abort()
-
-    def _fail_all(
-        self, what: str, cause: BaseException | None, *, retry: bool | None = None
-    ) -> None:
-        """Fail every exchange still waiting (the first may have part of its answer).
-
-        ``retry`` None: each may be sent again if no byte of its answer arrived and
-        the connection had answered before (see :class:`_Dropped`).
-        """
-        received = self._received
-        waiters, self._waiters = self._waiters, deque()
-        for waiter in waiters:
-            if not waiter.done():
-                again = not received and self.answers > 0 if retry is None else retry
-                dropped = _Dropped(what, received=received, retry=again)
-                dropped.__cause__ = cause
-                waiter.set_exception(dropped)
-            received = False
-
-    # -- parser callbacks ------------------------------------------------------------
-
-    def on_message_begin(self) -> None:
-        if not self._waiters:
-            raise _Broken("the peer sent an answer nobody asked for")
-        self._reset()
-        self._received = True
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if len(name) not in _CLIENT_HEADER_SIZES:
-            return  # most headers (Date, Server): cheaper than lower-casing every name
-        lowered = name.lower()
-        if lowered == b"content-length":
-            self._framed = True
-            with contextlib.suppress(ValueError):  # the parser rejects a bad length itself
-                if int(value) > self._limit:
-                    raise _Broken(f"an answer of {int(value)} bytes exceeds {self._limit}")
-        elif lowered == b"transfer-encoding":
-            self._framed = True
-        elif lowered == b"content-type":
-            self._content_type = value
-        elif lowered == b"shoal-extensions":
-            self._extensions = value
-
-    def on_headers_complete(self) -> None:
-        self._headers_done = True
-
-    def on_body(self, body: bytes) -> None:
-        self._size += len(body)
-        if self._size > self._limit:
-            raise _Broken(f"an answer of more than {self._limit} bytes")
-        self._body.append(body)
-
-    def on_message_complete(self) -> None:
-        keep_alive = self._parser.should_keep_alive()
-        answer = self._answer(keep_alive)
-        self._received = False
-        self.answers += 1
-        waiters = self._waiters
-        waiter = waiters.popleft()
-        if not waiter.done():
-            waiter.set_result(answer)
-        if not waiters:
-            self._on_idle(self, keep_alive)
-
-    def _answer(self, keep_alive: bool) -> _Answer:
-        body = self._body
-        return _Answer(
-            self._parser.get_status_code(),
-            body[0] if len(body) == 1 else b"".join(body),
-            keep_alive,
-            self._content_type,
-            self._extensions,
-        )
-
-
-def _removed_count(answer: _Answer) -> int | None:
+def _removed_count(answer: Answer) -> int | None:
     """The ``{"removed": n}`` of a shoal peer's answer to a delete; None from Go."""
     if not answer.body.startswith(b'{"removed": '):
         return None
@@ -669,10 +388,10 @@ class HttpPeerClient:
         self._max_batch_keys = max_batch_keys
         self._on_close = on_close
 
-        self._idle: deque[_Connection] = deque()  # most recently used at the right
-        self._all: set[_Connection] = set()
+        self._idle: deque[Connection] = deque()  # most recently used at the right
+        self._all: set[Connection] = set()
         self._open = 0  # open or being opened (slots taken)
-        self._waiters: deque[asyncio.Future[_Connection | None]] = deque()
+        self._waiters: deque[asyncio.Future[Connection | None]] = deque()
         self._closed = False
         # What the peer said about itself in its last answer.
         self._extensions_raw: bytes | None = None
@@ -684,7 +403,7 @@ class HttpPeerClient:
         # GETs and fetches queued for the next flush (pipelining), and the tasks
         # sending the ones that found no idle connection (and retrying fetches).
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._queue: list[_Queued] = []
+        self._queue: list[Queued] = []
         self._fetches: list[_Sink] = []
         self._flush_due = False
         self._senders: set[asyncio.Task[None]] = set()
@@ -985,7 +704,7 @@ class HttpPeerClient:
 
     # -- answers ---------------------------------------------------------------------
 
-    def _fetched(self, answer: _Answer, key: str) -> Fetched:
+    def _fetched(self, answer: Answer, key: str) -> Fetched:
         """The value in an answer to a GET of ``key``, or the error it says."""
         if answer.status != 200:
             raise self._read_error(answer, key)
@@ -995,7 +714,7 @@ class HttpPeerClient:
             raise PeerError(f"{self._url}: undecodable answer for {key!r}: {exc}") from exc
         return Fetched(response.value, from_expire_ns(response.expire_ns), response.minute_qps)
 
-    def _read_error(self, answer: _Answer, key: str | None) -> Exception:
+    def _read_error(self, answer: Answer, key: str | None) -> Exception:
         """The error for an answer to a read other than 200."""
         status = answer.status
         text = _excerpt(answer.body)
@@ -1012,7 +731,7 @@ class HttpPeerClient:
             return PeerUnavailable(f"{self._url}: answered {status}: {text}")
         return PeerError(f"{self._url}: answered {status}: {text}")
 
-    def _check_written(self, answer: _Answer, what: str) -> None:
+    def _check_written(self, answer: Answer, what: str) -> None:
         if answer.status != 200:
             text = _excerpt(answer.body)
             raise PeerError(f"{self._url}: {what} answered {answer.status}: {text}")
@@ -1024,7 +743,7 @@ class HttpPeerClient:
                 "support writes (golang/groupcache)"
             )
 
-    def _learn(self, answer: _Answer) -> None:
+    def _learn(self, answer: Answer) -> None:
         """Note which shoal extensions the peer serves (from the answer just read).
 
         A peer that names any is a shoal node, whose server answers pipelined GETs
@@ -1065,32 +784,32 @@ class HttpPeerClient:
             body,
         )
 
-    async def _exchange(self, request: bytes) -> _Answer:
+    async def _exchange(self, request: bytes) -> Answer:
         """Send one request on a pooled connection of its own and read the answer."""
         self._requests += 1
         connection = await self._acquire()
         try:
             return await self._on(connection, request)
-        except _Dropped as exc:
+        except Dropped as exc:
             # The idle-close race (docs/protocol.md, "The client"): once more, on a new connection.
             if not exc.retry or self._closed:
                 raise PeerUnavailable(f"{self._url}: {exc}") from exc
         return await self._retry(request)
 
-    async def _retry(self, request: bytes) -> _Answer:
+    async def _retry(self, request: bytes) -> Answer:
         self._retries += 1
         connection = await self._acquire(fresh=True)
         try:
             return await self._on(connection, request)
-        except _Dropped as exc:
+        except Dropped as exc:
             raise PeerUnavailable(f"{self._url}: {exc}") from exc
 
-    async def _on(self, connection: _Connection, request: bytes) -> _Answer:
+    async def _on(self, connection: Connection, request: bytes) -> Answer:
         """One exchange on ``connection``; the connection goes back to the pool (or
         away) through :meth:`_answered` once the answer is in."""
         try:
             answer = await connection.exchange(request)
-        except _Broken as exc:
+        except Broken as exc:
             self._discard(connection)
             raise PeerError(f"{self._url}: {exc}") from exc
         except BaseException:
@@ -1100,22 +819,22 @@ class HttpPeerClient:
         self._learn(answer)
         return answer
 
-    async def _get_exchange(self, request: bytes) -> _Answer:
+    async def _get_exchange(self, request: bytes) -> Answer:
         """Send a GET and read its answer: pipelined with the other GETs of this loop
         iteration when the peer is a shoal node, else on a connection of its own."""
         loop = self._loop
         if not self._pipelining or loop is None:
             return await self._exchange(request)
         self._requests += 1
-        waiter: asyncio.Future[_Answer] = loop.create_future()
-        item = _Queued(request, waiter)
+        waiter: asyncio.Future[Answer] = loop.create_future()
+        item = Queued(request, waiter)
         self._queue.append(item)
         if not self._flush_due:
             self._flush_due = True
             loop.call_soon(self._flush)
         try:
             answer = await waiter
-        except (_Dropped, _Broken) as exc:
+        except (Dropped, Broken) as exc:
             error = self._exchange_failed(item, exc)
             if error is not None:
                 raise error from exc
@@ -1153,13 +872,13 @@ class HttpPeerClient:
             self._spawn(self._send_when_connected(items[start : start + depth]))
             start += depth
 
-    def _requests_for(self, fetches: list[_Sink]) -> list[_Queued]:
+    def _requests_for(self, fetches: list[_Sink]) -> list[Queued]:
         """The requests that carry ``fetches``: one batch get per group (of at most
         ``max_batch_keys`` keys) when the peer answers batches key by key, else (and
         for a key alone) one GET each."""
         live = [sink for sink in fetches if not sink.done()]  # not abandoned meanwhile
         alone: list[_Sink] = live
-        requests: list[_Queued] = []
+        requests: list[Queued] = []
         if self._key_errors and len(live) > 1:
             alone = []
             groups: dict[str, dict[str, _Sink]] = {}
@@ -1180,18 +899,18 @@ class HttpPeerClient:
                     requests.append(self._batch_request(group, chunk))
         for sink in alone:
             target = build_peer_path(self._base, sink.group, sink.key)
-            item = sink.item = _Queued(self._request(b"GET", target), sink)
+            item = sink.item = Queued(self._request(b"GET", target), sink)
             requests.append(item)
         self._requests += len(requests)
         return requests
 
-    def _batch_request(self, group: str, sinks: dict[str, _Sink]) -> _Queued:
+    def _batch_request(self, group: str, sinks: dict[str, _Sink]) -> Queued:
         target = build_get_many_path(self._base, group)
         body = encode_get_many_request(sinks, key_errors=True)
         self._batched += len(sinks)
         return _Batch(self, sinks, self._request(b"POST", target, body, _GET_MANY_TYPE)).item
 
-    def _hand_out(self, answer: _Answer, sinks: dict[str, _Sink]) -> None:
+    def _hand_out(self, answer: Answer, sinks: dict[str, _Sink]) -> None:
         """Give each fetch of a batch its part of the batch's answer."""
         if answer.status == 200 and _media_type(answer.content_type) == _GET_MANY_TYPE:
             try:
@@ -1208,7 +927,7 @@ class HttpPeerClient:
                 for error in errors:
                     sink = sinks.pop(error.key, None)
                     if sink is not None:
-                        alone = _Answer(error.status, error.message, True, b"", None)
+                        alone = Answer(error.status, error.message, True, b"", None)
                         sink.deliver(None, self._read_error(alone, error.key))
                 for key, sink in sinks.items():  # left out: the peer does not have it
                     sink.deliver(None, NotFound(key))
@@ -1222,17 +941,17 @@ class HttpPeerClient:
         for sink in sinks.values():
             sink.deliver(None, failure)
 
-    def _exchange_failed(self, item: _Queued, exc: BaseException) -> BaseException | None:
+    def _exchange_failed(self, item: Queued, exc: BaseException) -> BaseException | None:
         """What a queued request's failure means for its waiter: None when it may go
-        once more (see :class:`_Dropped`), else the error to give. A connection whose
+        once more (see :class:`Dropped`), else the error to give. A connection whose
         exchange broke goes."""
-        if isinstance(exc, (_Dropped, _Broken)) and item.connection is not None:
+        if isinstance(exc, (Dropped, Broken)) and item.connection is not None:
             self._discard(item.connection)
-        if isinstance(exc, _Dropped):
+        if isinstance(exc, Dropped):
             if exc.retry and not self._closed:
                 return None
             return PeerUnavailable(f"{self._url}: {exc}")
-        if isinstance(exc, _Broken):
+        if isinstance(exc, Broken):
             return PeerError(f"{self._url}: {exc}")
         return exc
 
@@ -1251,18 +970,18 @@ class HttpPeerClient:
             {"message": f"{self._url}: a fetch callback raised", "exception": exc}
         )
 
-    def _send(self, connection: _Connection, items: list[_Queued]) -> None:
+    def _send(self, connection: Connection, items: list[Queued]) -> None:
         if len(items) > 1:
             self._pipelined += len(items)
         for item in items:
             item.connection = connection
         try:
             connection.send([item.request for item in items], [item.waiter for item in items])
-        except _Dropped as exc:
+        except Dropped as exc:
             for item in items:
-                item.waiter.set_exception(_Dropped(str(exc), received=False, retry=exc.retry))
+                item.waiter.set_exception(Dropped(str(exc), received=False, retry=exc.retry))
 
-    async def _send_when_connected(self, items: list[_Queued]) -> None:
+    async def _send_when_connected(self, items: list[Queued]) -> None:
         """Send ``items`` on the next connection to be had (a new one, or one released)."""
         try:
             connection = await self._acquire()
@@ -1280,7 +999,7 @@ class HttpPeerClient:
         else:
             self._release(connection)
 
-    def _take_idle(self) -> _Connection | None:
+    def _take_idle(self) -> Connection | None:
         """The most recently used idle connection that is still good, or None."""
         idle = self._idle
         while idle:
@@ -1291,7 +1010,7 @@ class HttpPeerClient:
             return connection
         return None
 
-    async def _acquire(self, *, fresh: bool = False) -> _Connection:
+    async def _acquire(self, *, fresh: bool = False) -> Connection:
         """A connection for one exchange: an idle one, a new one, or the next released.
 
         ``fresh`` skips the idle ones (a retry after one of them turned out closed).
@@ -1314,12 +1033,12 @@ class HttpPeerClient:
                 continue
             return handed
 
-    def _is_stale(self, connection: _Connection) -> bool:
+    def _is_stale(self, connection: Connection) -> bool:
         return time.monotonic() - connection.idle_since > self._idle_timeout
 
-    async def _wait(self) -> _Connection | None:
+    async def _wait(self) -> Connection | None:
         """Wait for a released connection, or for a free slot (None)."""
-        waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
+        waiter: asyncio.Future[Connection | None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
             return await waiter
@@ -1336,14 +1055,14 @@ class HttpPeerClient:
                     self._waiters.remove(waiter)
             raise
 
-    async def _connect(self) -> _Connection:
+    async def _connect(self) -> Connection:
         """Open a connection in a slot already counted in ``_open``."""
         loop = self._loop = asyncio.get_running_loop()
         limit, answered = self._limit, self._answered
         try:
             async with asyncio.timeout(self._connect_timeout):
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(limit, loop, answered),
+                    lambda: Connection(limit, loop, answered),
                     self._host,
                     self._port,
                     ssl=self._ssl,
@@ -1364,14 +1083,14 @@ class HttpPeerClient:
         self._all.add(connection)
         return connection
 
-    def _answered(self, connection: _Connection, keep_alive: bool) -> None:
+    def _answered(self, connection: Connection, keep_alive: bool) -> None:
         """Every answer of the connection's batch is in: pool it again, or close it."""
         if keep_alive:
             self._release(connection)
         else:
             self._discard(connection)
 
-    def _release(self, connection: _Connection) -> None:
+    def _release(self, connection: Connection) -> None:
         """Give a healthy connection to the next waiter, or back to the pool."""
         if self._closed or connection.closed:
             self._discard(connection)
@@ -1390,7 +1109,7 @@ class HttpPeerClient:
         while idle and (idle[0].closed or now - idle[0].idle_since > self._idle_timeout):
             self._discard(idle.popleft())
 
-    def _discard(self, connection: _Connection) -> None:
+    def _discard(self, connection: Connection) -> None:
         """Close a connection and free its slot."""
         connection.abort()
         if connection in self._all:
