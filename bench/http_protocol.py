@@ -35,7 +35,8 @@ from typing import Any
 from _common import BenchError, environment, markdown_table, median, run
 from server import GROUP, KEYS, VALUE_SIZE, MinimalProtocol, value_of
 from shoal import Node, NodeConfig
-from shoal.api import _http
+from shoal._http import HttpLimits
+from shoal._http import server as _http
 from shoal.api.http import ApiServer
 
 REFERENCE = "reference: bare httptools + dict protocol"
@@ -97,7 +98,7 @@ async def measure(rounds: int) -> list[Candidate]:
     await asyncio.gather(*(group.get(key) for key in keys))
     api = ApiServer(node)
     # The API server's handler and fast path on an HttpServer of this script's own.
-    server = _http.HttpServer(api.handle, node.config, fast_get=api.fast_get)
+    server = _http.HttpServer(api.handle, HttpLimits.of(node.config), fast_get=api.fast_get)
     await server.start("127.0.0.1", 0)
     candidates: list[Candidate] = []
     try:

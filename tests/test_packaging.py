@@ -48,7 +48,7 @@ def test_the_wheel_carries_the_extension_and_the_server_uses_it(tmp_path: Path) 
         capture_output=True,
     )
     check = (
-        "import shoal.api._http as h; "
+        "import shoal._http.server as h; "
         "print(h.__file__); "
         "print(h.SIMPLE_GET(b'GET /api?key=Tom HTTP/1.1\\r\\nHost: h\\r\\n\\r\\n', 8192))"
     )
@@ -56,7 +56,7 @@ def test_the_wheel_carries_the_extension_and_the_server_uses_it(tmp_path: Path) 
     out = subprocess.run(
         [sys.executable, "-c", check], env=env, check=True, capture_output=True, text=True
     ).stdout.splitlines()
-    assert out == [str(target / "shoal" / "api" / "_http.py"), "b'/api?key=Tom'"]
+    assert out == [str(target / "shoal" / "_http" / "server.py"), "b'/api?key=Tom'"]
 
 
 def test_shoal_no_speedups_builds_a_pure_python_wheel(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_shoal_no_speedups_builds_a_pure_python_wheel(tmp_path: Path) -> None:
     assert wheel.name.endswith("-py3-none-any.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert not [name for name in names if name.endswith((".so", ".pyd"))]
-    assert "shoal/api/_http.py" in names
+    assert "shoal/_http/server.py" in names
 
 
 def test_without_a_compiler_the_build_goes_on_in_pure_python(tmp_path: Path) -> None:

@@ -7,7 +7,8 @@ still catches :class:`LoadTimeout`. Adapters translate foreign errors (database
 drivers, HTTP clients) into these at their boundary.
 
 Each error that can reach a client over HTTP carries ``http_status`` and a short
-machine-readable ``code``; the HTTP front-end answers with both.
+machine-readable ``code``; the HTTP API answers with both. What the peer port and
+gRPC answer for each is in the one table of :mod:`shoal.statuses`.
 """
 
 from __future__ import annotations

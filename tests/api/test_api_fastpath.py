@@ -18,9 +18,10 @@ import pytest
 
 from api.rawhttp import Client, call
 from shoal import Node, NodeConfig
+from shoal._http import OCTET_STREAM, Deferred, HttpLimits, HttpServer, Request, Response
+from shoal._http import server as _http
+from shoal._http.server import _encode
 from shoal._speedups import simple_get
-from shoal.api import _http
-from shoal.api._http import OCTET_STREAM, Deferred, HttpServer, Request, Response, _encode
 from shoal.api.http import ApiServer
 from shoal.testing import CountingLoader
 
@@ -425,7 +426,7 @@ async def test_header_timeout_after_a_keepalive_request() -> None:
     """A request that stalls after an earlier one on the connection still gets its 408 on
     time: the timer, armed for the longer keep-alive timeout, is brought forward."""
     server = HttpServer(
-        lambda request: Response(200), NodeConfig(header_timeout=0.1, keepalive_timeout=30)
+        lambda request: Response(200), HttpLimits(header_timeout=0.1, keepalive_timeout=30)
     )
     _, port = await server.start("127.0.0.1", 0)
     try:

@@ -8,7 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shoal.api._http import Request, Response, _encode, _split_target
+from shoal._http import Request, Response
+from shoal._http.server import _encode, _split_target
 from shoal.api.http import parse_key_path, parse_query, parse_ttl
 from shoal.wire import percent_decode
 

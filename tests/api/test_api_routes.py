@@ -13,7 +13,7 @@ import pytest
 
 from api.rawhttp import Client, RawResponse, build_request, call
 from shoal import Group, Node, NodeConfig, NotFound
-from shoal.api._http import Request, Response
+from shoal._http import Request, Response
 from shoal.api.http import ApiServer
 from shoal.testing import CountingLoader, ManualClock
 

@@ -1,4 +1,4 @@
-"""The HTTP/1.1 server (shoal.api._http) over real loopback sockets, with test handlers."""
+"""The HTTP/1.1 server (shoal._http) over real loopback sockets, with test handlers."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from api.rawhttp import Client, build_request, call, read_response
-from shoal.api._http import Deferred, HttpServer, Request, Response
+from shoal._http import Deferred, HttpLimits, HttpServer, Request, Response
 from shoal.config import NodeConfig
 
 Handler = Callable[[Request], "Response | Awaitable[Response]"]
@@ -26,7 +26,7 @@ async def serve() -> AsyncIterator[Serve]:
         server_options = {
             k: options.pop(k) for k in ("max_pipeline", "shutdown_timeout") if k in options
         }
-        server = HttpServer(handler, NodeConfig(**options), **server_options)
+        server = HttpServer(handler, HttpLimits(**options), **server_options)
         servers.append(server)
         host, port = await server.start("127.0.0.1", 0)
         assert host == "127.0.0.1"
@@ -606,7 +606,7 @@ def test_runs_on_uvloop() -> None:
                 return slow()
             return Response(200, request.path)
 
-        server = HttpServer(handler, NodeConfig(max_header_bytes=1024))
+        server = HttpServer(handler, HttpLimits(max_header_bytes=1024))
         _, port = await server.start("127.0.0.1", 0)
         try:
             async with Client(port) as client:
@@ -701,3 +701,10 @@ class TestDeferredAnswers:
                 r = await client.request("GET", "/")
                 assert r.status == 500
         assert "HTTP handler failed" in caplog.text
+
+
+def test_the_server_limits_default_to_the_node_defaults() -> None:
+    """A server built without limits enforces what a node with a default config would."""
+    assert HttpServer(lambda request: Response(200)).limits == HttpLimits.of(NodeConfig())
+    custom = NodeConfig(max_header_bytes=1024, request_timeout=2.5)
+    assert HttpLimits.of(custom) == HttpLimits(max_header_bytes=1024, request_timeout=2.5)

@@ -18,8 +18,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from shoal._http import server as _http
 from shoal._speedups import simple_get
-from shoal.api import _http
 
 LIMIT = 8192
 SPECIAL = {b"content-length", b"transfer-encoding", b"connection", b"proxy-connection"}

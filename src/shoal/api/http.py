@@ -27,7 +27,7 @@ not UTF-8 get a 400. Every check on the input happens before a cache is
 touched, so a bad request never changes cache state.
 
 A hit is answered synchronously (no task, no coroutine); a miss returns a
-:class:`~shoal.api._http.Deferred` on the key's flight, which the server answers
+:class:`~shoal._http.Deferred` on the key's flight, which the server answers
 from a callback within ``request_timeout`` (no task per miss either); a write
 returns a coroutine, which the server runs as a task. The most frequent
 requests, ``GET /api?key=K`` and ``GET /v1/groups/{group}/keys/{key}`` with
@@ -45,18 +45,20 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Final
 
-from ..errors import ShoalError, ValueTooLarge
-from ..wire import percent_decode
-from ._http import (
+from .._http import (
     OCTET_STREAM,
     SHUTDOWN_TIMEOUT,
     Deferred,
+    HttpLimits,
     HttpServer,
     Request,
     Response,
     error_response,
     json_response,
 )
+from ..errors import ShoalError, ValueTooLarge
+from ..statuses import LOAD_FAILED
+from ..wire import percent_decode
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 
@@ -162,6 +164,8 @@ def _single(params: dict[str, list[str]], name: str) -> str | None:
 
 
 def _shoal_error(exc: ShoalError) -> Response:
+    """The API's answer for a shoal error: its own status and code (the API column of
+    :data:`shoal.statuses.STATUSES`; a wire error carries the status its input earned)."""
     return error_response(exc.http_status, exc.code, str(exc))
 
 
@@ -189,7 +193,7 @@ def _loaded(future: asyncio.Future[bytes]) -> Response:
     if isinstance(exc, ShoalError):
         return _shoal_error(exc)
     # The loader's own exception: the origin behind this node failed.
-    return error_response(502, "load_failed", str(exc) or type(exc).__name__)
+    return error_response(LOAD_FAILED.api, LOAD_FAILED.code, str(exc) or type(exc).__name__)
 
 
 class ApiServer:
@@ -214,7 +218,7 @@ class ApiServer:
         self._groups = node.groups
         self._server = HttpServer(
             self.handle,
-            node.config,
+            HttpLimits.of(node.config),
             fast_get=self.fast_get if fast_path else None,
             shutdown_timeout=shutdown_timeout,
         )
@@ -250,7 +254,7 @@ class ApiServer:
 
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         """Answer one request: a ready :class:`Response` for anything that needs no
-        waiting (hits, errors, statistics), a :class:`~shoal.api._http.Deferred` on the
+        waiting (hits, errors, statistics), a :class:`~shoal._http.Deferred` on the
         key's flight for a miss, a coroutine for a write."""
         try:
             route = self._routes.get(request.path)
@@ -268,7 +272,7 @@ class ApiServer:
         """The shortcut for ``GET /api?key=K`` and ``GET /v1/groups/{g}/keys/{k}``.
 
         Called by the server with the raw target of a GET that can be answered
-        at once (see :data:`shoal.api._http.FastGet`). Returns the value's bytes
+        at once (see :data:`shoal._http.FastGet`). Returns the value's bytes
         on a hit, the answer :meth:`handle` would give once the cache has been
         consulted (an error, or the Deferred answer of a miss), or None, before
         touching anything, for whatever the general path must look at: a

@@ -75,13 +75,8 @@ from urllib.parse import urlsplit
 from .._gather import gather_merged
 from ..errors import (
     BadRequest,
-    Closed,
     ConfigError,
-    GroupFull,
     GroupNotFound,
-    InvalidKey,
-    InvalidTTL,
-    KeyTooLarge,
     LoadTimeout,
     MissingExtra,
     NotFound,
@@ -89,8 +84,8 @@ from ..errors import (
     PeerTimeout,
     PeerUnavailable,
     RemoteLoadError,
-    ValueTooLarge,
 )
+from ..statuses import GRPC_LOAD_FAILED_CODES, STATUSES, raised_for_code, statuses_of
 
 try:
     import grpc
@@ -160,9 +155,6 @@ SHUTDOWN_GRACE: Final = 5.0
 _MAX_DETAILS: Final = 1000
 _MAX_RECONNECT_BACKOFF_MS: Final = 5000
 _StatusCode = grpc.StatusCode
-# An owner that answered with one of these tried to load the key and failed: the
-# asker does not load it a second time (DESIGN §4).
-_LOAD_FAILED_CODES: Final = frozenset({"load_failed", "load_timeout", "remote_load_failed"})
 
 _Handler = Callable[[bytes], Awaitable[bytes]]
 
@@ -219,28 +211,11 @@ def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
     """The status and ``shoal-code`` for an exception raised while serving a call."""
     if isinstance(exc, _Refused):
         return exc.status, exc.code
-    if isinstance(exc, GroupNotFound):
-        return _StatusCode.NOT_FOUND, exc.code
-    if isinstance(exc, NotFound):
-        return _StatusCode.NOT_FOUND, exc.code
-    if isinstance(exc, KeyTooLarge | ValueTooLarge):
-        return _StatusCode.RESOURCE_EXHAUSTED, exc.code
-    if isinstance(exc, InvalidKey | InvalidTTL | ConfigError | BadRequest):
-        return _StatusCode.INVALID_ARGUMENT, exc.code
-    if isinstance(exc, ProtocolError):  # a field out of the range a node can carry
-        return _StatusCode.INVALID_ARGUMENT, BadRequest.code
-    if isinstance(exc, GroupFull):
-        return _StatusCode.RESOURCE_EXHAUSTED, exc.code
-    if isinstance(exc, PeerError):  # a write's owner could not be reached
-        return _StatusCode.UNAVAILABLE, exc.code
-    if isinstance(exc, LoadTimeout):
-        return _StatusCode.DEADLINE_EXCEEDED, "load_timeout"
     if isinstance(exc, _RequestTimeout):
         return _StatusCode.DEADLINE_EXCEEDED, "timeout"
-    if isinstance(exc, Closed):
-        return _StatusCode.UNAVAILABLE, exc.code
-    # Anything else came out of a loader (here, or at the owner): it tried and failed.
-    return _StatusCode.UNAVAILABLE, "load_failed"
+    # A wire error is a request with a field out of the range a node can carry.
+    row = STATUSES[BadRequest] if isinstance(exc, ProtocolError) else statuses_of(exc)
+    return grpc.StatusCode[row.grpc], row.grpc_code
 
 
 def _code_of(error: grpc.aio.AioRpcError) -> str:
@@ -257,7 +232,7 @@ def _peer_error(error: grpc.aio.AioRpcError, url: str, what: str, key: str | Non
     details = _trimmed(error.details() or status.name)
     if status is _StatusCode.NOT_FOUND and code == "not_found" and key is not None:
         return NotFound(key)
-    if code in _LOAD_FAILED_CODES:
+    if code in GRPC_LOAD_FAILED_CODES:  # the owner tried and failed: not loaded again here
         return RemoteLoadError(f"{url}: loading {what} failed: {details}")
     if status is _StatusCode.UNAVAILABLE:
         return PeerUnavailable(f"{url}: {details}")
@@ -275,19 +250,9 @@ def _client_error(error: grpc.aio.AioRpcError, url: str, group: str, key: str | 
         return NotFound(key or "", details)
     if code == "unknown_group":
         return GroupNotFound(group)
-    known: dict[str, Callable[[str], Exception]] = {
-        "invalid_key": InvalidKey,
-        "key_too_large": KeyTooLarge,
-        "value_too_large": ValueTooLarge,
-        "invalid_ttl": InvalidTTL,
-        "group_full": GroupFull,
-        "load_timeout": LoadTimeout,
-        "timeout": LoadTimeout,
-        "load_failed": RemoteLoadError,
-    }
-    make = known.get(code)
-    if make is not None:
-        return make(details)
+    raised = LoadTimeout if code == "timeout" else raised_for_code(code)
+    if raised is not None:
+        return raised(details)
     if status is _StatusCode.UNAVAILABLE:  # the node is down or closing ("closed")
         return PeerUnavailable(f"{url}: {details}")
     if status is _StatusCode.DEADLINE_EXCEEDED:

@@ -1,7 +1,11 @@
 """A small, strict HTTP/1.1 server on ``asyncio.Protocol`` and ``httptools``.
 
-This is the data path of the HTTP API (and of anything else that speaks HTTP
-for shoal), so it is built for a high request rate and for hostile input.
+This is the data path of the HTTP API and of the HTTP peer port, so it is built
+for a high request rate and for hostile input. The connection
+(:class:`HttpProtocol`, with the cache-hit path), the server that owns the
+connections and the encoding of answers stay in this one module on purpose:
+the hit path reads their module constants and shared state directly, and
+splitting them would add lookups to every hit.
 
 Rules of this module:
 
@@ -56,34 +60,33 @@ import errno
 import functools
 import http
 import inspect
-import json
 import logging
 import math
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final, NoReturn, cast
 
 import httptools
 
 from .._deadlines import Deadlines, Watch
 from .._native import load_speedups
-from ..config import NodeConfig
+from .limits import HttpLimits
+from .messages import (
+    OCTET_STREAM,
+    Deferred,
+    FastGet,
+    Handler,
+    Request,
+    Response,
+    error_response,
+)
 
 __all__ = [
-    "Request",
-    "Response",
-    "Handler",
-    "FastGet",
-    "Deferred",
     "HttpServer",
     "HttpProtocol",
-    "json_response",
-    "error_response",
-    "JSON",
-    "OCTET_STREAM",
-    "TEXT",
+    "SIMPLE_GET",
     "MAX_PIPELINE",
     "SHUTDOWN_TIMEOUT",
 ]
@@ -97,12 +100,6 @@ ACCEPT_PAUSE: Final = (0.05, 1.0)
 ACCEPT_LOG_INTERVAL: Final = 10.0
 """Seconds between two log lines about accept running out of resources."""
 
-JSON: Final = "application/json"
-"""Content type of JSON answers."""
-OCTET_STREAM: Final = "application/octet-stream"
-"""Content type of raw value bytes."""
-TEXT: Final = "text/plain; charset=utf-8"
-"""Default content type of a :class:`Response`."""
 
 MAX_PIPELINE: Final = 32
 """Default bound on handler tasks running per connection, and on queued answers
@@ -175,162 +172,6 @@ def _status_line(status: int) -> bytes:
 
 
 _STATUS_LINES: Final[dict[int, bytes]] = {s.value: _status_line(s.value) for s in http.HTTPStatus}
-
-
-class Request:
-    """One parsed HTTP request, as a handler sees it.
-
-    Args:
-        method: the method, e.g. ``"GET"``.
-        path: the raw path of the request target, not percent-decoded.
-        query: the raw query string (without ``?``), not decoded; ``b""`` if none.
-        headers: the header fields as received (name case preserved), in order.
-        body: the whole body (chunked bodies are already de-chunked).
-        keep_alive: whether the connection stays open after the answer.
-        http_version: ``"1.1"`` or ``"1.0"``.
-    """
-
-    __slots__ = ("body", "headers", "http_version", "keep_alive", "method", "path", "query")
-
-    def __init__(
-        self,
-        method: str,
-        path: bytes,
-        query: bytes = b"",
-        headers: Sequence[tuple[bytes, bytes]] = (),
-        body: bytes = b"",
-        *,
-        keep_alive: bool = True,
-        http_version: str = "1.1",
-    ) -> None:
-        self.method = method
-        self.path = path
-        self.query = query
-        self.headers = headers
-        self.body = body
-        self.keep_alive = keep_alive
-        self.http_version = http_version
-
-    def __repr__(self) -> str:
-        return f"<Request {self.method} {self.path!r} query={self.query!r} body={len(self.body)}B>"
-
-    def header(self, name: bytes | str) -> bytes | None:
-        """The first value of header ``name`` (case-insensitive), or None if absent."""
-        wanted = (name.encode("latin-1") if isinstance(name, str) else name).lower()
-        for key, value in self.headers:
-            if key.lower() == wanted:
-                return value
-        return None
-
-
-class Response:
-    """An answer to a :class:`Request`.
-
-    ``Content-Length``, ``Content-Type``, ``Date``, ``Server`` and ``Connection``
-    are added by the server; ``headers`` holds any others. A 204 or 304 answer
-    is sent without a body, and a HEAD request gets the headers only.
-
-    Args:
-        status: the status code, 200-599.
-        body: the body bytes.
-        content_type: the ``Content-Type``; default ``text/plain; charset=utf-8``.
-        headers: extra ``(name, value)`` header fields.
-
-    Raises:
-        ValueError: a status out of range, or a header containing CR, LF or NUL.
-    """
-
-    __slots__ = ("body", "content_type", "headers", "status")
-
-    def __init__(
-        self,
-        status: int = 200,
-        body: bytes = b"",
-        content_type: str = TEXT,
-        headers: Sequence[tuple[str, str]] = (),
-    ) -> None:
-        if not 200 <= status <= 599:
-            raise ValueError(f"a final response status is 200-599, got {status}")
-        if headers:
-            for field in headers:
-                for part in field:
-                    if "\r" in part or "\n" in part or "\0" in part:
-                        raise ValueError(f"invalid character in header field {field!r}")
-        self.status = status
-        self.body = body
-        self.content_type = content_type
-        self.headers = headers
-
-    def __repr__(self) -> str:
-        return f"<Response {self.status} {self.content_type} {len(self.body)}B>"
-
-
-class Deferred:
-    """An answer a running future will give: what a handler returns, instead of a
-    coroutine, when the work already runs elsewhere (a load in its flight).
-
-    The server answers from a callback on ``future``, with no task per request:
-    ``convert(future)`` turns the finished future into the :class:`Response` (it
-    is called only for a future that was not cancelled). The server cancels the
-    future (the caller's own) if the request times out or its connection goes.
-    Awaiting a ``Deferred`` gives the same answer, for callers other than the server.
-    """
-
-    __slots__ = ("convert", "future")
-
-    def __init__(
-        self, future: asyncio.Future[Any], convert: Callable[[asyncio.Future[Any]], Response]
-    ) -> None:
-        self.future = future
-        self.convert = convert
-
-    def __await__(self) -> Generator[Any, None, Response]:
-        return self._wait().__await__()
-
-    async def _wait(self) -> Response:
-        await asyncio.wait((self.future,))
-        return self.convert(self.future)
-
-
-Handler = Callable[[Request], "Response | Awaitable[Response]"]
-"""What an :class:`HttpServer` calls for each request: return a :class:`Response`
-right away when the answer is at hand, or an awaitable of one (run as a task; a
-:class:`Deferred` is answered from a callback instead)."""
-
-FastGet = Callable[[bytes], "bytes | Response | Awaitable[Response] | None"]
-"""An optional shortcut of an :class:`HttpServer` for the most frequent request.
-
-It is called with the raw request target (``b"/api?key=k1"``, nothing decoded)
-of a GET request when the answer could go out at once: HTTP/1.1, keep-alive,
-no earlier answer pending on the connection. It returns:
-
-- ``bytes``: the body of a ``200`` answer with ``Content-Type:
-  application/octet-stream``, sent from a prebuilt header;
-- a :class:`Response` or an awaitable of one: the answer, handled exactly as
-  if the handler had returned it;
-- ``None``: "not mine", and the request goes to the handler as usual. It must
-  return None only before it has changed anything (statistics included), as
-  the handler then sees the same request again.
-
-Whatever it answers must be what the handler would answer for the request; the
-hook exists only to skip building :class:`Request` and :class:`Response`
-objects on the hot path.
-"""
-
-
-def json_response(
-    data: Any, status: int = 200, *, headers: Sequence[tuple[str, str]] = ()
-) -> Response:
-    """A JSON :class:`Response` of ``data``."""
-    body = json.dumps(data, separators=(",", ":")).encode()
-    return Response(status, body, JSON, headers)
-
-
-def error_response(
-    status: int, code: str, message: str, *, headers: Sequence[tuple[str, str]] = ()
-) -> Response:
-    """The JSON error answer ``{"error": message, "code": code}`` with ``status``."""
-    return json_response({"error": message, "code": code}, status, headers=headers)
 
 
 def _internal_error() -> Response:
@@ -453,12 +294,12 @@ class HttpProtocol(asyncio.Protocol):
         self._handler = server.handler
         self._fast_get = server.fast_get
         self._loop = server.loop
-        config = server.config
-        self._max_head = config.max_header_bytes
-        self._max_body = config.max_body_bytes
-        self._header_timeout = config.header_timeout
-        self._body_timeout = config.body_timeout
-        self._keepalive_timeout = config.keepalive_timeout
+        limits = server.limits
+        self._max_head = limits.max_header_bytes
+        self._max_body = limits.max_body_bytes
+        self._header_timeout = limits.header_timeout
+        self._body_timeout = limits.body_timeout
+        self._keepalive_timeout = limits.keepalive_timeout
         self._max_pipeline = server.max_pipeline
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
@@ -901,7 +742,7 @@ class HttpProtocol(asyncio.Protocol):
         if deadlines is not None:  # the server's one timer for every request
             slot.timer = deadlines.watch(on_expire)
         else:  # a server used without start() (tests)
-            slot.timer = self._loop.call_later(self._server.config.request_timeout, on_expire)
+            slot.timer = self._loop.call_later(self._server.limits.request_timeout, on_expire)
         deferred.future.add_done_callback(functools.partial(self._deferred_done, slot))
 
     def _deferred_finished(self, slot: _Slot) -> Deferred | None:
@@ -944,7 +785,7 @@ class HttpProtocol(asyncio.Protocol):
         deferred = self._deferred_finished(slot)
         if deferred is None:
             return
-        timeout = self._server.config.request_timeout
+        timeout = self._server.limits.request_timeout
         slot.response = error_response(
             504, "request_timeout", f"no answer within {timeout} seconds"
         )
@@ -1216,9 +1057,8 @@ class HttpServer:
             as bare bytes; default ``application/octet-stream``.
         fast_headers: extra header fields of those answers (validated as
             :class:`Response` validates its own).
-        config: limits and timeouts (``max_header_bytes``, ``max_body_bytes``,
-            ``header_timeout``, ``body_timeout``, ``keepalive_timeout``,
-            ``request_timeout``); default ``NodeConfig()``.
+        limits: limits and timeouts (:class:`~shoal._http.limits.HttpLimits`);
+            default ``HttpLimits()``.
         max_pipeline: handler tasks that may run at once per connection, and
             answers that may queue before the connection stops reading.
         shutdown_timeout: seconds :meth:`aclose` lets in-flight requests finish.
@@ -1228,7 +1068,7 @@ class HttpServer:
     def __init__(
         self,
         handler: Handler,
-        config: NodeConfig | None = None,
+        limits: HttpLimits | None = None,
         *,
         fast_get: FastGet | None = None,
         fast_content_type: str = OCTET_STREAM,
@@ -1248,7 +1088,8 @@ class HttpServer:
         """Their extra header fields."""
         self.fast_tail = _fast_tail(fast_headers)
         """What follows the Content-Length value of a fast-path answer, up to the body."""
-        self.config = config if config is not None else NodeConfig()
+        self.limits = limits if limits is not None else HttpLimits()
+        """The server's limits and timeouts."""
         self.max_pipeline = max_pipeline
         self._shutdown_timeout = shutdown_timeout
         self._backlog = backlog
@@ -1318,7 +1159,7 @@ class HttpServer:
         name = self._sockets[0].getsockname()
         self._address = (str(name[0]), int(name[1]))
         # request_timeout for every handler task, on one shared timer.
-        self._deadlines = Deadlines(self.config.request_timeout, self._loop)
+        self._deadlines = Deadlines(self.limits.request_timeout, self._loop)
         self._update_date()
         return self._address
 
@@ -1486,7 +1327,7 @@ class HttpServer:
         deadlines = self._deadlines
         scope = deadlines.scope() if deadlines is not None else None
         if scope is None:  # not started: no shared timer (a handler awaited by hand)
-            deadlines = Deadlines(self.config.request_timeout, asyncio.get_running_loop())
+            deadlines = Deadlines(self.limits.request_timeout, asyncio.get_running_loop())
             scope = deadlines.scope()
             assert scope is not None  # a coroutine of the running loop's task
         try:
@@ -1497,7 +1338,7 @@ class HttpServer:
                 return error_response(
                     504,
                     "request_timeout",
-                    f"no answer within {self.config.request_timeout} seconds",
+                    f"no answer within {self.limits.request_timeout} seconds",
                 )
             log.exception("HTTP handler failed")
             return _internal_error()
