@@ -412,7 +412,7 @@ def _prepare(
     db_dir: Path | None = None
     slowdb_file = args.slowdb_file
     if args.slowdb and slowdb_file is None:
-        from ..demo import create_scores_db
+        from .slowdb import create_scores_db
 
         # One database for the whole cluster, as in the groupcache demo.
         db_dir = Path(tempfile.mkdtemp(prefix="shoal-cluster-"))

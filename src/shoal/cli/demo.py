@@ -22,13 +22,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from ..demo import SCORES, create_scores_db
 from ..errors import ConfigError
 from ..ring import Ring
 from .cluster import ClusterError, Member, Supervisor, describe_exit
 from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError, pick_free_ports, report_error
 from .http_client import RequestFailed, request_async
 from .parse import parse_duration
+from .slowdb import SCORES, create_scores_db
 
 __all__ = ["run_demo", "ASKED"]
 

@@ -374,7 +374,7 @@ class GroupPlan:
     query: str | None = None
     """The SQL query of a ``sql:`` loader."""
     slowdb: bool = False
-    """True for the ``--slowdb`` demo group (its loader is :class:`~shoal.demo.SlowDB`)."""
+    """True for the ``--slowdb`` demo group (its loader is :class:`~shoal.cli.slowdb.SlowDB`)."""
 
     def describe(self) -> str:
         """A short, password-free description of the loader for the banner."""

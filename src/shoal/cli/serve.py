@@ -71,9 +71,9 @@ def _planned_label(plan: ServePlan) -> str:
 
 
 async def _serve(plan: ServePlan, label: NodeLabel) -> int:
-    from ..demo import SlowDB
     from ..loaders import load_spec
     from ..node import Node
+    from .slowdb import SlowDB
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
