@@ -32,7 +32,7 @@ from typing import Any, Final
 from ..config import GOSSIP_PROFILES, EtcdConfig, GossipConfig, check_node_id
 from ..errors import ConfigError
 from .common import ArgumentContainer, FlagSet, given
-from .parse import parse_duration, parse_int, parse_port, parse_str
+from .parse import parse_duration, parse_int, parse_port, parse_str, split_assignment
 
 __all__ = [
     "add_membership_arguments",
@@ -54,6 +54,8 @@ _GOSSIP_OPTIONS: Final = (
     ("advertise", "--gossip-advertise", "SHOAL_GOSSIP_ADVERTISE"),
     ("timers", "--gossip-timers", "SHOAL_GOSSIP_TIMERS"),
 )
+# Keys that have their own flag, so --etcd-option and --gossip-option do not take them.
+_FLAG_KEYS: Final = frozenset(key for key, _, _ in (*_ETCD_OPTIONS, *_GOSSIP_OPTIONS))
 
 
 def add_membership_arguments(
@@ -125,6 +127,24 @@ def add_membership_arguments(
             help="the gossip address the others use (default: the listening one); "
             "env SHOAL_GOSSIP_ADVERTISE",
         )
+    flags.add(
+        group,
+        "--etcd-option",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="any other etcd setting, as in [node.etcd]: timeout, retry_interval, "
+        "keepalive_interval, prefix (repeatable)",
+    )
+    flags.add(
+        group,
+        "--gossip-option",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="any other gossip setting, as in [node.gossip]: probe_interval, "
+        "probe_timeout, suspicion_timeout, gossip_fanout, max_packet, ... (repeatable)",
+    )
     flags.add(
         group,
         "--gossip-timers",
@@ -282,7 +302,15 @@ def resolve_membership(
         if value is not None:
             etcd = {} if etcd is None else etcd
             etcd[key] = etcd_fields[key](value, what=flag)
+    for item in getattr(args, "etcd_option", None) or ():
+        key, value = _option(item, "--etcd-option", etcd_fields)
+        etcd = {} if etcd is None else etcd
+        etcd[key] = value
     timers: str | None = None
+    gossip_options = [
+        _option(item, "--gossip-option", gossip_fields)
+        for item in getattr(args, "gossip_option", None) or ()
+    ]
     for key, flag, env in _GOSSIP_OPTIONS:
         value = given(getattr(args, flag[2:].replace("-", "_"), None), environ.get(env))
         if value is None:
@@ -295,6 +323,13 @@ def resolve_membership(
             continue
         gossip = {} if gossip is None else gossip
         gossip[key] = parsed
+    if gossip_options:
+        if gossip is None:
+            # Tuning alone does not turn gossip on, as --gossip-timers does not.
+            raise ConfigError(
+                "--gossip-option needs gossip: --gossip-port, --join or [node.gossip]"
+            )
+        gossip.update(gossip_options)
     if etcd is not None:
         if "endpoints" not in etcd:
             raise ConfigError(
@@ -322,3 +357,13 @@ def resolve_membership(
             f"--host {host or repr(host)} listens everywhere, so it is not an address "
             "the other members can use: give --self http://THIS-HOST:PORT"
         )
+
+
+def _option(item: str, flag: str, fields: Mapping[str, Callable[..., Any]]) -> tuple[str, Any]:
+    """Parse one ``KEY=VALUE`` of ``--etcd-option`` or ``--gossip-option``."""
+    key, value = split_assignment(item, flag)
+    parse = fields.get(key)
+    if parse is None or key in _FLAG_KEYS:
+        choices = sorted(set(fields) - _FLAG_KEYS)
+        raise ConfigError(f"{flag} {item!r}: unknown key {key!r}; expected one of {choices}")
+    return key, parse(value.strip(), what=f"{flag} {key}")

@@ -24,7 +24,15 @@ TOML file, then the documented defaults. The environment variables are:
 ``SHOAL_PEER_TIMEOUT``   ``serve``: wait for an owner, every group (as ``--peer-timeout``)
 ``SHOAL_PEER_BACKOFF``   ``serve``: how long a failing peer is skipped (as ``--peer-backoff``)
 ``SHOAL_HOT_ADMISSION``  ``serve``: hot-cache admission, every group (as ``--hot-admission``)
+``SHOAL_LOADER_THREADS``, ``SHOAL_SWEEP_INTERVAL``, ``SHOAL_MAX_HEADER_BYTES``,
+``SHOAL_MAX_BODY_BYTES``, ``SHOAL_HEADER_TIMEOUT``, ``SHOAL_BODY_TIMEOUT``,
+``SHOAL_KEEPALIVE_TIMEOUT``, ``SHOAL_REQUEST_TIMEOUT``: the server limits, as their flags
 =======================  =====================================================================
+
+``SHOAL_API_PORT=none`` (or ``--no-api``, or ``port = "none"`` in ``[api]``) runs no HTTP
+API. Every group setting also has a per-group flag, ``--FLAG NAME=VALUE`` (``--policy
+users=arc``); every etcd and gossip setting without a flag of its own has
+``--etcd-option`` and ``--gossip-option KEY=VALUE``.
 
 The membership settings (``SHOAL_NODE_ID``, ``SHOAL_ETCD``, ``SHOAL_CLUSTER``,
 ``SHOAL_ETCD_TTL``, ``SHOAL_GOSSIP_PORT``, ``SHOAL_JOIN``, ``SHOAL_GOSSIP_ADVERTISE``,
@@ -42,6 +50,7 @@ from typing import Any, Final
 from ..config import HOT_ADMISSIONS, RINGS, TRANSPORTS, GroupConfig, NodeConfig
 from ..errors import ConfigError
 from ..loaders.sql import mask_password
+from ..policy import POLICY_NAMES
 from .common import (
     DEFAULT_API_HOST,
     DEFAULT_API_PORT,
@@ -141,6 +150,69 @@ _CLUSTER_OPTIONS: Final = (
     ("peer_backoff", "--peer-backoff", "SHOAL_PEER_BACKOFF"),
 )
 
+# The node's server limits and tuning, each with a flag and a variable: (field, flag,
+# variable, metavar, help). The argparse dest of each flag is the field name.
+_SERVER_OPTIONS: Final = (
+    ("loader_threads", "--loader-threads", "SHOAL_LOADER_THREADS", "N",
+     "threads that run synchronous loaders (default 16)"),
+    ("sweep_interval", "--sweep-interval", "SHOAL_SWEEP_INTERVAL", "SECONDS",
+     "how often expired entries are swept out (default 1s)"),
+    ("max_header_bytes", "--max-header-bytes", "SHOAL_MAX_HEADER_BYTES", "BYTES",
+     "largest request head the HTTP servers read (default 16KiB; larger: 431)"),
+    ("max_body_bytes", "--max-body-bytes", "SHOAL_MAX_BODY_BYTES", "BYTES",
+     "largest request body the HTTP servers read (default 16MiB; larger: 413)"),
+    ("header_timeout", "--header-timeout", "SHOAL_HEADER_TIMEOUT", "SECONDS",
+     "time to send a request head (default 10s; slower: 408)"),
+    ("body_timeout", "--body-timeout", "SHOAL_BODY_TIMEOUT", "SECONDS",
+     "time to send a request body (default 30s; slower: 408)"),
+    ("keepalive_timeout", "--keepalive-timeout", "SHOAL_KEEPALIVE_TIMEOUT", "SECONDS",
+     "how long an idle connection is kept open (default 75s)"),
+    ("request_timeout", "--request-timeout", "SHOAL_REQUEST_TIMEOUT", "SECONDS",
+     "how long the HTTP API waits for a cache answer (default 60s; then 504)"),
+)  # fmt: skip
+
+# Group settings set per group by a NAME=VALUE flag: (field, flag, metavar, help). The
+# argparse dest of each flag is the field name, but for the first five (older flags).
+_PER_GROUP_OPTIONS: Final = (
+    ("query", "--query", "NAME=SQL", "the SQL of a sql: group, with a :key parameter"),
+    ("capacity_bytes", "--capacity", "NAME=BYTES",
+     "a group's byte budget: 64MiB, 1GB, 1048576"),
+    ("ttl", "--ttl", "NAME=SECONDS", "a group's TTL"),
+    ("mode", "--mode", "NAME=MODE",
+     "partitioned (each key at its owner, the default) or replicated (every member "
+     "keeps every key; writes reach all members)"),
+    ("stale_while_revalidate", "--stale", "NAME=SECONDS",
+     "serve an expired value this long while one background load replaces it"),
+    ("capacity_entries", "--capacity-entries", "NAME=N",
+     "a group's bound on its number of entries (default none)"),
+    ("policy", "--policy", "NAME=POLICY",
+     f"a group's eviction policy: {', '.join(POLICY_NAMES)} (default lru)"),
+    ("negative_ttl", "--negative-ttl", "NAME=SECONDS",
+     "remember a key the loader did not find this long (default: not at all)"),
+    ("load_timeout", "--load-timeout", "NAME=SECONDS",
+     "how long one load may take (default 30s)"),
+    ("codec", "--codec", "NAME=CODEC",
+     "how a group's values are encoded: bytes (the default), str, json, msgpack"),
+    ("max_key_bytes", "--max-key-bytes", "NAME=BYTES",
+     "a group's longest key (default 1KiB; longer: 400)"),
+    ("max_value_bytes", "--max-value-bytes", "NAME=BYTES",
+     "a group's largest value (default 16MiB; larger: refused)"),
+    ("hot_fraction", "--hot-fraction", "NAME=FRACTION",
+     "the share of the byte budget the hot cache may take (default 0.125)"),
+    ("hot_rate_count", "--hot-rate-count", "NAME=N",
+     "--hot-admission rate: keep a peer's value here after N fetches (default 2) ..."),
+    ("hot_rate_window", "--hot-rate-window", "NAME=SECONDS",
+     "... within this window (default 60s)"),
+    ("tombstone_ttl", "--tombstone-ttl", "NAME=SECONDS",
+     "replicated groups: how long a delete is remembered (default 1d)"),
+    ("anti_entropy_interval", "--anti-entropy-interval", "NAME=SECONDS",
+     "replicated groups: how often members compare their keys (default 5s)"),
+)  # fmt: skip
+_OLD_DESTS: Final[Mapping[str, str]] = {
+    "capacity_bytes": "capacity",
+    "stale_while_revalidate": "stale",
+}
+
 # Group settings with a flag and a variable that apply to every group.
 _GROUP_WIDE_OPTIONS: Final = (
     ("peer_timeout", "--peer-timeout", "SHOAL_PEER_TIMEOUT"),
@@ -184,8 +256,19 @@ def add_serve_arguments(
             "node i listens on PORT-i",
         )
     else:
+        api_port = node.add_mutually_exclusive_group()
         flags.add(
-            node, "--api-port", metavar="PORT", help=f"HTTP API port (default {DEFAULT_API_PORT})"
+            api_port,
+            "--api-port",
+            metavar="PORT",
+            help=f"HTTP API port (default {DEFAULT_API_PORT}; none: no HTTP API)",
+        )
+        flags.add(
+            api_port,
+            "--no-api",
+            action="store_true",
+            help="run without the HTTP API: the node serves its peers (and, with "
+            "--transport grpc, the gRPC API) only; needs --port",
         )
 
     peers = parser.add_argument_group("cluster")
@@ -283,42 +366,20 @@ def add_serve_arguments(
         help="a group and its loader: module:function or sql:DSN (repeatable); "
         "NAME alone is a cache without a loader",
     )
-    flags.add(
-        groups,
-        "--query",
-        metavar="NAME=SQL",
-        action="append",
-        default=[],
-        help="the SQL of a sql: group, with a :key parameter",
-    )
-    flags.add(
-        groups,
-        "--capacity",
-        metavar="NAME=BYTES",
-        action="append",
-        default=[],
-        help="a group's byte budget: 64MiB, 1GB, 1048576",
-    )
-    flags.add(
-        groups, "--ttl", metavar="NAME=SECONDS", action="append", default=[], help="a group's TTL"
-    )
-    flags.add(
-        groups,
-        "--mode",
-        metavar="NAME=MODE",
-        action="append",
-        default=[],
-        help="partitioned (each key at its owner, the default) or replicated (every "
-        "member keeps every key; writes reach all members)",
-    )
-    flags.add(
-        groups,
-        "--stale",
-        metavar="NAME=SECONDS",
-        action="append",
-        default=[],
-        help="serve an expired value this long while one background load replaces it",
-    )
+    for key, flag, metavar, text in _PER_GROUP_OPTIONS:
+        flags.add(
+            groups,
+            flag,
+            dest=_OLD_DESTS.get(key, key),
+            metavar=metavar,
+            action="append",
+            default=[],
+            help=text,
+        )
+
+    server = parser.add_argument_group("server limits and tuning")
+    for key, flag, env, metavar, text in _SERVER_OPTIONS:
+        flags.add(server, flag, dest=key, metavar=metavar, help=f"{text}; env {env}")
 
     demo = parser.add_argument_group("demo")
     flags.add(
@@ -447,18 +508,20 @@ def build_serve_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Se
                 f"{sorted(_NODE_FIELDS)}"
             )
         node_options[key] = parse(value, what=f"[node] {key}")
-    for key, flag, env in _CLUSTER_OPTIONS:
+    node_flags = [*_CLUSTER_OPTIONS, *((k, f, e) for k, f, e, _, _ in _SERVER_OPTIONS)]
+    for key, flag, env in node_flags:
         value = given(getattr(args, key), environ.get(env))
         if value is not None:
             node_options[key] = _NODE_FIELDS[key](value, what=flag)
     resolve_membership(node_options, args, environ)  # --etcd, --gossip-port, [node.etcd]...
     # Before NodeConfig, whose messages name fields rather than flags.
     _check_cluster(node_options)
-    node = NodeConfig(
-        api_host=parse_str(host, what="api host"),
-        api_port=parse_port(port, what="api port"),
-        **node_options,
+    api_port = (
+        None if getattr(args, "no_api", False) else optional(parse_port)(port, what="api port")
     )
+    if api_port is None and node_options.get("port") is None:
+        raise ConfigError("a node without an HTTP API needs --port: it would serve nothing at all")
+    node = NodeConfig(api_host=parse_str(host, what="api host"), api_port=api_port, **node_options)
 
     # -- the groups: file first, then flags on top
     drafts: dict[str, _GroupDraft] = {}
@@ -493,13 +556,8 @@ def build_serve_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Se
             value = _GROUP_FIELDS[key](value, what=flag)
             for draft in drafts.values():
                 draft.options[key] = value
-    for flag, key, items in (
-        ("--query", "query", args.query),
-        ("--capacity", "capacity_bytes", args.capacity),
-        ("--ttl", "ttl", args.ttl),
-        ("--mode", "mode", args.mode),
-        ("--stale", "stale_while_revalidate", args.stale),
-    ):
+    for key, flag, _, _ in _PER_GROUP_OPTIONS:
+        items = getattr(args, _OLD_DESTS.get(key, key))
         for item in items:
             name, value = split_assignment(item, flag)
             if name not in drafts:

@@ -216,7 +216,9 @@ def _banner(plan: ServePlan, node: Node, address: tuple[str, int] | None) -> lis
             f"shoal: {node_label(picker.self_url)} is {picker.self_url} ({listening}, "
             f"ring {plan.node.ring}); members: {', '.join(members)}"
         )
-    if address is not None:
+    if address is None:
+        lines.append("shoal: no HTTP API (--no-api); clients use the peer port")
+    else:
         base = f"http://{host_port(*address)}"
         for group, url in curl_urls(plan, base):
             lines.append(
