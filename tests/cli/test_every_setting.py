@@ -197,9 +197,13 @@ def test_bad_membership_option_is_a_config_error(argv: list[str]) -> None:
         plan("--group", "a", *argv)
 
 
-def test_no_api() -> None:
-    """``--no-api``, ``--api-port none`` and ``SHOAL_API_PORT=none`` run no HTTP API; the
-    flag beats the variable; a node with neither an API nor a peer port is refused."""
+def test_no_api(tmp_path: Path) -> None:
+    """``--no-api``, ``--api-port none``, ``SHOAL_API_PORT=none`` and ``port = "none"`` in
+    ``[api]`` run no HTTP API; the flag beats the variable; a node with neither an API
+    nor a peer port is refused."""
+    config = tmp_path / "shoal.toml"
+    config.write_text('[api]\nport = "none"\n[node]\nport = 7000\n[groups.a]\n')
+    assert plan("--config", str(config)).node.api_port is None
     assert plan("--group", "a", "--port", "7000", "--no-api").node.api_port is None
     assert plan("--group", "a", "--port", "7000", "--api-port", "none").node.api_port is None
     assert (
