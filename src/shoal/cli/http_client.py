@@ -75,6 +75,8 @@ def request(method: str, url: str, *, body: bytes | None = None, timeout: float)
             return Reply(exc.code, exc.read())
     except urllib.error.URLError as exc:
         reason = exc.reason
+        if isinstance(reason, TimeoutError):
+            raise RequestFailed(f"{origin(url)} did not answer within {timeout:g}s") from exc
         text = reason.strerror if isinstance(reason, OSError) and reason.strerror else reason
         raise RequestFailed(f"cannot reach {origin(url)}: {text}") from exc
     except TimeoutError as exc:
