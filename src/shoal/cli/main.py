@@ -59,13 +59,20 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _client(command: str) -> Handler:
-    """The handler of a client command (``get``: ``client_commands.run_get``)."""
+    """The handler of a client command, which imports the client commands when it runs."""
 
     def run(args: argparse.Namespace) -> int:
-        from . import client_commands
+        from . import client_commands as commands
 
-        handler: Handler = getattr(client_commands, f"run_{command}")
-        return handler(args)
+        handlers: dict[str, Handler] = {
+            "get": commands.run_get,
+            "set": commands.run_set,
+            "del": commands.run_del,
+            "invalidate": commands.run_invalidate,
+            "stats": commands.run_stats,
+            "members": commands.run_members,
+        }
+        return handlers[command](args)
 
     return run
 
