@@ -16,6 +16,7 @@ import pytest
 
 import shoal.cli.plan as plan_module
 from procs import clean_env, free_ports, http_request, shoal_cmd, stop
+from shoal.cli.cluster import child_arguments, plan_members
 from shoal.cli.main import build_parser
 from shoal.cli.membership_flags import _FLAG_KEYS
 from shoal.cli.plan import ServePlan, build_serve_plan
@@ -262,3 +263,23 @@ def test_serve_without_api_with_settings_from_flags() -> None:
             stop(proc)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_cluster_passes_the_new_flags_to_its_nodes() -> None:
+    """``shoal cluster`` hands each node the serve flags it was given, the new ones too,
+    and each node's plan has them."""
+    args = build_parser().parse_args(
+        [
+            *("cluster", "--group", "a", "--policy", "a=arc", "--hot-rate-count", "a=4"),
+            *("--max-body-bytes", "1MiB", "--gossip-option", "probe_timeout=250ms"),
+            *("--membership", "gossip"),
+        ]
+    )
+    members = plan_members(2, host="127.0.0.1", port=7001, api_host="127.0.0.1", api_port=7101)
+    argv = child_arguments(args, members[1], members, None)
+    node = build_serve_plan(build_parser().parse_args(argv), {})
+    (a,) = node.groups
+    assert (a.config.policy, a.config.hot_rate_count) == ("arc", 4)
+    assert node.node.max_body_bytes == 1 << 20
+    assert node.node.gossip is not None
+    assert node.node.gossip.probe_timeout == 0.25
