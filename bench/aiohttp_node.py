@@ -35,7 +35,7 @@ from yarl import URL
 
 from server import GROUP, load_key
 from shoal import Group, GroupConfig, NotFound, PeerError, PeerUnavailable, ShoalError
-from shoal.cli.main import GC_GEN0_THRESHOLD
+from shoal.cli.serve import GC_GEN0_THRESHOLD
 from shoal.errors import RemoteLoadError
 from shoal.peers import PeerPicker
 from shoal.transport import FetchDone, Fetched

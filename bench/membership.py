@@ -49,7 +49,7 @@ import aiohttp
 
 from _common import BenchError, environment, markdown_table, median, run, spawn, stop
 from server import value_of
-from shoal.cli.cluster import pick_free_ports
+from shoal.cli.common import pick_free_ports
 from shoal.cli.localetcd import LocalEtcd, etcd_binary
 from shoal.config import GossipConfig
 from shoal.ring import Ring

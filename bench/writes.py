@@ -74,7 +74,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from _common import BenchError, child_process, environment, markdown_table, median, ratio, run
-from shoal.cli.cluster import pick_free_ports
+from shoal.cli.common import pick_free_ports
 from shoal.ring import Ring
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ import pytest
 
 from shoal import NotFound, PeerUnavailable
 from shoal._printable import printable
-from shoal.demo import SlowDB
+from shoal.cli.slowdb import SlowDB
 from transport.peerkit import FakePeer, Received, Reply, answer, serving
 
 FORGED = "k\nshoal.group WARNING forged\r\x1b[2J\u2028"

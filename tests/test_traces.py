@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from shoal.cli.traces import TRACE_FORMATS, TraceError, read_trace
 from shoal.errors import MissingExtra
-from shoal.traces import TRACE_FORMATS, TraceError, read_trace
 
 COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
     "plain": lambda data: data,

@@ -10,7 +10,9 @@ import pytest
 
 from shoal import Node, NodeConfig
 from shoal.cli.cluster import child_arguments, plan_members
-from shoal.cli.main import ServePlan, build_parser, build_serve_plan, parse_peers, parse_url
+from shoal.cli.main import build_parser
+from shoal.cli.parse import parse_peers, parse_url
+from shoal.cli.plan import ServePlan, build_serve_plan
 from shoal.cli.tracing import NodeLabel, TracingTransport, node_label, traced_loader
 from shoal.errors import ConfigError
 from shoal.ring import Ring

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import shoal.cli.main as cli
-from shoal.cli.main import ServePlan, build_parser, build_serve_plan, parse_duration, parse_size
+import shoal.cli.plan as cli
+from shoal.cli.main import build_parser
+from shoal.cli.parse import parse_duration, parse_size
+from shoal.cli.plan import ServePlan, build_serve_plan
 from shoal.config import GroupConfig, NodeConfig
 from shoal.errors import ConfigError
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from shoal.cli.main import ServePlan, build_parser, build_serve_plan
+from shoal.cli.main import build_parser
+from shoal.cli.plan import ServePlan, build_serve_plan
 from shoal.config import NodeConfig
 from shoal.errors import ConfigError
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from shoal import Node, NodeConfig
-from shoal.cli.main import ServePlan, build_parser, build_serve_plan
+from shoal.cli.main import build_parser
+from shoal.cli.plan import ServePlan, build_serve_plan
 from shoal.config import EtcdConfig, GossipConfig, default_node_id
 from shoal.errors import ConfigError
 from shoal.membership import Member, SnapshotChannel

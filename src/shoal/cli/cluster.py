@@ -28,10 +28,8 @@ import asyncio
 import contextlib
 import logging
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,10 +40,19 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Final
 
 from ..errors import ConfigError
+from .common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    CommandError,
+    configure_logging,
+    report_error,
+)
+from .http_client import RequestFailed, request_async
 from .tracing import NodeLabel, node_label
 
 if TYPE_CHECKING:
-    from .main import ServePlan
+    from .plan import ServePlan
 
 __all__ = [
     "Member",
@@ -54,8 +61,6 @@ __all__ = [
     "run_cluster",
     "plan_members",
     "child_arguments",
-    "pick_free_ports",
-    "http_request",
     "describe_exit",
 ]
 
@@ -76,7 +81,7 @@ _PER_NODE: Final = frozenset(
 )
 
 
-class ClusterError(Exception):
+class ClusterError(CommandError):
     """The cluster could not start or run; the message is printed as is."""
 
 
@@ -149,86 +154,6 @@ def describe_exit(code: int) -> str:
     return f"exited with code {code}"
 
 
-def pick_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct ports that nothing listens on now, below 32768.
-
-    Below the kernel's ephemeral range (32768 and up on Linux), so a port picked
-    here cannot be taken meanwhile by the local end of some outgoing connection.
-    """
-    rng = random.Random()
-    ports: list[int] = []
-    for _ in range(count * 200):
-        if len(ports) == count:
-            break
-        port = rng.randrange(20000, 32768)
-        if port in ports:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                continue
-        ports.append(port)
-    if len(ports) < count:
-        raise ClusterError(f"could not find {count} free ports on {host}")
-    return ports
-
-
-async def http_request(
-    url_host: str,
-    port: int,
-    path: str,
-    *,
-    method: str = "GET",
-    body: bytes | None = None,
-    seconds: float = 10.0,
-) -> tuple[int, bytes]:
-    """One HTTP/1.1 request on its own connection; return the status and the body.
-
-    Standard library only, so the supervisor and the demo need no extra.
-
-    Raises:
-        OSError: the connection failed or was cut.
-        TimeoutError: no full answer within ``seconds``.
-        ValueError: the answer is not HTTP.
-    """
-    async with asyncio.timeout(seconds):
-        reader, writer = await asyncio.open_connection(url_host.strip("[]"), port)
-        try:
-            length = "" if body is None else f"Content-Length: {len(body)}\r\n"
-            writer.write(
-                f"{method} {path} HTTP/1.1\r\nHost: {url_host}:{port}\r\n{length}"
-                "Connection: close\r\n\r\n".encode("latin-1")
-                + (body or b"")
-            )
-            await writer.drain()
-            data = await reader.read()
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-    head, sep, body = data.partition(b"\r\n\r\n")
-    status_line = head.split(b"\r\n", 1)[0].split()
-    if not sep or len(status_line) < 2 or not status_line[0].startswith(b"HTTP/"):
-        raise ValueError(f"not an HTTP answer: {data[:80]!r}")
-    headers = head.lower()
-    if b"transfer-encoding: chunked" in headers:
-        body = _dechunk(body)
-    return int(status_line[1]), body
-
-
-def _dechunk(data: bytes) -> bytes:
-    out = bytearray()
-    while data:
-        size_line, _, data = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0], 16)
-        if size == 0:
-            break
-        out += data[:size]
-        data = data[size + 2 :]
-    return bytes(out)
-
-
 class Supervisor:
     """Starts, watches and stops the processes of a local cluster.
 
@@ -287,11 +212,9 @@ class Supervisor:
                     raise ClusterError(
                         f"{member.name} {describe_exit(member.returncode)} before it was ready"
                     )
-                with contextlib.suppress(OSError, TimeoutError, ValueError):
-                    status, _ = await http_request(
-                        _url_host(member.api_host), member.api_port, "/healthz", seconds=2
-                    )
-                    if status == 200:
+                with contextlib.suppress(RequestFailed):
+                    reply = await request_async("GET", f"{member.api_url}/healthz", timeout=2)
+                    if reply.status == 200:
                         break
                 if time.monotonic() > deadline:
                     raise ClusterError(f"{member.name} did not become ready within {within:g}s")
@@ -443,7 +366,6 @@ def child_arguments(
 def run_cluster(args: argparse.Namespace) -> int:
     """Run ``shoal cluster``; return the exit code."""
     from .localetcd import EtcdUnavailable, LocalEtcd
-    from .main import EXIT_FAILURE, EXIT_USAGE, _error, configure_logging
 
     with contextlib.ExitStack() as cleanup:
         if args.membership == "etcd" and not (args.etcd or os.environ.get("SHOAL_ETCD")):
@@ -451,20 +373,22 @@ def run_cluster(args: argparse.Namespace) -> int:
             try:
                 etcd = cleanup.enter_context(LocalEtcd(die_with_parent=True))
             except EtcdUnavailable as exc:
-                return _error("cluster", f"--membership etcd without --etcd: {exc}", EXIT_FAILURE)
+                return report_error(
+                    "cluster", f"--membership etcd without --etcd: {exc}", EXIT_FAILURE
+                )
             args.etcd = etcd.url
             print(f"shoal: etcd for the cluster at {etcd.url}", flush=True)
         elif args.membership != "etcd" and args.etcd:
-            return _error("cluster", "--etcd needs --membership etcd", EXIT_USAGE)
+            return report_error("cluster", "--etcd needs --membership etcd", EXIT_USAGE)
         try:
             plan, members, argv, db_dir = _prepare(args)
         except ConfigError as exc:
-            return _error("cluster", exc, EXIT_USAGE)
+            return report_error("cluster", exc, EXIT_USAGE)
         configure_logging(plan.log_level, NodeLabel("cluster"))
         try:
             return asyncio.run(_supervise(plan, members, argv))
         except ClusterError as exc:
-            return _error("cluster", exc, EXIT_FAILURE)
+            return report_error("cluster", exc, EXIT_FAILURE)
         finally:
             if db_dir is not None:
                 shutil.rmtree(db_dir, ignore_errors=True)
@@ -474,7 +398,7 @@ def run_cluster(args: argparse.Namespace) -> int:
 def _prepare(
     args: argparse.Namespace,
 ) -> tuple[ServePlan, list[Member], list[list[str]], Path | None]:
-    from .main import build_parser, build_serve_plan
+    from .plan import build_serve_plan, serve_parser
 
     host = args.host or os.environ.get("SHOAL_HOST") or "127.0.0.1"
     api_host = args.api_host or os.environ.get("SHOAL_API_HOST") or "127.0.0.1"
@@ -484,11 +408,11 @@ def _prepare(
     # Check the nodes' configuration here, once, before starting anything: one clear
     # error instead of N processes failing the same way.
     probe = child_arguments(args, members[0], members, args.slowdb_file)
-    plan = build_serve_plan(build_parser().parse_args(probe), os.environ)
+    plan = build_serve_plan(serve_parser().parse_args(probe[1:]), os.environ)
     db_dir: Path | None = None
     slowdb_file = args.slowdb_file
     if args.slowdb and slowdb_file is None:
-        from ..demo import create_scores_db
+        from .slowdb import create_scores_db
 
         # One database for the whole cluster, as in the groupcache demo.
         db_dir = Path(tempfile.mkdtemp(prefix="shoal-cluster-"))
@@ -498,8 +422,6 @@ def _prepare(
 
 
 async def _supervise(plan: ServePlan, members: list[Member], argv: list[list[str]]) -> int:
-    from .main import EXIT_FAILURE, EXIT_OK
-
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     supervisor = Supervisor(members, argv)
@@ -565,7 +487,7 @@ async def _supervise(plan: ServePlan, members: list[Member], argv: list[list[str
 
 
 def _print_banner(plan: ServePlan, members: list[Member]) -> None:
-    from .main import curl_urls
+    from .serve import curl_urls
 
     first = members[0]
     how = {"static": "a static member list", "etcd": "etcd", "gossip": "gossip"}

@@ -22,10 +22,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from ..demo import SCORES, create_scores_db
 from ..errors import ConfigError
 from ..ring import Ring
-from .cluster import ClusterError, Member, Supervisor, describe_exit, http_request, pick_free_ports
+from .cluster import ClusterError, Member, Supervisor, describe_exit
+from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, CommandError, pick_free_ports, report_error
+from .http_client import RequestFailed, request_async
+from .parse import parse_duration
+from .slowdb import SCORES, create_scores_db
 
 __all__ = ["run_demo", "ASKED"]
 
@@ -114,9 +117,10 @@ class Tour:
     async def get(self, member: Member, key: str) -> tuple[int, bytes]:
         """``GET /api?key=KEY`` on ``member``'s HTTP API; status 0 if it could not be asked."""
         try:
-            return await http_request("127.0.0.1", member.api_port, f"/api?key={key}")
-        except (OSError, TimeoutError, ValueError) as exc:
+            reply = await request_async("GET", f"{member.api_url}/api?key={key}", timeout=10)
+        except RequestFailed as exc:
             return 0, str(exc).encode()
+        return reply.status, reply.body
 
     async def ask(
         self, members: Sequence[Member], keys: Sequence[str], *, one_by_one: bool = False
@@ -157,10 +161,10 @@ class Tour:
     async def stats(self, member: Member) -> dict[str, Any]:
         """The ``scores`` group's statistics on ``member`` (empty if unavailable)."""
         try:
-            status, body = await http_request("127.0.0.1", member.api_port, "/v1/stats")
-            groups: dict[str, dict[str, Any]] = json.loads(body)["groups"]
-            return groups["scores"] if status == 200 else {}
-        except (OSError, TimeoutError, ValueError, KeyError, TypeError):
+            reply = await request_async("GET", f"{member.api_url}/v1/stats", timeout=10)
+            groups: dict[str, dict[str, Any]] = json.loads(reply.body)["groups"]
+            return groups["scores"] if reply.status == 200 else {}
+        except (RequestFailed, ValueError, KeyError, TypeError):
             return {}
 
     async def stats_table(self, members: Sequence[Member]) -> dict[str, dict[str, Any]]:
@@ -262,9 +266,8 @@ class Tour:
         path = f"/v1/groups/scores/keys/{key}"
         self.step(f"Writing {key}=700 on {writer.name}, which does not own {key}")
         self.say(f"stored at the owner {owner.name}, every other copy dropped before the 204")
-        status, _ = await http_request(
-            "127.0.0.1", writer.api_port, path, method="PUT", body=b"700"
-        )
+        reply = await request_async("PUT", writer.api_url + path, body=b"700", timeout=10)
+        status = reply.status
         answers = await asyncio.gather(*(self.get(m, key) for m in self.members))
         self.check(
             status == 204 and all(a == (200, b"700") for a in answers),
@@ -275,7 +278,7 @@ class Tour:
         before = sum(self.searches(key).values())
         deleter = self.members[-1] if self.members[-1] is not writer else self.members[0]
         self.step(f"Deleting {key} on {deleter.name}: every copy goes, the database is asked again")
-        await http_request("127.0.0.1", deleter.api_port, path, method="DELETE")
+        await request_async("DELETE", deleter.api_url + path, timeout=10)
         answers = await asyncio.gather(*(self.get(m, key) for m in self.members))
         after = self.searches(key)
         self.check(
@@ -364,8 +367,6 @@ class Tour:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Run ``shoal demo``; return the exit code (0: every check passed)."""
-    from .main import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, _error, parse_duration
-
     try:
         delay = parse_duration(args.slowdb_delay, what="--slowdb-delay", allow_zero=True)
         if args.port is not None:
@@ -374,8 +375,8 @@ def run_demo(args: argparse.Namespace) -> int:
             ports = [args.port + i for i in range(2 * NODES)]
         else:
             ports = pick_free_ports(2 * NODES)
-    except (ConfigError, ClusterError) as exc:
-        return _error("demo", exc, EXIT_USAGE)
+    except (ConfigError, CommandError) as exc:
+        return report_error("demo", exc, EXIT_USAGE)
     workdir = Path(tempfile.mkdtemp(prefix="shoal-demo-"))
     try:
         db = create_scores_db(workdir / "scores.db")

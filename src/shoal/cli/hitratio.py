@@ -35,7 +35,7 @@ from xxhash import xxh3_64_intdigest
 
 from ..errors import MissingExtra
 from ..policy import POLICY_NAMES, Policy, TinyLFUPolicy, make_policy
-from ..traces import TRACE_FORMATS, TraceError, read_trace
+from .traces import TRACE_FORMATS, TraceError, read_trace
 
 __all__ = [
     "Result",
@@ -132,7 +132,7 @@ def load_keys(path: str | os.PathLike[str], fmt: str, limit: int | None = None) 
 
     Args:
         path: the trace file (compressed or not).
-        fmt: its format, one of :data:`~shoal.traces.TRACE_FORMATS`.
+        fmt: its format, one of :data:`~shoal.cli.traces.TRACE_FORMATS`.
         limit: read at most this many requests.
     """
     distinct: dict[str, str] = {}

@@ -14,11 +14,12 @@ import signal
 import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Final, Self
+
+from .common import pick_free_ports
+from .http_client import RequestFailed, request
 
 __all__ = ["LocalEtcd", "EtcdUnavailable", "etcd_binary"]
 
@@ -62,8 +63,6 @@ class LocalEtcd:
         log_path: Path | None = None,
         die_with_parent: bool = False,
     ) -> None:
-        from .cluster import pick_free_ports
-
         binary = etcd_binary()
         if binary is None:
             raise EtcdUnavailable(
@@ -139,10 +138,10 @@ class LocalEtcd:
     def healthy(self) -> bool:
         """True if it answers ``GET /health`` with ``"health":"true"``."""
         try:
-            with urllib.request.urlopen(f"{self.url}/health", timeout=1) as response:
-                return b'"true"' in response.read()
-        except (urllib.error.URLError, OSError, ValueError):
+            reply = request("GET", f"{self.url}/health", timeout=1)
+        except RequestFailed:
             return False
+        return reply.status == 200 and b'"true"' in reply.body
 
     def kill(self) -> None:
         """SIGKILL it and wait for it to exit (no clean shutdown)."""

@@ -1,4 +1,4 @@
-"""Membership settings of ``shoal serve`` (etcd, gossip, node id) and ``shoal members``.
+"""The membership settings of ``shoal serve`` and ``shoal cluster``: etcd, gossip, node id.
 
 Flags, ``SHOAL_*`` variables and the ``[node.etcd]`` / ``[node.gossip]`` tables of
 the TOML file, with the usual precedence (flags, then environment, then file):
@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import sys
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Final
 
 from ..config import GOSSIP_PROFILES, EtcdConfig, GossipConfig, check_node_id
 from ..errors import ConfigError
+from .common import ArgumentContainer, FlagSet, given
+from .parse import parse_duration, parse_int, parse_port, parse_str, split_assignment
 
 __all__ = [
     "add_membership_arguments",
@@ -40,7 +40,6 @@ __all__ = [
     "parse_etcd_table",
     "parse_gossip_table",
     "resolve_membership",
-    "run_members",
 ]
 
 # (option key, flag, variable) of the etcd and gossip settings with a flag.
@@ -55,17 +54,23 @@ _GOSSIP_OPTIONS: Final = (
     ("advertise", "--gossip-advertise", "SHOAL_GOSSIP_ADVERTISE"),
     ("timers", "--gossip-timers", "SHOAL_GOSSIP_TIMERS"),
 )
+# Keys that have their own flag, so --etcd-option and --gossip-option do not take them.
+_FLAG_KEYS: Final = frozenset(key for key, _, _ in (*_ETCD_OPTIONS, *_GOSSIP_OPTIONS))
 
 
-def add_membership_arguments(parser: argparse.ArgumentParser, *, cluster: bool) -> None:
+def add_membership_arguments(
+    parser: argparse.ArgumentParser, flags: FlagSet, *, cluster: bool
+) -> None:
     """Add the membership flags to ``serve`` (or, with ``cluster``, to ``cluster``, which
-    sets the node id, gossip port and join list of each node itself)."""
-    group = parser.add_argument_group(
+    sets the node id, gossip port and join list of each node itself), recording them
+    in ``flags``."""
+    group: ArgumentContainer = parser.add_argument_group(
         "membership",
         "how the members find each other: a static --peers list (default), etcd, or gossip",
     )
     if cluster:
-        group.add_argument(
+        flags.add(
+            group,
             "--membership",
             choices=("static", "etcd", "gossip"),
             default="static",
@@ -74,48 +79,74 @@ def add_membership_arguments(parser: argparse.ArgumentParser, *, cluster: bool) 
             "gossip: node i gossips on UDP port PORT+i and the others join node 0",
         )
     else:
-        group.add_argument(
+        flags.add(
+            group,
             "--node-id",
             metavar="ID",
             help="this node's stable id in etcd and gossip (default: host:port of its "
             "URL); env SHOAL_NODE_ID",
         )
-    group.add_argument(
+    flags.add(
+        group,
         "--etcd",
         metavar="URL[,URL...]",
         help="find the members in etcd at these client URLs, e.g. http://127.0.0.1:2379; "
         "env SHOAL_ETCD",
     )
-    group.add_argument(
+    flags.add(
+        group,
         "--cluster",
         metavar="NAME",
         help="the cluster's name in etcd: keys /shoal/NAME/members/NODE-ID (default "
         "'default'); env SHOAL_CLUSTER",
     )
-    group.add_argument(
+    flags.add(
+        group,
         "--etcd-ttl",
         metavar="SECONDS",
         help="lease TTL: a dead node is dropped within this long (default 3); env SHOAL_ETCD_TTL",
     )
     if not cluster:
-        group.add_argument(
+        flags.add(
+            group,
             "--gossip-port",
             metavar="PORT",
             help="find the members by gossip (SWIM) on this UDP port (0: any); "
             "env SHOAL_GOSSIP_PORT",
         )
-        group.add_argument(
+        flags.add(
+            group,
             "--join",
             metavar="HOST:PORT[,...]",
             help="gossip addresses of one or more members to join through; env SHOAL_JOIN",
         )
-        group.add_argument(
+        flags.add(
+            group,
             "--gossip-advertise",
             metavar="HOST:PORT",
             help="the gossip address the others use (default: the listening one); "
             "env SHOAL_GOSSIP_ADVERTISE",
         )
-    group.add_argument(
+    flags.add(
+        group,
+        "--etcd-option",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="any other etcd setting, as in [node.etcd]: timeout, retry_interval, "
+        "keepalive_interval, prefix (repeatable)",
+    )
+    flags.add(
+        group,
+        "--gossip-option",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        help="any other gossip setting, as in [node.gossip]: probe_interval, "
+        "probe_timeout, suspicion_timeout, gossip_fanout, max_packet, ... (repeatable)",
+    )
+    flags.add(
+        group,
         "--gossip-timers",
         choices=GOSSIP_PROFILES,
         help="gossip timer profile: lan (probe 1s, suspicion 4s; the default) or local "
@@ -188,26 +219,22 @@ def _timers(value: object, *, what: str) -> str:
 def _field_parsers(cls: type[Any], special: Mapping[str, Callable[..., Any]]) -> dict[str, Any]:
     """How each field of ``cls`` is read from text or TOML: durations for floats,
     whole numbers for ints, unless ``special`` says otherwise."""
-    from .main import _parse_int, _parse_port, _parse_str, parse_duration
-
     parsers: dict[str, Callable[..., Any]] = {}
     for f in dataclasses.fields(cls):
         if f.name in special:
             parsers[f.name] = special[f.name]
         elif f.name == "port":
-            parsers[f.name] = _parse_port
+            parsers[f.name] = parse_port
         elif "float" in str(f.type):
             parsers[f.name] = parse_duration
         elif "int" in str(f.type):
-            parsers[f.name] = _parse_int
+            parsers[f.name] = parse_int
         else:
-            parsers[f.name] = _parse_str
+            parsers[f.name] = parse_str
     return parsers
 
 
 def _whole_seconds(value: object, *, what: str) -> int:
-    from .main import parse_duration
-
     seconds = parse_duration(value, what=what)
     if seconds != int(seconds):
         raise ConfigError(f"{what} must be whole seconds (etcd leases are), got {value!r}")
@@ -271,13 +298,21 @@ def resolve_membership(
     gossip: dict[str, Any] | None = node_options.pop("gossip", None)
     etcd_fields, gossip_fields = _etcd_fields(), _gossip_fields()
     for key, flag, env in _ETCD_OPTIONS:
-        value = _given(getattr(args, flag[2:].replace("-", "_"), None), environ.get(env))
+        value = given(getattr(args, flag[2:].replace("-", "_"), None), environ.get(env))
         if value is not None:
             etcd = {} if etcd is None else etcd
             etcd[key] = etcd_fields[key](value, what=flag)
+    for item in getattr(args, "etcd_option", None) or ():
+        key, value = _option(item, "--etcd-option", etcd_fields)
+        etcd = {} if etcd is None else etcd
+        etcd[key] = value
     timers: str | None = None
+    gossip_options = [
+        _option(item, "--gossip-option", gossip_fields)
+        for item in getattr(args, "gossip_option", None) or ()
+    ]
     for key, flag, env in _GOSSIP_OPTIONS:
-        value = _given(getattr(args, flag[2:].replace("-", "_"), None), environ.get(env))
+        value = given(getattr(args, flag[2:].replace("-", "_"), None), environ.get(env))
         if value is None:
             continue
         parsed = gossip_fields[key](value, what=flag)
@@ -288,6 +323,13 @@ def resolve_membership(
             continue
         gossip = {} if gossip is None else gossip
         gossip[key] = parsed
+    if gossip_options:
+        if gossip is None:
+            # Tuning alone does not turn gossip on, as --gossip-timers does not.
+            raise ConfigError(
+                "--gossip-option needs gossip: --gossip-port, --join or [node.gossip]"
+            )
+        gossip.update(gossip_options)
     if etcd is not None:
         if "endpoints" not in etcd:
             raise ConfigError(
@@ -317,77 +359,11 @@ def resolve_membership(
         )
 
 
-def _given(*values: Any) -> Any:
-    return next((v for v in values if v is not None), None)
-
-
-# --------------------------------------------------------------------------- shoal members
-
-
-def run_members(args: argparse.Namespace) -> int:
-    """``shoal members``: print the cluster as the node at ``--url`` sees it."""
-    from .main import EXIT_OK, _base_url, _check, _ClientError, _request
-
-    base = _base_url(args)
-    reply = _check(_request("GET", f"{base}/v1/cluster", timeout=args.timeout))
-    try:
-        view: dict[str, Any] = json.loads(reply.body)
-        members: list[dict[str, Any]] = view["members"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise _ClientError(f"unexpected answer from /v1/cluster: {reply.body[:200]!r}") from exc
-    if args.json:
-        print(json.dumps(view, indent=2, sort_keys=True))
-        return EXIT_OK
-    print(describe_view(view))
-    if not members:
-        return EXIT_OK
-    rows = [["node id", "url", "source", "share", ""]]
-    for m in sorted(members, key=lambda m: str(m.get("url"))):
-        notes = []
-        if m.get("self"):
-            notes.append("this node")
-        if m.get("backing_off"):
-            notes.append("backing off")
-        rows.append(
-            [
-                str(m.get("node_id") or "-"),
-                str(m.get("url")),
-                str(m.get("source") or "-"),
-                f"{100 * float(m.get('share', 0.0)):.1f}%",
-                ", ".join(notes),
-            ]
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        cells = [
-            cell.ljust(w) if i != 3 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ]
-        print("  ".join(cells).rstrip())
-    sys.stdout.flush()
-    return EXIT_OK
-
-
-def describe_view(view: Mapping[str, Any]) -> str:
-    """One line about the node and its membership source, from ``GET /v1/cluster``."""
-    members = view.get("members") or []
-    if view.get("self") is None:
-        return "a node alone: no peer port, no members"
-    source: dict[str, Any] = view.get("membership") or {}
-    kind = source.get("source", "static")
-    details = []
-    if kind == "etcd":
-        details.append(f"cluster {source.get('cluster')!r} at {source.get('endpoint')}")
-        details.append("connected" if source.get("connected") else "etcd UNREACHABLE: last view")
-    elif kind == "gossip":
-        states = source.get("states") or {}
-        details.append(f"gossip on {source.get('address')}")
-        details.append(", ".join(f"{n} {s}" for s, n in states.items() if n))
-    ring = view.get("ring") or {}
-    probes = ring.get("probes")
-    lookup = f", {probes} probes" if isinstance(probes, int) and probes > 1 else ""
-    extra = f" ({'; '.join(d for d in details if d)})" if details else ""
-    return (
-        f"{len(members)} members by {kind}{extra}, as seen by {view.get('node_id')} "
-        f"({view.get('self')}); ring {ring.get('flavour')} x{ring.get('replicas')}{lookup}"
-    )
+def _option(item: str, flag: str, fields: Mapping[str, Callable[..., Any]]) -> tuple[str, Any]:
+    """Parse one ``KEY=VALUE`` of ``--etcd-option`` or ``--gossip-option``."""
+    key, value = split_assignment(item, flag)
+    parse = fields.get(key)
+    if parse is None or key in _FLAG_KEYS:
+        choices = sorted(set(fields) - _FLAG_KEYS)
+        raise ConfigError(f"{flag} {item!r}: unknown key {key!r}; expected one of {choices}")
+    return key, parse(value.strip(), what=f"{flag} {key}")

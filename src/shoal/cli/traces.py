@@ -36,7 +36,7 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from typing import Final
 
-from .errors import MissingExtra, ShoalError
+from ..errors import MissingExtra, ShoalError
 
 __all__ = ["TRACE_FORMATS", "TraceError", "open_trace", "read_trace"]
 

@@ -28,12 +28,13 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Final
 
-from ._printable import printable
-from .errors import ConfigError
-from .loaders.sql import SQLiteLoader
+from .._printable import printable
+from ..errors import ConfigError
+from ..loaders.sql import SQLiteLoader
 
 __all__ = ["SCORES", "SCORES_QUERY", "DEFAULT_DELAY", "create_scores_db", "SlowDB"]
 
+# The logger keeps the name of the lines users know (and the tour counts).
 log = logging.getLogger("shoal.demo")
 
 SCORES: Final[Mapping[str, int]] = MappingProxyType(

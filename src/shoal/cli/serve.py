@@ -1,0 +1,259 @@
+"""``shoal serve``: run one node from a :class:`~shoal.cli.plan.ServePlan` until a signal.
+
+Rules: signal handlers are installed before the node starts, so a signal during
+start-up also ends in a clean close; a second signal while closing exits at once.
+A supervised node (``shoal cluster``, ``shoal demo``) leaves SIGINT to its
+supervisor and stops when its stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import gc
+import json
+import logging
+import os
+import signal
+import sys
+import urllib.parse
+from typing import TYPE_CHECKING, Any, Final
+
+from ..errors import ConfigError, MissingExtra
+from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, configure_logging, report_error
+from .plan import GroupPlan, ServePlan, build_serve_plan
+from .tracing import NodeLabel, TracingTransport, node_label, traced_loader
+
+if TYPE_CHECKING:
+    from ..node import Node
+
+__all__ = ["run_serve", "curl_urls", "host_port", "GC_GEN0_THRESHOLD"]
+
+log = logging.getLogger("shoal.cli")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run ``shoal serve`` until SIGINT or SIGTERM; return the exit code."""
+    try:
+        plan = build_serve_plan(args, os.environ)
+    except ConfigError as exc:
+        return report_error("serve", exc, EXIT_USAGE)
+    if plan.supervised:
+        # Before anything slow: a Ctrl-C meant for the supervisor reaches this
+        # process too (same process group) and must not stop it on its own.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    label = NodeLabel(_planned_label(plan))
+    configure_logging(plan.log_level, label)
+    from ..node import new_event_loop
+
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            return runner.run(_serve(plan, label))
+    except (ConfigError, MissingExtra) as exc:
+        return report_error("serve", exc, EXIT_USAGE)
+    except OSError as exc:
+        return report_error("serve", f"cannot start: {exc}", EXIT_FAILURE)
+    except asyncio.CancelledError:
+        return report_error(
+            "serve", "stopped by a second signal before a clean shutdown", EXIT_FAILURE
+        )
+
+
+def _planned_label(plan: ServePlan) -> str:
+    """The node's log label before it starts: from its URL, if that is known yet."""
+    node = plan.node
+    if node.self_url is not None:
+        return node_label(node.self_url)
+    if node.port:  # 0 is known only once bound
+        return node_label(f"http://{node.host}:{node.port}")
+    return ""
+
+
+async def _serve(plan: ServePlan, label: NodeLabel) -> int:
+    from ..loaders import load_spec
+    from ..node import Node
+    from .slowdb import SlowDB
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    main_task = asyncio.current_task()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if not stop.is_set():
+            log.info("received %s, shutting down", sig.name)
+            stop.set()
+        elif main_task is not None:
+            # A second Ctrl-C while closing: the user wants out now.
+            log.warning("received %s again, exiting without waiting", sig.name)
+            main_task.cancel()
+
+    # Handlers first: a signal during start-up must also end in a clean close.
+    signals = (signal.SIGTERM,) if plan.supervised else (signal.SIGINT, signal.SIGTERM)
+    for sig in signals:
+        loop.add_signal_handler(sig, on_signal, sig)
+    if plan.supervised:
+        _stop_when_stdin_closes(loop, stop)
+    transport = None
+    if plan.clustered:
+        from ..node import default_transport
+
+        transport = default_transport(plan.node)
+        if plan.log_level in ("debug", "info"):  # the lines it writes are INFO lines
+            transport = TracingTransport(transport)
+    node = Node(plan.node, transport=transport)
+    try:
+        for group in plan.groups:
+            if group.slowdb:
+                options: dict[str, Any] = {}
+                if plan.slowdb_delay is not None:
+                    options["delay"] = plan.slowdb_delay
+                loader: Any = SlowDB(plan.slowdb_file, **options)
+            elif group.loader is not None:
+                loader = load_spec(group.loader, query=group.query)
+            else:
+                loader = None
+            if loader is not None and plan.clustered:
+                loader = traced_loader(loader, node)
+            # Registered at once, so node.aclose() closes it whatever fails next.
+            node.add_group(group.config, loader)
+        await node.start()
+        _tune_gc()
+        if node.self_url is not None:
+            label.set(node_label(node.self_url))
+        address = node.api_address
+        lines = _banner(plan, node, address)
+        if plan.supervised:
+            # The supervisor prints one banner for the whole cluster; the node has
+            # already logged its members.
+            for line in lines[1 if node.peers is not None else 0 :]:
+                log.info("%s", line.removeprefix("shoal: "))
+        else:
+            for line in lines:
+                print(line, flush=True)
+        await stop.wait()
+    finally:
+        try:
+            # The handlers stay while closing: a second signal cancels this task.
+            await node.aclose()
+        finally:
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+            if plan.supervised:
+                with contextlib.suppress(ValueError, OSError):
+                    loop.remove_reader(sys.stdin.fileno())
+    log.info("stopped")
+    return EXIT_OK
+
+
+GC_GEN0_THRESHOLD: Final = 10_000
+"""Allocations between two collections of the youngest generation in a ``serve``
+process (Python's default: 700)."""
+
+
+def _tune_gc() -> None:
+    """Tune the cyclic garbage collector for a serving process (this process is the
+    node's alone; an embedding application keeps its own settings).
+
+    Every request allocates short-lived tasks, futures and coroutines, and with
+    the defaults the collector ran every few dozen requests and, now and then,
+    re-scanned every object of the process: about a fifth of a busy node's time
+    when it fetches from peers. So: collect once, freeze what is alive now
+    (modules, classes, the node itself: they live as long as the process and
+    need no scanning), and collect the youngest generation less often.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_GEN0_THRESHOLD, *gc.get_threshold()[1:])
+
+
+def _stop_when_stdin_closes(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Set ``stop`` when stdin reaches end of file: the supervisor holds the other end of
+    the pipe, and the kernel closes it when the supervisor exits, however it exits."""
+    try:
+        fd = sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):
+        return
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            return  # nothing is ever sent; only the end of the pipe matters
+        # End of file stays readable: stop watching, or this would spin.
+        loop.remove_reader(fd)
+        if not stop.is_set():
+            log.info("the supervisor is gone (stdin closed), shutting down")
+            stop.set()
+
+    try:
+        loop.add_reader(fd, readable)
+    except (ValueError, OSError, NotImplementedError):
+        # A regular file or a terminal cannot be watched: then only signals stop the node.
+        log.debug("stdin cannot be watched; only SIGTERM stops this node")
+
+
+def _banner(plan: ServePlan, node: Node, address: tuple[str, int] | None) -> list[str]:
+    lines = []
+    picker = node.peers
+    if picker is not None:
+        members = [
+            f"{url} (this node)" if url == picker.self_url else url
+            for url in picker.view.ring.nodes
+        ]
+        peer_address = node.peer_address
+        if peer_address is None:
+            listening = "no peer server"
+        elif plan.node.transport == "grpc":
+            listening = f"gRPC on {host_port(*peer_address)}"
+        else:
+            listening = f"peers on http://{host_port(*peer_address)}{plan.node.base_path}"
+        lines.append(
+            f"shoal: {node_label(picker.self_url)} is {picker.self_url} ({listening}, "
+            f"ring {plan.node.ring}); members: {', '.join(members)}"
+        )
+    if address is None:
+        lines.append("shoal: no HTTP API (--no-api); clients use the peer port")
+    else:
+        base = f"http://{host_port(*address)}"
+        for group, url in curl_urls(plan, base):
+            lines.append(
+                f"shoal: group {group.config.name!r} ready ({group.describe()}): curl '{url}'"
+            )
+    if plan.node.transport == "grpc" and node.peer_address is not None:
+        target = host_port(*node.peer_address)
+        for group in plan.groups:
+            request = json.dumps(
+                {"group": group.config.name, "key": "Tom" if group.slowdb else "KEY"},
+                separators=(",", ":"),
+            )
+            lines.append(
+                f"shoal: group {group.config.name!r} over gRPC: grpcurl -plaintext "
+                f"-d '{request}' {target} pb.GroupCache/Get"
+            )
+    return lines
+
+
+def curl_urls(plan: ServePlan, base: str) -> list[tuple[GroupPlan, str]]:
+    """A URL to try for each group of ``plan`` on the HTTP API at ``base``."""
+    several = len(plan.groups) > 1
+    urls = []
+    for group in plan.groups:
+        url = f"{base}/api?key={'Tom' if group.slowdb else 'KEY'}"
+        if several:
+            url += "&group=" + urllib.parse.quote(group.config.name, safe="")
+        urls.append((group, url))
+    return urls
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` to paste into a URL: a wildcard address becomes its family's loopback."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
