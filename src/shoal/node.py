@@ -41,8 +41,7 @@ from .supervise import NODE_TASKS, REPLICA_TASKS, BackgroundErrors, supervised
 if TYPE_CHECKING:
     from .api.http import ApiServer
     from .membership import BadInput, Member, MemberSet, Membership
-    from .peers import PeerPicker
-    from .transport import PeerClient, Transport
+    from .peers import PeerClient, PeerPicker, Transport
     from .transport.http import PeerServer
 
 __all__ = ["Node", "new_event_loop", "default_transport"]

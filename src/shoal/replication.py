@@ -55,9 +55,9 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -71,11 +71,11 @@ from .wire._pb import shoal_pb2 as pb
 from .wire.codec import ProtocolError, expires_at_from_wire, to_expire_ns
 
 if TYPE_CHECKING:
-    from .group import Group
+    from .config import GroupConfig
+    from .peers import PeerClient, PeerPicker
     from .store import Clock
-    from .transport import PeerClient
 
-__all__ = ["LocalCaches", "Replica", "serve_replica"]
+__all__ = ["LocalCaches", "Replica", "ReplicaPeers", "serve_replica"]
 
 log = logging.getLogger("shoal.replication")
 
@@ -111,6 +111,24 @@ class LocalCaches:
     """``drop(keys)``: remove ``keys``, fencing their loads; return how many were held."""
     fence_all: Callable[[], None]
     """``fence_all()``: fence every load in flight (their results are not cached)."""
+    live_entries: Callable[[], int]
+    """``live_entries()``: how many entries the group's main cache holds."""
+    check_key: Callable[[str], None]
+    """``check_key(key)``: raise InvalidKey or KeyTooLarge for a key the group refuses."""
+
+
+class ReplicaPeers(Protocol):
+    """How a replica reaches the other members: its group's peers (set by the node
+    once it has any, so read at each use) and its group's ``peer_timeout``."""
+
+    @property
+    def peers(self) -> PeerPicker | None:
+        """Who the other members are and which are backing off; None alone."""
+        ...
+
+    def within_peer_timeout(self, peer: PeerClient, exchange: Awaitable[_T]) -> Awaitable[_T]:
+        """Await ``exchange`` with ``peer`` for at most ``peer_timeout`` (PeerTimeout)."""
+        ...
 
 
 class Replica:
@@ -120,8 +138,10 @@ class Replica:
     :attr:`node_id` and runs :meth:`run` while it is started.
 
     Args:
-        group: the group whose state this is.
+        name: the group's name.
+        config: the group's configuration (limits, capacity, anti-entropy timing).
         caches: how merged writes reach the group's caches.
+        peers: how the other members are reached (the group).
         clock: Unix time in seconds (the group's clock).
         rng: picks anti-entropy partners and jitter (seed it in tests).
         buckets: digest buckets; every member of the cluster must use the same.
@@ -129,16 +149,19 @@ class Replica:
 
     def __init__(
         self,
-        group: Group[Any],
+        name: str,
+        config: GroupConfig,
         caches: LocalCaches,
+        peers: ReplicaPeers,
         *,
         clock: Clock,
         rng: random.Random | None = None,
         buckets: int = DEFAULT_BUCKETS,
     ) -> None:
-        self._group = group
+        self._name = name
         self._caches = caches
-        self._config = group.config
+        self._peers = peers
+        self._config = config
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self.hlc = HybridClock(clock)
@@ -173,7 +196,7 @@ class Replica:
         )
 
     def __repr__(self) -> str:
-        return f"<Replica {self._group.name!r} node={self.node_id} {self.state!r}>"
+        return f"<Replica {self._name!r} node={self.node_id} {self.state!r}>"
 
     # -- this node's writes -------------------------------------------------------------
 
@@ -416,7 +439,7 @@ class Replica:
         if errors is not None:
             self.errors = errors
         self._active = True
-        return tasks.create_task(self.run(), name=f"shoal-replica-{self._group.name}")
+        return tasks.create_task(self.run(), name=f"shoal-replica-{self._name}")
 
     async def run(self) -> None:
         """Push writes and run anti-entropy until cancelled (the node's task).
@@ -427,7 +450,7 @@ class Replica:
         the node.
         """
         self._active = True
-        name = self._group.name
+        name = self._name
         probing: set[str] = set()
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -481,7 +504,7 @@ class Replica:
             "anti-entropy",
             self._anti_entropy_round,
             self.errors,
-            context=lambda: f"group {self._group.name!r}, peer {self._partner}",
+            context=lambda: f"group {self._name!r}, peer {self._partner}",
             rng=self._rng,
         )
 
@@ -500,7 +523,7 @@ class Replica:
                 self._failed(peer)
                 log.info(
                     "group %r: anti-entropy with %s failed: %s",
-                    self._group.name,
+                    self._name,
                     peer.url,
                     printable(str(exc)),
                 )
@@ -512,7 +535,7 @@ class Replica:
 
     def _live(self) -> list[PeerClient]:
         """Every peer not skipped after failures."""
-        peers = self._group.peers
+        peers = self._peers.peers
         if peers is None:
             return []
         slow = set(peers.backing_off())
@@ -520,7 +543,7 @@ class Replica:
 
     def _skipped(self) -> list[PeerClient]:
         """The peers in their failure back-off."""
-        peers = self._group.peers
+        peers = self._peers.peers
         if peers is None:
             return []
         clients = peers.view.clients
@@ -534,13 +557,13 @@ class Replica:
         except PeerError:
             self._counters["push_failures"] += 1  # still away: anti-entropy will repair
         except Exception as exc:  # a failed probe must not stop the pushes
-            self.errors.record("replica-probe", exc, f"group {self._group.name!r}, peer {peer.url}")
+            self.errors.record("replica-probe", exc, f"group {self._name!r}, peer {peer.url}")
         finally:
             probing.discard(peer.url)
 
     def _failed(self, peer: PeerClient) -> None:
-        if self._group.peers is not None:
-            self._group.peers.failed(peer.url)
+        if self._peers.peers is not None:
+            self._peers.peers.failed(peer.url)
 
     async def _push(self, entries: list[Entry]) -> None:
         """Send ``entries`` (and a pending clear) to every peer; wait for the push to
@@ -554,7 +577,7 @@ class Replica:
     def _enqueue(self, entries: list[Entry]) -> bool:
         """Queue ``entries`` for the next push without waiting for it; False when there
         is nobody to push to (alone, or not started: anti-entropy will tell them)."""
-        peers = self._group.peers
+        peers = self._peers.peers
         if not self._active or peers is None or not peers.view.clients:
             return False
         self._outbox.extend(entries)
@@ -571,7 +594,7 @@ class Replica:
             self._failed(peer)
             log.info(
                 "group %r: push of %d writes to %s failed (anti-entropy will repair): %s",
-                self._group.name,
+                self._name,
                 len(entries),
                 peer.url,
                 printable(str(exc)),
@@ -588,10 +611,10 @@ class Replica:
 
     async def _ask(self, peer: PeerClient, request: pb.ReplicaRequest) -> pb.ReplicaResponse:
         """One exchange within ``peer_timeout``."""
-        request.group = self._group.name
+        request.group = self._name
         raw = request.SerializeToString()
         self._counters["bytes_sent"] += len(raw)
-        answer = await self._group.within_peer_timeout(peer, peer.replica(self._group.name, raw))
+        answer = await self._peers.within_peer_timeout(peer, peer.replica(self._name, raw))
         self._counters["bytes_received"] += len(answer)
         try:
             response = pb.ReplicaResponse.FromString(answer)
@@ -602,8 +625,8 @@ class Replica:
         ]
         if response.WhichOneof("kind") != expected:
             raise PeerError(f"{peer.url}: a replica answer without {expected}")
-        if self._group.peers is not None:
-            self._group.peers.succeeded(peer.url)
+        if self._peers.peers is not None:
+            self._peers.peers.succeeded(peer.url)
         return response
 
     def _entry(self, item: pb.ReplicaEntry, now: float) -> Entry:
@@ -638,7 +661,7 @@ class Replica:
 
     def _check_key(self, key: str, what: str) -> None:
         try:
-            self._group.validate_key(key)
+            self._caches.check_key(key)
         except ShoalError as exc:
             raise BadRequest(f"{what}: {exc}") from exc
 
@@ -710,12 +733,12 @@ class Replica:
         new = len(key.encode()) + len(data)
         if config.capacity_bytes is not None and state.nbytes - old + new > config.capacity_bytes:
             raise GroupFull(
-                f"group {self._group.name!r} holds {state.nbytes} of its "
+                f"group {self._name!r} holds {state.nbytes} of its "
                 f"{config.capacity_bytes} bytes; delete keys or raise capacity_bytes"
             )
         entries = config.capacity_entries
-        if entries is not None and not live and self._group.live_entries() >= entries:
-            raise GroupFull(f"group {self._group.name!r} holds its {entries} entries")
+        if entries is not None and not live and self._caches.live_entries() >= entries:
+            raise GroupFull(f"group {self._name!r} holds its {entries} entries")
 
     def statistics(self) -> dict[str, int]:
         """Counters of the replicated state and its traffic (``GET /v1/stats``)."""
