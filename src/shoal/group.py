@@ -20,6 +20,13 @@ Every front-end (HTTP API, gRPC, the sync facade, peers' writes) goes through
 All async methods run on the event loop that owns the group. The cache
 lookups (:meth:`Group.cached_bytes`) are thread-safe and never await, which is
 what lets :mod:`shoal.sync` serve hits without a hop to the loop thread.
+
+A group knows nothing above the async core: servers see it as a
+:class:`~shoal.serving.ServedGroup`, its replica gets :class:`LocalCaches
+<shoal.replication.LocalCaches>` and the group as its
+:class:`~shoal.replication.ReplicaPeers`, and the sync facade wraps it
+(:attr:`Group.codec`, :meth:`Group.hit_reader`). A miss of a key a peer owns may
+run without a task (:class:`_DirectFetch`; docs/architecture.md tells it whole).
 """
 
 from __future__ import annotations

@@ -1,5 +1,10 @@
 """Peer picking: the current ring plus one client per peer, swapped as one unit.
 
+The protocols a peer transport implements (:class:`PeerClient`,
+:class:`Transport`, :class:`Fetched`, :data:`FetchDone`) are declared here, in
+the core that uses them; :mod:`shoal.transport` re-exports them for the
+transports, which the core never imports.
+
 A membership change builds a new :class:`PeerView` (new ring, clients for the
 new members, the old clients kept) while the old view keeps serving, then
 swaps it in with a single assignment, so no reader ever sees a ring whose

@@ -6,6 +6,11 @@ thread switch); a miss or a write is submitted to the node's event loop and
 the calling thread waits for it. Calling a blocking method from the event
 loop's own thread would deadlock, so it raises ``RuntimeError`` instead.
 
+The facade wraps a group from above, through its public accessors
+(:attr:`~shoal.group.Group.codec`, :meth:`~shoal.group.Group.hit_reader`); the
+group never imports it. The blocking pieces shared with ``Group.cached`` are in
+:mod:`shoal._cached`.
+
 ::
 
     with SyncNode() as node:
