@@ -21,6 +21,7 @@ group never imports it. The blocking pieces shared with ``Group.cached`` are in
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
@@ -112,10 +113,13 @@ class SyncGroup(Generic[V]):
     ) -> Callable[[F], F]:
         """Decorate a plain function so its results are cached by its arguments.
 
-        See :meth:`Group.cached <shoal.group.Group.cached>`; this is its blocking form.
+        See :meth:`Group.cached <shoal.group.Group.cached>`; this is its blocking form
+        (an async function gets the group's async wrapper, as there).
         """
 
         def decorate(fn: F) -> F:
+            if inspect.iscoroutinefunction(fn):
+                return self._group.cached(key=key, ttl=ttl)(fn)
             make_key = key or default_key(fn, self._group.config.max_key_bytes)
             return cast(F, self.wrap(fn, make_key, ttl))
 
