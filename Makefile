@@ -49,6 +49,7 @@ dev:
 lint: dev
 	$(BIN)/ruff check src tests bench hatch_build.py
 	$(BIN)/ruff format --check src tests bench hatch_build.py
+	$(BIN)/lint-imports --no-cache --no-logo
 
 # The tests import each other from the tests folder (pytest's pythonpath), and every
 # folder has its own conftest.py: mypy gets the same root and names modules by path.

@@ -24,7 +24,9 @@ with atheris.instrument_imports():
 
     from shoal import Node, NodeConfig
     from shoal.errors import BadRequest
-    from shoal.replication import _item
+    from shoal.replica import Entry
+    from shoal.replication import _item as replica_item
+    from shoal.replication import serve_replica
     from shoal.wire import (
         MAX_EXPIRE_NS,
         RemoteProtocolError,
@@ -47,6 +49,7 @@ with atheris.instrument_imports():
         encode_get_many_request,
         encode_get_many_response,
     )
+    from shoal.wire.replica import ReplicaPush, encode_replica_request
 
 MIRROR = "mirror"
 
@@ -112,6 +115,12 @@ def batches(data: bytes) -> None:
         assert decode_remove_keys(again).keys == removal.keys
 
 
+def _item(entry: Entry) -> pb.ReplicaEntry:
+    """``entry`` as the protobuf message a replica sends it in."""
+    raw = encode_replica_request(MIRROR, ReplicaPush([replica_item(entry)]))
+    return pb.ReplicaRequest.FromString(raw).push.entries[0]
+
+
 def replica(data: bytes) -> None:
     try:
         request = pb.ReplicaRequest.FromString(data)
@@ -122,7 +131,7 @@ def replica(data: bytes) -> None:
     before = (state.root(), len(state), state.cleared)
     request.group = MIRROR
     try:
-        asyncio.run(group.replica.serve(request))  # type: ignore[union-attr]
+        asyncio.run(serve_replica({MIRROR: group}, request.SerializeToString()))
     except BadRequest:
         assert (state.root(), len(state), state.cleared) == before
         return

@@ -23,7 +23,9 @@ from pbfuzz import examples
 from shoal import Group, InvalidTTL, Node, NodeConfig
 from shoal.errors import BadRequest
 from shoal.hlc import HLC_MAX, hlc_from_seconds
-from shoal.replication import MAX_CLOCK_DRIFT, _item
+from shoal.replica import Entry
+from shoal.replication import MAX_CLOCK_DRIFT, serve_replica
+from shoal.replication import _item as replica_item
 from shoal.wire import (
     MAX_EXPIRE_NS,
     ProtocolError,
@@ -34,6 +36,7 @@ from shoal.wire import (
     to_expire_ns,
 )
 from shoal.wire._pb import shoal_pb2 as pb
+from shoal.wire.replica import ReplicaPush, encode_replica_request
 
 MIRROR = "mirror"
 INT64 = st.integers(-(1 << 63), (1 << 63) - 1)
@@ -79,7 +82,14 @@ def replicated() -> Group[bytes]:
 def serve(group: Group[bytes], request: pb.ReplicaRequest) -> pb.ReplicaResponse:
     assert group.replica is not None
     request.group = MIRROR
-    return asyncio.run(group.replica.serve(request))
+    raw = asyncio.run(serve_replica({MIRROR: group}, request.SerializeToString()))
+    return pb.ReplicaResponse.FromString(raw)
+
+
+def _item(entry: Entry) -> pb.ReplicaEntry:
+    """``entry`` as the protobuf message a replica sends it in."""
+    raw = encode_replica_request(MIRROR, ReplicaPush([replica_item(entry)]))
+    return pb.ReplicaRequest.FromString(raw).push.entries[0]
 
 
 def snapshot(group: Group[bytes]) -> tuple[int, int, object]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -89,6 +90,28 @@ def test_a_ttl_past_2262_is_refused() -> None:
             g.get("k")
         g.set("k", b"v", ttl=1e9)
         assert g.get("k") == b"v"
+
+
+def test_sync_decorator_keeps_an_async_function_async() -> None:
+    """SyncGroup.cached on a coroutine function gives the group's async wrapper, which
+    caches on the node's loop."""
+    with SyncNode() as node:
+        g = node.group("doubles", None)
+        calls = 0
+
+        @g.cached(key=lambda n: f"d:{n}")
+        async def double(n: int) -> bytes:
+            nonlocal calls
+            calls += 1
+            return str(2 * n).encode()
+
+        assert inspect.iscoroutinefunction(double)
+        loop = g.group.loop
+        assert loop is not None
+        for _ in range(2):
+            assert asyncio.run_coroutine_threadsafe(double(21), loop).result() == b"42"
+        assert calls == 1
+        assert g.get("d:21") == b"42"
 
 
 def test_sync_decorator_from_threads() -> None:

@@ -20,13 +20,19 @@ Every front-end (HTTP API, gRPC, the sync facade, peers' writes) goes through
 All async methods run on the event loop that owns the group. The cache
 lookups (:meth:`Group.cached_bytes`) are thread-safe and never await, which is
 what lets :mod:`shoal.sync` serve hits without a hop to the loop thread.
+
+A group knows nothing above the async core: servers see it as a
+:class:`~shoal.serving.ServedGroup`, its replica gets :class:`LocalCaches
+<shoal.replication.LocalCaches>` and the group as its
+:class:`~shoal.replication.ReplicaPeers`, and the sync facade wraps it
+(:attr:`Group.codec`, :meth:`Group.hit_reader`). A miss of a key a peer owns may
+run without a task (:class:`_DirectFetch`; docs/architecture.md tells it whole).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hashlib
 import inspect
 import logging
 import math
@@ -38,6 +44,7 @@ from concurrent.futures import Executor
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
+from ._cached import blocking_wrapper, default_key
 from ._deadlines import Deadlines, Watch
 from ._gather import gather_merged
 from ._printable import printable
@@ -64,9 +71,8 @@ from .value import Value, with_ttl
 from .wire import MAX_EXPIRES_AT
 
 if TYPE_CHECKING:
-    from .peers import PeerPicker
+    from .peers import Fetched, PeerClient, PeerPicker
     from .replication import Replica
-    from .transport import Fetched, PeerClient
 
 log = logging.getLogger("shoal.group")
 
@@ -191,11 +197,31 @@ class Group(Generic[V]):
         if config.mode == "replicated":
             from .replication import LocalCaches, Replica
 
-            caches = LocalCaches(self._store, self._drop_local, self._fence_all)
-            self.replica = Replica(self, caches, clock=clock, rng=rng)
+            caches = LocalCaches(
+                self._store,
+                self._drop_local,
+                self._fence_all,
+                live_entries=self.live_entries,
+                check_key=self.validate_key,
+            )
+            self.replica = Replica(self.name, config, caches, self, clock=clock, rng=rng)
 
     def __repr__(self) -> str:
         return f"<Group {self.name!r} items={len(self._main)} bytes={self._main.nbytes}>"
+
+    @property
+    def codec(self) -> Codec[V]:
+        """How the group's values are encoded to bytes and decoded back."""
+        return self._codec
+
+    def hit_reader(
+        self, on_miss: Callable[[str], V], on_hit: Callable[[bytes], V] | None
+    ) -> Callable[[str], V]:
+        """A lookup of the main cache with the miss and hit handling fused in
+        (:meth:`Store.reader <shoal.store.Store.reader>`): ``on_hit(data)`` of a hit
+        (the bytes themselves when None), else ``on_miss(key)``. Thread-safe; the
+        whole hit path of the sync facade."""
+        return cast(Callable[[str], V], self._main.reader(on_miss, on_hit))
 
     # -- reads ---------------------------------------------------------------
 
@@ -715,8 +741,9 @@ class Group(Generic[V]):
         """Decorate a function so its results are cached in this group by its arguments.
 
         Works on async functions (the wrapper is async) and on plain functions (the
-        wrapper blocks, see :mod:`shoal.sync`, and must be called from a thread other
-        than the event loop's). Concurrent calls with the same key run the function once.
+        wrapper blocks, as :meth:`SyncGroup.cached <shoal.sync.SyncGroup.cached>`'s,
+        and must be called from a thread other than the event loop's). Concurrent
+        calls with the same key run the function once.
 
         Args:
             key: builds the cache key from the call's arguments; default: the
@@ -731,11 +758,9 @@ class Group(Generic[V]):
         """
 
         def decorate(fn: F) -> F:
-            make_key = key or _default_key(fn, self.config.max_key_bytes)
+            make_key = key or default_key(fn, self.config.max_key_bytes)
             if not inspect.iscoroutinefunction(fn):
-                from .sync import SyncGroup  # the blocking side lives in the facade
-
-                return cast(F, SyncGroup(self).wrap(fn, make_key, ttl))
+                return cast(F, blocking_wrapper(self, fn, make_key, ttl, self._decode))
 
             @functools.wraps(fn)
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -1204,25 +1229,6 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
         getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
     )
-
-
-def _default_key(fn: Callable[..., Any], limit: int) -> Callable[..., str]:
-    """Key builder of :meth:`Group.cached`: qualified name + ``repr`` of the arguments.
-
-    A key that would exceed ``limit`` bytes becomes the (trimmed) name plus a
-    128-bit BLAKE2 digest of the full key, so long arguments still cache.
-    """
-    prefix = f"{fn.__module__}.{fn.__qualname__}"
-    short = prefix.encode()[: max(0, limit - 33)].decode(errors="ignore")
-
-    def make_key(*args: Any, **kwargs: Any) -> str:
-        key = f"{prefix}{args!r}{sorted(kwargs.items())!r}" if kwargs else f"{prefix}{args!r}"
-        encoded = key.encode()
-        if len(encoded) > limit:
-            key = f"{short}#{hashlib.blake2b(encoded, digest_size=16).hexdigest()}"
-        return key
-
-    return make_key
 
 
 class _DirectFetch:

@@ -41,8 +41,7 @@ from .supervise import NODE_TASKS, REPLICA_TASKS, BackgroundErrors, supervised
 if TYPE_CHECKING:
     from .api.http import ApiServer
     from .membership import BadInput, Member, MemberSet, Membership
-    from .peers import PeerPicker
-    from .transport import PeerClient, Transport
+    from .peers import PeerClient, PeerPicker, Transport
     from .transport.http import PeerServer
 
 __all__ = ["Node", "new_event_loop", "default_transport"]
@@ -521,7 +520,6 @@ class Node:
             The clients of members that left, for the caller to close.
         """
         from .membership import BadInput, Member, check_member_url
-        from .membership.static import StaticMembership
 
         picker, membership = self._picker, self._membership
         assert picker is not None
@@ -542,9 +540,8 @@ class Node:
             by_url[picker.self_url] = Member(
                 node_id=self._node_id, url=picker.self_url, source=membership.source
             )
-        # The order settles hash collisions, so every node must use the same one:
-        # the configured order for a static list, URL order for a discovered one.
-        urls = list(membership.urls) if isinstance(membership, StaticMembership) else sorted(by_url)
+        # The order settles hash collisions: the source says the one every node uses.
+        urls = membership.ring_order(by_url)
         before = set(picker.view.ring.nodes)
         gone = picker.set_peers(urls)
         self._members = by_url

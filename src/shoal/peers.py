@@ -1,5 +1,10 @@
 """Peer picking: the current ring plus one client per peer, swapped as one unit.
 
+The protocols a peer transport implements (:class:`PeerClient`,
+:class:`Transport`, :class:`Fetched`, :data:`FetchDone`) are declared here, in
+the core that uses them; :mod:`shoal.transport` re-exports them for the
+transports, which the core never imports.
+
 A membership change builds a new :class:`PeerView` (new ring, clients for the
 new members, the old clients kept) while the old view keeps serving, then
 swaps it in with a single assignment, so no reader ever sees a ring whose
@@ -30,17 +35,149 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Final
+from typing import Final, Protocol
 
 from .errors import ConfigError
 from .ring import Ring
-from .transport import PeerClient, Transport
 
-__all__ = ["MAX_BACKOFF_FACTOR", "PeerPicker", "PeerView"]
+__all__ = [
+    "MAX_BACKOFF_FACTOR",
+    "FetchDone",
+    "Fetched",
+    "PeerClient",
+    "PeerPicker",
+    "PeerView",
+    "Transport",
+]
 
 MAX_BACKOFF_FACTOR: Final = 8
 """A suspect peer's back-off window doubles with each failed probe, up to this many
 times the configured back-off."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """A value as a peer returned it."""
+
+    value: bytes
+    """The value's bytes."""
+    expires_at: float | None = None
+    """Absolute expiry in Unix seconds (sent as Unix nanoseconds), or None."""
+    minute_qps: float | None = None
+    """The owner's estimate of the key's requests per second over the last minute."""
+
+
+FetchDone = Callable[["Fetched | None", "BaseException | None"], None]
+"""What :meth:`PeerClient.fetch` calls with its outcome: ``(fetched, None)`` or
+``(None, error)``, the error being one :meth:`PeerClient.get` would raise."""
+
+
+class PeerClient(Protocol):
+    """Talks to one peer. Safe to share between tasks of one event loop."""
+
+    @property
+    def url(self) -> str:
+        """The peer's URL, its identity on the ring."""
+        ...
+
+    async def get(self, group: str, key: str) -> Fetched:
+        """Fetch ``key`` of ``group`` from the peer, which loads it if needed.
+
+        Callers bound the wait with ``asyncio.timeout``; a client cancelled in the
+        middle of an exchange discards that connection (its state is unknown).
+
+        Raises:
+            NotFound: the owner says the key does not exist.
+            RemoteLoadError: the owner's loader failed.
+            PeerUnavailable: the connection failed.
+            PeerError: any other failure of the exchange (bad status, bad body).
+        """
+        ...
+
+    def fetch(self, group: str, key: str, done: FetchDone) -> Callable[[], None] | None:
+        """Start fetching ``key`` of ``group`` without a task, if this client can.
+
+        ``done`` is called exactly once, from the event loop, with the outcome of
+        :meth:`get` (a callback rather than a coroutine: no task per fetch),
+        unless the returned function is called first, which abandons the fetch.
+        The caller bounds the wait itself.
+
+        Returns:
+            A function that abandons the fetch; None when this client cannot
+            fetch this way now (the caller awaits :meth:`get` instead).
+        """
+        ...
+
+    async def get_many(self, group: str, keys: list[str]) -> dict[str, Fetched]:
+        """Fetch several keys in one exchange; keys the owner lacks are left out.
+
+        Raises the same errors as :meth:`get`, except NotFound.
+        """
+        ...
+
+    async def set(
+        self, group: str, key: str, value: bytes, expires_at: float | None = None
+    ) -> None:
+        """Store ``value`` under ``key`` on the peer, in its caches only (the peer
+        forwards nothing: the node that took the write tells the others).
+
+        Args:
+            expires_at: absolute expiry in Unix seconds; None: never.
+
+        Raises:
+            PeerUnavailable, PeerError: as :meth:`get`.
+        """
+        ...
+
+    async def remove_keys(self, group: str, keys: list[str]) -> int | None:
+        """Drop ``keys`` from the peer's caches (its own copies and hot copies).
+
+        Returns:
+            How many of the keys the peer had cached or was loading; None when
+            the peer does not say (a Go peer).
+
+        Raises:
+            PeerUnavailable, PeerError: as :meth:`get`.
+        """
+        ...
+
+    async def invalidate(self, group: str) -> int | None:
+        """Drop every key of ``group`` from the peer's caches.
+
+        Returns:
+            How many keys the peer dropped; None when the peer cannot do this (a
+            Go peer, which is left alone).
+
+        Raises:
+            PeerUnavailable, PeerError: as :meth:`get`.
+        """
+        ...
+
+    async def replica(self, group: str, request: bytes) -> bytes:
+        """One exchange of a replicated group: a serialized ``shoal.v1.ReplicaRequest``
+        in, the peer's serialized ``ReplicaResponse`` out.
+
+        Raises:
+            PeerUnavailable, PeerError: as :meth:`get` (also for a peer that does not
+                serve replicated groups).
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Close the client's connections."""
+        ...
+
+
+class Transport(Protocol):
+    """Makes peer clients."""
+
+    def client(self, url: str) -> PeerClient:
+        """A client for the peer at ``url`` (connections are opened lazily)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close everything the transport opened."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,52 +1,29 @@
-"""Replicated groups: every member keeps every key (DESIGN §5, bcache's mode).
+"""Replicated groups: every member keeps every key (DESIGN §5, docs/replication.md).
 
-A group configured with ``mode="replicated"`` has a :class:`Replica`: the
-last-writer-wins state of :mod:`shoal.replica` (versions, tombstones, digests),
-a hybrid logical clock (:mod:`shoal.hlc`) that stamps this node's writes, and
-two background tasks the node owns:
+A ``mode="replicated"`` group has a :class:`Replica`: the last-writer-wins state
+of :mod:`shoal.replica`, a hybrid logical clock (:mod:`shoal.hlc`) stamping this
+node's writes, and two supervised background rounds the node owns: the
+**pusher** (new writes to every live peer, batched while a push is in flight)
+and **anti-entropy** (a digest with one random peer every
+``anti_entropy_interval``; only the keys that differ travel). Rules:
 
-* the **pusher** sends new writes to every live peer. Writes made while a push
-  is on its way wait for the next one, so a burst of writes travels in a few
-  messages; :meth:`Replica.write` returns once its push has been answered (or
-  has failed: a member that misses a push is repaired by anti-entropy).
-* **anti-entropy**, every ``anti_entropy_interval`` seconds (jittered), with one
-  random live peer: a digest of the whole state (one 8-byte root hash and a
-  count) settles the common case, where nothing differs, in one small
-  exchange; otherwise the peer's bucket hashes name the buckets that differ,
-  a summary of those buckets (keys and versions, no values) finds the keys
-  that differ, and only those travel, each way. A member that was down or cut
-  off catches up in its first round after it comes back. A round between
-  members in sync changes nothing: only a *newer* group clear fences the
-  loads in flight.
-
-Both run as supervised rounds (:mod:`shoal.supervise`): a round that raises is
-counted, logged once, and retried after a bounded pause; it never stops the
-node.
-
-The state is the truth and the group's main cache mirrors its live values, so
-reads take the ordinary path (:meth:`shoal.group.Group.get`), hits included. A
-miss is loaded through the group's flight (by the key's owner on the ring, so
-once in the cluster) and the loaded value becomes a write stamped with the
-time the load *started*: a set or delete made while the load ran is newer and
-wins on every member, and the load is fenced here as in partitioned groups.
-
-Messages are ``shoal.v1.ReplicaRequest``/``ReplicaResponse`` (``shoal.proto``);
-the peer transport carries them (HTTP: ``POST {base}{group}/_replica/``; gRPC:
-``Peer.Replica``).
-
-Every message from a peer, request or answer, is checked whole before any of it
-changes the state, here and only here (both transports hand the bytes to
-:func:`serve_replica`): each entry's key and value against the group's limits,
-its expiry against what the wire can carry again
-(:func:`~shoal.wire.check_expire_ns`), each version's node id
-(:func:`~shoal.config.check_node_id`) and timestamp, which may run at most
-:data:`MAX_CLOCK_DRIFT` ahead of this node's clock (the bound the clock applies to
-wall time; a timestamp further ahead would drag every later write of the key, or
-this node's clock, out of the 64-bit range), and every list against its cap
-(:data:`MAX_PUSH_ENTRIES`, :data:`MAX_SYNC_SUMMARIES`, the group's bucket count).
-A bad request is refused whole (:class:`~shoal.errors.BadRequest`, HTTP 400 or
-gRPC ``INVALID_ARGUMENT``); a bad answer fails the exchange
-(:class:`~shoal.errors.PeerError`), which anti-entropy counts and survives.
+* The state is the truth; the group's caches mirror its live values, through
+  :class:`LocalCaches` only, so reads take the group's ordinary path.
+* A miss loads through the group's flight (once in the cluster, at the key's
+  owner) and becomes a write stamped when its load *started* (:meth:`Replica.fill`):
+  a write made while it ran is newer and wins on every member. A round between
+  members in sync changes nothing: only a *newer* group clear fences the loads
+  in flight.
+* A replica sees its group only as a name, a config, :class:`LocalCaches` and
+  :class:`ReplicaPeers`; messages are the plain dataclasses of
+  :mod:`shoal.wire.replica`, which alone knows their protobuf encoding.
+* Every message from a peer is checked whole before any of it changes the state,
+  here and only here (:func:`serve_replica`): keys and values against the group's
+  limits, expiries against what the wire can carry again, node ids, timestamps at
+  most :data:`MAX_CLOCK_DRIFT` ahead, lists against :data:`MAX_PUSH_ENTRIES`,
+  :data:`MAX_SYNC_SUMMARIES` and the bucket count. A bad request is refused whole
+  (:class:`~shoal.errors.BadRequest`); a bad answer fails the exchange
+  (:class:`~shoal.errors.PeerError`), which anti-entropy counts and survives.
 """
 
 from __future__ import annotations
@@ -55,11 +32,9 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeVar
-
-from google.protobuf.message import DecodeError
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from ._printable import printable
 from .config import check_node_id
@@ -68,18 +43,42 @@ from .hlc import HybridClock, hlc_from_seconds
 from .replica import DEFAULT_BUCKETS, ZERO_VERSION, Entry, ReplicaState, Version
 from .supervise import REPLICA_TASKS, BackgroundErrors, supervised
 from .wire import ProtocolError, expires_at_from_wire, to_expire_ns
-from .wire._pb import shoal_pb2 as pb
+from .wire.replica import (
+    ReplicaDigest,
+    ReplicaDigestReply,
+    ReplicaEntry,
+    ReplicaPush,
+    ReplicaPushed,
+    ReplicaRequestBody,
+    ReplicaResponseBody,
+    ReplicaSummary,
+    ReplicaSync,
+    ReplicaSyncReply,
+    ReplicaVersion,
+    decode_replica_request,
+    decode_replica_response,
+    encode_replica_request,
+    encode_replica_response,
+)
 
 if TYPE_CHECKING:
-    from .group import Group
+    from .config import GroupConfig
+    from .peers import PeerClient, PeerPicker
     from .store import Clock
-    from .transport import PeerClient
 
-__all__ = ["LocalCaches", "Replica", "serve_replica"]
+__all__ = ["LocalCaches", "Replica", "ReplicaPeers", "serve_replica"]
 
 log = logging.getLogger("shoal.replication")
 
 _T = TypeVar("_T")
+_R = TypeVar("_R", ReplicaPushed, ReplicaDigestReply, ReplicaSyncReply)
+
+_KINDS: Final[dict[type[ReplicaResponseBody], str]] = {
+    ReplicaPushed: "pushed",
+    ReplicaDigestReply: "digest",
+    ReplicaSyncReply: "sync",
+}
+"""The field of ``ReplicaResponse`` each kind of answer is sent in."""
 
 MAX_MESSAGE_BYTES: Final = 1 << 20
 """A push or a sync answer is cut into messages of about this size."""
@@ -111,6 +110,24 @@ class LocalCaches:
     """``drop(keys)``: remove ``keys``, fencing their loads; return how many were held."""
     fence_all: Callable[[], None]
     """``fence_all()``: fence every load in flight (their results are not cached)."""
+    live_entries: Callable[[], int]
+    """``live_entries()``: how many entries the group's main cache holds."""
+    check_key: Callable[[str], None]
+    """``check_key(key)``: raise InvalidKey or KeyTooLarge for a key the group refuses."""
+
+
+class ReplicaPeers(Protocol):
+    """How a replica reaches the other members: its group's peers (set by the node
+    once it has any, so read at each use) and its group's ``peer_timeout``."""
+
+    @property
+    def peers(self) -> PeerPicker | None:
+        """Who the other members are and which are backing off; None alone."""
+        ...
+
+    def within_peer_timeout(self, peer: PeerClient, exchange: Awaitable[_T]) -> Awaitable[_T]:
+        """Await ``exchange`` with ``peer`` for at most ``peer_timeout`` (PeerTimeout)."""
+        ...
 
 
 class Replica:
@@ -120,8 +137,10 @@ class Replica:
     :attr:`node_id` and runs :meth:`run` while it is started.
 
     Args:
-        group: the group whose state this is.
+        name: the group's name.
+        config: the group's configuration (limits, capacity, anti-entropy timing).
         caches: how merged writes reach the group's caches.
+        peers: how the other members are reached (the group).
         clock: Unix time in seconds (the group's clock).
         rng: picks anti-entropy partners and jitter (seed it in tests).
         buckets: digest buckets; every member of the cluster must use the same.
@@ -129,16 +148,19 @@ class Replica:
 
     def __init__(
         self,
-        group: Group[Any],
+        name: str,
+        config: GroupConfig,
         caches: LocalCaches,
+        peers: ReplicaPeers,
         *,
         clock: Clock,
         rng: random.Random | None = None,
         buckets: int = DEFAULT_BUCKETS,
     ) -> None:
-        self._group = group
+        self._name = name
         self._caches = caches
-        self._config = group.config
+        self._peers = peers
+        self._config = config
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
         self.hlc = HybridClock(clock)
@@ -173,7 +195,7 @@ class Replica:
         )
 
     def __repr__(self) -> str:
-        return f"<Replica {self._group.name!r} node={self.node_id} {self.state!r}>"
+        return f"<Replica {self._name!r} node={self.node_id} {self.state!r}>"
 
     # -- this node's writes -------------------------------------------------------------
 
@@ -235,46 +257,45 @@ class Replica:
 
     # -- what peers send --------------------------------------------------------------
 
-    async def serve(self, request: pb.ReplicaRequest) -> pb.ReplicaResponse:
-        """Answer a peer's push or anti-entropy step.
+    async def serve(self, request: ReplicaRequestBody | None) -> ReplicaResponseBody:
+        """Answer a peer's push or anti-entropy step (None: a request of no kind).
 
         Raises:
             BadRequest: a malformed message (unknown kind, bad key, bad bucket, a
                 field out of range, a list over its cap), counted in
                 ``messages_refused``; nothing is changed.
         """
-        kind = request.WhichOneof("kind")
         try:
-            if kind == "push":
-                return self._serve_push(request.push)
-            if kind == "digest":
-                return self._serve_digest(request.digest)
-            if kind == "sync":
-                return self._serve_sync(request.sync)
+            if isinstance(request, ReplicaPush):
+                return self._serve_push(request)
+            if isinstance(request, ReplicaDigest):
+                return self._serve_digest(request)
+            if isinstance(request, ReplicaSync):
+                return self._serve_sync(request)
             raise BadRequest("a replica request needs one of push, digest, sync")
         except BadRequest:
             self._counters["messages_refused"] += 1
             raise
 
-    def _serve_push(self, push: pb.ReplicaPush) -> pb.ReplicaResponse:
+    def _serve_push(self, push: ReplicaPush) -> ReplicaPushed:
         now = self._clock()
         if len(push.entries) > MAX_PUSH_ENTRIES:
             raise BadRequest(
                 f"a replica push of {len(push.entries)} entries; at most {MAX_PUSH_ENTRIES}"
             )
         # All checked first: a bad push changes nothing.
-        cleared = self._cleared(push.cleared, now) if push.HasField("cleared") else None
+        cleared = self._cleared(push.cleared, now) if push.cleared is not None else None
         entries = [self._entry(item, now) for item in push.entries]
         if cleared is not None:
             self._clear(cleared)
         applied = sum(self._apply(entry, now) for entry in entries)
         self._counters["writes_received"] += len(entries)
-        return pb.ReplicaResponse(pushed=pb.ReplicaPushed(applied=applied))
+        return ReplicaPushed(applied)
 
-    def _serve_digest(self, digest: pb.ReplicaDigest) -> pb.ReplicaResponse:
+    def _serve_digest(self, digest: ReplicaDigest) -> ReplicaDigestReply:
         state = self.state
         cleared = self._cleared(digest.cleared, self._clock())
-        if digest.HasField("cleared"):
+        if digest.cleared is not None:
             self._clear(cleared)
         in_sync = (
             digest.buckets == state.buckets
@@ -282,12 +303,10 @@ class Replica:
             and digest.count == len(state)
             and cleared == state.cleared
         )
-        reply = pb.ReplicaDigestReply(in_sync=in_sync, cleared=_message(state.cleared))
-        if not in_sync:
-            reply.hashes.extend(state.bucket_hashes())
-        return pb.ReplicaResponse(digest=reply)
+        hashes = [] if in_sync else list(state.bucket_hashes())
+        return ReplicaDigestReply(in_sync, hashes, _message(state.cleared))
 
-    def _serve_sync(self, sync: pb.ReplicaSync) -> pb.ReplicaResponse:
+    def _serve_sync(self, sync: ReplicaSync) -> ReplicaSyncReply:
         if len(sync.buckets) > self.state.buckets:
             raise BadRequest(
                 f"a sync request of {len(sync.buckets)} buckets; the group has {self.state.buckets}"
@@ -302,15 +321,16 @@ class Replica:
             send, want = self.state.compare(sync.buckets, theirs)
         except ValueError as exc:
             raise BadRequest(f"bad sync request: {exc}") from exc
-        reply = pb.ReplicaSyncReply(wanted=want)
+        entries: list[ReplicaEntry] = []
+        truncated = False
         size = 0
         for entry in send:
             if size >= MAX_MESSAGE_BYTES:
-                reply.truncated = True
+                truncated = True
                 break
-            reply.entries.append(_item(entry))
+            entries.append(_item(entry))
             size += _size(entry)
-        return pb.ReplicaResponse(sync=reply)
+        return ReplicaSyncReply(entries, list(want), truncated)
 
     # -- anti-entropy ---------------------------------------------------------------------
 
@@ -324,13 +344,8 @@ class Replica:
         """
         state = self.state
         self._counters["sync_rounds"] += 1
-        digest = pb.ReplicaDigest(
-            root=state.root(),
-            count=len(state),
-            cleared=_message(state.cleared),
-            buckets=state.buckets,
-        )
-        reply = (await self._ask(peer, pb.ReplicaRequest(digest=digest))).digest
+        digest = ReplicaDigest(state.root(), len(state), state.buckets, _message(state.cleared))
+        reply = await self._ask(peer, digest, ReplicaDigestReply)
         theirs = self._answered(peer, self._cleared, reply.cleared, self._clock())
         if theirs > state.cleared:
             self._clear(theirs)
@@ -348,11 +363,10 @@ class Replica:
         for buckets in self._bucket_chunks(state.differing(reply.hashes)):
             while True:
                 have = [
-                    pb.ReplicaSummary(key=key, hlc=version.hlc, node=version.node)
+                    ReplicaSummary(key, version.hlc, version.node)
                     for key, version in state.summaries(buckets)
                 ]
-                request = pb.ReplicaRequest(sync=pb.ReplicaSync(buckets=buckets, have=have))
-                answer = (await self._ask(peer, request)).sync
+                answer = await self._ask(peer, ReplicaSync(buckets, have), ReplicaSyncReply)
                 now = self._clock()
                 received = self._answered(peer, self._sync_answer, answer, len(have), now)
                 for entry in received:
@@ -366,7 +380,7 @@ class Replica:
         self._counters["entries_repaired"] += changed
         return changed
 
-    def _sync_answer(self, answer: pb.ReplicaSyncReply, asked: int, now: float) -> list[Entry]:
+    def _sync_answer(self, answer: ReplicaSyncReply, asked: int, now: float) -> list[Entry]:
         """The entries of a peer's sync answer, every one checked (and its list of
         wanted keys no longer than the summaries sent)."""
         if len(answer.entries) > MAX_PUSH_ENTRIES:
@@ -416,7 +430,7 @@ class Replica:
         if errors is not None:
             self.errors = errors
         self._active = True
-        return tasks.create_task(self.run(), name=f"shoal-replica-{self._group.name}")
+        return tasks.create_task(self.run(), name=f"shoal-replica-{self._name}")
 
     async def run(self) -> None:
         """Push writes and run anti-entropy until cancelled (the node's task).
@@ -427,7 +441,7 @@ class Replica:
         the node.
         """
         self._active = True
-        name = self._group.name
+        name = self._name
         probing: set[str] = set()
         try:
             async with asyncio.TaskGroup() as tasks:
@@ -481,7 +495,7 @@ class Replica:
             "anti-entropy",
             self._anti_entropy_round,
             self.errors,
-            context=lambda: f"group {self._group.name!r}, peer {self._partner}",
+            context=lambda: f"group {self._name!r}, peer {self._partner}",
             rng=self._rng,
         )
 
@@ -500,7 +514,7 @@ class Replica:
                 self._failed(peer)
                 log.info(
                     "group %r: anti-entropy with %s failed: %s",
-                    self._group.name,
+                    self._name,
                     peer.url,
                     printable(str(exc)),
                 )
@@ -512,7 +526,7 @@ class Replica:
 
     def _live(self) -> list[PeerClient]:
         """Every peer not skipped after failures."""
-        peers = self._group.peers
+        peers = self._peers.peers
         if peers is None:
             return []
         slow = set(peers.backing_off())
@@ -520,7 +534,7 @@ class Replica:
 
     def _skipped(self) -> list[PeerClient]:
         """The peers in their failure back-off."""
-        peers = self._group.peers
+        peers = self._peers.peers
         if peers is None:
             return []
         clients = peers.view.clients
@@ -534,13 +548,13 @@ class Replica:
         except PeerError:
             self._counters["push_failures"] += 1  # still away: anti-entropy will repair
         except Exception as exc:  # a failed probe must not stop the pushes
-            self.errors.record("replica-probe", exc, f"group {self._group.name!r}, peer {peer.url}")
+            self.errors.record("replica-probe", exc, f"group {self._name!r}, peer {peer.url}")
         finally:
             probing.discard(peer.url)
 
     def _failed(self, peer: PeerClient) -> None:
-        if self._group.peers is not None:
-            self._group.peers.failed(peer.url)
+        if self._peers.peers is not None:
+            self._peers.peers.failed(peer.url)
 
     async def _push(self, entries: list[Entry]) -> None:
         """Send ``entries`` (and a pending clear) to every peer; wait for the push to
@@ -554,7 +568,7 @@ class Replica:
     def _enqueue(self, entries: list[Entry]) -> bool:
         """Queue ``entries`` for the next push without waiting for it; False when there
         is nobody to push to (alone, or not started: anti-entropy will tell them)."""
-        peers = self._group.peers
+        peers = self._peers.peers
         if not self._active or peers is None or not peers.view.clients:
             return False
         self._outbox.extend(entries)
@@ -571,7 +585,7 @@ class Replica:
             self._failed(peer)
             log.info(
                 "group %r: push of %d writes to %s failed (anti-entropy will repair): %s",
-                self._group.name,
+                self._name,
                 len(entries),
                 peer.url,
                 printable(str(exc)),
@@ -580,33 +594,29 @@ class Replica:
     async def _send(self, peer: PeerClient, entries: list[Entry], cleared: Version | None) -> None:
         """Push ``entries`` to ``peer`` in messages of about MAX_MESSAGE_BYTES."""
         for chunk in _chunks(entries) if entries else [[]]:
-            push = pb.ReplicaPush(entries=[_item(e) for e in chunk])
-            if cleared is not None:
-                push.cleared.CopyFrom(_message(cleared))
-            await self._ask(peer, pb.ReplicaRequest(push=push))
+            push = ReplicaPush(
+                [_item(e) for e in chunk], _message(cleared) if cleared is not None else None
+            )
+            await self._ask(peer, push, ReplicaPushed)
             self._counters["pushes"] += 1
 
-    async def _ask(self, peer: PeerClient, request: pb.ReplicaRequest) -> pb.ReplicaResponse:
-        """One exchange within ``peer_timeout``."""
-        request.group = self._group.name
-        raw = request.SerializeToString()
+    async def _ask(self, peer: PeerClient, request: ReplicaRequestBody, expected: type[_R]) -> _R:
+        """One exchange within ``peer_timeout``; the answer must be of the ``expected`` kind."""
+        raw = encode_replica_request(self._name, request)
         self._counters["bytes_sent"] += len(raw)
-        answer = await self._group.within_peer_timeout(peer, peer.replica(self._group.name, raw))
+        answer = await self._peers.within_peer_timeout(peer, peer.replica(self._name, raw))
         self._counters["bytes_received"] += len(answer)
         try:
-            response = pb.ReplicaResponse.FromString(answer)
-        except DecodeError as exc:
+            response = decode_replica_response(answer)
+        except ProtocolError as exc:
             raise PeerError(f"{peer.url}: undecodable replica answer: {exc}") from exc
-        expected = {"push": "pushed", "digest": "digest", "sync": "sync"}[
-            request.WhichOneof("kind") or ""
-        ]
-        if response.WhichOneof("kind") != expected:
-            raise PeerError(f"{peer.url}: a replica answer without {expected}")
-        if self._group.peers is not None:
-            self._group.peers.succeeded(peer.url)
+        if not isinstance(response, expected):
+            raise PeerError(f"{peer.url}: a replica answer without {_KINDS[expected]}")
+        if self._peers.peers is not None:
+            self._peers.peers.succeeded(peer.url)
         return response
 
-    def _entry(self, item: pb.ReplicaEntry, now: float) -> Entry:
+    def _entry(self, item: ReplicaEntry, now: float) -> Entry:
         """A received write, checked like a write of this node's own clients, and
         against what this node can store and send again (see the module rules).
 
@@ -615,7 +625,7 @@ class Replica:
         """
         self._check_key(item.key, "replica entry")
         what = f"replica entry {item.key!r}"
-        value = item.value if item.HasField("value") else None
+        value = item.value
         if value is not None and len(value) > self._config.max_value_bytes:
             raise BadRequest(f"{what}: value over max_value_bytes")
         version = self._peer_version(item.hlc, item.node, what, now)
@@ -625,20 +635,20 @@ class Replica:
             raise BadRequest(f"{what}: {exc}") from exc
         return Entry(item.key, version, value, expires_at)
 
-    def _summary(self, item: pb.ReplicaSummary, now: float) -> Version:
+    def _summary(self, item: ReplicaSummary, now: float) -> Version:
         """The version of a peer's summary of one key, checked as an entry's is."""
         self._check_key(item.key, "replica summary")
         return self._peer_version(item.hlc, item.node, f"replica summary {item.key!r}", now)
 
-    def _cleared(self, message: pb.ReplicaVersion, now: float) -> Version:
+    def _cleared(self, message: ReplicaVersion | None, now: float) -> Version:
         """The version of a peer's clear (an absent or zero one: none), checked."""
-        if not message.hlc:
+        if message is None or not message.hlc:
             return ZERO_VERSION
         return self._peer_version(message.hlc, message.node, "replica clear", now)
 
     def _check_key(self, key: str, what: str) -> None:
         try:
-            self._group.validate_key(key)
+            self._caches.check_key(key)
         except ShoalError as exc:
             raise BadRequest(f"{what}: {exc}") from exc
 
@@ -710,12 +720,12 @@ class Replica:
         new = len(key.encode()) + len(data)
         if config.capacity_bytes is not None and state.nbytes - old + new > config.capacity_bytes:
             raise GroupFull(
-                f"group {self._group.name!r} holds {state.nbytes} of its "
+                f"group {self._name!r} holds {state.nbytes} of its "
                 f"{config.capacity_bytes} bytes; delete keys or raise capacity_bytes"
             )
         entries = config.capacity_entries
-        if entries is not None and not live and self._group.live_entries() >= entries:
-            raise GroupFull(f"group {self._group.name!r} holds its {entries} entries")
+        if entries is not None and not live and self._caches.live_entries() >= entries:
+            raise GroupFull(f"group {self._name!r} holds its {entries} entries")
 
     def statistics(self) -> dict[str, int]:
         """Counters of the replicated state and its traffic (``GET /v1/stats``)."""
@@ -737,34 +747,32 @@ async def serve_replica(groups: Any, raw: bytes, *, group: str | None = None) ->
     from .errors import GroupNotFound
 
     try:
-        request = pb.ReplicaRequest.FromString(raw)
-    except DecodeError as exc:
+        named, request = decode_replica_request(raw)
+    except ProtocolError as exc:
         raise BadRequest(f"undecodable replica request: {exc}") from exc
-    if group is not None and request.group != group:
-        raise BadRequest(f"the request names group {request.group!r}, the path {group!r}")
-    target = groups.get(request.group)
+    if group is not None and named != group:
+        raise BadRequest(f"the request names group {named!r}, the path {group!r}")
+    target = groups.get(named)
     if target is None:
-        raise GroupNotFound(request.group)
+        raise GroupNotFound(named)
     if target.replica is None:
-        raise BadRequest(f"group {request.group!r} is not replicated on this node")
-    response: pb.ReplicaResponse = await target.replica.serve(request)
-    return response.SerializeToString()
+        raise BadRequest(f"group {named!r} is not replicated on this node")
+    response: ReplicaResponseBody = await target.replica.serve(request)
+    return encode_replica_response(response)
 
 
-def _message(version: Version) -> pb.ReplicaVersion:
-    return pb.ReplicaVersion(hlc=version.hlc, node=version.node)
+def _message(version: Version) -> ReplicaVersion:
+    return ReplicaVersion(version.hlc, version.node)
 
 
-def _item(entry: Entry) -> pb.ReplicaEntry:
-    item = pb.ReplicaEntry(
-        key=entry.key,
-        hlc=entry.version.hlc,
-        node=entry.version.node,
-        expire=to_expire_ns(entry.expires_at) or 0,
+def _item(entry: Entry) -> ReplicaEntry:
+    return ReplicaEntry(
+        entry.key,
+        entry.version.hlc,
+        entry.version.node,
+        entry.value,
+        to_expire_ns(entry.expires_at) or 0,
     )
-    if entry.value is not None:
-        item.value = entry.value
-    return item
 
 
 def _size(entry: Entry) -> int:

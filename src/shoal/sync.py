@@ -6,6 +6,11 @@ thread switch); a miss or a write is submitted to the node's event loop and
 the calling thread waits for it. Calling a blocking method from the event
 loop's own thread would deadlock, so it raises ``RuntimeError`` instead.
 
+The facade wraps a group from above, through its public accessors
+(:attr:`~shoal.group.Group.codec`, :meth:`~shoal.group.Group.hit_reader`); the
+group never imports it. The blocking pieces shared with ``Group.cached`` are in
+:mod:`shoal._cached`.
+
 ::
 
     with SyncNode() as node:
@@ -16,48 +21,25 @@ loop's own thread would deadlock, so it raises ``RuntimeError`` instead.
 from __future__ import annotations
 
 import asyncio
-import functools
+import inspect
 import threading
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
 
+from ._cached import blocking_wrapper, default_key, run_blocking
 from .codec import BytesCodec, Codec
 from .config import NodeConfig
-from .errors import Closed
 from .group import Group, Loader
 from .node import Node, new_event_loop
 from .stats import GroupStats
-from .value import with_ttl
 
 __all__ = ["SyncGroup", "SyncNode"]
 
 V = TypeVar("V")
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _run(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` on ``loop`` and block the calling thread for its result."""
-    if loop is None or loop.is_closed():
-        coro.close()
-        raise Closed("the group's event loop is not running; start its node first")
-    try:
-        running = asyncio.get_running_loop()
-    except RuntimeError:
-        running = None
-    if running is loop:
-        coro.close()
-        raise RuntimeError(
-            "a blocking shoal call was made on the event loop's own thread; use the async API"
-        )
-    future: Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)
-    try:
-        return future.result()
-    except BaseException:
-        future.cancel()  # e.g. KeyboardInterrupt in the waiting thread
-        raise
 
 
 class SyncGroup(Generic[V]):
@@ -71,13 +53,13 @@ class SyncGroup(Generic[V]):
 
     def __init__(self, group: Group[V]) -> None:
         self._group = group
-        codec: Codec[V] = group._codec
+        codec: Codec[V] = group.codec
         self._decode: Callable[[bytes], V] | None = (
             None if isinstance(codec, BytesCodec) else codec.decode
         )
         # The whole hit path is this one fused store lookup (see Store.reader):
         # lock, dict lookup, LRU touch, decode; a miss goes to _miss.
-        self.get: Callable[[str], V] = group._main.reader(self._miss, self._decode)
+        self.get: Callable[[str], V] = group.hit_reader(self._miss, self._decode)
         """``get(key)``: the value of ``key``; a hit never leaves the calling thread.
 
         Raises the same errors as :meth:`Group.get <shoal.group.Group.get>`."""
@@ -95,32 +77,32 @@ class SyncGroup(Generic[V]):
     def _miss(self, key: str) -> V:
         data = self._group.cached_bytes(key)  # the hot cache and negative entries, no hop
         if data is None:
-            return _run(self._group.loop, self._group.get(key))
+            return run_blocking(self._group.loop, self._group.get(key))
         return cast(V, data) if self._decode is None else self._decode(data)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, V]:
         """Return the values of the keys that exist (see ``Group.get_many``)."""
-        return _run(self._group.loop, self._group.get_many(list(keys)))
+        return run_blocking(self._group.loop, self._group.get_many(list(keys)))
 
     def set(self, key: str, value: V, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` (see ``Group.set``)."""
-        _run(self._group.loop, self._group.set(key, value, ttl))
+        run_blocking(self._group.loop, self._group.set(key, value, ttl))
 
     def delete(self, key: str) -> bool:
         """Remove ``key``; return whether it was cached (see ``Group.delete``)."""
-        return _run(self._group.loop, self._group.delete(key))
+        return run_blocking(self._group.loop, self._group.delete(key))
 
     def invalidate(self, key: str) -> None:
         """Drop any cached copy of ``key`` (see ``Group.invalidate``)."""
-        _run(self._group.loop, self._group.invalidate(key))
+        run_blocking(self._group.loop, self._group.invalidate(key))
 
     def remove_keys(self, keys: Iterable[str]) -> int:
         """Remove several keys on every member (see ``Group.remove_keys``)."""
-        return _run(self._group.loop, self._group.remove_keys(list(keys)))
+        return run_blocking(self._group.loop, self._group.remove_keys(list(keys)))
 
     def invalidate_group(self) -> int:
         """Drop every key of the group on every member (see ``Group.invalidate_group``)."""
-        return _run(self._group.loop, self._group.invalidate_group())
+        return run_blocking(self._group.loop, self._group.invalidate_group())
 
     def statistics(self) -> GroupStats:
         """A snapshot of the group's statistics (thread-safe, no hop)."""
@@ -131,9 +113,17 @@ class SyncGroup(Generic[V]):
     ) -> Callable[[F], F]:
         """Decorate a plain function so its results are cached by its arguments.
 
-        See :meth:`Group.cached <shoal.group.Group.cached>`; this is its blocking form.
+        See :meth:`Group.cached <shoal.group.Group.cached>`; this is its blocking form
+        (an async function gets the group's async wrapper, as there).
         """
-        return self._group.cached(key=key, ttl=ttl)
+
+        def decorate(fn: F) -> F:
+            if inspect.iscoroutinefunction(fn):
+                return self._group.cached(key=key, ttl=ttl)(fn)
+            make_key = key or default_key(fn, self._group.config.max_key_bytes)
+            return cast(F, self.wrap(fn, make_key, ttl))
+
+        return decorate
 
     def wrap(
         self, fn: Callable[..., T], make_key: Callable[..., str], ttl: float | None
@@ -143,22 +133,7 @@ class SyncGroup(Generic[V]):
         A hit is served in the calling thread; a miss runs ``fn`` once per key in the
         node's loader thread pool, however many threads ask at once.
         """
-        group = self._group
-
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> T:
-            key = make_key(*args, **kwargs)
-            data = group.cached_bytes(key)
-            if data is None:
-
-                def fill() -> Any:
-                    return with_ttl(fn(*args, **kwargs), ttl)
-
-                return cast(T, _run(group.loop, group.get_or_load(key, fill)))
-            decode = self._decode
-            return cast(T, data if decode is None else decode(data))
-
-        return wrapper
+        return blocking_wrapper(self._group, fn, make_key, ttl, self._decode)
 
 
 class SyncNode:

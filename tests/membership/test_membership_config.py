@@ -14,6 +14,8 @@ from shoal.cli.plan import ServePlan, build_serve_plan
 from shoal.config import EtcdConfig, GossipConfig, default_node_id
 from shoal.errors import ConfigError
 from shoal.membership import Member, SnapshotChannel
+from shoal.membership.etcd import EtcdMembership
+from shoal.membership.gossip import GossipMembership
 from shoal.membership.static import StaticMembership
 
 ETCD = "http://127.0.0.1:2379"
@@ -207,6 +209,21 @@ class TestBuildingBlocks:
             ("b:1", "http://b:1"), ("a:1", "http://a:1"), ("me", "http://c:1")
         }  # fmt: skip
         assert await anext(static.snapshots()) == first
+
+    def test_each_source_names_the_ring_order(self) -> None:
+        """A static list keeps its configured order whatever a snapshot holds; a
+        discovered membership sorts the URLs, so every node builds the same ring."""
+        static = StaticMembership(["http://b:1", "http://a:1"], self_url="http://c:1", node_id="me")
+        assert static.ring_order(["http://c:1", "http://a:1"]) == [
+            "http://b:1",
+            "http://a:1",
+            "http://c:1",
+        ]
+        urls = ["http://b:1", "http://c:1", "http://a:1"]
+        etcd = EtcdMembership(EtcdConfig(endpoints=(ETCD,)), node_id="me", url="http://c:1")
+        gossip = GossipMembership(GossipConfig(), node_id="me", url="http://c:1")
+        for discovered in (etcd, gossip):
+            assert discovered.ring_order(urls) == sorted(urls)
 
     async def test_a_static_node_reports_its_source_and_id(self) -> None:
         """GET /v1/cluster data: node id, membership source, and per member id and source."""

@@ -43,7 +43,7 @@ import asyncio
 import math
 import re
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from .._http import (
     OCTET_STREAM,
@@ -63,8 +63,7 @@ from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 
 if TYPE_CHECKING:
-    from ..group import Group
-    from ..node import Node
+    from ..serving import ServedGroup, ServedNode
 
 __all__ = ["ApiServer", "parse_query", "parse_key_path", "parse_ttl"]
 
@@ -211,7 +210,11 @@ class ApiServer:
     """
 
     def __init__(
-        self, node: Node, *, shutdown_timeout: float = SHUTDOWN_TIMEOUT, fast_path: bool = True
+        self,
+        node: ServedNode,
+        *,
+        shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+        fast_path: bool = True,
     ) -> None:
         self._node = node
         # A live read-only view: groups added or dropped later are seen.
@@ -396,7 +399,7 @@ class ApiServer:
             return _bad_request(exc)
         return self._reset(self._node.get_group(name))
 
-    async def _reset(self, group: Group[Any]) -> Response:
+    async def _reset(self, group: ServedGroup) -> Response:
         try:
             removed = await group.invalidate_group()
         except ShoalError as exc:
@@ -451,7 +454,7 @@ class ApiServer:
 
     # -- the cache ----------------------------------------------------------------
 
-    def _get(self, group: Group[Any], key: str) -> Response | Awaitable[Response]:
+    def _get(self, group: ServedGroup, key: str) -> Response | Awaitable[Response]:
         # fast_get does the same for the requests it takes: keep the two in step.
         group.validate_key(key)
         data = group.serve_cached(key)  # raises NotFound for a cached miss
@@ -459,7 +462,7 @@ class ApiServer:
             return Response(200, data, OCTET_STREAM)
         return self._load(group, key)
 
-    def _load(self, group: Group[Any], key: str) -> Deferred | Response:
+    def _load(self, group: ServedGroup, key: str) -> Deferred | Response:
         # The key's flight, answered from a callback: no task per miss. load_future,
         # not get: serve_cached has counted this get already.
         try:
@@ -467,14 +470,14 @@ class ApiServer:
         except ShoalError as exc:  # the group is closed
             return _shoal_error(exc)
 
-    async def _put(self, group: Group[Any], key: str, body: bytes, ttl: float | None) -> Response:
+    async def _put(self, group: ServedGroup, key: str, body: bytes, ttl: float | None) -> Response:
         try:
             await group.set_bytes(key, body, ttl)
         except ShoalError as exc:
             return _shoal_error(exc)
         return Response(204)
 
-    async def _delete(self, group: Group[Any], key: str) -> Response:
+    async def _delete(self, group: ServedGroup, key: str) -> Response:
         try:
             deleted = await group.delete(key)
         except ShoalError as exc:

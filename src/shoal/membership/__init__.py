@@ -196,6 +196,16 @@ class Membership(Protocol):
         """Plain data about the source's state and traffic (for ``GET /v1/cluster``)."""
         ...
 
+    def ring_order(self, urls: Iterable[str]) -> list[str]:
+        """The members' URLs in the order every node builds its ring from (the order
+        settles hash collisions, so all must agree): the configured order for a
+        fixed list, URL order for a discovered one.
+
+        Args:
+            urls: the members of the snapshot being applied.
+        """
+        ...
+
     async def aclose(self) -> None:
         """Leave the cluster at once (deregister, announce the leave) and release
         resources. Idempotent; bounded in time even when the backend is down."""

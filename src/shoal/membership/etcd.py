@@ -36,7 +36,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Final
 
 from ..config import EtcdConfig, check_node_id
@@ -160,6 +160,10 @@ class EtcdMembership:
     def snapshots(self) -> AsyncIterator[MemberSet]:
         """The registered members, then each change."""
         return self._channel.snapshots()
+
+    def ring_order(self, urls: Iterable[str]) -> list[str]:
+        """URL order: every node discovers the same members, in any order."""
+        return sorted(urls)
 
     def statistics(self) -> dict[str, Any]:
         """Connection state, lease, revision and counters."""

@@ -8,7 +8,7 @@ when the node starts, not a member skipped at run time.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from ..config import default_node_id
@@ -64,6 +64,10 @@ class StaticMembership:
         """The configured members, once; then nothing until cancelled."""
         yield self._members
         await asyncio.Event().wait()
+
+    def ring_order(self, urls: Iterable[str]) -> list[str]:
+        """The configured order, whatever the snapshot holds (every node is given it)."""
+        return list(self.urls)
 
     def statistics(self) -> dict[str, Any]:
         """The number of configured members."""

@@ -108,16 +108,15 @@ from ..wire import (
     expires_at_from_wire,
     to_expire_ns,
 )
-from ..wire._pb import geekcache_pb2 as geek
-from ..wire._pb import shoal_pb2 as pb
 from ..wire.batch import DEFAULT_MAX_BATCH_KEYS
+from ..wire.generated import geekcache_pb2 as geek
+from ..wire.generated import shoal_pb2 as pb
 from . import FetchDone, Fetched
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
 
-    from ..group import Group
-    from ..node import Node
+    from ..serving import ServedGroup, ServedNode
     from ..stats import GroupStats, StoreStats
 
 __all__ = [
@@ -281,7 +280,7 @@ class GrpcServer:
 
     def __init__(
         self,
-        node: Node,
+        node: ServedNode,
         *,
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
         shutdown_grace: float = SHUTDOWN_GRACE,
@@ -401,13 +400,13 @@ class GrpcServer:
                 f"undecodable {message.DESCRIPTOR.full_name}: {exc}",
             ) from exc
 
-    def _group(self, name: str) -> Group[Any]:
+    def _group(self, name: str) -> ServedGroup:
         group = self._groups.get(name)
         if group is None:
             raise GroupNotFound(name)
         return group
 
-    def _keys(self, group: Group[Any], keys: Iterable[str]) -> list[str]:
+    def _keys(self, group: ServedGroup, keys: Iterable[str]) -> list[str]:
         """The distinct keys of a batch, every one checked before anything happens.
 
         The cap counts the keys as sent, duplicates included: a call of a million
@@ -479,7 +478,7 @@ class GrpcServer:
 
     # -- shoal.v1.Cache ------------------------------------------------------------------
 
-    async def _read(self, group: Group[Any], key: str) -> bytes:
+    async def _read(self, group: ServedGroup, key: str) -> bytes:
         """A client's read of ``key``: the node's full read path, as the HTTP API's."""
         group.validate_key(key)
         data = group.serve_cached(key)  # raises NotFound for a cached miss

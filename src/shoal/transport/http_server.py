@@ -19,7 +19,7 @@ import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Iterable
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 from .._http import SHUTDOWN_TIMEOUT, TEXT, HttpLimits, HttpServer, Request, Response
 from ..errors import (
@@ -63,8 +63,7 @@ from ._http_shared import MAX_ERROR_TEXT as _MAX_ERROR_TEXT
 from ._http_shared import WRITE_HEADER
 
 if TYPE_CHECKING:
-    from ..group import Group
-    from ..node import Node
+    from ..serving import ServedGroup, ServedNode
 
 __all__ = ["PeerServer"]
 
@@ -134,7 +133,7 @@ class PeerServer:
 
     def __init__(
         self,
-        node: Node,
+        node: ServedNode,
         *,
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
@@ -261,7 +260,7 @@ class PeerServer:
 
     # -- GET ---------------------------------------------------------------------
 
-    def _answer_get(self, group: Group[Any], key: str) -> bytes | Awaitable[Response] | Response:
+    def _answer_get(self, group: ServedGroup, key: str) -> bytes | Awaitable[Response] | Response:
         """A hit's GetResponse body (a 200 answer), a 404, or a coroutine loading the key.
 
         A hit is answered here and now: no task, no timeout, and the answer
@@ -276,7 +275,7 @@ class PeerServer:
         value, expires_at = hit
         return encode_get_response(value, expire_ns=to_expire_ns(expires_at))
 
-    async def _load(self, group: Group[Any], key: str) -> Response:
+    async def _load(self, group: ServedGroup, key: str) -> Response:
         try:
             value, expires_at = await group.load_for_peer(key)
         except Exception as exc:
@@ -287,7 +286,7 @@ class PeerServer:
     # -- writes ------------------------------------------------------------------
 
     def _set(
-        self, group: Group[Any], body: bytes, *, client: bool = False
+        self, group: ServedGroup, body: bytes, *, client: bool = False
     ) -> Response | Awaitable[Response]:
         try:
             request = decode_set_request(body, max_size=self._max_body)
@@ -304,7 +303,7 @@ class PeerServer:
         return self._store(group, request.key, request.value, expires_at, client=client)
 
     async def _store(
-        self, group: Group[Any], key: str, value: bytes, expires_at: float | None, *, client: bool
+        self, group: ServedGroup, key: str, value: bytes, expires_at: float | None, *, client: bool
     ) -> Response:
         try:
             if client:  # a client's write: the node's write path tells the others
@@ -315,7 +314,7 @@ class PeerServer:
             return _failure(exc)
         return _OK_EMPTY
 
-    def _remove_keys(self, group: Group[Any], body: bytes) -> Response | Awaitable[Response]:
+    def _remove_keys(self, group: ServedGroup, body: bytes) -> Response | Awaitable[Response]:
         try:
             request = decode_remove_keys(
                 body, max_keys=self._max_batch_keys, max_size=self._max_body
@@ -332,7 +331,7 @@ class PeerServer:
         return self._delete(group, request.keys)
 
     async def _delete(
-        self, group: Group[Any], keys: Iterable[str], *, client: bool = False
+        self, group: ServedGroup, keys: Iterable[str], *, client: bool = False
     ) -> Response:
         try:
             if client:
@@ -343,19 +342,19 @@ class PeerServer:
             return _failure(exc)
         return _removed(removed)
 
-    async def _invalidate(self, group: Group[Any]) -> Response:
+    async def _invalidate(self, group: ServedGroup) -> Response:
         try:
             removed = await group.apply_invalidate()
         except Exception as exc:
             return _failure(exc)
         return _removed(removed)
 
-    def _replica(self, group: Group[Any], body: bytes) -> Response | Awaitable[Response]:
+    def _replica(self, group: ServedGroup, body: bytes) -> Response | Awaitable[Response]:
         if len(body) > self._max_body:
             return _error(413, f"body of {len(body)} bytes exceeds {self._max_body}")
         return self._serve_replica(group, body)
 
-    async def _serve_replica(self, group: Group[Any], body: bytes) -> Response:
+    async def _serve_replica(self, group: ServedGroup, body: bytes) -> Response:
         try:
             answer = await self._node.serve_replica(body, group=group.name)
         except Exception as exc:
@@ -364,7 +363,7 @@ class PeerServer:
 
     # -- batch get -----------------------------------------------------------------
 
-    def _get_many(self, group: Group[Any], body: bytes) -> Response | Awaitable[Response]:
+    def _get_many(self, group: ServedGroup, body: bytes) -> Response | Awaitable[Response]:
         try:
             keys, key_errors = decode_batch_request(
                 body, max_keys=self._max_batch_keys, max_size=self._max_body
@@ -381,7 +380,7 @@ class PeerServer:
         return self._serve_many(group, unique, key_errors=key_errors)
 
     def _serve_many(
-        self, group: Group[Any], keys: list[str], *, key_errors: bool
+        self, group: ServedGroup, keys: list[str], *, key_errors: bool
     ) -> Response | Awaitable[Response]:
         """A batch get: the hits at once, with no task; a coroutine when some key has
         to be loaded. A key the loader says does not exist is left out. Any other
@@ -410,7 +409,7 @@ class PeerServer:
 
     async def _load_many(
         self,
-        group: Group[Any],
+        group: ServedGroup,
         keys: list[str],
         items: list[tuple[str, bytes, int | None]],
         errors: list[BatchError],

@@ -8,7 +8,7 @@ Every node registers its URL on one :class:`MemoryNetwork`; a URL marked down
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import (
     GroupNotFound,
@@ -22,8 +22,7 @@ from ..errors import (
 from . import FetchDone, Fetched
 
 if TYPE_CHECKING:
-    from ..group import Group
-    from ..node import Node
+    from ..serving import ServedGroup, ServedNode
 
 __all__ = ["MemoryNetwork", "MemoryTransport", "MemoryPeerClient"]
 
@@ -32,13 +31,13 @@ class MemoryNetwork:
     """The nodes of one process, by URL."""
 
     def __init__(self) -> None:
-        self._nodes: dict[str, Node] = {}
+        self._nodes: dict[str, ServedNode] = {}
         self.down: set[str] = set()
         """URLs that refuse every request (a killed node)."""
         self.requests = 0
         """Requests sent over this network (peer fetches)."""
 
-    def register(self, url: str, node: Node) -> None:
+    def register(self, url: str, node: ServedNode) -> None:
         """Make ``node`` reachable at ``url``."""
         self._nodes[url] = node
 
@@ -46,7 +45,7 @@ class MemoryNetwork:
         """A transport for one node of this network."""
         return MemoryTransport(self)
 
-    def _node(self, url: str) -> Node:
+    def _node(self, url: str) -> ServedNode:
         node = self._nodes.get(url)
         if node is None or url in self.down:
             raise PeerUnavailable(f"{url}: connection refused")
@@ -141,7 +140,7 @@ class MemoryPeerClient:
         except ShoalError as exc:
             raise PeerError(f"{self._url}: {exc}") from exc
 
-    def _group(self, name: str) -> Group[Any]:
+    def _group(self, name: str) -> ServedGroup:
         try:
             return self._network._node(self._url).get_group(name)
         except GroupNotFound as exc:

@@ -42,7 +42,7 @@ from .messages import (
     GetResponse,
     RemoveKeysRequest,
     SetRequest,
-    _make_get_response,
+    make_get_response,
 )
 
 __all__ = [
@@ -187,15 +187,15 @@ def decode_get_response(
         # Fast paths for values under 128 bytes: the value alone (golang/groupcache),
         # or followed by expire=0 (mailgun v2 and groupcache-go v3 with no expiry).
         if data[1] == n - 2:
-            return _make_get_response(bytes(data[2:]), None, None)
+            return make_get_response(bytes(data[2:]), None, None)
         if data[1] == n - 4 and data[n - 2] == 0x18 and data[n - 1] == 0:
-            return _make_get_response(bytes(data[2 : n - 2]), None, 0)
+            return make_get_response(bytes(data[2 : n - 2]), None, 0)
     values = parse_message(data, _GET_RESPONSE_TYPES, "GetResponse", max_size)
     raw_value, raw_qps, raw_expire = values[1], values[2], values[3]
     expire = signed(raw_expire)
     if expire is not None and expire > MAX_EXPIRE_NS:
         check_expire_ns(expire, "GetResponse")  # raises
-    return _make_get_response(
+    return make_get_response(
         b"" if raw_value is None else bytes(raw_value),
         None if raw_qps is None else DOUBLE.unpack(raw_qps)[0],
         expire,

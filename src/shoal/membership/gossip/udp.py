@@ -18,7 +18,7 @@ import math
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
 
 from ...config import GossipConfig
@@ -159,6 +159,10 @@ class GossipMembership:
     def snapshots(self) -> AsyncIterator[MemberSet]:
         """The live members (alive or suspect), then each change."""
         return self._channel.snapshots()
+
+    def ring_order(self, urls: Iterable[str]) -> list[str]:
+        """URL order: every node discovers the same members, in any order."""
+        return sorted(urls)
 
     def statistics(self) -> dict[str, Any]:
         """Traffic counters and the member table's state counts."""

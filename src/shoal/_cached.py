@@ -1,0 +1,118 @@
+"""The pieces of ``@cached`` shared by :class:`~shoal.group.Group` and the sync facade.
+
+:func:`default_key` builds a cache key from a call's arguments;
+:func:`run_blocking` runs a coroutine on the group's loop and blocks the calling
+thread for it; :func:`blocking_wrapper` is the blocking form of a function read
+through a group (a hit in the calling thread, a miss filled once per key on the
+loop). Rules: stdlib only, no state; the group is seen through
+:class:`_Fillable`, so this module sits below both ``group.py`` and ``sync.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+from collections.abc import Callable, Coroutine
+from concurrent.futures import Future
+from typing import Any, Protocol, TypeVar, cast
+
+from .errors import Closed
+from .value import with_ttl
+
+__all__ = ["blocking_wrapper", "default_key", "run_blocking"]
+
+T = TypeVar("T")
+
+
+class _Fillable(Protocol):
+    """What a blocking wrapper needs of its group."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the group runs on, once known."""
+        ...
+
+    def cached_bytes(self, key: str) -> bytes | None:
+        """The cached bytes of ``key``, or None (never awaits; thread-safe)."""
+        ...
+
+    def get_or_load(self, key: str, filler: Callable[[], Any]) -> Coroutine[Any, Any, Any]:
+        """The value of ``key``, filled by ``filler`` on a miss (once per key)."""
+        ...
+
+
+def default_key(fn: Callable[..., Any], limit: int) -> Callable[..., str]:
+    """Key builder of ``cached``: qualified name + ``repr`` of the arguments.
+
+    A key that would exceed ``limit`` bytes becomes the (trimmed) name plus a
+    128-bit BLAKE2 digest of the full key, so long arguments still cache.
+    """
+    prefix = f"{fn.__module__}.{fn.__qualname__}"
+    short = prefix.encode()[: max(0, limit - 33)].decode(errors="ignore")
+
+    def make_key(*args: Any, **kwargs: Any) -> str:
+        key = f"{prefix}{args!r}{sorted(kwargs.items())!r}" if kwargs else f"{prefix}{args!r}"
+        encoded = key.encode()
+        if len(encoded) > limit:
+            key = f"{short}#{hashlib.blake2b(encoded, digest_size=16).hexdigest()}"
+        return key
+
+    return make_key
+
+
+def run_blocking(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` on ``loop`` and block the calling thread for its result.
+
+    Raises:
+        Closed: the loop is not running.
+        RuntimeError: called on the loop's own thread.
+    """
+    if loop is None or loop.is_closed():
+        coro.close()
+        raise Closed("the group's event loop is not running; start its node first")
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        coro.close()
+        raise RuntimeError(
+            "a blocking shoal call was made on the event loop's own thread; use the async API"
+        )
+    future: Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)
+    try:
+        return future.result()
+    except BaseException:
+        future.cancel()  # e.g. KeyboardInterrupt in the waiting thread
+        raise
+
+
+def blocking_wrapper(
+    group: _Fillable,
+    fn: Callable[..., T],
+    make_key: Callable[..., str],
+    ttl: float | None,
+    decode: Callable[[bytes], Any] | None,
+) -> Callable[..., T]:
+    """A blocking wrapper of ``fn`` that caches its results in ``group`` under
+    ``make_key(...)``: a hit is served in the calling thread; a miss runs ``fn`` once
+    per key in the group's loader threads, however many threads ask at once.
+
+    Args:
+        decode: the group's codec's decode; None for bytes values.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        key = make_key(*args, **kwargs)
+        data = group.cached_bytes(key)
+        if data is None:
+
+            def fill() -> Any:
+                return with_ttl(fn(*args, **kwargs), ttl)
+
+            return cast(T, run_blocking(group.loop, group.get_or_load(key, fill)))
+        return cast(T, data if decode is None else decode(data))
+
+    return wrapper
