@@ -13,6 +13,7 @@ import pytest
 from shoal import Closed, GroupConfig, InvalidTTL, NodeConfig, NotFound
 from shoal.group import Group
 from shoal.sync import SyncGroup, SyncNode
+from shoal.value import Value
 
 
 def test_many_threads_one_load_per_key() -> None:
@@ -39,6 +40,47 @@ def test_many_threads_one_load_per_key() -> None:
             results = list(pool.map(ask, range(64)))
         assert results == [f"K{n % 8}".encode() for n in range(64)]
         assert calls == {f"k{i}": 1 for i in range(8)}
+
+
+def test_get_or_load_fills_once_from_many_threads() -> None:
+    """The blocking twin of Group.get_or_load: 32 threads asking for one cold key run
+    the filler once (its Value's TTL kept), a later hit needs no loop, and an async
+    filler is refused with a pointer to the async form."""
+    calls = 0
+    lock = threading.Lock()
+
+    def fill() -> Value[str]:
+        nonlocal calls
+        with lock:
+            calls += 1
+        time.sleep(0.02)
+        return Value("filled", ttl=60)
+
+    with SyncNode() as node:
+        g = node.group("g", None, codec="str")
+        barrier = threading.Barrier(32)
+
+        def ask(_: int) -> str:
+            barrier.wait()
+            value: str = g.get_or_load("k", fill)
+            return value
+
+        with ThreadPoolExecutor(32) as pool:
+            assert set(pool.map(ask, range(32))) == {"filled"}
+        assert calls == 1
+        assert g.get("k") == "filled"  # cached by the fill
+        assert g.get_or_load("k", fill) == "filled"
+        assert calls == 1
+        short = g.get_or_load("brief", lambda: Value("soon gone", ttl=0.05))
+        assert short == "soon gone"
+        time.sleep(0.2)  # past the Value's TTL (the sweep or the read drops it)
+        assert g.get_or_load("brief", lambda: "again") == "again"
+
+        async def afill() -> str:
+            return "x"
+
+        with pytest.raises(TypeError, match=r"Group\.get_or_load"):
+            g.get_or_load("other", afill)
 
 
 def test_hit_does_not_hop_to_the_loop_thread() -> None:

@@ -355,7 +355,9 @@ class Group(Generic[V]):
         data = await self._load(key, None, forward=False)
         return data, self._main.expiry(key)
 
-    async def get_or_load(self, key: str, filler: Callable[[], Awaitable[V] | V]) -> V:
+    async def get_or_load(
+        self, key: str, filler: Callable[[], Awaitable[V | Value[V]] | V | Value[V]]
+    ) -> V:
         """Return the value of ``key``, filling a miss with ``filler()`` instead of the loader.
 
         The fill is deduplicated per key like any load. ``filler`` may be async or

@@ -34,6 +34,7 @@ from .config import NodeConfig
 from .group import Group, Loader
 from .node import Node, new_event_loop
 from .stats import GroupStats
+from .value import Value
 
 __all__ = ["SyncGroup", "SyncNode"]
 
@@ -78,6 +79,25 @@ class SyncGroup(Generic[V]):
         data = self._group.cached_bytes(key)  # the hot cache and negative entries, no hop
         if data is None:
             return run_blocking(self._group.loop, self._group.get(key))
+        return cast(V, data) if self._decode is None else self._decode(data)
+
+    def get_or_load(self, key: str, filler: Callable[[], V | Value[V]]) -> V:
+        """Return the value of ``key``, filling a miss with ``filler()`` instead of the
+        loader (bcache's GetWithFiller; see ``Group.get_or_load``).
+
+        A hit is served in the calling thread. On a miss ``filler`` runs once per key
+        in the node's loader threads, however many threads ask at once; it may return
+        a :class:`~shoal.value.Value` to give a TTL. It must be a plain function:
+        the calling thread blocks until the fill is done.
+
+        Raises:
+            TypeError: ``filler`` is a coroutine function (use ``Group.get_or_load``).
+        """
+        if inspect.iscoroutinefunction(filler):
+            raise TypeError("SyncGroup.get_or_load takes a plain function; await Group.get_or_load")
+        data = self._group.cached_bytes(key)
+        if data is None:
+            return run_blocking(self._group.loop, self._group.get_or_load(key, filler))
         return cast(V, data) if self._decode is None else self._decode(data)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, V]:
