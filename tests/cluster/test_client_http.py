@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 import shoal
-from procs import (
+from helpers.processes import (
     CountedCluster,
     LoadLog,
     ShoalServer,
@@ -76,7 +76,7 @@ async def test_the_client_survives_a_sigkill(tmp_path: Path) -> None:
     node's keys are answered by the survivors, which load them."""
     loads = LoadLog(tmp_path / "calls")
     with shoal_cluster(
-        3, "--group", "data=loadlog:load", "--hot-admission", "never", env=loads.env(0.005)
+        3, "--group", "data=helpers.loadlog:load", "--hot-admission", "never", env=loads.env(0.005)
     ) as c:
         victim, survivors = c.nodes[2], c.nodes[:2]
         failures: list[str] = []

@@ -22,7 +22,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 import shoal
-from procs import (
+from helpers.grpc_nodes import health_check, raw_call
+from helpers.processes import (
     CountedCluster,
     LoadLog,
     ShoalServer,
@@ -33,7 +34,6 @@ from procs import (
     until,
 )
 from shoal.wire._pb import shoal_pb2 as pb
-from transport.grpckit import health_check, raw_call
 
 GROUP = "data"
 LOAD_DELAY = 0.2
@@ -42,7 +42,7 @@ LOAD_DELAY = 0.2
 
 @pytest.fixture(scope="module")
 def counted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountedCluster]:
-    """Three gRPC nodes serving ``data`` through ``loadlog:load`` and the SlowDB demo
+    """Three gRPC nodes serving ``data`` through ``helpers.loadlog:load`` and the SlowDB demo
     group ``scores``, with ``--hot-admission always``; the tests use distinct keys."""
     loads = LoadLog(tmp_path_factory.mktemp("loads") / "calls")
     with shoal_cluster(
@@ -50,7 +50,7 @@ def counted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountedCluster
         "--transport",
         "grpc",
         "--group",
-        "data=loadlog:load",
+        "data=helpers.loadlog:load",
         "--slowdb",
         "--slowdb-delay",
         "0",
@@ -345,7 +345,7 @@ async def test_sigkill_of_an_owner_under_load_fails_no_request(tmp_path: Path) -
         "--transport",
         "grpc",
         "--group",
-        "data=loadlog:load",
+        "data=helpers.loadlog:load",
         "--hot-admission",
         "never",
         env=loads.env(0.005),

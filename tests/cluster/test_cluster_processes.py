@@ -16,8 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from api.rawhttp import call
-from procs import (
+from helpers.processes import (
     CountedCluster,
     LoadLog,
     ShoalServer,
@@ -28,6 +27,7 @@ from procs import (
     shoal_cluster,
     until,
 )
+from helpers.raw_http import call
 from shoal.ring import DEFAULT_PROBES
 from shoal.wire import decode_get_response, encode_set_request
 
@@ -207,7 +207,7 @@ async def test_sigkill_of_an_owner_under_load_fails_no_request(tmp_path: Path) -
     instead of paying a failed request per key."""
     loads = LoadLog(tmp_path / "calls")
     with shoal_cluster(
-        3, "--group", "data=loadlog:load", "--hot-admission", "never", env=loads.env(0.005)
+        3, "--group", "data=helpers.loadlog:load", "--hot-admission", "never", env=loads.env(0.005)
     ) as c:
         victim, survivors = c.nodes[2], c.nodes[:2]
         failures: list[str] = []

@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lan import PEER_PORT, HostServer, Lan, lan, shoal_serve_in
-from procs import group_stats, http_get, http_request
+from helpers.netns import PEER_PORT, HostServer, Lan, lan, shoal_serve_in
+from helpers.processes import group_stats, http_get, http_request
 
 GROUP = "data"
 INTERVAL = 0.5

@@ -24,10 +24,10 @@ from urllib.parse import quote
 
 import pytest
 
-from api.rawhttp import call
+from helpers.http_nodes import GROUP, ValueLoader, value
+from helpers.raw_http import call
 from shoal import Node, NodeConfig, PeerError, RemoteLoadError
 from shoal.transport.http import HttpTransport
-from transport.peerkit import GROUP, ValueLoader, value
 
 GO_NODE = Path(__file__).resolve().parents[1] / "interop" / "go" / "main.go"
 GROUPCACHE = Path("src") / "github.com" / "golang" / "groupcache"

@@ -15,7 +15,22 @@ from pathlib import Path
 
 import pytest
 
-from api.rawhttp import Client, RawResponse, call
+from helpers.http_nodes import (
+    GROUP,
+    FakePeer,
+    Received,
+    Reply,
+    Script,
+    answer,
+    cached,
+    http_cluster,
+    loads,
+    owned_by,
+    serving,
+    value,
+    warm,
+)
+from helpers.raw_http import Client, RawResponse, call
 from shoal import PeerError
 from shoal.hlc import hlc_from_seconds
 from shoal.replica import DEFAULT_BUCKETS
@@ -39,21 +54,6 @@ from shoal.wire.batch import (
     build_group_path,
     encode_get_many_request,
     parse_extensions,
-)
-from transport.peerkit import (
-    GROUP,
-    FakePeer,
-    Received,
-    Reply,
-    Script,
-    answer,
-    cached,
-    http_cluster,
-    loads,
-    owned_by,
-    serving,
-    value,
-    warm,
 )
 from transport.test_go_interop import go_node, go_node_binary  # noqa: F401  (a fixture)
 

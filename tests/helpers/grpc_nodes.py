@@ -12,10 +12,10 @@ import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2
 
-from procs import free_ports
+from helpers.http_nodes import GROUP, Served, ValueLoader
+from helpers.processes import free_ports
 from shoal import Node, NodeConfig
 from shoal.store import Clock
-from transport.peerkit import GROUP, Served, ValueLoader
 
 
 @dataclass(frozen=True)
