@@ -24,7 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -44,6 +44,9 @@ __all__ = [
     "ShoalCluster",
     "shoal_cluster",
     "shoal_nodes",
+    "Request",
+    "UnderLoad",
+    "sigkill_under_load",
     "LoadLog",
     "CountedCluster",
     "loaded_value",
@@ -367,6 +370,74 @@ def shoal_cluster(
         for server in nodes:
             wait_http_ok(f"{server.url}/healthz", server.proc, ready_timeout, server.stderr_path)
         yield ShoalCluster(nodes, ring)
+
+
+Request = Callable[[int], Awaitable[tuple[str, str | None]]]
+"""One client request, numbered N: the key it asked for, and what went wrong (None when
+it got the right answer)."""
+
+
+@dataclass
+class UnderLoad:
+    """What the clients of :func:`sigkill_under_load` saw."""
+
+    before: list[str] = field(default_factory=list)
+    """Keys of the requests that succeeded and started before the victim was reaped."""
+    after: list[str] = field(default_factory=list)
+    """Keys of the requests that succeeded and started after it."""
+    failures: list[str] = field(default_factory=list)
+    """What went wrong with each request that failed."""
+    killed: bool = False
+
+
+async def sigkill_under_load(
+    cluster: ShoalCluster,
+    victim: int,
+    clients: Sequence[Request],
+    *,
+    before: int,
+    after: int,
+    victim_after: int,
+) -> UnderLoad:
+    """SIGKILL node ``victim`` of ``cluster`` while ``clients`` keep making requests.
+
+    One task per entry of ``clients`` makes requests one after the other, numbered
+    from one counter they share. Once ``before`` requests succeeded the victim is
+    SIGKILLed, with requests in flight, and reaped; the load ends once ``after``
+    requests that started after that succeeded, ``victim_after`` of them for keys
+    the victim owns. Every task is stopped and awaited before this returns.
+    """
+    run = UnderLoad()
+    stop = asyncio.Event()
+    numbers = itertools.count()
+
+    async def client(request: Request) -> None:
+        while not stop.is_set():
+            started_after_kill = run.killed
+            key, failure = await request(next(numbers))
+            if failure is not None:
+                run.failures.append(failure)
+            else:
+                (run.after if started_after_kill else run.before).append(key)
+
+    def victim_keys_after() -> int:
+        return sum(1 for key in run.after if cluster.owner(key) == victim)
+
+    tasks = [asyncio.create_task(client(request)) for request in clients]
+    try:
+        await until(lambda: len(run.before) >= before, "requests before the kill")
+        process = cluster.nodes[victim].proc
+        process.kill()  # SIGKILL, with requests in flight
+        await asyncio.to_thread(process.wait)
+        run.killed = True
+        await until(
+            lambda: len(run.after) >= after and victim_keys_after() >= victim_after,
+            "requests after the kill",
+        )
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    return run
 
 
 @contextlib.contextmanager
