@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from helpers.http_nodes import Served, cached, serving
+from helpers.peer_nodes import Served, cached, serving
 from helpers.processes import free_ports
 from helpers.raw_http import call
 from shoal import Node, NodeConfig

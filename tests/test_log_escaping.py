@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from helpers.http_nodes import FakePeer, Received, Reply, answer, serving
+from helpers.peer_nodes import FakePeer, Received, Reply, answer, serving
 from shoal import NotFound, PeerUnavailable
 from shoal._printable import printable
 from shoal.cli.slowdb import SlowDB

@@ -21,7 +21,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 import shoal
-from helpers.grpc_nodes import health_check, raw_call
+from helpers.grpc_calls import health_check, raw_call
 from helpers.processes import (
     CountedCluster,
     LoadLog,

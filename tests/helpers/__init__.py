@@ -5,9 +5,9 @@
 - ``databases``: the MariaDB and PostgreSQL servers and throwaway tables.
 - ``netns``: a virtual LAN of network namespaces, ``shoal serve`` on its hosts.
 - ``memory_cluster``: in-process nodes on the memory transport, one manual clock.
-- ``http_nodes``: in-process nodes on real sockets over the HTTP peer protocol,
-  a connection-counting relay, a scriptable fake peer.
-- ``grpc_nodes``: in-process nodes over gRPC, raw gRPC calls, health checks.
+- ``peer_nodes``: in-process nodes on real sockets and clusters of them over the
+  HTTP or the gRPC peer protocol, a connection-counting relay, a scriptable fake peer.
+- ``grpc_calls``: raw gRPC calls with exact bytes, health checks.
 - ``raw_http``: HTTP/1.1 requests written and read byte for byte.
 - ``cluster_views``: what ``/v1/cluster`` of each node says, and waiting on it.
 - ``go_captures``: captures of real Go groupcache nodes.

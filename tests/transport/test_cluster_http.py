@@ -8,7 +8,7 @@ import gc
 
 import pytest
 
-from helpers.http_nodes import (
+from helpers.peer_nodes import (
     FakePeer,
     Received,
     Reply,

@@ -8,8 +8,7 @@ from contextlib import AbstractAsyncContextManager
 
 import pytest
 
-from helpers.grpc_nodes import grpc_cluster
-from helpers.http_nodes import Served, http_cluster, owned_by, value
+from helpers.peer_nodes import Served, grpc_cluster, http_cluster, owned_by, value
 from shoal import NotFound, RemoteLoadError
 from shoal.testing import ManualClock
 

@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import pytest
 
-from helpers.http_nodes import GROUP, ValueLoader, value
+from helpers.peer_nodes import GROUP, ValueLoader, value
 from helpers.raw_http import call
 from shoal import Node, NodeConfig, PeerError, RemoteLoadError
 from shoal.transport.http import HttpTransport

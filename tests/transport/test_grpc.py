@@ -16,8 +16,8 @@ import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2
 
-from helpers.grpc_nodes import grpc_cluster, health_check, raw_call
-from helpers.http_nodes import owned_by, value
+from helpers.grpc_calls import health_check, raw_call
+from helpers.peer_nodes import grpc_cluster, owned_by, value
 from helpers.processes import free_ports
 from shoal import (
     GroupNotFound,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.http_nodes import (
+from helpers.peer_nodes import (
     GROUP,
     CountingProxy,
     FakePeer,

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from helpers.http_nodes import GROUP, FakePeer, Received, Reply, answer, serving, value
+from helpers.peer_nodes import GROUP, FakePeer, Received, Reply, answer, serving, value
 from shoal import NotFound, PeerError, PeerUnavailable, RemoteLoadError
 from shoal.transport import Fetched
 from shoal.transport.http import HttpPeerClient, HttpTransport

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from helpers.http_nodes import GROUP, FakePeer, Received, Reply, answer, serving, value
+from helpers.peer_nodes import GROUP, FakePeer, Received, Reply, answer, serving, value
 from shoal import PeerUnavailable
 from shoal.transport.http import HttpPeerClient, HttpTransport
 from shoal.wire import encode_get_response

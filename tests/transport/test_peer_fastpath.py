@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from helpers.http_nodes import GROUP, serving, value
+from helpers.peer_nodes import GROUP, serving, value
 from shoal.wire import decode_get_response
 
 _DATE = re.compile(rb"Date: [^\r]*\r\n")

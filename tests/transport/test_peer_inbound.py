@@ -13,7 +13,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from helpers.http_nodes import GROUP, Served, http_cluster, serving
+from helpers.peer_nodes import GROUP, Served, http_cluster, serving
 from helpers.raw_http import RawResponse, call
 from shoal import Group, Node, NodeConfig
 from shoal.api.metrics import render_metrics

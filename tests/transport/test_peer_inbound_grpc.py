@@ -14,8 +14,8 @@ for _module in ("grpc", "grpc_health", "grpc_reflection"):
 
 import grpc  # noqa: E402
 
-from helpers.grpc_nodes import grpc_cluster, raw_call  # noqa: E402
-from helpers.http_nodes import GROUP  # noqa: E402
+from helpers.grpc_calls import raw_call  # noqa: E402
+from helpers.peer_nodes import GROUP, grpc_cluster  # noqa: E402
 from shoal.hlc import HLC_MAX, hlc_from_seconds  # noqa: E402
 from shoal.wire import MAX_EXPIRE_NS  # noqa: E402
 from shoal.wire._pb import shoal_pb2 as pb  # noqa: E402

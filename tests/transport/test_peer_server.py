@@ -8,7 +8,7 @@ import json
 import pytest
 
 from helpers.go_captures import HTTP_CAPTURES, Exchange, Missing, exchanges, params
-from helpers.http_nodes import GROUP, Served, serving, value
+from helpers.peer_nodes import GROUP, Served, serving, value
 from helpers.raw_http import Client, RawResponse, call
 from shoal.testing import ManualClock
 from shoal.wire import (

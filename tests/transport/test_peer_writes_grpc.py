@@ -21,8 +21,17 @@ for _module in ("grpc", "grpc_health", "grpc_reflection"):
 
 import grpc  # noqa: E402
 
-from helpers.grpc_nodes import Answer, grpc_cluster, raw_call  # noqa: E402
-from helpers.http_nodes import GROUP, Served, cached, loads, owned_by, value, warm  # noqa: E402
+from helpers.grpc_calls import Answer, raw_call  # noqa: E402
+from helpers.peer_nodes import (  # noqa: E402
+    GROUP,
+    Served,
+    cached,
+    grpc_cluster,
+    loads,
+    owned_by,
+    value,
+    warm,
+)
 from shoal import GroupFull  # noqa: E402
 from shoal.hlc import hlc_from_seconds  # noqa: E402
 from shoal.replica import DEFAULT_BUCKETS  # noqa: E402

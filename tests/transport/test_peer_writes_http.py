@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers.http_nodes import (
+from helpers.peer_nodes import (
     GROUP,
     FakePeer,
     Received,

@@ -12,7 +12,7 @@ import asyncio
 import time
 from typing import Any
 
-from helpers.http_nodes import Served, cached, http_cluster
+from helpers.peer_nodes import Served, cached, http_cluster
 from shoal import Group
 
 MIRROR = "mirror"
