@@ -11,6 +11,7 @@
 - ``raw_http``: HTTP/1.1 requests written and read byte for byte.
 - ``cluster_views``: what ``/v1/cluster`` of each node says, and waiting on it.
 - ``go_captures``: captures of real Go groupcache nodes.
+- ``go_node``: a real Go groupcache node, built once per session.
 - ``protobuf_strategies``: hypothesis strategies for peer-protocol messages.
 - ``policy_contract``: the contract every eviction policy meets.
 - ``traces``: the public cache traces.

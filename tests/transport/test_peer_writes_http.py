@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers.go_node import go_node
 from helpers.peer_nodes import (
     GROUP,
     FakePeer,
@@ -55,7 +56,6 @@ from shoal.wire.batch import (
     encode_get_many_request,
     parse_extensions,
 )
-from transport.test_go_interop import go_node, go_node_binary  # noqa: F401  (a fixture)
 
 BASE = DEFAULT_BASE_PATH
 CLIENT_WRITE = {WRITE_HEADER: "client"}
@@ -474,7 +474,7 @@ async def test_invalidate_leaves_a_go_like_peer_alone() -> None:
             await client.aclose()
 
 
-async def test_invalidate_leaves_a_real_go_node_alone(go_node_binary: Path) -> None:  # noqa: F811
+async def test_invalidate_leaves_a_real_go_node_alone(go_node_binary: Path) -> None:
     """Against a real golang/groupcache node: the probe's 400 names no extensions, so
     invalidate returns None, and the Go node never sees a request for its group (its
     server_requests and loads stay 0: a POST would have loaded ``_invalidate/``)."""
