@@ -1,4 +1,4 @@
-"""The virtual LAN harness (``lan.py``) itself: hosts reach each other and the test
+"""The virtual LAN harness (``helpers.netns``) itself: hosts reach each other and the test
 process over TCP and UDP, a cut host is unreachable both ways while the others are
 not, a healed one is back, and nothing is left behind afterwards, even on failure."""
 

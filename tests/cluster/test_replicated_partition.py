@@ -1,5 +1,5 @@
 """Replicated groups across a real network partition: three ``shoal serve`` processes,
-each in its own network namespace, linked by veth pairs to one bridge (``lan.py``).
+each in its own network namespace, linked by veth pairs to one bridge (``helpers.netns``).
 
 Every node runs group ``data`` with ``mode = "replicated"``,
 ``anti_entropy_interval = 0.5`` and ``peer_timeout = 1`` (a TOML file given with
