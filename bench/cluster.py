@@ -88,8 +88,9 @@ from _common import (
     spawn,
     stop,
 )
-from server import GROUP, KEYS, VALUE_SIZE, WrkRun, fetch, free_port, pinning, run_wrk, value_of
+from server import GROUP, KEYS, VALUE_SIZE, WrkRun, fetch, pinning, run_wrk, value_of
 from shoal import Ring
+from shoal.cli.common import pick_free_ports
 
 CONNECTIONS = 64
 HERE = Path(__file__).resolve().parent
@@ -297,7 +298,8 @@ def shoal_cluster(
     scenario: Scenario, pin: list[str], workdir: Path
 ) -> contextlib.AbstractContextManager[Cluster]:
     """Three ``shoal serve`` nodes."""
-    ports = [(free_port(), free_port()) for _ in range(NODES)]
+    picked = pick_free_ports(2 * NODES)
+    ports = list(zip(picked[:NODES], picked[NODES:], strict=True))
     peers = ",".join(f"http://127.0.0.1:{port}" for _, port in ports)
     commands = []
     for i, (api_port, port) in enumerate(ports):
@@ -319,7 +321,8 @@ def aiohttp_cluster(
     scenario: Scenario, pin: list[str], workdir: Path
 ) -> contextlib.AbstractContextManager[Cluster]:
     """Three aiohttp-based nodes (``bench/aiohttp_node.py``)."""
-    ports = [(free_port(), free_port()) for _ in range(NODES)]
+    picked = pick_free_ports(2 * NODES)
+    ports = list(zip(picked[:NODES], picked[NODES:], strict=True))
     peers = ",".join(f"http://127.0.0.1:{port}" for _, port in ports)
     commands = []
     for i, (api_port, port) in enumerate(ports):
@@ -339,7 +342,7 @@ def go_cluster(
     scenario: Scenario, binary: Path, idle_conns: int, pin: list[str], workdir: Path
 ) -> contextlib.AbstractContextManager[Cluster]:
     """Three golang/groupcache nodes; ``idle_conns`` 0 keeps Go's default transport."""
-    ports = [free_port() for _ in range(NODES)]
+    ports = pick_free_ports(NODES)
     peers = ",".join(f"http://127.0.0.1:{port}" for port in ports)
     commands = []
     for i, port in enumerate(ports):

@@ -40,7 +40,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,6 +51,7 @@ from pathlib import Path
 
 from _common import BenchError, child_process, environment, markdown_table, median, run
 from shoal import NotFound
+from shoal.cli.common import pick_free_ports
 
 KEYS = 10_000
 VALUE_SIZE = 100
@@ -98,17 +98,6 @@ def child_owner(transport: str, port: int, api_port: int) -> int:
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         runner.run(run())
     return 0
-
-
-def free_ports(count: int) -> list[int]:
-    """Distinct free TCP ports on 127.0.0.1."""
-    ports: set[int] = set()
-    with contextlib.ExitStack() as stack:
-        while len(ports) < count:
-            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
-            sock.bind(("127.0.0.1", 0))
-            ports.add(sock.getsockname()[1])
-    return sorted(ports)
 
 
 def http_json(url: str, timeout: float = 5.0) -> object:
@@ -379,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         python = [*pin, sys.executable]
 
         # Peer fetches: one owner per transport.
-        p_http, p_grpc, a_http, a_grpc = free_ports(4)
+        p_http, p_grpc, a_http, a_grpc = pick_free_ports(4)
         owners = {
             "http": stack.enter_context(
                 started(
@@ -407,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         # Client reads: one 3-node cluster per transport.
         clusters: dict[str, list[Proc]] = {}
         for transport in ("http", "grpc"):
-            ports = free_ports(6)
+            ports = pick_free_ports(6)
             peers = ",".join(f"http://127.0.0.1:{p}" for p in ports[:3])
             clusters[transport] = [
                 stack.enter_context(

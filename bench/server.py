@@ -41,7 +41,6 @@ import os
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -60,6 +59,7 @@ from _common import (
     run,
 )
 from shoal import NotFound
+from shoal.cli.common import pick_free_ports
 
 KEYS = 10_000
 VALUE_SIZE = 100
@@ -187,13 +187,6 @@ def child(kind: str, port: int) -> int:
 
 
 # -- the parent: start, check, load, report ----------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def fetch(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
@@ -405,8 +398,7 @@ def main(argv: list[str] | None = None) -> int:
         script = workdir / "keys.lua"
         script.write_text(LUA.format(keys=KEYS, seed=42))
         servers: list[Server] = []
-        for name, cmd in plan:
-            port = free_port()
+        for (name, cmd), port in zip(plan, pick_free_ports(len(plan)), strict=True):
             argv_ = [*pin_server, sys.executable, *cmd, str(port)]
             servers.append(stack.enter_context(started(name, argv_, port, workdir)))
         shoal, base = servers[0], servers[1]

@@ -24,7 +24,7 @@ client (aiohttp, keep-alive connections) in this script.
    * node 2 **cut off** the network, the writes made, node 2 plugged back in:
      seconds from the heal until node 2's ``replication.entries`` equals node 0's
      and a sample of 100 keys read from node 2 is right. Three network namespaces
-     on a virtual LAN (``tests/lan.py``); needs root and ``ip netns``, skipped
+     on a virtual LAN (``tests/helpers/netns.py``); needs root and ``ip netns``, skipped
      with a message otherwise;
    * node 2 **SIGKILLed**, the writes made, node 2 started again, empty (on
      127.0.0.1): seconds from its start until the same holds.
@@ -42,8 +42,8 @@ The script exits 1 on a wrong result: a write not answered 204, a node answering
 another value, a peer error or a fetch count the checks do not explain, a node
 that does not catch up within 60 s, a round that repaired something when nothing
 differed. Every process and namespace it starts is removed when it ends, Ctrl-C
-and errors included. Needs the ``dev`` extra (aiohttp; pytest, which tests/lan.py
-imports).
+and errors included. Needs the ``dev`` extra (aiohttp; pytest, which
+tests/helpers/netns.py imports).
 
 Run: ``python bench/writes.py [--quick] [--writes N] [--keys N] [--cycles N] [--no-lan]``
 (``--cycles``: catch-ups per scenario, 3 by default, each on a fresh cluster).
@@ -79,7 +79,7 @@ from shoal.ring import Ring
 
 if TYPE_CHECKING:
     # tests/ is on mypy's path only when MYPYPATH names it (`make typecheck` does not).
-    from lan import Host  # type: ignore[import-not-found, unused-ignore]
+    from helpers.netns import Host  # type: ignore[import-not-found, unused-ignore]
 
 Popen = subprocess.Popen[bytes]
 
@@ -650,17 +650,15 @@ def stats_inside(host: Host, base: str) -> dict[str, int]:
 
 
 def import_lan_harness() -> None:
-    """Import tests/lan.py, the multi-host test harness.
+    """Import tests/helpers/netns.py, the multi-host test harness.
 
-    It lives in tests/, which is not a package: that directory goes first on
-    sys.path, and bench/ leaves it while lan.py is imported, as bench/membership.py
-    would hide tests/membership/ (a namespace package, which a module of the same
-    name wins over), whose helpers lan.py uses.
+    It lives in the ``helpers`` package of tests/, which goes on sys.path while it
+    is imported (the package's modules import each other as ``helpers.*``).
     """
     saved = sys.path[:]
-    sys.path[:] = [str(TESTS), *(p for p in saved if Path(p or ".").resolve() != HERE)]
+    sys.path[:] = [str(TESTS), *saved]
     try:
-        import lan  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
+        import helpers.netns  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
     finally:
         sys.path[:] = saved
 
@@ -671,7 +669,7 @@ async def lan_catch_up(keys: int, config: Path, cycle: int, rng: random.Random) 
     import pytest
 
     import_lan_harness()
-    import lan  # type: ignore[import-not-found, unused-ignore]
+    from helpers import netns as lan  # type: ignore[import-not-found, unused-ignore]
 
     items = items_of(keys)
     try:

@@ -8,7 +8,7 @@ import os
 import pytest
 from hypothesis import settings
 
-from procs import MariaDB, Postgres, ensure_mariadb, ensure_postgres
+from helpers.databases import MariaDB, Postgres, ensure_mariadb, ensure_postgres
 
 if os.environ.get("SHOAL_FUZZ_EXAMPLES"):
     settings.register_profile(

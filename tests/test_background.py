@@ -16,13 +16,13 @@ from typing import Any, TypeVar
 
 import pytest
 
-from api.rawhttp import call
-from procs import free_ports
+from helpers.peer_nodes import Served, cached, serving
+from helpers.processes import free_ports
+from helpers.raw_http import call
 from shoal import Node, NodeConfig
 from shoal.config import GossipConfig
 from shoal.supervise import BackgroundErrors, supervised
 from shoal.testing import ManualClock
-from transport.peerkit import Served, cached, serving
 
 T = TypeVar("T")
 MIRROR = "mirror"

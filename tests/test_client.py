@@ -9,7 +9,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 import pytest
 
 import shoal
-from procs import free_ports
+from helpers.processes import free_ports
 from shoal import Client, ConfigError, Node, NodeConfig, NotFound, PeerUnavailable
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from memcluster import DATA, cluster
+from helpers.memory_cluster import DATA, cluster
 from shoal import (
     LoadedValueTooLarge,
     NodeConfig,

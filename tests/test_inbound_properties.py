@@ -19,7 +19,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from pbfuzz import examples
+from helpers.protobuf_strategies import examples
 from shoal import Group, InvalidTTL, Node, NodeConfig
 from shoal.errors import BadRequest
 from shoal.hlc import HLC_MAX, hlc_from_seconds

@@ -1,4 +1,4 @@
-"""The virtual LAN harness (``lan.py``) itself: hosts reach each other and the test
+"""The virtual LAN harness (``helpers.netns``) itself: hosts reach each other and the test
 process over TCP and UDP, a cut host is unreachable both ways while the others are
 not, a healed one is back, and nothing is left behind afterwards, even on failure."""
 
@@ -13,9 +13,19 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from lan import API_PORT, PEER_PORT, PREFIX, Host, Lan, lan, require_netns, shoal_serve_in, sweep
-from membership.views import cluster_view, wait_for
-from procs import ProcessGroup, process_group
+from helpers.cluster_views import cluster_view, wait_for
+from helpers.netns import (
+    API_PORT,
+    PEER_PORT,
+    PREFIX,
+    Host,
+    Lan,
+    lan,
+    require_netns,
+    shoal_serve_in,
+    sweep,
+)
+from helpers.processes import ProcessGroup, process_group
 
 ECHO_PORT = 7000
 """Every host has its own ports: each echo server listens on this one, on its own address."""

@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
+from helpers.peer_nodes import FakePeer, Received, Reply, answer, serving
 from shoal import NotFound, PeerUnavailable
 from shoal._printable import printable
 from shoal.cli.slowdb import SlowDB
-from transport.peerkit import FakePeer, Received, Reply, answer, serving
 
 FORGED = "k\nshoal.group WARNING forged\r\x1b[2J\u2028"
 

@@ -8,7 +8,7 @@ import asyncio
 
 import pytest
 
-from memcluster import DATA, Cluster, cluster
+from helpers.memory_cluster import DATA, Cluster, cluster
 from shoal import Group, GroupFull, Node, NodeConfig, NotFound, PeerUnavailable
 from shoal.testing import CountingLoader, ManualClock
 from shoal.transport.memory import MemoryNetwork

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from api.rawhttp import Client, call
+from helpers.raw_http import Client, call
 from shoal import Node, NodeConfig
 from shoal._http import OCTET_STREAM, Deferred, HttpLimits, HttpServer, Request, Response
 from shoal._http import server as _http

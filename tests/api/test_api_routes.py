@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from api.rawhttp import Client, RawResponse, build_request, call
+from helpers.raw_http import Client, RawResponse, build_request, call
 from shoal import Group, Node, NodeConfig, NotFound
 from shoal._http import Request, Response
 from shoal.api.http import ApiServer

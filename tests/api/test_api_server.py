@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from api.rawhttp import Client, build_request, call, read_response
+from helpers.raw_http import Client, build_request, call, read_response
 from shoal._http import Deferred, HttpLimits, HttpServer, Request, Response
 from shoal.config import NodeConfig
 

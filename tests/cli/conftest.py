@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from procs import ShoalServer, shoal_serve
+from helpers.processes import ShoalServer, shoal_serve
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from procs import ShoalServer, clean_env, free_port, run_shoal
+from helpers.processes import ShoalServer, clean_env, free_port, run_shoal
 
 
 def shoal(server: ShoalServer, *args: str, stdin: bytes | None = None) -> tuple[int, bytes, str]:

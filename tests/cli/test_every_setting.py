@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import shoal.cli.plan as plan_module
-from procs import clean_env, free_ports, http_request, shoal_cmd, stop
+from helpers.processes import clean_env, free_ports, http_request, shoal_cmd, stop
 from shoal.cli.cluster import child_arguments, plan_members
 from shoal.cli.main import build_parser
 from shoal.cli.membership_flags import _FLAG_KEYS

@@ -16,7 +16,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from procs import READY_TIMEOUT, clean_env, free_port, http_get, shoal_cmd, stop, wait_http_ok
+from helpers.processes import (
+    READY_TIMEOUT,
+    clean_env,
+    free_port,
+    http_get,
+    shoal_cmd,
+    stop,
+    wait_http_ok,
+)
 
 NOFILE = 64
 """The server's descriptor limit: a few dozen connections exhaust it."""

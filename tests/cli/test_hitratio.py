@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from helpers.traces import trace
 from shoal.cli.hitratio import Result, format_table, hit_ratios, plot
 from shoal.cli.main import main
 from shoal.errors import MissingExtra
-from tracefiles import trace
 
 
 def lirs_file(tmp_path: Path, keys: list[int]) -> Path:

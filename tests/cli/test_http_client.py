@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from procs import free_port
+from helpers.processes import free_port
 from shoal.cli.http_client import Reply, RequestFailed, request, request_async
 
 

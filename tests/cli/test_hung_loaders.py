@@ -11,7 +11,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from procs import ShoalServer, clean_env, http_get, shoal_serve
+from helpers.processes import ShoalServer, clean_env, http_get, shoal_serve
 
 TESTS = Path(__file__).resolve().parent.parent
 HANGING = 24
@@ -24,11 +24,11 @@ def config(tmp_path: Path) -> Path:
         textwrap.dedent(
             """
             [groups.stuck]
-            loader = "hangloader:load"
+            loader = "helpers.hanging_loader:load"
             load_timeout = "1s"
 
             [groups.other]
-            loader = "hangloader:load"
+            loader = "helpers.hanging_loader:load"
             load_timeout = "1s"
             """
         )

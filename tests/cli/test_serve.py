@@ -11,22 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from procs import (
+from helpers.databases import (
     MariaDB,
     Postgres,
     Row,
-    ShoalServer,
-    clean_env,
     create_sqlite_table,
     create_table,
     drop_table,
-    free_port,
-    http_get,
     run_async,
-    run_shoal,
-    shoal_serve,
     table_name,
 )
+from helpers.processes import ShoalServer, clean_env, free_port, http_get, run_shoal, shoal_serve
 
 ROWS: list[Row] = [("Tom", "hello", 630, None), ("ghost", None, None, None)]
 

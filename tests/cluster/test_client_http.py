@@ -5,14 +5,13 @@ peer port, and keeps working while a node is SIGKILLed."""
 from __future__ import annotations
 
 import asyncio
-import itertools
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import shoal
-from procs import (
+from helpers.processes import (
     CountedCluster,
     LoadLog,
     ShoalServer,
@@ -20,7 +19,7 @@ from procs import (
     http_get,
     loaded_value,
     shoal_cluster,
-    until,
+    sigkill_under_load,
 )
 
 GROUP = "data"
@@ -76,46 +75,27 @@ async def test_the_client_survives_a_sigkill(tmp_path: Path) -> None:
     node's keys are answered by the survivors, which load them."""
     loads = LoadLog(tmp_path / "calls")
     with shoal_cluster(
-        3, "--group", "data=loadlog:load", "--hot-admission", "never", env=loads.env(0.005)
+        3, "--group", "data=helpers.loadlog:load", "--hot-admission", "never", env=loads.env(0.005)
     ) as c:
-        victim, survivors = c.nodes[2], c.nodes[:2]
-        failures: list[str] = []
-        done_before: list[str] = []
-        done_after: list[str] = []
-        killed = False
-        stop = asyncio.Event()
-        numbers = itertools.count()
-
-        async def reader(client: shoal.Client) -> None:
-            while not stop.is_set():
-                key = f"steady-{next(numbers)}"
-                after = killed
-                try:
-                    value = await client.get(GROUP, key)
-                except shoal.ShoalError as exc:
-                    failures.append(f"{key}: {exc!r}")
-                    continue
-                if value != loaded_value(key):
-                    failures.append(f"{key}: wrong value {value!r}")
-                (done_after if after else done_before).append(key)
+        survivors = c.nodes[:2]
 
         def victim_keys_after() -> list[str]:
             return [k for k in done_after if c.owner(k) == 2]
 
         async with shoal.Client([node.url for node in c.nodes]) as client:
-            tasks = [asyncio.create_task(reader(client)) for _ in range(8)]
-            try:
-                await until(lambda: len(done_before) >= 150, "requests before the kill")
-                victim.proc.kill()
-                await asyncio.to_thread(victim.proc.wait)
-                killed = True
-                await until(
-                    lambda: len(done_after) >= 200 and len(victim_keys_after()) >= 40,
-                    "requests after the kill",
-                )
-            finally:
-                stop.set()
-                await asyncio.gather(*tasks)
+
+            async def read(n: int) -> tuple[str, str | None]:
+                key = f"steady-{n}"
+                try:
+                    value = await client.get(GROUP, key)
+                except shoal.ShoalError as exc:
+                    return key, f"{key}: {exc!r}"
+                if value != loaded_value(key):
+                    return key, f"{key}: wrong value {value!r}"
+                return key, None
+
+            run = await sigkill_under_load(c, 2, [read] * 8, before=150, after=200, victim_after=40)
+        failures, done_after = run.failures, run.after
         assert failures == []
         for key in victim_keys_after():
             assert set(loads.nodes(key)) <= {s.peer_url for s in survivors}, key

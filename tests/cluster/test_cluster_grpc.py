@@ -5,7 +5,6 @@ requests) over gRPC, plus what a gRPC tool sees (reflection, health) and the sma
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import zlib
 from collections.abc import Iterator
@@ -22,7 +21,8 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 import shoal
-from procs import (
+from helpers.grpc_calls import health_check, raw_call
+from helpers.processes import (
     CountedCluster,
     LoadLog,
     ShoalServer,
@@ -30,10 +30,9 @@ from procs import (
     http_get,
     loaded_value,
     shoal_cluster,
-    until,
+    sigkill_under_load,
 )
 from shoal.wire._pb import shoal_pb2 as pb
-from transport.grpckit import health_check, raw_call
 
 GROUP = "data"
 LOAD_DELAY = 0.2
@@ -42,7 +41,7 @@ LOAD_DELAY = 0.2
 
 @pytest.fixture(scope="module")
 def counted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountedCluster]:
-    """Three gRPC nodes serving ``data`` through ``loadlog:load`` and the SlowDB demo
+    """Three gRPC nodes serving ``data`` through ``helpers.loadlog:load`` and the SlowDB demo
     group ``scores``, with ``--hot-admission always``; the tests use distinct keys."""
     loads = LoadLog(tmp_path_factory.mktemp("loads") / "calls")
     with shoal_cluster(
@@ -50,7 +49,7 @@ def counted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CountedCluster
         "--transport",
         "grpc",
         "--group",
-        "data=loadlog:load",
+        "data=helpers.loadlog:load",
         "--slowdb",
         "--slowdb-delay",
         "0",
@@ -345,75 +344,56 @@ async def test_sigkill_of_an_owner_under_load_fails_no_request(tmp_path: Path) -
         "--transport",
         "grpc",
         "--group",
-        "data=loadlog:load",
+        "data=helpers.loadlog:load",
         "--hot-admission",
         "never",
         env=loads.env(0.005),
     ) as c:
-        victim, survivors = c.nodes[2], c.nodes[:2]
-        failures: list[str] = []
-        before_kill: list[str] = []
-        after_kill: list[str] = []
-        killed = False
-        stop = asyncio.Event()
-        numbers = itertools.count()
+        survivors = c.nodes[:2]
         channels = [grpc.aio.insecure_channel(target(node)) for node in survivors]
         methods: list[grpc.aio.UnaryUnaryMultiCallable[bytes, bytes]] = [
             ch.unary_unary("/shoal.v1.Cache/Get") for ch in channels
         ]
 
-        async def raw_client() -> None:
-            while not stop.is_set():
-                n = next(numbers)
-                key = f"steady-{n}"
-                started_after_kill = killed
-                request = pb.GetRequest(group=GROUP, key=key).SerializeToString()
-                try:
-                    raw: bytes = await methods[n % 2](request, timeout=30)
-                except grpc.aio.AioRpcError as exc:
-                    failures.append(
-                        f"{key} on {survivors[n % 2].url}: {exc.code()} {exc.details()}"
-                    )
-                    continue
-                if pb.GetResponse.FromString(raw).value != loaded_value(key):
-                    failures.append(f"{key}: wrong value")
-                (after_kill if started_after_kill else before_kill).append(key)
-
-        async def smart_client(client: shoal.Client) -> None:
-            while not stop.is_set():
-                key = f"smart-{next(numbers)}"
-                started_after_kill = killed
-                try:
-                    value = await client.get(GROUP, key)
-                except shoal.ShoalError as exc:
-                    failures.append(f"{key} by the smart client: {exc!r}")
-                    continue
-                if value != loaded_value(key):
-                    failures.append(f"{key}: wrong value from the smart client")
-                (after_kill if started_after_kill else before_kill).append(key)
+        async def raw_request(n: int) -> tuple[str, str | None]:
+            key = f"steady-{n}"
+            request = pb.GetRequest(group=GROUP, key=key).SerializeToString()
+            try:
+                raw: bytes = await methods[n % 2](request, timeout=30)
+            except grpc.aio.AioRpcError as exc:
+                return key, f"{key} on {survivors[n % 2].url}: {exc.code()} {exc.details()}"
+            if pb.GetResponse.FromString(raw).value != loaded_value(key):
+                return key, f"{key}: wrong value"
+            return key, None
 
         def victim_keys_after() -> list[str]:
             return [k for k in after_kill if c.owner(k) == 2]
 
         try:
             async with shoal.Client(f"grpc://{target(survivors[0])}") as client:
-                tasks = [asyncio.create_task(raw_client()) for _ in range(12)]
-                tasks += [asyncio.create_task(smart_client(client)) for _ in range(4)]
-                try:
-                    await until(lambda: len(before_kill) >= 200, "requests before the kill")
-                    victim.proc.kill()  # SIGKILL, with requests in flight
-                    await asyncio.to_thread(victim.proc.wait)
-                    killed = True
-                    await until(
-                        lambda: len(after_kill) >= 300 and len(victim_keys_after()) >= 60,
-                        "requests after the kill",
-                    )
-                finally:
-                    stop.set()
-                    await asyncio.gather(*tasks)
+
+                async def smart_request(n: int) -> tuple[str, str | None]:
+                    key = f"smart-{n}"
+                    try:
+                        value = await client.get(GROUP, key)
+                    except shoal.ShoalError as exc:
+                        return key, f"{key} by the smart client: {exc!r}"
+                    if value != loaded_value(key):
+                        return key, f"{key}: wrong value from the smart client"
+                    return key, None
+
+                run = await sigkill_under_load(
+                    c,
+                    2,
+                    [raw_request] * 12 + [smart_request] * 4,
+                    before=200,
+                    after=300,
+                    victim_after=60,
+                )
         finally:
             for channel in channels:
                 await channel.close()
+        failures, before_kill, after_kill = run.failures, run.before, run.after
         assert failures == []
         assert any(c.owner(k) == 2 for k in before_kill)  # the victim did serve before
         smart_after = [k for k in victim_keys_after() if k.startswith("smart-")]

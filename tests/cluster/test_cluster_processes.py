@@ -16,8 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from api.rawhttp import call
-from procs import (
+from helpers.processes import (
     CountedCluster,
     LoadLog,
     ShoalServer,
@@ -26,8 +25,10 @@ from procs import (
     http_request,
     loaded_value,
     shoal_cluster,
+    sigkill_under_load,
     until,
 )
+from helpers.raw_http import call
 from shoal.ring import DEFAULT_PROBES
 from shoal.wire import decode_get_response, encode_set_request
 
@@ -207,48 +208,30 @@ async def test_sigkill_of_an_owner_under_load_fails_no_request(tmp_path: Path) -
     instead of paying a failed request per key."""
     loads = LoadLog(tmp_path / "calls")
     with shoal_cluster(
-        3, "--group", "data=loadlog:load", "--hot-admission", "never", env=loads.env(0.005)
+        3, "--group", "data=helpers.loadlog:load", "--hot-admission", "never", env=loads.env(0.005)
     ) as c:
-        victim, survivors = c.nodes[2], c.nodes[:2]
-        failures: list[str] = []
-        before_kill: list[str] = []
-        after_kill: list[str] = []
-        killed = False
-        stop = asyncio.Event()
-        numbers = itertools.count()
-
-        async def client(session: aiohttp.ClientSession) -> None:
-            while not stop.is_set():
-                n = next(numbers)
-                key, node = f"steady-{n}", survivors[n % 2]
-                started_after_kill = killed
-                try:
-                    async with session.get(f"{node.url}/api", params={"key": key}) as resp:
-                        status, body = resp.status, await resp.read()
-                except aiohttp.ClientError as exc:
-                    failures.append(f"{key} on {node.url}: {exc!r}")
-                    continue
-                if (status, body) != (200, loaded_value(key)):
-                    failures.append(f"{key} on {node.url}: {status} {body[:200]!r}")
-                (after_kill if started_after_kill else before_kill).append(key)
+        survivors = c.nodes[:2]
 
         def victim_keys_after() -> list[str]:
             return [k for k in after_kill if c.owner(k) == 2]
 
         async with aiohttp.ClientSession() as session:
-            clients = [asyncio.create_task(client(session)) for _ in range(16)]
-            try:
-                await until(lambda: len(before_kill) >= 200, "requests before the kill")
-                victim.proc.kill()  # SIGKILL, with requests in flight
-                await asyncio.to_thread(victim.proc.wait)
-                killed = True
-                await until(
-                    lambda: len(after_kill) >= 300 and len(victim_keys_after()) >= 60,
-                    "requests after the kill",
-                )
-            finally:
-                stop.set()
-                await asyncio.gather(*clients)
+
+            async def request(n: int) -> tuple[str, str | None]:
+                key, node = f"steady-{n}", survivors[n % 2]
+                try:
+                    async with session.get(f"{node.url}/api", params={"key": key}) as resp:
+                        status, body = resp.status, await resp.read()
+                except aiohttp.ClientError as exc:
+                    return key, f"{key} on {node.url}: {exc!r}"
+                if (status, body) != (200, loaded_value(key)):
+                    return key, f"{key} on {node.url}: {status} {body[:200]!r}"
+                return key, None
+
+            run = await sigkill_under_load(
+                c, 2, [request] * 16, before=200, after=300, victim_after=60
+            )
+        failures, before_kill, after_kill = run.failures, run.before, run.after
         assert failures == []
         assert any(c.owner(k) == 2 for k in before_kill)  # the victim did serve before
         for key in victim_keys_after():

@@ -28,8 +28,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-import pbfuzz
-from procs import LoadLog, ShoalCluster, group_stats, http_request, shoal_cluster
+from helpers import protobuf_strategies as pbfuzz
+from helpers.processes import LoadLog, ShoalCluster, group_stats, http_request, shoal_cluster
 from shoal.hlc import HLC_MAX, hlc_from_seconds
 from shoal.wire import DEFAULT_BASE_PATH, build_peer_path
 from shoal.wire._pb import geekcache_pb2, groupcache_pb2
@@ -43,10 +43,10 @@ CONFIG = f"""\
 sweep_interval = 0.2
 
 [groups.{DATA}]
-loader = "loadlog:load"
+loader = "helpers.loadlog:load"
 
 [groups.{MIRROR}]
-loader = "loadlog:load"
+loader = "helpers.loadlog:load"
 mode = "replicated"
 anti_entropy_interval = 0.3
 tombstone_ttl = 5

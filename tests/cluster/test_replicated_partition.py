@@ -1,5 +1,5 @@
 """Replicated groups across a real network partition: three ``shoal serve`` processes,
-each in its own network namespace, linked by veth pairs to one bridge (``lan.py``).
+each in its own network namespace, linked by veth pairs to one bridge (``helpers.netns``).
 
 Every node runs group ``data`` with ``mode = "replicated"``,
 ``anti_entropy_interval = 0.5`` and ``peer_timeout = 1`` (a TOML file given with
@@ -47,8 +47,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lan import PEER_PORT, HostServer, Lan, lan, shoal_serve_in
-from procs import group_stats, http_get, http_request
+from helpers.netns import PEER_PORT, HostServer, Lan, lan, shoal_serve_in
+from helpers.processes import group_stats, http_get, http_request
 
 GROUP = "data"
 INTERVAL = 0.5

@@ -9,7 +9,14 @@ import sys
 import time
 from pathlib import Path
 
-from procs import ProcessGroup, free_port_range, http_get, process_gone, process_group, shoal_cmd
+from helpers.processes import (
+    ProcessGroup,
+    free_port_range,
+    http_get,
+    process_gone,
+    process_group,
+    shoal_cmd,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,14 @@ import threading
 import time
 from typing import Any
 
-from procs import CountedCluster, ShoalServer, group_stats, http_get, http_request, loaded_value
+from helpers.processes import (
+    CountedCluster,
+    ShoalServer,
+    group_stats,
+    http_get,
+    http_request,
+    loaded_value,
+)
 
 GROUP = "data"
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from procs import (
+from helpers.databases import (
     MariaDB,
     Postgres,
     Row,

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from procs import MariaDB, Postgres, create_sqlite_table, free_port
+from helpers.databases import MariaDB, Postgres, create_sqlite_table
+from helpers.processes import free_port
 from shoal.errors import Closed, LoadError, NotFound, ShoalError
 from shoal.loaders import SqlLoader, sql_loader
 

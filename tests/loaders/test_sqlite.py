@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from procs import create_sqlite_table
+from helpers.databases import create_sqlite_table
 from shoal.errors import LoadError
 from shoal.loaders import SQLiteLoader, sql_loader
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from membership.views import missing
+from helpers.cluster_views import missing
 from shoal.cli.localetcd import LocalEtcd, etcd_binary
 
 

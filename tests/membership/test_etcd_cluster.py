@@ -2,7 +2,7 @@
 
 One etcd serves the whole module; each test uses its own ``--cluster`` name, so
 the clusters share the server the way several deployments would. Nodes load
-through ``loadlog:load``, which records which node loaded which key.
+through ``helpers.loadlog:load``, which records which node loaded which key.
 """
 
 from __future__ import annotations
@@ -20,8 +20,16 @@ from typing import Any
 import aetcd
 import aiohttp
 
-from membership.views import all_see, cluster_view, member_urls, none_see, wait_for
-from procs import LoadLog, ShoalServer, free_port, loaded_value, run_shoal, shoal_nodes, shoal_serve
+from helpers.cluster_views import all_see, cluster_view, member_urls, none_see, wait_for
+from helpers.processes import (
+    LoadLog,
+    ShoalServer,
+    free_port,
+    loaded_value,
+    run_shoal,
+    shoal_nodes,
+    shoal_serve,
+)
 from shoal.cli.localetcd import LocalEtcd
 from shoal.ring import Ring
 
@@ -36,7 +44,7 @@ def etcd_args(etcd: LocalEtcd, cluster: str, *extra: str) -> list[str]:
     """``shoal serve`` arguments of a member of ``cluster`` loading through loadlog."""
     return [
         "--group",
-        "data=loadlog:load",
+        "data=helpers.loadlog:load",
         "--hot-admission",
         "never",
         "--etcd",

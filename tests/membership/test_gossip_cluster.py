@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from membership.views import all_see, cluster_view, missing, none_see, wait_for
-from procs import (
+from helpers.cluster_views import all_see, cluster_view, missing, none_see, wait_for
+from helpers.processes import (
     ShoalServer,
     clean_env,
     free_ports,

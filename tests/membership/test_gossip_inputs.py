@@ -21,9 +21,9 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from helpers.cluster_views import all_see, cluster_view, member_urls, none_see, wait_for
+from helpers.processes import ShoalServer, free_ports, shoal_nodes
 from membership.test_gossip_cluster import LOCAL, gossip_args
-from membership.views import all_see, cluster_view, member_urls, none_see, wait_for
-from procs import ShoalServer, free_ports, shoal_nodes
 from shoal.membership.gossip.messages import (
     MAX_INCARNATION,
     MAX_PART,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from policy.contract import PolicyContract, machine_tests
+from helpers.policy_contract import PolicyContract, machine_tests
 from shoal.policy import ARCPolicy, LRUPolicy, Policy
 from shoal.store import Store
 

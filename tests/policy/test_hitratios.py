@@ -11,8 +11,8 @@ from functools import cache
 
 import pytest
 
+from helpers.traces import trace
 from shoal.cli.hitratio import hit_ratios, load_keys
-from tracefiles import trace
 
 GLI_SIZES = (250, 500, 750, 1000, 1250, 1500, 1750, 2000)
 # Published hit ratios (%) on lirs/gli (Caffeine simulator; see shared/traces/README.md).

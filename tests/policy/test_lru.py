@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policy.contract import PolicyContract, machine_tests
+from helpers.policy_contract import PolicyContract, machine_tests
 from shoal.policy import LRUPolicy
 
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from policy.contract import PolicyContract, machine_tests
+from helpers.policy_contract import PolicyContract, machine_tests
 from shoal.cli.hitratio import stable_hash
 from shoal.policy import LRUPolicy, Policy, TinyLFUPolicy
 from shoal.policy._sketch import FrequencySketch

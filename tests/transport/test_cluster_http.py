@@ -8,12 +8,7 @@ import gc
 
 import pytest
 
-from shoal import LoadedValueTooLarge, NotFound, RemoteLoadError
-from shoal.api.metrics import render_metrics
-from shoal.transport.http import HttpPeerClient
-from shoal.wire import encode_get_response
-from shoal.wire.batch import EXTENSIONS_HEADER, GET_MANY_ERRORS_EXTENSION, GET_MANY_EXTENSION
-from transport.peerkit import (
+from helpers.peer_nodes import (
     FakePeer,
     Received,
     Reply,
@@ -23,6 +18,11 @@ from transport.peerkit import (
     serving,
     value,
 )
+from shoal import LoadedValueTooLarge, NotFound, RemoteLoadError
+from shoal.api.metrics import render_metrics
+from shoal.transport.http import HttpPeerClient
+from shoal.wire import encode_get_response
+from shoal.wire.batch import EXTENSIONS_HEADER, GET_MANY_ERRORS_EXTENSION, GET_MANY_EXTENSION
 
 SHOAL = {EXTENSIONS_HEADER: f"{GET_MANY_EXTENSION}, {GET_MANY_ERRORS_EXTENSION}"}
 PROTOBUF = {"Content-Type": "application/x-protobuf"}

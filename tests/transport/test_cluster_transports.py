@@ -8,10 +8,9 @@ from contextlib import AbstractAsyncContextManager
 
 import pytest
 
+from helpers.peer_nodes import Served, grpc_cluster, http_cluster, owned_by, value
 from shoal import NotFound, RemoteLoadError
 from shoal.testing import ManualClock
-from transport.grpckit import grpc_cluster
-from transport.peerkit import Served, http_cluster, owned_by, value
 
 Cluster = Callable[..., AbstractAsyncContextManager[list[Served]]]
 

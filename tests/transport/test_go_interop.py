@@ -10,127 +10,16 @@ under ``CI=true``, where a missing toolchain is a broken machine (Debian:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import shutil
-import subprocess
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
-from urllib.parse import quote
 
 import pytest
 
-from api.rawhttp import call
+from helpers.go_node import go_node, go_value
+from helpers.peer_nodes import GROUP, ValueLoader, value
 from shoal import Node, NodeConfig, PeerError, RemoteLoadError
 from shoal.transport.http import HttpTransport
-from transport.peerkit import GROUP, ValueLoader, value
-
-GO_NODE = Path(__file__).resolve().parents[1] / "interop" / "go" / "main.go"
-GROUPCACHE = Path("src") / "github.com" / "golang" / "groupcache"
-# Where Debian's golang-*-dev packages put Go sources (a GOPATH of its own).
-DEBIAN_GOPATH = "/usr/share/gocode"
 
 SPECIAL_KEYS = ["key:2", "a/b?c&d=é+%22", "user 42 #7", "ünï cödé", "x%y", "+plus+"]
-
-
-def go_value(key: str) -> bytes:
-    """What the Go node's loader returns."""
-    return b"go:" + value(key)
-
-
-def _missing(reason: str) -> NoReturn:
-    """Skip the calling test, or fail it under ``CI=true`` (CI must not pass quietly)."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-def _gopath(go: str) -> str | None:
-    """A GOPATH holding the golang/groupcache sources, or None."""
-    candidates = [p for p in os.environ.get("GOPATH", "").split(os.pathsep) if p]
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        out = subprocess.run([go, "env", "GOPATH"], capture_output=True, text=True, timeout=30)
-        candidates += [p for p in out.stdout.strip().split(os.pathsep) if p]
-    candidates.append(DEBIAN_GOPATH)
-    return next((p for p in candidates if (Path(p) / GROUPCACHE).is_dir()), None)
-
-
-@pytest.fixture(scope="session")
-def go_node_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Go node, built into a temporary folder (with its own build cache)."""
-    go = shutil.which("go")
-    if go is None:
-        _missing("go is not installed")
-    gopath = _gopath(go)
-    if gopath is None:
-        _missing("the golang/groupcache sources are not installed")
-    out = tmp_path_factory.mktemp("go-node")
-    env = {
-        **os.environ,
-        "GOPATH": gopath,
-        "GO111MODULE": "off",
-        "GOFLAGS": "",
-        "GOCACHE": str(out / "cache"),
-    }
-    binary = out / "node"
-    subprocess.run(
-        [go, "build", "-o", str(binary), str(GO_NODE)],
-        check=True,
-        env=env,
-        cwd=out,
-        timeout=300,
-    )
-    return binary
-
-
-@dataclass
-class GoNode:
-    port: int
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def api(self, key: str) -> tuple[int, bytes]:
-        """Read ``key`` through the Go node's group (which may fetch it from a peer)."""
-        response = await call(self.port, "GET", "/api?key=" + quote(key, safe=""))
-        return response.status, response.body
-
-    async def stats(self) -> dict[str, int]:
-        body = (await call(self.port, "GET", "/stats")).body.decode()
-        return {k: int(v) for k, v in (item.split("=") for item in body.split())}
-
-
-@asynccontextmanager
-async def go_node(binary: Path, peers: list[str] = ()) -> AsyncIterator[GoNode]:  # type: ignore[assignment]
-    """A running Go node; it stops when its standard input closes."""
-    process = await asyncio.create_subprocess_exec(
-        str(binary),
-        "-peers",
-        ",".join(peers),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    assert process.stdin is not None
-    assert process.stdout is not None
-    try:
-        async with asyncio.timeout(30):
-            line = await process.stdout.readline()
-        word, _, port = line.decode().partition(" ")
-        assert word == "READY", line
-        yield GoNode(int(port))
-    finally:
-        process.stdin.close()
-        try:
-            async with asyncio.timeout(10):
-                await process.wait()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
 
 
 async def test_shoal_client_against_a_go_node(go_node_binary: Path) -> None:

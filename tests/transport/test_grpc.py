@@ -16,7 +16,9 @@ import grpc.aio
 import pytest
 from grpc_health.v1 import health_pb2
 
-from procs import free_ports
+from helpers.grpc_calls import health_check, raw_call
+from helpers.peer_nodes import grpc_cluster, owned_by, value
+from helpers.processes import free_ports
 from shoal import (
     GroupNotFound,
     InvalidTTL,
@@ -32,8 +34,6 @@ from shoal.errors import ConfigError
 from shoal.transport.grpc import GrpcNodeClient, GrpcPeerClient, GrpcTransport, grpc_target
 from shoal.wire._pb import geekcache_pb2 as geek
 from shoal.wire._pb import shoal_pb2 as pb
-from transport.grpckit import grpc_cluster, health_check, raw_call
-from transport.peerkit import owned_by, value
 
 OK = grpc.StatusCode.OK
 

@@ -13,13 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from shoal import ConfigError, NotFound, PeerError, PeerUnavailable, RemoteLoadError
-from shoal.errors import InvalidKey
-from shoal.testing import ManualClock
-from shoal.transport import Fetched, PeerClient
-from shoal.transport.http import HttpPeerClient, HttpTransport
-from shoal.wire import encode_get_response
-from transport.peerkit import (
+from helpers.peer_nodes import (
     GROUP,
     CountingProxy,
     FakePeer,
@@ -30,6 +24,12 @@ from transport.peerkit import (
     serving,
     value,
 )
+from shoal import ConfigError, NotFound, PeerError, PeerUnavailable, RemoteLoadError
+from shoal.errors import InvalidKey
+from shoal.testing import ManualClock
+from shoal.transport import Fetched, PeerClient
+from shoal.transport.http import HttpPeerClient, HttpTransport
+from shoal.wire import encode_get_response
 
 
 @asynccontextmanager

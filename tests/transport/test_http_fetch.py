@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from helpers.peer_nodes import GROUP, FakePeer, Received, Reply, answer, serving, value
 from shoal import NotFound, PeerError, PeerUnavailable, RemoteLoadError
 from shoal.transport import Fetched
 from shoal.transport.http import HttpPeerClient, HttpTransport
@@ -25,7 +26,6 @@ from shoal.wire.batch import (
     decode_batch_request,
     encode_get_many_response,
 )
-from transport.peerkit import GROUP, FakePeer, Received, Reply, answer, serving, value
 
 SHOAL_HEADERS = {EXTENSIONS_HEADER: f"{GET_MANY_EXTENSION}, {GET_MANY_ERRORS_EXTENSION}"}
 Outcome = tuple[Fetched | None, BaseException | None]

@@ -10,11 +10,11 @@ from contextlib import asynccontextmanager
 
 import pytest
 
+from helpers.peer_nodes import GROUP, FakePeer, Received, Reply, answer, serving, value
 from shoal import PeerUnavailable
 from shoal.transport.http import HttpPeerClient, HttpTransport
 from shoal.wire import encode_get_response
 from shoal.wire.batch import EXTENSIONS_HEADER, GET_MANY_EXTENSION
-from transport.peerkit import GROUP, FakePeer, Received, Reply, answer, serving, value
 
 SHOAL_HEADERS = {EXTENSIONS_HEADER: GET_MANY_EXTENSION}
 

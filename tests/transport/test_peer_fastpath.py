@@ -8,8 +8,8 @@ import re
 
 import pytest
 
+from helpers.peer_nodes import GROUP, serving, value
 from shoal.wire import decode_get_response
-from transport.peerkit import GROUP, serving, value
 
 _DATE = re.compile(rb"Date: [^\r]*\r\n")
 _LENGTH = re.compile(rb"Content-Length: (\d+)")

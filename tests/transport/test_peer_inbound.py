@@ -13,7 +13,8 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from api.rawhttp import RawResponse, call
+from helpers.peer_nodes import GROUP, Served, http_cluster, serving
+from helpers.raw_http import RawResponse, call
 from shoal import Group, Node, NodeConfig
 from shoal.api.metrics import render_metrics
 from shoal.hlc import HLC_MAX, hlc_from_seconds
@@ -29,7 +30,6 @@ from shoal.wire import (
 )
 from shoal.wire._pb import shoal_pb2 as pb
 from shoal.wire.batch import REPLICA_SEGMENT, build_group_path
-from transport.peerkit import GROUP, Served, http_cluster, serving
 
 BASE = DEFAULT_BASE_PATH
 MIRROR = "mirror"

@@ -14,11 +14,11 @@ for _module in ("grpc", "grpc_health", "grpc_reflection"):
 
 import grpc  # noqa: E402
 
+from helpers.grpc_calls import raw_call  # noqa: E402
+from helpers.peer_nodes import GROUP, grpc_cluster  # noqa: E402
 from shoal.hlc import HLC_MAX, hlc_from_seconds  # noqa: E402
 from shoal.wire import MAX_EXPIRE_NS  # noqa: E402
 from shoal.wire._pb import shoal_pb2 as pb  # noqa: E402
-from transport.grpckit import grpc_cluster, raw_call  # noqa: E402
-from transport.peerkit import GROUP  # noqa: E402
 
 PEER, CACHE = "/shoal.v1.Peer/", "/shoal.v1.Cache/"
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

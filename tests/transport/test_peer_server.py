@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from api.rawhttp import Client, RawResponse, call
+from helpers.go_captures import HTTP_CAPTURES, Exchange, Missing, exchanges, params
+from helpers.peer_nodes import GROUP, Served, serving, value
+from helpers.raw_http import Client, RawResponse, call
 from shoal.testing import ManualClock
 from shoal.wire import (
     ERROR_CONTENT_TYPE,
@@ -23,8 +25,6 @@ from shoal.wire.batch import (
     decode_get_many_response,
     encode_get_many_request,
 )
-from transport.peerkit import GROUP, Served, serving, value
-from wire.vectors import HTTP_CAPTURES, Exchange, Missing, exchanges, params
 
 BASE = "/_groupcache/scores/"
 

@@ -21,13 +21,22 @@ for _module in ("grpc", "grpc_health", "grpc_reflection"):
 
 import grpc  # noqa: E402
 
+from helpers.grpc_calls import Answer, raw_call  # noqa: E402
+from helpers.peer_nodes import (  # noqa: E402
+    GROUP,
+    Served,
+    cached,
+    grpc_cluster,
+    loads,
+    owned_by,
+    value,
+    warm,
+)
 from shoal import GroupFull  # noqa: E402
 from shoal.hlc import hlc_from_seconds  # noqa: E402
 from shoal.replica import DEFAULT_BUCKETS  # noqa: E402
 from shoal.transport.grpc import GrpcNodeClient, GrpcPeerClient  # noqa: E402
 from shoal.wire._pb import shoal_pb2 as pb  # noqa: E402
-from transport.grpckit import Answer, grpc_cluster, raw_call  # noqa: E402
-from transport.peerkit import GROUP, Served, cached, loads, owned_by, value, warm  # noqa: E402
 
 OK = grpc.StatusCode.OK
 PEER, CACHE = "/shoal.v1.Peer/", "/shoal.v1.Cache/"

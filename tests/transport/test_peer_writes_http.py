@@ -15,7 +15,23 @@ from pathlib import Path
 
 import pytest
 
-from api.rawhttp import Client, RawResponse, call
+from helpers.go_node import go_node
+from helpers.peer_nodes import (
+    GROUP,
+    FakePeer,
+    Received,
+    Reply,
+    Script,
+    answer,
+    cached,
+    http_cluster,
+    loads,
+    owned_by,
+    serving,
+    value,
+    warm,
+)
+from helpers.raw_http import Client, RawResponse, call
 from shoal import PeerError
 from shoal.hlc import hlc_from_seconds
 from shoal.replica import DEFAULT_BUCKETS
@@ -40,22 +56,6 @@ from shoal.wire.batch import (
     encode_get_many_request,
     parse_extensions,
 )
-from transport.peerkit import (
-    GROUP,
-    FakePeer,
-    Received,
-    Reply,
-    Script,
-    answer,
-    cached,
-    http_cluster,
-    loads,
-    owned_by,
-    serving,
-    value,
-    warm,
-)
-from transport.test_go_interop import go_node, go_node_binary  # noqa: F401  (a fixture)
 
 BASE = DEFAULT_BASE_PATH
 CLIENT_WRITE = {WRITE_HEADER: "client"}
@@ -474,7 +474,7 @@ async def test_invalidate_leaves_a_go_like_peer_alone() -> None:
             await client.aclose()
 
 
-async def test_invalidate_leaves_a_real_go_node_alone(go_node_binary: Path) -> None:  # noqa: F811
+async def test_invalidate_leaves_a_real_go_node_alone(go_node_binary: Path) -> None:
     """Against a real golang/groupcache node: the probe's 400 names no extensions, so
     invalidate returns None, and the Go node never sees a request for its group (its
     server_requests and loads stay 0: a POST would have loaded ``_invalidate/``)."""

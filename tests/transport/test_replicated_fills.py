@@ -12,8 +12,8 @@ import asyncio
 import time
 from typing import Any
 
+from helpers.peer_nodes import Served, cached, http_cluster
 from shoal import Group
-from transport.peerkit import Served, cached, http_cluster
 
 MIRROR = "mirror"
 LOAD_SECONDS = 0.2

@@ -19,6 +19,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers.go_captures import (
+    HTTP_CAPTURES,
+    PROTO_VECTORS,
+    Missing,
+    exchanges,
+    missing_vectors,
+    params,
+    protobuf_rows,
+)
 from shoal.errors import ShoalError
 from shoal.wire import (
     MAX_EXPIRE_NS,
@@ -39,15 +48,6 @@ from shoal.wire import (
     encode_set_request,
 )
 from shoal.wire._pb import groupcache_pb2 as pb
-from wire.vectors import (
-    HTTP_CAPTURES,
-    PROTO_VECTORS,
-    Missing,
-    exchanges,
-    missing_vectors,
-    params,
-    protobuf_rows,
-)
 
 Message = GetRequest | GetResponse | SetRequest
 

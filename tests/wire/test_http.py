@@ -10,6 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from helpers.go_captures import (
+    HTTP_CAPTURES,
+    Exchange,
+    Missing,
+    capture_group,
+    driven_keys,
+    exchanges,
+    params,
+)
 from shoal.wire import (
     BAD_REQUEST_MESSAGE,
     DEFAULT_BASE_PATH,
@@ -30,15 +39,6 @@ from shoal.wire import (
     error_body,
     no_such_group_message,
     parse_peer_path,
-)
-from wire.vectors import (
-    HTTP_CAPTURES,
-    Exchange,
-    Missing,
-    capture_group,
-    driven_keys,
-    exchanges,
-    params,
 )
 
 BASE = DEFAULT_BASE_PATH.encode()

@@ -1,5 +1,9 @@
-"""Test kit for the HTTP peer transport: a node serving the captured group, a TCP relay
-that counts connections, and a scriptable fake peer for answers a real server never gives."""
+"""In-process nodes on real sockets for tests: a node serving the captured group over
+the peer protocol (HTTP or gRPC), clusters of them, a TCP relay that counts
+connections, and a scriptable fake HTTP peer for answers a real server never gives.
+
+Every node listens on port 0 of 127.0.0.1; a cluster's members are set once every
+port is known. Every node, relay and fake peer is stopped when its block ends."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import contextlib
 import hashlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -77,14 +81,16 @@ class Served:
 @asynccontextmanager
 async def serving(
     *,
+    transport: str = "http",
     clock: Clock | None = None,
     gate: asyncio.Event | None = None,
     config: dict[str, Any] | None = None,
     **group_options: Any,
 ) -> AsyncIterator[Served]:
-    """A started node on 127.0.0.1 (port 0) serving ``scores`` over the peer protocol."""
+    """A started node on 127.0.0.1 (port 0) serving ``scores`` over the peer protocol of
+    ``transport`` (``http`` or ``grpc``)."""
     kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
-    node = Node(NodeConfig(port=0, **(config or {})), **kwargs)
+    node = Node(NodeConfig(port=0, transport=transport, **(config or {})), **kwargs)
     loader = ValueLoader(gate)
     group = node.group(GROUP, loader, **group_options)
     async with node:
@@ -93,14 +99,30 @@ async def serving(
 
 
 @asynccontextmanager
-async def http_cluster(n: int = 3, **options: Any) -> AsyncIterator[list[Served]]:
-    """``n`` started nodes that know each other (members set once every port is known)."""
+async def peer_cluster(
+    n: int = 3, *, transport: str = "http", **options: Any
+) -> AsyncIterator[list[Served]]:
+    """``n`` started nodes (:func:`serving` with ``options``) that know each other over
+    ``transport`` (members set once every port is known)."""
     async with contextlib.AsyncExitStack() as stack:
-        nodes = [await stack.enter_async_context(serving(**options)) for _ in range(n)]
+        nodes = [
+            await stack.enter_async_context(serving(transport=transport, **options))
+            for _ in range(n)
+        ]
         urls = [s.url for s in nodes]
         for served in nodes:
             served.node.set_peers(urls)
         yield nodes
+
+
+def http_cluster(n: int = 3, **options: Any) -> AbstractAsyncContextManager[list[Served]]:
+    """:func:`peer_cluster` over HTTP."""
+    return peer_cluster(n, transport="http", **options)
+
+
+def grpc_cluster(n: int = 3, **options: Any) -> AbstractAsyncContextManager[list[Served]]:
+    """:func:`peer_cluster` over gRPC."""
+    return peer_cluster(n, transport="grpc", **options)
 
 
 def owned_by(nodes: list[Served], index: int, prefix: str = "k") -> str:

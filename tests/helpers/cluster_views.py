@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 import pytest
 
-from procs import ShoalServer
+from helpers.processes import ShoalServer
 
 __all__ = ["missing", "cluster_view", "member_urls", "wait_for", "all_see", "none_see"]
 

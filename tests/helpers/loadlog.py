@@ -1,6 +1,7 @@
 """A loader for cluster tests whose calls are counted from outside the node processes.
 
-``shoal serve --group data=loadlog:load`` with this directory on ``PYTHONPATH``.
+``shoal serve --group data=helpers.loadlog:load`` with the tests directory on
+``PYTHONPATH`` (:meth:`helpers.processes.LoadLog.env` sets it).
 Each call appends ``NODE<TAB>KEY`` to the file ``LOADLOG_FILE`` (one ``write``
 of one short line to a file opened with ``O_APPEND``, so the lines of several
 processes never mix), waits ``LOADLOG_DELAY`` seconds, then returns

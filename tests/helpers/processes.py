@@ -1,19 +1,15 @@
-"""Real processes for tests: ``shoal serve`` on a free port, and the database servers.
+"""Real processes for tests: free ports, ``shoal serve`` nodes and clusters of them,
+commands in their own process group, and waiting on all of these.
 
 Everything started here is stopped by the context manager that started it:
 first SIGTERM, then SIGKILL if the process does not exit in time. Output goes
 to temporary files (a pipe could fill up and block the server), which are
-removed afterwards.
-
-The database servers are machine services shared with other test runs; the
-helpers only start one that is down (so the suite works right after a reboot)
-and never stop it.
+removed afterwards. Ports are picked below 32768 (see :func:`free_ports`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import itertools
 import json
@@ -22,20 +18,16 @@ import random
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
-from collections.abc import Callable, Coroutine, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
-
-import pytest
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 if TYPE_CHECKING:
     from shoal.ring import Ring
@@ -52,22 +44,15 @@ __all__ = [
     "ShoalCluster",
     "shoal_cluster",
     "shoal_nodes",
+    "Request",
+    "UnderLoad",
+    "sigkill_under_load",
     "LoadLog",
     "CountedCluster",
     "loaded_value",
     "ProcessGroup",
     "process_group",
     "process_gone",
-    "MariaDB",
-    "Postgres",
-    "ensure_mariadb",
-    "ensure_postgres",
-    "run_async",
-    "Row",
-    "table_name",
-    "create_table",
-    "drop_table",
-    "create_sqlite_table",
 ]
 
 T = TypeVar("T")
@@ -387,6 +372,74 @@ def shoal_cluster(
         yield ShoalCluster(nodes, ring)
 
 
+Request = Callable[[int], Awaitable[tuple[str, str | None]]]
+"""One client request, numbered N: the key it asked for, and what went wrong (None when
+it got the right answer)."""
+
+
+@dataclass
+class UnderLoad:
+    """What the clients of :func:`sigkill_under_load` saw."""
+
+    before: list[str] = field(default_factory=list)
+    """Keys of the requests that succeeded and started before the victim was reaped."""
+    after: list[str] = field(default_factory=list)
+    """Keys of the requests that succeeded and started after it."""
+    failures: list[str] = field(default_factory=list)
+    """What went wrong with each request that failed."""
+    killed: bool = False
+
+
+async def sigkill_under_load(
+    cluster: ShoalCluster,
+    victim: int,
+    clients: Sequence[Request],
+    *,
+    before: int,
+    after: int,
+    victim_after: int,
+) -> UnderLoad:
+    """SIGKILL node ``victim`` of ``cluster`` while ``clients`` keep making requests.
+
+    One task per entry of ``clients`` makes requests one after the other, numbered
+    from one counter they share. Once ``before`` requests succeeded the victim is
+    SIGKILLed, with requests in flight, and reaped; the load ends once ``after``
+    requests that started after that succeeded, ``victim_after`` of them for keys
+    the victim owns. Every task is stopped and awaited before this returns.
+    """
+    run = UnderLoad()
+    stop = asyncio.Event()
+    numbers = itertools.count()
+
+    async def client(request: Request) -> None:
+        while not stop.is_set():
+            started_after_kill = run.killed
+            key, failure = await request(next(numbers))
+            if failure is not None:
+                run.failures.append(failure)
+            else:
+                (run.after if started_after_kill else run.before).append(key)
+
+    def victim_keys_after() -> int:
+        return sum(1 for key in run.after if cluster.owner(key) == victim)
+
+    tasks = [asyncio.create_task(client(request)) for request in clients]
+    try:
+        await until(lambda: len(run.before) >= before, "requests before the kill")
+        process = cluster.nodes[victim].proc
+        process.kill()  # SIGKILL, with requests in flight
+        await asyncio.to_thread(process.wait)
+        run.killed = True
+        await until(
+            lambda: len(run.after) >= after and victim_keys_after() >= victim_after,
+            "requests after the kill",
+        )
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks)
+    return run
+
+
 @contextlib.contextmanager
 def shoal_nodes(
     node_args: Sequence[Sequence[str]],
@@ -428,13 +481,14 @@ def shoal_nodes(
         yield nodes
 
 
-LOADLOG_DIR = Path(__file__).parent / "cluster"
-"""Where ``loadlog.py`` lives: the ``loadlog:load`` loader of the cluster tests."""
+TESTS_DIR = Path(__file__).resolve().parents[1]
+"""The tests directory: on a node's ``PYTHONPATH``, it finds loaders such as
+``helpers.loadlog:load`` and ``helpers.hanging_loader:load``."""
 
 
 @dataclass
 class LoadLog:
-    """The calls of the ``loadlog:load`` loader in every node of a cluster."""
+    """The calls of the ``helpers.loadlog:load`` loader in every node of a cluster."""
 
     path: Path
 
@@ -456,7 +510,7 @@ class LoadLog:
         def node_env(index: int, url: str) -> dict[str, str]:
             return clean_env(
                 PYTHONPATH=os.pathsep.join(
-                    p for p in (str(LOADLOG_DIR), os.environ.get("PYTHONPATH")) if p
+                    p for p in (str(TESTS_DIR), os.environ.get("PYTHONPATH")) if p
                 ),
                 LOADLOG_FILE=str(self.path),
                 LOADLOG_NODE=url,
@@ -468,14 +522,14 @@ class LoadLog:
 
 @dataclass
 class CountedCluster:
-    """A running cluster whose nodes load through ``loadlog:load``, and its call log."""
+    """A running cluster whose nodes load through ``helpers.loadlog:load``, and its call log."""
 
     cluster: ShoalCluster
     loads: LoadLog
 
 
 def loaded_value(key: str) -> bytes:
-    """What ``loadlog:load`` returns for ``key``."""
+    """What ``helpers.loadlog:load`` returns for ``key``."""
     return f"value of {key}".encode()
 
 
@@ -543,273 +597,3 @@ def process_gone(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError):
         return True
     return "\nState:\tZ" in status
-
-
-# --------------------------------------------------------------------------- databases
-
-
-@dataclass(frozen=True)
-class MariaDB:
-    """Connection facts of the MariaDB server the tests use."""
-
-    host: str = "127.0.0.1"
-    port: int = 3306
-    user: str = "root"
-    db: str = "test"
-
-    @property
-    def dsn(self) -> str:
-        """The ``mysql://`` URL of the test database."""
-        return f"mysql://{self.user}@{self.host}:{self.port}/{self.db}"
-
-
-@dataclass(frozen=True)
-class Postgres:
-    """Connection facts of the PostgreSQL server the tests use."""
-
-    host: str = "127.0.0.1"
-    port: int = 5432
-    user: str = "postgres"
-    db: str = "test"
-
-    @property
-    def dsn(self) -> str:
-        """The ``postgresql://`` URL of the test database."""
-        return f"postgresql://{self.user}@{self.host}:{self.port}/{self.db}"
-
-
-def _tcp_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=2):
-            return True
-    except OSError:
-        return False
-
-
-async def _probe_mariadb(server: MariaDB) -> None:
-    import aiomysql
-
-    conn = await aiomysql.connect(
-        host=server.host, port=server.port, user=server.user, db=server.db, connect_timeout=5
-    )
-    try:
-        async with conn.cursor() as cur:
-            await cur.execute("SELECT 1")
-            await cur.fetchone()
-    finally:
-        conn.close()
-
-
-async def _probe_postgres(server: Postgres) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(server.dsn, timeout=5)
-    try:
-        await conn.fetchval("SELECT 1")
-    finally:
-        await conn.close()
-
-
-def run_async(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to completion on a fresh event loop in a helper thread.
-
-    Works from sync tests and from inside a running loop alike (an async
-    fixture may be the first to need a database server).
-    """
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="test-db") as pool:
-        return pool.submit(asyncio.run, coro).result()
-
-
-def _answers_mariadb() -> MariaDB | None:
-    server = MariaDB()
-    if not _tcp_open(server.host, server.port):
-        return None
-    try:
-        run_async(_probe_mariadb(server))
-    except Exception:
-        return None
-    return server
-
-
-def _answers_postgres() -> Postgres | None:
-    # The superuser is "postgres" on a stock install; some images use "root".
-    for user in ("postgres", "root"):
-        server = Postgres(user=user)
-        if not _tcp_open(server.host, server.port):
-            return None
-        try:
-            run_async(_probe_postgres(server))
-        except Exception:
-            continue
-        return server
-    return None
-
-
-def _start_mariadb() -> None:
-    # After a reboot /run is empty; mariadbd needs its socket directory.
-    run_dir = Path("/run/mysqld")
-    if not run_dir.exists():
-        run_dir.mkdir(parents=True)
-        with contextlib.suppress(LookupError, OSError):
-            shutil.chown(run_dir, "mysql", "mysql")
-    subprocess.run(
-        [
-            "start-stop-daemon",
-            "--start",
-            "--oknodo",
-            "--background",
-            "--exec",
-            "/usr/sbin/mariadbd",
-        ],
-        capture_output=True,
-        timeout=30,
-        check=False,
-    )
-
-
-def _start_postgres() -> None:
-    etc = Path("/etc/postgresql")
-    versions = sorted(p.name for p in etc.iterdir()) if etc.is_dir() else []
-    for version in versions:
-        subprocess.run(
-            ["pg_ctlcluster", "--skip-systemctl-redirect", version, "main", "start"],
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-
-
-def _unavailable(what: str) -> NoReturn:
-    reason = f"{what} is not reachable and could not be started"
-    # In CI a missing database is a broken machine, not a reason to pass quietly.
-    if os.environ.get("CI") == "true":
-        pytest.fail(reason)
-    pytest.skip(reason)
-
-
-# What each server probe found, so a server that is down costs one wait per
-# test session, not one per fixture that needs it.
-_found: dict[str, object] = {}
-
-
-def _ensure(probe: Callable[[], T | None], start: Callable[[], None], what: str) -> T:
-    if what not in _found:
-        found = probe()
-        if found is None:
-            with contextlib.suppress(OSError, subprocess.SubprocessError):
-                start()
-            deadline = time.monotonic() + READY_TIMEOUT
-            while found is None and time.monotonic() < deadline:
-                time.sleep(0.5)
-                found = probe()
-        _found[what] = found
-    known = _found[what]
-    if known is None:
-        _unavailable(what)
-    return cast(T, known)  # stored by this same probe
-
-
-def ensure_mariadb() -> MariaDB:
-    """The MariaDB server on 127.0.0.1:3306, started if it is down.
-
-    Fails the test when it cannot be reached and ``CI=true``; skips it otherwise.
-    """
-    return _ensure(_answers_mariadb, _start_mariadb, "MariaDB on 127.0.0.1:3306")
-
-
-def ensure_postgres() -> Postgres:
-    """The PostgreSQL server on 127.0.0.1:5432, started if it is down.
-
-    Fails the test when it cannot be reached and ``CI=true``; skips it otherwise.
-    """
-    return _ensure(_answers_postgres, _start_postgres, "PostgreSQL on 127.0.0.1:5432")
-
-
-# --------------------------------------------------------------------------- throwaway tables
-
-Row = tuple[str, str | None, int | None, bytes | None]
-"""One row of a test table: key ``k``, text ``v``, integer ``n``, binary ``b``."""
-
-
-def table_name() -> str:
-    """A table name no other test (or parallel test run) uses."""
-    return f"shoal_test_{uuid.uuid4().hex[:16]}"
-
-
-async def create_table(server: MariaDB | Postgres, name: str, rows: Sequence[Row]) -> None:
-    """Create table ``name`` (k, v, n, b) in ``server``'s test database and fill it.
-
-    If filling fails, the table is dropped again: the caller never saw it exist.
-    """
-    try:
-        await _create_table(server, name, rows)
-    except BaseException:
-        await drop_table(server, name)
-        raise
-
-
-async def _create_table(server: MariaDB | Postgres, name: str, rows: Sequence[Row]) -> None:
-    if isinstance(server, MariaDB):
-        import aiomysql
-
-        conn = await aiomysql.connect(
-            host=server.host, port=server.port, user=server.user, db=server.db, autocommit=True
-        )
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(
-                    f"CREATE TABLE {name} (k VARCHAR(191) PRIMARY KEY, v TEXT NULL, "
-                    "n INTEGER NULL, b BLOB NULL) CHARACTER SET utf8mb4"
-                )
-                # Binary goes in as hex: aiomysql 0.3.2 cannot escape bytes
-                # parameters with current PyMySQL (the loader only binds str keys).
-                await cur.executemany(
-                    f"INSERT INTO {name} VALUES (%s, %s, %s, UNHEX(%s))",
-                    [(k, v, n, None if b is None else b.hex()) for k, v, n, b in rows],
-                )
-        finally:
-            conn.close()
-    else:
-        import asyncpg
-
-        pg = await asyncpg.connect(server.dsn)
-        try:
-            await pg.execute(
-                f"CREATE TABLE {name} (k TEXT PRIMARY KEY, v TEXT NULL, "
-                "n INTEGER NULL, b BYTEA NULL)"
-            )
-            await pg.executemany(f"INSERT INTO {name} VALUES ($1, $2, $3, $4)", list(rows))
-        finally:
-            await pg.close()
-
-
-async def drop_table(server: MariaDB | Postgres, name: str) -> None:
-    """Drop table ``name`` if it exists."""
-    if isinstance(server, MariaDB):
-        import aiomysql
-
-        conn = await aiomysql.connect(
-            host=server.host, port=server.port, user=server.user, db=server.db, autocommit=True
-        )
-        try:
-            async with conn.cursor() as cur:
-                await cur.execute(f"DROP TABLE IF EXISTS {name}")
-        finally:
-            conn.close()
-    else:
-        import asyncpg
-
-        pg = await asyncpg.connect(server.dsn)
-        try:
-            await pg.execute(f"DROP TABLE IF EXISTS {name}")
-        finally:
-            await pg.close()
-
-
-def create_sqlite_table(path: Path, name: str, rows: Sequence[Row]) -> None:
-    """Create table ``name`` (k, v, n, b) in the SQLite file at ``path`` and fill it."""
-    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
-        conn.execute(
-            f"CREATE TABLE {name} (k TEXT PRIMARY KEY, v TEXT NULL, n INTEGER NULL, b BLOB NULL)"
-        )
-        conn.executemany(f"INSERT INTO {name} VALUES (?, ?, ?, ?)", rows)

@@ -1,21 +1,14 @@
-"""Test kit for the gRPC transport: raw calls with exact request bytes, the status and
-``shoal-code`` of the answer, and nodes of one process that talk gRPC to each other."""
+"""Raw gRPC calls for tests: exact request bytes, the status and ``shoal-code`` of the
+answer, and the standard health check. The in-process gRPC clusters are
+:func:`helpers.peer_nodes.grpc_cluster`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 import grpc.aio
 from grpc_health.v1 import health_pb2
-
-from procs import free_ports
-from shoal import Node, NodeConfig
-from shoal.store import Clock
-from transport.peerkit import GROUP, Served, ValueLoader
 
 
 @dataclass(frozen=True)
@@ -65,28 +58,3 @@ async def raw_call(
                 None,
             )
     return Answer(grpc.StatusCode.OK, "", "", body)
-
-
-@asynccontextmanager
-async def grpc_cluster(
-    n: int = 3,
-    *,
-    clock: Clock | None = None,
-    config: dict[str, Any] | None = None,
-    **group_options: Any,
-) -> AsyncIterator[list[Served]]:
-    """``n`` started nodes talking gRPC on free ports of 127.0.0.1, each serving
-    ``scores`` through a :class:`ValueLoader`, all listing all as static peers."""
-    ports = free_ports(n)
-    urls = tuple(f"http://127.0.0.1:{port}" for port in ports)
-    kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
-    async with AsyncExitStack() as stack:
-        nodes = []
-        for port, url in zip(ports, urls, strict=True):
-            cfg = NodeConfig(port=port, peers=urls, transport="grpc", **(config or {}))
-            node = Node(cfg, **kwargs)
-            loader = ValueLoader()
-            group = node.group(GROUP, loader, **group_options)
-            await stack.enter_async_context(node)
-            nodes.append(Served(node, group, loader, url))
-        yield nodes

@@ -18,7 +18,7 @@ import pytest
 
 from shoal.wire import GetRequest, GetResponse, SetRequest
 
-# tests/wire/vectors.py -> the folder that holds the repository -> shared/vectors
+# tests/helpers/go_captures.py -> the folder that holds the repository -> shared/vectors
 VECTORS_DIR = Path(__file__).resolve().parents[3] / "shared" / "vectors"
 HTTP_CAPTURES = "groupcache_http_wire.json"
 PROTO_VECTORS = "ring_and_proto_vectors.json"

@@ -1,4 +1,4 @@
-"""Sync loaders for ``shoal serve`` tests (``--group NAME=hangloader:load``): a key
+"""Sync loaders for ``shoal serve`` tests (``--group NAME=helpers.hanging_loader:load``): a key
 starting with ``hang`` never returns; any other key loads ``value of KEY``."""
 
 from __future__ import annotations

@@ -42,8 +42,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from membership.views import missing
-from procs import READY_TIMEOUT, ShoalServer, clean_env, shoal_cmd, stop, wait_http_ok
+from helpers.cluster_views import missing
+from helpers.processes import READY_TIMEOUT, ShoalServer, clean_env, shoal_cmd, stop, wait_http_ok
 
 __all__ = [
     "PREFIX",
