@@ -15,7 +15,7 @@ Writes are checked before anything changes: the key, the value's size, and the
 TTL or absolute expiry, which must end by :data:`~shoal.wire.MAX_EXPIRES_AT`
 (2262), the latest expiry every peer protocol can carry to the other members.
 Every front-end (HTTP API, gRPC, the sync facade, peers' writes) goes through
-:meth:`Group.set_bytes` or :meth:`Group.apply_set`, so this is the one place.
+:meth:`Group.set_bytes` or :meth:`Group.serve_peer_set`, so this is the one place.
 
 All async methods run on the event loop that owns the group. The cache
 lookups (:meth:`Group.cached_bytes`) are thread-safe and never await, which is
@@ -281,7 +281,7 @@ class Group(Generic[V]):
         data = self._main_get(key)
         return data if data is not None else await self._fetch(key, None)
 
-    async def load_bytes(self, key: str) -> bytes:
+    async def serve_load(self, key: str) -> bytes:
         """Load ``key`` through its flight without looking in the caches first.
 
         For a caller that has just missed with :meth:`cached_bytes` (the HTTP
@@ -291,8 +291,8 @@ class Group(Generic[V]):
         """
         return await self._load(key, None)
 
-    def load_future(self, key: str) -> asyncio.Future[bytes]:
-        """:meth:`load_bytes` as a future of the caller's own, returned at once (no
+    def serve_load_future(self, key: str) -> asyncio.Future[bytes]:
+        """:meth:`serve_load` as a future of the caller's own, returned at once (no
         coroutine, no task: what the HTTP API hands its server for a miss).
         Cancelling the future cancels only this caller's wait.
 
@@ -318,13 +318,13 @@ class Group(Generic[V]):
         hit = self.serve_peer_nowait(key)
         if hit is not None:
             return hit
-        return await self.load_for_peer(key)
+        return await self.serve_peer_load(key)
 
     def serve_peer_nowait(self, key: str) -> tuple[bytes, float | None] | None:
         """The cached answer to a peer's request for ``key``, or None on a miss.
 
         Never awaits, so a peer server answers a hit without a task; on None it
-        calls :meth:`load_for_peer`. Counts the request either way.
+        calls :meth:`serve_peer_load`. Counts the request either way.
 
         Raises:
             NotFound: the key is cached as missing (see ``negative_ttl``).
@@ -346,7 +346,7 @@ class Group(Generic[V]):
                 return data, None if expiry is None else expiry - grace
         return None
 
-    async def load_for_peer(self, key: str) -> tuple[bytes, float | None]:
+    async def serve_peer_load(self, key: str) -> tuple[bytes, float | None]:
         """Load ``key`` for a peer after :meth:`serve_peer_nowait` missed (never forwarded).
 
         Returns:
@@ -588,7 +588,7 @@ class Group(Generic[V]):
 
     # -- writes that arrive from peers: this node only --------------------------
 
-    async def apply_set(self, key: str, data: bytes, *, expires_at: float | None) -> None:
+    async def serve_peer_set(self, key: str, data: bytes, *, expires_at: float | None) -> None:
         """Store a value a peer sent (it owns the key here, or a Go peer wrote it).
 
         Never forwarded. In a replicated group it becomes a write of this node.
@@ -601,7 +601,7 @@ class Group(Generic[V]):
             return
         self._store(key, data, expires_at)
 
-    async def apply_remove(self, keys: Iterable[str]) -> int:
+    async def serve_peer_remove(self, keys: Iterable[str]) -> int:
         """Drop keys a peer named from this node's caches (never forwarded)."""
         wanted = list(keys)
         for key in wanted:
@@ -610,7 +610,7 @@ class Group(Generic[V]):
             return await self.replica.delete(wanted)
         return self._drop_local(wanted)
 
-    async def apply_invalidate(self) -> int:
+    async def serve_peer_invalidate(self) -> int:
         """Drop every key from this node's caches, as a peer asked (never forwarded)."""
         if self.replica is not None:
             return await self.replica.invalidate()
@@ -786,7 +786,7 @@ class Group(Generic[V]):
         if len(key) > limit or (len(key) * 4 > limit and len(key.encode()) > limit):
             raise KeyTooLarge(f"key longer than max_key_bytes={limit}")
 
-    def record_server_request(self) -> None:
+    def serve_count(self) -> None:
         """Count a get that arrived over the network."""
         self._server_requests += 1
 

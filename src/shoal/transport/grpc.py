@@ -459,18 +459,18 @@ class GrpcServer:
         request = self._decode(pb.PeerSetRequest, raw)
         group = self._group(request.group)
         expires_at = expires_at_from_wire(request.expire, "PeerSetRequest")
-        await group.apply_set(request.key, request.value, expires_at=expires_at)
+        await group.serve_peer_set(request.key, request.value, expires_at=expires_at)
         return b""  # SetResponse has no fields
 
     async def _peer_remove_keys(self, raw: bytes) -> bytes:
         request = self._decode(pb.RemoveKeysRequest, raw)
         group = self._group(request.group)
-        removed = await group.apply_remove(self._keys(group, request.keys))
+        removed = await group.serve_peer_remove(self._keys(group, request.keys))
         return pb.RemoveKeysResponse(removed=removed).SerializeToString()
 
     async def _peer_invalidate(self, raw: bytes) -> bytes:
         request = self._decode(pb.InvalidateRequest, raw)
-        removed = await self._group(request.group).apply_invalidate()
+        removed = await self._group(request.group).serve_peer_invalidate()
         return pb.InvalidateResponse(removed=removed).SerializeToString()
 
     async def _peer_replica(self, raw: bytes) -> bytes:
@@ -487,8 +487,8 @@ class GrpcServer:
         deadline = asyncio.timeout(self._request_timeout)
         try:
             async with deadline:
-                # load_bytes, not get: serve_cached has counted this get already.
-                return await group.load_bytes(key)
+                # serve_load, not get: serve_cached has counted this get already.
+                return await group.serve_load(key)
         except TimeoutError as exc:
             if deadline.expired():
                 raise _RequestTimeout(
@@ -506,7 +506,7 @@ class GrpcServer:
         group = self._group(request.group)
         keys = self._keys(group, request.keys)
         for _ in keys:
-            group.record_server_request()
+            group.serve_count()
         deadline = asyncio.timeout(self._request_timeout)
         try:
             async with deadline:
