@@ -25,8 +25,12 @@ A group knows nothing above the async core: servers see it as a
 :class:`~shoal.serving.ServedGroup`, its replica gets :class:`LocalCaches
 <shoal.replication.LocalCaches>` and the group as its
 :class:`~shoal.replication.ReplicaPeers`, and the sync facade wraps it
-(:attr:`Group.codec`, :meth:`Group.hit_reader`). A miss of a key a peer owns may
-run without a task (:class:`_DirectFetch`; docs/architecture.md tells it whole).
+(:attr:`Group.codec`, :meth:`Group.hit_reader`).
+
+Beside it, each a concept of its own: the task-free miss of a key a peer owns
+(:mod:`shoal._direct_fetch`, which tells it whole), the exchanges with peers
+within ``peer_timeout`` (:mod:`shoal._peer_calls`), hot-cache admission
+(:mod:`shoal._hot`) and the call of a loader (:mod:`shoal._loader_call`).
 """
 
 from __future__ import annotations
@@ -38,16 +42,16 @@ import logging
 import math
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
 from ._cached import blocking_wrapper, default_key
-from ._deadlines import Deadlines, Watch
+from ._direct_fetch import DirectFetches
 from ._gather import gather_merged
-from ._printable import printable
+from ._hot import HotAdmission
+from ._loader_call import call_loader, is_async
+from ._peer_calls import PeerCalls
 from .codec import BytesCodec, Codec, codec_for
 from .config import GroupConfig
 from .errors import (
@@ -56,7 +60,6 @@ from .errors import (
     KeyTooLarge,
     LoadedValueTooLarge,
     LoadError,
-    LoadTimeout,
     NotFound,
     PeerError,
     PeerTimeout,
@@ -120,7 +123,7 @@ class Group(Generic[V]):
             None if isinstance(self._codec, BytesCodec) else self._codec.decode
         )
         self._executor = executor
-        if isinstance(executor, LoaderPool) and loader is not None and not _is_async(loader):
+        if isinstance(executor, LoaderPool) and loader is not None and not is_async(loader):
             executor.register(self.name)
         # The group's budget is split: the hot cache (copies of keys other nodes
         # own; empty while the group runs alone) gets hot_fraction, main the rest.
@@ -169,17 +172,23 @@ class Group(Generic[V]):
         # Without negative_ttl nothing enters _negative: a miss skips looking there.
         self._keeps_negative = config.negative_ttl is not None
         self._flight: Flight[bytes] = Flight()
+        self._direct = DirectFetches(
+            self.name,
+            self._flight,
+            took=self._took,
+            remember_missing=self._remember_missing,
+            fall_back=self._fall_back,
+            peer_timeout=config.peer_timeout,
+        )
         # A peer's request for a key this node's ring gives to someone else (the
         # views differ during a membership change) loads here, in a flight of its
         # own that never forwards (DESIGN §4.4): were it to join a local flight
         # waiting on a peer, two nodes could wait on each other for ever.
         self._peer_flight: Flight[bytes] = Flight()
-        # peer_timeout for every fetch from a peer, on one timer (made on first use).
-        self._peer_deadlines: Deadlines | None = None
-        self.peers: PeerPicker | None = None
-        """Who owns which key; set by the node when it has peers, None alone."""
-        self._rng = rng if rng is not None else random.Random()
-        self._hot_fetches: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._calls = PeerCalls(self.name, config.peer_timeout)
+        self._admit_hot = HotAdmission(
+            config, rng if rng is not None else random.Random(), clock
+        ).admit
         self._clock = clock
         self.loop: asyncio.AbstractEventLoop | None = None
         """The event loop the group's async methods run on, once known (set by the
@@ -188,7 +197,6 @@ class Group(Generic[V]):
         self._local_loads = 0
         self._local_load_errors = 0
         self._peer_loads = 0
-        self._peer_errors = 0
         self._duplicate_loads = 0
         self._oversized_values = 0
         self._server_requests = 0
@@ -204,7 +212,7 @@ class Group(Generic[V]):
                 live_entries=self.live_entries,
                 check_key=self.validate_key,
             )
-            self.replica = Replica(self.name, config, caches, self, clock=clock, rng=rng)
+            self.replica = Replica(self.name, config, caches, self._calls, clock=clock, rng=rng)
 
     def __repr__(self) -> str:
         return f"<Group {self.name!r} items={len(self._main)} bytes={self._main.nbytes}>"
@@ -222,6 +230,15 @@ class Group(Generic[V]):
         (the bytes themselves when None), else ``on_miss(key)``. Thread-safe; the
         whole hit path of the sync facade."""
         return cast(Callable[[str], V], self._main.reader(on_miss, on_hit))
+
+    @property
+    def peers(self) -> PeerPicker | None:
+        """Who owns which key; set by the node when it has peers, None alone."""
+        return self._calls.peers
+
+    @peers.setter
+    def peers(self, picker: PeerPicker | None) -> None:
+        self._calls.peers = picker
 
     # -- reads ---------------------------------------------------------------
 
@@ -420,9 +437,9 @@ class Group(Generic[V]):
         for key in keys:
             self.validate_key(key)
         try:
-            fetched = await self.within_peer_timeout(peer, peer.get_many(self.name, keys))
+            fetched = await self._calls.within_peer_timeout(peer, peer.get_many(self.name, keys))
         except PeerError as exc:
-            self._note_peer_failure(peer, f"{len(keys)} keys", exc)
+            self._calls.failed(peer, f"{len(keys)} keys", exc, loads_here=self._loader is not None)
             outcomes = await asyncio.gather(*(self._get_one(k) for k in keys))
             return {k: v for outcome in outcomes for k, v in outcome.items()}
         if self.peers is not None:
@@ -481,14 +498,14 @@ class Group(Generic[V]):
         if self.replica is not None:
             await self.replica.write(key, data, expires_at)
             return
-        owner = self._owner_client(key)
+        owner = self._calls.owner_client(key)
         if owner is None:
             self._store(key, data, expires_at)
         else:
-            await self._on_peer(owner, owner.set(self.name, key, data, expires_at))
+            await self._calls.on_peer(owner, owner.set(self.name, key, data, expires_at))
         # The owner has the new value: now every copy elsewhere goes (after the
         # owner, so a copy fetched meanwhile is the new value or is fenced).
-        await self._broadcast_remove([key], skip=owner)
+        await self._calls.broadcast_remove([key], skip=owner)
         if owner is not None:
             self._drop_local([key])
 
@@ -531,7 +548,7 @@ class Group(Generic[V]):
         error: BaseException | None = None
         for key in wanted:
             try:
-                owner = self._owner_client(key)
+                owner = self._calls.owner_client(key)
             except PeerUnavailable as exc:  # still removed everywhere else
                 error = error or exc
                 continue
@@ -541,7 +558,7 @@ class Group(Generic[V]):
         # Owners first, then everyone else's copies (hot copies, and this node's).
         outcomes = await asyncio.gather(
             *(
-                self._on_peer(peer, peer.remove_keys(self.name, ks))
+                self._calls.on_peer(peer, peer.remove_keys(self.name, ks))
                 for peer, ks in owned.items()
                 if peer is not None
             ),
@@ -552,7 +569,7 @@ class Group(Generic[V]):
                 error = error or outcome
             elif outcome is not None:
                 removed += outcome
-        await self._broadcast_remove(wanted)
+        await self._calls.broadcast_remove(wanted)
         if len(mine) < len(wanted):
             # This node's own hot copies, last (see set_bytes). The owners counted.
             local = set(mine)
@@ -582,7 +599,9 @@ class Group(Generic[V]):
             # Twice: a member still holding old values during the first round may
             # have handed one to a member already cleared.
             for _ in range(2):
-                await self._on_every_peer("invalidate", lambda peer: peer.invalidate(self.name))
+                await self._calls.on_every_peer(
+                    "invalidate", lambda peer: peer.invalidate(self.name)
+                )
                 self._clear_local()
         return removed
 
@@ -666,73 +685,6 @@ class Group(Generic[V]):
         self._flight.fence_all()
         self._peer_flight.fence_all()
 
-    def _owner_client(self, key: str) -> PeerClient | None:
-        """The client of the member owning ``key``, None if this node owns it.
-
-        Raises:
-            PeerUnavailable: the owner is skipped after failures.
-        """
-        peers = self.peers
-        if peers is None:
-            return None
-        owner = peers.owner(key)
-        if owner == peers.self_url:
-            return None
-        client = peers.view.clients.get(owner)
-        if client is None or owner in peers.backing_off():
-            raise PeerUnavailable(f"{owner}, the owner of {key!r}, is not answering")
-        return client
-
-    async def _on_peer(self, peer: PeerClient, exchange: Awaitable[T]) -> T:
-        """Await one write exchange with ``peer`` within ``peer_timeout``; a peer that
-        cannot be reached is skipped for a while.
-
-        Raises:
-            PeerTimeout: no answer in time. PeerError: the exchange failed.
-        """
-        try:
-            result = await self.within_peer_timeout(peer, exchange)
-        except PeerError as exc:
-            self._peer_errors += 1
-            # Only a peer that cannot be reached is skipped for a while; one that
-            # answered (a refusal, a Go peer without writes) serves reads as before.
-            if self.peers is not None and isinstance(exc, PeerUnavailable | PeerTimeout):
-                self.peers.failed(peer.url)
-            raise
-        if self.peers is not None:
-            self.peers.succeeded(peer.url)
-        return result
-
-    async def _broadcast_remove(self, keys: list[str], skip: PeerClient | None = None) -> None:
-        """Tell every other member to drop its copies of ``keys`` (best effort)."""
-        await self._on_every_peer(
-            f"remove {len(keys)} keys", lambda peer: peer.remove_keys(self.name, keys), skip=skip
-        )
-
-    async def _on_every_peer(
-        self,
-        what: str,
-        exchange: Callable[[PeerClient], Awaitable[object]],
-        skip: PeerClient | None = None,
-    ) -> None:
-        """Run ``exchange`` with every member at once. A member that fails is logged
-        and counted, not raised: its copies age out with their TTL, and a member
-        that is down has none."""
-        peers = self.peers
-        if peers is None:
-            return
-        targets = [c for c in peers.view.clients.values() if c is not skip]
-
-        async def one(peer: PeerClient) -> None:
-            try:
-                await self._on_peer(peer, exchange(peer))
-            except PeerError as exc:
-                log.warning(
-                    "group %r: %s on %s failed: %s", self.name, what, peer.url, printable(str(exc))
-                )
-
-        await asyncio.gather(*(one(peer) for peer in targets))
-
     # -- decorator -----------------------------------------------------------
 
     def cached(
@@ -812,7 +764,7 @@ class Group(Generic[V]):
             local_loads=self._local_loads,
             local_load_errors=self._local_load_errors,
             peer_loads=self._peer_loads,
-            peer_errors=self._peer_errors,
+            peer_errors=self._calls.errors,
             server_requests=self._server_requests,
             duplicate_loads=self._duplicate_loads,
             oversized_values=self._oversized_values,
@@ -923,18 +875,12 @@ class Group(Generic[V]):
         """
         if self.replica is not None or self.peers is None:
             return False
-        key = call.key
-        peer = self.peers.pick(key)
+        peer = self.peers.pick(call.key)
         if peer is None:
-            return False
-        fetch = _DirectFetch(self, call, peer)
-        abandon = peer.fetch(self.name, key, fetch.done)
-        if abandon is None:
             return False
         loop = self._flight.loop
         assert loop is not None  # the loop of the join that called this
-        fetch.start(abandon, self._peer_timer(loop))
-        return True
+        return self._direct.start(call, peer, self._calls.timer(loop))
 
     async def _fetch_from_peer(self, peer: PeerClient, call: Call[bytes]) -> bytes:
         """Ask the owner.
@@ -946,9 +892,9 @@ class Group(Generic[V]):
         """
         key = call.key
         try:
-            fetched = await self.within_peer_timeout(peer, peer.get(self.name, key))
+            fetched = await self._calls.within_peer_timeout(peer, peer.get(self.name, key))
         except PeerError as exc:
-            self._note_peer_failure(peer, repr(key), exc)
+            self._calls.failed(peer, repr(key), exc, loads_here=self._loader is not None)
             raise
         except NotFound:
             self._remember_missing(call)
@@ -1019,72 +965,10 @@ class Group(Generic[V]):
         if self.config.negative_ttl is not None and not call.fenced:
             self._negative.set(call.key, b"", ttl=self.config.negative_ttl)
 
-    async def within_peer_timeout(self, peer: PeerClient, exchange: Awaitable[T]) -> T:
-        """Await an exchange with ``peer`` for at most ``peer_timeout`` seconds.
-
-        Must be awaited from a task of the group's loop (the deadline is the task's).
-
-        Raises:
-            PeerTimeout: no answer in time (the exchange is cancelled).
-        """
-        try:
-            with self._peer_deadline():
-                return await exchange
-        except TimeoutError as exc:
-            raise PeerTimeout(
-                f"{peer.url} did not answer within {self.config.peer_timeout}s"
-            ) from exc
-
-    def _peer_deadline(self) -> AbstractContextManager[object]:
-        """A ``peer_timeout`` scope for the current task (``asyncio.timeout``'s
-        semantics on one shared timer: see :mod:`shoal._deadlines`)."""
-        deadlines = self._peer_deadlines
-        scope = deadlines.scope() if deadlines is not None else None
-        if scope is None:  # the first fetch, or the group now runs on another loop
-            scope = self._peer_timer(asyncio.get_running_loop()).scope()
-            assert scope is not None  # called from a task of the running loop
-        return scope
-
-    def _peer_timer(self, loop: asyncio.AbstractEventLoop) -> Deadlines:
-        """The group's ``peer_timeout`` deadlines on ``loop`` (the running one)."""
-        deadlines = self._peer_deadlines
-        if deadlines is None or deadlines.loop is not loop:
-            deadlines = self._peer_deadlines = Deadlines(self.config.peer_timeout, loop)
-        return deadlines
-
-    def _note_peer_failure(self, peer: PeerClient, what: str, exc: PeerError) -> None:
-        self._peer_errors += 1
-        if self.peers is not None:
-            self.peers.failed(peer.url)
-        log.warning(
-            "group %r: peer %s failed for %s (%s); %s",
-            self.name,
-            peer.url,
-            what,
-            printable(str(exc)),
-            "loading locally" if self._loader is not None else "unavailable: no loader here",
-        )
-
-    def _admit_hot(self, key: str) -> bool:
-        mode = self.config.hot_admission
-        if mode == "random":
-            return self._rng.randrange(10) == 0  # golang/groupcache's 1 in 10
-        if mode == "always":
-            return True
-        if mode == "never":
-            return False
-        # "rate": count this node's fetches of the key within the window.
-        now = self._clock()
-        start, count = self._hot_fetches.pop(key, (now, 0))
-        if now - start > self.config.hot_rate_window:
-            start, count = now, 0
-        count += 1
-        if count >= self.config.hot_rate_count:
-            return True
-        self._hot_fetches[key] = (start, count)
-        if len(self._hot_fetches) > 10_000:  # bounded: forget the stalest keys
-            self._hot_fetches.popitem(last=False)
-        return False
+    def _fall_back(self, peer: PeerClient, call: Call[bytes], error: PeerError) -> None:
+        """A direct fetch's peer failed: load here in a task, as :meth:`_load_once` does."""
+        self._calls.failed(peer, repr(call.key), error, loads_here=self._loader is not None)
+        self._flight.run(call, self._load_instead(call, error))
 
     async def _load_here(
         self,
@@ -1151,52 +1035,18 @@ class Group(Generic[V]):
             self._main.set(key, data, ttl=ttl)
         return data
 
-    async def _in_thread(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        """Run a sync loader in the node's loader threads; one that outlives its caller
-        (timed out, cancelled) is abandoned there, so it holds no thread of the pool."""
-        pool = self._executor
-        if not isinstance(pool, LoaderPool):
-            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-        work = pool.run(self.name, fn, *args)
-        try:
-            return await asyncio.wrap_future(work)
-        except BaseException:
-            pool.abandon(work)  # given up on: dequeued if waiting, abandoned if running
-            raise
-
     async def _call_loader(self, key: str, filler: Callable[[], Any] | None) -> Any:
         fn: Callable[..., Any] | None = filler if filler is not None else self._loader
         if fn is None:
             raise NotFound(key, f"key not found: {key!r} (group {self.name!r} has no loader)")
-        args = () if filler is not None else (key,)
-        deadline = asyncio.timeout(self.config.load_timeout)
-        try:
-            async with deadline:
-                if _is_async(fn):
-                    result = await fn(*args)
-                else:
-                    result = await self._in_thread(fn, args)
-                    if inspect.isawaitable(result):  # a sync callable that returned an awaitable
-                        result = await result
-        except TimeoutError as exc:
-            if not deadline.expired():  # the loader's own TimeoutError: pass it on unchanged
-                raise
-            raise LoadTimeout(
-                f"loading {key!r} in group {self.name!r} took longer than "
-                f"{self.config.load_timeout}s"
-            ) from exc
-        except (Exception, asyncio.CancelledError):
-            raise
-        except BaseException as exc:
-            # KeyboardInterrupt, SystemExit or a custom BaseException from user code must
-            # release the waiters, not tear down the event loop.
-            raise LoadError(f"loader for group {self.name!r} raised {type(exc).__name__}") from exc
-        if result is None:
-            raise LoadError(
-                f"loader for group {self.name!r} returned None for {key!r}; "
-                "raise NotFound for a missing key"
-            )
-        return result
+        return await call_loader(
+            fn,
+            () if filler is not None else (key,),
+            key=key,
+            group=self.name,
+            load_timeout=self.config.load_timeout,
+            executor=self._executor,
+        )
 
 
 def _check_expiry(expires_at: float, what: str) -> None:
@@ -1222,73 +1072,3 @@ def _split(bound: int | None, fraction: float) -> tuple[int | None, int | None]:
         return None, None
     hot = max(1, int(bound * fraction))
     return max(1, bound - hot), hot
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    """True for coroutine functions, including async ``__call__`` methods and partials."""
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
-    )
-
-
-class _DirectFetch:
-    """A load of a key owned by a peer, run from the peer client's callback (see
-    :meth:`Group._fetch_directly`): the same outcomes as :meth:`Group._load_once`
-    with a fetch that succeeds, says NotFound or fails, without a task."""
-
-    __slots__ = ("_call", "_group", "_peer", "_watch")
-
-    def __init__(self, group: Group[Any], call: Call[bytes], peer: PeerClient) -> None:
-        self._group = group
-        self._call = call
-        self._peer = peer
-        self._watch: Watch | None = None
-
-    def start(self, abandon: Callable[[], None], deadlines: Deadlines) -> None:
-        self._call.cancel = abandon  # also how Flight.aclose stops the fetch
-        self._watch = deadlines.watch(self._expired)
-
-    def done(self, fetched: Fetched | None, error: BaseException | None) -> None:
-        """The peer client's callback."""
-        self._finish()
-        group, call = self._group, self._call
-        flight = group._flight
-        if fetched is not None:
-            try:
-                data = group._took(self._peer, call, fetched)
-            except LoadedValueTooLarge as exc:
-                flight.settle(call, error=exc)
-            else:
-                flight.settle(call, data)
-        elif isinstance(error, PeerError):
-            self._fall_back(error)
-        else:
-            if isinstance(error, NotFound):
-                group._remember_missing(call)
-            flight.settle(call, error=error)
-
-    def _expired(self) -> None:
-        abandon = self._call.cancel
-        if abandon is not None:
-            abandon()
-        self._finish()
-        group = self._group
-        self._fall_back(
-            PeerTimeout(f"{self._peer.url} did not answer within {group.config.peer_timeout}s")
-        )
-
-    def _finish(self) -> None:
-        # This object, its call, its watch and the client's fetch refer to each other:
-        # letting go here frees them by reference counting, not by a GC run later
-        # (which, at thousands of fetches a second, costs more than the fetch).
-        watch = self._watch
-        if watch is not None:
-            watch.done = True
-            self._watch = None
-        self._call.cancel = None
-
-    def _fall_back(self, error: PeerError) -> None:
-        """The peer failed: load here, as :meth:`Group._load_once` does."""
-        group, call = self._group, self._call
-        group._note_peer_failure(self._peer, repr(call.key), error)
-        group._flight.run(call, group._load_instead(call, error))
