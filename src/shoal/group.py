@@ -29,8 +29,10 @@ A group knows nothing above the async core: servers see it as a
 
 Beside it, each a concept of its own: the task-free miss of a key a peer owns
 (:mod:`shoal._direct_fetch`, which tells it whole), the exchanges with peers
-within ``peer_timeout`` (:mod:`shoal._peer_calls`), hot-cache admission
-(:mod:`shoal._hot`) and the call of a loader (:mod:`shoal._loader_call`).
+within ``peer_timeout`` (:mod:`shoal._peer_calls`), this node's stores
+(:mod:`shoal._stores`), the writes across members and their checks
+(:mod:`shoal._writes`), hot-cache admission (:mod:`shoal._hot`) and the call of
+a loader (:mod:`shoal._loader_call`).
 """
 
 from __future__ import annotations
@@ -39,7 +41,6 @@ import asyncio
 import functools
 import inspect
 import logging
-import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -52,11 +53,12 @@ from ._gather import gather_merged
 from ._hot import HotAdmission
 from ._loader_call import call_loader, is_async
 from ._peer_calls import PeerCalls
+from ._stores import LocalStores
+from ._writes import PartitionedWrites, check_expiry, check_write
 from .codec import BytesCodec, Codec, codec_for
 from .config import GroupConfig
 from .errors import (
     InvalidKey,
-    InvalidTTL,
     KeyTooLarge,
     LoadedValueTooLarge,
     LoadError,
@@ -64,14 +66,12 @@ from .errors import (
     PeerError,
     PeerTimeout,
     PeerUnavailable,
-    ValueTooLarge,
 )
 from .loaderpool import LoaderPool
 from .singleflight import Call, Flight
 from .stats import GroupStats
-from .store import Clock, Store
+from .store import Clock
 from .value import Value, with_ttl
-from .wire import MAX_EXPIRES_AT
 
 if TYPE_CHECKING:
     from .peers import Fetched, PeerClient, PeerPicker
@@ -125,52 +125,6 @@ class Group(Generic[V]):
         self._executor = executor
         if isinstance(executor, LoaderPool) and loader is not None and not is_async(loader):
             executor.register(self.name)
-        # The group's budget is split: the hot cache (copies of keys other nodes
-        # own; empty while the group runs alone) gets hot_fraction, main the rest.
-        main_bytes, hot_bytes = _split(config.capacity_bytes, config.hot_fraction)
-        main_entries, hot_entries = _split(config.capacity_entries, config.hot_fraction)
-        if config.mode == "replicated":
-            # Every member holds every key: the main cache mirrors the replicated
-            # state and never evicts (capacity bounds the writes instead).
-            main_bytes = main_entries = None
-        # With stale_while_revalidate, values that expire move to a store of their
-        # own for the grace period; the hit path is untouched.
-        grace = config.stale_while_revalidate
-        self._stale: Store | None = None
-        on_expire: Callable[[str, bytes, float], object] | None = None
-        if grace is not None:
-            stale = self._stale = Store(
-                capacity_bytes=hot_bytes, capacity_entries=hot_entries, clock=clock
-            )
-
-            def on_expire(key: str, value: bytes, expiry: float) -> None:
-                stale.set(key, value, expires_at=expiry + grace)
-
-        self._main = Store(
-            capacity_bytes=main_bytes,
-            capacity_entries=main_entries,
-            policy=config.policy,
-            clock=clock,
-            on_expire=on_expire,
-        )
-        self._hot = Store(
-            capacity_bytes=hot_bytes,
-            capacity_entries=hot_entries,
-            policy=config.policy,
-            clock=clock,
-            on_expire=on_expire,
-        )
-        # Keys the loader said do not exist (kept for ``negative_ttl``); apart from the
-        # main cache, so a main-cache hit never needs a check for a negative entry.
-        self._negative = Store(
-            capacity_bytes=hot_bytes,
-            capacity_entries=hot_entries,
-            clock=clock,
-        )
-        self._main_get = self._main.get
-        self._hot_get = self._hot.get
-        # Without negative_ttl nothing enters _negative: a miss skips looking there.
-        self._keeps_negative = config.negative_ttl is not None
         self._flight: Flight[bytes] = Flight()
         self._direct = DirectFetches(
             self.name,
@@ -185,7 +139,16 @@ class Group(Generic[V]):
         # own that never forwards (DESIGN §4.4): were it to join a local flight
         # waiting on a peer, two nodes could wait on each other for ever.
         self._peer_flight: Flight[bytes] = Flight()
+        # The group's budget is split: the hot cache (copies of keys other nodes
+        # own; empty while the group runs alone) gets hot_fraction, main the rest.
+        stores = self._stores = LocalStores(config, clock, (self._flight, self._peer_flight))
+        self._main, self._hot, self._negative = stores.main, stores.hot, stores.negative
+        self._stale = stores.stale
+        self._main_get = self._main.get
+        self._hot_get = self._hot.get
+        self._keeps_negative = stores.keeps_negative
         self._calls = PeerCalls(self.name, config.peer_timeout)
+        self._writes = PartitionedWrites(self.name, self._calls, self._stores)
         self._admit_hot = HotAdmission(
             config, rng if rng is not None else random.Random(), clock
         ).admit
@@ -206,9 +169,9 @@ class Group(Generic[V]):
             from .replication import LocalCaches, Replica
 
             caches = LocalCaches(
-                self._store,
-                self._drop_local,
-                self._fence_all,
+                self._stores.store,
+                self._stores.drop,
+                self._stores.fence_all,
                 live_entries=self.live_entries,
                 check_key=self.validate_key,
             )
@@ -251,16 +214,6 @@ class Group(Generic[V]):
         data = self._main_get(key)
         return data if data is not None else self._cached_elsewhere(key)
 
-    def serve_cached(self, key: str) -> bytes | None:
-        """:meth:`cached_bytes` for a get that arrived over the network (counted as one).
-
-        Raises:
-            NotFound: if the key is cached as missing (see ``negative_ttl``).
-        """
-        self._server_requests += 1
-        data = self._main_get(key)  # as cached_bytes does, one call less on a hit
-        return data if data is not None else self._cached_elsewhere(key)
-
     def _cached_elsewhere(self, key: str) -> bytes | None:
         """:meth:`cached_bytes` after a main-cache miss: the hot copy, a negative
         entry (raises NotFound), or a stale value."""
@@ -297,80 +250,6 @@ class Group(Generic[V]):
         """Like :meth:`get`, but return the stored bytes without decoding."""
         data = self._main_get(key)
         return data if data is not None else await self._fetch(key, None)
-
-    async def serve_load(self, key: str) -> bytes:
-        """Load ``key`` through its flight without looking in the caches first.
-
-        For a caller that has just missed with :meth:`cached_bytes` (the HTTP
-        API does), so the miss is not counted twice; a load here re-checks the
-        caches, so a value cached meanwhile is not loaded again (a key another
-        member owns is fetched from it again).
-        """
-        return await self._load(key, None)
-
-    def serve_load_future(self, key: str) -> asyncio.Future[bytes]:
-        """:meth:`serve_load` as a future of the caller's own, returned at once (no
-        coroutine, no task: what the HTTP API hands its server for a miss).
-        Cancelling the future cancels only this caller's wait.
-
-        Must be called from the group's event loop.
-
-        Raises:
-            InvalidKey, KeyTooLarge: a bad key. Closed: the group is closed.
-        """
-        self.validate_key(key)
-        if self.loop is None:
-            self.loop = asyncio.get_running_loop()
-        self._loads += 1
-        return self._flight.join(key, self._load_once, self._fetch_directly)
-
-    async def serve_peer(self, key: str) -> tuple[bytes, float | None]:
-        """Answer a peer's request for ``key``: from the caches, else loaded here.
-
-        Never forwarded to another node, whatever this node's ring says (DESIGN §4.4).
-
-        Returns:
-            The value and its absolute expiry in Unix seconds, or None.
-        """
-        hit = self.serve_peer_nowait(key)
-        if hit is not None:
-            return hit
-        return await self.serve_peer_load(key)
-
-    def serve_peer_nowait(self, key: str) -> tuple[bytes, float | None] | None:
-        """The cached answer to a peer's request for ``key``, or None on a miss.
-
-        Never awaits, so a peer server answers a hit without a task; on None it
-        calls :meth:`serve_peer_load`. Counts the request either way.
-
-        Raises:
-            NotFound: the key is cached as missing (see ``negative_ttl``).
-        """
-        self._server_requests += 1
-        data = self._main_get(key)
-        if data is not None:
-            return data, self._main.expiry(key)
-        data = self._hot_get(key)
-        if data is not None:
-            return data, self._hot.expiry(key)
-        if self._keeps_negative and self._negative.get(key) is not None:
-            raise NotFound(key)
-        if self._stale is not None:
-            data = self._serve_stale(key)
-            if data is not None:  # with its real (past) expiry: the asker keeps no copy
-                expiry = self._stale.expiry(key)
-                grace = self.config.stale_while_revalidate or 0.0
-                return data, None if expiry is None else expiry - grace
-        return None
-
-    async def serve_peer_load(self, key: str) -> tuple[bytes, float | None]:
-        """Load ``key`` for a peer after :meth:`serve_peer_nowait` missed (never forwarded).
-
-        Returns:
-            The value and its absolute expiry in Unix seconds, or None.
-        """
-        data = await self._load(key, None, forward=False)
-        return data, self._main.expiry(key)
 
     async def get_or_load(self, key: str, filler: Callable[[], Awaitable[V] | V]) -> V:
         """Return the value of ``key``, filling a miss with ``filler()`` instead of the loader.
@@ -490,24 +369,15 @@ class Group(Generic[V]):
         if expires_at is None:
             if ttl is not None:
                 expires_at = self._clock() + ttl
-                _check_expiry(expires_at, f"ttl={ttl!r}")
+                check_expiry(expires_at, f"ttl={ttl!r}")
             elif self.config.ttl is not None:
                 expires_at = self._clock() + self.config.ttl
         else:
-            _check_expiry(expires_at, f"expires_at={expires_at!r}")
+            check_expiry(expires_at, f"expires_at={expires_at!r}")
         if self.replica is not None:
             await self.replica.write(key, data, expires_at)
-            return
-        owner = self._calls.owner_client(key)
-        if owner is None:
-            self._store(key, data, expires_at)
         else:
-            await self._calls.on_peer(owner, owner.set(self.name, key, data, expires_at))
-        # The owner has the new value: now every copy elsewhere goes (after the
-        # owner, so a copy fetched meanwhile is the new value or is fenced).
-        await self._calls.broadcast_remove([key], skip=owner)
-        if owner is not None:
-            self._drop_local([key])
+            await self._writes.set(key, data, expires_at)
 
     async def delete(self, key: str) -> bool:
         """Remove ``key`` from every member's caches; return whether it was cached.
@@ -542,41 +412,7 @@ class Group(Generic[V]):
             self.validate_key(key)
         if self.replica is not None:
             return await self.replica.delete(wanted)
-        if self.peers is None:
-            return self._drop_local(wanted)
-        owned: dict[PeerClient | None, list[str]] = {}
-        error: BaseException | None = None
-        for key in wanted:
-            try:
-                owner = self._calls.owner_client(key)
-            except PeerUnavailable as exc:  # still removed everywhere else
-                error = error or exc
-                continue
-            owned.setdefault(owner, []).append(key)
-        mine = owned.pop(None, [])
-        removed = self._drop_local(mine)
-        # Owners first, then everyone else's copies (hot copies, and this node's).
-        outcomes = await asyncio.gather(
-            *(
-                self._calls.on_peer(peer, peer.remove_keys(self.name, ks))
-                for peer, ks in owned.items()
-                if peer is not None
-            ),
-            return_exceptions=True,
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                error = error or outcome
-            elif outcome is not None:
-                removed += outcome
-        await self._calls.broadcast_remove(wanted)
-        if len(mine) < len(wanted):
-            # This node's own hot copies, last (see set_bytes). The owners counted.
-            local = set(mine)
-            self._drop_local([k for k in wanted if k not in local])
-        if error is not None:
-            raise error
-        return removed
+        return await self._writes.remove(wanted)
 
     async def invalidate(self, key: str) -> None:
         """Drop every cached copy of ``key`` so the next get loads it afresh."""
@@ -594,18 +430,103 @@ class Group(Generic[V]):
         """
         if self.replica is not None:
             return await self.replica.invalidate()
-        removed = self._clear_local()
-        if self.peers is not None:
-            # Twice: a member still holding old values during the first round may
-            # have handed one to a member already cleared.
-            for _ in range(2):
-                await self._calls.on_every_peer(
-                    "invalidate", lambda peer: peer.invalidate(self.name)
-                )
-                self._clear_local()
-        return removed
+        return await self._writes.invalidate()
 
-    # -- writes that arrive from peers: this node only --------------------------
+    # -- write helpers -------------------------------------------------------
+
+    def _check_write(self, key: str, data: bytes, ttl: float | None) -> None:
+        self.validate_key(key)
+        check_write(self.config, data, ttl)
+
+    # -- serving: what the servers call (ServedGroup, whose docstring is the contract)
+
+    # a client's requests
+
+    def serve_cached(self, key: str) -> bytes | None:
+        """:meth:`cached_bytes` for a get that arrived over the network (counted as one).
+
+        Raises:
+            NotFound: if the key is cached as missing (see ``negative_ttl``).
+        """
+        self._server_requests += 1
+        data = self._main_get(key)  # as cached_bytes does, one call less on a hit
+        return data if data is not None else self._cached_elsewhere(key)
+
+    async def serve_load(self, key: str) -> bytes:
+        """Load ``key`` through its flight without looking in the caches first.
+
+        For a caller that has just missed with :meth:`cached_bytes` (the HTTP
+        API does), so the miss is not counted twice; a load here re-checks the
+        caches, so a value cached meanwhile is not loaded again (a key another
+        member owns is fetched from it again).
+        """
+        return await self._load(key, None)
+
+    def serve_load_future(self, key: str) -> asyncio.Future[bytes]:
+        """:meth:`serve_load` as a future of the caller's own, returned at once (no
+        coroutine, no task: what the HTTP API hands its server for a miss).
+        Cancelling the future cancels only this caller's wait.
+
+        Must be called from the group's event loop.
+
+        Raises:
+            InvalidKey, KeyTooLarge: a bad key. Closed: the group is closed.
+        """
+        self.validate_key(key)
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        self._loads += 1
+        return self._flight.join(key, self._load_once, self._fetch_directly)
+
+    # a peer's requests: answered here, never forwarded
+
+    async def serve_peer(self, key: str) -> tuple[bytes, float | None]:
+        """Answer a peer's request for ``key``: from the caches, else loaded here.
+
+        Never forwarded to another node, whatever this node's ring says (DESIGN §4.4).
+
+        Returns:
+            The value and its absolute expiry in Unix seconds, or None.
+        """
+        hit = self.serve_peer_nowait(key)
+        if hit is not None:
+            return hit
+        return await self.serve_peer_load(key)
+
+    def serve_peer_nowait(self, key: str) -> tuple[bytes, float | None] | None:
+        """The cached answer to a peer's request for ``key``, or None on a miss.
+
+        Never awaits, so a peer server answers a hit without a task; on None it
+        calls :meth:`serve_peer_load`. Counts the request either way.
+
+        Raises:
+            NotFound: the key is cached as missing (see ``negative_ttl``).
+        """
+        self._server_requests += 1
+        data = self._main_get(key)
+        if data is not None:
+            return data, self._main.expiry(key)
+        data = self._hot_get(key)
+        if data is not None:
+            return data, self._hot.expiry(key)
+        if self._keeps_negative and self._negative.get(key) is not None:
+            raise NotFound(key)
+        if self._stale is not None:
+            data = self._serve_stale(key)
+            if data is not None:  # with its real (past) expiry: the asker keeps no copy
+                expiry = self._stale.expiry(key)
+                grace = self.config.stale_while_revalidate or 0.0
+                return data, None if expiry is None else expiry - grace
+        return None
+
+    async def serve_peer_load(self, key: str) -> tuple[bytes, float | None]:
+        """Load ``key`` for a peer after :meth:`serve_peer_nowait` missed (never forwarded).
+
+        Returns:
+            The value and its absolute expiry in Unix seconds, or None.
+        """
+        data = await self._load(key, None, forward=False)
+        return data, self._main.expiry(key)
 
     async def serve_peer_set(self, key: str, data: bytes, *, expires_at: float | None) -> None:
         """Store a value a peer sent (it owns the key here, or a Go peer wrote it).
@@ -614,11 +535,11 @@ class Group(Generic[V]):
         """
         self._check_write(key, data, None)
         if expires_at is not None:
-            _check_expiry(expires_at, f"expires_at={expires_at!r}")
+            check_expiry(expires_at, f"expires_at={expires_at!r}")
         if self.replica is not None:
             await self.replica.write(key, data, expires_at)
             return
-        self._store(key, data, expires_at)
+        self._stores.store(key, data, expires_at)
 
     async def serve_peer_remove(self, keys: Iterable[str]) -> int:
         """Drop keys a peer named from this node's caches (never forwarded)."""
@@ -627,63 +548,17 @@ class Group(Generic[V]):
             self.validate_key(key)
         if self.replica is not None:
             return await self.replica.delete(wanted)
-        return self._drop_local(wanted)
+        return self._stores.drop(wanted)
 
     async def serve_peer_invalidate(self) -> int:
         """Drop every key from this node's caches, as a peer asked (never forwarded)."""
         if self.replica is not None:
             return await self.replica.invalidate()
-        return self._clear_local()
+        return self._stores.clear()
 
-    # -- write helpers -------------------------------------------------------
-
-    def _check_write(self, key: str, data: bytes, ttl: float | None) -> None:
-        self.validate_key(key)
-        if type(data) is not bytes:
-            raise TypeError(f"values are stored as bytes, got {type(data).__name__}")
-        if len(data) > self.config.max_value_bytes:
-            raise ValueTooLarge(
-                f"value of {len(data)} bytes exceeds max_value_bytes={self.config.max_value_bytes}"
-            )
-        if ttl is not None and not (0 < ttl < float("inf")):
-            raise InvalidTTL(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
-
-    def _store(self, key: str, data: bytes, expires_at: float | None) -> None:
-        """Make ``data`` this node's value of ``key``; fence loads in flight."""
-        self._flight.fence(key)
-        self._peer_flight.fence(key)
-        self._hot.delete(key)
-        self._negative.delete(key)
-        if self._stale is not None:
-            self._stale.delete(key)
-        self._main.set(key, data, expires_at=expires_at)
-
-    def _drop_local(self, keys: Iterable[str]) -> int:
-        """Remove keys from this node's caches, fencing loads; count those it had."""
-        removed = 0
-        for key in keys:
-            fenced = self._flight.fence(key) | self._peer_flight.fence(key)
-            in_main = self._main.delete(key)
-            in_hot = self._hot.delete(key)
-            in_negative = self._negative.delete(key)
-            if self._stale is not None:
-                self._stale.delete(key)
-            removed += in_main or in_hot or in_negative or fenced
-        return removed
-
-    def _clear_local(self) -> int:
-        """Empty this node's caches and fence every load in flight."""
-        removed = len(self._main) + len(self._hot)
-        self._fence_all()
-        for store in (self._main, self._hot, self._negative, self._stale):
-            if store is not None:
-                store.clear()
-        return removed
-
-    def _fence_all(self) -> None:
-        """Fence every load in flight here (see :meth:`~shoal.singleflight.Flight.fence`)."""
-        self._flight.fence_all()
-        self._peer_flight.fence_all()
+    def serve_count(self) -> None:
+        """Count a get that arrived over the network."""
+        self._server_requests += 1
 
     # -- decorator -----------------------------------------------------------
 
@@ -738,10 +613,6 @@ class Group(Generic[V]):
         if len(key) > limit or (len(key) * 4 > limit and len(key.encode()) > limit):
             raise KeyTooLarge(f"key longer than max_key_bytes={limit}")
 
-    def serve_count(self) -> None:
-        """Count a get that arrived over the network."""
-        self._server_requests += 1
-
     def live_entries(self) -> int:
         """Entries in the main cache (a replicated group: its live keys, give or take
         values expired but not yet swept)."""
@@ -749,8 +620,7 @@ class Group(Generic[V]):
 
     def sweep(self) -> int:
         """Reclaim expired entries in both caches; return how many were removed."""
-        stores = (self._main, self._hot, self._negative, self._stale)
-        return sum(s.sweep(limit=10_000) for s in stores if s is not None)
+        return self._stores.sweep()
 
     def statistics(self) -> GroupStats:
         """A snapshot of the group's counters and both caches."""
@@ -828,7 +698,7 @@ class Group(Generic[V]):
 
     async def _load_once(self, call: Call[bytes]) -> bytes:
         """A local-origin load: from the owner if that is a peer, else here."""
-        cached = self._recheck(call.key)
+        cached = self._stores.recheck(call.key)
         if cached is not None:
             return cached
         replica = self.replica
@@ -852,19 +722,9 @@ class Group(Generic[V]):
                 )
         return await self._load_here(call, recheck=False)
 
-    def _recheck(self, key: str) -> bytes | None:
-        # Singleflight only merges calls that overlap; a flight that finished between
-        # this caller's miss and its joining has already cached the value.
-        data = self._main.peek(key)
-        if data is None:
-            data = self._hot.peek(key)
-        if data is None and self._keeps_negative and self._negative.peek(key) is not None:
-            raise NotFound(key)
-        return data
-
     def _fetch_directly(self, call: Call[bytes]) -> bool:
         """Start a new load of a key owned by a peer as a fetch with no task (see
-        :meth:`Flight.join`): the peer client's callback settles the flight. False
+        :mod:`shoal._direct_fetch`): the peer client's callback settles the flight. False
         (the load runs :meth:`_load_once` in a task) when anything else may be
         needed: a replicated group, a key owned here, a client that cannot fetch
         without a task.
@@ -989,7 +849,7 @@ class Group(Generic[V]):
         """
         key = call.key
         if recheck:
-            cached = self._recheck(key)
+            cached = self._stores.recheck(key)
             if cached is not None:
                 return cached
         # A replicated group's loaded value is a write made when the load started:
@@ -1049,26 +909,8 @@ class Group(Generic[V]):
         )
 
 
-def _check_expiry(expires_at: float, what: str) -> None:
-    """Refuse a write whose expiry the peer protocols cannot carry (see
-    :data:`~shoal.wire.MAX_EXPIRES_AT`): every member must be able to send it on."""
-    if not (math.isfinite(expires_at) and expires_at <= MAX_EXPIRES_AT):
-        raise InvalidTTL(
-            f"{what} expires after {MAX_EXPIRES_AT:.0f} (Unix seconds, in the year 2262), "
-            "the latest expiry a node can store and send (int64 Unix nanoseconds)"
-        )
-
-
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-def _split(bound: int | None, fraction: float) -> tuple[int | None, int | None]:
-    """Split a bound into the main cache's and the hot cache's shares."""
-    if bound is None:
-        return None, None
-    hot = max(1, int(bound * fraction))
-    return max(1, bound - hot), hot
