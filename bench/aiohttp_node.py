@@ -204,7 +204,7 @@ def api_app(group: Group[bytes]) -> web.Application:
             group.validate_key(key)
             data = group.cached_bytes(key)
             if data is None:
-                data = await group.load_bytes(key)
+                data = await group.serve_load(key)
         except ShoalError as exc:
             return web.json_response({"error": str(exc), "code": exc.code}, status=exc.http_status)
         return web.Response(body=data, content_type="application/octet-stream")

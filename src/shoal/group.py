@@ -15,7 +15,7 @@ Writes are checked before anything changes: the key, the value's size, and the
 TTL or absolute expiry, which must end by :data:`~shoal.wire.MAX_EXPIRES_AT`
 (2262), the latest expiry every peer protocol can carry to the other members.
 Every front-end (HTTP API, gRPC, the sync facade, peers' writes) goes through
-:meth:`Group.set_bytes` or :meth:`Group.apply_set`, so this is the one place.
+:meth:`Group.set_bytes` or :meth:`Group.serve_peer_set`, so this is the one place.
 
 All async methods run on the event loop that owns the group. The cache
 lookups (:meth:`Group.cached_bytes`) are thread-safe and never await, which is
@@ -25,8 +25,14 @@ A group knows nothing above the async core: servers see it as a
 :class:`~shoal.serving.ServedGroup`, its replica gets :class:`LocalCaches
 <shoal.replication.LocalCaches>` and the group as its
 :class:`~shoal.replication.ReplicaPeers`, and the sync facade wraps it
-(:attr:`Group.codec`, :meth:`Group.hit_reader`). A miss of a key a peer owns may
-run without a task (:class:`_DirectFetch`; docs/architecture.md tells it whole).
+(:attr:`Group.codec`, :meth:`Group.hit_reader`).
+
+Beside it, each a concept of its own: the task-free miss of a key a peer owns
+(:mod:`shoal._direct_fetch`, which tells it whole), the exchanges with peers
+within ``peer_timeout`` (:mod:`shoal._peer_calls`), this node's stores
+(:mod:`shoal._stores`), the writes across members and their checks
+(:mod:`shoal._writes`), hot-cache admission (:mod:`shoal._hot`) and the call of
+a loader (:mod:`shoal._loader_call`).
 """
 
 from __future__ import annotations
@@ -35,40 +41,37 @@ import asyncio
 import functools
 import inspect
 import logging
-import math
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import Executor
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
 from ._cached import blocking_wrapper, default_key
-from ._deadlines import Deadlines, Watch
+from ._direct_fetch import DirectFetches
 from ._gather import gather_merged
-from ._printable import printable
+from ._hot import HotAdmission
+from ._loader_call import call_loader, is_async
+from ._peer_calls import PeerCalls
+from ._stores import LocalStores
+from ._writes import PartitionedWrites, check_expiry, check_write
 from .codec import BytesCodec, Codec, codec_for
 from .config import GroupConfig
 from .errors import (
     InvalidKey,
-    InvalidTTL,
     KeyTooLarge,
     LoadedValueTooLarge,
     LoadError,
-    LoadTimeout,
     NotFound,
     PeerError,
     PeerTimeout,
     PeerUnavailable,
-    ValueTooLarge,
 )
 from .loaderpool import LoaderPool
 from .singleflight import Call, Flight
 from .stats import GroupStats
-from .store import Clock, Store
+from .store import Clock
 from .value import Value, with_ttl
-from .wire import MAX_EXPIRES_AT
 
 if TYPE_CHECKING:
     from .peers import Fetched, PeerClient, PeerPicker
@@ -120,66 +123,35 @@ class Group(Generic[V]):
             None if isinstance(self._codec, BytesCodec) else self._codec.decode
         )
         self._executor = executor
-        if isinstance(executor, LoaderPool) and loader is not None and not _is_async(loader):
+        if isinstance(executor, LoaderPool) and loader is not None and not is_async(loader):
             executor.register(self.name)
-        # The group's budget is split: the hot cache (copies of keys other nodes
-        # own; empty while the group runs alone) gets hot_fraction, main the rest.
-        main_bytes, hot_bytes = _split(config.capacity_bytes, config.hot_fraction)
-        main_entries, hot_entries = _split(config.capacity_entries, config.hot_fraction)
-        if config.mode == "replicated":
-            # Every member holds every key: the main cache mirrors the replicated
-            # state and never evicts (capacity bounds the writes instead).
-            main_bytes = main_entries = None
-        # With stale_while_revalidate, values that expire move to a store of their
-        # own for the grace period; the hit path is untouched.
-        grace = config.stale_while_revalidate
-        self._stale: Store | None = None
-        on_expire: Callable[[str, bytes, float], object] | None = None
-        if grace is not None:
-            stale = self._stale = Store(
-                capacity_bytes=hot_bytes, capacity_entries=hot_entries, clock=clock
-            )
-
-            def on_expire(key: str, value: bytes, expiry: float) -> None:
-                stale.set(key, value, expires_at=expiry + grace)
-
-        self._main = Store(
-            capacity_bytes=main_bytes,
-            capacity_entries=main_entries,
-            policy=config.policy,
-            clock=clock,
-            on_expire=on_expire,
-        )
-        self._hot = Store(
-            capacity_bytes=hot_bytes,
-            capacity_entries=hot_entries,
-            policy=config.policy,
-            clock=clock,
-            on_expire=on_expire,
-        )
-        # Keys the loader said do not exist (kept for ``negative_ttl``); apart from the
-        # main cache, so a main-cache hit never needs a check for a negative entry.
-        self._negative = Store(
-            capacity_bytes=hot_bytes,
-            capacity_entries=hot_entries,
-            clock=clock,
-        )
-        self._main_get = self._main.get
-        self._hot_get = self._hot.get
-        # Without negative_ttl nothing enters _negative: a miss skips looking there.
-        self._keeps_negative = config.negative_ttl is not None
         self._flight: Flight[bytes] = Flight()
+        self._direct = DirectFetches(
+            self.name,
+            self._flight,
+            took=self._took,
+            remember_missing=self._remember_missing,
+            fall_back=self._fall_back,
+            peer_timeout=config.peer_timeout,
+        )
         # A peer's request for a key this node's ring gives to someone else (the
         # views differ during a membership change) loads here, in a flight of its
         # own that never forwards (DESIGN §4.4): were it to join a local flight
         # waiting on a peer, two nodes could wait on each other for ever.
         self._peer_flight: Flight[bytes] = Flight()
-        # peer_timeout for every fetch from a peer, on one timer (made on first use).
-        self._peer_deadlines: Deadlines | None = None
-        self.peers: PeerPicker | None = None
-        """Who owns which key; set by the node when it has peers, None alone."""
-        self._rng = rng if rng is not None else random.Random()
-        self._hot_fetches: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        # The group's budget is split: the hot cache (copies of keys other nodes
+        # own; empty while the group runs alone) gets hot_fraction, main the rest.
+        stores = self._stores = LocalStores(config, clock, (self._flight, self._peer_flight))
+        self._main, self._hot, self._negative = stores.main, stores.hot, stores.negative
+        self._stale = stores.stale
+        self._main_get = self._main.get
+        self._hot_get = self._hot.get
+        self._keeps_negative = stores.keeps_negative
+        self._calls = PeerCalls(self.name, config.peer_timeout)
+        self._writes = PartitionedWrites(self.name, self._calls, self._stores)
+        self._admit_hot = HotAdmission(
+            config, rng if rng is not None else random.Random(), clock
+        ).admit
         self._clock = clock
         self.loop: asyncio.AbstractEventLoop | None = None
         """The event loop the group's async methods run on, once known (set by the
@@ -188,7 +160,6 @@ class Group(Generic[V]):
         self._local_loads = 0
         self._local_load_errors = 0
         self._peer_loads = 0
-        self._peer_errors = 0
         self._duplicate_loads = 0
         self._oversized_values = 0
         self._server_requests = 0
@@ -198,13 +169,13 @@ class Group(Generic[V]):
             from .replication import LocalCaches, Replica
 
             caches = LocalCaches(
-                self._store,
-                self._drop_local,
-                self._fence_all,
+                self._stores.store,
+                self._stores.drop,
+                self._stores.fence_all,
                 live_entries=self.live_entries,
                 check_key=self.validate_key,
             )
-            self.replica = Replica(self.name, config, caches, self, clock=clock, rng=rng)
+            self.replica = Replica(self.name, config, caches, self._calls, clock=clock, rng=rng)
 
     def __repr__(self) -> str:
         return f"<Group {self.name!r} items={len(self._main)} bytes={self._main.nbytes}>"
@@ -223,6 +194,15 @@ class Group(Generic[V]):
         whole hit path of the sync facade."""
         return cast(Callable[[str], V], self._main.reader(on_miss, on_hit))
 
+    @property
+    def peers(self) -> PeerPicker | None:
+        """Who owns which key; set by the node when it has peers, None alone."""
+        return self._calls.peers
+
+    @peers.setter
+    def peers(self, picker: PeerPicker | None) -> None:
+        self._calls.peers = picker
+
     # -- reads ---------------------------------------------------------------
 
     def cached_bytes(self, key: str) -> bytes | None:
@@ -232,16 +212,6 @@ class Group(Generic[V]):
             NotFound: if the key is cached as missing (see ``negative_ttl``).
         """
         data = self._main_get(key)
-        return data if data is not None else self._cached_elsewhere(key)
-
-    def serve_cached(self, key: str) -> bytes | None:
-        """:meth:`cached_bytes` for a get that arrived over the network (counted as one).
-
-        Raises:
-            NotFound: if the key is cached as missing (see ``negative_ttl``).
-        """
-        self._server_requests += 1
-        data = self._main_get(key)  # as cached_bytes does, one call less on a hit
         return data if data is not None else self._cached_elsewhere(key)
 
     def _cached_elsewhere(self, key: str) -> bytes | None:
@@ -280,80 +250,6 @@ class Group(Generic[V]):
         """Like :meth:`get`, but return the stored bytes without decoding."""
         data = self._main_get(key)
         return data if data is not None else await self._fetch(key, None)
-
-    async def load_bytes(self, key: str) -> bytes:
-        """Load ``key`` through its flight without looking in the caches first.
-
-        For a caller that has just missed with :meth:`cached_bytes` (the HTTP
-        API does), so the miss is not counted twice; a load here re-checks the
-        caches, so a value cached meanwhile is not loaded again (a key another
-        member owns is fetched from it again).
-        """
-        return await self._load(key, None)
-
-    def load_future(self, key: str) -> asyncio.Future[bytes]:
-        """:meth:`load_bytes` as a future of the caller's own, returned at once (no
-        coroutine, no task: what the HTTP API hands its server for a miss).
-        Cancelling the future cancels only this caller's wait.
-
-        Must be called from the group's event loop.
-
-        Raises:
-            InvalidKey, KeyTooLarge: a bad key. Closed: the group is closed.
-        """
-        self.validate_key(key)
-        if self.loop is None:
-            self.loop = asyncio.get_running_loop()
-        self._loads += 1
-        return self._flight.join(key, self._load_once, self._fetch_directly)
-
-    async def serve_peer(self, key: str) -> tuple[bytes, float | None]:
-        """Answer a peer's request for ``key``: from the caches, else loaded here.
-
-        Never forwarded to another node, whatever this node's ring says (DESIGN §4.4).
-
-        Returns:
-            The value and its absolute expiry in Unix seconds, or None.
-        """
-        hit = self.serve_peer_nowait(key)
-        if hit is not None:
-            return hit
-        return await self.load_for_peer(key)
-
-    def serve_peer_nowait(self, key: str) -> tuple[bytes, float | None] | None:
-        """The cached answer to a peer's request for ``key``, or None on a miss.
-
-        Never awaits, so a peer server answers a hit without a task; on None it
-        calls :meth:`load_for_peer`. Counts the request either way.
-
-        Raises:
-            NotFound: the key is cached as missing (see ``negative_ttl``).
-        """
-        self._server_requests += 1
-        data = self._main_get(key)
-        if data is not None:
-            return data, self._main.expiry(key)
-        data = self._hot_get(key)
-        if data is not None:
-            return data, self._hot.expiry(key)
-        if self._keeps_negative and self._negative.get(key) is not None:
-            raise NotFound(key)
-        if self._stale is not None:
-            data = self._serve_stale(key)
-            if data is not None:  # with its real (past) expiry: the asker keeps no copy
-                expiry = self._stale.expiry(key)
-                grace = self.config.stale_while_revalidate or 0.0
-                return data, None if expiry is None else expiry - grace
-        return None
-
-    async def load_for_peer(self, key: str) -> tuple[bytes, float | None]:
-        """Load ``key`` for a peer after :meth:`serve_peer_nowait` missed (never forwarded).
-
-        Returns:
-            The value and its absolute expiry in Unix seconds, or None.
-        """
-        data = await self._load(key, None, forward=False)
-        return data, self._main.expiry(key)
 
     async def get_or_load(
         self, key: str, filler: Callable[[], Awaitable[V | Value[V]] | V | Value[V]]
@@ -422,9 +318,9 @@ class Group(Generic[V]):
         for key in keys:
             self.validate_key(key)
         try:
-            fetched = await self.within_peer_timeout(peer, peer.get_many(self.name, keys))
+            fetched = await self._calls.within_peer_timeout(peer, peer.get_many(self.name, keys))
         except PeerError as exc:
-            self._note_peer_failure(peer, f"{len(keys)} keys", exc)
+            self._calls.failed(peer, f"{len(keys)} keys", exc, loads_here=self._loader is not None)
             outcomes = await asyncio.gather(*(self._get_one(k) for k in keys))
             return {k: v for outcome in outcomes for k, v in outcome.items()}
         if self.peers is not None:
@@ -475,24 +371,15 @@ class Group(Generic[V]):
         if expires_at is None:
             if ttl is not None:
                 expires_at = self._clock() + ttl
-                _check_expiry(expires_at, f"ttl={ttl!r}")
+                check_expiry(expires_at, f"ttl={ttl!r}")
             elif self.config.ttl is not None:
                 expires_at = self._clock() + self.config.ttl
         else:
-            _check_expiry(expires_at, f"expires_at={expires_at!r}")
+            check_expiry(expires_at, f"expires_at={expires_at!r}")
         if self.replica is not None:
             await self.replica.write(key, data, expires_at)
-            return
-        owner = self._owner_client(key)
-        if owner is None:
-            self._store(key, data, expires_at)
         else:
-            await self._on_peer(owner, owner.set(self.name, key, data, expires_at))
-        # The owner has the new value: now every copy elsewhere goes (after the
-        # owner, so a copy fetched meanwhile is the new value or is fenced).
-        await self._broadcast_remove([key], skip=owner)
-        if owner is not None:
-            self._drop_local([key])
+            await self._writes.set(key, data, expires_at)
 
     async def delete(self, key: str) -> bool:
         """Remove ``key`` from every member's caches; return whether it was cached.
@@ -527,41 +414,7 @@ class Group(Generic[V]):
             self.validate_key(key)
         if self.replica is not None:
             return await self.replica.delete(wanted)
-        if self.peers is None:
-            return self._drop_local(wanted)
-        owned: dict[PeerClient | None, list[str]] = {}
-        error: BaseException | None = None
-        for key in wanted:
-            try:
-                owner = self._owner_client(key)
-            except PeerUnavailable as exc:  # still removed everywhere else
-                error = error or exc
-                continue
-            owned.setdefault(owner, []).append(key)
-        mine = owned.pop(None, [])
-        removed = self._drop_local(mine)
-        # Owners first, then everyone else's copies (hot copies, and this node's).
-        outcomes = await asyncio.gather(
-            *(
-                self._on_peer(peer, peer.remove_keys(self.name, ks))
-                for peer, ks in owned.items()
-                if peer is not None
-            ),
-            return_exceptions=True,
-        )
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                error = error or outcome
-            elif outcome is not None:
-                removed += outcome
-        await self._broadcast_remove(wanted)
-        if len(mine) < len(wanted):
-            # This node's own hot copies, last (see set_bytes). The owners counted.
-            local = set(mine)
-            self._drop_local([k for k in wanted if k not in local])
-        if error is not None:
-            raise error
-        return removed
+        return await self._writes.remove(wanted)
 
     async def invalidate(self, key: str) -> None:
         """Drop every cached copy of ``key`` so the next get loads it afresh."""
@@ -579,161 +432,135 @@ class Group(Generic[V]):
         """
         if self.replica is not None:
             return await self.replica.invalidate()
-        removed = self._clear_local()
-        if self.peers is not None:
-            # Twice: a member still holding old values during the first round may
-            # have handed one to a member already cleared.
-            for _ in range(2):
-                await self._on_every_peer("invalidate", lambda peer: peer.invalidate(self.name))
-                self._clear_local()
-        return removed
+        return await self._writes.invalidate()
 
-    # -- writes that arrive from peers: this node only --------------------------
+    # -- write helpers -------------------------------------------------------
 
-    async def apply_set(self, key: str, data: bytes, *, expires_at: float | None) -> None:
+    def _check_write(self, key: str, data: bytes, ttl: float | None) -> None:
+        self.validate_key(key)
+        check_write(self.config, data, ttl)
+
+    # -- serving: what the servers call (ServedGroup, whose docstring is the contract)
+
+    # a client's requests
+
+    def serve_cached(self, key: str) -> bytes | None:
+        """:meth:`cached_bytes` for a get that arrived over the network (counted as one).
+
+        Raises:
+            NotFound: if the key is cached as missing (see ``negative_ttl``).
+        """
+        self._server_requests += 1
+        data = self._main_get(key)  # as cached_bytes does, one call less on a hit
+        return data if data is not None else self._cached_elsewhere(key)
+
+    async def serve_load(self, key: str) -> bytes:
+        """Load ``key`` through its flight without looking in the caches first.
+
+        For a caller that has just missed with :meth:`cached_bytes` (the HTTP
+        API does), so the miss is not counted twice; a load here re-checks the
+        caches, so a value cached meanwhile is not loaded again (a key another
+        member owns is fetched from it again).
+        """
+        return await self._load(key, None)
+
+    def serve_load_future(self, key: str) -> asyncio.Future[bytes]:
+        """:meth:`serve_load` as a future of the caller's own, returned at once (no
+        coroutine, no task: what the HTTP API hands its server for a miss).
+        Cancelling the future cancels only this caller's wait.
+
+        Must be called from the group's event loop.
+
+        Raises:
+            InvalidKey, KeyTooLarge: a bad key. Closed: the group is closed.
+        """
+        self.validate_key(key)
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        self._loads += 1
+        return self._flight.join(key, self._load_once, self._fetch_directly)
+
+    # a peer's requests: answered here, never forwarded
+
+    async def serve_peer(self, key: str) -> tuple[bytes, float | None]:
+        """Answer a peer's request for ``key``: from the caches, else loaded here.
+
+        Never forwarded to another node, whatever this node's ring says (DESIGN §4.4).
+
+        Returns:
+            The value and its absolute expiry in Unix seconds, or None.
+        """
+        hit = self.serve_peer_nowait(key)
+        if hit is not None:
+            return hit
+        return await self.serve_peer_load(key)
+
+    def serve_peer_nowait(self, key: str) -> tuple[bytes, float | None] | None:
+        """The cached answer to a peer's request for ``key``, or None on a miss.
+
+        Never awaits, so a peer server answers a hit without a task; on None it
+        calls :meth:`serve_peer_load`. Counts the request either way.
+
+        Raises:
+            NotFound: the key is cached as missing (see ``negative_ttl``).
+        """
+        self._server_requests += 1
+        data = self._main_get(key)
+        if data is not None:
+            return data, self._main.expiry(key)
+        data = self._hot_get(key)
+        if data is not None:
+            return data, self._hot.expiry(key)
+        if self._keeps_negative and self._negative.get(key) is not None:
+            raise NotFound(key)
+        if self._stale is not None:
+            data = self._serve_stale(key)
+            if data is not None:  # with its real (past) expiry: the asker keeps no copy
+                expiry = self._stale.expiry(key)
+                grace = self.config.stale_while_revalidate or 0.0
+                return data, None if expiry is None else expiry - grace
+        return None
+
+    async def serve_peer_load(self, key: str) -> tuple[bytes, float | None]:
+        """Load ``key`` for a peer after :meth:`serve_peer_nowait` missed (never forwarded).
+
+        Returns:
+            The value and its absolute expiry in Unix seconds, or None.
+        """
+        data = await self._load(key, None, forward=False)
+        return data, self._main.expiry(key)
+
+    async def serve_peer_set(self, key: str, data: bytes, *, expires_at: float | None) -> None:
         """Store a value a peer sent (it owns the key here, or a Go peer wrote it).
 
         Never forwarded. In a replicated group it becomes a write of this node.
         """
         self._check_write(key, data, None)
         if expires_at is not None:
-            _check_expiry(expires_at, f"expires_at={expires_at!r}")
+            check_expiry(expires_at, f"expires_at={expires_at!r}")
         if self.replica is not None:
             await self.replica.write(key, data, expires_at)
             return
-        self._store(key, data, expires_at)
+        self._stores.store(key, data, expires_at)
 
-    async def apply_remove(self, keys: Iterable[str]) -> int:
+    async def serve_peer_remove(self, keys: Iterable[str]) -> int:
         """Drop keys a peer named from this node's caches (never forwarded)."""
         wanted = list(keys)
         for key in wanted:
             self.validate_key(key)
         if self.replica is not None:
             return await self.replica.delete(wanted)
-        return self._drop_local(wanted)
+        return self._stores.drop(wanted)
 
-    async def apply_invalidate(self) -> int:
+    async def serve_peer_invalidate(self) -> int:
         """Drop every key from this node's caches, as a peer asked (never forwarded)."""
         if self.replica is not None:
             return await self.replica.invalidate()
-        return self._clear_local()
+        return self._stores.clear()
 
-    # -- write helpers -------------------------------------------------------
-
-    def _check_write(self, key: str, data: bytes, ttl: float | None) -> None:
-        self.validate_key(key)
-        if type(data) is not bytes:
-            raise TypeError(f"values are stored as bytes, got {type(data).__name__}")
-        if len(data) > self.config.max_value_bytes:
-            raise ValueTooLarge(
-                f"value of {len(data)} bytes exceeds max_value_bytes={self.config.max_value_bytes}"
-            )
-        if ttl is not None and not (0 < ttl < float("inf")):
-            raise InvalidTTL(f"ttl must be a positive, finite number of seconds, got {ttl!r}")
-
-    def _store(self, key: str, data: bytes, expires_at: float | None) -> None:
-        """Make ``data`` this node's value of ``key``; fence loads in flight."""
-        self._flight.fence(key)
-        self._peer_flight.fence(key)
-        self._hot.delete(key)
-        self._negative.delete(key)
-        if self._stale is not None:
-            self._stale.delete(key)
-        self._main.set(key, data, expires_at=expires_at)
-
-    def _drop_local(self, keys: Iterable[str]) -> int:
-        """Remove keys from this node's caches, fencing loads; count those it had."""
-        removed = 0
-        for key in keys:
-            fenced = self._flight.fence(key) | self._peer_flight.fence(key)
-            in_main = self._main.delete(key)
-            in_hot = self._hot.delete(key)
-            in_negative = self._negative.delete(key)
-            if self._stale is not None:
-                self._stale.delete(key)
-            removed += in_main or in_hot or in_negative or fenced
-        return removed
-
-    def _clear_local(self) -> int:
-        """Empty this node's caches and fence every load in flight."""
-        removed = len(self._main) + len(self._hot)
-        self._fence_all()
-        for store in (self._main, self._hot, self._negative, self._stale):
-            if store is not None:
-                store.clear()
-        return removed
-
-    def _fence_all(self) -> None:
-        """Fence every load in flight here (see :meth:`~shoal.singleflight.Flight.fence`)."""
-        self._flight.fence_all()
-        self._peer_flight.fence_all()
-
-    def _owner_client(self, key: str) -> PeerClient | None:
-        """The client of the member owning ``key``, None if this node owns it.
-
-        Raises:
-            PeerUnavailable: the owner is skipped after failures.
-        """
-        peers = self.peers
-        if peers is None:
-            return None
-        owner = peers.owner(key)
-        if owner == peers.self_url:
-            return None
-        client = peers.view.clients.get(owner)
-        if client is None or owner in peers.backing_off():
-            raise PeerUnavailable(f"{owner}, the owner of {key!r}, is not answering")
-        return client
-
-    async def _on_peer(self, peer: PeerClient, exchange: Awaitable[T]) -> T:
-        """Await one write exchange with ``peer`` within ``peer_timeout``; a peer that
-        cannot be reached is skipped for a while.
-
-        Raises:
-            PeerTimeout: no answer in time. PeerError: the exchange failed.
-        """
-        try:
-            result = await self.within_peer_timeout(peer, exchange)
-        except PeerError as exc:
-            self._peer_errors += 1
-            # Only a peer that cannot be reached is skipped for a while; one that
-            # answered (a refusal, a Go peer without writes) serves reads as before.
-            if self.peers is not None and isinstance(exc, PeerUnavailable | PeerTimeout):
-                self.peers.failed(peer.url)
-            raise
-        if self.peers is not None:
-            self.peers.succeeded(peer.url)
-        return result
-
-    async def _broadcast_remove(self, keys: list[str], skip: PeerClient | None = None) -> None:
-        """Tell every other member to drop its copies of ``keys`` (best effort)."""
-        await self._on_every_peer(
-            f"remove {len(keys)} keys", lambda peer: peer.remove_keys(self.name, keys), skip=skip
-        )
-
-    async def _on_every_peer(
-        self,
-        what: str,
-        exchange: Callable[[PeerClient], Awaitable[object]],
-        skip: PeerClient | None = None,
-    ) -> None:
-        """Run ``exchange`` with every member at once. A member that fails is logged
-        and counted, not raised: its copies age out with their TTL, and a member
-        that is down has none."""
-        peers = self.peers
-        if peers is None:
-            return
-        targets = [c for c in peers.view.clients.values() if c is not skip]
-
-        async def one(peer: PeerClient) -> None:
-            try:
-                await self._on_peer(peer, exchange(peer))
-            except PeerError as exc:
-                log.warning(
-                    "group %r: %s on %s failed: %s", self.name, what, peer.url, printable(str(exc))
-                )
-
-        await asyncio.gather(*(one(peer) for peer in targets))
+    def serve_count(self) -> None:
+        """Count a get that arrived over the network."""
+        self._server_requests += 1
 
     # -- decorator -----------------------------------------------------------
 
@@ -788,10 +615,6 @@ class Group(Generic[V]):
         if len(key) > limit or (len(key) * 4 > limit and len(key.encode()) > limit):
             raise KeyTooLarge(f"key longer than max_key_bytes={limit}")
 
-    def record_server_request(self) -> None:
-        """Count a get that arrived over the network."""
-        self._server_requests += 1
-
     def live_entries(self) -> int:
         """Entries in the main cache (a replicated group: its live keys, give or take
         values expired but not yet swept)."""
@@ -799,8 +622,7 @@ class Group(Generic[V]):
 
     def sweep(self) -> int:
         """Reclaim expired entries in both caches; return how many were removed."""
-        stores = (self._main, self._hot, self._negative, self._stale)
-        return sum(s.sweep(limit=10_000) for s in stores if s is not None)
+        return self._stores.sweep()
 
     def statistics(self) -> GroupStats:
         """A snapshot of the group's counters and both caches."""
@@ -814,7 +636,7 @@ class Group(Generic[V]):
             local_loads=self._local_loads,
             local_load_errors=self._local_load_errors,
             peer_loads=self._peer_loads,
-            peer_errors=self._peer_errors,
+            peer_errors=self._calls.errors,
             server_requests=self._server_requests,
             duplicate_loads=self._duplicate_loads,
             oversized_values=self._oversized_values,
@@ -878,7 +700,7 @@ class Group(Generic[V]):
 
     async def _load_once(self, call: Call[bytes]) -> bytes:
         """A local-origin load: from the owner if that is a peer, else here."""
-        cached = self._recheck(call.key)
+        cached = self._stores.recheck(call.key)
         if cached is not None:
             return cached
         replica = self.replica
@@ -902,19 +724,9 @@ class Group(Generic[V]):
                 )
         return await self._load_here(call, recheck=False)
 
-    def _recheck(self, key: str) -> bytes | None:
-        # Singleflight only merges calls that overlap; a flight that finished between
-        # this caller's miss and its joining has already cached the value.
-        data = self._main.peek(key)
-        if data is None:
-            data = self._hot.peek(key)
-        if data is None and self._keeps_negative and self._negative.peek(key) is not None:
-            raise NotFound(key)
-        return data
-
     def _fetch_directly(self, call: Call[bytes]) -> bool:
         """Start a new load of a key owned by a peer as a fetch with no task (see
-        :meth:`Flight.join`): the peer client's callback settles the flight. False
+        :mod:`shoal._direct_fetch`): the peer client's callback settles the flight. False
         (the load runs :meth:`_load_once` in a task) when anything else may be
         needed: a replicated group, a key owned here, a client that cannot fetch
         without a task.
@@ -925,18 +737,12 @@ class Group(Generic[V]):
         """
         if self.replica is not None or self.peers is None:
             return False
-        key = call.key
-        peer = self.peers.pick(key)
+        peer = self.peers.pick(call.key)
         if peer is None:
-            return False
-        fetch = _DirectFetch(self, call, peer)
-        abandon = peer.fetch(self.name, key, fetch.done)
-        if abandon is None:
             return False
         loop = self._flight.loop
         assert loop is not None  # the loop of the join that called this
-        fetch.start(abandon, self._peer_timer(loop))
-        return True
+        return self._direct.start(call, peer, self._calls.timer(loop))
 
     async def _fetch_from_peer(self, peer: PeerClient, call: Call[bytes]) -> bytes:
         """Ask the owner.
@@ -948,9 +754,9 @@ class Group(Generic[V]):
         """
         key = call.key
         try:
-            fetched = await self.within_peer_timeout(peer, peer.get(self.name, key))
+            fetched = await self._calls.within_peer_timeout(peer, peer.get(self.name, key))
         except PeerError as exc:
-            self._note_peer_failure(peer, repr(key), exc)
+            self._calls.failed(peer, repr(key), exc, loads_here=self._loader is not None)
             raise
         except NotFound:
             self._remember_missing(call)
@@ -1021,72 +827,10 @@ class Group(Generic[V]):
         if self.config.negative_ttl is not None and not call.fenced:
             self._negative.set(call.key, b"", ttl=self.config.negative_ttl)
 
-    async def within_peer_timeout(self, peer: PeerClient, exchange: Awaitable[T]) -> T:
-        """Await an exchange with ``peer`` for at most ``peer_timeout`` seconds.
-
-        Must be awaited from a task of the group's loop (the deadline is the task's).
-
-        Raises:
-            PeerTimeout: no answer in time (the exchange is cancelled).
-        """
-        try:
-            with self._peer_deadline():
-                return await exchange
-        except TimeoutError as exc:
-            raise PeerTimeout(
-                f"{peer.url} did not answer within {self.config.peer_timeout}s"
-            ) from exc
-
-    def _peer_deadline(self) -> AbstractContextManager[object]:
-        """A ``peer_timeout`` scope for the current task (``asyncio.timeout``'s
-        semantics on one shared timer: see :mod:`shoal._deadlines`)."""
-        deadlines = self._peer_deadlines
-        scope = deadlines.scope() if deadlines is not None else None
-        if scope is None:  # the first fetch, or the group now runs on another loop
-            scope = self._peer_timer(asyncio.get_running_loop()).scope()
-            assert scope is not None  # called from a task of the running loop
-        return scope
-
-    def _peer_timer(self, loop: asyncio.AbstractEventLoop) -> Deadlines:
-        """The group's ``peer_timeout`` deadlines on ``loop`` (the running one)."""
-        deadlines = self._peer_deadlines
-        if deadlines is None or deadlines.loop is not loop:
-            deadlines = self._peer_deadlines = Deadlines(self.config.peer_timeout, loop)
-        return deadlines
-
-    def _note_peer_failure(self, peer: PeerClient, what: str, exc: PeerError) -> None:
-        self._peer_errors += 1
-        if self.peers is not None:
-            self.peers.failed(peer.url)
-        log.warning(
-            "group %r: peer %s failed for %s (%s); %s",
-            self.name,
-            peer.url,
-            what,
-            printable(str(exc)),
-            "loading locally" if self._loader is not None else "unavailable: no loader here",
-        )
-
-    def _admit_hot(self, key: str) -> bool:
-        mode = self.config.hot_admission
-        if mode == "random":
-            return self._rng.randrange(10) == 0  # golang/groupcache's 1 in 10
-        if mode == "always":
-            return True
-        if mode == "never":
-            return False
-        # "rate": count this node's fetches of the key within the window.
-        now = self._clock()
-        start, count = self._hot_fetches.pop(key, (now, 0))
-        if now - start > self.config.hot_rate_window:
-            start, count = now, 0
-        count += 1
-        if count >= self.config.hot_rate_count:
-            return True
-        self._hot_fetches[key] = (start, count)
-        if len(self._hot_fetches) > 10_000:  # bounded: forget the stalest keys
-            self._hot_fetches.popitem(last=False)
-        return False
+    def _fall_back(self, peer: PeerClient, call: Call[bytes], error: PeerError) -> None:
+        """A direct fetch's peer failed: load here in a task, as :meth:`_load_once` does."""
+        self._calls.failed(peer, repr(call.key), error, loads_here=self._loader is not None)
+        self._flight.run(call, self._load_instead(call, error))
 
     async def _load_here(
         self,
@@ -1107,7 +851,7 @@ class Group(Generic[V]):
         """
         key = call.key
         if recheck:
-            cached = self._recheck(key)
+            cached = self._stores.recheck(key)
             if cached is not None:
                 return cached
         # A replicated group's loaded value is a write made when the load started:
@@ -1153,61 +897,17 @@ class Group(Generic[V]):
             self._main.set(key, data, ttl=ttl)
         return data
 
-    async def _in_thread(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> Any:
-        """Run a sync loader in the node's loader threads; one that outlives its caller
-        (timed out, cancelled) is abandoned there, so it holds no thread of the pool."""
-        pool = self._executor
-        if not isinstance(pool, LoaderPool):
-            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-        work = pool.run(self.name, fn, *args)
-        try:
-            return await asyncio.wrap_future(work)
-        except BaseException:
-            pool.abandon(work)  # given up on: dequeued if waiting, abandoned if running
-            raise
-
     async def _call_loader(self, key: str, filler: Callable[[], Any] | None) -> Any:
         fn: Callable[..., Any] | None = filler if filler is not None else self._loader
         if fn is None:
             raise NotFound(key, f"key not found: {key!r} (group {self.name!r} has no loader)")
-        args = () if filler is not None else (key,)
-        deadline = asyncio.timeout(self.config.load_timeout)
-        try:
-            async with deadline:
-                if _is_async(fn):
-                    result = await fn(*args)
-                else:
-                    result = await self._in_thread(fn, args)
-                    if inspect.isawaitable(result):  # a sync callable that returned an awaitable
-                        result = await result
-        except TimeoutError as exc:
-            if not deadline.expired():  # the loader's own TimeoutError: pass it on unchanged
-                raise
-            raise LoadTimeout(
-                f"loading {key!r} in group {self.name!r} took longer than "
-                f"{self.config.load_timeout}s"
-            ) from exc
-        except (Exception, asyncio.CancelledError):
-            raise
-        except BaseException as exc:
-            # KeyboardInterrupt, SystemExit or a custom BaseException from user code must
-            # release the waiters, not tear down the event loop.
-            raise LoadError(f"loader for group {self.name!r} raised {type(exc).__name__}") from exc
-        if result is None:
-            raise LoadError(
-                f"loader for group {self.name!r} returned None for {key!r}; "
-                "raise NotFound for a missing key"
-            )
-        return result
-
-
-def _check_expiry(expires_at: float, what: str) -> None:
-    """Refuse a write whose expiry the peer protocols cannot carry (see
-    :data:`~shoal.wire.MAX_EXPIRES_AT`): every member must be able to send it on."""
-    if not (math.isfinite(expires_at) and expires_at <= MAX_EXPIRES_AT):
-        raise InvalidTTL(
-            f"{what} expires after {MAX_EXPIRES_AT:.0f} (Unix seconds, in the year 2262), "
-            "the latest expiry a node can store and send (int64 Unix nanoseconds)"
+        return await call_loader(
+            fn,
+            () if filler is not None else (key,),
+            key=key,
+            group=self.name,
+            load_timeout=self.config.load_timeout,
+            executor=self._executor,
         )
 
 
@@ -1216,81 +916,3 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
-
-
-def _split(bound: int | None, fraction: float) -> tuple[int | None, int | None]:
-    """Split a bound into the main cache's and the hot cache's shares."""
-    if bound is None:
-        return None, None
-    hot = max(1, int(bound * fraction))
-    return max(1, bound - hot), hot
-
-
-def _is_async(fn: Callable[..., Any]) -> bool:
-    """True for coroutine functions, including async ``__call__`` methods and partials."""
-    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
-        getattr(fn, "__call__", None)  # noqa: B004 - an object with an async __call__
-    )
-
-
-class _DirectFetch:
-    """A load of a key owned by a peer, run from the peer client's callback (see
-    :meth:`Group._fetch_directly`): the same outcomes as :meth:`Group._load_once`
-    with a fetch that succeeds, says NotFound or fails, without a task."""
-
-    __slots__ = ("_call", "_group", "_peer", "_watch")
-
-    def __init__(self, group: Group[Any], call: Call[bytes], peer: PeerClient) -> None:
-        self._group = group
-        self._call = call
-        self._peer = peer
-        self._watch: Watch | None = None
-
-    def start(self, abandon: Callable[[], None], deadlines: Deadlines) -> None:
-        self._call.cancel = abandon  # also how Flight.aclose stops the fetch
-        self._watch = deadlines.watch(self._expired)
-
-    def done(self, fetched: Fetched | None, error: BaseException | None) -> None:
-        """The peer client's callback."""
-        self._finish()
-        group, call = self._group, self._call
-        flight = group._flight
-        if fetched is not None:
-            try:
-                data = group._took(self._peer, call, fetched)
-            except LoadedValueTooLarge as exc:
-                flight.settle(call, error=exc)
-            else:
-                flight.settle(call, data)
-        elif isinstance(error, PeerError):
-            self._fall_back(error)
-        else:
-            if isinstance(error, NotFound):
-                group._remember_missing(call)
-            flight.settle(call, error=error)
-
-    def _expired(self) -> None:
-        abandon = self._call.cancel
-        if abandon is not None:
-            abandon()
-        self._finish()
-        group = self._group
-        self._fall_back(
-            PeerTimeout(f"{self._peer.url} did not answer within {group.config.peer_timeout}s")
-        )
-
-    def _finish(self) -> None:
-        # This object, its call, its watch and the client's fetch refer to each other:
-        # letting go here frees them by reference counting, not by a GC run later
-        # (which, at thousands of fetches a second, costs more than the fetch).
-        watch = self._watch
-        if watch is not None:
-            watch.done = True
-            self._watch = None
-        self._call.cancel = None
-
-    def _fall_back(self, error: PeerError) -> None:
-        """The peer failed: load here, as :meth:`Group._load_once` does."""
-        group, call = self._group, self._call
-        group._note_peer_failure(self._peer, repr(call.key), error)
-        group._flight.run(call, group._load_instead(call, error))

@@ -140,7 +140,7 @@ class Replica:
         name: the group's name.
         config: the group's configuration (limits, capacity, anti-entropy timing).
         caches: how merged writes reach the group's caches.
-        peers: how the other members are reached (the group).
+        peers: how the other members are reached (given by the group: its peer calls).
         clock: Unix time in seconds (the group's clock).
         rng: picks anti-entropy partners and jitter (seed it in tests).
         buckets: digest buckets; every member of the cluster must use the same.

@@ -23,7 +23,26 @@ __all__ = ["MembershipSource", "ServedGroup", "ServedNode"]
 
 
 class ServedGroup(Protocol):
-    """The server-facing side of a group (see :class:`~shoal.group.Group` for each method)."""
+    """The server-facing side of a group (see :class:`~shoal.group.Group` for each method).
+
+    Every method a server calls for a request is a ``serve_`` verb; a client's
+    writes and its many-key read are the user API's own calls, as a user would
+    make them (``get_many_bytes``, ``set_bytes``, ``delete``, ``remove_keys``,
+    ``invalidate_group``). The contract:
+
+    - Where they run: the coroutines, and :meth:`serve_load_future` (a future
+      returned at once: no coroutine, no task), on the group's event loop.
+      :meth:`serve_cached` and :meth:`serve_peer_nowait` never await, so a
+      server answers a hit without a task.
+    - Who counts: :meth:`serve_cached` and :meth:`serve_peer_nowait` (so
+      :meth:`serve_peer`) count the request in ``server_requests``; a server that
+      answers a get another way (:meth:`serve_load` after its own lookup, a batch
+      read) counts it with :meth:`serve_count`. Misses, loads and peer traffic
+      are counted by the group itself.
+    - Origin: a client's reads may go to the key's owner (:meth:`serve_load`,
+      :meth:`serve_load_future`); a peer's requests (``serve_peer_*``) are
+      answered here and never forwarded, whatever this node's ring says.
+    """
 
     @property
     def name(self) -> str:
@@ -39,12 +58,12 @@ class ServedGroup(Protocol):
         """Raise InvalidKey or KeyTooLarge for a key the group refuses."""
         ...
 
-    def record_server_request(self) -> None:
-        """Count a get that arrived over the network."""
-        ...
-
     def statistics(self) -> GroupStats:
         """A snapshot of the group's counters and caches."""
+        ...
+
+    def serve_count(self) -> None:
+        """Count a get that arrived over the network and was not counted otherwise."""
         ...
 
     # -- a client's requests (the HTTP API, the gRPC Cache service)
@@ -53,12 +72,12 @@ class ServedGroup(Protocol):
         """The cached bytes of ``key`` for a get that arrived over the network, or None."""
         ...
 
-    async def load_bytes(self, key: str) -> bytes:
+    async def serve_load(self, key: str) -> bytes:
         """Load ``key`` through its flight without looking in the caches first."""
         ...
 
-    def load_future(self, key: str) -> asyncio.Future[bytes]:
-        """:meth:`load_bytes` as a future, returned at once."""
+    def serve_load_future(self, key: str) -> asyncio.Future[bytes]:
+        """:meth:`serve_load` as a future, returned at once."""
         ...
 
     async def get_many_bytes(self, keys: Iterable[str]) -> dict[str, bytes]:
@@ -93,19 +112,19 @@ class ServedGroup(Protocol):
         """The cached answer to a peer's request for ``key``, or None on a miss."""
         ...
 
-    async def load_for_peer(self, key: str) -> tuple[bytes, float | None]:
+    async def serve_peer_load(self, key: str) -> tuple[bytes, float | None]:
         """Load ``key`` for a peer after :meth:`serve_peer_nowait` missed."""
         ...
 
-    async def apply_set(self, key: str, data: bytes, *, expires_at: float | None) -> None:
+    async def serve_peer_set(self, key: str, data: bytes, *, expires_at: float | None) -> None:
         """Store a value a peer sent."""
         ...
 
-    async def apply_remove(self, keys: Iterable[str]) -> int:
+    async def serve_peer_remove(self, keys: Iterable[str]) -> int:
         """Drop keys a peer named from this node's caches."""
         ...
 
-    async def apply_invalidate(self) -> int:
+    async def serve_peer_invalidate(self) -> int:
         """Drop every key from this node's caches, as a peer asked."""
         ...
 

@@ -189,7 +189,7 @@ async def test_remove_keys_has_a_cap() -> None:
         target = nodes[1]
         keys = [f"k{i}" for i in range(2500)]
         for key in keys:
-            await target.group.apply_set(key, b"v", expires_at=None)
+            await target.group.serve_peer_set(key, b"v", expires_at=None)
         body = encode_remove_keys(GROUP, keys)
         answer = await call(target.port, "POST", build_remove_keys_path(BASE, GROUP), body)
         assert answer.status == 413, answer

@@ -536,7 +536,7 @@ async def test_replicated_group_over_http() -> None:
 async def test_peer_writes_to_a_replicated_group_replicate() -> None:
     """A PUT to a replicated group's path (a Go peer's write, or a peer's) becomes a
     write of the receiving node, so it reaches every member; so do a DELETE and an
-    _invalidate/ (this is apply_set/apply_remove/apply_invalidate's contract)."""
+    _invalidate/ (this is serve_peer_set/serve_peer_remove/serve_peer_invalidate's contract)."""
     async with http_cluster(3) as nodes:
         for s in nodes:
             s.node.group(MIRROR, None, mode="replicated", anti_entropy_interval=3600)

@@ -463,10 +463,10 @@ class ApiServer:
         return self._load(group, key)
 
     def _load(self, group: ServedGroup, key: str) -> Deferred | Response:
-        # The key's flight, answered from a callback: no task per miss. load_future,
+        # The key's flight, answered from a callback: no task per miss. serve_load_future,
         # not get: serve_cached has counted this get already.
         try:
-            return Deferred(group.load_future(key), _loaded)
+            return Deferred(group.serve_load_future(key), _loaded)
         except ShoalError as exc:  # the group is closed
             return _shoal_error(exc)
 

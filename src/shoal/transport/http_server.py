@@ -277,7 +277,7 @@ class PeerServer:
 
     async def _load(self, group: ServedGroup, key: str) -> Response:
         try:
-            value, expires_at = await group.load_for_peer(key)
+            value, expires_at = await group.serve_peer_load(key)
         except Exception as exc:
             return _failure(exc)
         body = encode_get_response(value, expire_ns=to_expire_ns(expires_at))
@@ -309,7 +309,7 @@ class PeerServer:
             if client:  # a client's write: the node's write path tells the others
                 await group.set_bytes(key, value, expires_at=expires_at)
             else:
-                await group.apply_set(key, value, expires_at=expires_at)
+                await group.serve_peer_set(key, value, expires_at=expires_at)
         except Exception as exc:
             return _failure(exc)
         return _OK_EMPTY
@@ -337,14 +337,14 @@ class PeerServer:
             if client:
                 removed = await group.remove_keys(keys)
             else:
-                removed = await group.apply_remove(keys)
+                removed = await group.serve_peer_remove(keys)
         except Exception as exc:
             return _failure(exc)
         return _removed(removed)
 
     async def _invalidate(self, group: ServedGroup) -> Response:
         try:
-            removed = await group.apply_invalidate()
+            removed = await group.serve_peer_invalidate()
         except Exception as exc:
             return _failure(exc)
         return _removed(removed)
@@ -418,7 +418,7 @@ class PeerServer:
     ) -> Response:
         # All load concurrently, each in its own flight.
         outcomes = await asyncio.gather(
-            *(group.load_for_peer(key) for key in keys), return_exceptions=True
+            *(group.serve_peer_load(key) for key in keys), return_exceptions=True
         )
         for key, outcome in zip(keys, outcomes, strict=True):
             if isinstance(outcome, NotFound):

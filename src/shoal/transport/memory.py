@@ -119,17 +119,17 @@ class MemoryPeerClient:
     ) -> None:
         """Store ``value`` in the peer's group (the peer forwards nothing)."""
         self._network.requests += 1
-        await self._group(group).apply_set(key, value, expires_at=expires_at)
+        await self._group(group).serve_peer_set(key, value, expires_at=expires_at)
 
     async def remove_keys(self, group: str, keys: list[str]) -> int:
         """Drop ``keys`` from the peer's group; how many it had."""
         self._network.requests += 1
-        return await self._group(group).apply_remove(keys)
+        return await self._group(group).serve_peer_remove(keys)
 
     async def invalidate(self, group: str) -> int:
         """Drop every key of the peer's group; how many it had."""
         self._network.requests += 1
-        return await self._group(group).apply_invalidate()
+        return await self._group(group).serve_peer_invalidate()
 
     async def replica(self, group: str, request: bytes) -> bytes:
         """Hand a replicated group's message to the peer."""
