@@ -24,7 +24,7 @@ with atheris.instrument_imports():
 
     from shoal import Node, NodeConfig
     from shoal.errors import BadRequest
-    from shoal.replica import Entry
+    from shoal.lww import Entry
     from shoal.replication import _item as replica_item
     from shoal.replication import serve_replica
     from shoal.wire import (

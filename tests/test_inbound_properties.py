@@ -23,7 +23,7 @@ from helpers.protobuf_strategies import examples
 from shoal import Group, InvalidTTL, Node, NodeConfig
 from shoal.errors import BadRequest
 from shoal.hlc import HLC_MAX, hlc_from_seconds
-from shoal.replica import Entry
+from shoal.lww import Entry
 from shoal.replication import MAX_CLOCK_DRIFT, serve_replica
 from shoal.replication import _item as replica_item
 from shoal.wire import (

@@ -1,7 +1,7 @@
 """Replicated groups: every member keeps every key (DESIGN §5, docs/replication.md).
 
 A ``mode="replicated"`` group has a :class:`Replica`: the last-writer-wins state
-of :mod:`shoal.replica`, a hybrid logical clock (:mod:`shoal.hlc`) stamping this
+of :mod:`shoal.lww`, a hybrid logical clock (:mod:`shoal.hlc`) stamping this
 node's writes, and two supervised background rounds the node owns: the
 **pusher** (new writes to every live peer, batched while a push is in flight)
 and **anti-entropy** (a digest with one random peer every
@@ -40,7 +40,7 @@ from ._printable import printable
 from .config import check_node_id
 from .errors import BadRequest, ConfigError, GroupFull, PeerError, ShoalError
 from .hlc import HybridClock, hlc_from_seconds
-from .replica import DEFAULT_BUCKETS, ZERO_VERSION, Entry, ReplicaState, Version
+from .lww import DEFAULT_BUCKETS, ZERO_VERSION, Entry, ReplicaState, Version
 from .supervise import REPLICA_TASKS, BackgroundErrors, supervised
 from .wire import ProtocolError, expires_at_from_wire, to_expire_ns
 from .wire.replica import (

@@ -34,7 +34,7 @@ from helpers.peer_nodes import (  # noqa: E402
 )
 from shoal import GroupFull  # noqa: E402
 from shoal.hlc import hlc_from_seconds  # noqa: E402
-from shoal.replica import DEFAULT_BUCKETS  # noqa: E402
+from shoal.lww import DEFAULT_BUCKETS  # noqa: E402
 from shoal.transport.grpc import GrpcNodeClient, GrpcPeerClient  # noqa: E402
 from shoal.wire._pb import shoal_pb2 as pb  # noqa: E402
 

@@ -34,7 +34,7 @@ from helpers.peer_nodes import (
 from helpers.raw_http import Client, RawResponse, call
 from shoal import PeerError
 from shoal.hlc import hlc_from_seconds
-from shoal.replica import DEFAULT_BUCKETS
+from shoal.lww import DEFAULT_BUCKETS
 from shoal.transport.http import WRITE_HEADER, HttpPeerClient
 from shoal.wire import (
     DEFAULT_BASE_PATH,

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from shoal.errors import ConfigError
 from shoal.hlc import HLC_MAX, hlc_from_seconds
-from shoal.replica import (
+from shoal.lww import (
     DEFAULT_BUCKETS,
     ZERO_VERSION,
     Entry,

@@ -1,4 +1,4 @@
-"""Replica state: the last-writer-wins state of one replicated group, with digests.
+"""Last-writer-wins state of one replicated group, with digests (sans I/O).
 
 In a replicated group every node holds every key. Each write (a set or a delete)
 carries a :class:`Version`: the writer's hybrid logical clock timestamp
