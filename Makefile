@@ -50,6 +50,7 @@ lint: dev
 	$(BIN)/ruff check src tests bench hatch_build.py
 	$(BIN)/ruff format --check src tests bench hatch_build.py
 	$(BIN)/lint-imports --no-cache --no-logo
+	$(BIN)/pytest -q -p no:cacheprovider tests/test_architecture.py tests/test_http_layers.py tests/test_serving.py
 
 # The tests import each other from the tests folder (pytest's pythonpath), and every
 # folder has its own conftest.py: mypy gets the same root and names modules by path.

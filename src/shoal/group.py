@@ -32,7 +32,9 @@ Beside it, each a concept of its own: the task-free miss of a key a peer owns
 within ``peer_timeout`` (:mod:`shoal._peer_calls`), this node's stores
 (:mod:`shoal._stores`), the writes across members and their checks
 (:mod:`shoal._writes`), hot-cache admission (:mod:`shoal._hot`) and the call of
-a loader (:mod:`shoal._loader_call`).
+a loader (:mod:`shoal._loader_call`). What stays here, about 900 lines, is the
+user API, the ``serve_`` methods and the read path, kept together so that a miss
+reads top to bottom in one file (the fetch from an owner is the next cut).
 """
 
 from __future__ import annotations
