@@ -98,6 +98,26 @@ def test_ctrl_c_stops_every_node_cleanly() -> None:
     assert "again" not in output  # no node saw a second signal
 
 
+def test_sigterm_to_the_process_group_stops_every_node_cleanly() -> None:
+    """SIGTERM to the whole process group (as ``timeout``, an init system or a container
+    runtime sends it): each node gets it from there and once more from the supervisor,
+    and still stops cleanly, once; exit code 0."""
+    peer_port = free_port_range(3)
+    api_port = free_port_range(3) + 2
+    with process_group(cluster_command(peer_port, api_port)) as group:
+        pids = start_cluster(group)
+        for i in range(3):  # loads open the demo database in every node
+            assert http_get(f"http://127.0.0.1:{api_port - i}/api?key=Tom") == (200, b"630")
+            assert http_get(f"http://127.0.0.1:{api_port - i}/api?key=Jack") == (200, b"589")
+        os.killpg(group.proc.pid, signal.SIGTERM)
+        assert group.proc.wait(30) == 0, group.output()
+        wait_until_gone(list(pids.values()))
+        output = group.output()
+    assert "Traceback" not in output
+    assert output.count("shoal.cli: stopped") == 3, output
+    assert "exiting without waiting" not in output, output
+
+
 def test_nodes_stop_when_the_supervisor_is_killed() -> None:
     """SIGKILL of the supervisor alone: its nodes notice (stdin closes) and stop."""
     peer_port = free_port_range(3)

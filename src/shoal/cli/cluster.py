@@ -11,7 +11,9 @@ Supervision:
 - The nodes run with ``--supervised``: they ignore SIGINT and stop when their
   stdin (a pipe from this process) closes. A Ctrl-C in the terminal reaches
   the whole process group; only this process acts on it, sending each node
-  one SIGTERM. If this process dies, even by SIGKILL, the kernel closes the
+  one SIGTERM. A SIGTERM to the whole group (``timeout``, an init system) reaches
+  each node twice, from there and from this process: a node stops on the first
+  and ignores the rest. If this process dies, even by SIGKILL, the kernel closes the
   pipes and the nodes stop on their own: no orphans.
 - A node that exits on its own (crash, ``kill -9``) is reported on stderr;
   the others keep serving (that is the point of a cluster). The exit code is

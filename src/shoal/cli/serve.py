@@ -83,6 +83,12 @@ async def _serve(plan: ServePlan, label: NodeLabel) -> int:
         if not stop.is_set():
             log.info("received %s, shutting down", sig.name)
             stop.set()
+            if plan.supervised:
+                # The group's SIGTERM (from a terminal, `timeout`, an init system) and
+                # the supervisor's come both: ignore the second, and any after the
+                # loop is gone; the supervisor kills a node that does not stop.
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, signal.SIG_IGN)
         elif main_task is not None:
             # A second Ctrl-C while closing: the user wants out now.
             log.warning("received %s again, exiting without waiting", sig.name)
