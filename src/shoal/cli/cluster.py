@@ -8,17 +8,17 @@ cluster behaves like several cache servers in front of one database.
 
 Supervision:
 
-- The nodes run with ``--supervised``: they ignore SIGINT and stop when their
-  stdin (a pipe from this process) closes. A Ctrl-C in the terminal reaches
-  the whole process group; only this process acts on it, sending each node
-  one SIGTERM. A SIGTERM to the whole group (``timeout``, an init system) reaches
-  each node twice, from there and from this process: a node stops on the first
-  and ignores the rest. If this process dies, even by SIGKILL, the kernel closes the
+- The nodes run with ``--supervised``, each in a session of its own: they
+  ignore SIGINT and stop when their stdin (a pipe from this process) closes. A
+  Ctrl-C in the terminal, or a SIGTERM to the process group (``timeout``, an
+  init system), reaches only this process, which sends each node one SIGTERM.
+  If this process dies, even by SIGKILL, the kernel closes the
   pipes and the nodes stop on their own: no orphans.
 - A node that exits on its own (crash, ``kill -9``) is reported on stderr;
   the others keep serving (that is the point of a cluster). The exit code is
   then 1, as it is when a node does not stop cleanly.
-- A second Ctrl-C while stopping kills the nodes at once.
+- A second Ctrl-C while stopping (a second or more after the first: a copy of
+  one signal, to the group and again by a parent, counts once) kills the nodes at once.
 
 :class:`Supervisor` is also what ``shoal demo`` uses to run its nodes.
 """
@@ -47,6 +47,7 @@ from .common import (
     EXIT_OK,
     EXIT_USAGE,
     CommandError,
+    StopSignals,
     configure_logging,
     report_error,
 )
@@ -174,31 +175,28 @@ class Supervisor:
     async def start(self) -> None:
         """Start every node (not waiting for it to be ready).
 
-        SIGINT is ignored while the processes are created: an ignored signal stays
-        ignored across ``exec``, so a Ctrl-C during a node's start-up cannot hit it
-        before it has set itself up to leave SIGINT to the supervisor.
+        Each node runs in a session of its own, so a signal sent to this process's
+        group (a Ctrl-C in the terminal, ``timeout``, an init system) reaches this
+        process only, never a node directly: each node gets one SIGTERM, from here.
         """
-        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            for member, args in zip(self.members, self._argv, strict=True):
-                out: IO[bytes] | None = None
-                if member.log_path is not None:
-                    out = member.log_path.open("ab")
-                    self._files.append(out)
-                member.proc = await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "shoal",
-                    *args,
-                    stdin=subprocess.PIPE,
-                    stdout=out,
-                    stderr=subprocess.STDOUT if out is not None else None,
-                )
-                member.returncode = None
-                task = asyncio.create_task(member.proc.wait(), name=f"wait-{member.name}")
-                self._exits[task] = member
-        finally:
-            signal.signal(signal.SIGINT, previous)
+        for member, args in zip(self.members, self._argv, strict=True):
+            out: IO[bytes] | None = None
+            if member.log_path is not None:
+                out = member.log_path.open("ab")
+                self._files.append(out)
+            member.proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "shoal",
+                *args,
+                stdin=subprocess.PIPE,
+                stdout=out,
+                stderr=subprocess.STDOUT if out is not None else None,
+                start_new_session=True,
+            )
+            member.returncode = None
+            task = asyncio.create_task(member.proc.wait(), name=f"wait-{member.name}")
+            self._exits[task] = member
 
     async def wait_ready(self, within: float = READY_TIMEOUT) -> None:
         """Wait until every node's HTTP API answers ``/healthz``.
@@ -428,11 +426,14 @@ async def _supervise(plan: ServePlan, members: list[Member], argv: list[list[str
     stop = asyncio.Event()
     supervisor = Supervisor(members, argv)
 
+    signals = StopSignals()
+
     def on_signal(sig: signal.Signals) -> None:
-        if not stop.is_set():
+        seen = signals.received()
+        if seen == "first":
             log.info("received %s, stopping the nodes", sig.name)
             stop.set()
-        else:
+        elif seen == "again":
             log.warning("received %s again, killing the nodes", sig.name)
             for member in members:
                 supervisor.kill(member)
@@ -440,7 +441,6 @@ async def _supervise(plan: ServePlan, members: list[Member], argv: list[list[str
     failed = False
     try:
         await supervisor.start()
-        # Installed after the nodes started (see Supervisor.start).
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, on_signal, sig)
         for member in members:

@@ -14,6 +14,8 @@ import logging
 import random
 import socket
 import sys
+import time
+from collections.abc import Callable
 from typing import Any, Final, NoReturn, Protocol
 
 from .tracing import NodeLabel
@@ -37,6 +39,7 @@ __all__ = [
     "pick_free_ports",
     "ArgumentContainer",
     "FlagSet",
+    "StopSignals",
 ]
 
 DEFAULT_API_HOST: Final = "127.0.0.1"
@@ -151,3 +154,30 @@ def pick_free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
     if len(ports) < count:
         raise CommandError(f"could not find {count} free ports on {host}")
     return ports
+
+
+class StopSignals:
+    """Tells a first stop signal from a repeat, and a repeat from a second request.
+
+    A signal that arrives within ``window`` seconds of the first is the same request
+    delivered twice (to the process group and again by a parent that forwards it, as
+    ``make``, ``timeout`` and init systems do), and changes nothing; a later one is a
+    second request (a second Ctrl-C: the user wants out now).
+
+    Args:
+        window: seconds after the first signal within which a repeat is ignored.
+        clock: monotonic seconds (injected in tests).
+    """
+
+    def __init__(self, window: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._window = window
+        self._clock = clock
+        self._first: float | None = None
+
+    def received(self) -> str:
+        """Note a signal; return ``"first"``, ``"repeat"`` (ignore it) or ``"again"``."""
+        now = self._clock()
+        if self._first is None:
+            self._first = now
+            return "first"
+        return "repeat" if now - self._first < self._window else "again"

@@ -1,7 +1,8 @@
 """``shoal serve``: run one node from a :class:`~shoal.cli.plan.ServePlan` until a signal.
 
 Rules: signal handlers are installed before the node starts, so a signal during
-start-up also ends in a clean close; a second signal while closing exits at once.
+start-up also ends in a clean close; a second signal while closing (a second or more after
+the first; see :class:`~shoal.cli.common.StopSignals`) exits at once.
 A supervised node (``shoal cluster``, ``shoal demo``) leaves SIGINT to its
 supervisor and stops when its stdin closes.
 """
@@ -21,7 +22,14 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ConfigError, MissingExtra
-from .common import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, configure_logging, report_error
+from .common import (
+    EXIT_FAILURE,
+    EXIT_OK,
+    EXIT_USAGE,
+    StopSignals,
+    configure_logging,
+    report_error,
+)
 from .plan import GroupPlan, ServePlan, build_serve_plan
 from .tracing import NodeLabel, TracingTransport, node_label, traced_loader
 
@@ -79,17 +87,14 @@ async def _serve(plan: ServePlan, label: NodeLabel) -> int:
     stop = asyncio.Event()
     main_task = asyncio.current_task()
 
+    seen_signals = StopSignals()
+
     def on_signal(sig: signal.Signals) -> None:
-        if not stop.is_set():
+        seen = seen_signals.received()
+        if seen == "first":
             log.info("received %s, shutting down", sig.name)
             stop.set()
-            if plan.supervised:
-                # The group's SIGTERM (from a terminal, `timeout`, an init system) and
-                # the supervisor's come both: ignore the second, and any after the
-                # loop is gone; the supervisor kills a node that does not stop.
-                loop.remove_signal_handler(sig)
-                signal.signal(sig, signal.SIG_IGN)
-        elif main_task is not None:
+        elif seen == "again" and main_task is not None:
             # A second Ctrl-C while closing: the user wants out now.
             log.warning("received %s again, exiting without waiting", sig.name)
             main_task.cancel()
