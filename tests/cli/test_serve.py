@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import shoal
 from helpers.databases import (
     MariaDB,
     Postgres,
@@ -304,7 +305,18 @@ def test_help_and_version() -> None:
     assert b"--slowdb" in help_text.stdout
     version = run_shoal("--version")
     assert version.returncode == 0
-    assert version.stdout.startswith(b"shoal ")
+    assert version.stdout.startswith(f"shoal {shoal.__version__} ".encode())
+    assert b"(with its C speedups)" in version.stdout  # the test install compiles them
+    off = run_shoal("--version", env=clean_env(SHOAL_NO_SPEEDUPS="1"))
+    assert b"pure Python: the C speedups are turned off by SHOAL_NO_SPEEDUPS" in off.stdout
+
+
+def test_the_version_is_the_installed_one() -> None:
+    """``shoal.__version__`` is a constant (no metadata lookup on import), and the build
+    takes it from there: the installed distribution says the same."""
+    from importlib.metadata import version
+
+    assert shoal.__version__ == version("shoal")
 
 
 def test_unknown_command_is_a_usage_error() -> None:

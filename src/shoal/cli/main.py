@@ -21,6 +21,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from .._native import load_speedups, speedups_turned_off
 from .._version import __version__
 from ..errors import ConfigError
 from .common import (
@@ -77,13 +78,24 @@ def _client(command: str) -> Handler:
     return run
 
 
+def version_text() -> str:
+    """What ``shoal --version`` prints: the version, and whether the C speedups run."""
+    if load_speedups() is not None:
+        build = "with its C speedups"
+    elif speedups_turned_off():
+        build = "pure Python: the C speedups are turned off by SHOAL_NO_SPEEDUPS"
+    else:
+        build = "pure Python: installed without its C speedups (no C compiler at install)"
+    return f"shoal {__version__} ({build})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``shoal`` argument parser with its subcommands."""
     parser = Parser(
         prog="shoal",
         description="shoal: a distributed read-through cache. Run a node, or talk to one.",
     )
-    parser.add_argument("--version", action="version", version=f"shoal {__version__}")
+    parser.add_argument("--version", action="version", version=version_text())
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
 
