@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 import urllib.parse
+from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any, Self
 
@@ -52,6 +53,14 @@ MODES = ("partitioned", "replicated")
 (``partitioned``), or every key on every member (``replicated``)."""
 
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
+
+
+def _freeze_sequence(config: object, name: str) -> None:
+    """Store a list (or any sequence but a string) given for ``name`` as a tuple, so a
+    config stays immutable and hashable whatever sequence it was built with."""
+    value = getattr(config, name)
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes, tuple)):
+        object.__setattr__(config, name, tuple(value))
 
 
 def _positive(name: str, value: float | None, *, allow_none: bool = True) -> None:
@@ -206,9 +215,9 @@ class NodeConfig:
     """This node's URL as peers know it (its identity on the ring); may differ from
     the bind address. Default ``http://{host}:{port}``."""
 
-    peers: tuple[str, ...] = ()
-    """URLs of every member of the cluster (this node's may be included). Default
-    none: the node runs alone."""
+    peers: Sequence[str] = ()
+    """URLs of every member of the cluster (this node's may be included), any sequence
+    (kept as a tuple). Default none: the node runs alone."""
 
     node_id: str | None = None
     """This node's stable identity in etcd and gossip (1-128 characters of letters,
@@ -283,6 +292,7 @@ class NodeConfig:
         return "static"
 
     def __post_init__(self) -> None:
+        _freeze_sequence(self, "peers")
         if self.api_port is not None and (
             isinstance(self.api_port, bool)
             or not isinstance(self.api_port, int)
@@ -302,7 +312,7 @@ class NodeConfig:
         if not isinstance(self.peers, tuple) or not all(
             isinstance(p, str) and p.startswith(("http://", "https://")) for p in self.peers
         ):
-            raise ConfigError(f"peers must be a tuple of http:// URLs, got {self.peers!r}")
+            raise ConfigError(f"peers must be a sequence of http:// URLs, got {self.peers!r}")
         if self.self_url is not None and not self.self_url.startswith(("http://", "https://")):
             raise ConfigError(f"self_url must be an http:// URL, got {self.self_url!r}")
         if self.ring not in RINGS:
@@ -401,7 +411,7 @@ class EtcdConfig:
     disappears when its lease runs out; a node that stops deletes its key at once.
     """
 
-    endpoints: tuple[str, ...]
+    endpoints: Sequence[str]
     """etcd client URLs, ``http://host:port``; tried in turn when one fails."""
 
     cluster: str = "default"
@@ -424,8 +434,9 @@ class EtcdConfig:
     """Key prefix in front of the cluster name. Default ``/shoal``."""
 
     def __post_init__(self) -> None:
+        _freeze_sequence(self, "endpoints")
         if isinstance(self.endpoints, str) or not isinstance(self.endpoints, tuple):
-            raise ConfigError(f"etcd endpoints must be a tuple of URLs, got {self.endpoints!r}")
+            raise ConfigError(f"etcd endpoints must be a sequence of URLs, got {self.endpoints!r}")
         if not self.endpoints:
             raise ConfigError("etcd needs at least one endpoint URL")
         for url in self.endpoints:
@@ -539,7 +550,7 @@ class GossipConfig:
     """``host:port`` the other members send to. Default: the listening address
     (with the host of the node's URL when listening on a wildcard address)."""
 
-    join: tuple[str, ...] = ()
+    join: Sequence[str] = ()
     """Bootstrap ``host:port`` addresses of members; one that answers is enough.
     Default none: this node starts a cluster (others join it)."""
 
@@ -588,12 +599,13 @@ class GossipConfig:
             or not (0 <= self.port <= 65535)
         ):
             raise ConfigError(f"gossip port must be 0-65535, got {self.port!r}")
+        _freeze_sequence(self, "join")
         if self.host is not None and (not isinstance(self.host, str) or not self.host):
             raise ConfigError("gossip host must be a non-empty string")
         if self.advertise is not None:
             _host_port(self.advertise, "gossip advertise")
         if isinstance(self.join, str) or not isinstance(self.join, tuple):
-            raise ConfigError(f"gossip join must be a tuple of host:port, got {self.join!r}")
+            raise ConfigError(f"gossip join must be a sequence of host:port, got {self.join!r}")
         for seed in self.join:
             _host_port(seed, "a gossip join address")
         for f in fields(self):
