@@ -75,6 +75,16 @@ async def test_routes_keys_to_their_owner_and_stands_in_for_a_dead_one(transport
                 assert node.get_group("g").cached_bytes(key) == f"v:{key}".encode()
 
 
+@pytest.mark.parametrize("transport", ["http", "grpc"])
+async def test_delete_says_whether_the_owner_had_the_key(transport: str) -> None:
+    """Client.delete returns a bool, as Group.delete does, over either transport."""
+    async with cluster(transport) as nodes, Client(api_seed(nodes[0])) as client:
+        assert await client.get("g", "held") == b"v:held"
+        assert await client.delete("g", "held") is True
+        assert await client.delete("g", "held") is False
+        assert await client.delete("g", "never-loaded") is False
+
+
 async def test_seeds_are_tried_in_turn() -> None:
     """A seed that does not answer is skipped; refresh fails only if none answers."""
     async with cluster("grpc", 2) as nodes:

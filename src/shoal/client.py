@@ -93,7 +93,7 @@ class _NodeClient(Protocol):
     async def get(self, group: str, key: str) -> bytes: ...
     async def get_many(self, group: str, keys: list[str]) -> dict[str, bytes]: ...
     async def set(self, group: str, key: str, value: bytes, ttl: float | None) -> None: ...
-    async def delete(self, group: str, key: str) -> object: ...
+    async def delete(self, group: str, key: str) -> bool: ...
     async def aclose(self) -> None: ...
 
 
@@ -115,8 +115,9 @@ class _HttpNode:
         expires_at = time.time() + ttl if ttl is not None else None
         await self._peer.set(group, key, value, expires_at, client=True)
 
-    async def delete(self, group: str, key: str) -> None:
-        await self._peer.delete(group, key, client=True)
+    async def delete(self, group: str, key: str) -> bool:
+        # A shoal node's write path answers how many of the keys their owners held.
+        return bool(await self._peer.delete(group, key, client=True))
 
     async def aclose(self) -> None:
         await self._peer.aclose()
@@ -324,13 +325,15 @@ class Client:
         """
         await self._on_owner(key, lambda node: node.set(group, key, value, ttl))
 
-    async def delete(self, group: str, key: str) -> None:
-        """Drop ``key`` from every member's caches, through the key's owner.
+    async def delete(self, group: str, key: str) -> bool:
+        """Drop ``key`` from every member's caches, through the key's owner; return
+        whether the owner had it (as :meth:`Group.delete <shoal.group.Group.delete>`).
 
         Raises:
             PeerUnavailable, PeerTimeout: the owner (and its stand-in) could not be reached.
         """
-        await self._on_owner(key, lambda node: node.delete(group, key))
+        _, deleted = await self._on_owner(key, lambda node: node.delete(group, key))
+        return deleted
 
     # -- routing and failures ---------------------------------------------------------
 
