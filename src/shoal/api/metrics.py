@@ -130,19 +130,29 @@ _PEER_SERIES: Final = (
 )
 
 
+def _labelled(
+    series: str, kind: str, text: str, label: str, samples: Iterable[tuple[object, object]]
+) -> list[str]:
+    """One metric: its ``# HELP`` and ``# TYPE`` lines, then a sample per
+    ``(label value, value)`` (the label value escaped)."""
+    return [
+        f"# HELP {series} {text}",
+        f"# TYPE {series} {kind}",
+        *(f'{series}{{{label}="{escape_label_value(str(name))}"}} {n}' for name, n in samples),
+    ]
+
+
 def _membership_lines(membership: Mapping[str, Any]) -> list[str]:
     """The series of the membership source's input drops (gossip or etcd)."""
     lines: list[str] = []
     dropped = membership.get("dropped")
     if isinstance(dropped, Mapping):
-        series = "shoal_gossip_dropped_total"
-        lines += (
-            f"# HELP {series} Gossip datagrams and updates dropped, by reason.",
-            f"# TYPE {series} counter",
-        )
-        lines += (
-            f'{series}{{reason="{escape_label_value(str(reason))}"}} {count}'
-            for reason, count in sorted(dropped.items())
+        lines += _labelled(
+            "shoal_gossip_dropped_total",
+            "counter",
+            "Gossip datagrams and updates dropped, by reason.",
+            "reason",
+            sorted(dropped.items()),
         )
     bad = membership.get("bad_records")
     if isinstance(bad, int):
@@ -208,24 +218,29 @@ def render_metrics(
     for series, kind, key, text in _PEER_SERIES if clients else ():
         lines += (f"# HELP {series} {text}", f"# TYPE {series} {kind}")
         lines += (f'{series}{{peer="{label}"}} {c.get(key, 0)}' for label, c in clients)
-    tasks = [(escape_label_value(task), n) for task, n in (background_errors or {}).items()]
-    if tasks:
-        series = "shoal_background_errors_total"
-        lines += (
-            f"# HELP {series} Background rounds that failed (logged, then retried).",
-            f"# TYPE {series} counter",
+    if background_errors:
+        lines += _labelled(
+            "shoal_background_errors_total",
+            "counter",
+            "Background rounds that failed (logged, then retried).",
+            "task",
+            background_errors.items(),
         )
-        lines += (f'{series}{{task="{label}"}} {n}' for label, n in tasks)
     if loader_threads is not None:
-        series = "shoal_loader_threads"
-        lines += (
-            f"# HELP {series} Sync loader threads: busy, abandoned (stuck in a loader "
-            "that outlived its load) and alive in all.",
-            f"# TYPE {series} gauge",
-        )
-        lines += (
-            f'{series}{{state="{state}"}} {loader_threads.get(key, 0)}'
-            for state, key in (("alive", "threads"), ("busy", "busy"), ("abandoned", "abandoned"))
+        lines += _labelled(
+            "shoal_loader_threads",
+            "gauge",
+            "Sync loader threads: busy, abandoned (stuck in a loader that outlived its "
+            "load) and alive in all.",
+            "state",
+            (
+                (state, loader_threads.get(key, 0))
+                for state, key in (
+                    ("alive", "threads"),
+                    ("busy", "busy"),
+                    ("abandoned", "abandoned"),
+                )
+            ),
         )
         series = "shoal_loader_threads_abandoned_total"
         lines += (
@@ -234,14 +249,12 @@ def render_metrics(
             f"{series} {loader_threads.get('abandoned_total', 0)}",
         )
     if accept_errors:
-        series = "shoal_accept_errors_total"
-        lines += (
-            f"# HELP {series} Failed accepts for lack of file descriptors (too many open files).",
-            f"# TYPE {series} counter",
-        )
-        lines += (
-            f'{series}{{server="{escape_label_value(name)}"}} {n}'
-            for name, n in accept_errors.items()
+        lines += _labelled(
+            "shoal_accept_errors_total",
+            "counter",
+            "Failed accepts for lack of file descriptors (too many open files).",
+            "server",
+            accept_errors.items(),
         )
     if membership is not None:
         lines += _membership_lines(membership)
