@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar, cast
 from .errors import Closed
 from .value import with_ttl
 
-__all__ = ["blocking_wrapper", "default_key", "run_blocking"]
+__all__ = ["blocking_wrapper", "default_key", "get_or_load_blocking", "run_blocking"]
 
 T = TypeVar("T")
 
@@ -88,6 +88,25 @@ def run_blocking(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, An
         raise
 
 
+def get_or_load_blocking(
+    group: _Fillable,
+    key: str,
+    filler: Callable[[], Any],
+    decode: Callable[[bytes], Any] | None,
+) -> Any:
+    """The value of ``key``: a hit served in the calling thread, a miss filled by
+    ``filler()`` through ``group.get_or_load`` on the group's loop (once per key,
+    however many threads ask), the calling thread waiting for it.
+
+    Args:
+        decode: the group's codec's decode; None for bytes values.
+    """
+    data = group.cached_bytes(key)
+    if data is None:
+        return run_blocking(group.loop, group.get_or_load(key, filler))
+    return data if decode is None else decode(data)
+
+
 def blocking_wrapper(
     group: _Fillable,
     fn: Callable[..., T],
@@ -105,14 +124,9 @@ def blocking_wrapper(
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> T:
-        key = make_key(*args, **kwargs)
-        data = group.cached_bytes(key)
-        if data is None:
+        def fill() -> Any:
+            return with_ttl(fn(*args, **kwargs), ttl)
 
-            def fill() -> Any:
-                return with_ttl(fn(*args, **kwargs), ttl)
-
-            return cast(T, run_blocking(group.loop, group.get_or_load(key, fill)))
-        return cast(T, data if decode is None else decode(data))
+        return cast(T, get_or_load_blocking(group, make_key(*args, **kwargs), fill, decode))
 
     return wrapper

@@ -28,7 +28,7 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
 
-from ._cached import blocking_wrapper, default_key, run_blocking
+from ._cached import blocking_wrapper, default_key, get_or_load_blocking, run_blocking
 from .codec import BytesCodec, Codec
 from .config import NodeConfig
 from .group import Group, Loader
@@ -95,10 +95,7 @@ class SyncGroup(Generic[V]):
         """
         if inspect.iscoroutinefunction(filler):
             raise TypeError("SyncGroup.get_or_load takes a plain function; await Group.get_or_load")
-        data = self._group.cached_bytes(key)
-        if data is None:
-            return run_blocking(self._group.loop, self._group.get_or_load(key, filler))
-        return cast(V, data) if self._decode is None else self._decode(data)
+        return cast(V, get_or_load_blocking(self._group, key, filler, self._decode))
 
     def get_many(self, keys: Iterable[str]) -> dict[str, V]:
         """Return the values of the keys that exist (see ``Group.get_many``)."""
