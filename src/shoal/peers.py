@@ -198,11 +198,10 @@ class _Suspect:
     """Length of the current back-off window, in seconds."""
     until: float
     """When the window ends (a probe may then go through)."""
-    probing: bool = False
-    """A probe was let through and its outcome is not known yet."""
     probe_key: str | None = None
-    """The key whose load is the probe (asked for again by the same load, it still
-    goes through: a load may pick before it knows how it will fetch)."""
+    """While a probe was let through and its outcome is not known yet: the key whose
+    load is the probe (asked for again by the same load, it still goes through: a
+    load may pick before it knows how it will fetch). None: no probe out."""
 
 
 class PeerPicker:
@@ -290,14 +289,13 @@ class PeerPicker:
 
     def _probe(self, suspect: _Suspect, key: str) -> bool:
         """Whether a request for ``key`` may go to ``suspect`` now, as its probe."""
-        if suspect.probing and suspect.probe_key == key:
+        if suspect.probe_key == key:
             return True
         now = self._clock()
         if now < suspect.until:
             return False
         # The probe holds the peer until its outcome is reported; the longest window
         # bounds the wait for an outcome that never comes (a cancelled request).
-        suspect.probing = True
         suspect.probe_key = key
         suspect.until = now + self._max_backoff
         return True
@@ -310,10 +308,9 @@ class PeerPicker:
         suspect = self._suspects.get(url)
         if suspect is None:
             self._suspects[url] = _Suspect(self._backoff, now + self._backoff)
-        elif suspect.probing or now >= suspect.until:
+        elif suspect.probe_key is not None or now >= suspect.until:
             suspect.window = min(suspect.window * 2, self._max_backoff)
             suspect.until = now + suspect.window
-            suspect.probing = False
             suspect.probe_key = None
 
     def succeeded(self, url: str) -> None:
