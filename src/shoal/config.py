@@ -7,6 +7,7 @@ these objects. Each field documents its default. Invalid values raise
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 import urllib.parse
@@ -21,6 +22,8 @@ __all__ = [
     "NodeConfig",
     "EtcdConfig",
     "GossipConfig",
+    "TlsConfig",
+    "API_CLIENT_AUTH",
     "POLICIES",
     "CODECS",
     "HOT_ADMISSIONS",
@@ -51,6 +54,10 @@ HOT_ADMISSIONS = ("random", "always", "rate", "never")
 MODES = ("partitioned", "replicated")
 """How a group spreads its keys over the cluster: each key at its owner
 (``partitioned``), or every key on every member (``replicated``)."""
+
+API_CLIENT_AUTH = ("none", "optional", "required")
+"""What the HTTP API asks of its clients' certificates when TLS is on: nothing,
+a certificate if they have one (verified against the CA), or a verified one."""
 
 _GROUP_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,128}$")
 
@@ -194,6 +201,68 @@ class GroupConfig:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class TlsConfig:
+    """TLS on every server port of a node, and towards its peers (docs: Security).
+
+    With ``cert`` and ``key`` the HTTP API, the HTTP peer port and the gRPC port speak
+    TLS (1.2 or newer) and the node's URL is ``https://``. With ``ca`` too, the peer
+    port requires a client certificate signed by that CA (mutual TLS between members):
+    the node presents its own certificate to its peers and verifies theirs against
+    ``ca``. ``SIGHUP`` to ``shoal serve`` (or :meth:`shoal.Node.reload`) reads the
+    files again.
+    """
+
+    cert: str
+    """PEM file of the node's certificate (its chain may follow it)."""
+
+    key: str
+    """PEM file of the certificate's private key."""
+
+    ca: str | None = None
+    """PEM file of the CA (or CAs) that signs the members' certificates. Default None:
+    peers' certificates are checked against the system's CAs, and the peer port asks
+    for no client certificate."""
+
+    api_client_auth: str = "none"
+    """Client certificates on the HTTP API: ``none`` (default), ``optional`` (verified
+    when given) or ``required``; ``optional`` and ``required`` need ``ca``."""
+
+    def __post_init__(self) -> None:
+        for name in ("cert", "key", "ca"):
+            value = getattr(self, name)
+            if value is None and name == "ca":
+                continue
+            if not isinstance(value, str) or not value:
+                raise ConfigError(f"tls {name} must be a file name, got {value!r}")
+        if self.api_client_auth not in API_CLIENT_AUTH:
+            raise ConfigError(
+                f"unknown api_client_auth {self.api_client_auth!r}; choose one of {API_CLIENT_AUTH}"
+            )
+        if self.api_client_auth != "none" and self.ca is None:
+            raise ConfigError(
+                f"api_client_auth {self.api_client_auth!r} verifies client certificates: "
+                "it needs a ca"
+            )
+
+    @property
+    def mutual(self) -> bool:
+        """True when the peer port requires client certificates (``ca`` is set)."""
+        return self.ca is not None
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` (an address or a name to bind) is reachable from this
+    machine alone: ``localhost``, 127.0.0.0/8, ``::1``. A wildcard (``0.0.0.0``,
+    ``::``, ``""``) and any other name or address count as reachable from a network."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class NodeConfig:
     """How one node runs: its servers, thread pool and housekeeping."""
 
@@ -282,6 +351,20 @@ class NodeConfig:
     request_timeout: float = 60.0
     """Seconds the HTTP API waits for a cache answer before replying 504. Default 60."""
 
+    tls: TlsConfig | None = None
+    """TLS on the API, peer and gRPC ports, and mutual TLS between members with a CA
+    (:class:`TlsConfig`). Default None: plain TCP (loopback only, see ``insecure``)."""
+
+    api_tokens: str | None = None
+    """File of API tokens, one ``ROLE TOKEN`` per line (roles ``read``, ``write``,
+    ``admin``). When set, every API request needs ``Authorization: Bearer TOKEN`` with
+    a role that allows it (``/healthz`` stays open). Default None: no tokens."""
+
+    insecure: bool = False
+    """Bind a port to a network address without the protection it needs (TLS and
+    tokens for the API, mutual TLS for the peer port, a keyring for gossip); logged as
+    a warning at every start. Default False: such a node refuses to start."""
+
     @property
     def membership(self) -> str:
         """Where the member list comes from: ``static``, ``etcd`` or ``gossip``."""
@@ -340,6 +423,14 @@ class NodeConfig:
             raise ConfigError(f"a node using {dynamic[0]} needs a peer port (port) or a self_url")
         if isinstance(self.loader_threads, bool) or not isinstance(self.loader_threads, int):
             raise ConfigError("loader_threads must be an integer")
+        if self.tls is not None and not isinstance(self.tls, TlsConfig):
+            raise ConfigError(f"tls must be a TlsConfig, got {self.tls!r}")
+        if self.api_tokens is not None and (
+            not isinstance(self.api_tokens, str) or not self.api_tokens
+        ):
+            raise ConfigError(f"api_tokens must be a file name, got {self.api_tokens!r}")
+        if not isinstance(self.insecure, bool):
+            raise ConfigError(f"insecure must be true or false, got {self.insecure!r}")
         for name in (
             "loader_threads",
             "sweep_interval",
@@ -352,6 +443,49 @@ class NodeConfig:
             "peer_backoff",
         ):
             _positive(name, getattr(self, name), allow_none=False)
+        if not self.insecure and (exposed := self.unprotected()):
+            raise ConfigError(
+                "refusing to start: "
+                + "; ".join(exposed)
+                + " (or pass --insecure, insecure=True, to run unprotected anyway)"
+            )
+
+    def unprotected(self) -> list[str]:
+        """Each port this config binds to a network address without the protection
+        it needs, as a sentence naming what is missing; empty when every port is
+        protected or bound to loopback. ``insecure`` lets a node start regardless."""
+        exposed: list[str] = []
+        if self.api_port is not None and not is_loopback(self.api_host):
+            missing = [
+                what
+                for what, present in (
+                    ("TLS (--tls-cert, --tls-key)", self.tls is not None),
+                    ("API tokens (--api-tokens)", self.api_tokens is not None),
+                )
+                if not present
+            ]
+            if missing:
+                exposed.append(
+                    f"the HTTP API on {self.api_host or '*'} is reachable from the network "
+                    f"without {' and '.join(missing)}"
+                )
+        if (
+            self.port is not None
+            and not is_loopback(self.host)
+            and (self.tls is None or not self.tls.mutual)
+        ):
+            exposed.append(
+                f"the peer port on {self.host or '*'} is reachable from the network "
+                "without mutual TLS (--tls-cert, --tls-key, --tls-ca)"
+            )
+        if self.gossip is not None:
+            gossip_host = self.gossip.host or self.host
+            if not is_loopback(gossip_host) and self.gossip.keyring is None:
+                exposed.append(
+                    f"gossip on {gossip_host or '*'} is reachable from the network "
+                    "without a keyring (--gossip-keyring)"
+                )
+        return exposed
 
 
 # --------------------------------------------------------------------------- membership
@@ -433,6 +567,22 @@ class EtcdConfig:
     prefix: str = "/shoal"
     """Key prefix in front of the cluster name. Default ``/shoal``."""
 
+    ca: str | None = None
+    """PEM file of the CA that signs etcd's server certificate (``https://`` endpoints).
+    Default None: the system's CAs."""
+
+    cert: str | None = None
+    """PEM file of a client certificate to present to etcd (with ``key``)."""
+
+    key: str | None = None
+    """PEM file of the client certificate's private key."""
+
+    user: str | None = None
+    """etcd user to authenticate as (with ``password_file``). Default None: no auth."""
+
+    password_file: str | None = None
+    """File whose first line is the etcd user's password."""
+
     def __post_init__(self) -> None:
         _freeze_sequence(self, "endpoints")
         if isinstance(self.endpoints, str) or not isinstance(self.endpoints, tuple):
@@ -458,6 +608,14 @@ class EtcdConfig:
                 f"lease_ttl ({self.lease_ttl}s)"
             )
         _positive("timeout", self.timeout, allow_none=False)
+        for name in ("ca", "cert", "key", "user", "password_file"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ConfigError(f"etcd {name} must be a non-empty string, got {value!r}")
+        if (self.cert is None) != (self.key is None):
+            raise ConfigError("an etcd client certificate needs both cert and key")
+        if (self.user is None) != (self.password_file is None):
+            raise ConfigError("etcd auth needs both user and password_file")
         _positive("retry_interval", self.retry_interval, allow_none=False)
         if not (self.prefix.startswith("/") and not self.prefix.endswith("/")):
             raise ConfigError(
@@ -592,6 +750,11 @@ class GossipConfig:
     max_packet: int = 1400
     """Largest datagram sent, in bytes (fits an Ethernet MTU). Default 1400."""
 
+    keyring: str | None = None
+    """File of gossip keys, one base64 key of 16, 24 or 32 bytes per line, the first
+    the primary: every datagram is sealed with AES-GCM (the primary seals, any key
+    opens). Default None: plain datagrams (loopback only, see ``NodeConfig.insecure``)."""
+
     def __post_init__(self) -> None:
         if (
             isinstance(self.port, bool)
@@ -619,6 +782,8 @@ class GossipConfig:
                 f"probe_timeout ({self.probe_timeout:g}s) must be shorter than "
                 f"probe_interval ({self.probe_interval:g}s)"
             )
+        if self.keyring is not None and (not isinstance(self.keyring, str) or not self.keyring):
+            raise ConfigError(f"gossip keyring must be a file name, got {self.keyring!r}")
         if self.max_packet < 512:
             raise ConfigError(f"max_packet must be at least 512 bytes, got {self.max_packet}")
 

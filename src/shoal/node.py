@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
@@ -124,6 +124,9 @@ class Node:
         self._api_server: ApiServer | None = None
         self._peer_server: PeerServer | None = None
         self._errors = BackgroundErrors((*NODE_TASKS, *REPLICA_TASKS))
+        # What reload() reads again (certificates, tokens, keyrings): (what, reader),
+        # registered by the parts that hold them as they start.
+        self._reloaders: list[tuple[str, Callable[[], None]]] = []
 
     def __repr__(self) -> str:
         return f"<Node groups={sorted(self._groups)} api={self._api_address}>"
@@ -371,6 +374,9 @@ class Node:
         self._loop = asyncio.get_running_loop()
         for group in self._groups.values():
             group.loop = self._loop
+        if self.config.insecure:
+            for exposed in self.config.unprotected():
+                log.warning("INSECURE (--insecure): %s", exposed)
         async with contextlib.AsyncExitStack() as stack:
             if self.config.api_port is not None:
                 from .api.http import ApiServer
@@ -420,6 +426,26 @@ class Node:
                     ),
                 ]
             self._stack = stack.pop_all()
+
+    def reload(self) -> bool:
+        """Read the node's certificates, API tokens and gossip keyring again (what
+        ``SIGHUP`` does to ``shoal serve``): new connections and datagrams use them,
+        open connections keep theirs. A file that fails to load leaves the old one in
+        use, and the failure is logged.
+
+        Returns:
+            True when everything reloaded; False when something kept its old files.
+        """
+        ok = True
+        for what, reload in self._reloaders:
+            try:
+                reload()
+            except Exception as exc:  # a bad file: keep the old one, say why
+                ok = False
+                log.error("reloading %s failed, still using the old one: %s", what, exc)
+            else:
+                log.info("reloaded %s", what)
+        return ok
 
     async def _start_peering(self, stack: contextlib.AsyncExitStack) -> None:
         """Start the peer server and the peer picker (the cluster read path)."""

@@ -82,7 +82,13 @@ def test_parse_duration_zero_when_allowed() -> None:
 def test_every_config_field_can_be_set() -> None:
     """The CLI knows how to read every GroupConfig and NodeConfig field."""
     group = {f.name for f in dataclasses.fields(GroupConfig)} - {"name"}
-    node = {f.name for f in dataclasses.fields(NodeConfig)} - {"api_host", "api_port"}
+    # [api] host/port/tokens_file and the [tls] table have sections of their own.
+    node = {f.name for f in dataclasses.fields(NodeConfig)} - {
+        "api_host",
+        "api_port",
+        "api_tokens",
+        "tls",
+    }
     assert set(cli._GROUP_FIELDS) == group
     assert set(cli._NODE_FIELDS) == node
 
@@ -101,7 +107,9 @@ def test_defaults() -> None:
 def test_precedence_flags_env_file(tmp_path: Path) -> None:
     """Flags beat SHOAL_* variables, which beat the file."""
     config = tmp_path / "c.toml"
-    config.write_text('[api]\nhost = "10.0.0.1"\nport = 1000\n[groups.g]\n')
+    config.write_text(
+        '[api]\nhost = "10.0.0.1"\nport = 1000\n[node]\ninsecure = true\n[groups.g]\n'
+    )
     assert plan("--config", str(config)).node.api_port == 1000
     env = {"SHOAL_API_PORT": "2000", "SHOAL_LOG_LEVEL": "debug"}
     from_env = plan("--config", str(config), env=env)

@@ -76,7 +76,8 @@ def test_every_node_field_has_a_flag() -> None:
     """Each NodeConfig field is set by a flag (etcd and gossip by theirs, tested below)."""
     fields = {f.name for f in dataclasses.fields(NodeConfig)}
     flagged = {key for key, *_ in (*plan_module._CLUSTER_OPTIONS, *plan_module._SERVER_OPTIONS)}
-    assert flagged | {"api_host", "api_port", "etcd", "gossip"} == fields
+    security = {"tls", "api_tokens", "insecure"}  # tested below
+    assert flagged | {"api_host", "api_port", "etcd", "gossip"} | security == fields
     assert {field for _, _, field, _, _ in NODE_FLAGS} == {
         key for key, *_ in plan_module._SERVER_OPTIONS
     }
@@ -283,3 +284,60 @@ def test_cluster_passes_the_new_flags_to_its_nodes() -> None:
     assert node.node.max_body_bytes == 1 << 20
     assert node.node.gossip is not None
     assert node.node.gossip.probe_timeout == 0.25
+
+
+def test_security_flags_variables_and_file(tmp_path: Path) -> None:
+    """--tls-cert/--tls-key/--tls-ca/--api-client-auth, --api-tokens and --insecure, their
+    SHOAL_* variables, and the [tls] table and [api] tokens_file; flags win."""
+    flags = plan(
+        "--group", "a",
+        "--tls-cert", "c.pem", "--tls-key", "k.pem", "--tls-ca", "ca.pem",
+        "--api-client-auth", "optional", "--api-tokens", "tokens", "--insecure",
+    ).node  # fmt: skip
+    assert flags.tls is not None
+    assert (flags.tls.cert, flags.tls.key, flags.tls.ca) == ("c.pem", "k.pem", "ca.pem")
+    assert flags.tls.api_client_auth == "optional"
+    assert flags.tls.mutual
+    assert (flags.api_tokens, flags.insecure) == ("tokens", True)
+    env = {
+        "SHOAL_TLS_CERT": "ec.pem",
+        "SHOAL_TLS_KEY": "ek.pem",
+        "SHOAL_API_TOKENS": "etokens",
+        "SHOAL_INSECURE": "1",
+    }
+    from_env = plan("--group", "a", env=env).node
+    assert from_env.tls is not None
+    assert (from_env.tls.cert, from_env.tls.ca) == ("ec.pem", None)
+    assert (from_env.api_tokens, from_env.insecure) == ("etokens", True)
+    config = tmp_path / "shoal.toml"
+    config.write_text(
+        '[api]\ntokens_file = "ftokens"\n'
+        '[tls]\ncert = "f.pem"\nkey = "fk.pem"\nca = "fca.pem"\napi_client_auth = "required"\n'
+        "[groups.a]\n"
+    )
+    from_file = plan("--config", str(config)).node
+    assert from_file.tls is not None
+    assert from_file.tls.api_client_auth == "required"
+    assert (from_file.tls.cert, from_file.api_tokens, from_file.insecure) == (
+        "f.pem",
+        "ftokens",
+        False,
+    )
+    over = plan("--config", str(config), "--tls-cert", "flag.pem", env=env).node
+    assert over.tls is not None
+    assert (over.tls.cert, over.tls.key) == ("flag.pem", "ek.pem")
+    assert plan("--group", "a").node.tls is None
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--tls-cert", "c.pem"],
+        ["--tls-key", "k.pem", "--tls-ca", "ca.pem"],
+        ["--tls-cert", "c.pem", "--tls-key", "k.pem", "--api-client-auth", "required"],
+    ],
+)
+def test_incomplete_tls_is_a_config_error(argv: list[str]) -> None:
+    """A certificate without its key (or a key alone), client auth without a CA."""
+    with pytest.raises(ConfigError):
+        plan("--group", "a", *argv)

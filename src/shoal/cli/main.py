@@ -3,7 +3,8 @@
 ``serve`` runs a node (:mod:`shoal.cli.serve`, its settings in
 :mod:`shoal.cli.plan`), ``cluster`` several (:mod:`shoal.cli.cluster`), ``demo``
 tours a cluster (:mod:`shoal.cli.demo`), ``bench hitratio`` compares policies
-(:mod:`shoal.cli.hitratio`); ``get``, ``set``, ``del``, ``invalidate``, ``stats``
+(:mod:`shoal.cli.hitratio`), ``tls init`` writes development certificates
+(:mod:`shoal.cli.tls`); ``get``, ``set``, ``del``, ``invalidate``, ``stats``
 and ``members`` talk to a node (:mod:`shoal.cli.client_commands`).
 
 Rules: this module is the entry point (``shoal.cli.main:main``) and nothing in
@@ -35,6 +36,7 @@ from .common import (
 )
 from .hitratio import add_bench_parser
 from .plan import add_serve_arguments
+from .tls import add_tls_parser
 
 __all__ = ["main", "build_parser"]
 
@@ -210,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     members.set_defaults(handler=_client("members"))
 
     add_bench_parser(commands)  # `shoal bench hitratio`: see cli/hitratio.py
+    add_tls_parser(commands)  # `shoal tls init`: see cli/tls.py
     return parser
 
 

@@ -14,6 +14,12 @@ flag                                variable                        file
 ``--join HOST:PORT[,HOST:PORT...]`` ``SHOAL_JOIN``                  ``[node.gossip] join``
 ``--gossip-advertise HOST:PORT``    ``SHOAL_GOSSIP_ADVERTISE``      ``[node.gossip] advertise``
 ``--gossip-timers lan|local``       ``SHOAL_GOSSIP_TIMERS``         ``[node.gossip] timers``
+``--gossip-keyring FILE``           ``SHOAL_GOSSIP_KEYRING``        ``[node.gossip] keyring``
+``--etcd-ca FILE``                  ``SHOAL_ETCD_CA``               ``[node.etcd] ca``
+``--etcd-cert FILE``                ``SHOAL_ETCD_CERT``             ``[node.etcd] cert``
+``--etcd-key FILE``                 ``SHOAL_ETCD_KEY``              ``[node.etcd] key``
+``--etcd-user NAME``                ``SHOAL_ETCD_USER``             ``[node.etcd] user``
+``--etcd-password-file FILE``       ``SHOAL_ETCD_PASSWORD_FILE``    ``[node.etcd] password_file``
 ==================================  ==============================  ==========================
 
 The file tables also take every other field of :class:`~shoal.config.EtcdConfig`
@@ -47,12 +53,18 @@ _ETCD_OPTIONS: Final = (
     ("endpoints", "--etcd", "SHOAL_ETCD"),
     ("cluster", "--cluster", "SHOAL_CLUSTER"),
     ("lease_ttl", "--etcd-ttl", "SHOAL_ETCD_TTL"),
+    ("ca", "--etcd-ca", "SHOAL_ETCD_CA"),
+    ("cert", "--etcd-cert", "SHOAL_ETCD_CERT"),
+    ("key", "--etcd-key", "SHOAL_ETCD_KEY"),
+    ("user", "--etcd-user", "SHOAL_ETCD_USER"),
+    ("password_file", "--etcd-password-file", "SHOAL_ETCD_PASSWORD_FILE"),
 )
 _GOSSIP_OPTIONS: Final = (
     ("port", "--gossip-port", "SHOAL_GOSSIP_PORT"),
     ("join", "--join", "SHOAL_JOIN"),
     ("advertise", "--gossip-advertise", "SHOAL_GOSSIP_ADVERTISE"),
     ("timers", "--gossip-timers", "SHOAL_GOSSIP_TIMERS"),
+    ("keyring", "--gossip-keyring", "SHOAL_GOSSIP_KEYRING"),
 )
 # Keys that have their own flag, so --etcd-option and --gossip-option do not take them.
 _FLAG_KEYS: Final = frozenset(key for key, _, _ in (*_ETCD_OPTIONS, *_GOSSIP_OPTIONS))
@@ -106,6 +118,36 @@ def add_membership_arguments(
         metavar="SECONDS",
         help="lease TTL: a dead node is dropped within this long (default 3); env SHOAL_ETCD_TTL",
     )
+    flags.add(
+        group,
+        "--etcd-ca",
+        metavar="FILE",
+        help="PEM CA of etcd's server certificate (https:// endpoints); env SHOAL_ETCD_CA",
+    )
+    flags.add(
+        group,
+        "--etcd-cert",
+        metavar="FILE",
+        help="PEM client certificate to present to etcd; env SHOAL_ETCD_CERT",
+    )
+    flags.add(
+        group,
+        "--etcd-key",
+        metavar="FILE",
+        help="PEM private key of --etcd-cert; env SHOAL_ETCD_KEY",
+    )
+    flags.add(
+        group,
+        "--etcd-user",
+        metavar="NAME",
+        help="etcd user to authenticate as (with --etcd-password-file); env SHOAL_ETCD_USER",
+    )
+    flags.add(
+        group,
+        "--etcd-password-file",
+        metavar="FILE",
+        help="file holding the etcd user's password; env SHOAL_ETCD_PASSWORD_FILE",
+    )
     if not cluster:
         flags.add(
             group,
@@ -144,6 +186,13 @@ def add_membership_arguments(
         default=[],
         help="any other gossip setting, as in [node.gossip]: probe_interval, "
         "probe_timeout, suspicion_timeout, gossip_fanout, max_packet, ... (repeatable)",
+    )
+    flags.add(
+        group,
+        "--gossip-keyring",
+        metavar="FILE",
+        help="gossip keys, one base64 AES key (16, 24 or 32 bytes) per line, the first "
+        "the primary: every datagram is sealed and authenticated; env SHOAL_GOSSIP_KEYRING",
     )
     flags.add(
         group,
@@ -307,6 +356,7 @@ def resolve_membership(
         etcd = {} if etcd is None else etcd
         etcd[key] = value
     timers: str | None = None
+    keyring: str | None = None
     gossip_options = [
         _option(item, "--gossip-option", gossip_fields)
         for item in getattr(args, "gossip_option", None) or ()
@@ -321,6 +371,9 @@ def resolve_membership(
             # environment); it applies once gossip is on, over the file's profile.
             timers = parsed
             continue
+        if key == "keyring":
+            keyring = parsed
+            continue
         gossip = {} if gossip is None else gossip
         gossip[key] = parsed
     if gossip_options:
@@ -330,10 +383,18 @@ def resolve_membership(
                 "--gossip-option needs gossip: --gossip-port, --join or [node.gossip]"
             )
         gossip.update(gossip_options)
+    if keyring is not None:
+        if gossip is None:
+            raise ConfigError(
+                "--gossip-keyring seals gossip: it needs gossip (--gossip-port, --join or "
+                "[node.gossip])"
+            )
+        gossip["keyring"] = keyring
     if etcd is not None:
         if "endpoints" not in etcd:
             raise ConfigError(
-                "--cluster and --etcd-ttl need --etcd URL (or endpoints in [node.etcd])"
+                "the etcd settings (--cluster, --etcd-ttl, --etcd-ca, ...) need --etcd URL "
+                "(or endpoints in [node.etcd])"
             )
         node_options["etcd"] = EtcdConfig(**etcd)
     if gossip is not None:

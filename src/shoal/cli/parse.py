@@ -139,6 +139,23 @@ def parse_str(value: object, *, what: str) -> str:
     raise ConfigError(f"{what} must be a string, got {value!r}")
 
 
+def parse_bool(value: object, *, what: str) -> bool:
+    """Accept a TOML boolean, or ``true``/``false``/``1``/``0``/``yes``/``no`` text.
+
+    Raises:
+        ConfigError: anything else.
+    """
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+    raise ConfigError(f"{what} must be true or false, got {value!r}")
+
+
 def parse_port(value: object, *, what: str) -> int:
     """Parse a TCP or UDP port, 0-65535 (0: any free port).
 

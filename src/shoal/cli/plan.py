@@ -24,6 +24,12 @@ TOML file, then the documented defaults. The environment variables are:
 ``SHOAL_PEER_TIMEOUT``   ``serve``: wait for an owner, every group (as ``--peer-timeout``)
 ``SHOAL_PEER_BACKOFF``   ``serve``: how long a failing peer is skipped (as ``--peer-backoff``)
 ``SHOAL_HOT_ADMISSION``  ``serve``: hot-cache admission, every group (as ``--hot-admission``)
+``SHOAL_TLS_CERT``       ``serve``: the node's certificate (as ``--tls-cert``)
+``SHOAL_TLS_KEY``        ``serve``: its private key (as ``--tls-key``)
+``SHOAL_TLS_CA``         ``serve``: the members' CA: mutual TLS (as ``--tls-ca``)
+``SHOAL_API_CLIENT_AUTH`` ``serve``: client certificates on the API (as ``--api-client-auth``)
+``SHOAL_API_TOKENS``     ``serve``: the API tokens file (as ``--api-tokens``)
+``SHOAL_INSECURE``       ``serve``: ``1`` runs unprotected on a network address (as ``--insecure``)
 ``SHOAL_LOADER_THREADS``, ``SHOAL_SWEEP_INTERVAL``, ``SHOAL_MAX_HEADER_BYTES``,
 ``SHOAL_MAX_BODY_BYTES``, ``SHOAL_HEADER_TIMEOUT``, ``SHOAL_BODY_TIMEOUT``,
 ``SHOAL_KEEPALIVE_TIMEOUT``, ``SHOAL_REQUEST_TIMEOUT``: the server limits, as their flags
@@ -47,7 +53,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from ..config import HOT_ADMISSIONS, RINGS, TRANSPORTS, GroupConfig, NodeConfig
+from ..config import (
+    API_CLIENT_AUTH,
+    HOT_ADMISSIONS,
+    RINGS,
+    TRANSPORTS,
+    GroupConfig,
+    NodeConfig,
+    TlsConfig,
+)
 from ..errors import ConfigError
 from ..loaders.sql import mask_password
 from ..policy import POLICY_NAMES
@@ -70,6 +84,7 @@ from .membership_flags import (
 )
 from .parse import (
     optional,
+    parse_bool,
     parse_duration,
     parse_float,
     parse_int,
@@ -132,7 +147,15 @@ _NODE_FIELDS: Final[Mapping[str, Callable[..., Any]]] = {
     "body_timeout": parse_duration,
     "keepalive_timeout": parse_duration,
     "request_timeout": parse_duration,
+    "insecure": parse_bool,
 }
+# The [tls] table: (key, flag, variable); every key is a TlsConfig field.
+_TLS_OPTIONS: Final = (
+    ("cert", "--tls-cert", "SHOAL_TLS_CERT"),
+    ("key", "--tls-key", "SHOAL_TLS_KEY"),
+    ("ca", "--tls-ca", "SHOAL_TLS_CA"),
+    ("api_client_auth", "--api-client-auth", "SHOAL_API_CLIENT_AUTH"),
+)
 _GROUP_KEYS: Final = frozenset({"loader", "query", *_GROUP_FIELDS})
 
 # Node settings that also have a flag and a SHOAL_* variable: (field, flag, variable).
@@ -354,6 +377,55 @@ def add_serve_arguments(
         "the default), always, rate, never",
     )
 
+    security = parser.add_argument_group(
+        "security",
+        "TLS, API tokens and protected mode (a port bound to a network address needs "
+        "its protection, or --insecure)",
+    )
+    flags.add(
+        security,
+        "--tls-cert",
+        metavar="FILE",
+        help="PEM certificate: the API, peer and gRPC ports speak TLS and the node's URL is "
+        "https://; env SHOAL_TLS_CERT",
+    )
+    flags.add(
+        security,
+        "--tls-key",
+        metavar="FILE",
+        help="PEM private key of --tls-cert; env SHOAL_TLS_KEY",
+    )
+    flags.add(
+        security,
+        "--tls-ca",
+        metavar="FILE",
+        help="PEM CA of the members: the peer port requires client certificates it signed "
+        "and the node verifies its peers with it (mutual TLS); env SHOAL_TLS_CA",
+    )
+    flags.add(
+        security,
+        "--api-client-auth",
+        choices=API_CLIENT_AUTH,
+        help="client certificates on the HTTP API: none (default), optional, required "
+        "(verified against --tls-ca); env SHOAL_API_CLIENT_AUTH",
+    )
+    flags.add(
+        security,
+        "--api-tokens",
+        metavar="FILE",
+        help="API tokens, one 'ROLE TOKEN' per line (read, write, admin): every API "
+        "request then needs 'Authorization: Bearer TOKEN'; env SHOAL_API_TOKENS",
+    )
+    flags.add(
+        security,
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="start even with a port on a network address that lacks its protection "
+        "(TLS and tokens for the API, mutual TLS for peers, a keyring for gossip); "
+        "logged as a warning; env SHOAL_INSECURE=1",
+    )
+
     add_membership_arguments(parser, flags, cluster=cluster)
 
     groups = parser.add_argument_group("groups")
@@ -486,15 +558,15 @@ def build_serve_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Se
     """
     config_path = args.config or environ.get("SHOAL_CONFIG")
     document = _read_toml(config_path) if config_path else {}
-    unknown = set(document) - {"api", "node", "groups"}
+    unknown = set(document) - {"api", "node", "groups", "tls"}
     if unknown:
         raise ConfigError(
-            f"{config_path}: unknown section(s) {sorted(unknown)}; expected api, node, groups"
+            f"{config_path}: unknown section(s) {sorted(unknown)}; expected api, node, groups, tls"
         )
 
     # -- the node
     api = _table(document, "api", config_path)
-    unknown = set(api) - {"host", "port"}
+    unknown = set(api) - {"host", "port", "tokens_file"}
     if unknown:
         raise ConfigError(f"{config_path}: unknown key(s) in [api]: {sorted(unknown)}")
     host = _first(args.api_host, environ.get("SHOAL_API_HOST"), api.get("host"), DEFAULT_API_HOST)
@@ -513,6 +585,16 @@ def build_serve_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Se
         value = given(getattr(args, key), environ.get(env))
         if value is not None:
             node_options[key] = _NODE_FIELDS[key](value, what=flag)
+    insecure = given(getattr(args, "insecure", None), environ.get("SHOAL_INSECURE"))
+    if insecure is not None:
+        node_options["insecure"] = parse_bool(insecure, what="--insecure")
+    tls = _tls_config(_table(document, "tls", config_path), args, environ, config_path)
+    if tls is not None:
+        node_options["tls"] = tls
+    tokens = given(getattr(args, "api_tokens", None), environ.get("SHOAL_API_TOKENS"))
+    tokens = given(tokens, api.get("tokens_file"))
+    if tokens is not None:
+        node_options["api_tokens"] = parse_str(tokens, what="--api-tokens")
     resolve_membership(node_options, args, environ)  # --etcd, --gossip-port, [node.etcd]...
     # Before NodeConfig, whose messages name fields rather than flags.
     _check_cluster(node_options)
@@ -590,6 +672,38 @@ def build_serve_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Se
         log_level=log_level,
         supervised=bool(getattr(args, "supervised", False)),
     )
+
+
+def _tls_config(
+    table: Mapping[str, Any], args: argparse.Namespace, environ: Mapping[str, str], path: str | None
+) -> TlsConfig | None:
+    """The ``[tls]`` table with the TLS flags and variables over it; None without a
+    certificate anywhere.
+
+    Raises:
+        ConfigError: an unknown key, a malformed value, or a key without a certificate.
+    """
+    keys = {key for key, _, _ in _TLS_OPTIONS}
+    unknown = set(table) - keys
+    if unknown:
+        raise ConfigError(
+            f"{path}: unknown key(s) in [tls]: {sorted(unknown)}; expected {sorted(keys)}"
+        )
+    options = {key: parse_str(value, what=f"[tls] {key}") for key, value in table.items()}
+    for key, flag, env in _TLS_OPTIONS:
+        value = given(
+            getattr(args, key if key == "api_client_auth" else f"tls_{key}", None), environ.get(env)
+        )
+        if value is not None:
+            options[key] = parse_str(value, what=flag)
+    if not options:
+        return None
+    if "cert" not in options or "key" not in options:
+        raise ConfigError(
+            "TLS needs both a certificate and its key: --tls-cert and --tls-key "
+            "(or cert and key in [tls])"
+        )
+    return TlsConfig(**options)
 
 
 def _check_cluster(options: Mapping[str, Any]) -> None:

@@ -113,6 +113,9 @@ async def _serve(plan: ServePlan, label: NodeLabel) -> int:
         if plan.log_level in ("debug", "info"):  # the lines it writes are INFO lines
             transport = TracingTransport(transport)
     node = Node(plan.node, transport=transport)
+    # SIGHUP: read the certificates, tokens and keyring again (rotation).
+    loop.add_signal_handler(signal.SIGHUP, node.reload)
+    signals = (*signals, signal.SIGHUP)
     try:
         for group in plan.groups:
             if group.slowdb:
