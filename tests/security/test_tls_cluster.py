@@ -18,9 +18,17 @@ from pathlib import Path
 import pytest
 
 import shoal
-from helpers.processes import LoadLog, clean_env, run_shoal
+from helpers.processes import (
+    LoadLog,
+    clean_env,
+    free_port_range,
+    http_get,
+    process_group,
+    run_shoal,
+    shoal_cmd,
+)
 from helpers.tls_nodes import HOSTS, Pki, TlsServer, https_request, make_pki, tls_cluster
-from shoal.cli.tls import issue, write_pem
+from shoal.cli.tls import issue, write_dev_pki, write_pem
 from shoal.tls import ClientTls
 
 GROUP = "data"
@@ -208,3 +216,37 @@ async def test_sighup_rotates_certificates_under_load(pki: Pki, tmp_path: Path) 
             loaded("after-bad-file"),
         )
         assert nodes[0].proc.poll() is None
+
+
+def test_shoal_cluster_with_a_tls_dir(tmp_path: Path) -> None:
+    """``shoal tls init DIR`` then ``shoal cluster --tls-dir DIR``: each node serves its
+    own certificate, members are https://, the banner's curl line carries --cacert and
+    works as printed; plain HTTP gets no answer."""
+    pki = tmp_path / "pki"
+    write_dev_pki(pki, nodes=2)
+    peer_port, api_port = free_port_range(2), free_port_range(2) + 1
+    command = shoal_cmd(
+        "cluster", "--nodes", "2", "--slowdb", "--slowdb-delay", "0", "--tls-dir", str(pki),
+        "--port", str(peer_port), "--api-port", str(api_port),
+    )  # fmt: skip
+    with process_group(command) as group:
+        output = group.wait_for_output("Ctrl-C stops the cluster")
+        ca = pki / "ca.pem"
+        url = f"https://127.0.0.1:{api_port}/api?key=Tom"
+        assert f"curl --cacert {ca} '{url}'" in output
+        assert f"peers https://127.0.0.1:{peer_port + 1}" in output
+        context = ClientTls(ca=str(ca)).context()
+        assert https_request("GET", url, context) == (200, b"630")
+        status, body = https_request("GET", f"https://127.0.0.1:{api_port - 1}/v1/cluster", context)
+        assert status == 200
+        assert b'"url":"https://127.0.0.1:' in body.replace(b" ", b"")
+        with pytest.raises(ConnectionError):  # RemoteDisconnected: closed, no answer
+            http_get(f"http://127.0.0.1:{api_port}/api?key=Tom")
+        # Node 1 presents its own certificate (not node 0's).
+        from cryptography import x509
+
+        node_1 = x509.load_pem_x509_certificate((pki / "node-1.pem").read_bytes())
+        assert serial_of(("127.0.0.1", peer_port + 1), ClientTls(
+            ca=str(ca), cert=str(pki / "client.pem"), key=str(pki / "client-key.pem")
+        ).context()) == node_1.serial_number  # fmt: skip
+        assert "Traceback" not in group.output()
