@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from helpers.tls_nodes import HOSTS, Pki, make_pki
-from shoal import GroupConfig, Node, NodeConfig
+from shoal import GossipConfig, GroupConfig, Node, NodeConfig
 from shoal.cli.tls import issue, write_pem
 from shoal.config import TlsConfig
 from shoal.errors import ConfigError, PeerError
@@ -292,3 +292,46 @@ async def test_old_tls_versions_are_refused(pki: Pki, node: Node) -> None:
     context = pki.context(None)
     context.maximum_version = ssl.TLSVersion.TLSv1_2
     assert (await exchange(node.api_address, context)).endswith(b"value of k1")
+
+
+async def test_gossip_members_advertise_https_and_fetch_over_mutual_tls(pki: Pki) -> None:
+    """Membership by gossip with TLS: each node joins with its https:// URL, the rings
+    hold both, and a key owned by the other node is fetched over the peer port's mutual
+    TLS (loaded once, at its owner)."""
+    loads: list[str] = []
+
+    async def counted(key: str) -> bytes:
+        loads.append(key)
+        return await load(key)
+
+    def config(i: int, join: tuple[str, ...] = ()) -> NodeConfig:
+        cert, key = pki.node(i)
+        return NodeConfig(
+            port=0,
+            tls=TlsConfig(cert=cert, key=key, ca=pki.ca_pem),
+            gossip=GossipConfig.profile("local", join=join),
+        )
+
+    first = Node(config(0))
+    first.add_group(GroupConfig(name=GROUP), counted)
+    async with first:
+        second = Node(config(1, (first.cluster_info()["membership"]["address"],)))
+        second.add_group(GroupConfig(name=GROUP), counted)
+        async with second:
+            urls = {first.self_url, second.self_url}
+            assert all(url is not None and url.startswith("https://") for url in urls)
+            for _ in range(200):
+                if {m["url"] for m in first.cluster_info()["members"]} == urls:
+                    break
+                await asyncio.sleep(0.01)
+            assert {m["url"] for m in first.cluster_info()["members"]} == urls
+            assert {m["url"] for m in second.cluster_info()["members"]} == urls
+            owned = next(
+                f"g{n}"
+                for n in range(1000)
+                if first.cluster_info(f"g{n}").get("owner") == second.self_url
+            )
+            assert await first.get_group(GROUP).get(owned) == f"value of {owned}".encode()
+            assert await second.get_group(GROUP).get(owned) == f"value of {owned}".encode()
+            assert loads == [owned]
+            assert second.tls_handshake_failures()["peer"] == 0
