@@ -18,7 +18,7 @@ import pytest
 
 from helpers.tls_nodes import HOSTS, Pki, make_pki
 from shoal import GossipConfig, GroupConfig, Node, NodeConfig
-from shoal.cli.tls import issue, write_pem
+from shoal.cli.tls import Issued, issue, make_ca, write_pem
 from shoal.config import TlsConfig
 from shoal.errors import ConfigError, PeerError
 from shoal.tls import ClientTls, NodeTls, client_context
@@ -335,3 +335,63 @@ async def test_gossip_members_advertise_https_and_fetch_over_mutual_tls(pki: Pki
             assert await second.get_group(GROUP).get(owned) == f"value of {owned}".encode()
             assert loads == [owned]
             assert second.tls_handshake_failures()["peer"] == 0
+
+
+def second_ca_files(pki: Pki, root: Path) -> tuple[Issued, Path]:
+    """A second CA (``second-ca.pem``), a peer certificate of it (``peer.pem``) and a
+    bundle of both CAs (``bundle.pem``)."""
+    second_ca = make_ca("second CA")
+    write_pem(second_ca, root / "second-ca.pem")
+    bundle = root / "bundle.pem"
+    bundle.write_bytes(Path(pki.ca_pem).read_bytes() + (root / "second-ca.pem").read_bytes())
+    write_pem(issue(second_ca, "peer", HOSTS), root / "peer.pem", root / "peer-key.pem")
+    return second_ca, bundle
+
+
+async def test_reload_rotates_the_certificate_a_node_presents_to_its_peers(
+    pki: Pki, tmp_path: Path
+) -> None:
+    """The client side rotates too: a peer that admits only certificates of a second CA
+    refuses this node's first certificate; after a reload with one of that CA, the
+    node's new connections are admitted and the peer serves its keys."""
+    second_ca, bundle = second_ca_files(pki, tmp_path)
+    peer_tls = TlsConfig(
+        cert=str(tmp_path / "peer.pem"),
+        key=str(tmp_path / "peer-key.pem"),
+        ca=str(tmp_path / "second-ca.pem"),
+    )
+    served: list[str] = []
+
+    async def at_peer(key: str) -> bytes:
+        served.append(key)
+        return await load(key)
+
+    peer = Node(NodeConfig(port=0, tls=peer_tls))
+    peer.add_group(GroupConfig(name=GROUP), at_peer)
+    async with peer:
+        cert, key = tmp_path / "node.pem", tmp_path / "node-key.pem"
+        shutil.copy(pki.node(0)[0], cert)  # signed by the first CA
+        shutil.copy(pki.node(0)[1], key)
+        config = NodeConfig(
+            port=0,
+            peers=(peer.self_url or "",),
+            peer_backoff=0.01,
+            tls=TlsConfig(cert=str(cert), key=str(key), ca=str(bundle)),
+        )
+        node = Node(config)
+        node.add_group(GroupConfig(name=GROUP), load)
+        async with node:
+            owned = [
+                k
+                for k in (f"p{n}" for n in range(1000))
+                if node.cluster_info(k).get("owner") == peer.self_url
+            ][:2]
+            # Refused at the peer's handshake: the node loads the key itself.
+            assert await node.get_group(GROUP).get(owned[0]) == f"value of {owned[0]}".encode()
+            assert served == []
+            assert peer.tls_handshake_failures()["peer"] >= 1
+            write_pem(issue(second_ca, "node 0 renewed", HOSTS), cert, key)
+            assert node.reload() is True
+            await asyncio.sleep(0.05)  # past the peer's back-off
+            assert await node.get_group(GROUP).get(owned[1]) == f"value of {owned[1]}".encode()
+            assert served == [owned[1]]

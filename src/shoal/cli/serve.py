@@ -23,6 +23,7 @@ import urllib.parse
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ConfigError, MissingExtra
+from ..tls import NodeTls
 from .common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -108,13 +109,15 @@ async def _serve(plan: ServePlan, label: NodeLabel) -> int:
     if plan.supervised:
         _stop_when_stdin_closes(loop, stop)
     transport = None
+    # One set of TLS contexts for the servers and the peer clients: SIGHUP rotates both.
+    tls = NodeTls(plan.node.tls) if plan.node.tls is not None else None
     if plan.clustered:
         from ..node import default_transport
 
-        transport = default_transport(plan.node)
+        transport = default_transport(plan.node, tls)
         if plan.log_level in ("debug", "info"):  # the lines it writes are INFO lines
             transport = TracingTransport(transport)
-    node = Node(plan.node, transport=transport)
+    node = Node(plan.node, transport=transport, tls=tls)
     # SIGHUP: read the certificates, tokens and keyring again (rotation).
     loop.add_signal_handler(signal.SIGHUP, node.reload)
     signals = (*signals, signal.SIGHUP)
