@@ -395,3 +395,58 @@ async def test_reload_rotates_the_certificate_a_node_presents_to_its_peers(
             await asyncio.sleep(0.05)  # past the peer's back-off
             assert await node.get_group(GROUP).get(owned[1]) == f"value of {owned[1]}".encode()
             assert served == [owned[1]]
+
+
+async def test_the_grpc_port_speaks_mutual_tls_and_rotates(pki: Pki, tmp_path: Path) -> None:
+    """With the gRPC transport the peer port is gRPC over TLS: plaintext and a client
+    without a certificate of the CA get nothing, the cluster's certificate is served, and
+    a reload makes new connections see the new server certificate."""
+    pytest.importorskip("grpc")
+    from shoal.transport.grpc import GrpcNodeClient, channel_credentials
+
+    cert, key = tmp_path / "node.pem", tmp_path / "node-key.pem"
+    shutil.copy(pki.node(0)[0], cert)
+    shutil.copy(pki.node(0)[1], key)
+    tls = TlsConfig(cert=str(cert), key=str(key), ca=pki.ca_pem)
+    served = Node(NodeConfig(port=0, transport="grpc", tls=tls))
+    served.add_group(GroupConfig(name=GROUP), load)
+    async with served:
+        assert served.peer_address is not None
+        assert served.self_url == f"https://127.0.0.1:{served.peer_address[1]}"
+        target = f"grpc://127.0.0.1:{served.peer_address[1]}"
+
+        def presenting(name: str) -> ClientTls:
+            cert, key = pki.pair(name)
+            return ClientTls(ca=pki.ca_pem, cert=cert, key=key)
+
+        good = presenting("client")
+        refused_credentials = [
+            None,  # plaintext
+            channel_credentials(ClientTls(ca=pki.ca_pem).pem()),  # no client certificate
+            channel_credentials(presenting("foreign").pem()),  # another CA's
+            channel_credentials(presenting("expired").pem()),
+        ]
+        for credentials in refused_credentials:
+            refused = GrpcNodeClient(target, timeout=2, credentials=credentials)
+            try:
+                with pytest.raises(PeerError):
+                    await refused.get(GROUP, "k1")
+            finally:
+                await refused.aclose()
+        client = GrpcNodeClient(target, credentials=channel_credentials(good.pem()))
+        try:
+            assert await client.get(GROUP, "k1") == b"value of k1"
+        finally:
+            await client.aclose()
+        context = good.context()
+        first = await asyncio.to_thread(serial_of, context, served.peer_address)
+        renewed = issue(pki.ca, "node 0 renewed", HOSTS)
+        write_pem(renewed, cert, key)
+        assert served.reload() is True
+        second = await asyncio.to_thread(serial_of, context, served.peer_address)
+        assert first != second == renewed.cert.serial_number  # type: ignore[attr-defined]
+        client = GrpcNodeClient(target, credentials=channel_credentials(good.pem()))
+        try:
+            assert await client.get(GROUP, "k2") == b"value of k2"
+        finally:
+            await client.aclose()
