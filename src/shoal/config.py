@@ -425,6 +425,14 @@ class NodeConfig:
             raise ConfigError("loader_threads must be an integer")
         if self.tls is not None and not isinstance(self.tls, TlsConfig):
             raise ConfigError(f"tls must be a TlsConfig, got {self.tls!r}")
+        if self.tls is not None:
+            # Every member's peer port speaks TLS: a plain http:// URL would never answer.
+            plain = [u for u in (self.self_url, *self.peers) if u and u.startswith("http://")]
+            if plain:
+                raise ConfigError(
+                    f"with TLS every member URL is https://, got {plain[0]!r} "
+                    "(in --self or --peers)"
+                )
         if self.api_tokens is not None and (
             not isinstance(self.api_tokens, str) or not self.api_tokens
         ):

@@ -450,3 +450,15 @@ async def test_the_grpc_port_speaks_mutual_tls_and_rotates(pki: Pki, tmp_path: P
             assert await client.get(GROUP, "k2") == b"value of k2"
         finally:
             await client.aclose()
+
+
+def test_with_tls_member_urls_are_https(pki: Pki) -> None:
+    """A TLS node given a plain http:// URL for itself or a peer refuses the config: that
+    member's TLS port would never answer plain HTTP."""
+    cert, key = pki.node(0)
+    tls = TlsConfig(cert=cert, key=key, ca=pki.ca_pem)
+    with pytest.raises(ConfigError, match="https://"):
+        NodeConfig(port=0, tls=tls, peers=("https://127.0.0.1:1", "http://127.0.0.1:2"))
+    with pytest.raises(ConfigError, match="https://"):
+        NodeConfig(port=0, tls=tls, self_url="http://127.0.0.1:3")
+    assert NodeConfig(port=0, tls=tls, peers=("https://127.0.0.1:1",)).peers

@@ -242,6 +242,9 @@ def test_shoal_cluster_with_a_tls_dir(tmp_path: Path) -> None:
         assert b'"url":"https://127.0.0.1:' in body.replace(b" ", b"")
         with pytest.raises(ConnectionError):  # RemoteDisconnected: closed, no answer
             http_get(f"http://127.0.0.1:{api_port}/api?key=Tom")
+        status, metrics = https_request("GET", f"https://127.0.0.1:{api_port}/metrics", context)
+        assert status == 200
+        assert b'shoal_tls_handshake_failures_total{server="api"} 1' in metrics
         # Node 1 presents its own certificate (not node 0's).
         from cryptography import x509
 
