@@ -82,6 +82,10 @@ async def test_a_mutual_tls_cluster_loads_each_key_once(
                 assert await client.get(GROUP, f"{transport}-key-{n}") == loaded(
                     f"{transport}-key-{n}"
                 )
+        if transport == "grpc":  # a grpc:// seed (the gRPC port) speaks TLS with tls=
+            seed = f"grpc://127.0.0.1:{nodes[1].peer_port}"
+            async with shoal.Client(seed, tls=tls) as client:
+                assert await client.get(GROUP, "grpc-key-1") == loaded("grpc-key-1")
         counts = Counter(k for _, k in loads.calls() if k.startswith(f"{transport}-key"))
         assert set(counts.values()) == {1}  # the client's reads were hits at the owners
         # Without a client certificate the peer port refuses the client.
