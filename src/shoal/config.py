@@ -425,7 +425,8 @@ class NodeConfig:
             raise ConfigError(f"dns must be a DnsConfig, got {self.dns!r}")
         dynamic = [name for name in ("etcd", "gossip", "dns") if getattr(self, name) is not None]
         if len(dynamic) > 1:
-            raise ConfigError(f"choose one membership: {' or '.join(dynamic)}, not several")
+            both = "both" if len(dynamic) == 2 else "several"
+            raise ConfigError(f"choose one membership: {' or '.join(dynamic)}, not {both}")
         if dynamic and self.peers:
             raise ConfigError(f"{dynamic[0]} finds the members; do not also give peers")
         if dynamic and self.port is None and self.self_url is None:

@@ -10,6 +10,7 @@ name up every 0.2 s, so a change shows everywhere within a fraction of a second.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -28,6 +29,7 @@ from helpers.processes import (
     shoal_nodes,
 )
 from shoal.cli.main import build_parser
+from shoal.cli.membership_flags import _DNS_FLAG_KEYS
 from shoal.cli.plan import ServePlan, build_serve_plan
 from shoal.config import DnsConfig, EtcdConfig, NodeConfig
 from shoal.errors import ConfigError
@@ -302,6 +304,23 @@ async def test_aaaa_records_and_https_scheme() -> None:
         await source.aclose()
 
 
+async def test_this_node_is_recognised_by_the_addresses_of_its_host_name() -> None:
+    """A node whose URL names a host: the addresses that name has are this node (its URL
+    and id, once), not a second member."""
+    with dns_server() as dns:
+        dns.zone.set_addresses("node-0.shoal.test", ["127.0.0.7"])
+        dns.zone.set_addresses(NAME, ["127.0.0.7", "127.0.0.8"])
+        config = DnsConfig(name=NAME, server=dns.address, interval=60)
+        url = "http://node-0.shoal.test:8001"
+        source = DnsMembership(config, node_id="node-0", url=url)
+        members = await source.start()
+        assert {(m.url, m.node_id) for m in members} == {
+            (url, "node-0"),
+            ("http://127.0.0.8:8001", "127.0.0.8:8001"),
+        }
+        await source.aclose()
+
+
 async def test_system_resolver_for_a_records() -> None:
     """Without --dns-server, A/AAAA come from getaddrinfo (no extra needed)."""
     source = DnsMembership(
@@ -365,9 +384,24 @@ def test_flags_variables_and_file(tmp_path: Path) -> None:
     assert node.dns == DnsConfig(name=NAME, timeout=0.5, interval=2.0)
 
 
+def test_every_dns_field_has_a_flag_or_an_option() -> None:
+    """--dns-option KEY=VALUE reaches the DnsConfig fields without a flag of their own."""
+    node = plan(
+        *("--port", "1", "--dns", NAME, "--dns-option", "timeout=300ms"),
+        *("--dns-option", "max_members=16"),
+    ).node
+    assert node.dns == DnsConfig(name=NAME, timeout=0.3, max_members=16)
+    fields = {f.name for f in dataclasses.fields(DnsConfig)}
+    assert fields - _DNS_FLAG_KEYS == {"timeout", "max_members"}
+    with pytest.raises(ConfigError, match=r"expected one of \['max_members', 'timeout'\]"):
+        plan("--port", "1", "--dns", NAME, "--dns-option", "interval=1")
+
+
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
+        (["--port", "1", "--dns-option", "timeout=1"], "needs --dns"),
+        (["--port", "1", "--dns", NAME, "--dns-option", "max_members=0"], "max_members"),
         (["--port", "1", "--dns-interval", "1"], "need --dns"),
         (["--dns", NAME], "needs --port"),
         (["--port", "1", "--dns", NAME, "--dns-srv", SRV_NAME], "choose one DNS name"),

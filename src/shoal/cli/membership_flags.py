@@ -80,6 +80,7 @@ _DNS_OPTIONS: Final = (
 )
 # Keys that have their own flag, so --etcd-option and --gossip-option do not take them.
 _FLAG_KEYS: Final = frozenset(key for key, _, _ in (*_ETCD_OPTIONS, *_GOSSIP_OPTIONS))
+_DNS_FLAG_KEYS: Final = frozenset(key for key, _, _ in _DNS_OPTIONS)
 
 
 def add_membership_arguments(
@@ -208,6 +209,14 @@ def add_membership_arguments(
             metavar="HOST:PORT",
             help="ask this DNS server (an IP address and port) instead of the system's "
             "resolver (extra shoal[dns]); env SHOAL_DNS_SERVER",
+        )
+        flags.add(
+            group,
+            "--dns-option",
+            metavar="KEY=VALUE",
+            action="append",
+            default=[],
+            help="any other DNS setting, as in [node.dns]: timeout, max_members (repeatable)",
         )
     flags.add(
         group,
@@ -490,8 +499,15 @@ def _resolve_dns(
         if value is not None:
             dns = {} if dns is None else dns
             dns[key] = fields[key](value, what=flag)
+    options = [
+        _option(item, "--dns-option", fields, flagged=_DNS_FLAG_KEYS)
+        for item in getattr(args, "dns_option", None) or ()
+    ]
+    if options and dns is None:
+        raise ConfigError("--dns-option needs --dns NAME or --dns-srv _SERVICE._PROTO.NAME")
     if dns is None:
         return None
+    dns.update(options)
     if dns.get("name") is None and dns.get("srv") is None:
         raise ConfigError(
             "the DNS settings (--dns-interval, --dns-server, [node.dns]) need --dns NAME "
@@ -502,11 +518,18 @@ def _resolve_dns(
     return DnsConfig(**dns)
 
 
-def _option(item: str, flag: str, fields: Mapping[str, Callable[..., Any]]) -> tuple[str, Any]:
-    """Parse one ``KEY=VALUE`` of ``--etcd-option`` or ``--gossip-option``."""
+def _option(
+    item: str,
+    flag: str,
+    fields: Mapping[str, Callable[..., Any]],
+    *,
+    flagged: frozenset[str] = _FLAG_KEYS,
+) -> tuple[str, Any]:
+    """Parse one ``KEY=VALUE`` of ``--etcd-option``, ``--gossip-option`` or ``--dns-option``
+    (``flagged``: the keys with a flag of their own, refused here)."""
     key, value = split_assignment(item, flag)
     parse = fields.get(key)
-    if parse is None or key in _FLAG_KEYS:
-        choices = sorted(set(fields) - _FLAG_KEYS)
+    if parse is None or key in flagged:
+        choices = sorted(set(fields) - flagged)
         raise ConfigError(f"{flag} {item!r}: unknown key {key!r}; expected one of {choices}")
     return key, parse(value.strip(), what=f"{flag} {key}")
