@@ -254,7 +254,11 @@ def test_five_nodes_started_together_form_one_cluster(tmp_path: Path) -> None:
         with a_record_nodes(dns, 5, LoadLog(tmp_path / "loads")) as nodes:
             for node in nodes:
                 assert member_urls(api(node)) == {peer_url(node)}
-                wait_for(lambda n=node: membership(n)["state"] == "empty", "empty", 5.0)  # type: ignore[misc]
+            wait_for(
+                lambda: all(membership(n)["state"] == "empty" for n in nodes),
+                "every node to find the name empty",
+                5.0,
+            )
             dns.zone.set_addresses(NAME, hosts(5))
             urls = [peer_url(n) for n in nodes]
             timed(nodes, urls, "one cluster of five")
@@ -364,7 +368,7 @@ def test_dns_config() -> None:
         {"name": NAME, "max_members": 0},
     ):
         with pytest.raises(ConfigError):
-            DnsConfig(**options)  # type: ignore[arg-type]
+            DnsConfig(**options)
     with pytest.raises(ConfigError, match="do not also give peers"):
         NodeConfig(port=0, dns=DnsConfig(name=NAME), peers=("http://127.0.0.1:1",))
     with pytest.raises(ConfigError, match="choose one membership"):
