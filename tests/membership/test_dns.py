@@ -26,6 +26,7 @@ from helpers.processes import (
     free_ports,
     http_get,
     loaded_value,
+    run_shoal,
     shoal_nodes,
 )
 from shoal.cli.main import build_parser
@@ -206,6 +207,11 @@ def test_a_failing_or_empty_lookup_keeps_the_last_members(tmp_path: Path) -> Non
                 CHANGE_WITHIN,
             )
             assert sees(nodes, urls)
+            shown = run_shoal("members", "--url", api(nodes[0]))
+            assert shown.returncode == 0, shown.stderr
+            first = shown.stdout.decode().splitlines()[0]
+            assert first.startswith(f"2 members by dns (A/AAAA of {NAME} via {dns.address}; ")
+            assert "DNS EMPTY: last view (no A/AAAA record)" in first
             for node in nodes:
                 # One warning for the whole streak (SERVFAIL, timeouts, empty answers).
                 assert log_lines(node, "found no member") == 1, node.stderr()
