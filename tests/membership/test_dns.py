@@ -190,6 +190,15 @@ def test_a_failing_or_empty_lookup_keeps_the_last_members(tmp_path: Path) -> Non
                 assert state["state"] == "failing"
                 assert "SERVFAIL" in state["last_error"] or "answered" in state["last_error"]
             assert sees(nodes, urls)
+            status, body = http_get(f"{api(nodes[0])}/metrics")
+            assert status == 200
+            samples = dict(
+                line.rsplit(" ", 1) for line in body.decode().splitlines() if line[:1] != "#"
+            )
+            assert int(samples['shoal_dns_lookups_kept_total{reason="failed"}']) >= 3
+            assert samples['shoal_dns_lookups_kept_total{reason="empty"}'] == "0"
+            assert samples["shoal_dns_bad_records_total"] == "0"
+            assert not any(name.startswith("shoal_etcd") for name in samples)
 
             dns.zone.set_mode("silent")  # dnspython then times out (--dns-interval stays)
             wait_for(
