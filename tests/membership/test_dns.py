@@ -220,7 +220,7 @@ def test_a_failing_or_empty_lookup_keeps_the_last_members(tmp_path: Path) -> Non
             assert shown.returncode == 0, shown.stderr
             first = shown.stdout.decode().splitlines()[0]
             assert first.startswith(f"2 members by dns (A/AAAA of {NAME} via {dns.address}; ")
-            assert "DNS EMPTY: last view (no A/AAAA record)" in first
+            assert "DNS EMPTY: last view (no usable A/AAAA record)" in first
             for node in nodes:
                 # One warning for the whole streak (SERVFAIL, timeouts, empty answers).
                 assert log_lines(node, "found no member") == 1, node.stderr()
@@ -305,6 +305,26 @@ async def test_hostile_answers_are_bounded_and_checked() -> None:
             236,
             4,
         )
+        await source.aclose()
+
+
+async def test_srv_answers_are_bounded_and_checked() -> None:
+    """More SRV records than max_members: the first in (target, port) order are resolved
+    and taken, whatever order the server sends; a target of "." or a port of 0 is
+    skipped and counted."""
+    with dns_server() as dns:
+        records = [(f"n{i:02}.shoal.test", 9000 + i) for i in range(40)]
+        for target, _ in records:
+            dns.zone.set_addresses(target, ["127.0.0.1"])
+        dns.zone.set_srv(SRV_NAME, [*reversed(records), (".", 9999), ("n00.shoal.test", 0)])
+        config = DnsConfig(srv=SRV_NAME, server=dns.address, interval=60, max_members=8)
+        source = DnsMembership(config, node_id="me", url="http://127.0.0.1:9000")
+        members = await source.start()
+        assert sorted(m.url for m in members) == [f"http://127.0.0.1:{9000 + i}" for i in range(8)]
+        (me,) = [m for m in members if m.node_id == "me"]
+        assert me.url == "http://127.0.0.1:9000"  # n00's record is this node
+        stats = source.statistics()
+        assert (stats["left_out"], stats["bad_records"], stats["state"]) == (32, 2, "ok")
         await source.aclose()
 
 

@@ -183,26 +183,32 @@ class _Client:
         answers = [query.result() for query in queries]
         return [rdata.address for answer in answers if answer is not None for rdata in answer]
 
-    async def srv(self, name: str, limit: int) -> tuple[list[tuple[str, int]], int]:
+    async def srv(self, name: str, limit: int) -> tuple[list[tuple[str, int]], int, int]:
         """The ``(address, port)`` of every SRV record of ``name`` whose target resolves.
 
+        Args:
+            name: the ``_service._proto.name``.
+            limit: the most records whose targets are resolved: the first in
+                ``(target, port)`` order, the same on every node whatever order the
+                server sent them in.
+
         Returns:
-            The pairs, and how many records were not usable (a target of ".", a
-            port of 0, a target with no address).
+            The pairs; how many records were not usable (a target of ".", a port of
+            0, a target with no address); how many were left out past ``limit``.
         """
         answer = await self._query(name, "SRV")
         if answer is None:
-            return [], 0
-        records: list[tuple[str, int]] = []
+            return [], 0, 0
+        usable: set[tuple[str, int]] = set()
         bad = 0
-        for rdata in answer:
+        for rdata in answer:  # a message is at most 64 KiB: a few thousand records
             target = rdata.target.to_text(omit_final_dot=True)
             if target in ("", ".") or not 0 < rdata.port <= 65535:
                 bad += 1
                 continue
-            records.append((target.lower(), int(rdata.port)))
-            if len(records) >= limit:
-                break
+            usable.add((target.lower(), int(rdata.port)))
+        records = sorted(usable)[:limit]
+        left_out = len(usable) - len(records)
         # The addresses the server sent along (glue), then lookups for the rest.
         known: dict[str, list[str]] = {}
         for rrset in answer.response.additional:
@@ -228,7 +234,7 @@ class _Client:
             if not addresses:
                 bad += 1
             found.extend((address, port) for address in addresses)
-        return found, bad
+        return found, bad, left_out
 
 
 async def _system_addresses(name: str) -> list[str]:
@@ -386,8 +392,9 @@ class DnsMembership:
                 if address is not None:
                     self._own.add(str(address))
 
-    async def _lookup(self) -> tuple[list[tuple[str, int]], int]:
-        """The ``(address, port)`` pairs the name has now, and the unusable records."""
+    async def _lookup(self) -> tuple[list[tuple[str, int]], int, int]:
+        """The ``(address, port)`` pairs the name has now, the unusable records, and the
+        SRV records left out past ``max_members``."""
         cfg = self.config
         if cfg.srv is not None:
             assert self._client is not None
@@ -396,14 +403,14 @@ class DnsMembership:
             addresses = await self._client.addresses(cfg.query)
         else:
             addresses = await _system_addresses(cfg.query)
-        return [(address, self._port) for address in addresses], 0
+        return [(address, self._port) for address in addresses], 0, 0
 
     async def _round(self) -> None:
         """One lookup: publish what it found, or keep the last members found."""
         self._stats["lookups"] += 1
         try:
             async with asyncio.timeout(self.config.timeout):
-                found, bad = await self._lookup()
+                found, bad, skipped = await self._lookup()
         except TimeoutError:
             self._failed("failing", f"no answer within {self.config.timeout:g}s")
             return
@@ -417,6 +424,7 @@ class DnsMembership:
             self._scheme, found, limit=self.config.max_members, grpc=self._grpc
         )
         self._stats["bad_records"] += bad + unusable
+        left_out += skipped
         self._stats["left_out"] += left_out
         if left_out and self._state != "ok":
             log.warning(
@@ -426,7 +434,7 @@ class DnsMembership:
                 self.config.max_members,
             )
         if not urls:
-            self._failed("empty", f"no {self.config.record_type} record")
+            self._failed("empty", f"no usable {self.config.record_type} record")
             return
         if self._state in ("failing", "empty"):
             log.info("DNS %s answers again: %d members", self.config.query, len(urls))
