@@ -208,8 +208,8 @@ def test_a_failing_or_empty_lookup_keeps_the_last_members(tmp_path: Path) -> Non
             )
             assert sees(nodes, urls)
 
+            dns.zone.set_addresses(NAME, [])  # first: no answer may bring the old records
             dns.zone.set_mode("answer")
-            dns.zone.set_addresses(NAME, [])
             wait_for(
                 lambda: all(membership(n)["state"] == "empty" for n in nodes),
                 "an empty answer",
