@@ -523,7 +523,7 @@ class Node:
 
             from .membership.gossip import GossipMembership
 
-            return GossipMembership(
+            gossip = GossipMembership(
                 cfg.gossip,
                 node_id=node_id,
                 url=self_url,
@@ -532,6 +532,9 @@ class Node:
                 grpc=grpc,
                 started_at=self._started_at,
             )
+            if cfg.gossip.keyring is not None:
+                self._reloaders.append(("gossip keyring", gossip.reload_keyring))
+            return gossip
         if cfg.dns is not None:
             from .membership.dns import DnsMembership
 
