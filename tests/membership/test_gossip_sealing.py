@@ -41,8 +41,10 @@ def b64(key: bytes) -> str:
     return base64.b64encode(key).decode()
 
 
-def sealer(*keys: bytes, cluster: str = "default", window: float = 30.0, **kw: int) -> Sealer:
-    return Sealer(Keyring(keys), cluster=cluster, window=window, **kw)
+def sealer(
+    *keys: bytes, cluster: str = "default", window: float = 30.0, max_nonces: int = MAX_NONCES
+) -> Sealer:
+    return Sealer(Keyring(keys), cluster=cluster, window=window, max_nonces=max_nonces)
 
 
 def refused(s: Sealer, datagram: bytes, now: float = NOW) -> str:

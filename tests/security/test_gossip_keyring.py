@@ -415,7 +415,12 @@ def test_the_rolling_upgrade_from_plain_to_sealed_gossip_loses_no_member(
 
         for i in range(NODES):
             start(i, [])
-        stack.callback(lambda: [own.close() for own in running])
+
+        def stop_all() -> None:
+            for own in running:
+                own.close()
+
+        stack.callback(stop_all)
         wait_for(lambda: all(member_urls(n) == urls for n in nodes), "plain cluster", 15)
         with RingWatch(lambda: list(nodes), ports) as watch:
             for what, flags in UPGRADE:
