@@ -53,6 +53,7 @@ def write_keyring(path: Path, *keys: bytes, extra: str = "") -> None:
     text += "".join(base64.b64encode(k).decode() + "\n" for k in keys) + extra
     tmp = path.with_suffix(".tmp")
     tmp.write_text(text)
+    tmp.chmod(0o600)
     os.replace(tmp, path)
 
 
@@ -268,6 +269,7 @@ def test_tampered_replayed_wrong_key_other_cluster_and_stale_datagrams_are_dropp
     ]
     ours = Sealer(Keyring([key]), cluster="blue", window=30.0)
     with shoal_serve(*args) as node, udp_socket() as sock:
+        wait_for(lambda: "membership" in cluster_view(node), "gossip started", 10)
         node_id = cluster_view(node)["node_id"]
         target = (host(1), port)
 
@@ -310,6 +312,7 @@ def test_tampered_replayed_wrong_key_other_cluster_and_stale_datagrams_are_dropp
             "cluster": "blue",
         }
         assert base64.b64encode(key).decode() not in node.stderr()
+        assert "can be read by other users" not in node.stderr()
 
 
 # --------------------------------------------------------------------------- rotation
@@ -488,6 +491,15 @@ def test_protected_mode_starts_gossip_on_a_network_address_with_a_keyring(
     with shoal_serve(
         "--group", "data", *wide, "--gossip-keyring", str(keyring), port=api_port
     ) as node:
+        # /healthz answers as soon as the API listens; the membership starts after it.
+        wait_for(lambda: "membership" in cluster_view(node), "gossip started", 10)
         view = cluster_view(node)
         assert view["membership"]["address"] == f"127.0.0.1:{port}"
         assert view["membership"]["keyring"]["sends"] == "sealed"
+        assert "can be read by other users" not in node.stderr()
+    keyring.chmod(0o644)  # readable by anyone on the machine: started, with a warning
+    with shoal_serve(
+        "--group", "data", *wide, "--gossip-keyring", str(keyring), port=api_port
+    ) as node:
+        wait_for(lambda: "membership" in cluster_view(node), "gossip started", 10)
+        assert "can be read by other users (mode 0644): chmod 600 it" in node.stderr()

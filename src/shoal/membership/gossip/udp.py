@@ -22,8 +22,10 @@ import contextlib
 import ipaddress
 import logging
 import math
+import os
 import random
 import socket
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
@@ -105,6 +107,7 @@ class GossipMembership:
         self._sealer: Sealer | None = None
         if config.keyring is not None:
             self._keyring = Keyring(load_keyring(config.keyring))
+            _warn_if_shared(config.keyring)
             self._sealer = Sealer(
                 self._keyring, cluster=config.cluster, window=config.replay_window
             )
@@ -394,6 +397,18 @@ class GossipMembership:
             except OSError as exc:
                 log.warning("cannot resolve gossip bootstrap address %s: %s", host, exc)
         return seeds
+
+
+def _warn_if_shared(path: str) -> None:
+    """Log a warning when users other than the file's owner may read the keyring."""
+    with contextlib.suppress(OSError):
+        mode = os.stat(path).st_mode
+        if mode & 0o077:
+            log.warning(
+                "the gossip keyring %s can be read by other users (mode %04o): chmod 600 it",
+                path,
+                stat.S_IMODE(mode),
+            )
 
 
 async def _resolve(host: str) -> str:
