@@ -16,6 +16,7 @@ import random
 import pytest
 
 from shoal.cli.main import build_parser
+from shoal.cli.membership_flags import parse_gossip_table
 from shoal.cli.plan import build_serve_plan
 from shoal.config import GossipConfig
 from shoal.errors import ConfigError
@@ -321,3 +322,23 @@ def test_sealing_flags_alone_do_not_turn_gossip_on() -> None:
     args = build_parser().parse_args(["serve", "--group", "a", "--gossip-accept-plain"])
     with pytest.raises(ConfigError, match="--gossip-accept-plain seals gossip: it needs gossip"):
         build_serve_plan(args, {})
+
+
+def test_the_sealing_keys_of_the_gossip_table() -> None:
+    """``[node.gossip]`` takes keyring, cluster, replay_window, accept_plain, send_plain."""
+    table = {
+        "keyring": "/etc/shoal/gossip.keys",
+        "cluster": "blue",
+        "replay_window": "10s",
+        "accept_plain": True,
+        "send_plain": "false",
+    }
+    assert parse_gossip_table(table) == {
+        "keyring": "/etc/shoal/gossip.keys",
+        "cluster": "blue",
+        "replay_window": 10.0,
+        "accept_plain": True,
+        "send_plain": False,
+    }
+    with pytest.raises(ConfigError, match="accept_plain must be true or false"):
+        parse_gossip_table({"accept_plain": "maybe"})
