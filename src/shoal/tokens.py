@@ -40,6 +40,7 @@ __all__ = [
     "Credentials",
     "parse_tokens",
     "role_allows",
+    "bearer",
 ]
 
 ROLES: Final = ("read", "write", "admin")
@@ -63,6 +64,24 @@ _OWS: Final = b" \t"
 def role_allows(role: str, needed: str) -> bool:
     """Whether a token of ``role`` may do what needs ``needed`` (both from :data:`ROLES`)."""
     return _RANK[role] >= _RANK[needed]
+
+
+def bearer(token: str) -> str:
+    """The ``Authorization`` value that presents an API token: ``Bearer TOKEN``.
+
+    Raises:
+        ConfigError: a token that is empty or holds a space, a control or a
+            non-ASCII character (the message does not show the token).
+    """
+    if (
+        not isinstance(token, str)
+        or not token
+        or not token.isascii()
+        or not token.isprintable()
+        or " " in token
+    ):
+        raise ConfigError("an API token is printable ASCII without spaces")
+    return f"Bearer {token}"
 
 
 @dataclass(frozen=True, slots=True)
