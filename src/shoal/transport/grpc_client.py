@@ -22,8 +22,8 @@ from ..errors import (
     PeerUnavailable,
     RemoteLoadError,
 )
-from ..tokens import bearer
 from ..statuses import GRPC_LOAD_FAILED_CODES, raised_for_code
+from ..tokens import bearer
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES, ProtocolError, expires_at_from_wire, to_expire_ns
 from ..wire.batch import DEFAULT_MAX_BATCH_KEYS
 from ..wire.generated import shoal_pb2 as pb
