@@ -441,3 +441,21 @@ def test_serve_with_tokens_and_the_cli(tmp_path: Path, tokens_file: Path) -> Non
         assert counted[0] > 0
         assert failures == []
         assert "nope" not in server.stderr()
+
+
+def test_the_compiled_recognizer_requires_the_verified_value() -> None:
+    speedups = pytest.importorskip("shoal._speedups")
+    head = b"GET /api?key=k HTTP/1.1\r\nHost: h\r\n"
+    value = f"Bearer {READ}".encode()
+    one = head + b"authorization: \t" + value + b" \r\n\r\n"
+    assert speedups.simple_get(one, 8192) == b"/api?key=k"  # no credential: not checked
+    assert speedups.simple_get(one, 8192, None) == b"/api?key=k"
+    assert speedups.simple_get(one, 8192, value) == b"/api?key=k"
+    assert speedups.simple_get(one, 8192, value[:-1]) is None
+    assert speedups.simple_get(one, 8192, value + b"x") is None
+    assert speedups.simple_get(one, 8192, b"") is None
+    assert speedups.simple_get(head + b"\r\n", 8192, value) is None
+    twice = head + b"Authorization: " + value + b"\r\nAUTHORIZATION: " + value + b"\r\n\r\n"
+    assert speedups.simple_get(twice, 8192, value) is None
+    with pytest.raises(TypeError):
+        speedups.simple_get(one, 8192, "text")
