@@ -55,7 +55,8 @@ client one: ``Client(seed, token=...)`` sends ``Authorization: Bearer TOKEN``
 with its ``/v1/cluster`` request and with every ``shoal.v1.Cache`` call. A
 ``read`` token may get (and learn the cluster), ``write`` also set and delete.
 The peer port of an ``http`` cluster takes no token (mutual TLS protects it).
-A refused token is a :class:`~shoal.errors.PeerError` naming the status.
+A refused token raises :class:`~shoal.errors.Unauthorized` (none, unknown or
+malformed) or :class:`~shoal.errors.Forbidden` (a role that does not allow it).
 """
 
 from __future__ import annotations
@@ -74,7 +75,16 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from ._version import __version__
-from .errors import Closed, ConfigError, PeerError, PeerTimeout, PeerUnavailable, ShoalError
+from .errors import (
+    Closed,
+    ConfigError,
+    Forbidden,
+    PeerError,
+    PeerTimeout,
+    PeerUnavailable,
+    ShoalError,
+    Unauthorized,
+)
 from .ring import Ring
 from .tokens import bearer
 
@@ -450,8 +460,8 @@ class Client:
                 reasons.append(f"{source}: no answer within {self._timeout}s")
                 continue
             except (PeerError, OSError, ValueError, KeyError, TypeError) as exc:
-                if isinstance(exc, ConfigError):
-                    raise
+                if isinstance(exc, ConfigError | Unauthorized | Forbidden):
+                    raise  # the same at every seed: the token or the setup is wrong
                 reasons.append(f"{source}: {exc}")
                 continue
             await self._apply(info, source)
@@ -500,6 +510,9 @@ class Client:
                     return body
             except urllib.error.HTTPError as exc:
                 with exc:
+                    if exc.code in (401, 403):  # the token: refused, or its role
+                        refused = Unauthorized if exc.code == 401 else Forbidden
+                        raise refused(f"GET {url} answered {exc.code}") from exc
                     raise PeerError(f"GET {url} answered {exc.code}") from exc
             except (urllib.error.URLError, OSError) as exc:
                 raise PeerUnavailable(f"GET {url}: {exc}") from exc

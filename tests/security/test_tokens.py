@@ -20,7 +20,7 @@ import pytest
 
 from helpers.processes import clean_env, run_shoal, shoal_serve
 from shoal import Client, Node, NodeConfig
-from shoal.errors import ConfigError, PeerError
+from shoal.errors import ConfigError, Forbidden, Unauthorized
 from shoal.tokens import ApiTokens, parse_tokens
 
 grpc = pytest.importorskip("grpc")
@@ -348,9 +348,9 @@ async def test_client_presents_its_token(node: Node) -> None:
         async with Client(seed, token=READ) as client:
             assert await client.get("scores", "Ann") == b"1", kind
             if kind == "grpc":
-                with pytest.raises(PeerError, match="PERMISSION_DENIED"):
+                with pytest.raises(Forbidden):
                     await client.set("scores", "Ann", b"2")
-        with pytest.raises(PeerError):
+        with pytest.raises(Unauthorized):
             async with Client(seed, token=UNKNOWN) as client:
                 await client.get("scores", "Ann")
     with pytest.raises(ConfigError):

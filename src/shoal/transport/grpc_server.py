@@ -79,7 +79,7 @@ _REFUSALS: Final = {
     "unknown": (_StatusCode.UNAUTHENTICATED, "unauthorized", "the API token is not valid"),
     "malformed": (
         _StatusCode.UNAUTHENTICATED,
-        "bad_authorization",
+        "unauthorized",
         "the authorization metadata must be one 'Bearer TOKEN'",
     ),
     "forbidden": (
