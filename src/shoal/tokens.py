@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import re
+import stat
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
@@ -55,6 +57,8 @@ MIN_TOKEN_LENGTH: Final = 16
 
 MAX_TOKEN_LENGTH: Final = 4096
 """The longest token the file may hold (and a request may present)."""
+
+log = logging.getLogger("shoal.tokens")
 
 _RANK: Final[Mapping[str, int]] = {role: rank for rank, role in enumerate(ROLES)}
 _TOKEN: Final = re.compile(rb"[A-Za-z0-9\-._~+/]+=*")
@@ -179,11 +183,19 @@ class ApiTokens:
     def _read(self) -> list[tuple[str, bytes]]:
         try:
             with open(self.path, encoding="utf-8") as file:
+                mode = os.fstat(file.fileno()).st_mode
                 text = file.read()
         except (OSError, UnicodeDecodeError) as exc:
             detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8"
             raise ConfigError(f"cannot read the API tokens file {self.path}: {detail}") from None
-        return parse_tokens(text, source=self.path)
+        pairs = parse_tokens(text, source=self.path)
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning(
+                "the API tokens file %s can be read by other users (mode %o); chmod 600 it",
+                self.path,
+                stat.S_IMODE(mode),
+            )
+        return pairs
 
     def _digest(self, token: bytes) -> bytes:
         return hashlib.blake2b(token, key=self._key, digest_size=32).digest()

@@ -459,3 +459,50 @@ def test_the_compiled_recognizer_requires_the_verified_value() -> None:
     assert speedups.simple_get(twice, 8192, value) is None
     with pytest.raises(TypeError):
         speedups.simple_get(one, 8192, "text")
+
+
+def test_a_file_others_can_read_is_warned_about(
+    tokens_file: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    tokens_file.chmod(0o644)
+    ApiTokens(str(tokens_file))
+    assert "can be read by other users (mode 644); chmod 600" in caplog.text
+    caplog.clear()
+    tokens_file.chmod(0o600)
+    ApiTokens(str(tokens_file))
+    assert "other users" not in caplog.text
+
+
+def test_serve_refuses_a_bad_file_with_exit_code_2(tmp_path: Path) -> None:
+    bad = write_tokens(tmp_path / "tokens", f"read {READ}", f"raed {WRITE}")
+    done = run_shoal("serve", "--api-port", "0", "--api-tokens", str(bad), "--group", "scores")
+    assert done.returncode == 2, done.stderr
+    assert b"line 4: unknown role" in done.stderr
+    assert READ.encode() not in done.stderr
+    assert WRITE.encode() not in done.stderr
+
+
+def test_cluster_passes_the_tokens_to_every_node(tokens_file: Path) -> None:
+    """``shoal cluster --api-tokens FILE``: every node checks tokens; the supervisor's
+    readiness probe (``/healthz``) needs none."""
+    from helpers.processes import free_port_range, process_group, shoal_cmd
+
+    peer_port, api_port = free_port_range(2), free_port_range(2) + 1
+    command = shoal_cmd(
+        "cluster",
+        "--nodes",
+        "2",
+        "--port",
+        str(peer_port),
+        "--api-port",
+        str(api_port),
+        "--api-tokens",
+        str(tokens_file),
+        "--group",
+        "scores",
+    )
+    with process_group(command) as group:
+        group.wait_for_output("Ctrl-C stops the cluster")
+        for port in (api_port, api_port - 1):
+            assert _api_get(port, "Tom", UNKNOWN) == 401
+            assert _api_get(port, "Tom", READ) not in (400, 401, 403)  # admitted
