@@ -334,6 +334,22 @@ async def test_grpc_each_role_against_each_call(node: Node) -> None:
         await channel.unary_unary("/shoal.v1.Peer/Get")(raw)
 
 
+async def test_grpc_sees_a_reload_at_once(node: Node, tokens_file: Path) -> None:
+    from shoal.wire.generated import shoal_pb2 as pb
+
+    assert node.peer_address is not None
+    raw = pb.GetRequest(group="scores", key="Tom").SerializeToString()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{node.peer_address[1]}") as channel:
+        get = channel.unary_unary("/shoal.v1.Cache/Get")
+        await get(raw, metadata=(("authorization", f"Bearer {READ}"),))
+        await asyncio.to_thread(write_tokens, tokens_file, f"admin {ADMIN}")
+        assert node.reload()
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await get(raw, metadata=(("authorization", f"Bearer {READ}"),))
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        await get(raw, metadata=(("authorization", f"Bearer {ADMIN}"),))
+
+
 async def test_client_presents_its_token(node: Node) -> None:
     assert node.api_address is not None
     assert node.peer_address is not None
