@@ -161,6 +161,10 @@ def _load_simple_get() -> SimpleGet | None:
     if speedups is None:  # the parser does it all
         return None
     simple_get: SimpleGet = speedups.simple_get
+    try:
+        simple_get(b"", 0, None)
+    except TypeError:  # an extension built from an older source: the parser does it all
+        return None
     return simple_get
 
 
