@@ -17,6 +17,7 @@ import http.client
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -50,7 +51,14 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def request(method: str, url: str, *, body: bytes | None = None, timeout: float) -> Reply:
+def request(
+    method: str,
+    url: str,
+    *,
+    body: bytes | None = None,
+    timeout: float,
+    headers: Mapping[str, str] | None = None,
+) -> Reply:
     """Send one request and read the whole answer.
 
     Args:
@@ -58,6 +66,7 @@ def request(method: str, url: str, *, body: bytes | None = None, timeout: float)
         url: the full URL.
         body: the request body (sent as ``application/octet-stream``), or None.
         timeout: seconds for the connection and for each wait for the answer.
+        headers: more header fields (an ``Authorization`` with the API token).
 
     Raises:
         RequestFailed: no answer (any status, 4xx and 5xx too, is a :class:`Reply`).
@@ -67,6 +76,8 @@ def request(method: str, url: str, *, body: bytes | None = None, timeout: float)
     )
     if body is not None:
         req.add_header("Content-Type", "application/octet-stream")
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
             return Reply(response.status, response.read())
