@@ -172,6 +172,26 @@ async def test_http_each_role_against_each_operation(api: Api) -> None:
                 assert json.loads(data)["code"] == "forbidden"
 
 
+async def test_cluster_internals_are_for_admin_tokens(api: Api) -> None:
+    """Below ``admin``, ``/v1/cluster`` is the routing view a client needs (the ring,
+    the members' URLs and shares); an admin token also sees the internals
+    (membership state and counters, node ids, the peer address)."""
+    views = {}
+    for role, token in ROLE_TOKENS.items():
+        status, _, data = await call(api, "GET", "/v1/cluster?key=Tom", token)
+        assert status == 200
+        views[role] = json.loads(data)
+    admin = views["admin"]
+    assert {"membership", "node_id", "peer_address"} <= set(admin)
+    for role in ("read", "write"):
+        view = views[role]
+        assert set(view) == {"self", "base_path", "transport", "ring", "owner", "members"}
+        assert view["ring"] == admin["ring"]
+        assert view["owner"] == admin["owner"]
+        assert [m["url"] for m in view["members"]] == [m["url"] for m in admin["members"]]
+        assert all(set(m) == {"url", "self", "share", "backing_off"} for m in view["members"])
+
+
 async def test_http_no_token_wrong_token_malformed(api: Api) -> None:
     for operation, (method, path, body, _) in OPERATIONS.items():
         status, headers, data = await call(api, method, path, None, body)

@@ -20,7 +20,9 @@ With API tokens (``NodeConfig.api_tokens``, :mod:`shoal.tokens`) every route
 but ``/healthz`` (and ``/readyz``) needs ``Authorization: Bearer TOKEN`` of a
 role that allows it: ``read`` for every ``GET``/``HEAD`` (values, statistics,
 the cluster view, metrics, and any unknown path), ``write`` for ``PUT`` and
-``DELETE`` of a key, ``admin`` for invalidating a group. No token or an unknown
+``DELETE`` of a key, ``admin`` for invalidating a group and for the cluster's
+internals (below ``admin``, ``/v1/cluster`` answers the routing view a client
+needs: the ring and the members' URLs and shares, see :func:`routing_view`). No token or an unknown
 one gets a 401 with ``WWW-Authenticate: Bearer realm="shoal"`` (and
 ``error="invalid_token"`` when a token was given), a header that is not ``Bearer
 TOKEN`` (or two of them) a 400 with ``error="invalid_request"``, a role that
@@ -58,8 +60,8 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 from .._http import (
     OCTET_STREAM,
@@ -74,7 +76,7 @@ from .._http import (
 )
 from ..errors import ShoalError, ValueTooLarge
 from ..statuses import LOAD_FAILED
-from ..tokens import ApiTokens
+from ..tokens import ApiTokens, role_allows
 from ..wire import percent_decode
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
@@ -227,6 +229,24 @@ def required_role(method: str, path: bytes) -> str | None:
             return "admin"
         return "read" if method in _READ else "write"
     return "read"
+
+
+# What a client needs to route a key (shoal.Client): every role may read it. The
+# rest of /v1/cluster (membership state and counters, node ids, the peer clients'
+# counters, the peer address) is the cluster's internals, for admin tokens only.
+_ROUTING_KEYS: Final = ("self", "base_path", "transport", "ring", "owner")
+_ROUTING_MEMBER_KEYS: Final = ("url", "self", "share", "backing_off")
+
+
+def routing_view(info: Mapping[str, Any]) -> dict[str, Any]:
+    """``/v1/cluster`` as a token below ``admin`` sees it: the ring and the members'
+    URLs and shares, without the cluster's internals."""
+    view = {key: info[key] for key in _ROUTING_KEYS if key in info}
+    view["members"] = [
+        {key: member[key] for key in _ROUTING_MEMBER_KEYS if key in member}
+        for member in info.get("members", ())
+    ]
+    return view
 
 
 def _authorization(request: Request) -> bytes | None:
@@ -535,7 +555,13 @@ class ApiServer:
             return _bad_request(exc)
         if key == "":
             return error_response(400, "invalid_key", "the key is empty")
-        return json_response(self._node.cluster_info(key))
+        info = self._node.cluster_info(key)
+        tokens = self._tokens
+        if tokens is not None:
+            role = tokens.identify(_authorization(request)).role
+            if role is None or not role_allows(role, "admin"):
+                info = routing_view(info)
+        return json_response(info)
 
     def _healthz(self, request: Request) -> Response:
         if request.method not in _READ:
