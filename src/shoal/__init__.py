@@ -7,12 +7,14 @@ drivers, msgpack, grpcio) are imported only when used.
 from ._version import __version__ as __version__
 from .client import Client as Client
 from .codec import Codec as Codec
+from .config import DnsConfig as DnsConfig
 from .config import EtcdConfig as EtcdConfig
 from .config import GossipConfig as GossipConfig
 from .config import GroupConfig as GroupConfig
 from .config import NodeConfig as NodeConfig
 from .errors import Closed as Closed
 from .errors import ConfigError as ConfigError
+from .errors import Forbidden as Forbidden
 from .errors import GroupFull as GroupFull
 from .errors import GroupNotFound as GroupNotFound
 from .errors import InvalidKey as InvalidKey
@@ -29,6 +31,7 @@ from .errors import PeerTimeout as PeerTimeout
 from .errors import PeerUnavailable as PeerUnavailable
 from .errors import RemoteLoadError as RemoteLoadError
 from .errors import ShoalError as ShoalError
+from .errors import Unauthorized as Unauthorized
 from .errors import ValueTooLarge as ValueTooLarge
 from .group import Group as Group
 from .group import Loader as Loader
@@ -55,6 +58,7 @@ __all__ = [
     "GroupConfig",
     "EtcdConfig",
     "GossipConfig",
+    "DnsConfig",
     # statistics
     "GroupStats",
     "StoreStats",
@@ -78,4 +82,6 @@ __all__ = [
     "RemoteLoadError",
     "Closed",
     "MembershipError",
+    "Unauthorized",
+    "Forbidden",
 ]

@@ -49,6 +49,14 @@ are raised as the node raised them.
 and drops every other member's copy, or, in a replicated group, sends the write
 to every member. Over ``http`` a TTL travels as an absolute expiry computed with
 the client's clock.
+
+**Tokens.** Against nodes started with API tokens (``--api-tokens``), give the
+client one: ``Client(seed, token=...)`` sends ``Authorization: Bearer TOKEN``
+with its ``/v1/cluster`` request and with every ``shoal.v1.Cache`` call. A
+``read`` token may get (and learn the cluster), ``write`` also set and delete.
+The peer port of an ``http`` cluster takes no token (mutual TLS protects it).
+A refused token raises :class:`~shoal.errors.Unauthorized` (none, unknown or
+malformed) or :class:`~shoal.errors.Forbidden` (a role that does not allow it).
 """
 
 from __future__ import annotations
@@ -67,9 +75,19 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from ._version import __version__
-from .errors import Closed, ConfigError, PeerError, PeerTimeout, PeerUnavailable, ShoalError
+from .errors import (
+    Closed,
+    ConfigError,
+    Forbidden,
+    PeerError,
+    PeerTimeout,
+    PeerUnavailable,
+    ShoalError,
+    Unauthorized,
+)
 from .ring import Ring
 from .tls import ClientTls
+from .tokens import bearer
 
 if TYPE_CHECKING:
     import ssl
@@ -154,14 +172,16 @@ class Client:
         backoff: seconds a node that failed is skipped; also the least time
             between two refreshes after failures. Default 1.
         channels: gRPC channels (connections) per node. Default 1.
+        token: the API token to present, when the nodes have API tokens. Default
+            None: none.
         tls: TLS towards the nodes (:class:`shoal.tls.ClientTls`): the CA that signed
             their certificates and, for mutual TLS, a client certificate. Used for
             ``https://`` seeds and members, and makes ``grpc://`` seeds speak TLS.
             Default None: ``https://`` is verified against the system's CAs.
 
     Raises:
-        ConfigError: no seed, a seed that is not such a URL, a value out of range,
-            or a TLS file that cannot be loaded.
+        ConfigError: no seed, a seed that is not such a URL, a malformed token, a
+            value out of range, or a TLS file that cannot be loaded.
     """
 
     def __init__(
@@ -171,6 +191,7 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         backoff: float = DEFAULT_BACKOFF,
         channels: int = 1,
+        token: str | None = None,
         tls: ClientTls | None = None,
     ) -> None:
         seed_list = [seeds] if isinstance(seeds, str) else list(seeds)
@@ -183,6 +204,8 @@ class Client:
         self._timeout = float(timeout)
         self._backoff = float(backoff)
         self._channels = int(channels)
+        self._token = token
+        self._authorization = bearer(token) if token is not None else None
         self._clock: Callable[[], float] = time.monotonic
         self._view: _View | None = None
         self._down: dict[str, float] = {}
@@ -451,8 +474,8 @@ class Client:
                 reasons.append(f"{source}: no answer within {self._timeout}s")
                 continue
             except (PeerError, OSError, ValueError, KeyError, TypeError) as exc:
-                if isinstance(exc, ConfigError):
-                    raise
+                if isinstance(exc, ConfigError | Unauthorized | Forbidden):
+                    raise  # the same at every seed: the token or the setup is wrong
                 reasons.append(f"{source}: {exc}")
                 continue
             await self._apply(info, source)
@@ -482,7 +505,7 @@ class Client:
             from .transport.grpc import GrpcNodeClient
 
             client = self._seed_clients[seed] = GrpcNodeClient(
-                seed, timeout=self._timeout, credentials=self._credentials()
+                seed, timeout=self._timeout, token=self._token, credentials=self._credentials()
             )
         return client
 
@@ -501,9 +524,10 @@ class Client:
         url = f"{seed}/v1/cluster"
 
         def fetch() -> bytes:
-            request = urllib.request.Request(
-                url, headers={"Accept": "application/json", "User-Agent": f"shoal/{__version__}"}
-            )
+            headers = {"Accept": "application/json", "User-Agent": f"shoal/{__version__}"}
+            if self._authorization is not None:
+                headers["Authorization"] = self._authorization
+            request = urllib.request.Request(url, headers=headers)
             try:
                 with urllib.request.urlopen(
                     request, timeout=self._timeout, context=self._ssl
@@ -512,6 +536,9 @@ class Client:
                     return body
             except urllib.error.HTTPError as exc:
                 with exc:
+                    if exc.code in (401, 403):  # the token: refused, or its role
+                        refused = Unauthorized if exc.code == 401 else Forbidden
+                        raise refused(f"GET {url} answered {exc.code}") from exc
                     raise PeerError(f"GET {url} answered {exc.code}") from exc
             except (urllib.error.URLError, OSError) as exc:
                 raise PeerUnavailable(f"GET {url}: {exc}") from exc
@@ -566,6 +593,7 @@ class Client:
                 url,
                 timeout=self._timeout,
                 channels=self._channels,
+                token=self._token,
                 credentials=self._credentials(),
             )
         from .transport.http import HttpPeerClient

@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .api.http import ApiServer
     from .membership import BadInput, Member, MemberSet, Membership
     from .peers import PeerClient, PeerPicker, Transport
+    from .tokens import ApiTokens
     from .transport.http import PeerServer
 
 __all__ = ["Node", "new_event_loop", "default_transport"]
@@ -151,6 +152,7 @@ class Node:
         # What reload() reads again (certificates, tokens, keyrings): (what, reader),
         # registered by the parts that hold them as they start.
         self._reloaders: list[tuple[str, Callable[[], None]]] = []
+        self._tokens: ApiTokens | None = None
         self._tls: NodeTls | None = None
 
     def __repr__(self) -> str:
@@ -293,7 +295,7 @@ class Node:
 
     @property
     def membership(self) -> Membership | None:
-        """Where the member list comes from (static, etcd, gossip), once started."""
+        """Where the member list comes from (static, etcd, gossip, DNS), once started."""
         return self._membership
 
     @property
@@ -317,7 +319,7 @@ class Node:
             :meth:`peer_statistics`). A node
             alone has no members and owns every key (``owner`` None). With a
             peer port or peers, also ``node_id``, ``membership`` (the source,
-            ``static``/``etcd``/``gossip``, and its state and counters) and, per
+            ``static``/``etcd``/``gossip``/``dns``, and its state and counters) and, per
             member, its ``node_id`` and the ``source`` it was learned from.
         """
         cfg = self.config
@@ -414,6 +416,12 @@ class Node:
         if self.config.insecure:
             for exposed in self.config.unprotected():
                 log.warning("INSECURE (--insecure): %s", exposed)
+        if self.config.api_tokens is not None and self._tokens is None:
+            from .tokens import ApiTokens
+
+            # Read before any port opens: a bad file is a ConfigError at start.
+            self._tokens = ApiTokens(self.config.api_tokens)
+            self._reloaders.append(("API tokens", self._tokens.reload))
         tls = self._tls
         if self.config.tls is not None and tls is None:
             # ConfigError: a file that fails to load.
@@ -426,7 +434,7 @@ class Node:
                 from .api.http import ApiServer
 
                 server = self._api_server = ApiServer(
-                    self, tls=tls.api_server if tls is not None else None
+                    self, tokens=self._tokens, tls=tls.api_server if tls is not None else None
                 )
                 stack.push_async_callback(server.aclose)
                 self._api_address = await server.start(self.config.api_host, self.config.api_port)
@@ -507,7 +515,7 @@ class Node:
         if cfg.port is not None and cfg.transport == "grpc":
             from .transport.grpc import GrpcServer
 
-            grpc_server = GrpcServer(self, tls=tls)
+            grpc_server = GrpcServer(self, tokens=self._tokens, tls=tls)
             stack.push_async_callback(grpc_server.aclose)
             self._peer_address = await grpc_server.start(cfg.host, cfg.port)
             log.info("gRPC server (peers and API) listening on %s:%d", *self._peer_address)
@@ -576,13 +584,27 @@ class Node:
 
             from .membership.gossip import GossipMembership
 
-            return GossipMembership(
+            gossip = GossipMembership(
                 cfg.gossip,
                 node_id=node_id,
                 url=self_url,
                 host=cfg.host,
                 url_host=urlsplit(self_url).hostname,
                 grpc=grpc,
+                started_at=self._started_at,
+            )
+            if cfg.gossip.keyring is not None:
+                self._reloaders.append(("gossip keyring", gossip.reload_keyring))
+            return gossip
+        if cfg.dns is not None:
+            from .membership.dns import DnsMembership
+
+            return DnsMembership(
+                cfg.dns,
+                node_id=node_id,
+                url=self_url,
+                host=cfg.host,
+                grpc=grpc is not None,
                 started_at=self._started_at,
             )
         from .membership.static import StaticMembership

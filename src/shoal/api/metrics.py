@@ -12,11 +12,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from ..stats import GroupStats
+from ..tokens import REASONS
 
 __all__ = ["CONTENT_TYPE", "render_metrics", "escape_label_value"]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 """The ``Content-Type`` of the text exposition format."""
+
+AUTH_PORTS: Final = ("api", "grpc")
+"""The ports that check API tokens: the HTTP API and gRPC's ``shoal.v1.Cache``."""
 
 # (series, GroupStats field, help)
 _GROUP_COUNTERS: Final = (
@@ -143,7 +147,7 @@ def _labelled(
 
 
 def _membership_lines(membership: Mapping[str, Any]) -> list[str]:
-    """The series of the membership source's input drops (gossip or etcd)."""
+    """The series of the membership source's input drops (gossip, etcd or DNS)."""
     lines: list[str] = []
     dropped = membership.get("dropped")
     if isinstance(dropped, Mapping):
@@ -154,6 +158,8 @@ def _membership_lines(membership: Mapping[str, Any]) -> list[str]:
             "reason",
             sorted(dropped.items()),
         )
+    if membership.get("source") == "dns":
+        return lines + _dns_lines(membership)
     bad = membership.get("bad_records")
     if isinstance(bad, int):
         series = "shoal_etcd_bad_records_total"
@@ -165,6 +171,49 @@ def _membership_lines(membership: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _dns_lines(membership: Mapping[str, Any]) -> list[str]:
+    """The series of DNS membership: lookups that kept the last members, and the records
+    of the answers that were skipped."""
+    lines: list[str] = []
+    reasons = [(r, membership.get(key)) for r, key in (("failed", "failures"), ("empty", "empty"))]
+    lines += _labelled(
+        "shoal_dns_lookups_kept_total",
+        "counter",
+        "DNS lookups that found no member (no answer, or no record): the last members kept.",
+        "reason",
+        [(r, n) for r, n in reasons if isinstance(n, int)],
+    )
+    for key, series, text in (
+        (
+            "bad_records",
+            "shoal_dns_bad_records_total",
+            "DNS records that cannot be a member, skipped.",
+        ),
+        ("left_out", "shoal_dns_left_out_total", "DNS members left out past max_members."),
+    ):
+        value = membership.get(key)
+        if isinstance(value, int):
+            lines += (f"# HELP {series} {text}", f"# TYPE {series} counter", f"{series} {value}")
+    return lines
+
+
+def _auth_lines(failures: Mapping[tuple[str, str], int]) -> list[str]:
+    """``shoal_auth_failures_total{port,reason}``: every port and reason, zeros included."""
+    series = "shoal_auth_failures_total"
+    lines = [
+        f"# HELP {series} API requests refused for their token (missing, malformed, "
+        "unknown, or a role that does not allow the request).",
+        f"# TYPE {series} counter",
+    ]
+    keys = sorted({*((p, r) for p in AUTH_PORTS for r in REASONS), *failures})
+    lines += (
+        f'{series}{{port="{escape_label_value(port)}",reason="{escape_label_value(reason)}"}} '
+        f"{failures.get((port, reason), 0)}"
+        for port, reason in keys
+    )
+    return lines
+
+
 def render_metrics(
     stats: Iterable[GroupStats],
     peers: Mapping[str, Mapping[str, int]] | None = None,
@@ -173,6 +222,7 @@ def render_metrics(
     background_errors: Mapping[str, int] | None = None,
     loader_threads: Mapping[str, int] | None = None,
     accept_errors: Mapping[str, int] | None = None,
+    auth_failures: Mapping[tuple[str, str], int] | None = None,
     tls_handshake_failures: Mapping[str, int] | None = None,
 ) -> bytes:
     """Render the statistics of some groups in the Prometheus text format.
@@ -185,8 +235,10 @@ def render_metrics(
         peers: per peer URL, its client's counters (``Node.peer_statistics()``), rendered
             as ``shoal_peer_client_*`` series with a ``peer`` label.
         membership: the membership source's statistics (``Membership.statistics()``):
-            its dropped input as ``shoal_gossip_dropped_total{reason}`` (gossip) or
-            ``shoal_etcd_bad_records_total`` (etcd).
+            its dropped input as ``shoal_gossip_dropped_total{reason}`` (gossip),
+            ``shoal_etcd_bad_records_total`` (etcd), or for DNS
+            ``shoal_dns_lookups_kept_total{reason}``, ``shoal_dns_bad_records_total``
+            and ``shoal_dns_left_out_total``.
         background_errors: failed rounds of the node's background tasks by task
             (``Node.background_errors()``), as ``shoal_background_errors_total``
             with a ``task`` label.
@@ -195,6 +247,9 @@ def render_metrics(
         accept_errors: per server (``api``, ``peer``), the times accepting a connection
             failed for lack of file descriptors (``Node.accept_errors()``), as
             ``shoal_accept_errors_total{server}``.
+        auth_failures: per (port, reason), the requests refused for their API token
+            (``ApiTokens.failures()``), as ``shoal_auth_failures_total{port,reason}``;
+            None when the node has no tokens.
         tls_handshake_failures: per TLS server (``api``, ``peer``), the handshakes that
             failed or timed out (``Node.tls_handshake_failures()``), as
             ``shoal_tls_handshake_failures_total{server}``.
@@ -271,5 +326,7 @@ def render_metrics(
         )
     if membership is not None:
         lines += _membership_lines(membership)
+    if auth_failures is not None:
+        lines += _auth_lines(auth_failures)
     lines.append("")  # the format ends with a line feed
     return "\n".join(lines).encode()

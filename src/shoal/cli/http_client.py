@@ -18,6 +18,7 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -57,6 +58,7 @@ def request(
     *,
     body: bytes | None = None,
     timeout: float,
+    headers: Mapping[str, str] | None = None,
     context: ssl.SSLContext | None = None,
 ) -> Reply:
     """Send one request and read the whole answer.
@@ -66,6 +68,7 @@ def request(
         url: the full URL.
         body: the request body (sent as ``application/octet-stream``), or None.
         timeout: seconds for the connection and for each wait for the answer.
+        headers: more header fields (an ``Authorization`` with the API token).
         context: TLS settings for an ``https://`` URL (default: the system's CAs).
 
     Raises:
@@ -76,6 +79,8 @@ def request(
     )
     if body is not None:
         req.add_header("Content-Type", "application/octet-stream")
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=context) as response:
             return Reply(response.status, response.read())

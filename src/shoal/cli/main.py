@@ -183,6 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
             default=30.0,
             help="how long to wait for the answer (default 30)",
         )
+        sub.add_argument(
+            "--token",
+            metavar="TOKEN",
+            help="the API token, for a node with --api-tokens (env SHOAL_TOKEN; "
+            "--token-file keeps it out of the process list)",
+        )
+        sub.add_argument(
+            "--token-file",
+            metavar="FILE",
+            help="read the API token from the first line of FILE",
+        )
         # TLS towards the node, with serve's names (read by client_commands._tls).
         for flag, env, text in (
             ("--tls-ca", "SHOAL_TLS_CA", "PEM CA that signed the node's certificate"),

@@ -15,17 +15,25 @@ flag                                variable                        file
 ``--gossip-advertise HOST:PORT``    ``SHOAL_GOSSIP_ADVERTISE``      ``[node.gossip] advertise``
 ``--gossip-timers lan|local``       ``SHOAL_GOSSIP_TIMERS``         ``[node.gossip] timers``
 ``--gossip-keyring FILE``           ``SHOAL_GOSSIP_KEYRING``        ``[node.gossip] keyring``
+``--gossip-cluster NAME``           ``SHOAL_GOSSIP_CLUSTER``        ``[node.gossip] cluster``
+``--gossip-accept-plain``           ``SHOAL_GOSSIP_ACCEPT_PLAIN``   ``[node.gossip] accept_plain``
+``--gossip-send-plain``             ``SHOAL_GOSSIP_SEND_PLAIN``     ``[node.gossip] send_plain``
 ``--etcd-ca FILE``                  ``SHOAL_ETCD_CA``               ``[node.etcd] ca``
 ``--etcd-cert FILE``                ``SHOAL_ETCD_CERT``             ``[node.etcd] cert``
 ``--etcd-key FILE``                 ``SHOAL_ETCD_KEY``              ``[node.etcd] key``
 ``--etcd-user NAME``                ``SHOAL_ETCD_USER``             ``[node.etcd] user``
 ``--etcd-password-file FILE``       ``SHOAL_ETCD_PASSWORD_FILE``    ``[node.etcd] password_file``
+``--dns NAME``                      ``SHOAL_DNS``                   ``[node.dns] name``
+``--dns-srv _SERVICE._PROTO.NAME``  ``SHOAL_DNS_SRV``               ``[node.dns] srv``
+``--dns-interval SECONDS``          ``SHOAL_DNS_INTERVAL``          ``[node.dns] interval``
+``--dns-server HOST:PORT``          ``SHOAL_DNS_SERVER``            ``[node.dns] server``
 ==================================  ==============================  ==========================
 
-The file tables also take every other field of :class:`~shoal.config.EtcdConfig`
-and :class:`~shoal.config.GossipConfig` (``keepalive_interval``,
-``probe_interval``, ``suspicion_timeout``...). etcd is on when endpoints are
-given; gossip when a gossip port, a join list or a ``[node.gossip]`` table is.
+The file tables also take every other field of :class:`~shoal.config.EtcdConfig`,
+:class:`~shoal.config.GossipConfig` and :class:`~shoal.config.DnsConfig`
+(``keepalive_interval``, ``probe_interval``, ``suspicion_timeout``, ``timeout``...).
+etcd is on when endpoints are given; gossip when a gossip port, a join list or a
+``[node.gossip]`` table is; DNS when a name or an SRV name is.
 """
 
 from __future__ import annotations
@@ -35,16 +43,24 @@ import dataclasses
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Final
 
-from ..config import GOSSIP_PROFILES, EtcdConfig, GossipConfig, check_node_id
+from ..config import GOSSIP_PROFILES, DnsConfig, EtcdConfig, GossipConfig, check_node_id
 from ..errors import ConfigError
 from .common import ArgumentContainer, FlagSet, given
-from .parse import parse_duration, parse_int, parse_port, parse_str, split_assignment
+from .parse import (
+    parse_bool,
+    parse_duration,
+    parse_int,
+    parse_port,
+    parse_str,
+    split_assignment,
+)
 
 __all__ = [
     "add_membership_arguments",
     "parse_node_id",
     "parse_etcd_table",
     "parse_gossip_table",
+    "parse_dns_table",
     "resolve_membership",
 ]
 
@@ -65,9 +81,21 @@ _GOSSIP_OPTIONS: Final = (
     ("advertise", "--gossip-advertise", "SHOAL_GOSSIP_ADVERTISE"),
     ("timers", "--gossip-timers", "SHOAL_GOSSIP_TIMERS"),
     ("keyring", "--gossip-keyring", "SHOAL_GOSSIP_KEYRING"),
+    ("cluster", "--gossip-cluster", "SHOAL_GOSSIP_CLUSTER"),
+    ("accept_plain", "--gossip-accept-plain", "SHOAL_GOSSIP_ACCEPT_PLAIN"),
+    ("send_plain", "--gossip-send-plain", "SHOAL_GOSSIP_SEND_PLAIN"),
 )
+_DNS_OPTIONS: Final = (
+    ("name", "--dns", "SHOAL_DNS"),
+    ("srv", "--dns-srv", "SHOAL_DNS_SRV"),
+    ("interval", "--dns-interval", "SHOAL_DNS_INTERVAL"),
+    ("server", "--dns-server", "SHOAL_DNS_SERVER"),
+)
+# The sealing settings: like the timers, they do not turn gossip on by themselves.
+_SEALING_KEYS: Final = frozenset({"keyring", "cluster", "accept_plain", "send_plain"})
 # Keys that have their own flag, so --etcd-option and --gossip-option do not take them.
 _FLAG_KEYS: Final = frozenset(key for key, _, _ in (*_ETCD_OPTIONS, *_GOSSIP_OPTIONS))
+_DNS_FLAG_KEYS: Final = frozenset(key for key, _, _ in _DNS_OPTIONS)
 
 
 def add_membership_arguments(
@@ -78,7 +106,7 @@ def add_membership_arguments(
     in ``flags``."""
     group: ArgumentContainer = parser.add_argument_group(
         "membership",
-        "how the members find each other: a static --peers list (default), etcd, or gossip",
+        "how the members find each other: a static --peers list (default), etcd, gossip, or DNS",
     )
     if cluster:
         flags.add(
@@ -169,6 +197,42 @@ def add_membership_arguments(
             help="the gossip address the others use (default: the listening one); "
             "env SHOAL_GOSSIP_ADVERTISE",
         )
+    if not cluster:
+        flags.add(
+            group,
+            "--dns",
+            metavar="NAME",
+            help="find the members in DNS: every A/AAAA address of NAME is a member on this "
+            "node's peer port and scheme; env SHOAL_DNS",
+        )
+        flags.add(
+            group,
+            "--dns-srv",
+            metavar="_SERVICE._PROTO.NAME",
+            help="find the members in DNS: every SRV record of this name is a member on "
+            "its target and port (extra shoal[dns]); env SHOAL_DNS_SRV",
+        )
+        flags.add(
+            group,
+            "--dns-interval",
+            metavar="SECONDS",
+            help="look the DNS members up again this often (default 5); env SHOAL_DNS_INTERVAL",
+        )
+        flags.add(
+            group,
+            "--dns-server",
+            metavar="HOST:PORT",
+            help="ask this DNS server (an IP address and port) instead of the system's "
+            "resolver (extra shoal[dns]); env SHOAL_DNS_SERVER",
+        )
+        flags.add(
+            group,
+            "--dns-option",
+            metavar="KEY=VALUE",
+            action="append",
+            default=[],
+            help="any other DNS setting, as in [node.dns]: timeout, max_members (repeatable)",
+        )
     flags.add(
         group,
         "--etcd-option",
@@ -193,6 +257,29 @@ def add_membership_arguments(
         metavar="FILE",
         help="gossip keys, one base64 AES key (16, 24 or 32 bytes) per line, the first "
         "the primary: every datagram is sealed and authenticated; env SHOAL_GOSSIP_KEYRING",
+    )
+    flags.add(
+        group,
+        "--gossip-cluster",
+        metavar="NAME",
+        help="the cluster's name, sealed into every datagram: nodes of another cluster "
+        "are refused even under the same key (default 'default'); env SHOAL_GOSSIP_CLUSTER",
+    )
+    flags.add(
+        group,
+        "--gossip-accept-plain",
+        action="store_true",
+        default=None,
+        help="with --gossip-keyring, accept plain datagrams too while sending sealed ones "
+        "(a step of a live upgrade to sealed gossip); env SHOAL_GOSSIP_ACCEPT_PLAIN=1",
+    )
+    flags.add(
+        group,
+        "--gossip-send-plain",
+        action="store_true",
+        default=None,
+        help="with --gossip-keyring and --gossip-accept-plain, still send plain datagrams "
+        "(the first step of that upgrade); env SHOAL_GOSSIP_SEND_PLAIN=1",
     )
     flags.add(
         group,
@@ -274,6 +361,8 @@ def _field_parsers(cls: type[Any], special: Mapping[str, Callable[..., Any]]) ->
             parsers[f.name] = special[f.name]
         elif f.name == "port":
             parsers[f.name] = parse_port
+        elif f.type == "bool" or f.type is bool:
+            parsers[f.name] = parse_bool
         elif "float" in str(f.type):
             parsers[f.name] = parse_duration
         elif "int" in str(f.type):
@@ -314,6 +403,19 @@ def _parse_table(
     return options
 
 
+def _dns_fields() -> dict[str, Callable[..., Any]]:
+    return _field_parsers(DnsConfig, {"server": _host_port})
+
+
+def parse_dns_table(value: object, *, what: str = "[node.dns]") -> dict[str, Any]:
+    """Parse the ``[node.dns]`` table into :class:`~shoal.config.DnsConfig` options.
+
+    Raises:
+        ConfigError: an unknown key or a malformed value.
+    """
+    return _parse_table(value, what=what, fields=_dns_fields())
+
+
 def parse_etcd_table(value: object, *, what: str = "[node.etcd]") -> dict[str, Any]:
     """Parse the ``[node.etcd]`` table into :class:`~shoal.config.EtcdConfig` options.
 
@@ -345,6 +447,7 @@ def resolve_membership(
     """
     etcd: dict[str, Any] | None = node_options.pop("etcd", None)
     gossip: dict[str, Any] | None = node_options.pop("gossip", None)
+    dns = _resolve_dns(node_options.pop("dns", None), args, environ)
     etcd_fields, gossip_fields = _etcd_fields(), _gossip_fields()
     for key, flag, env in _ETCD_OPTIONS:
         value = given(getattr(args, flag[2:].replace("-", "_"), None), environ.get(env))
@@ -356,7 +459,7 @@ def resolve_membership(
         etcd = {} if etcd is None else etcd
         etcd[key] = value
     timers: str | None = None
-    keyring: str | None = None
+    sealing: dict[str, Any] = {}
     gossip_options = [
         _option(item, "--gossip-option", gossip_fields)
         for item in getattr(args, "gossip_option", None) or ()
@@ -371,8 +474,8 @@ def resolve_membership(
             # environment); it applies once gossip is on, over the file's profile.
             timers = parsed
             continue
-        if key == "keyring":
-            keyring = parsed
+        if key in _SEALING_KEYS:
+            sealing[key] = parsed
             continue
         gossip = {} if gossip is None else gossip
         gossip[key] = parsed
@@ -383,13 +486,13 @@ def resolve_membership(
                 "--gossip-option needs gossip: --gossip-port, --join or [node.gossip]"
             )
         gossip.update(gossip_options)
-    if keyring is not None:
+    if sealing:
         if gossip is None:
+            flag = next(f for k, f, _ in _GOSSIP_OPTIONS if k in sealing)
             raise ConfigError(
-                "--gossip-keyring seals gossip: it needs gossip (--gossip-port, --join or "
-                "[node.gossip])"
+                f"{flag} seals gossip: it needs gossip (--gossip-port, --join or [node.gossip])"
             )
-        gossip["keyring"] = keyring
+        gossip.update(sealing)
     if etcd is not None:
         if "endpoints" not in etcd:
             raise ConfigError(
@@ -403,9 +506,14 @@ def resolve_membership(
         profile = timers or gossip.pop("timers", "lan")
         gossip.pop("timers", None)
         node_options["gossip"] = GossipConfig.profile(profile, **gossip)
-    if etcd is None and gossip is None:
+    if dns is not None:
+        if etcd is not None or gossip is not None:
+            other = "--etcd" if etcd is not None else "gossip"
+            raise ConfigError(f"choose one membership: DNS (--dns, --dns-srv) or {other}")
+        node_options["dns"] = dns
+    if etcd is None and gossip is None and dns is None:
         return
-    which = "--etcd" if etcd is not None else "gossip"
+    which = "--etcd" if etcd is not None else "gossip" if gossip is not None else "DNS"
     if node_options.get("peers"):
         raise ConfigError(f"--peers is the static member list; with {which} the members are found")
     if node_options.get("port") is None:
@@ -420,11 +528,48 @@ def resolve_membership(
         )
 
 
-def _option(item: str, flag: str, fields: Mapping[str, Callable[..., Any]]) -> tuple[str, Any]:
-    """Parse one ``KEY=VALUE`` of ``--etcd-option`` or ``--gossip-option``."""
+def _resolve_dns(
+    table: dict[str, Any] | None, args: argparse.Namespace, environ: Mapping[str, str]
+) -> DnsConfig | None:
+    """The DNS settings: the flags and variables over the ``[node.dns]`` table."""
+    dns = table
+    fields = _dns_fields()
+    for key, flag, env in _DNS_OPTIONS:
+        value = given(getattr(args, flag[2:].replace("-", "_"), None), environ.get(env))
+        if value is not None:
+            dns = {} if dns is None else dns
+            dns[key] = fields[key](value, what=flag)
+    options = [
+        _option(item, "--dns-option", fields, flagged=_DNS_FLAG_KEYS)
+        for item in getattr(args, "dns_option", None) or ()
+    ]
+    if options and dns is None:
+        raise ConfigError("--dns-option needs --dns NAME or --dns-srv _SERVICE._PROTO.NAME")
+    if dns is None:
+        return None
+    dns.update(options)
+    if dns.get("name") is None and dns.get("srv") is None:
+        raise ConfigError(
+            "the DNS settings (--dns-interval, --dns-server, [node.dns]) need --dns NAME "
+            "or --dns-srv _SERVICE._PROTO.NAME"
+        )
+    if dns.get("name") is not None and dns.get("srv") is not None:
+        raise ConfigError("choose one DNS name: --dns NAME (A/AAAA) or --dns-srv (SRV)")
+    return DnsConfig(**dns)
+
+
+def _option(
+    item: str,
+    flag: str,
+    fields: Mapping[str, Callable[..., Any]],
+    *,
+    flagged: frozenset[str] = _FLAG_KEYS,
+) -> tuple[str, Any]:
+    """Parse one ``KEY=VALUE`` of ``--etcd-option``, ``--gossip-option`` or ``--dns-option``
+    (``flagged``: the keys with a flag of their own, refused here)."""
     key, value = split_assignment(item, flag)
     parse = fields.get(key)
-    if parse is None or key in _FLAG_KEYS:
-        choices = sorted(set(fields) - _FLAG_KEYS)
+    if parse is None or key in flagged:
+        choices = sorted(set(fields) - flagged)
         raise ConfigError(f"{flag} {item!r}: unknown key {key!r}; expected one of {choices}")
     return key, parse(value.strip(), what=f"{flag} {key}")
