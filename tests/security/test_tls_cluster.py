@@ -257,3 +257,23 @@ def test_shoal_cluster_with_a_tls_dir(tmp_path: Path) -> None:
             ca=str(ca), cert=str(pki / "client.pem"), key=str(pki / "client-key.pem")
         ).context()) == node_1.serial_number  # fmt: skip
         assert "Traceback" not in group.output()
+
+
+def test_a_bad_certificate_at_start_is_a_usage_error(pki: Pki, tmp_path: Path) -> None:
+    """``shoal serve`` with a certificate file it cannot load exits 2 and names the
+    file, before any port opens."""
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a certificate\n")
+    cert, key = pki.node(0)
+    for flags, named in (
+        (["--tls-cert", str(junk), "--tls-key", key], str(junk)),
+        (["--tls-cert", cert, "--tls-key", pki.node(1)[1]], pki.node(1)[1]),
+        (
+            ["--tls-cert", cert, "--tls-key", key, "--tls-ca", str(tmp_path / "none.pem")],
+            "none.pem",
+        ),
+    ):
+        done = run_shoal("serve", "--api-port", "0", "--group", "g", *flags, timeout=60)
+        assert done.returncode == 2, done.stderr
+        assert named in done.stderr.decode()
+        assert b"Traceback" not in done.stderr
