@@ -56,6 +56,7 @@ from .tracing import NodeLabel, node_label
 
 if TYPE_CHECKING:
     from .plan import ServePlan
+    from .secure import SecureFiles
 
 __all__ = [
     "Member",
@@ -65,6 +66,7 @@ __all__ = [
     "plan_members",
     "child_arguments",
     "describe_exit",
+    "banner_lines",
 ]
 
 log = logging.getLogger("shoal.cluster")
@@ -102,6 +104,8 @@ class Member:
     """Port of its HTTP API."""
     api_host: str = "127.0.0.1"
     """Address its HTTP API listens on."""
+    tls: bool = False
+    """Its ports speak TLS (``shoal cluster --secure``): its URLs are ``https://``."""
     log_path: Path | None = None
     """Where its stdout and stderr go; None: this process's own."""
     proc: asyncio.subprocess.Process | None = field(default=None, repr=False)
@@ -112,12 +116,17 @@ class Member:
     @property
     def url(self) -> str:
         """Its URL on the ring."""
-        return f"http://{_url_host(self.host)}:{self.peer_port}"
+        return f"{self.scheme}://{_url_host(self.host)}:{self.peer_port}"
 
     @property
     def api_url(self) -> str:
         """Base URL of its HTTP API."""
-        return f"http://{_url_host(self.api_host)}:{self.api_port}"
+        return f"{self.scheme}://{_url_host(self.api_host)}:{self.api_port}"
+
+    @property
+    def scheme(self) -> str:
+        """``https`` with TLS, else ``http``."""
+        return "https" if self.tls else "http"
 
     @property
     def name(self) -> str:
@@ -164,11 +173,20 @@ class Supervisor:
         members: the nodes, with their ports.
         argv: for each member, the ``shoal`` arguments of its process
             (``serve ... --supervised``).
+        cafile: the CA that verifies the ``https://`` nodes' certificates, for the
+            readiness probes.
     """
 
-    def __init__(self, members: Sequence[Member], argv: Sequence[Sequence[str]]) -> None:
+    def __init__(
+        self,
+        members: Sequence[Member],
+        argv: Sequence[Sequence[str]],
+        *,
+        cafile: str | None = None,
+    ) -> None:
         self.members = list(members)
         self._argv = [list(a) for a in argv]
+        self._cafile = cafile
         self._files: list[IO[bytes]] = []
         self._exits: dict[asyncio.Task[int], Member] = {}
 
@@ -213,7 +231,9 @@ class Supervisor:
                         f"{member.name} {describe_exit(member.returncode)} before it was ready"
                     )
                 with contextlib.suppress(RequestFailed):
-                    reply = await request_async("GET", f"{member.api_url}/healthz", timeout=2)
+                    reply = await request_async(
+                        "GET", f"{member.api_url}/healthz", timeout=2, cafile=self._cafile
+                    )
                     if reply.status == 200:
                         break
                 if time.monotonic() > deadline:
@@ -287,8 +307,11 @@ class Supervisor:
 # --------------------------------------------------------------------------- shoal cluster
 
 
-def plan_members(nodes: int, *, host: str, port: int, api_host: str, api_port: int) -> list[Member]:
-    """The members of a local cluster: peer ports count up, API ports count down.
+def plan_members(
+    nodes: int, *, host: str, port: int, api_host: str, api_port: int, tls: bool = False
+) -> list[Member]:
+    """The members of a local cluster: peer ports count up, API ports count down
+    (``https://`` URLs with ``tls``).
 
     Raises:
         ConfigError: too few or too many nodes, or ports out of range or overlapping.
@@ -309,7 +332,7 @@ def plan_members(nodes: int, *, host: str, port: int, api_host: str, api_port: i
             f"{api_ports[-1]}-{api_port}; choose another --port or --api-port"
         )
     return [
-        Member(index=i, host=host, peer_port=p, api_port=a, api_host=api_host)
+        Member(index=i, host=host, peer_port=p, api_port=a, api_host=api_host, tls=tls)
         for i, (p, a) in enumerate(zip(peer_ports, api_ports, strict=True))
     ]
 
@@ -358,9 +381,46 @@ def child_arguments(
         argv += ["--gossip-port", str(member.peer_port), "--join", join]
     elif membership == "static":
         argv += ["--peers", ",".join(m.url for m in members)]
+    secure: SecureFiles | None = getattr(args, "secure_files", None)
+    if secure is not None:  # --tls-ca, --api-tokens, --gossip-keyring are passed on above
+        cert, key = secure.certs[member.index]
+        argv += ["--tls-cert", str(cert), "--tls-key", str(key)]
     if slowdb_file is not None:
         argv += ["--slowdb-file", slowdb_file]
     return argv
+
+
+_SECURE_FLAGS: Final = (
+    ("tls_cert", "--tls-cert"),
+    ("tls_key", "--tls-key"),
+    ("tls_ca", "--tls-ca"),
+    ("api_tokens", "--api-tokens"),
+    ("gossip_keyring", "--gossip-keyring"),
+)
+
+
+def _make_secure(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> SecureFiles:
+    """``--secure``: write a PKI, tokens and a keyring into a temporary directory
+    (removed when ``cleanup`` closes) and have every node use them.
+
+    Raises:
+        ConfigError: a flag names a file of its own that ``--secure`` would replace.
+    """
+    from .secure import write_secure_files
+
+    given = [flag for dest, flag in _SECURE_FLAGS if getattr(args, dest, None)]
+    if given:
+        raise ConfigError(f"--secure makes its own files: drop {', '.join(given)}")
+    directory = Path(tempfile.mkdtemp(prefix="shoal-secure-"))
+    cleanup.callback(shutil.rmtree, directory, ignore_errors=True)
+    hosts = [args.host or os.environ.get("SHOAL_HOST") or "", args.api_host or ""]
+    files = write_secure_files(directory, nodes=args.nodes, hosts=hosts)
+    args.tls_ca = str(files.ca)
+    args.api_tokens = str(files.tokens_file)
+    if args.membership == "gossip":
+        args.gossip_keyring = str(files.keyring)
+    args.secure_files = files
+    return files
 
 
 def run_cluster(args: argparse.Namespace) -> int:
@@ -381,12 +441,13 @@ def run_cluster(args: argparse.Namespace) -> int:
         elif args.membership != "etcd" and args.etcd:
             return report_error("cluster", "--etcd needs --membership etcd", EXIT_USAGE)
         try:
+            secure = _make_secure(args, cleanup) if getattr(args, "secure", False) else None
             plan, members, argv, db_dir = _prepare(args)
         except ConfigError as exc:
             return report_error("cluster", exc, EXIT_USAGE)
         configure_logging(plan.log_level, NodeLabel("cluster"))
         try:
-            return asyncio.run(_supervise(plan, members, argv))
+            return asyncio.run(_supervise(plan, members, argv, secure))
         except ClusterError as exc:
             return report_error("cluster", exc, EXIT_FAILURE)
         finally:
@@ -403,7 +464,12 @@ def _prepare(
     host = args.host or os.environ.get("SHOAL_HOST") or "127.0.0.1"
     api_host = args.api_host or os.environ.get("SHOAL_API_HOST") or "127.0.0.1"
     members = plan_members(
-        args.nodes, host=host, port=args.port, api_host=api_host, api_port=args.api_port
+        args.nodes,
+        host=host,
+        port=args.port,
+        api_host=api_host,
+        api_port=args.api_port,
+        tls=getattr(args, "secure_files", None) is not None,
     )
     # Check the nodes' configuration here, once, before starting anything: one clear
     # error instead of N processes failing the same way.
@@ -421,10 +487,15 @@ def _prepare(
     return plan, members, argv, db_dir
 
 
-async def _supervise(plan: ServePlan, members: list[Member], argv: list[list[str]]) -> int:
+async def _supervise(
+    plan: ServePlan,
+    members: list[Member],
+    argv: list[list[str]],
+    secure: SecureFiles | None = None,
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    supervisor = Supervisor(members, argv)
+    supervisor = Supervisor(members, argv, cafile=None if secure is None else str(secure.ca))
 
     signals = StopSignals()
 
@@ -455,7 +526,7 @@ async def _supervise(plan: ServePlan, members: list[Member], argv: list[list[str
                 ready.cancel()
         if ready.done() and not ready.cancelled():
             ready.result()  # a ClusterError ends the run here
-            _print_banner(plan, members)
+            _print_banner(plan, members, secure)
         while not stop.is_set():
             exited = asyncio.create_task(supervisor.next_exit())
             await asyncio.wait([exited, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -488,7 +559,19 @@ async def _supervise(plan: ServePlan, members: list[Member], argv: list[list[str
     return EXIT_FAILURE if failed else EXIT_OK
 
 
-def _print_banner(plan: ServePlan, members: list[Member]) -> None:
+def _print_banner(
+    plan: ServePlan, members: list[Member], secure: SecureFiles | None = None
+) -> None:
+    for line in banner_lines(plan, members, secure):
+        print(line, flush=True)
+
+
+def banner_lines(
+    plan: ServePlan, members: Sequence[Member], secure: SecureFiles | None = None
+) -> list[str]:
+    """What ``shoal cluster`` prints once every node is ready: the nodes, a curl line
+    per group (with the CA and a read token under ``--secure``) and where the files
+    of ``--secure`` are."""
     from .serve import curl_urls
 
     first = members[0]
@@ -498,11 +581,20 @@ def _print_banner(plan: ServePlan, members: list[Member]) -> None:
     for m in members:
         pid = m.proc.pid if m.proc is not None else 0
         lines.append(f"  {m.name}: peers {m.url}, HTTP API {m.api_url} (pid {pid})")
+    curl = "curl"
+    if secure is not None:
+        curl += f" --cacert {secure.ca} -H 'Authorization: Bearer {secure.tokens['read']}'"
     for group, url in curl_urls(plan, first.api_url):
-        lines.append(f"shoal: group {group.config.name!r} ({group.describe()}): curl '{url}'")
+        lines.append(f"shoal: group {group.config.name!r} ({group.describe()}): {curl} '{url}'")
+    if secure is not None:
+        lines.append(
+            f"shoal: TLS, mutual TLS between the nodes and API tokens: the CA, certificates, "
+            f"tokens (read, write, admin){' and gossip keyring' if plan.node.gossip else ''} "
+            f"are in {secure.directory} (removed when the cluster stops); "
+            f"tokens in {secure.tokens_file}"
+        )
     if len(members) > 1:
         others = ", ".join(str(m.api_port) for m in members[1:])
         lines.append(f"shoal: every node answers the same: try ports {others} too")
     lines.append("shoal: Ctrl-C stops the cluster")
-    for line in lines:
-        print(line, flush=True)
+    return lines

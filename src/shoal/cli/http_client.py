@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -50,7 +51,9 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def request(method: str, url: str, *, body: bytes | None = None, timeout: float) -> Reply:
+def request(
+    method: str, url: str, *, body: bytes | None = None, timeout: float, cafile: str | None = None
+) -> Reply:
     """Send one request and read the whole answer.
 
     Args:
@@ -58,6 +61,8 @@ def request(method: str, url: str, *, body: bytes | None = None, timeout: float)
         url: the full URL.
         body: the request body (sent as ``application/octet-stream``), or None.
         timeout: seconds for the connection and for each wait for the answer.
+        cafile: PEM CA that an ``https://`` server's certificate must verify against
+            (default: the system's CAs).
 
     Raises:
         RequestFailed: no answer (any status, 4xx and 5xx too, is a :class:`Reply`).
@@ -68,7 +73,8 @@ def request(method: str, url: str, *, body: bytes | None = None, timeout: float)
     if body is not None:
         req.add_header("Content-Type", "application/octet-stream")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
+        context = None if cafile is None else ssl.create_default_context(cafile=cafile)
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as response:
             return Reply(response.status, response.read())
     except urllib.error.HTTPError as exc:
         with exc:
@@ -91,10 +97,11 @@ async def request_async(
     *,
     body: bytes | None = None,
     timeout: float,  # noqa: ASYNC109 - the socket timeout of the call, as in request()
+    cafile: str | None = None,
 ) -> Reply:
     """:func:`request` in a worker thread, for code that runs an event loop.
 
     Raises:
         RequestFailed: as :func:`request`.
     """
-    return await asyncio.to_thread(request, method, url, body=body, timeout=timeout)
+    return await asyncio.to_thread(request, method, url, body=body, timeout=timeout, cafile=cafile)
