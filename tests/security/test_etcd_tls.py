@@ -13,9 +13,10 @@ import asyncio
 import contextlib
 import json
 import re
+import signal
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ from helpers.secure_etcd import Pki, SecureEtcd, make_pki
 from shoal.cli.localetcd import etcd_binary
 from shoal.config import EtcdConfig
 from shoal.errors import ConfigError
-from shoal.membership.etcd import read_credentials, read_password
+from shoal.membership.etcd import EtcdMembership, read_credentials, read_password
 
 PASSWORD = "s3cret-Pa55-word-Kq7"
 """The ``shoal`` user's password: it must never show in a log or an answer."""
@@ -104,6 +105,11 @@ def metric(node: ShoalServer, series: str) -> float:
     return float(found.group(1)) if found else 0.0
 
 
+def logged(node: ShoalServer, line: str) -> Callable[[], bool]:
+    """A condition: ``line`` is in the node's log."""
+    return lambda: line in node.stderr()
+
+
 def refused_count(node: ShoalServer) -> float:
     """Failed rounds of the node's membership task."""
     return metric(node, 'shoal_background_errors_total{task="membership"}')
@@ -148,6 +154,22 @@ def test_two_nodes_register_over_tls_with_auth_and_renew_expired_tokens(
             assert membership["user"] == "shoal"
             assert membership["last_error"] is None
 
+        # SIGHUP reads the files again: a broken one keeps the old credentials.
+        secret.write_text("\n")
+        nodes[0].proc.send_signal(signal.SIGHUP)
+        wait_for(
+            logged(
+                nodes[0],
+                "reloading etcd credentials failed, still using the old one: the etcd "
+                f"password file {secret} is empty",
+            ),
+            "the failed reload in the log",
+            5.0,
+        )
+        secret.write_text(PASSWORD + "\n")
+        nodes[0].proc.send_signal(signal.SIGHUP)
+        wait_for(logged(nodes[0], "reloaded etcd credentials"), "the reload in the log", 5.0)
+
         shown = run_shoal("members", "--url", nodes[0].url)
         assert shown.returncode == 0, shown.stderr
         assert "2 members by etcd (cluster 'pair'" in shown.stdout.decode()
@@ -172,10 +194,6 @@ def test_refusals_are_logged_clearly_counted_and_retried_with_back_off(
     (tmp_path / "right").mkdir()
     right = password_file(tmp_path / "right")
     cases = {
-        "wrong password": (
-            node_args(live_etcd, "refused", pki, wrong),
-            "etcd refused user 'shoal': wrong user name or password",
-        ),
         "no client certificate": (
             node_args(live_etcd, "refused", pki, right, cert=False),
             "etcd rejected this node's client certificate (none was given",
@@ -189,12 +207,16 @@ def test_refusals_are_logged_clearly_counted_and_retried_with_back_off(
             "etcd denied user 'shoal' access to /elsewhere/refused/members/: grant its role "
             "readwrite on the prefix /elsewhere/",
         ),
+        # Last: the youngest, so its pause is still short when its file is corrected.
+        "wrong password": (
+            node_args(live_etcd, "refused", pki, wrong),
+            "etcd refused user 'shoal': wrong user name or password",
+        ),
     }
     with contextlib.ExitStack() as stack:
         nodes = {what: start_node(stack, *args) for what, (args, _) in cases.items()}
         for what, (_, line) in cases.items():
-            node = nodes[what]
-            wait_for(lambda n=node, t=line: t in n.stderr(), f"the log line of {what}", 10.0)
+            wait_for(logged(nodes[what], line), f"the log line of {what}", 10.0)
         # Retried a few times, each counted, with a pause that grows: after ~4 s of
         # doubling pauses from 0.1 s, a node has tried well under 20 times.
         time.sleep(2.0)
@@ -213,7 +235,7 @@ def test_refusals_are_logged_clearly_counted_and_retried_with_back_off(
         wait_for(
             lambda: cluster_view(node)["membership"]["connected"] is True,
             "the corrected password to be used",
-            12.0,
+            20.0,
         )
         for node in nodes.values():
             assert PASSWORD not in node.stderr() + node.stdout()
@@ -311,3 +333,22 @@ def test_the_credential_files_are_checked_when_read(tmp_path: Path, pki: Pki) ->
     )
     assert creds.channel is not None
     assert PASSWORD not in repr(creds)
+
+
+def test_a_password_for_a_plain_remote_etcd_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A user with an ``http://`` endpoint off this machine logs that the password
+    goes in the clear (naming the endpoint, not the password); loopback does not."""
+    secret = str(password_file(tmp_path))
+    for endpoint in ("http://127.0.0.1:2379", "http://192.0.2.7:2379"):
+        EtcdMembership(
+            EtcdConfig(endpoints=[endpoint], user="shoal", password_file=secret),
+            node_id="127.0.0.1:1",
+            url="http://127.0.0.1:1",
+        )
+    warned = [r.getMessage() for r in caplog.records if "in the clear" in r.getMessage()]
+    assert warned == [
+        "the etcd password goes in the clear to http://192.0.2.7:2379: use https:// endpoints"
+    ]
+    assert PASSWORD not in caplog.text

@@ -55,7 +55,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ..config import EtcdConfig, check_node_id
+from ..config import EtcdConfig, check_node_id, is_loopback
 from ..errors import ConfigError, MembershipError, MissingExtra
 from . import MAX_URL_LENGTH, BadInput, Member, MemberSet, SnapshotChannel, load_json
 
@@ -198,7 +198,11 @@ def read_credentials(config: EtcdConfig) -> Credentials:
 class _Client(aetcd.Client):  # type: ignore[misc]  # aetcd has no type information
     """aetcd's client over TLS (aetcd 1.0 speaks plain gRPC only), with a token that
     :meth:`authenticate` renews in place: every stub call and the watcher share the
-    one metadata list."""
+    one metadata list.
+
+    :meth:`connect` sets the attributes aetcd 1.0.0's own ``connect`` sets (the stubs,
+    ``metadata``, ``_watcher``, ``_connected``): the extra pins that version.
+    """
 
     def __init__(
         self,
@@ -320,6 +324,16 @@ class EtcdMembership:
         self._last_error: str | None = None
         self._credentials = read_credentials(config)
         self._stats["reauthentications"] = 0
+        exposed = [
+            url
+            for url in config.endpoints
+            if not is_loopback(config.address(url)[0]) and not config.tls
+        ]
+        if config.user is not None and exposed:
+            log.warning(
+                "the etcd password goes in the clear to %s: use https:// endpoints",
+                ", ".join(exposed),
+            )
 
     # -- lifecycle -------------------------------------------------------------
 
