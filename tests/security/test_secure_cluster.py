@@ -169,7 +169,8 @@ def test_secure_refuses_files_of_its_own() -> None:
 )
 def test_secure_cluster_answers_https_with_a_read_token_and_refuses_without_one() -> None:
     """``shoal cluster --secure --nodes 3``: an https GET that trusts the banner's CA
-    and sends the read token returns the value; without the token, 401."""
+    and sends the read token returns the value from every node; without the token,
+    401; the files are gone after the cluster stops."""
     port = free_port_range(6)
     args = ["cluster", "--slowdb", "--secure", "--nodes", "3"]
     args += ["--port", str(port), "--api-port", str(port + 5)]
@@ -180,10 +181,15 @@ def test_secure_cluster_answers_https_with_a_read_token_and_refuses_without_one(
         ca, token, url = found.groups()
         assert url.startswith(f"https://127.0.0.1:{port + 5}/")
         context = ssl.create_default_context(cafile=ca)
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
-        with urllib.request.urlopen(request, timeout=30, context=context) as response:
-            assert response.status == 200
-            assert response.read()
+        # Every node answers the same: the two that do not own Tom fetch it from its
+        # owner over mutual TLS.
+        for api_port in (port + 5, port + 4, port + 3):
+            request = urllib.request.Request(
+                url.replace(str(port + 5), str(api_port)),
+                headers={"Authorization": f"Bearer {token}"},
+            )
+            with urllib.request.urlopen(request, timeout=30, context=context) as response:
+                assert (response.status, response.read()) == (200, b"630")
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(url, timeout=30, context=context)
         assert refused.value.code == 401

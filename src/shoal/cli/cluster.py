@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -104,10 +105,10 @@ class Member:
     """Port of its HTTP API."""
     api_host: str = "127.0.0.1"
     """Address its HTTP API listens on."""
-    tls: bool = False
-    """Its ports speak TLS (``shoal cluster --secure``): its URLs are ``https://``."""
     log_path: Path | None = None
     """Where its stdout and stderr go; None: this process's own."""
+    scheme: str = "http"
+    """``https`` when its ports speak TLS."""
     proc: asyncio.subprocess.Process | None = field(default=None, repr=False)
     """The running process, once started."""
     returncode: int | None = None
@@ -122,11 +123,6 @@ class Member:
     def api_url(self) -> str:
         """Base URL of its HTTP API."""
         return f"{self.scheme}://{_url_host(self.api_host)}:{self.api_port}"
-
-    @property
-    def scheme(self) -> str:
-        """``https`` with TLS, else ``http``."""
-        return "https" if self.tls else "http"
 
     @property
     def name(self) -> str:
@@ -173,8 +169,8 @@ class Supervisor:
         members: the nodes, with their ports.
         argv: for each member, the ``shoal`` arguments of its process
             (``serve ... --supervised``).
-        cafile: the CA that verifies the ``https://`` nodes' certificates, for the
-            readiness probes.
+        context: the TLS client context of the readiness checks, when the nodes'
+            APIs speak TLS.
     """
 
     def __init__(
@@ -182,11 +178,11 @@ class Supervisor:
         members: Sequence[Member],
         argv: Sequence[Sequence[str]],
         *,
-        cafile: str | None = None,
+        context: ssl.SSLContext | None = None,
     ) -> None:
         self.members = list(members)
+        self._context = context
         self._argv = [list(a) for a in argv]
-        self._cafile = cafile
         self._files: list[IO[bytes]] = []
         self._exits: dict[asyncio.Task[int], Member] = {}
 
@@ -232,7 +228,7 @@ class Supervisor:
                     )
                 with contextlib.suppress(RequestFailed):
                     reply = await request_async(
-                        "GET", f"{member.api_url}/healthz", timeout=2, cafile=self._cafile
+                        "GET", f"{member.api_url}/healthz", timeout=2, context=self._context
                     )
                     if reply.status == 200:
                         break
@@ -332,7 +328,14 @@ def plan_members(
             f"{api_ports[-1]}-{api_port}; choose another --port or --api-port"
         )
     return [
-        Member(index=i, host=host, peer_port=p, api_port=a, api_host=api_host, tls=tls)
+        Member(
+            index=i,
+            host=host,
+            peer_port=p,
+            api_port=a,
+            api_host=api_host,
+            scheme="https" if tls else "http",
+        )
         for i, (p, a) in enumerate(zip(peer_ports, api_ports, strict=True))
     ]
 
@@ -381,10 +384,18 @@ def child_arguments(
         argv += ["--gossip-port", str(member.peer_port), "--join", join]
     elif membership == "static":
         argv += ["--peers", ",".join(m.url for m in members)]
-    secure: SecureFiles | None = getattr(args, "secure_files", None)
-    if secure is not None:  # --tls-ca, --api-tokens, --gossip-keyring are passed on above
-        cert, key = secure.certs[member.index]
-        argv += ["--tls-cert", str(cert), "--tls-key", str(key)]
+    tls_dir = getattr(args, "tls_dir", None)
+    if tls_dir is not None:
+        # Each node its own certificate, from `shoal tls init DIR --nodes N`.
+        root = Path(tls_dir)
+        argv += [
+            "--tls-cert",
+            str(root / f"node-{member.index}.pem"),
+            "--tls-key",
+            str(root / f"node-{member.index}-key.pem"),
+        ]
+        if getattr(args, "tls_ca", None) is None:
+            argv += ["--tls-ca", str(root / "ca.pem")]
     if slowdb_file is not None:
         argv += ["--slowdb-file", slowdb_file]
     return argv
@@ -409,13 +420,15 @@ def _make_secure(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> Sec
     from .secure import write_secure_files
 
     given = [flag for dest, flag in _SECURE_FLAGS if getattr(args, dest, None)]
+    if getattr(args, "tls_dir", None):
+        given.append("--tls-dir")
     if given:
         raise ConfigError(f"--secure makes its own files: drop {', '.join(given)}")
     directory = Path(tempfile.mkdtemp(prefix="shoal-secure-"))
     cleanup.callback(shutil.rmtree, directory, ignore_errors=True)
     hosts = [args.host or os.environ.get("SHOAL_HOST") or "", args.api_host or ""]
     files = write_secure_files(directory, nodes=args.nodes, hosts=hosts)
-    args.tls_ca = str(files.ca)
+    args.tls_dir = str(directory)  # each node its certificate, and the CA
     args.api_tokens = str(files.tokens_file)
     if args.membership == "gossip":
         args.gossip_keyring = str(files.keyring)
@@ -469,7 +482,7 @@ def _prepare(
         port=args.port,
         api_host=api_host,
         api_port=args.api_port,
-        tls=getattr(args, "secure_files", None) is not None,
+        tls=getattr(args, "tls_dir", None) is not None,
     )
     # Check the nodes' configuration here, once, before starting anything: one clear
     # error instead of N processes failing the same way.
@@ -495,7 +508,8 @@ async def _supervise(
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    supervisor = Supervisor(members, argv, cafile=None if secure is None else str(secure.ca))
+    context = None if secure is None else ssl.create_default_context(cafile=str(secure.ca))
+    supervisor = Supervisor(members, argv, context=context)
 
     signals = StopSignals()
 

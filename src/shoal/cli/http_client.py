@@ -52,7 +52,12 @@ def origin(url: str) -> str:
 
 
 def request(
-    method: str, url: str, *, body: bytes | None = None, timeout: float, cafile: str | None = None
+    method: str,
+    url: str,
+    *,
+    body: bytes | None = None,
+    timeout: float,
+    context: ssl.SSLContext | None = None,
 ) -> Reply:
     """Send one request and read the whole answer.
 
@@ -61,8 +66,7 @@ def request(
         url: the full URL.
         body: the request body (sent as ``application/octet-stream``), or None.
         timeout: seconds for the connection and for each wait for the answer.
-        cafile: PEM CA that an ``https://`` server's certificate must verify against
-            (default: the system's CAs).
+        context: TLS settings for an ``https://`` URL (default: the system's CAs).
 
     Raises:
         RequestFailed: no answer (any status, 4xx and 5xx too, is a :class:`Reply`).
@@ -73,7 +77,6 @@ def request(
     if body is not None:
         req.add_header("Content-Type", "application/octet-stream")
     try:
-        context = None if cafile is None else ssl.create_default_context(cafile=cafile)
         with urllib.request.urlopen(req, timeout=timeout, context=context) as response:
             return Reply(response.status, response.read())
     except urllib.error.HTTPError as exc:
@@ -97,11 +100,13 @@ async def request_async(
     *,
     body: bytes | None = None,
     timeout: float,  # noqa: ASYNC109 - the socket timeout of the call, as in request()
-    cafile: str | None = None,
+    context: ssl.SSLContext | None = None,
 ) -> Reply:
     """:func:`request` in a worker thread, for code that runs an event loop.
 
     Raises:
         RequestFailed: as :func:`request`.
     """
-    return await asyncio.to_thread(request, method, url, body=body, timeout=timeout, cafile=cafile)
+    return await asyncio.to_thread(
+        request, method, url, body=body, timeout=timeout, context=context
+    )
