@@ -79,7 +79,11 @@ def test_the_banner_gives_the_curl_line_with_the_ca_and_a_read_token(tmp_path: P
     """The banner's curl line speaks https with ``--cacert`` and the read token, and
     says where the files are."""
     files = write_secure_files(tmp_path / "s", nodes=2)
-    plan = build_serve_plan(serve_parser().parse_args(["--slowdb"]), {})
+    cert, key = files.certs[0]
+    node = ["--slowdb", "--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(files.ca)]
+    plan = build_serve_plan(
+        serve_parser().parse_args([*node, "--api-tokens", str(files.tokens_file)]), {}
+    )
     members = plan_members(
         2, host="127.0.0.1", port=8001, api_host="127.0.0.1", api_port=9999, tls=True
     )
@@ -91,11 +95,11 @@ def test_the_banner_gives_the_curl_line_with_the_ca_and_a_read_token(tmp_path: P
     )
     assert f"are in {files.directory} (removed when the cluster stops)" in text
     assert files.tokens["admin"] not in text
-    plain = "\n".join(
-        banner_lines(
-            plan, plan_members(2, host="127.0.0.1", port=8001, api_host="127.0.0.1", api_port=9999)
-        )
+    plain_plan = build_serve_plan(serve_parser().parse_args(["--slowdb"]), {})
+    plain_members = plan_members(
+        2, host="127.0.0.1", port=8001, api_host="127.0.0.1", api_port=9999
     )
+    plain = "\n".join(banner_lines(plain_plan, plain_members))
     assert "curl 'http://127.0.0.1:9999/api?key=Tom'" in plain
     assert "Bearer" not in plain
 
