@@ -7,6 +7,7 @@ drivers, msgpack, grpcio) are imported only when used.
 from ._version import __version__ as __version__
 from .client import Client as Client
 from .codec import Codec as Codec
+from .config import DnsConfig as DnsConfig
 from .config import EtcdConfig as EtcdConfig
 from .config import GossipConfig as GossipConfig
 from .config import GroupConfig as GroupConfig
@@ -55,6 +56,7 @@ __all__ = [
     "GroupConfig",
     "EtcdConfig",
     "GossipConfig",
+    "DnsConfig",
     # statistics
     "GroupStats",
     "StoreStats",

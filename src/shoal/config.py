@@ -22,6 +22,7 @@ __all__ = [
     "NodeConfig",
     "EtcdConfig",
     "GossipConfig",
+    "DnsConfig",
     "TlsConfig",
     "API_CLIENT_AUTH",
     "POLICIES",
@@ -301,6 +302,10 @@ class NodeConfig:
     """Find the members by gossip (SWIM over UDP) instead of the static ``peers``.
     Default None."""
 
+    dns: DnsConfig | None = None
+    """Find the members in DNS (A/AAAA or SRV records, looked up again every
+    interval) instead of the static ``peers``. Default None."""
+
     ring: str = "shoal"
     """Ring flavour: ``shoal``, ``golang`` (join golang/groupcache) or
     ``groupcache-go`` (join mailgun/groupcache and groupcache-go). Default ``shoal``."""
@@ -367,11 +372,13 @@ class NodeConfig:
 
     @property
     def membership(self) -> str:
-        """Where the member list comes from: ``static``, ``etcd`` or ``gossip``."""
+        """Where the member list comes from: ``static``, ``etcd``, ``gossip`` or ``dns``."""
         if self.etcd is not None:
             return "etcd"
         if self.gossip is not None:
             return "gossip"
+        if self.dns is not None:
+            return "dns"
         return "static"
 
     def __post_init__(self) -> None:
@@ -414,9 +421,12 @@ class NodeConfig:
             raise ConfigError(f"etcd must be an EtcdConfig, got {self.etcd!r}")
         if self.gossip is not None and not isinstance(self.gossip, GossipConfig):
             raise ConfigError(f"gossip must be a GossipConfig, got {self.gossip!r}")
-        dynamic = [name for name in ("etcd", "gossip") if getattr(self, name) is not None]
+        if self.dns is not None and not isinstance(self.dns, DnsConfig):
+            raise ConfigError(f"dns must be a DnsConfig, got {self.dns!r}")
+        dynamic = [name for name in ("etcd", "gossip", "dns") if getattr(self, name) is not None]
         if len(dynamic) > 1:
-            raise ConfigError("choose one membership: etcd or gossip, not both")
+            both = "both" if len(dynamic) == 2 else "several"
+            raise ConfigError(f"choose one membership: {' or '.join(dynamic)}, not {both}")
         if dynamic and self.peers:
             raise ConfigError(f"{dynamic[0]} finds the members; do not also give peers")
         if dynamic and self.port is None and self.self_url is None:
@@ -846,3 +856,87 @@ class GossipConfig:
             + self.suspicion_timeout
             + 4 * self.gossip_interval
         )
+
+
+_DNS_NAME = re.compile(
+    r"^(?=.{1,253}\.?$)(?:[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.)*"
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?\.?$"
+)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DnsConfig:
+    """Membership through DNS: the members are the records of one name, looked up
+    again every ``interval``.
+
+    With ``name``, every A and AAAA address is a member on this node's peer port
+    and scheme (a headless service, a round-robin name); with ``srv``
+    (``_service._proto.name``), every SRV record is a member on its own target and
+    port, the target resolved to its addresses. A lookup that fails or finds
+    nothing keeps the last members found.
+    """
+
+    name: str | None = None
+    """The name whose A/AAAA records are the members. Default None (give it or ``srv``)."""
+
+    srv: str | None = None
+    """The ``_service._proto.name`` whose SRV records are the members. Default None."""
+
+    interval: float = 5.0
+    """Seconds between two lookups. Default 5."""
+
+    server: str | None = None
+    """``host:port`` of the DNS server to ask (UDP, then TCP for a truncated answer;
+    extra ``shoal[dns]``). Default None: the system's resolver (``getaddrinfo`` for
+    A/AAAA; for SRV the servers of ``/etc/resolv.conf``, extra ``shoal[dns]``)."""
+
+    timeout: float = 2.0
+    """Seconds one lookup may take (SRV targets included). Default 2."""
+
+    max_members: int = 1024
+    """The most members taken from one answer; the rest are left out (and counted).
+    Default 1024."""
+
+    def __post_init__(self) -> None:
+        given = [f for f in ("name", "srv") if getattr(self, f) is not None]
+        if len(given) != 1:
+            raise ConfigError("DNS membership needs one of name (A/AAAA) or srv (SRV)")
+        value = getattr(self, given[0])
+        if not isinstance(value, str) or not _DNS_NAME.fullmatch(value):
+            raise ConfigError(f"dns {given[0]} must be a DNS name, got {value!r}")
+        if self.srv is not None and not self.srv.startswith("_"):
+            raise ConfigError(f"dns srv must be _service._proto.name, got {self.srv!r}")
+        if self.server is not None:
+            if not isinstance(self.server, str):
+                raise ConfigError(f"dns server must be host:port, got {self.server!r}")
+            host, _ = _host_port(self.server, "dns server")
+            try:
+                ipaddress.ip_address(host)
+            except ValueError:
+                raise ConfigError(
+                    f"dns server must be an IP address and a port, got {self.server!r}"
+                ) from None
+        _positive("dns interval", self.interval, allow_none=False)
+        _positive("dns timeout", self.timeout, allow_none=False)
+        if (
+            isinstance(self.max_members, bool)
+            or not isinstance(self.max_members, int)
+            or not 1 <= self.max_members <= 65535
+        ):
+            raise ConfigError(f"max_members must be 1-65535, got {self.max_members!r}")
+
+    @property
+    def query(self) -> str:
+        """The name looked up (``name`` or ``srv``), without a trailing dot."""
+        value = self.name if self.name is not None else self.srv
+        assert value is not None
+        return value.rstrip(".")
+
+    @property
+    def record_type(self) -> str:
+        """``A/AAAA`` or ``SRV``."""
+        return "SRV" if self.srv is not None else "A/AAAA"
+
+    def server_address(self) -> tuple[str, int] | None:
+        """``(host, port)`` of ``server``, None for the system's resolver."""
+        return _host_port(self.server, "dns server") if self.server is not None else None

@@ -256,7 +256,7 @@ class Node:
 
     @property
     def membership(self) -> Membership | None:
-        """Where the member list comes from (static, etcd, gossip), once started."""
+        """Where the member list comes from (static, etcd, gossip, DNS), once started."""
         return self._membership
 
     @property
@@ -280,7 +280,7 @@ class Node:
             :meth:`peer_statistics`). A node
             alone has no members and owns every key (``owner`` None). With a
             peer port or peers, also ``node_id``, ``membership`` (the source,
-            ``static``/``etcd``/``gossip``, and its state and counters) and, per
+            ``static``/``etcd``/``gossip``/``dns``, and its state and counters) and, per
             member, its ``node_id`` and the ``source`` it was learned from.
         """
         cfg = self.config
@@ -533,6 +533,17 @@ class Node:
                 host=cfg.host,
                 url_host=urlsplit(self_url).hostname,
                 grpc=grpc,
+                started_at=self._started_at,
+            )
+        if cfg.dns is not None:
+            from .membership.dns import DnsMembership
+
+            return DnsMembership(
+                cfg.dns,
+                node_id=node_id,
+                url=self_url,
+                host=cfg.host,
+                grpc=grpc is not None,
                 started_at=self._started_at,
             )
         from .membership.static import StaticMembership

@@ -73,11 +73,11 @@ def test_every_group_field_has_a_flag() -> None:
 
 
 def test_every_node_field_has_a_flag() -> None:
-    """Each NodeConfig field is set by a flag (etcd and gossip by theirs, tested below)."""
+    """Each NodeConfig field is set by a flag (etcd, gossip and DNS by theirs, tested below)."""
     fields = {f.name for f in dataclasses.fields(NodeConfig)}
     flagged = {key for key, *_ in (*plan_module._CLUSTER_OPTIONS, *plan_module._SERVER_OPTIONS)}
     security = {"tls", "api_tokens", "insecure"}  # tested below
-    assert flagged | {"api_host", "api_port", "etcd", "gossip"} | security == fields
+    assert flagged | {"api_host", "api_port", "etcd", "gossip", "dns"} | security == fields
     assert {field for _, _, field, _, _ in NODE_FLAGS} == {
         key for key, *_ in plan_module._SERVER_OPTIONS
     }

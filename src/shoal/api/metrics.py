@@ -143,7 +143,7 @@ def _labelled(
 
 
 def _membership_lines(membership: Mapping[str, Any]) -> list[str]:
-    """The series of the membership source's input drops (gossip or etcd)."""
+    """The series of the membership source's input drops (gossip, etcd or DNS)."""
     lines: list[str] = []
     dropped = membership.get("dropped")
     if isinstance(dropped, Mapping):
@@ -154,6 +154,8 @@ def _membership_lines(membership: Mapping[str, Any]) -> list[str]:
             "reason",
             sorted(dropped.items()),
         )
+    if membership.get("source") == "dns":
+        return lines + _dns_lines(membership)
     bad = membership.get("bad_records")
     if isinstance(bad, int):
         series = "shoal_etcd_bad_records_total"
@@ -162,6 +164,32 @@ def _membership_lines(membership: Mapping[str, Any]) -> list[str]:
             f"# TYPE {series} counter",
             f"{series} {bad}",
         )
+    return lines
+
+
+def _dns_lines(membership: Mapping[str, Any]) -> list[str]:
+    """The series of DNS membership: lookups that kept the last members, and the records
+    of the answers that were skipped."""
+    lines: list[str] = []
+    reasons = [(r, membership.get(key)) for r, key in (("failed", "failures"), ("empty", "empty"))]
+    lines += _labelled(
+        "shoal_dns_lookups_kept_total",
+        "counter",
+        "DNS lookups that found no member (no answer, or no record): the last members kept.",
+        "reason",
+        [(r, n) for r, n in reasons if isinstance(n, int)],
+    )
+    for key, series, text in (
+        (
+            "bad_records",
+            "shoal_dns_bad_records_total",
+            "DNS records that cannot be a member, skipped.",
+        ),
+        ("left_out", "shoal_dns_left_out_total", "DNS members left out past max_members."),
+    ):
+        value = membership.get(key)
+        if isinstance(value, int):
+            lines += (f"# HELP {series} {text}", f"# TYPE {series} counter", f"{series} {value}")
     return lines
 
 
@@ -184,8 +212,10 @@ def render_metrics(
         peers: per peer URL, its client's counters (``Node.peer_statistics()``), rendered
             as ``shoal_peer_client_*`` series with a ``peer`` label.
         membership: the membership source's statistics (``Membership.statistics()``):
-            its dropped input as ``shoal_gossip_dropped_total{reason}`` (gossip) or
-            ``shoal_etcd_bad_records_total`` (etcd).
+            its dropped input as ``shoal_gossip_dropped_total{reason}`` (gossip),
+            ``shoal_etcd_bad_records_total`` (etcd), or for DNS
+            ``shoal_dns_lookups_kept_total{reason}``, ``shoal_dns_bad_records_total``
+            and ``shoal_dns_left_out_total``.
         background_errors: failed rounds of the node's background tasks by task
             (``Node.background_errors()``), as ``shoal_background_errors_total``
             with a ``task`` label.

@@ -259,6 +259,13 @@ def describe_view(view: Mapping[str, Any]) -> str:
         states = source.get("states") or {}
         details.append(f"gossip on {source.get('address')}")
         details.append(", ".join(f"{n} {s}" for s, n in states.items() if n))
+    elif kind == "dns":
+        details.append(f"{source.get('type')} of {source.get('name')} via {source.get('server')}")
+        state = source.get("state")
+        if state in ("failing", "empty"):
+            details.append(f"DNS {str(state).upper()}: last view ({source.get('last_error')})")
+        else:
+            details.append(str(state))
     ring = view.get("ring") or {}
     probes = ring.get("probes")
     lookup = f", {probes} probes" if isinstance(probes, int) and probes > 1 else ""

@@ -589,7 +589,7 @@ def banner_lines(
     from .serve import curl_urls
 
     first = members[0]
-    how = {"static": "a static member list", "etcd": "etcd", "gossip": "gossip"}
+    how = {"static": "a static member list", "etcd": "etcd", "gossip": "gossip", "dns": "DNS"}
     membership = plan.node.membership
     lines = [f"shoal: a cluster of {len(members)} nodes is ready (members by {how[membership]})"]
     for m in members:

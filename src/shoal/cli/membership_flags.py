@@ -20,12 +20,17 @@ flag                                variable                        file
 ``--etcd-key FILE``                 ``SHOAL_ETCD_KEY``              ``[node.etcd] key``
 ``--etcd-user NAME``                ``SHOAL_ETCD_USER``             ``[node.etcd] user``
 ``--etcd-password-file FILE``       ``SHOAL_ETCD_PASSWORD_FILE``    ``[node.etcd] password_file``
+``--dns NAME``                      ``SHOAL_DNS``                   ``[node.dns] name``
+``--dns-srv _SERVICE._PROTO.NAME``  ``SHOAL_DNS_SRV``               ``[node.dns] srv``
+``--dns-interval SECONDS``          ``SHOAL_DNS_INTERVAL``          ``[node.dns] interval``
+``--dns-server HOST:PORT``          ``SHOAL_DNS_SERVER``            ``[node.dns] server``
 ==================================  ==============================  ==========================
 
-The file tables also take every other field of :class:`~shoal.config.EtcdConfig`
-and :class:`~shoal.config.GossipConfig` (``keepalive_interval``,
-``probe_interval``, ``suspicion_timeout``...). etcd is on when endpoints are
-given; gossip when a gossip port, a join list or a ``[node.gossip]`` table is.
+The file tables also take every other field of :class:`~shoal.config.EtcdConfig`,
+:class:`~shoal.config.GossipConfig` and :class:`~shoal.config.DnsConfig`
+(``keepalive_interval``, ``probe_interval``, ``suspicion_timeout``, ``timeout``...).
+etcd is on when endpoints are given; gossip when a gossip port, a join list or a
+``[node.gossip]`` table is; DNS when a name or an SRV name is.
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import dataclasses
 from collections.abc import Callable, Mapping, MutableMapping
 from typing import Any, Final
 
-from ..config import GOSSIP_PROFILES, EtcdConfig, GossipConfig, check_node_id
+from ..config import GOSSIP_PROFILES, DnsConfig, EtcdConfig, GossipConfig, check_node_id
 from ..errors import ConfigError
 from .common import ArgumentContainer, FlagSet, given
 from .parse import parse_duration, parse_int, parse_port, parse_str, split_assignment
@@ -45,6 +50,7 @@ __all__ = [
     "parse_node_id",
     "parse_etcd_table",
     "parse_gossip_table",
+    "parse_dns_table",
     "resolve_membership",
 ]
 
@@ -66,8 +72,15 @@ _GOSSIP_OPTIONS: Final = (
     ("timers", "--gossip-timers", "SHOAL_GOSSIP_TIMERS"),
     ("keyring", "--gossip-keyring", "SHOAL_GOSSIP_KEYRING"),
 )
+_DNS_OPTIONS: Final = (
+    ("name", "--dns", "SHOAL_DNS"),
+    ("srv", "--dns-srv", "SHOAL_DNS_SRV"),
+    ("interval", "--dns-interval", "SHOAL_DNS_INTERVAL"),
+    ("server", "--dns-server", "SHOAL_DNS_SERVER"),
+)
 # Keys that have their own flag, so --etcd-option and --gossip-option do not take them.
 _FLAG_KEYS: Final = frozenset(key for key, _, _ in (*_ETCD_OPTIONS, *_GOSSIP_OPTIONS))
+_DNS_FLAG_KEYS: Final = frozenset(key for key, _, _ in _DNS_OPTIONS)
 
 
 def add_membership_arguments(
@@ -78,7 +91,7 @@ def add_membership_arguments(
     in ``flags``."""
     group: ArgumentContainer = parser.add_argument_group(
         "membership",
-        "how the members find each other: a static --peers list (default), etcd, or gossip",
+        "how the members find each other: a static --peers list (default), etcd, gossip, or DNS",
     )
     if cluster:
         flags.add(
@@ -168,6 +181,42 @@ def add_membership_arguments(
             metavar="HOST:PORT",
             help="the gossip address the others use (default: the listening one); "
             "env SHOAL_GOSSIP_ADVERTISE",
+        )
+    if not cluster:
+        flags.add(
+            group,
+            "--dns",
+            metavar="NAME",
+            help="find the members in DNS: every A/AAAA address of NAME is a member on this "
+            "node's peer port and scheme; env SHOAL_DNS",
+        )
+        flags.add(
+            group,
+            "--dns-srv",
+            metavar="_SERVICE._PROTO.NAME",
+            help="find the members in DNS: every SRV record of this name is a member on "
+            "its target and port (extra shoal[dns]); env SHOAL_DNS_SRV",
+        )
+        flags.add(
+            group,
+            "--dns-interval",
+            metavar="SECONDS",
+            help="look the DNS members up again this often (default 5); env SHOAL_DNS_INTERVAL",
+        )
+        flags.add(
+            group,
+            "--dns-server",
+            metavar="HOST:PORT",
+            help="ask this DNS server (an IP address and port) instead of the system's "
+            "resolver (extra shoal[dns]); env SHOAL_DNS_SERVER",
+        )
+        flags.add(
+            group,
+            "--dns-option",
+            metavar="KEY=VALUE",
+            action="append",
+            default=[],
+            help="any other DNS setting, as in [node.dns]: timeout, max_members (repeatable)",
         )
     flags.add(
         group,
@@ -314,6 +363,19 @@ def _parse_table(
     return options
 
 
+def _dns_fields() -> dict[str, Callable[..., Any]]:
+    return _field_parsers(DnsConfig, {"server": _host_port})
+
+
+def parse_dns_table(value: object, *, what: str = "[node.dns]") -> dict[str, Any]:
+    """Parse the ``[node.dns]`` table into :class:`~shoal.config.DnsConfig` options.
+
+    Raises:
+        ConfigError: an unknown key or a malformed value.
+    """
+    return _parse_table(value, what=what, fields=_dns_fields())
+
+
 def parse_etcd_table(value: object, *, what: str = "[node.etcd]") -> dict[str, Any]:
     """Parse the ``[node.etcd]`` table into :class:`~shoal.config.EtcdConfig` options.
 
@@ -345,6 +407,7 @@ def resolve_membership(
     """
     etcd: dict[str, Any] | None = node_options.pop("etcd", None)
     gossip: dict[str, Any] | None = node_options.pop("gossip", None)
+    dns = _resolve_dns(node_options.pop("dns", None), args, environ)
     etcd_fields, gossip_fields = _etcd_fields(), _gossip_fields()
     for key, flag, env in _ETCD_OPTIONS:
         value = given(getattr(args, flag[2:].replace("-", "_"), None), environ.get(env))
@@ -403,9 +466,14 @@ def resolve_membership(
         profile = timers or gossip.pop("timers", "lan")
         gossip.pop("timers", None)
         node_options["gossip"] = GossipConfig.profile(profile, **gossip)
-    if etcd is None and gossip is None:
+    if dns is not None:
+        if etcd is not None or gossip is not None:
+            other = "--etcd" if etcd is not None else "gossip"
+            raise ConfigError(f"choose one membership: DNS (--dns, --dns-srv) or {other}")
+        node_options["dns"] = dns
+    if etcd is None and gossip is None and dns is None:
         return
-    which = "--etcd" if etcd is not None else "gossip"
+    which = "--etcd" if etcd is not None else "gossip" if gossip is not None else "DNS"
     if node_options.get("peers"):
         raise ConfigError(f"--peers is the static member list; with {which} the members are found")
     if node_options.get("port") is None:
@@ -420,11 +488,48 @@ def resolve_membership(
         )
 
 
-def _option(item: str, flag: str, fields: Mapping[str, Callable[..., Any]]) -> tuple[str, Any]:
-    """Parse one ``KEY=VALUE`` of ``--etcd-option`` or ``--gossip-option``."""
+def _resolve_dns(
+    table: dict[str, Any] | None, args: argparse.Namespace, environ: Mapping[str, str]
+) -> DnsConfig | None:
+    """The DNS settings: the flags and variables over the ``[node.dns]`` table."""
+    dns = table
+    fields = _dns_fields()
+    for key, flag, env in _DNS_OPTIONS:
+        value = given(getattr(args, flag[2:].replace("-", "_"), None), environ.get(env))
+        if value is not None:
+            dns = {} if dns is None else dns
+            dns[key] = fields[key](value, what=flag)
+    options = [
+        _option(item, "--dns-option", fields, flagged=_DNS_FLAG_KEYS)
+        for item in getattr(args, "dns_option", None) or ()
+    ]
+    if options and dns is None:
+        raise ConfigError("--dns-option needs --dns NAME or --dns-srv _SERVICE._PROTO.NAME")
+    if dns is None:
+        return None
+    dns.update(options)
+    if dns.get("name") is None and dns.get("srv") is None:
+        raise ConfigError(
+            "the DNS settings (--dns-interval, --dns-server, [node.dns]) need --dns NAME "
+            "or --dns-srv _SERVICE._PROTO.NAME"
+        )
+    if dns.get("name") is not None and dns.get("srv") is not None:
+        raise ConfigError("choose one DNS name: --dns NAME (A/AAAA) or --dns-srv (SRV)")
+    return DnsConfig(**dns)
+
+
+def _option(
+    item: str,
+    flag: str,
+    fields: Mapping[str, Callable[..., Any]],
+    *,
+    flagged: frozenset[str] = _FLAG_KEYS,
+) -> tuple[str, Any]:
+    """Parse one ``KEY=VALUE`` of ``--etcd-option``, ``--gossip-option`` or ``--dns-option``
+    (``flagged``: the keys with a flag of their own, refused here)."""
     key, value = split_assignment(item, flag)
     parse = fields.get(key)
-    if parse is None or key in _FLAG_KEYS:
-        choices = sorted(set(fields) - _FLAG_KEYS)
+    if parse is None or key in flagged:
+        choices = sorted(set(fields) - flagged)
         raise ConfigError(f"{flag} {item!r}: unknown key {key!r}; expected one of {choices}")
     return key, parse(value.strip(), what=f"{flag} {key}")

@@ -42,7 +42,8 @@ users=arc``); every etcd and gossip setting without a flag of its own has
 
 The membership settings (``SHOAL_NODE_ID``, ``SHOAL_ETCD``, ``SHOAL_CLUSTER``,
 ``SHOAL_ETCD_TTL``, ``SHOAL_GOSSIP_PORT``, ``SHOAL_JOIN``, ``SHOAL_GOSSIP_ADVERTISE``,
-``SHOAL_GOSSIP_TIMERS``) are listed in :mod:`shoal.cli.membership_flags`.
+``SHOAL_GOSSIP_TIMERS``, ``SHOAL_DNS``, ``SHOAL_DNS_SRV``...) are listed in
+:mod:`shoal.cli.membership_flags`.
 """
 
 from __future__ import annotations
@@ -77,6 +78,7 @@ from .common import (
 )
 from .membership_flags import (
     add_membership_arguments,
+    parse_dns_table,
     parse_etcd_table,
     parse_gossip_table,
     parse_node_id,
@@ -134,6 +136,7 @@ _NODE_FIELDS: Final[Mapping[str, Callable[..., Any]]] = {
     "node_id": parse_node_id,
     "etcd": parse_etcd_table,
     "gossip": parse_gossip_table,
+    "dns": parse_dns_table,
     "ring": parse_str,
     "replicas": optional(parse_int),
     "base_path": parse_str,

@@ -1,12 +1,14 @@
 """Membership: where a node's member list comes from, as a stream of snapshots.
 
-Three interchangeable sources sit behind one Protocol, :class:`Membership`:
+Four interchangeable sources sit behind one Protocol, :class:`Membership`:
 
 - ``static`` (:mod:`.static`): the list from the configuration; never changes.
 - ``etcd`` (:mod:`.etcd`): each node registers a key under a lease it keeps
   alive and watches the cluster's prefix (extra ``shoal[etcd]``).
 - ``gossip`` (:mod:`.gossip`): SWIM failure detection and dissemination over
   UDP, started from one or a few bootstrap addresses; no dependency.
+- ``dns`` (:mod:`.dns`): the A/AAAA or SRV records of one name, looked up
+  every interval (SRV and a DNS server of one's own: extra ``shoal[dns]``).
 
 A source publishes *snapshots*: the whole set of live :class:`Member` objects,
 never deltas. A consumer that falls behind skips intermediate snapshots and
@@ -61,7 +63,7 @@ __all__ = [
     "MAX_URL_LENGTH",
 ]
 
-SOURCES: Final = ("static", "etcd", "gossip")
+SOURCES: Final = ("static", "etcd", "gossip", "dns")
 """The membership sources a node can use."""
 
 MAX_URL_LENGTH: Final = 512
@@ -156,7 +158,7 @@ class Member:
     url: str
     """Its URL on the ring: where peers fetch keys from it."""
     source: str
-    """Where this node learned of it: ``static``, ``etcd`` or ``gossip``."""
+    """Where this node learned of it: ``static``, ``etcd``, ``gossip`` or ``dns``."""
     grpc: str | None = None
     """Its gRPC address, when it advertises one."""
     started_at: float | None = None
@@ -171,10 +173,10 @@ MemberSet = frozenset[Member]
 
 @runtime_checkable
 class Membership(Protocol):
-    """A source of member-set snapshots (static list, etcd, gossip)."""
+    """A source of member-set snapshots (static list, etcd, gossip, DNS)."""
 
     source: str
-    """``static``, ``etcd`` or ``gossip``."""
+    """``static``, ``etcd``, ``gossip`` or ``dns``."""
 
     async def start(self) -> MemberSet:
         """Register or join, and return the first view.
