@@ -14,12 +14,20 @@ to a transport that only keeps it. The requests are those wrk sends in
 * reference: ``bench/server.py``'s bare httptools + dict protocol, which
   checks nothing and counts nothing: the least a Python server does here.
 
+With ``--token``, four more candidates in the same run: the same API server on
+a node with API tokens (a tokens file of three, one per role), fed the same
+requests with ``Authorization: Bearer TOKEN`` (a read token), and the server
+without tokens fed those same requests, each with and without the compiled
+recognizer; the extra table is the cost of checking the token, the per-round
+ratio (median) of the server with tokens to the one without, fed the same
+requests (the check alone) and fed the requests without the header.
+
 Every round times each candidate once over one pass of the requests, in a
 rotating order, with the garbage collector off; the table shows the median
 round in ns per request and the median of the per-round ratios to the
 reference. Every answer is checked to be the right value.
 
-Run: ``python bench/http_protocol.py [--quick]``.
+Run: ``python bench/http_protocol.py [--quick] [--token]``.
 """
 
 from __future__ import annotations
@@ -27,6 +35,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import os
+import secrets
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,8 +49,13 @@ from shoal import Node, NodeConfig
 from shoal._http import HttpLimits
 from shoal._http import server as _http
 from shoal.api.http import ApiServer
+from shoal.tokens import ApiTokens
 
 REFERENCE = "reference: bare httptools + dict protocol"
+WITH_TOKEN = "shoal, API tokens"
+WITH_TOKEN_PARSER = "shoal, API tokens, httptools only"
+SENT = "shoal, token sent, no tokens"
+SENT_PARSER = "shoal, token sent, no tokens, httptools only"
 
 
 class Transport:
@@ -72,6 +88,7 @@ class Candidate:
     protocol: asyncio.Protocol
     transport: Transport = field(default_factory=Transport)
     samples: list[float] = field(default_factory=list)
+    requests: Sequence[bytes] = ()
 
     def __post_init__(self) -> None:
         self.protocol.connection_made(self.transport)  # type: ignore[arg-type]
@@ -90,7 +107,7 @@ class Candidate:
         self.samples.append((time.perf_counter_ns() - start) / len(requests))
 
 
-async def measure(rounds: int) -> list[Candidate]:
+async def measure(rounds: int, token: bool = False) -> list[Candidate]:
     """Build the candidates on a running loop and time them."""
     node = Node(NodeConfig())
     group = node.group(GROUP, value_of)
@@ -101,6 +118,24 @@ async def measure(rounds: int) -> list[Candidate]:
     server = _http.HttpServer(api.handle, HttpLimits.of(node.config), fast_get=api.fast_get)
     await server.start("127.0.0.1", 0)
     candidates: list[Candidate] = []
+    secured: _http.HttpServer | None = None
+    read_token = secrets.token_urlsafe(32)
+    if token:
+        with tempfile.NamedTemporaryFile("w", suffix=".tokens", delete=False) as file:
+            file.write(f"admin {secrets.token_urlsafe(32)}\nwrite {secrets.token_urlsafe(32)}\n")
+            file.write(f"read {read_token}\n")
+        try:
+            tokens = ApiTokens(file.name)
+        finally:
+            os.unlink(file.name)
+        secure_api = ApiServer(node, tokens=tokens)
+        secured = _http.HttpServer(
+            secure_api.handle,
+            HttpLimits.of(node.config),
+            fast_get=secure_api.fast_get,
+            fast_guard=tokens,
+        )
+        await secured.start("127.0.0.1", 0)
     try:
         compiled = _http.SIMPLE_GET
         if compiled is None:
@@ -111,6 +146,15 @@ async def measure(rounds: int) -> list[Candidate]:
             candidates.append(Candidate("shoal, httptools only", _http.HttpProtocol(server)))
         finally:
             _http.SIMPLE_GET = compiled
+        if secured is not None:
+            candidates.append(Candidate(WITH_TOKEN, _http.HttpProtocol(secured)))
+            candidates.append(Candidate(SENT, _http.HttpProtocol(server)))
+            _http.SIMPLE_GET = None
+            try:
+                candidates.append(Candidate(WITH_TOKEN_PARSER, _http.HttpProtocol(secured)))
+                candidates.append(Candidate(SENT_PARSER, _http.HttpProtocol(server)))
+            finally:
+                _http.SIMPLE_GET = compiled
         data = {key: value_of(key) for key in keys}
         candidates.append(Candidate(REFERENCE, MinimalProtocol(data)))
         order = keys[:]
@@ -118,14 +162,21 @@ async def measure(rounds: int) -> list[Candidate]:
             b"GET /api?key=%s HTTP/1.1\r\nHost: 127.0.0.1:9999\r\n\r\n" % key.encode()
             for key in order
         ]
+        authorized = [
+            b"GET /api?key=%s HTTP/1.1\r\nHost: 127.0.0.1:9999\r\nAuthorization: Bearer %s\r\n\r\n"
+            % (key.encode(), read_token.encode())
+            for key in order
+        ]
         for candidate in candidates:
-            candidate.check(requests, order)
+            with_header = candidate.name.startswith((WITH_TOKEN, SENT))
+            candidate.requests = authorized if with_header else requests
+            candidate.check(candidate.requests, order)
         gc.disable()
         try:
             for r in range(rounds):
                 shift = r % len(candidates)
                 for candidate in candidates[shift:] + candidates[:shift]:
-                    candidate.time(requests)
+                    candidate.time(candidate.requests)
         finally:
             gc.enable()
         return candidates
@@ -133,17 +184,24 @@ async def measure(rounds: int) -> list[Candidate]:
         for candidate in candidates:
             candidate.protocol.connection_lost(None)
         await server.aclose()
+        if secured is not None:
+            await secured.aclose()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="20 rounds instead of 200")
+    parser.add_argument(
+        "--token",
+        action="store_true",
+        help="also a node with API tokens, fed requests with a token (same run)",
+    )
     args = parser.parse_args(argv)
     rounds = 20 if args.quick else 200
     from shoal.node import new_event_loop
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        candidates = runner.run(measure(rounds))
+        candidates = runner.run(measure(rounds, args.token))
     reference = candidates[-1]
     rows = []
     for candidate in candidates:
@@ -160,7 +218,31 @@ def main(argv: list[str] | None = None) -> int:
         f"values), one connection fed one request per read, {rounds} rounds, uvloop\n"
     )
     print(markdown_table(["connection", "ns/request (median)", "this ÷ reference"], rows))
-    print(f"\n{environment()}; command: `python bench/http_protocol.py{' --quick' * args.quick}`")
+    if args.token:
+        by_name = {candidate.name: candidate for candidate in candidates}
+        cost = []
+        for with_token, sent, without in (
+            (WITH_TOKEN, SENT, "shoal"),
+            (WITH_TOKEN_PARSER, SENT_PARSER, "shoal, httptools only"),
+        ):
+            row = [with_token]
+            for other in (sent, without):
+                pairs = zip(by_name[with_token].samples, by_name[other].samples, strict=True)
+                row.append(f"{median([a / b for a, b in pairs]):.3f}x")
+            cost.append(row)
+        print(
+            "\nThe token check's cost per hit (same run): against a node without tokens fed "
+            "the same requests (the check alone), and fed them without the header "
+            "(the check and the header's bytes):\n"
+        )
+        print(
+            markdown_table(
+                ["with API tokens", "÷ no tokens, same requests", "÷ no tokens, no header"],
+                cost,
+            )
+        )
+    flags = " --quick" * args.quick + " --token" * args.token
+    print(f"\n{environment()}; command: `python bench/http_protocol.py{flags}`")
     return 0
 
 

@@ -135,6 +135,7 @@ def test_bad_seeds(seeds: list[object]) -> None:
 
 def test_bad_options() -> None:
     """Timeouts, back-off and channel counts must be positive."""
-    for options in ({"timeout": 0}, {"backoff": -1}, {"channels": 0}):
+    bad: list[dict[str, float]] = [{"timeout": 0}, {"backoff": -1}, {"channels": 0}]
+    for options in bad:
         with pytest.raises(ConfigError):
-            Client("grpc://h:1", **options)
+            Client("grpc://h:1", **options)  # type: ignore[arg-type]

@@ -14,6 +14,7 @@ from .config import GroupConfig as GroupConfig
 from .config import NodeConfig as NodeConfig
 from .errors import Closed as Closed
 from .errors import ConfigError as ConfigError
+from .errors import Forbidden as Forbidden
 from .errors import GroupFull as GroupFull
 from .errors import GroupNotFound as GroupNotFound
 from .errors import InvalidKey as InvalidKey
@@ -30,6 +31,7 @@ from .errors import PeerTimeout as PeerTimeout
 from .errors import PeerUnavailable as PeerUnavailable
 from .errors import RemoteLoadError as RemoteLoadError
 from .errors import ShoalError as ShoalError
+from .errors import Unauthorized as Unauthorized
 from .errors import ValueTooLarge as ValueTooLarge
 from .group import Group as Group
 from .group import Loader as Loader
@@ -80,4 +82,6 @@ __all__ = [
     "RemoteLoadError",
     "Closed",
     "MembershipError",
+    "Unauthorized",
+    "Forbidden",
 ]

@@ -6,7 +6,7 @@
  * ring lookup of shoal.ring (see there for the rule, and _probe_owner there
  * for the same code in Python).
  *
- * simple_get(data, limit) returns the request target of `data` when `data` is
+ * simple_get(data, limit[, credential]) returns the request target of `data` when `data` is
  * exactly one whole request of the shape most clients send for a read:
  *
  *     "GET " target " HTTP/1.1" CRLF *( field-name ":" field-value CRLF ) CRLF
@@ -24,6 +24,13 @@
  * it recognizes a strict subset of the grammar, never a wider one, and the
  * tests check this against httptools. It exists for speed: the server answers
  * such a request (a cache hit) without the parser's callbacks into Python.
+ *
+ * simple_get(data, limit, credential) also requires, when `credential` is not
+ * None, exactly one Authorization field whose value (without the spaces and
+ * tabs around it) is `credential`, compared in constant time (every byte, no
+ * early exit); an empty `credential` matches nothing. The server passes the
+ * value it last verified on the connection, so a client that keeps sending the
+ * same token is not verified again.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -110,6 +117,32 @@ is_special(const unsigned char *name, Py_ssize_t len)
     }
 }
 
+/* Whether the one Authorization field value [value, value_end) of a request
+ * (`count` such fields) is `credential` without its surrounding spaces and tabs:
+ * compared in constant time for a given length (every byte is looked at). */
+static int
+credential_matches(const unsigned char *value, const unsigned char *value_end, int count,
+                   const unsigned char *credential, Py_ssize_t size)
+{
+    if (count != 1 || size == 0) {
+        return 0;
+    }
+    while (value < value_end && (*value == ' ' || *value == '\t')) {
+        value++;
+    }
+    while (value_end > value && (value_end[-1] == ' ' || value_end[-1] == '\t')) {
+        value_end--;
+    }
+    if (value_end - value != size) {
+        return 0;
+    }
+    unsigned char differ = 0;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        differ |= (unsigned char)(value[i] ^ credential[i]);
+    }
+    return differ == 0;
+}
+
 static const char REQUEST_LINE_END[] = " HTTP/1.1\r\n";
 #define REQUEST_LINE_END_SIZE ((Py_ssize_t)sizeof(REQUEST_LINE_END) - 1)
 
@@ -117,17 +150,33 @@ static PyObject *
 simple_get(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     (void)module;
-    if (nargs != 2) {
-        PyErr_Format(PyExc_TypeError, "simple_get() takes 2 arguments (%zd given)", nargs);
+    if (nargs != 2 && nargs != 3) {
+        PyErr_Format(PyExc_TypeError, "simple_get() takes 2 or 3 arguments (%zd given)", nargs);
         return NULL;
     }
     PyObject *data = args[0];
-    if (!PyBytes_Check(data)) {
-        Py_RETURN_NONE; /* a transport that hands over another buffer type: the parser */
-    }
     Py_ssize_t limit = PyLong_AsSsize_t(args[1]);
     if (limit == -1 && PyErr_Occurred()) {
         return NULL;
+    }
+    /* The Authorization value to require (want), and where the request has one. */
+    int want = 0;
+    const unsigned char *credential = NULL;
+    Py_ssize_t credential_size = 0;
+    if (nargs == 3 && args[2] != Py_None) {
+        if (!PyBytes_Check(args[2])) {
+            PyErr_SetString(PyExc_TypeError, "simple_get() credential must be bytes or None");
+            return NULL;
+        }
+        want = 1;
+        credential = (const unsigned char *)PyBytes_AS_STRING(args[2]);
+        credential_size = PyBytes_GET_SIZE(args[2]);
+    }
+    int authorizations = 0;
+    const unsigned char *auth = NULL;
+    const unsigned char *auth_end = NULL;
+    if (!PyBytes_Check(data)) {
+        Py_RETURN_NONE; /* a transport that hands over another buffer type: the parser */
     }
     Py_ssize_t size = PyBytes_GET_SIZE(data);
     if (size > limit) {
@@ -153,10 +202,14 @@ simple_get(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     for (;;) {
         /* Here q starts a line, and at least two bytes remain. */
         if (q[0] == '\r') {
-            if (q[1] == '\n' && q + 2 == end) {
-                return PyBytes_FromStringAndSize((const char *)target, target_end - target);
+            if (q[1] != '\n' || q + 2 != end) {
+                Py_RETURN_NONE;
             }
-            Py_RETURN_NONE;
+            if (want && !credential_matches(auth, auth_end, authorizations, credential,
+                                            credential_size)) {
+                Py_RETURN_NONE;
+            }
+            return PyBytes_FromStringAndSize((const char *)target, target_end - target);
         }
         const unsigned char *name = q;
         while (q < end && is_tchar[*q]) {
@@ -165,9 +218,16 @@ simple_get(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (q == name || q == end || *q != ':' || is_special(name, q - name)) {
             Py_RETURN_NONE;
         }
+        int is_auth = want && NAME_IS(name, q - name, "authorization");
         q++;
+        const unsigned char *value = q;
         while (q < end && is_vchar[*q]) {
             q++;
+        }
+        if (is_auth) { /* the value, trimmed by credential_matches */
+            authorizations++;
+            auth = value;
+            auth_end = q;
         }
         /* The field's CRLF and at least the CRLF that ends the head. */
         if (end - q < 4 || q[0] != '\r' || q[1] != '\n') {
@@ -178,9 +238,10 @@ simple_get(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 }
 
 PyDoc_STRVAR(simple_get_doc,
-"simple_get(data, limit, /)\n--\n\n"
+"simple_get(data, limit, credential=None, /)\n--\n\n"
 "The request target of ``data`` if it is exactly one simple keep-alive\n"
-"HTTP/1.1 GET of at most ``limit`` bytes (see the module), else None.");
+"HTTP/1.1 GET of at most ``limit`` bytes (see the module), else None; with a\n"
+"``credential``, only if its one Authorization field has that value.");
 
 /* The splitmix64 finalizer: the step between probes is drawn from the key point. */
 static inline uint64_t

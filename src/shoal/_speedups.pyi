@@ -6,6 +6,9 @@ def probe_owner(
     points. ``starts`` (uint32) holds, for each slot of the hash space (``probe >>
     shift``) and one past the last, the index of the first point in or after it."""
 
-def simple_get(data: bytes, limit: int, /) -> bytes | None:
+def simple_get(data: bytes, limit: int, credential: bytes | None = None, /) -> bytes | None:
     """The request target of ``data`` if it is exactly one simple keep-alive
-    HTTP/1.1 GET of at most ``limit`` bytes, else None."""
+    HTTP/1.1 GET of at most ``limit`` bytes, else None. With a ``credential``
+    (not None), only if the request has exactly one Authorization field and its
+    value, without the spaces and tabs around it, is ``credential`` (compared in
+    constant time; an empty credential matches nothing)."""

@@ -49,6 +49,14 @@ are raised as the node raised them.
 and drops every other member's copy, or, in a replicated group, sends the write
 to every member. Over ``http`` a TTL travels as an absolute expiry computed with
 the client's clock.
+
+**Tokens.** Against nodes started with API tokens (``--api-tokens``), give the
+client one: ``Client(seed, token=...)`` sends ``Authorization: Bearer TOKEN``
+with its ``/v1/cluster`` request and with every ``shoal.v1.Cache`` call. A
+``read`` token may get (and learn the cluster), ``write`` also set and delete.
+The peer port of an ``http`` cluster takes no token (mutual TLS protects it).
+A refused token raises :class:`~shoal.errors.Unauthorized` (none, unknown or
+malformed) or :class:`~shoal.errors.Forbidden` (a role that does not allow it).
 """
 
 from __future__ import annotations
@@ -67,8 +75,18 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from ._version import __version__
-from .errors import Closed, ConfigError, PeerError, PeerTimeout, PeerUnavailable, ShoalError
+from .errors import (
+    Closed,
+    ConfigError,
+    Forbidden,
+    PeerError,
+    PeerTimeout,
+    PeerUnavailable,
+    ShoalError,
+    Unauthorized,
+)
 from .ring import Ring
+from .tokens import bearer
 
 if TYPE_CHECKING:
     from .transport.grpc import GrpcNodeClient
@@ -149,9 +167,12 @@ class Client:
         backoff: seconds a node that failed is skipped; also the least time
             between two refreshes after failures. Default 1.
         channels: gRPC channels (connections) per node. Default 1.
+        token: the API token to present, when the nodes have API tokens. Default
+            None: none.
 
     Raises:
-        ConfigError: no seed, a seed that is not such a URL, or a value out of range.
+        ConfigError: no seed, a seed that is not such a URL, a malformed token, or a
+            value out of range.
     """
 
     def __init__(
@@ -161,6 +182,7 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         backoff: float = DEFAULT_BACKOFF,
         channels: int = 1,
+        token: str | None = None,
     ) -> None:
         seed_list = [seeds] if isinstance(seeds, str) else list(seeds)
         if not seed_list:
@@ -172,6 +194,8 @@ class Client:
         self._timeout = float(timeout)
         self._backoff = float(backoff)
         self._channels = int(channels)
+        self._token = token
+        self._authorization = bearer(token) if token is not None else None
         self._clock: Callable[[], float] = time.monotonic
         self._view: _View | None = None
         self._down: dict[str, float] = {}
@@ -436,8 +460,8 @@ class Client:
                 reasons.append(f"{source}: no answer within {self._timeout}s")
                 continue
             except (PeerError, OSError, ValueError, KeyError, TypeError) as exc:
-                if isinstance(exc, ConfigError):
-                    raise
+                if isinstance(exc, ConfigError | Unauthorized | Forbidden):
+                    raise  # the same at every seed: the token or the setup is wrong
                 reasons.append(f"{source}: {exc}")
                 continue
             await self._apply(info, source)
@@ -466,7 +490,9 @@ class Client:
         if client is None:
             from .transport.grpc import GrpcNodeClient
 
-            client = self._seed_clients[seed] = GrpcNodeClient(seed, timeout=self._timeout)
+            client = self._seed_clients[seed] = GrpcNodeClient(
+                seed, timeout=self._timeout, token=self._token
+            )
         return client
 
     async def _http_view(self, seed: str) -> dict[str, Any]:
@@ -474,15 +500,19 @@ class Client:
         url = f"{seed}/v1/cluster"
 
         def fetch() -> bytes:
-            request = urllib.request.Request(
-                url, headers={"Accept": "application/json", "User-Agent": f"shoal/{__version__}"}
-            )
+            headers = {"Accept": "application/json", "User-Agent": f"shoal/{__version__}"}
+            if self._authorization is not None:
+                headers["Authorization"] = self._authorization
+            request = urllib.request.Request(url, headers=headers)
             try:
                 with urllib.request.urlopen(request, timeout=self._timeout) as response:
                     body: bytes = response.read()
                     return body
             except urllib.error.HTTPError as exc:
                 with exc:
+                    if exc.code in (401, 403):  # the token: refused, or its role
+                        refused = Unauthorized if exc.code == 401 else Forbidden
+                        raise refused(f"GET {url} answered {exc.code}") from exc
                     raise PeerError(f"GET {url} answered {exc.code}") from exc
             except (urllib.error.URLError, OSError) as exc:
                 raise PeerUnavailable(f"GET {url}: {exc}") from exc
@@ -533,7 +563,9 @@ class Client:
         if transport == "grpc":
             from .transport.grpc import GrpcNodeClient
 
-            return GrpcNodeClient(url, timeout=self._timeout, channels=self._channels)
+            return GrpcNodeClient(
+                url, timeout=self._timeout, channels=self._channels, token=self._token
+            )
         from .transport.http import HttpPeerClient
 
         return _HttpNode(HttpPeerClient(url, base_path=base_path))

@@ -495,6 +495,11 @@ class NodeConfig:
                     f"gossip on {gossip_host or '*'} is reachable from the network "
                     "without a keyring (--gossip-keyring)"
                 )
+            elif not is_loopback(gossip_host) and self.gossip.accept_plain:
+                exposed.append(
+                    f"gossip on {gossip_host or '*'} accepts plain datagrams from the "
+                    "network (--gossip-accept-plain, a step of an upgrade)"
+                )
         return exposed
 
 
@@ -780,6 +785,24 @@ class GossipConfig:
     the primary: every datagram is sealed with AES-GCM (the primary seals, any key
     opens). Default None: plain datagrams (loopback only, see ``NodeConfig.insecure``)."""
 
+    cluster: str = "default"
+    """The cluster's name, sealed into every datagram as associated data: a node
+    drops datagrams sealed for another cluster, even under the same key. Default
+    ``default``."""
+
+    replay_window: float = 30.0
+    """Seconds a sealed datagram's timestamp may differ from this node's clock; one
+    further off is dropped as stale, and one seen before within the window as a
+    replay. Default 30 (the members' clocks must agree within it)."""
+
+    accept_plain: bool = False
+    """With a keyring, accept plain datagrams too (while sending sealed ones): the
+    middle step of a live upgrade from plain to sealed gossip. Default False."""
+
+    send_plain: bool = False
+    """With a keyring and ``accept_plain``, send plain datagrams still: the first step
+    of that upgrade, while some members have no keyring yet. Default False."""
+
     def __post_init__(self) -> None:
         if (
             isinstance(self.port, bool)
@@ -811,6 +834,24 @@ class GossipConfig:
             raise ConfigError(f"gossip keyring must be a file name, got {self.keyring!r}")
         if self.max_packet < 512:
             raise ConfigError(f"max_packet must be at least 512 bytes, got {self.max_packet}")
+        if not isinstance(self.cluster, str) or not 0 < len(self.cluster) <= 128:
+            raise ConfigError(
+                f"gossip cluster must be a name of 1-128 characters, got {self.cluster!r}"
+            )
+        _positive("replay_window", self.replay_window, allow_none=False)
+        for name in ("accept_plain", "send_plain"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"gossip {name} must be true or false")
+        if (self.accept_plain or self.send_plain) and self.keyring is None:
+            raise ConfigError(
+                "accepting or sending plain gossip is a step of the upgrade to sealed "
+                "gossip: it needs a keyring"
+            )
+        if self.send_plain and not self.accept_plain:
+            raise ConfigError(
+                "a node that sends plain gossip must accept it too (accept_plain): its "
+                "members are still plain"
+            )
 
     @classmethod
     def profile(cls, name: str, **options: Any) -> Self:

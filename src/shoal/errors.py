@@ -34,6 +34,8 @@ __all__ = [
     "RemoteLoadError",
     "Closed",
     "MembershipError",
+    "Unauthorized",
+    "Forbidden",
 ]
 
 
@@ -215,3 +217,20 @@ class MembershipError(ShoalError, ConnectionError):
 
     http_status = 503
     code = "membership"
+
+
+class Unauthorized(ShoalError, PermissionError):
+    """The node has API tokens and the request had none, an unknown one, or one that
+    is not ``Bearer TOKEN`` (HTTP 401, gRPC ``UNAUTHENTICATED``)."""
+
+    http_status = 401
+    code = "unauthorized"
+
+
+class Forbidden(ShoalError, PermissionError):
+    """The request's API token has a role that does not allow it (HTTP 403, gRPC
+    ``PERMISSION_DENIED``): a ``read`` token that sets, a ``write`` token that
+    invalidates."""
+
+    http_status = 403
+    code = "forbidden"

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .api.http import ApiServer
     from .membership import BadInput, Member, MemberSet, Membership
     from .peers import PeerClient, PeerPicker, Transport
+    from .tokens import ApiTokens
     from .transport.http import PeerServer
 
 __all__ = ["Node", "new_event_loop", "default_transport"]
@@ -127,6 +128,7 @@ class Node:
         # What reload() reads again (certificates, tokens, keyrings): (what, reader),
         # registered by the parts that hold them as they start.
         self._reloaders: list[tuple[str, Callable[[], None]]] = []
+        self._tokens: ApiTokens | None = None
 
     def __repr__(self) -> str:
         return f"<Node groups={sorted(self._groups)} api={self._api_address}>"
@@ -377,11 +379,17 @@ class Node:
         if self.config.insecure:
             for exposed in self.config.unprotected():
                 log.warning("INSECURE (--insecure): %s", exposed)
+        if self.config.api_tokens is not None and self._tokens is None:
+            from .tokens import ApiTokens
+
+            # Read before any port opens: a bad file is a ConfigError at start.
+            self._tokens = ApiTokens(self.config.api_tokens)
+            self._reloaders.append(("API tokens", self._tokens.reload))
         async with contextlib.AsyncExitStack() as stack:
             if self.config.api_port is not None:
                 from .api.http import ApiServer
 
-                server = self._api_server = ApiServer(self)
+                server = self._api_server = ApiServer(self, tokens=self._tokens)
                 stack.push_async_callback(server.aclose)
                 self._api_address = await server.start(self.config.api_host, self.config.api_port)
                 log.info("HTTP API listening on http://%s:%d", *self._api_address)
@@ -459,7 +467,7 @@ class Node:
         if cfg.port is not None and cfg.transport == "grpc":
             from .transport.grpc import GrpcServer
 
-            grpc_server = GrpcServer(self)
+            grpc_server = GrpcServer(self, tokens=self._tokens)
             stack.push_async_callback(grpc_server.aclose)
             self._peer_address = await grpc_server.start(cfg.host, cfg.port)
             log.info("gRPC server (peers and API) listening on %s:%d", *self._peer_address)
@@ -526,7 +534,7 @@ class Node:
 
             from .membership.gossip import GossipMembership
 
-            return GossipMembership(
+            gossip = GossipMembership(
                 cfg.gossip,
                 node_id=node_id,
                 url=self_url,
@@ -535,6 +543,9 @@ class Node:
                 grpc=grpc,
                 started_at=self._started_at,
             )
+            if cfg.gossip.keyring is not None:
+                self._reloaders.append(("gossip keyring", gossip.reload_keyring))
+            return gossip
         if cfg.dns is not None:
             from .membership.dns import DnsMembership
 

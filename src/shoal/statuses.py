@@ -27,6 +27,7 @@ from .errors import (
     BadRequest,
     Closed,
     ConfigError,
+    Forbidden,
     GroupFull,
     GroupNotFound,
     InvalidKey,
@@ -43,6 +44,7 @@ from .errors import (
     PeerUnavailable,
     RemoteLoadError,
     ShoalError,
+    Unauthorized,
     ValueTooLarge,
 )
 
@@ -119,6 +121,8 @@ STATUSES: Final[Mapping[type[ShoalError], Statuses]] = MappingProxyType(
             _row(BadRequest, BadRequest.http_status, "INVALID_ARGUMENT"),
             _row(GroupFull, GroupFull.http_status, "RESOURCE_EXHAUSTED", raised=GroupFull),
             _row(ConfigError, LOAD_FAILED.peer, "INVALID_ARGUMENT"),
+            _row(Unauthorized, 401, "UNAUTHENTICATED", raised=Unauthorized),
+            _row(Forbidden, 403, "PERMISSION_DENIED", raised=Forbidden),
             _row(Closed, 502, "UNAVAILABLE"),
             _row(PeerError, LOAD_FAILED.peer, "UNAVAILABLE"),
             _row(PeerUnavailable, LOAD_FAILED.peer, "UNAVAILABLE"),

@@ -177,8 +177,8 @@ class CountingSimpleGet:
     def __init__(self) -> None:
         self.taken = 0
 
-    def __call__(self, data: bytes, limit: int) -> bytes | None:
-        target = simple_get(data, limit)
+    def __call__(self, data: bytes, limit: int, credential: bytes | None = None) -> bytes | None:
+        target = simple_get(data, limit, credential)
         self.taken += target is not None
         return target
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable, Generator, Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 __all__ = [
     "Request",
@@ -25,6 +25,7 @@ __all__ = [
     "Deferred",
     "Handler",
     "FastGet",
+    "FastGuard",
     "json_response",
     "error_response",
     "JSON",
@@ -179,6 +180,22 @@ Whatever it answers must be what the handler would answer for the request; the
 hook exists only to skip building :class:`Request` and :class:`Response`
 objects on the hot path.
 """
+
+
+class FastGuard(Protocol):
+    """What an :class:`HttpServer` with credentials asks before its ``fast_get``.
+
+    With a guard, ``fast_get`` sees only a GET with exactly one ``Authorization``
+    field whose value (without the spaces and tabs around it) the guard accepts;
+    any other request goes to the handler, which decides (and answers a refusal).
+    A connection remembers the last value accepted and, while the client sends
+    that same value, is not asked again (:meth:`HttpServer.forget_credentials`
+    makes every connection ask again, after the accepted values changed).
+    """
+
+    def accepts(self, authorization: bytes) -> bool:
+        """Whether a request with this ``Authorization`` value may take the fast path."""
+        ...
 
 
 def json_response(

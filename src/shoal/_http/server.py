@@ -27,6 +27,12 @@ Rules of this module:
   for hits) reaches ``fast_get`` without the parser: the C recognizer
   :data:`SIMPLE_GET` accepts a strict subset of what httptools accepts and
   gives the target.
+- A server with a ``fast_guard`` (API tokens) takes the fast path only for a
+  request whose one ``Authorization`` value the guard accepts. A connection
+  keeps the value last accepted, and the compiled recognizer compares the next
+  request's value with it (in constant time): a client that keeps its token is
+  checked once per connection, not once per request. Everything else goes to
+  the handler, which checks the request itself.
 - Responses leave in request order (pipelining). While an earlier answer is
   pending, later ones queue behind it. Pipelined requests with safe methods
   (GET, HEAD) run in parallel, at most ``max_pipeline`` tasks per connection;
@@ -58,6 +64,7 @@ import contextlib
 import email.utils
 import errno
 import functools
+import hmac
 import http
 import inspect
 import logging
@@ -77,6 +84,7 @@ from .messages import (
     OCTET_STREAM,
     Deferred,
     FastGet,
+    FastGuard,
     Handler,
     Request,
     Response,
@@ -142,8 +150,9 @@ _SPECIAL_SIZES: Final = frozenset(len(name) for name in _SPECIAL_HEADERS)
 _SERVER_AND_DATE: Final = b"Server: shoal\r\nDate: "
 _NO_BODY_STATUSES: Final = frozenset({204, 304})
 
-SimpleGet = Callable[[bytes, int], "bytes | None"]
-"""``simple_get(data, limit)``: the target of a read that is one simple GET, else None."""
+SimpleGet = Callable[[bytes, int, "bytes | None"], "bytes | None"]
+"""``simple_get(data, limit, credential)``: the target of a read that is one simple
+GET (whose one ``Authorization`` value is ``credential``, unless that is None), else None."""
 
 
 def _load_simple_get() -> SimpleGet | None:
@@ -152,6 +161,10 @@ def _load_simple_get() -> SimpleGet | None:
     if speedups is None:  # the parser does it all
         return None
     simple_get: SimpleGet = speedups.simple_get
+    try:
+        simple_get(b"", 0, None)
+    except TypeError:  # an extension built from an older source: the parser does it all
+        return None
     return simple_get
 
 
@@ -305,6 +318,10 @@ class HttpProtocol(asyncio.Protocol):
         self._parser = httptools.HttpRequestParser(self)
         # The parser-free shortcut for a read that is one simple GET (only with fast_get).
         self._simple_get = SIMPLE_GET if self._fast_get is not None else None
+        # With a guard: the Authorization value last accepted on this connection,
+        # which the recognizer requires (b"": none yet, the recognizer takes nothing).
+        self._guard = server.fast_guard
+        self._credential: bytes | None = None if self._guard is None else b""
 
         # The request being received.
         self._state = _IDLE
@@ -408,7 +425,7 @@ class HttpProtocol(asyncio.Protocol):
                 self._state != _IDLE
                 or self._pending
                 or self._simple_get is None
-                or (url := self._simple_get(data, self._max_head)) is None
+                or (url := self._simple_get(data, self._max_head, self._credential)) is None
                 or not self._fast_answer(url)
             ):
                 self._parser.feed_data(data)
@@ -590,10 +607,37 @@ class HttpProtocol(asyncio.Protocol):
             and self._fast_get is not None
             and self._accepting
             and not self._pending
+            and (self._guard is None or self._vouched())
             and self._fast_answer(self._url)
         ):
             return
         self._dispatch(self._take_request())
+
+    def _vouched(self) -> bool:
+        """Whether the guard accepts the one ``Authorization`` value of the request
+        just parsed; an accepted value is remembered for the next requests."""
+        assert self._guard is not None
+        value: bytes | None = None
+        for name, field in self._headers:
+            if len(name) == 13 and name.lower() == b"authorization":
+                if value is not None:
+                    return False  # two of them: the handler refuses the request
+                value = field
+        if value is None:
+            return False
+        value = value.strip(b" \t")
+        credential = self._credential
+        if credential and hmac.compare_digest(value, credential):
+            return True  # the value verified last on this connection
+        if not self._guard.accepts(value):
+            return False
+        self._credential = value
+        return True
+
+    def forget_credential(self) -> None:
+        """Check the next request's credentials again (the accepted ones changed)."""
+        if self._guard is not None:
+            self._credential = b""
 
     def _fast_answer(self, url: bytes) -> bool:
         """Answer a keep-alive HTTP/1.1 GET through ``fast_get``, if it will.
@@ -1057,6 +1101,8 @@ class HttpServer:
             as bare bytes; default ``application/octet-stream``.
         fast_headers: extra header fields of those answers (validated as
             :class:`Response` validates its own).
+        fast_guard: when set, ``fast_get`` sees only requests whose credentials
+            the guard accepts; see :class:`~shoal._http.messages.FastGuard`.
         limits: limits and timeouts (:class:`~shoal._http.limits.HttpLimits`);
             default ``HttpLimits()``.
         max_pipeline: handler tasks that may run at once per connection, and
@@ -1073,6 +1119,7 @@ class HttpServer:
         fast_get: FastGet | None = None,
         fast_content_type: str = OCTET_STREAM,
         fast_headers: Sequence[tuple[str, str]] = (),
+        fast_guard: FastGuard | None = None,
         max_pipeline: int = MAX_PIPELINE,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
         backlog: int = 1024,
@@ -1088,6 +1135,8 @@ class HttpServer:
         """Their extra header fields."""
         self.fast_tail = _fast_tail(fast_headers)
         """What follows the Content-Length value of a fast-path answer, up to the body."""
+        self.fast_guard = fast_guard
+        """What a request's credentials must satisfy before ``fast_get`` (or None)."""
         self.limits = limits if limits is not None else HttpLimits()
         """The server's limits and timeouts."""
         self.max_pipeline = max_pipeline
@@ -1279,6 +1328,12 @@ class HttpServer:
             return
         for sock in self._sockets:
             self.loop.add_reader(sock.fileno(), self._accept, sock)
+
+    def forget_credentials(self) -> None:
+        """Make every open connection check its next request's credentials again
+        (call it when the values the ``fast_guard`` accepts have changed)."""
+        for connection in self._connections:
+            connection.forget_credential()
 
     # -- called by the connections ------------------------------------------------
 

@@ -16,6 +16,21 @@
 ``GET /metrics``                                         Prometheus text format 0.0.4
 =======================================================  ==========================================
 
+With API tokens (``NodeConfig.api_tokens``, :mod:`shoal.tokens`) every route
+but ``/healthz`` (and ``/readyz``) needs ``Authorization: Bearer TOKEN`` of a
+role that allows it: ``read`` for every ``GET``/``HEAD`` (values, statistics,
+the cluster view, metrics, and any unknown path), ``write`` for ``PUT`` and
+``DELETE`` of a key, ``admin`` for invalidating a group and for the cluster's
+internals (below ``admin``, ``/v1/cluster`` answers the routing view a client
+needs: the ring and the members' URLs and shares, see :func:`routing_view`). No token or an unknown
+one gets a 401 with ``WWW-Authenticate: Bearer realm="shoal"`` (and
+``error="invalid_token"`` when a token was given), a header that is not ``Bearer
+TOKEN`` (or two of them) a 400 with ``error="invalid_request"``, a role that
+does not allow the request a 403 with ``error="insufficient_scope"`` (RFC 6750);
+each is counted in ``shoal_auth_failures_total{port="api",reason}``. The check
+comes before anything else, so a refused request learns nothing about paths,
+groups or keys.
+
 Errors are JSON ``{"error": message, "code": code}``; a shoal error answers with
 its own ``http_status`` and ``code``, any other loader failure with 502
 ``load_failed``.
@@ -34,7 +49,10 @@ requests, ``GET /api?key=K`` and ``GET /v1/groups/{group}/keys/{key}`` with
 nothing to unescape, take a shortcut (:meth:`ApiServer.fast_get`) that answers
 a hit with the value's bytes before the server builds a request object; it
 hands anything else back to the general path, and answers what it does handle
-exactly as the general path would.
+exactly as the general path would. With tokens the server takes the shortcut
+only for a request whose token it has verified (see
+:class:`~shoal._http.FastGuard`): every role may read, so what the shortcut
+answers needs no further check.
 """
 
 from __future__ import annotations
@@ -42,8 +60,8 @@ from __future__ import annotations
 import asyncio
 import math
 import re
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Final
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Final
 
 from .._http import (
     OCTET_STREAM,
@@ -58,6 +76,7 @@ from .._http import (
 )
 from ..errors import ShoalError, ValueTooLarge
 from ..statuses import LOAD_FAILED
+from ..tokens import ApiTokens, role_allows
 from ..wire import percent_decode
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
@@ -65,7 +84,7 @@ from .metrics import render_metrics
 if TYPE_CHECKING:
     from ..serving import ServedGroup, ServedNode
 
-__all__ = ["ApiServer", "parse_query", "parse_key_path", "parse_ttl"]
+__all__ = ["ApiServer", "parse_query", "parse_key_path", "parse_ttl", "required_role"]
 
 _READ: Final = frozenset({"GET", "HEAD"})
 _KEY_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE"})
@@ -82,6 +101,43 @@ _FAST_API_KEY_AT: Final = len(_FAST_API_PREFIX)
 _GROUP_AT: Final = len(_KEYS_PREFIX)
 _NOT_FAST_QUERY: Final = re.compile(rb"[%+&#]")
 _NOT_FAST_PATH: Final = re.compile(rb"[%?#]")
+# Routes without a token, and the role each other exact path needs (see required_role).
+_OPEN: Final = frozenset({b"/healthz", b"/readyz"})
+_PATH_ROLES: Final = {
+    b"/api": "read",
+    b"/v1/stats": "read",
+    b"/v1/cluster": "read",
+    b"/metrics": "read",
+}
+_AUTHORIZATION: Final = b"authorization"
+_REALM: Final = 'Bearer realm="shoal"'
+# Each refusal: status, code, message, WWW-Authenticate (RFC 6750 §3).
+_REFUSALS: Final = {
+    "missing": (
+        401,
+        "unauthorized",
+        "this node needs an API token: Authorization: Bearer TOKEN",
+        _REALM,
+    ),
+    "unknown": (
+        401,
+        "unauthorized",
+        "the API token is not valid",
+        _REALM + ', error="invalid_token"',
+    ),
+    "malformed": (
+        400,
+        "bad_authorization",
+        "the Authorization header must be one 'Bearer TOKEN'",
+        _REALM + ', error="invalid_request"',
+    ),
+    "forbidden": (
+        403,
+        "forbidden",
+        "the API token's role does not allow this request",
+        _REALM + ', error="insufficient_scope"',
+    ),
+}
 # A plain decimal number: float() alone would also take "nan", "1_000" and " 5 ".
 _NUMBER: Final = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 
@@ -159,6 +215,56 @@ def _single(params: dict[str, list[str]], name: str) -> str | None:
     return values[0]
 
 
+def required_role(method: str, path: bytes) -> str | None:
+    """The role a request needs when the node has API tokens; None for the open
+    routes (``/healthz``, ``/readyz``). Unknown paths and methods need ``read``, so
+    that only a token holder learns which paths exist."""
+    if path in _OPEN:
+        return None
+    role = _PATH_ROLES.get(path)
+    if role is not None:
+        return role
+    if path.startswith(_KEYS_PREFIX):
+        if path.endswith(_INVALIDATE) and path.count(b"/") == 4:
+            return "admin"
+        return "read" if method in _READ else "write"
+    return "read"
+
+
+# What a client needs to route a key (shoal.Client): every role may read it. The
+# rest of /v1/cluster (membership state and counters, node ids, the peer clients'
+# counters, the peer address) is the cluster's internals, for admin tokens only.
+_ROUTING_KEYS: Final = ("self", "base_path", "transport", "ring", "owner")
+_ROUTING_MEMBER_KEYS: Final = ("url", "self", "share", "backing_off")
+
+
+def routing_view(info: Mapping[str, Any]) -> dict[str, Any]:
+    """``/v1/cluster`` as a token below ``admin`` sees it: the ring and the members'
+    URLs and shares, without the cluster's internals."""
+    view = {key: info[key] for key in _ROUTING_KEYS if key in info}
+    view["members"] = [
+        {key: member[key] for key in _ROUTING_MEMBER_KEYS if key in member}
+        for member in info.get("members", ())
+    ]
+    return view
+
+
+def _authorization(request: Request) -> bytes | None:
+    """The request's one ``Authorization`` value; b"" (malformed) when it has several."""
+    value: bytes | None = None
+    for name, field in request.headers:
+        if len(name) == 13 and name.lower() == _AUTHORIZATION:
+            if value is not None:
+                return b""
+            value = field
+    return value
+
+
+def _refusal(reason: str) -> Response:
+    status, code, message, challenge = _REFUSALS[reason]
+    return error_response(status, code, message, headers=(("WWW-Authenticate", challenge),))
+
+
 # -- answers --------------------------------------------------------------------
 
 
@@ -207,6 +313,8 @@ class ApiServer:
         fast_path: answer plain GETs through :meth:`fast_get`; False sends every
             request through :meth:`handle` (the answers are the same: tests
             compare the two).
+        tokens: the node's API tokens: every request but ``/healthz`` then needs
+            one (see the module docstring). Default None: no tokens.
     """
 
     def __init__(
@@ -215,15 +323,22 @@ class ApiServer:
         *,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
         fast_path: bool = True,
+        tokens: ApiTokens | None = None,
     ) -> None:
         self._node = node
         # A live read-only view: groups added or dropped later are seen.
         self._groups = node.groups
+        self._tokens = tokens
         self._server = HttpServer(
             self.handle,
             HttpLimits.of(node.config),
             fast_get=self.fast_get if fast_path else None,
+            fast_guard=tokens,
             shutdown_timeout=shutdown_timeout,
+        )
+        # A reload of the tokens: every connection checks its token again.
+        self._unsubscribe = (
+            tokens.on_change(self._server.forget_credentials) if tokens is not None else None
         )
         self._routes: dict[bytes, Callable[[Request], Response | Awaitable[Response]]] = {
             b"/api": self._api,
@@ -253,12 +368,22 @@ class ApiServer:
 
     async def aclose(self) -> None:
         """Stop listening, finish in-flight requests briefly, then drop the rest."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
         await self._server.aclose()
 
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         """Answer one request: a ready :class:`Response` for anything that needs no
         waiting (hits, errors, statistics), a :class:`~shoal._http.Deferred` on the
         key's flight for a miss, a coroutine for a write."""
+        tokens = self._tokens
+        if tokens is not None:
+            needed = required_role(request.method, request.path)
+            if needed is not None:
+                refused = tokens.check(_authorization(request), needed, port="api")
+                if refused is not None:
+                    return _refusal(refused)
         try:
             route = self._routes.get(request.path)
             if route is not None:
@@ -430,7 +555,13 @@ class ApiServer:
             return _bad_request(exc)
         if key == "":
             return error_response(400, "invalid_key", "the key is empty")
-        return json_response(self._node.cluster_info(key))
+        info = self._node.cluster_info(key)
+        tokens = self._tokens
+        if tokens is not None:
+            role = tokens.identify(_authorization(request)).role
+            if role is None or not role_allows(role, "admin"):
+                info = routing_view(info)
+        return json_response(info)
 
     def _healthz(self, request: Request) -> Response:
         if request.method not in _READ:
@@ -449,6 +580,7 @@ class ApiServer:
             background_errors=self._node.background_errors(),
             loader_threads=self._node.loader_statistics(),
             accept_errors=self._node.accept_errors(),
+            auth_failures=self._tokens.failures() if self._tokens is not None else None,
         )
         return Response(200, body, METRICS_CONTENT_TYPE)
 

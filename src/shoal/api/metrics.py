@@ -12,11 +12,15 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
 from ..stats import GroupStats
+from ..tokens import REASONS
 
 __all__ = ["CONTENT_TYPE", "render_metrics", "escape_label_value"]
 
 CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
 """The ``Content-Type`` of the text exposition format."""
+
+AUTH_PORTS: Final = ("api", "grpc")
+"""The ports that check API tokens: the HTTP API and gRPC's ``shoal.v1.Cache``."""
 
 # (series, GroupStats field, help)
 _GROUP_COUNTERS: Final = (
@@ -193,6 +197,23 @@ def _dns_lines(membership: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _auth_lines(failures: Mapping[tuple[str, str], int]) -> list[str]:
+    """``shoal_auth_failures_total{port,reason}``: every port and reason, zeros included."""
+    series = "shoal_auth_failures_total"
+    lines = [
+        f"# HELP {series} API requests refused for their token (missing, malformed, "
+        "unknown, or a role that does not allow the request).",
+        f"# TYPE {series} counter",
+    ]
+    keys = sorted({*((p, r) for p in AUTH_PORTS for r in REASONS), *failures})
+    lines += (
+        f'{series}{{port="{escape_label_value(port)}",reason="{escape_label_value(reason)}"}} '
+        f"{failures.get((port, reason), 0)}"
+        for port, reason in keys
+    )
+    return lines
+
+
 def render_metrics(
     stats: Iterable[GroupStats],
     peers: Mapping[str, Mapping[str, int]] | None = None,
@@ -201,6 +222,7 @@ def render_metrics(
     background_errors: Mapping[str, int] | None = None,
     loader_threads: Mapping[str, int] | None = None,
     accept_errors: Mapping[str, int] | None = None,
+    auth_failures: Mapping[tuple[str, str], int] | None = None,
 ) -> bytes:
     """Render the statistics of some groups in the Prometheus text format.
 
@@ -224,6 +246,9 @@ def render_metrics(
         accept_errors: per server (``api``, ``peer``), the times accepting a connection
             failed for lack of file descriptors (``Node.accept_errors()``), as
             ``shoal_accept_errors_total{server}``.
+        auth_failures: per (port, reason), the requests refused for their API token
+            (``ApiTokens.failures()``), as ``shoal_auth_failures_total{port,reason}``;
+            None when the node has no tokens.
 
     Returns:
         The exposition as UTF-8 bytes, to serve with :data:`CONTENT_TYPE`.
@@ -288,5 +313,7 @@ def render_metrics(
         )
     if membership is not None:
         lines += _membership_lines(membership)
+    if auth_failures is not None:
+        lines += _auth_lines(auth_failures)
     lines.append("")  # the format ends with a line feed
     return "\n".join(lines).encode()

@@ -1,7 +1,9 @@
 """The client commands: ``get``, ``set``, ``del``, ``invalidate``, ``stats``, ``members``.
 
 Each talks to one node's HTTP API (``--url``, env ``SHOAL_URL``) through
-:mod:`shoal.cli.http_client` and prints what it got. Rules: the value bytes of
+:mod:`shoal.cli.http_client` and prints what it got, with the API token of
+``--token``, ``--token-file`` or ``SHOAL_TOKEN`` when one is given (never
+printed). Rules: the value bytes of
 ``get`` reach stdout unaltered; an error answer becomes one line on stderr and
 exit code 1 (:class:`~shoal.cli.common.CommandError`); a usage error exit code 2.
 """
@@ -18,6 +20,7 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from ..errors import ConfigError
+from ..tokens import bearer
 from .common import DEFAULT_URL, EXIT_OK, CommandError
 from .http_client import Reply, request
 from .parse import parse_duration
@@ -31,6 +34,7 @@ __all__ = [
     "run_members",
     "describe_view",
     "check_reply",
+    "auth_headers",
 ]
 
 
@@ -60,6 +64,35 @@ def _base_url(args: argparse.Namespace) -> str:
     return url
 
 
+def auth_headers(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The ``Authorization`` header of the token ``--token``, ``--token-file`` (its
+    first line) or ``SHOAL_TOKEN`` names, in that order; empty without one.
+
+    Raises:
+        ConfigError: both ``--token`` and ``--token-file``, an unreadable file, or a
+            malformed token (the token is never part of the message).
+    """
+    environ = os.environ if environ is None else environ
+    token: str | None = getattr(args, "token", None)
+    path: str | None = getattr(args, "token_file", None)
+    if token is not None and path is not None:
+        raise ConfigError("give --token or --token-file, not both")
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as file:
+                token = file.readline().strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8"
+            raise ConfigError(f"cannot read --token-file {path}: {detail}") from None
+        if not token:
+            raise ConfigError(f"--token-file {path}: the first line holds no token")
+    if token is None:
+        token = environ.get("SHOAL_TOKEN") or None
+    return {} if token is None else {"Authorization": bearer(token)}
+
+
 def _group(args: argparse.Namespace, *, required: bool) -> str | None:
     group: str | None = args.group or os.environ.get("SHOAL_GROUP") or None
     if group is None and required:
@@ -82,7 +115,7 @@ def run_get(args: argparse.Namespace) -> int:
         url = f"{base}/api?key={urllib.parse.quote(args.key, safe='')}"
     else:
         url = _key_url(base, group, args.key)
-    data = check_reply(request("GET", url, timeout=args.timeout)).body
+    data = check_reply(request("GET", url, timeout=args.timeout, headers=auth_headers(args))).body
     sys.stdout.buffer.write(data)
     # Keep a shell prompt off the end of a value, but never alter piped bytes.
     if sys.stdout.isatty() and not data.endswith(b"\n"):
@@ -101,7 +134,7 @@ def run_set(args: argparse.Namespace) -> int:
     if args.ttl is not None:
         ttl = parse_duration(args.ttl, what="--ttl")
         url += f"?ttl={ttl:g}"
-    check_reply(request("PUT", url, body=value, timeout=args.timeout))
+    check_reply(request("PUT", url, body=value, timeout=args.timeout, headers=auth_headers(args)))
     return EXIT_OK
 
 
@@ -110,7 +143,14 @@ def run_del(args: argparse.Namespace) -> int:
     base = _base_url(args)
     group = _group(args, required=True)
     assert group is not None
-    reply = check_reply(request("DELETE", _key_url(base, group, args.key), timeout=args.timeout))
+    reply = check_reply(
+        request(
+            "DELETE",
+            _key_url(base, group, args.key),
+            timeout=args.timeout,
+            headers=auth_headers(args),
+        )
+    )
     with contextlib.suppress(ValueError, TypeError, KeyError):
         if not json.loads(reply.body)["deleted"]:
             # Not an error: the key is gone either way. Say so for the curious.
@@ -124,7 +164,7 @@ def run_invalidate(args: argparse.Namespace) -> int:
     group = _group(args, required=True)
     assert group is not None
     url = f"{base}/v1/groups/{urllib.parse.quote(group, safe='')}/invalidate"
-    reply = check_reply(request("POST", url, timeout=args.timeout))
+    reply = check_reply(request("POST", url, timeout=args.timeout, headers=auth_headers(args)))
     with contextlib.suppress(ValueError, TypeError, KeyError):
         print(
             f"shoal invalidate: dropped group {group!r} ({json.loads(reply.body)['removed']} "
@@ -152,7 +192,11 @@ _STATS_COLUMNS: Final = (
 
 def run_stats(args: argparse.Namespace) -> int:
     """``shoal stats``: see its ``--help``."""
-    reply = check_reply(request("GET", f"{_base_url(args)}/v1/stats", timeout=args.timeout))
+    reply = check_reply(
+        request(
+            "GET", f"{_base_url(args)}/v1/stats", timeout=args.timeout, headers=auth_headers(args)
+        )
+    )
     try:
         groups: dict[str, dict[str, Any]] = json.loads(reply.body)["groups"]
     except (ValueError, KeyError, TypeError) as exc:
@@ -205,7 +249,9 @@ def _human_bytes(n: int) -> str:
 def run_members(args: argparse.Namespace) -> int:
     """``shoal members``: print the cluster as the node at ``--url`` sees it."""
     base = _base_url(args)
-    reply = check_reply(request("GET", f"{base}/v1/cluster", timeout=args.timeout))
+    reply = check_reply(
+        request("GET", f"{base}/v1/cluster", timeout=args.timeout, headers=auth_headers(args))
+    )
     try:
         view: dict[str, Any] = json.loads(reply.body)
         members: list[dict[str, Any]] = view["members"]

@@ -18,6 +18,7 @@ import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -58,6 +59,7 @@ def request(
     body: bytes | None = None,
     timeout: float,
     context: ssl.SSLContext | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Reply:
     """Send one request and read the whole answer.
 
@@ -67,6 +69,7 @@ def request(
         body: the request body (sent as ``application/octet-stream``), or None.
         timeout: seconds for the connection and for each wait for the answer.
         context: TLS settings for an ``https://`` URL (default: the system's CAs).
+        headers: more header fields (an ``Authorization`` with the API token).
 
     Raises:
         RequestFailed: no answer (any status, 4xx and 5xx too, is a :class:`Reply`).
@@ -76,6 +79,8 @@ def request(
     )
     if body is not None:
         req.add_header("Content-Type", "application/octet-stream")
+    for name, value in (headers or {}).items():
+        req.add_header(name, value)
     try:
         with urllib.request.urlopen(req, timeout=timeout, context=context) as response:
             return Reply(response.status, response.read())

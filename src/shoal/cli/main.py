@@ -184,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
             default=30.0,
             help="how long to wait for the answer (default 30)",
         )
+        sub.add_argument(
+            "--token",
+            metavar="TOKEN",
+            help="the API token, for a node with --api-tokens (env SHOAL_TOKEN; "
+            "--token-file keeps it out of the process list)",
+        )
+        sub.add_argument(
+            "--token-file",
+            metavar="FILE",
+            help="read the API token from the first line of FILE",
+        )
         return sub
 
     get = client("get", "print a key's value")

@@ -15,6 +15,9 @@ flag                                variable                        file
 ``--gossip-advertise HOST:PORT``    ``SHOAL_GOSSIP_ADVERTISE``      ``[node.gossip] advertise``
 ``--gossip-timers lan|local``       ``SHOAL_GOSSIP_TIMERS``         ``[node.gossip] timers``
 ``--gossip-keyring FILE``           ``SHOAL_GOSSIP_KEYRING``        ``[node.gossip] keyring``
+``--gossip-cluster NAME``           ``SHOAL_GOSSIP_CLUSTER``        ``[node.gossip] cluster``
+``--gossip-accept-plain``           ``SHOAL_GOSSIP_ACCEPT_PLAIN``   ``[node.gossip] accept_plain``
+``--gossip-send-plain``             ``SHOAL_GOSSIP_SEND_PLAIN``     ``[node.gossip] send_plain``
 ``--etcd-ca FILE``                  ``SHOAL_ETCD_CA``               ``[node.etcd] ca``
 ``--etcd-cert FILE``                ``SHOAL_ETCD_CERT``             ``[node.etcd] cert``
 ``--etcd-key FILE``                 ``SHOAL_ETCD_KEY``              ``[node.etcd] key``
@@ -43,7 +46,14 @@ from typing import Any, Final
 from ..config import GOSSIP_PROFILES, DnsConfig, EtcdConfig, GossipConfig, check_node_id
 from ..errors import ConfigError
 from .common import ArgumentContainer, FlagSet, given
-from .parse import parse_duration, parse_int, parse_port, parse_str, split_assignment
+from .parse import (
+    parse_bool,
+    parse_duration,
+    parse_int,
+    parse_port,
+    parse_str,
+    split_assignment,
+)
 
 __all__ = [
     "add_membership_arguments",
@@ -71,6 +81,9 @@ _GOSSIP_OPTIONS: Final = (
     ("advertise", "--gossip-advertise", "SHOAL_GOSSIP_ADVERTISE"),
     ("timers", "--gossip-timers", "SHOAL_GOSSIP_TIMERS"),
     ("keyring", "--gossip-keyring", "SHOAL_GOSSIP_KEYRING"),
+    ("cluster", "--gossip-cluster", "SHOAL_GOSSIP_CLUSTER"),
+    ("accept_plain", "--gossip-accept-plain", "SHOAL_GOSSIP_ACCEPT_PLAIN"),
+    ("send_plain", "--gossip-send-plain", "SHOAL_GOSSIP_SEND_PLAIN"),
 )
 _DNS_OPTIONS: Final = (
     ("name", "--dns", "SHOAL_DNS"),
@@ -78,6 +91,8 @@ _DNS_OPTIONS: Final = (
     ("interval", "--dns-interval", "SHOAL_DNS_INTERVAL"),
     ("server", "--dns-server", "SHOAL_DNS_SERVER"),
 )
+# The sealing settings: like the timers, they do not turn gossip on by themselves.
+_SEALING_KEYS: Final = frozenset({"keyring", "cluster", "accept_plain", "send_plain"})
 # Keys that have their own flag, so --etcd-option and --gossip-option do not take them.
 _FLAG_KEYS: Final = frozenset(key for key, _, _ in (*_ETCD_OPTIONS, *_GOSSIP_OPTIONS))
 _DNS_FLAG_KEYS: Final = frozenset(key for key, _, _ in _DNS_OPTIONS)
@@ -245,6 +260,29 @@ def add_membership_arguments(
     )
     flags.add(
         group,
+        "--gossip-cluster",
+        metavar="NAME",
+        help="the cluster's name, sealed into every datagram: nodes of another cluster "
+        "are refused even under the same key (default 'default'); env SHOAL_GOSSIP_CLUSTER",
+    )
+    flags.add(
+        group,
+        "--gossip-accept-plain",
+        action="store_true",
+        default=None,
+        help="with --gossip-keyring, accept plain datagrams too while sending sealed ones "
+        "(a step of a live upgrade to sealed gossip); env SHOAL_GOSSIP_ACCEPT_PLAIN=1",
+    )
+    flags.add(
+        group,
+        "--gossip-send-plain",
+        action="store_true",
+        default=None,
+        help="with --gossip-keyring and --gossip-accept-plain, still send plain datagrams "
+        "(the first step of that upgrade); env SHOAL_GOSSIP_SEND_PLAIN=1",
+    )
+    flags.add(
+        group,
         "--gossip-timers",
         choices=GOSSIP_PROFILES,
         help="gossip timer profile: lan (probe 1s, suspicion 4s; the default) or local "
@@ -323,6 +361,8 @@ def _field_parsers(cls: type[Any], special: Mapping[str, Callable[..., Any]]) ->
             parsers[f.name] = special[f.name]
         elif f.name == "port":
             parsers[f.name] = parse_port
+        elif f.type == "bool" or f.type is bool:
+            parsers[f.name] = parse_bool
         elif "float" in str(f.type):
             parsers[f.name] = parse_duration
         elif "int" in str(f.type):
@@ -419,7 +459,7 @@ def resolve_membership(
         etcd = {} if etcd is None else etcd
         etcd[key] = value
     timers: str | None = None
-    keyring: str | None = None
+    sealing: dict[str, Any] = {}
     gossip_options = [
         _option(item, "--gossip-option", gossip_fields)
         for item in getattr(args, "gossip_option", None) or ()
@@ -434,8 +474,8 @@ def resolve_membership(
             # environment); it applies once gossip is on, over the file's profile.
             timers = parsed
             continue
-        if key == "keyring":
-            keyring = parsed
+        if key in _SEALING_KEYS:
+            sealing[key] = parsed
             continue
         gossip = {} if gossip is None else gossip
         gossip[key] = parsed
@@ -446,13 +486,13 @@ def resolve_membership(
                 "--gossip-option needs gossip: --gossip-port, --join or [node.gossip]"
             )
         gossip.update(gossip_options)
-    if keyring is not None:
+    if sealing:
         if gossip is None:
+            flag = next(f for k, f, _ in _GOSSIP_OPTIONS if k in sealing)
             raise ConfigError(
-                "--gossip-keyring seals gossip: it needs gossip (--gossip-port, --join or "
-                "[node.gossip])"
+                f"{flag} seals gossip: it needs gossip (--gossip-port, --join or [node.gossip])"
             )
-        gossip["keyring"] = keyring
+        gossip.update(sealing)
     if etcd is not None:
         if "endpoints" not in etcd:
             raise ConfigError(

@@ -23,6 +23,7 @@ from ..errors import (
     RemoteLoadError,
 )
 from ..statuses import GRPC_LOAD_FAILED_CODES, raised_for_code
+from ..tokens import bearer
 from ..wire import DEFAULT_MAX_MESSAGE_BYTES, ProtocolError, expires_at_from_wire, to_expire_ns
 from ..wire.batch import DEFAULT_MAX_BATCH_KEYS
 from ..wire.generated import shoal_pb2 as pb
@@ -219,6 +220,8 @@ class _GrpcClient:
             max_message_bytes=max_message_bytes,
         )
         self._on_close = on_close
+        # Sent with every call (the Cache service's API token), or None.
+        self._metadata: tuple[tuple[str, str], ...] | None = None
         self._paths: dict[str, str] = {}
         self.requests = 0
         """Calls begun."""
@@ -249,7 +252,7 @@ class _GrpcClient:
             raise PeerUnavailable(f"{self._url}: the client is closed") from exc
         try:
             raw = request if isinstance(request, bytes) else request.SerializeToString()
-            return await callable_(raw, timeout=self._timeout)
+            return await callable_(raw, timeout=self._timeout, metadata=self._metadata)
         except grpc.aio.UsageError as exc:  # closed while the call was on its way
             raise PeerUnavailable(f"{self._url}: the client is closed") from exc
 
@@ -454,9 +457,17 @@ class GrpcNodeClient(_GrpcClient):
     :class:`~shoal.errors.InvalidKey`, ...); a node that cannot be reached is
     :class:`~shoal.errors.PeerUnavailable`, a passed deadline
     :class:`~shoal.errors.PeerTimeout`.
+
+    ``token``: the node's API token, sent as ``authorization: Bearer TOKEN`` with
+    every call (a node with API tokens refuses calls without one).
     """
 
     _service = CACHE_SERVICE
+
+    def __init__(self, url: str, *, token: str | None = None, **options: Any) -> None:
+        super().__init__(url, **options)
+        if token is not None:
+            self._metadata = (("authorization", bearer(token)),)
 
     async def _ask(self, method: str, request: Message, group: str, key: str | None) -> bytes:
         try:

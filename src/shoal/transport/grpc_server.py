@@ -6,6 +6,14 @@ Rules: a handler decodes its own request from raw bytes (malformed input is
 before a group is touched; every exception becomes a status through the one
 table of :mod:`shoal.statuses`; a group is reached only as a
 :class:`~shoal.serving.ServedGroup`.
+
+With API tokens, every call of ``shoal.v1.Cache`` needs the metadata
+``authorization: Bearer TOKEN`` of a role that allows it (:data:`CACHE_ROLES`),
+checked before the request is decoded: no token, an unknown or a malformed one
+is ``UNAUTHENTICATED``, a role that does not allow the call
+``PERMISSION_DENIED``, each counted as ``port="grpc"``. The node-to-node
+services (``shoal.v1.Peer``, geek-cache's) take no token: mutual TLS protects
+the peer port.
 """
 
 from __future__ import annotations
@@ -17,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from ..errors import BadRequest, ConfigError, GroupNotFound, NotFound
 from ..statuses import STATUSES, statuses_of
+from ..tokens import ApiTokens
 from ..wire import ProtocolError, expires_at_from_wire, to_expire_ns
 from ..wire.batch import DEFAULT_MAX_BATCH_KEYS
 from ..wire.generated import geekcache_pb2 as geek
@@ -39,7 +48,7 @@ if TYPE_CHECKING:
     from ..serving import ServedGroup, ServedNode
     from ..stats import GroupStats, StoreStats
 
-__all__ = ["GrpcServer", "SHUTDOWN_GRACE"]
+__all__ = ["GrpcServer", "SHUTDOWN_GRACE", "CACHE_ROLES"]
 
 log = logging.getLogger("shoal.transport.grpc")
 
@@ -47,6 +56,38 @@ SHUTDOWN_GRACE: Final = 5.0
 """Seconds :meth:`GrpcServer.aclose` lets calls in flight finish."""
 
 _StatusCode = grpc.StatusCode
+
+CACHE_ROLES: Final = {
+    "Get": "read",
+    "GetMany": "read",
+    "Stats": "read",
+    "Cluster": "read",
+    "Set": "write",
+    "Delete": "write",
+    "RemoveKeys": "write",
+    "Invalidate": "admin",
+}
+"""The role each ``shoal.v1.Cache`` method needs when the node has API tokens."""
+
+# A refused token: (status, shoal-code, details), by reason (see shoal.tokens.REASONS).
+_REFUSALS: Final = {
+    "missing": (
+        _StatusCode.UNAUTHENTICATED,
+        "unauthorized",
+        "this node needs an API token: metadata authorization: Bearer TOKEN",
+    ),
+    "unknown": (_StatusCode.UNAUTHENTICATED, "unauthorized", "the API token is not valid"),
+    "malformed": (
+        _StatusCode.UNAUTHENTICATED,
+        "unauthorized",
+        "the authorization metadata must be one 'Bearer TOKEN'",
+    ),
+    "forbidden": (
+        _StatusCode.PERMISSION_DENIED,
+        "forbidden",
+        "the API token's role does not allow this call",
+    ),
+}
 
 _Handler = Callable[[bytes], Awaitable[bytes]]
 
@@ -86,6 +127,8 @@ class GrpcServer:
         node: the node whose groups are served (groups added later are served too).
         max_batch_keys: most keys one GetMany or RemoveKeys may name.
         shutdown_grace: seconds :meth:`aclose` lets calls in flight finish.
+        tokens: the node's API tokens: every ``shoal.v1.Cache`` call then needs one
+            (see the module docstring). Default None: no tokens.
 
     Raises:
         ConfigError: ``max_batch_keys`` below 1.
@@ -97,6 +140,7 @@ class GrpcServer:
         *,
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
         shutdown_grace: float = SHUTDOWN_GRACE,
+        tokens: ApiTokens | None = None,
     ) -> None:
         if max_batch_keys < 1:
             raise ConfigError(f"max_batch_keys must be at least 1, got {max_batch_keys}")
@@ -106,6 +150,7 @@ class GrpcServer:
         self._request_timeout = node.config.request_timeout
         self._max_batch_keys = max_batch_keys
         self._grace = shutdown_grace
+        self._tokens = tokens
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self._address: tuple[str, int] | None = None
@@ -166,6 +211,7 @@ class GrpcServer:
                 "Stats": self._cache_stats,
                 "Cluster": self._cache_cluster,
             },
+            tokens=self._tokens,
         )
         self._register(server, GEEK_SERVICE, {"Get": self._geek_get, "Delete": self._geek_delete})
         checker = health.aio.HealthServicer()
@@ -195,8 +241,17 @@ class GrpcServer:
             await server.stop(self._grace)
 
     @staticmethod
-    def _register(server: grpc.aio.Server, service: str, methods: Mapping[str, _Handler]) -> None:
-        handlers = {name: _method(fn) for name, fn in methods.items()}
+    def _register(
+        server: grpc.aio.Server,
+        service: str,
+        methods: Mapping[str, _Handler],
+        *,
+        tokens: ApiTokens | None = None,
+    ) -> None:
+        handlers = {
+            name: _method(fn, tokens, CACHE_ROLES[name] if tokens is not None else "read")
+            for name, fn in methods.items()
+        }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
         server.add_registered_method_handlers(service, handlers)
 
@@ -401,18 +456,36 @@ class GrpcServer:
         return geek.ResponseForDelete(value=deleted).SerializeToString()
 
 
-def _method(fn: _Handler) -> grpc.RpcMethodHandler[bytes, bytes]:
+def _method(
+    fn: _Handler, tokens: ApiTokens | None = None, needed: str = "read"
+) -> grpc.RpcMethodHandler[bytes, bytes]:
     """A unary method on raw bytes (each handler decodes its own request, so that
     malformed input is INVALID_ARGUMENT, not gRPC's INTERNAL) whose exceptions
-    become statuses."""
+    become statuses; with ``tokens``, callable only with a token of role ``needed``."""
 
     async def handle(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        if tokens is not None:
+            refused = tokens.check(_authorization(context), needed, port="grpc")
+            if refused is not None:
+                status, code, details = _REFUSALS[refused]
+                await context.abort(status, details, ((CODE_METADATA, code),))
         try:
             return await fn(raw)
         except Exception as exc:
             await _abort(context, exc)
 
     return grpc.unary_unary_rpc_method_handler(handle)
+
+
+def _authorization(context: grpc.aio.ServicerContext[bytes, bytes]) -> str | None:
+    """The call's one ``authorization`` metadata value; "" (malformed) when it has several."""
+    value: str | None = None
+    for key, item in context.invocation_metadata() or ():
+        if key == "authorization":
+            if value is not None or not isinstance(item, str):
+                return ""
+            value = item
+    return value
 
 
 async def _abort(context: grpc.aio.ServicerContext[bytes, bytes], exc: Exception) -> NoReturn:

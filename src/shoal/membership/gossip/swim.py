@@ -106,9 +106,20 @@ __all__ = [
     "MAX_RELAYS",
 ]
 
-DROP_REASONS: Final = ("malformed", "invalid", "incarnation", "flood", "error")
+DROP_REASONS: Final = (
+    "malformed",
+    "invalid",
+    "incarnation",
+    "flood",
+    "error",
+    "unsealed",
+    "auth",
+    "replay",
+    "stale",
+)
 """Why input is dropped (:attr:`SwimStats.dropped`); ``error`` is for the driver to
-count an unexpected failure in handling a datagram."""
+count an unexpected failure in handling a datagram, and the last four for it to
+count a datagram its keyring refuses (see :mod:`.keyring`)."""
 
 MAX_INCARNATION_JUMP: Final = 1024
 """How far above the known incarnation of a member news may be (see above)."""
@@ -249,6 +260,8 @@ class Swim:
         rng: randomness (probe order, gossip targets).
         now: the current time.
         seeds: bootstrap addresses to join through (this node's own is ignored).
+        overhead: bytes the driver adds to every datagram (a sealed envelope): each
+            message is kept within ``config.max_packet - overhead``.
     """
 
     def __init__(
@@ -261,6 +274,7 @@ class Swim:
         rng: random.Random,
         now: float,
         seeds: Iterable[Address] = (),
+        overhead: int = 0,
     ) -> None:
         self.name = name
         self.address = address
@@ -288,6 +302,9 @@ class Swim:
             reconnect=now + c.reconnect_interval,
             join=now,
         )
+        self._limit = config.max_packet - overhead
+        """The most bytes a message may take: ``max_packet`` less what the driver adds
+        to each datagram (a sealed envelope)."""
         self._counters = _Counters()
         self._pending = 0
         """Members not confirmed (see :data:`MAX_PENDING`)."""
@@ -423,6 +440,14 @@ class Swim:
                     self._at.sync = min(self._at.sync, now + self.config.join_interval)
                 if not message.reply and message.part == 0:
                     self._send_sync(source, reply=True, whole=member)
+
+    def refuse(self, reason: str, size: int) -> None:
+        """Count a datagram of ``size`` bytes that the driver refused before decoding
+        it (a sealed envelope that does not open), dropped for ``reason``."""
+        self._counters.packets_received += 1
+        self._counters.bytes_received += size
+        self._counters.bad_packets += 1
+        self.drop(reason)
 
     def drop(self, reason: str) -> None:
         """Count input dropped for ``reason`` (one of :data:`DROP_REASONS`)."""
@@ -696,7 +721,7 @@ class Swim:
     def _send_packed(self, address: Address, message: Ping | Ack | PingReq | Gossip) -> None:
         """Send ``message`` with as much pending news as fits in one datagram."""
         pending = sorted(self._broadcasts.values(), key=lambda b: b.transmits)
-        data, count = encode_packed(message, [b.update for b in pending], self.config.max_packet)
+        data, count = encode_packed(message, [b.update for b in pending], self._limit)
         limit = self._retransmit_limit()
         for sent in pending[:count]:
             sent.transmits += 1
@@ -717,7 +742,7 @@ class Swim:
             table = [me.as_update(), *(e.as_update() for e in others)]
         else:
             table = [e.as_update() for e in self._members.values()]
-        limit = self.config.max_packet
+        limit = self._limit
         part, chunk = 0, []
         for update in table:
             chunk.append(update)

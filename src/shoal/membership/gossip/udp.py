@@ -6,6 +6,13 @@ the live member table into :class:`~shoal.membership.Member` snapshots. Every
 protocol decision lives in :mod:`.swim`. A datagram whose handling fails
 unexpectedly is counted (``dropped["error"]``) and the first such failure
 logged; nothing a datagram holds can stop the socket's loop.
+
+With a keyring (:attr:`GossipConfig.keyring`) every datagram is sealed before it
+is sent and opened before :mod:`.messages` decodes it (:mod:`.keyring`); one that
+does not open is dropped and counted by reason (``unsealed``, ``auth``,
+``replay``, ``stale``) and never reaches the decoder. ``accept_plain`` lets plain
+datagrams through too and ``send_plain`` sends plain ones: the steps of a live
+upgrade from plain to sealed gossip.
 """
 
 from __future__ import annotations
@@ -15,8 +22,10 @@ import contextlib
 import ipaddress
 import logging
 import math
+import os
 import random
 import socket
+import stat
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any
@@ -24,6 +33,7 @@ from typing import Any
 from ...config import GossipConfig
 from ...errors import ConfigError, MembershipError
 from .. import Member, MemberSet, SnapshotChannel
+from .keyring import OVERHEAD, VERSION, Keyring, Sealer, SealError, load_keyring
 from .messages import format_address, parse_address
 from .swim import Address, Status, Swim
 
@@ -60,6 +70,10 @@ class GossipMembership:
         started_at: when this process started (Unix seconds).
         rng: randomness for the protocol (default: a fresh ``random.Random``).
         clock: monotonic time source.
+        wall: wall-clock time source (Unix seconds), which stamps sealed datagrams.
+
+    Raises:
+        ConfigError: the keyring file cannot be read or holds a bad line.
     """
 
     source = "gossip"
@@ -76,6 +90,7 @@ class GossipMembership:
         started_at: float | None = None,
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.config = config
         self.node_id = node_id
@@ -87,6 +102,16 @@ class GossipMembership:
             self._meta["grpc"] = grpc
         self._rng = rng or random.Random()
         self._clock = clock
+        self._wall = wall
+        self._keyring: Keyring | None = None
+        self._sealer: Sealer | None = None
+        if config.keyring is not None:
+            self._keyring = Keyring(load_keyring(config.keyring))
+            _warn_if_shared(config.keyring)
+            self._sealer = Sealer(
+                self._keyring, cluster=config.cluster, window=config.replay_window
+            )
+        self._refusals_logged: set[str] = set()
         self._swim: Swim | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._wake = asyncio.Event()
@@ -130,14 +155,22 @@ class GossipMembership:
             rng=self._rng,
             now=self._clock(),
             seeds=seeds,
+            overhead=OVERHEAD if self._sealer is not None else 0,
         )
         others = [format_address(s) for s in seeds if s != self.address]
         log.info(
-            "gossip on %s as %s%s",
+            "gossip on %s as %s%s%s",
             format_address(self.address),
             self.node_id,
             f"; joining through {', '.join(others)}" if others else "",
+            self._sealing(),
         )
+        if self._sealer is not None and self.config.accept_plain:
+            log.warning(
+                "gossip accepts plain datagrams (accept_plain)%s: finish the upgrade to "
+                "sealed gossip by restarting every member without it",
+                " and sends plain ones (send_plain)" if self.config.send_plain else "",
+            )
         self._step()
         if others:
             with contextlib.suppress(TimeoutError):
@@ -159,6 +192,18 @@ class GossipMembership:
     def snapshots(self) -> AsyncIterator[MemberSet]:
         """The live members (alive or suspect), then each change."""
         return self._channel.snapshots()
+
+    def reload_keyring(self) -> None:
+        """Read the keyring file again and use its keys from the next datagram on
+        (``SIGHUP``): rotation. A file that fails to load changes nothing.
+
+        Raises:
+            ConfigError: the file cannot be read or holds a bad line (the old keys stay).
+        """
+        if self._keyring is None or self.config.keyring is None:
+            return
+        self._keyring.install(load_keyring(self.config.keyring))
+        log.info("gossip keyring: %d keys, primary %s", *self._key_summary())
 
     def ring_order(self, urls: Iterable[str]) -> list[str]:
         """URL order: every node discovers the same members, in any order."""
@@ -189,6 +234,13 @@ class GossipMembership:
             refutations=stats.refutations,
             dropped=dict(stats.dropped),
         )
+        if self._keyring is not None:
+            info["keyring"] = {
+                "keys": list(self._keyring.fingerprints),
+                "sends": "plain" if self.config.send_plain else "sealed",
+                "accepts_plain": self.config.accept_plain,
+                "cluster": self.config.cluster,
+            }
         return info
 
     async def aclose(self) -> None:
@@ -217,10 +269,47 @@ class GossipMembership:
                 await self._wake.wait()
         self._wake.clear()
 
+    def _key_summary(self) -> tuple[int, str]:
+        assert self._keyring is not None
+        names = self._keyring.fingerprints
+        return len(names), names[0]
+
+    def _sealing(self) -> str:
+        if self._keyring is None:
+            return "; plain datagrams (no keyring)"
+        count, primary = self._key_summary()
+        return f"; sealed with AES-GCM ({count} keys, primary {primary})"
+
+    def _open(self, swim: Swim, data: bytes, source: Address) -> bytes | None:
+        """The message in ``data``, or None when the keyring refuses it (counted)."""
+        assert self._sealer is not None
+        if data[:1] != bytes([VERSION]) and self.config.accept_plain:
+            return data
+        try:
+            return self._sealer.open(data, self._wall())
+        except SealError as exc:
+            swim.refuse(exc.reason, len(data))
+            first = exc.reason not in self._refusals_logged
+            self._refusals_logged.add(exc.reason)
+            log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "gossip datagram from %s dropped (%s): %s%s",
+                format_address(source),
+                exc.reason,
+                exc,
+                "; further ones are counted in shoal_gossip_dropped_total" if first else "",
+            )
+            return None
+
     def _received(self, data: bytes, source: Address) -> None:
         swim = self._swim
         if swim is None or self._closed:
             return
+        if self._sealer is not None:
+            opened = self._open(swim, data, source)
+            if opened is None:
+                return
+            data = opened
         try:
             swim.receive(self._clock(), data, source)
         except Exception:  # no datagram may stop the node: count it, log the first
@@ -247,7 +336,10 @@ class GossipMembership:
     def _flush(self) -> None:
         if self._swim is None or self._transport is None or self._transport.is_closing():
             return
+        sealer = None if self.config.send_plain else self._sealer
         for address, data in self._swim.take_outgoing():
+            if sealer is not None:
+                data = sealer.seal(data, self._wall())
             try:
                 self._transport.sendto(data, address)
             except OSError as exc:  # unreachable network while isolated, etc.
@@ -305,6 +397,18 @@ class GossipMembership:
             except OSError as exc:
                 log.warning("cannot resolve gossip bootstrap address %s: %s", host, exc)
         return seeds
+
+
+def _warn_if_shared(path: str) -> None:
+    """Log a warning when users other than the file's owner may read the keyring."""
+    with contextlib.suppress(OSError):
+        mode = os.stat(path).st_mode
+        if mode & 0o077:
+            log.warning(
+                "the gossip keyring %s can be read by other users (mode %04o): chmod 600 it",
+                path,
+                stat.S_IMODE(mode),
+            )
 
 
 async def _resolve(host: str) -> str:
