@@ -24,7 +24,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers.processes import ProcessGroup, free_port_range, process_group, shoal_cmd
+from helpers.processes import (
+    ProcessGroup,
+    free_port_range,
+    process_gone,
+    process_group,
+    shoal_cmd,
+)
 from shoal.cli.cluster import banner_lines, plan_members
 from shoal.cli.plan import build_serve_plan, serve_parser
 from shoal.cli.secure import ROLES, write_secure_files
@@ -112,7 +118,16 @@ def _node_argv(group: ProcessGroup, count: int) -> list[list[str]]:
         assert group.proc.poll() is None, group.output()
         assert time.monotonic() < deadline, group.output()
         time.sleep(0.02)
-    return [Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1] for pid in pids]
+    argvs = []
+    for pid in pids:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        while b"serve" not in cmdline:  # not yet exec'd (or gone: then say why)
+            assert not process_gone(int(pid)), f"node {pid} exited:\n{group.output()}"
+            assert time.monotonic() < deadline, group.output()
+            time.sleep(0.02)
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        argvs.append(cmdline.decode().split("\0")[:-1])
+    return argvs
 
 
 def _flag(argv: list[str], flag: str) -> str | None:
@@ -134,7 +149,7 @@ def test_every_node_gets_its_files_and_they_are_gone_when_the_cluster_stops(
     with process_group(shoal_cmd(*args)) as group:
         argvs = _node_argv(group, 2)
         secrets = {Path(_flag(argv, "--tls-ca") or "").parent for argv in argvs}
-        assert len(secrets) == 1
+        assert len(secrets) == 1, (argvs, group.output())
         directory = secrets.pop()
         assert directory.parent == group.output_path.parent  # in TMPDIR
         assert _mode(directory) == 0o700
