@@ -7,18 +7,23 @@ PORT ?= 8001
 API_PORT ?= 9999
 # How the nodes of `make run` find each other: static (a member list), etcd or gossip.
 MEMBERSHIP ?= static
+# SECURE=1: `make run` with TLS, mutual TLS between the nodes, API tokens and (gossip) a keyring.
+SECURE ?=
 
 .PHONY: run demo test lint typecheck pytest docs docs-check fuzz bench proto venv dev clean
 
 ## make run: install shoal in .venv and run a local 3-node cluster of the SlowDB demo:
 ## peers on 8001-8003, HTTP API on http://127.0.0.1:9999 (and 9998, 9997); Ctrl-C stops it.
 ## MEMBERSHIP=etcd: the nodes register in an etcd started for the cluster;
-## MEMBERSHIP=gossip: they gossip on UDP 8001-8003 (local timers), joining node 0
+## MEMBERSHIP=gossip: they gossip on UDP 8001-8003 (local timers), joining node 0;
+## SECURE=1: every port speaks TLS (mutual TLS between the nodes), the API wants a token,
+## gossip is sealed; the banner says where the CA and tokens are
 run: venv
 	@if [ "$(MEMBERSHIP)" = etcd ]; then scripts/venv.sh etcd; \
 	    command -v etcd >/dev/null 2>&1 || scripts/system-deps.sh; fi
 	$(BIN)/shoal cluster --nodes $(NODES) --port $(PORT) --api-port $(API_PORT) --slowdb \
-	    --membership $(MEMBERSHIP) $(if $(filter gossip,$(MEMBERSHIP)),--gossip-timers local)
+	    --membership $(MEMBERSHIP) $(if $(filter gossip,$(MEMBERSHIP)),--gossip-timers local) \
+	    $(if $(SECURE),--secure)
 
 ## make demo: a scripted, self-checking tour of a 3-node cluster (free ports; exit 0 if all is well)
 demo: venv

@@ -569,7 +569,8 @@ class EtcdConfig:
     """
 
     endpoints: Sequence[str]
-    """etcd client URLs, ``http://host:port``; tried in turn when one fails."""
+    """etcd client URLs, ``http://host:port`` (or all ``https://host:port``: TLS, with
+    ``ca``, ``cert`` and ``key``); tried in turn when one fails."""
 
     cluster: str = "default"
     """Cluster name: several clusters can share one etcd. Default ``default``."""
@@ -604,7 +605,8 @@ class EtcdConfig:
     """etcd user to authenticate as (with ``password_file``). Default None: no auth."""
 
     password_file: str | None = None
-    """File whose first line is the etcd user's password."""
+    """File whose first line is the etcd user's password (read at start and at each
+    reconnection; the password is never logged or shown)."""
 
     def __post_init__(self) -> None:
         _freeze_sequence(self, "endpoints")
@@ -639,6 +641,14 @@ class EtcdConfig:
             raise ConfigError("an etcd client certificate needs both cert and key")
         if (self.user is None) != (self.password_file is None):
             raise ConfigError("etcd auth needs both user and password_file")
+        schemes = {urllib.parse.urlsplit(url).scheme for url in self.endpoints}
+        if len(schemes) > 1:
+            raise ConfigError("etcd endpoints must all be http:// or all https://, not both")
+        if not self.tls and any(v is not None for v in (self.ca, self.cert, self.key)):
+            raise ConfigError(
+                "an etcd CA or client certificate (--etcd-ca, --etcd-cert) is for TLS: "
+                "the endpoints must be https://"
+            )
         _positive("retry_interval", self.retry_interval, allow_none=False)
         if not (self.prefix.startswith("/") and not self.prefix.endswith("/")):
             raise ConfigError(
@@ -666,6 +676,11 @@ class EtcdConfig:
         ):
             raise ConfigError(f"an etcd endpoint must be http://host:port, got {url!r}")
         return parts.hostname, port
+
+    @property
+    def tls(self) -> bool:
+        """True when the endpoints are ``https://``: etcd is spoken to over TLS."""
+        return urllib.parse.urlsplit(self.endpoints[0]).scheme == "https"
 
     @property
     def members_prefix(self) -> str:

@@ -576,9 +576,12 @@ class Node:
         if cfg.etcd is not None:
             from .membership.etcd import EtcdMembership
 
-            return EtcdMembership(
+            etcd = EtcdMembership(
                 cfg.etcd, node_id=node_id, url=self_url, grpc=grpc, started_at=self._started_at
             )
+            if cfg.etcd.tls or cfg.etcd.user is not None:
+                self._reloaders.append(("etcd credentials", etcd.reload))
+            return etcd
         if cfg.gossip is not None:
             from urllib.parse import urlsplit
 

@@ -57,6 +57,7 @@ from .tracing import NodeLabel, node_label
 
 if TYPE_CHECKING:
     from .plan import ServePlan
+    from .secure import SecureFiles
 
 __all__ = [
     "Member",
@@ -66,6 +67,7 @@ __all__ = [
     "plan_members",
     "child_arguments",
     "describe_exit",
+    "banner_lines",
 ]
 
 log = logging.getLogger("shoal.cluster")
@@ -399,6 +401,41 @@ def child_arguments(
     return argv
 
 
+_SECURE_FLAGS: Final = (
+    ("tls_cert", "--tls-cert"),
+    ("tls_key", "--tls-key"),
+    ("tls_ca", "--tls-ca"),
+    ("api_tokens", "--api-tokens"),
+    ("gossip_keyring", "--gossip-keyring"),
+)
+
+
+def _make_secure(args: argparse.Namespace, cleanup: contextlib.ExitStack) -> SecureFiles:
+    """``--secure``: write a PKI, tokens and a keyring into a temporary directory
+    (removed when ``cleanup`` closes) and have every node use them.
+
+    Raises:
+        ConfigError: a flag names a file of its own that ``--secure`` would replace.
+    """
+    from .secure import write_secure_files
+
+    given = [flag for dest, flag in _SECURE_FLAGS if getattr(args, dest, None)]
+    if getattr(args, "tls_dir", None):
+        given.append("--tls-dir")
+    if given:
+        raise ConfigError(f"--secure makes its own files: drop {', '.join(given)}")
+    directory = Path(tempfile.mkdtemp(prefix="shoal-secure-"))
+    cleanup.callback(shutil.rmtree, directory, ignore_errors=True)
+    hosts = [args.host or os.environ.get("SHOAL_HOST") or "", args.api_host or ""]
+    files = write_secure_files(directory, nodes=args.nodes, hosts=hosts)
+    args.tls_dir = str(directory)  # each node its certificate, and the CA
+    args.api_tokens = str(files.tokens_file)
+    if args.membership == "gossip":
+        args.gossip_keyring = str(files.keyring)
+    args.secure_files = files
+    return files
+
+
 def run_cluster(args: argparse.Namespace) -> int:
     """Run ``shoal cluster``; return the exit code."""
     from .localetcd import EtcdUnavailable, LocalEtcd
@@ -417,6 +454,7 @@ def run_cluster(args: argparse.Namespace) -> int:
         elif args.membership != "etcd" and args.etcd:
             return report_error("cluster", "--etcd needs --membership etcd", EXIT_USAGE)
         try:
+            secure = _make_secure(args, cleanup) if getattr(args, "secure", False) else None
             plan, members, argv, db_dir = _prepare(args)
             context = _readiness_context(args, plan)
         except ConfigError as exc:
@@ -424,7 +462,9 @@ def run_cluster(args: argparse.Namespace) -> int:
         client = _client_pair(args, plan) if plan.node.tls is not None else None
         configure_logging(plan.log_level, NodeLabel("cluster"))
         try:
-            return asyncio.run(_supervise(plan, members, argv, context=context, client=client))
+            return asyncio.run(
+                _supervise(plan, members, argv, secure, context=context, client=client)
+            )
         except ClusterError as exc:
             return report_error("cluster", exc, EXIT_FAILURE)
         finally:
@@ -517,6 +557,7 @@ async def _supervise(
     plan: ServePlan,
     members: list[Member],
     argv: list[list[str]],
+    secure: SecureFiles | None = None,
     *,
     context: ssl.SSLContext | None = None,
     client: tuple[str, str] | None = None,
@@ -554,7 +595,7 @@ async def _supervise(
                 ready.cancel()
         if ready.done() and not ready.cancelled():
             ready.result()  # a ClusterError ends the run here
-            _print_banner(plan, members, client)
+            _print_banner(plan, members, secure, client)
         while not stop.is_set():
             exited = asyncio.create_task(supervisor.next_exit())
             await asyncio.wait([exited, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -588,8 +629,24 @@ async def _supervise(
 
 
 def _print_banner(
-    plan: ServePlan, members: list[Member], client: tuple[str, str] | None = None
+    plan: ServePlan,
+    members: list[Member],
+    secure: SecureFiles | None = None,
+    client: tuple[str, str] | None = None,
 ) -> None:
+    for line in banner_lines(plan, members, secure, client):
+        print(line, flush=True)
+
+
+def banner_lines(
+    plan: ServePlan,
+    members: Sequence[Member],
+    secure: SecureFiles | None = None,
+    client: tuple[str, str] | None = None,
+) -> list[str]:
+    """What ``shoal cluster`` prints once every node is ready: the nodes, a curl line
+    per group (with the CA, a client certificate when the API asks for one, and a
+    read token under ``--secure``) and where the files of ``--secure`` are."""
     from .serve import curl_tls_flags, curl_urls
 
     first = members[0]
@@ -599,12 +656,21 @@ def _print_banner(
     for m in members:
         pid = m.proc.pid if m.proc is not None else 0
         lines.append(f"  {m.name}: peers {m.url}, HTTP API {m.api_url} (pid {pid})")
+    # The CA (and a client certificate when the API asks for one), and --secure's token.
+    curl = ("curl " + curl_tls_flags(plan.node.tls, client)).rstrip()
+    if secure is not None:
+        curl += f" -H 'Authorization: Bearer {secure.tokens['read']}'"
     for group, url in curl_urls(plan, first.api_url):
-        curl = "curl " + curl_tls_flags(plan.node.tls, client)
-        lines.append(f"shoal: group {group.config.name!r} ({group.describe()}): {curl}'{url}'")
+        lines.append(f"shoal: group {group.config.name!r} ({group.describe()}): {curl} '{url}'")
+    if secure is not None:
+        lines.append(
+            f"shoal: TLS, mutual TLS between the nodes and API tokens: the CA, certificates, "
+            f"tokens (read, write, admin){' and gossip keyring' if plan.node.gossip else ''} "
+            f"are in {secure.directory} (removed when the cluster stops); "
+            f"tokens in {secure.tokens_file}"
+        )
     if len(members) > 1:
         others = ", ".join(str(m.api_port) for m in members[1:])
         lines.append(f"shoal: every node answers the same: try ports {others} too")
     lines.append("shoal: Ctrl-C stops the cluster")
-    for line in lines:
-        print(line, flush=True)
+    return lines

@@ -58,8 +58,8 @@ def request(
     *,
     body: bytes | None = None,
     timeout: float,
-    headers: Mapping[str, str] | None = None,
     context: ssl.SSLContext | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Reply:
     """Send one request and read the whole answer.
 
@@ -68,8 +68,8 @@ def request(
         url: the full URL.
         body: the request body (sent as ``application/octet-stream``), or None.
         timeout: seconds for the connection and for each wait for the answer.
-        headers: more header fields (an ``Authorization`` with the API token).
         context: TLS settings for an ``https://`` URL (default: the system's CAs).
+        headers: more header fields (an ``Authorization`` with the API token).
 
     Raises:
         RequestFailed: no answer (any status, 4xx and 5xx too, is a :class:`Reply`).

@@ -129,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n"
         "  shoal cluster --slowdb                 # peers 8001-8003, API 9999, 9998, 9997\n"
         "  shoal cluster --nodes 5 --port 7001 --api-port 7101 --group users=myapp:load\n"
-        "  shoal tls init pki && shoal cluster --slowdb --tls-dir pki   # mutual TLS",
+        "  shoal tls init pki && shoal cluster --slowdb --tls-dir pki   # mutual TLS\n"
+        "  shoal cluster --slowdb --secure        # TLS, mutual TLS and API tokens",
     )
     cluster.add_argument(
         "--nodes", metavar="N", type=int, default=3, help="how many nodes (default 3)"
@@ -139,6 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="TLS and mutual TLS from `shoal tls init DIR --nodes N`: node i serves "
         "DIR/node-i.pem with DIR/ca.pem as its CA (instead of --tls-cert, --tls-key)",
+    )
+    cluster.add_argument(
+        "--secure",
+        action="store_true",
+        help="run protected: a development CA and node certificates (TLS, mutual TLS "
+        "between the nodes), random API tokens per role and, with gossip, a keyring, "
+        "written into a temporary directory removed when the cluster stops",
     )
     serve_flags = add_serve_arguments(cluster, cluster=True)
     cluster.set_defaults(handler=_cluster, serve_actions=serve_flags)
