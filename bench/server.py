@@ -308,9 +308,15 @@ class WrkRun:
 
 
 def run_wrk(
-    port: int, duration: float, script: Path, pin: list[str], *, check: bool = True
+    port: int,
+    duration: float,
+    script: Path,
+    pin: list[str],
+    *,
+    check: bool = True,
+    scheme: str = "http",
 ) -> WrkRun:
-    """Run wrk against ``port`` and parse its summary."""
+    """Run wrk against ``port`` (``scheme`` ``https``: over TLS) and parse its summary."""
     cmd = [
         *pin,
         "wrk",
@@ -322,7 +328,7 @@ def run_wrk(
         "5s",
         "-s",
         str(script),
-        f"http://127.0.0.1:{port}/",
+        f"{scheme}://127.0.0.1:{port}/",
     ]
     # wrk is the only child that ends during the call: its CPU time is the difference.
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
