@@ -69,8 +69,13 @@ from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 from ._version import __version__
 from .errors import Closed, ConfigError, PeerError, PeerTimeout, PeerUnavailable, ShoalError
 from .ring import Ring
+from .tls import ClientTls
 
 if TYPE_CHECKING:
+    import ssl
+
+    import grpc
+
     from .transport.grpc import GrpcNodeClient
     from .transport.http import HttpPeerClient
 
@@ -149,9 +154,14 @@ class Client:
         backoff: seconds a node that failed is skipped; also the least time
             between two refreshes after failures. Default 1.
         channels: gRPC channels (connections) per node. Default 1.
+        tls: TLS towards the nodes (:class:`shoal.tls.ClientTls`): the CA that signed
+            their certificates and, for mutual TLS, a client certificate. Used for
+            ``https://`` seeds and members, and makes ``grpc://`` seeds speak TLS.
+            Default None: ``https://`` is verified against the system's CAs.
 
     Raises:
-        ConfigError: no seed, a seed that is not such a URL, or a value out of range.
+        ConfigError: no seed, a seed that is not such a URL, a value out of range,
+            or a TLS file that cannot be loaded.
     """
 
     def __init__(
@@ -161,6 +171,7 @@ class Client:
         timeout: float = DEFAULT_TIMEOUT,
         backoff: float = DEFAULT_BACKOFF,
         channels: int = 1,
+        tls: ClientTls | None = None,
     ) -> None:
         seed_list = [seeds] if isinstance(seeds, str) else list(seeds)
         if not seed_list:
@@ -180,6 +191,10 @@ class Client:
         self._refreshed_at = float("-inf")
         self._seed_clients: dict[str, GrpcNodeClient] = {}
         self._closed = False
+        # Loaded once, here: a bad file is a ConfigError now, not at the first call.
+        self._tls = tls
+        self._ssl: ssl.SSLContext | None = tls.context() if tls is not None else None
+        self._grpc_credentials: grpc.ChannelCredentials | None = None
 
     def __repr__(self) -> str:
         members = len(self._view.ring) if self._view is not None else 0
@@ -466,8 +481,20 @@ class Client:
         if client is None:
             from .transport.grpc import GrpcNodeClient
 
-            client = self._seed_clients[seed] = GrpcNodeClient(seed, timeout=self._timeout)
+            client = self._seed_clients[seed] = GrpcNodeClient(
+                seed, timeout=self._timeout, credentials=self._credentials()
+            )
         return client
+
+    def _credentials(self) -> grpc.ChannelCredentials | None:
+        """The gRPC channels' TLS credentials (None without ``tls``)."""
+        if self._tls is None:
+            return None
+        if self._grpc_credentials is None:
+            from .transport.grpc import channel_credentials
+
+            self._grpc_credentials = channel_credentials(self._tls.pem())
+        return self._grpc_credentials
 
     async def _http_view(self, seed: str) -> dict[str, Any]:
         """``GET {seed}/v1/cluster`` (in a thread: it is rare, and urllib is complete)."""
@@ -478,7 +505,9 @@ class Client:
                 url, headers={"Accept": "application/json", "User-Agent": f"shoal/{__version__}"}
             )
             try:
-                with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                with urllib.request.urlopen(
+                    request, timeout=self._timeout, context=self._ssl
+                ) as response:
                     body: bytes = response.read()
                     return body
             except urllib.error.HTTPError as exc:
@@ -533,10 +562,15 @@ class Client:
         if transport == "grpc":
             from .transport.grpc import GrpcNodeClient
 
-            return GrpcNodeClient(url, timeout=self._timeout, channels=self._channels)
+            return GrpcNodeClient(
+                url,
+                timeout=self._timeout,
+                channels=self._channels,
+                credentials=self._credentials(),
+            )
         from .transport.http import HttpPeerClient
 
-        return _HttpNode(HttpPeerClient(url, base_path=base_path))
+        return _HttpNode(HttpPeerClient(url, base_path=base_path, ssl_context=self._ssl))
 
 
 def _seed(url: str) -> str:

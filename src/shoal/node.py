@@ -37,6 +37,7 @@ from .ring import Ring
 from .stats import GroupStats
 from .store import Clock
 from .supervise import NODE_TASKS, REPLICA_TASKS, BackgroundErrors, supervised
+from .tls import NodeTls
 
 if TYPE_CHECKING:
     from .api.http import ApiServer
@@ -62,20 +63,37 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def default_transport(config: NodeConfig) -> Transport:
+def default_transport(config: NodeConfig, tls: NodeTls | None = None) -> Transport:
     """The peer transport ``config.transport`` names: HTTP (groupcache's protocol under
     ``config.base_path``) or gRPC.
 
+    Args:
+        config: the node's configuration.
+        tls: the node's TLS contexts (``config.tls``): ``https://`` peers are verified
+            with its CA and shown the node's certificate, read anew at each new
+            connection (so a reload rotates them). Default: read from ``config.tls``
+            when it is set.
+
     Raises:
         MissingExtra: gRPC without the ``shoal[grpc]`` extra installed.
+        ConfigError: a TLS file that cannot be loaded.
     """
+    if tls is None and config.tls is not None:
+        tls = NodeTls(config.tls)
     if config.transport == "grpc":
         from .transport.grpc import GrpcTransport
 
-        return GrpcTransport()
+        if tls is None:
+            return GrpcTransport()
+        from .transport.grpc import channel_credentials
+
+        node_tls = tls
+        return GrpcTransport(credentials=lambda: channel_credentials(node_tls.pem()))
     from .transport.http import HttpTransport
 
-    return HttpTransport(base_path=config.base_path)
+    return HttpTransport(
+        base_path=config.base_path, ssl_context=tls.client if tls is not None else None
+    )
 
 
 def _ring_info(ring: Ring) -> dict[str, Any]:
@@ -127,6 +145,7 @@ class Node:
         # What reload() reads again (certificates, tokens, keyrings): (what, reader),
         # registered by the parts that hold them as they start.
         self._reloaders: list[tuple[str, Callable[[], None]]] = []
+        self._tls: NodeTls | None = None
 
     def __repr__(self) -> str:
         return f"<Node groups={sorted(self._groups)} api={self._api_address}>"
@@ -221,6 +240,18 @@ class Node:
         for name, server in (("api", self._api_server), ("peer", self._peer_server)):
             if server is not None:
                 found[name] = server.accept_errors
+        return found
+
+    def tls_handshake_failures(self) -> dict[str, int]:
+        """Per HTTP server of this node that speaks TLS (``api``, ``peer``), the TLS
+        handshakes that failed or timed out: plaintext to the port, a client
+        certificate that is missing, expired or signed by another CA. Empty without
+        TLS."""
+        found: dict[str, int] = {}
+        if self._tls is not None:
+            for name, server in (("api", self._api_server), ("peer", self._peer_server)):
+                if server is not None:
+                    found[name] = server.tls_handshake_failures
         return found
 
     def background_errors(self) -> dict[str, int]:
@@ -377,14 +408,22 @@ class Node:
         if self.config.insecure:
             for exposed in self.config.unprotected():
                 log.warning("INSECURE (--insecure): %s", exposed)
+        tls = self._tls
+        if self.config.tls is not None and tls is None:
+            tls = self._tls = NodeTls(self.config.tls)  # ConfigError: a file that fails
+            # The servers and the peer clients rotate: both read the current contexts.
+            self._reloaders.append(("TLS certificates", tls.reload))
+        scheme = "https" if tls is not None else "http"
         async with contextlib.AsyncExitStack() as stack:
             if self.config.api_port is not None:
                 from .api.http import ApiServer
 
-                server = self._api_server = ApiServer(self)
+                server = self._api_server = ApiServer(
+                    self, tls=tls.api_server if tls is not None else None
+                )
                 stack.push_async_callback(server.aclose)
                 self._api_address = await server.start(self.config.api_host, self.config.api_port)
-                log.info("HTTP API listening on http://%s:%d", *self._api_address)
+                log.info("HTTP API listening on %s://%s:%d", scheme, *self._api_address)
             if (
                 self.config.port is not None
                 or self.config.peers
@@ -453,25 +492,32 @@ class Node:
 
         cfg = self.config
         self_url = cfg.self_url
+        tls = self._tls
+        scheme = "https" if tls is not None else "http"
         transport = self._transport
         if transport is None:
-            transport = default_transport(cfg)
+            transport = default_transport(cfg, tls)
         if cfg.port is not None and cfg.transport == "grpc":
             from .transport.grpc import GrpcServer
 
-            grpc_server = GrpcServer(self)
+            grpc_server = GrpcServer(self, tls=tls)
             stack.push_async_callback(grpc_server.aclose)
             self._peer_address = await grpc_server.start(cfg.host, cfg.port)
             log.info("gRPC server (peers and API) listening on %s:%d", *self._peer_address)
         elif cfg.port is not None:
             from .transport.http import PeerServer
 
-            peer_server = self._peer_server = PeerServer(self)
+            peer_server = self._peer_server = PeerServer(
+                self, tls=tls.peer_server if tls is not None else None
+            )
             stack.push_async_callback(peer_server.aclose)
             self._peer_address = await peer_server.start(cfg.host, cfg.port)
-            log.info("peer server listening on http://%s:%d%s", *self._peer_address, cfg.base_path)
+            log.info(
+                "peer server listening on %s://%s:%d%s", scheme, *self._peer_address, cfg.base_path
+            )
         if self_url is None and self._peer_address is not None:
-            self_url = "http://{}:{}".format(*self._peer_address)
+            # https:// with TLS: every membership source advertises what the port speaks.
+            self_url = "{}://{}:{}".format(scheme, *self._peer_address)
         assert self_url is not None  # NodeConfig requires a port or a self_url with peers
         picker = PeerPicker(
             self_url,

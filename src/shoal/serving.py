@@ -179,6 +179,10 @@ class ServedNode(Protocol):
         """Failed rounds of the node's background tasks, by task."""
         ...
 
+    def tls_handshake_failures(self) -> dict[str, int]:
+        """Per TLS server of the node, the handshakes that failed."""
+        ...
+
     def accept_errors(self) -> dict[str, int]:
         """Per HTTP server of this node, the accepts that failed for lack of descriptors."""
         ...

@@ -63,6 +63,7 @@ import inspect
 import logging
 import math
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -1063,6 +1064,10 @@ class HttpServer:
             answers that may queue before the connection stops reading.
         shutdown_timeout: seconds :meth:`aclose` lets in-flight requests finish.
         backlog: the listen backlog.
+        tls: called at each accepted connection for the server context to wrap it
+            in (TLS); None serves plain HTTP. The handshake is bounded by the
+            header timeout; a failed one closes the connection and is counted
+            (:attr:`tls_handshake_failures`).
     """
 
     def __init__(
@@ -1076,6 +1081,7 @@ class HttpServer:
         max_pipeline: int = MAX_PIPELINE,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
         backlog: int = 1024,
+        tls: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
         if max_pipeline < 1:
             raise ValueError(f"max_pipeline must be at least 1, got {max_pipeline}")
@@ -1103,6 +1109,10 @@ class HttpServer:
         self._accept_unlogged = 0
         self.accept_errors = 0
         """Times ``accept`` failed for lack of file descriptors (or memory)."""
+        self._tls = tls
+        self.tls_handshake_failures = 0
+        """TLS handshakes that failed or timed out (plaintext to a TLS port, an
+        untrusted, expired or missing client certificate...)."""
         self._address: tuple[str, int] | None = None
         self._connections: set[HttpProtocol] = set()
         self._tasks: set[asyncio.Task[Response]] = set()
@@ -1236,6 +1246,9 @@ class HttpServer:
             task.add_done_callback(self._connecting.discard)
 
     async def _connect(self, conn: socket.socket) -> None:
+        if self._tls is not None:
+            await self._connect_tls(conn, self._tls())
+            return
         try:
             await self.loop.connect_accepted_socket(lambda: HttpProtocol(self), conn)
         except OSError:
@@ -1243,6 +1256,24 @@ class HttpServer:
         except BaseException:
             conn.close()
             raise
+
+    async def _connect_tls(self, conn: socket.socket, context: ssl.SSLContext) -> None:
+        """Wrap ``conn`` in TLS (the protocol sees the connection once the handshake
+        is done); a handshake that fails or outlasts the header timeout closes it."""
+        try:
+            await self.loop.connect_accepted_socket(
+                lambda: HttpProtocol(self),
+                conn,
+                ssl=context,
+                ssl_handshake_timeout=self.limits.header_timeout,
+            )
+        except asyncio.CancelledError:
+            conn.close()
+            raise
+        except Exception as exc:  # ssl.SSLError, a reset, the handshake timeout...
+            conn.close()
+            self.tls_handshake_failures += 1
+            log.debug("TLS handshake failed: %s", exc)
 
     def _out_of_resources(self, exc: OSError) -> None:
         """Count a failed accept, log it (rate-limited), and pause accepting."""

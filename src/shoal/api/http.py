@@ -42,6 +42,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Final
 
@@ -207,6 +208,8 @@ class ApiServer:
         fast_path: answer plain GETs through :meth:`fast_get`; False sends every
             request through :meth:`handle` (the answers are the same: tests
             compare the two).
+        tls: the current TLS server context, asked at each connection (see
+            :class:`shoal.tls.NodeTls`); None serves plain HTTP.
     """
 
     def __init__(
@@ -215,6 +218,7 @@ class ApiServer:
         *,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
         fast_path: bool = True,
+        tls: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
         self._node = node
         # A live read-only view: groups added or dropped later are seen.
@@ -224,6 +228,7 @@ class ApiServer:
             HttpLimits.of(node.config),
             fast_get=self.fast_get if fast_path else None,
             shutdown_timeout=shutdown_timeout,
+            tls=tls,
         )
         self._routes: dict[bytes, Callable[[Request], Response | Awaitable[Response]]] = {
             b"/api": self._api,
@@ -242,6 +247,11 @@ class ApiServer:
     def accept_errors(self) -> int:
         """Times accepting a connection failed for lack of file descriptors."""
         return self._server.accept_errors
+
+    @property
+    def tls_handshake_failures(self) -> int:
+        """TLS handshakes on this server that failed or timed out."""
+        return self._server.tls_handshake_failures
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on ``host``:``port`` (0 picks a free port); return the bound address.
@@ -449,6 +459,7 @@ class ApiServer:
             background_errors=self._node.background_errors(),
             loader_threads=self._node.loader_statistics(),
             accept_errors=self._node.accept_errors(),
+            tls_handshake_failures=self._node.tls_handshake_failures(),
         )
         return Response(200, body, METRICS_CONTENT_TYPE)
 

@@ -173,6 +173,7 @@ def render_metrics(
     background_errors: Mapping[str, int] | None = None,
     loader_threads: Mapping[str, int] | None = None,
     accept_errors: Mapping[str, int] | None = None,
+    tls_handshake_failures: Mapping[str, int] | None = None,
 ) -> bytes:
     """Render the statistics of some groups in the Prometheus text format.
 
@@ -194,6 +195,9 @@ def render_metrics(
         accept_errors: per server (``api``, ``peer``), the times accepting a connection
             failed for lack of file descriptors (``Node.accept_errors()``), as
             ``shoal_accept_errors_total{server}``.
+        tls_handshake_failures: per TLS server (``api``, ``peer``), the handshakes that
+            failed or timed out (``Node.tls_handshake_failures()``), as
+            ``shoal_tls_handshake_failures_total{server}``.
 
     Returns:
         The exposition as UTF-8 bytes, to serve with :data:`CONTENT_TYPE`.
@@ -255,6 +259,15 @@ def render_metrics(
             "Failed accepts for lack of file descriptors (too many open files).",
             "server",
             accept_errors.items(),
+        )
+    if tls_handshake_failures:
+        lines += _labelled(
+            "shoal_tls_handshake_failures_total",
+            "counter",
+            "TLS handshakes that failed or timed out (plaintext to a TLS port, a client "
+            "certificate missing, expired or from another CA...).",
+            "server",
+            tls_handshake_failures.items(),
         )
     if membership is not None:
         lines += _membership_lines(membership)

@@ -12,12 +12,14 @@ import argparse
 import contextlib
 import json
 import os
+import ssl
 import sys
 import urllib.parse
 from collections.abc import Mapping
 from typing import Any, Final
 
 from ..errors import ConfigError
+from ..tls import client_context
 from .common import DEFAULT_URL, EXIT_OK, CommandError
 from .http_client import Reply, request
 from .parse import parse_duration
@@ -32,6 +34,29 @@ __all__ = [
     "describe_view",
     "check_reply",
 ]
+
+# The TLS flags of every client command (cli/main.py adds them): (attribute, variable).
+_TLS_FLAGS: Final = (
+    ("tls_ca", "SHOAL_TLS_CA"),
+    ("tls_cert", "SHOAL_TLS_CERT"),
+    ("tls_key", "SHOAL_TLS_KEY"),
+)
+
+
+def _tls(args: argparse.Namespace) -> ssl.SSLContext | None:
+    """The TLS client context ``--tls-ca``/``--tls-cert``/``--tls-key`` (or their
+    variables) ask for; None without any (an ``https://`` URL is then checked against
+    the system's CAs).
+
+    Raises:
+        ConfigError: a file that cannot be loaded, or a certificate without its key.
+    """
+    files = {
+        attr: getattr(args, attr, None) or os.environ.get(env) or None for attr, env in _TLS_FLAGS
+    }
+    if not any(files.values()):
+        return None
+    return client_context(ca=files["tls_ca"], cert=files["tls_cert"], key=files["tls_key"])
 
 
 def check_reply(reply: Reply) -> Reply:
@@ -56,7 +81,7 @@ def _base_url(args: argparse.Namespace) -> str:
     url: str = (args.url or os.environ.get("SHOAL_URL") or DEFAULT_URL).rstrip("/")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"--url must be an http:// URL, got {url!r}")
+        raise ConfigError(f"--url must be an http:// or https:// URL, got {url!r}")
     return url
 
 
@@ -82,7 +107,7 @@ def run_get(args: argparse.Namespace) -> int:
         url = f"{base}/api?key={urllib.parse.quote(args.key, safe='')}"
     else:
         url = _key_url(base, group, args.key)
-    data = check_reply(request("GET", url, timeout=args.timeout)).body
+    data = check_reply(request("GET", url, timeout=args.timeout, context=_tls(args))).body
     sys.stdout.buffer.write(data)
     # Keep a shell prompt off the end of a value, but never alter piped bytes.
     if sys.stdout.isatty() and not data.endswith(b"\n"):
@@ -101,7 +126,7 @@ def run_set(args: argparse.Namespace) -> int:
     if args.ttl is not None:
         ttl = parse_duration(args.ttl, what="--ttl")
         url += f"?ttl={ttl:g}"
-    check_reply(request("PUT", url, body=value, timeout=args.timeout))
+    check_reply(request("PUT", url, body=value, timeout=args.timeout, context=_tls(args)))
     return EXIT_OK
 
 
@@ -110,7 +135,9 @@ def run_del(args: argparse.Namespace) -> int:
     base = _base_url(args)
     group = _group(args, required=True)
     assert group is not None
-    reply = check_reply(request("DELETE", _key_url(base, group, args.key), timeout=args.timeout))
+    reply = check_reply(
+        request("DELETE", _key_url(base, group, args.key), timeout=args.timeout, context=_tls(args))
+    )
     with contextlib.suppress(ValueError, TypeError, KeyError):
         if not json.loads(reply.body)["deleted"]:
             # Not an error: the key is gone either way. Say so for the curious.
@@ -124,7 +151,7 @@ def run_invalidate(args: argparse.Namespace) -> int:
     group = _group(args, required=True)
     assert group is not None
     url = f"{base}/v1/groups/{urllib.parse.quote(group, safe='')}/invalidate"
-    reply = check_reply(request("POST", url, timeout=args.timeout))
+    reply = check_reply(request("POST", url, timeout=args.timeout, context=_tls(args)))
     with contextlib.suppress(ValueError, TypeError, KeyError):
         print(
             f"shoal invalidate: dropped group {group!r} ({json.loads(reply.body)['removed']} "
@@ -152,7 +179,9 @@ _STATS_COLUMNS: Final = (
 
 def run_stats(args: argparse.Namespace) -> int:
     """``shoal stats``: see its ``--help``."""
-    reply = check_reply(request("GET", f"{_base_url(args)}/v1/stats", timeout=args.timeout))
+    reply = check_reply(
+        request("GET", f"{_base_url(args)}/v1/stats", timeout=args.timeout, context=_tls(args))
+    )
     try:
         groups: dict[str, dict[str, Any]] = json.loads(reply.body)["groups"]
     except (ValueError, KeyError, TypeError) as exc:
@@ -205,7 +234,9 @@ def _human_bytes(n: int) -> str:
 def run_members(args: argparse.Namespace) -> int:
     """``shoal members``: print the cluster as the node at ``--url`` sees it."""
     base = _base_url(args)
-    reply = check_reply(request("GET", f"{base}/v1/cluster", timeout=args.timeout))
+    reply = check_reply(
+        request("GET", f"{base}/v1/cluster", timeout=args.timeout, context=_tls(args))
+    )
     try:
         view: dict[str, Any] = json.loads(reply.body)
         members: list[dict[str, Any]] = view["members"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import http.client
+import ssl
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -50,7 +51,14 @@ def origin(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
-def request(method: str, url: str, *, body: bytes | None = None, timeout: float) -> Reply:
+def request(
+    method: str,
+    url: str,
+    *,
+    body: bytes | None = None,
+    timeout: float,
+    context: ssl.SSLContext | None = None,
+) -> Reply:
     """Send one request and read the whole answer.
 
     Args:
@@ -58,6 +66,7 @@ def request(method: str, url: str, *, body: bytes | None = None, timeout: float)
         url: the full URL.
         body: the request body (sent as ``application/octet-stream``), or None.
         timeout: seconds for the connection and for each wait for the answer.
+        context: TLS settings for an ``https://`` URL (default: the system's CAs).
 
     Raises:
         RequestFailed: no answer (any status, 4xx and 5xx too, is a :class:`Reply`).
@@ -68,7 +77,7 @@ def request(method: str, url: str, *, body: bytes | None = None, timeout: float)
     if body is not None:
         req.add_header("Content-Type", "application/octet-stream")
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as response:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as response:
             return Reply(response.status, response.read())
     except urllib.error.HTTPError as exc:
         with exc:

@@ -176,6 +176,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=30.0,
             help="how long to wait for the answer (default 30)",
         )
+        # TLS towards the node, with serve's names (read by client_commands._tls).
+        for flag, env, text in (
+            ("--tls-ca", "SHOAL_TLS_CA", "PEM CA that signed the node's certificate"),
+            ("--tls-cert", "SHOAL_TLS_CERT", "PEM client certificate, for mutual TLS"),
+            ("--tls-key", "SHOAL_TLS_KEY", "PEM private key of --tls-cert"),
+        ):
+            sub.add_argument(flag, metavar="FILE", help=f"{text} (env {env})")
         return sub
 
     get = client("get", "print a key's value")

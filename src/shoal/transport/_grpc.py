@@ -12,6 +12,7 @@ from typing import Final
 from urllib.parse import urlsplit
 
 from ..errors import ConfigError, MissingExtra
+from ..tls import PemFiles
 
 try:
     import grpc
@@ -44,6 +45,7 @@ __all__ = [
     "MAX_DETAILS",
     "grpc_target",
     "trimmed",
+    "channel_credentials",
 ]
 
 CACHE_SERVICE: Final = "shoal.v1.Cache"
@@ -61,6 +63,18 @@ DEFAULT_CHANNELS: Final = 1
 """Channels (HTTP/2 connections) a client keeps to one node."""
 MAX_DETAILS: Final = 1000
 """Characters of an error's text sent or kept as a status's details."""
+
+
+def channel_credentials(pem: PemFiles | None) -> grpc.ChannelCredentials:
+    """TLS credentials of a channel: trust ``pem.ca`` (the system's roots without it)
+    and present ``pem.cert``/``pem.key`` when they are not empty (mutual TLS)."""
+    if pem is None:
+        return grpc.ssl_channel_credentials()
+    return grpc.ssl_channel_credentials(
+        root_certificates=pem.ca,
+        private_key=pem.key or None,
+        certificate_chain=pem.cert or None,
+    )
 
 
 def grpc_target(url: str) -> tuple[str, bool]:

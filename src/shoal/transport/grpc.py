@@ -77,6 +77,7 @@ from ._grpc import (
     DEFAULT_CHANNELS,
     GEEK_SERVICE,
     PEER_SERVICE,
+    channel_credentials,
     grpc_target,
 )
 from .grpc_client import GrpcNodeClient, GrpcPeerClient, GrpcTransport
@@ -88,6 +89,7 @@ __all__ = [
     "GrpcPeerClient",
     "GrpcNodeClient",
     "grpc_target",
+    "channel_credentials",
     "CACHE_SERVICE",
     "PEER_SERVICE",
     "GEEK_SERVICE",

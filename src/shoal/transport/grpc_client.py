@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 
 __all__ = ["GrpcTransport", "GrpcPeerClient", "GrpcNodeClient"]
 
+Credentials = grpc.ChannelCredentials | Callable[[], grpc.ChannelCredentials]
+"""TLS credentials of a channel, or a function that gives the current ones."""
+
 _MAX_RECONNECT_BACKOFF_MS: Final = 5000
 _StatusCode = grpc.StatusCode
 
@@ -119,12 +122,12 @@ class _Channels:
         target: str,
         *,
         tls: bool,
-        credentials: grpc.ChannelCredentials | None,
+        credentials: Credentials | None,
         size: int,
         max_message_bytes: int,
     ) -> None:
         self._target = target
-        self._credentials = (
+        self._credentials: Credentials | None = (
             credentials
             if credentials is not None
             else (grpc.ssl_channel_credentials() if tls else None)
@@ -151,12 +154,13 @@ class _Channels:
             raise grpc.aio.UsageError("the channels are closed")
         if len(self._channels) < self._size:
             # Opened inside the event loop, on the first calls.
-            if self._credentials is None:
+            credentials = self._credentials
+            if credentials is None:
                 channel = grpc.aio.insecure_channel(self._target, options=self._options)
             else:
-                channel = grpc.aio.secure_channel(
-                    self._target, self._credentials, options=self._options
-                )
+                if callable(credentials):  # the current ones (certificate rotation)
+                    credentials = credentials()
+                channel = grpc.aio.secure_channel(self._target, credentials, options=self._options)
             self._channels.append(channel)
             self._methods.append({})
             index = len(self._channels) - 1
@@ -198,7 +202,7 @@ class _GrpcClient:
         channels: int = DEFAULT_CHANNELS,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
-        credentials: grpc.ChannelCredentials | None = None,
+        credentials: Credentials | None = None,
         on_close: Callable[[Any], None] | None = None,
     ) -> None:
         _check_positive(
@@ -278,7 +282,8 @@ class GrpcPeerClient(_GrpcClient):
         channels: channels (connections) to the peer.
         max_message_bytes: largest message sent or accepted.
         max_batch_keys: keys per GetMany call; more are split into several calls.
-        credentials: TLS credentials for an ``https://`` URL (default: the system's roots).
+        credentials: TLS credentials for an ``https://`` URL (default: the system's
+            roots), or a function that gives the current ones when a channel opens.
         on_close: called once by :meth:`aclose`.
 
     Raises:
@@ -400,6 +405,7 @@ class GrpcTransport:
         max_message_bytes: largest message sent or accepted. Default 64 MiB.
         max_batch_keys: keys per GetMany call. Default 1000 (the server's limit).
         credentials: TLS credentials for ``https://`` peers; default the system's roots.
+            A function is asked for the current ones whenever a channel opens.
 
     Raises:
         ConfigError: a value out of range.
@@ -412,7 +418,7 @@ class GrpcTransport:
         channels: int = DEFAULT_CHANNELS,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
-        credentials: grpc.ChannelCredentials | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self._options: dict[str, Any] = {
             "timeout": timeout,

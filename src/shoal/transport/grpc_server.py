@@ -38,6 +38,7 @@ from ._grpc import (
 if TYPE_CHECKING:
     from ..serving import ServedGroup, ServedNode
     from ..stats import GroupStats, StoreStats
+    from ..tls import NodeTls, PemFiles
 
 __all__ = ["GrpcServer", "SHUTDOWN_GRACE"]
 
@@ -64,6 +65,10 @@ class _RequestTimeout(Exception):
     """The answer took longer than the node's ``request_timeout``."""
 
 
+def _certificate_configuration(pem: PemFiles) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration([(pem.key, pem.cert)], pem.ca)
+
+
 def _status_of(exc: Exception) -> tuple[grpc.StatusCode, str]:
     """The status and ``shoal-code`` for an exception raised while serving a call."""
     if isinstance(exc, _Refused):
@@ -86,6 +91,10 @@ class GrpcServer:
         node: the node whose groups are served (groups added later are served too).
         max_batch_keys: most keys one GetMany or RemoveKeys may name.
         shutdown_grace: seconds :meth:`aclose` lets calls in flight finish.
+        tls: the node's TLS contexts: the port speaks TLS with its certificate and,
+            with a CA, requires client certificates that CA signed (mutual TLS).
+            Every new connection takes the files of the last reload (rotation).
+            None: plaintext.
 
     Raises:
         ConfigError: ``max_batch_keys`` below 1.
@@ -97,6 +106,7 @@ class GrpcServer:
         *,
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
         shutdown_grace: float = SHUTDOWN_GRACE,
+        tls: NodeTls | None = None,
     ) -> None:
         if max_batch_keys < 1:
             raise ConfigError(f"max_batch_keys must be at least 1, got {max_batch_keys}")
@@ -109,6 +119,8 @@ class GrpcServer:
         self._server: grpc.aio.Server | None = None
         self._health: health.aio.HealthServicer | None = None
         self._address: tuple[str, int] | None = None
+        self._tls = tls
+        self._tls_generation = 0
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -175,7 +187,10 @@ class GrpcServer:
         reflection.enable_server_reflection(self.services, server)
         bind_host = f"[{host}]" if ":" in host else host
         try:
-            bound = server.add_insecure_port(f"{bind_host}:{port}")
+            if self._tls is None:
+                bound = server.add_insecure_port(f"{bind_host}:{port}")
+            else:
+                bound = server.add_secure_port(f"{bind_host}:{port}", self._credentials())
         except RuntimeError as exc:
             await server.stop(None)
             raise OSError(f"cannot listen on {host}:{port}: {exc}") from exc
@@ -183,6 +198,26 @@ class GrpcServer:
         self._server, self._health = server, checker
         self._address = (host, bound)
         return self._address
+
+    def _credentials(self) -> grpc.ServerCredentials:
+        """TLS credentials that fetch the node's current files at each handshake."""
+        tls = self._tls
+        assert tls is not None
+        self._tls_generation = tls.generation
+        return grpc.dynamic_ssl_server_credentials(
+            _certificate_configuration(tls.pem()),
+            self._fetch_certificates,
+            require_client_authentication=tls.config.mutual,
+        )
+
+    def _fetch_certificates(self) -> grpc.ServerCertificateConfiguration | None:
+        """gRPC's fetcher (on its own threads, before each handshake): the files of
+        the last reload when they changed, else None (keep the current ones)."""
+        tls = self._tls
+        if tls is None or tls.generation == self._tls_generation:
+            return None
+        self._tls_generation = tls.generation
+        return _certificate_configuration(tls.pem())
 
     async def aclose(self) -> None:
         """Report NOT_SERVING, stop taking calls, let those in flight finish briefly,

@@ -334,7 +334,9 @@ class HttpPeerClient:
         max_batch_keys: keys per batch get; more are split into several batches.
         max_pipeline: GETs one connection carries at once to a shoal peer (pipelined
             in one write); 1 sends each on a connection of its own.
-        ssl_context: TLS settings for an ``https://`` URL (default: the system's).
+        ssl_context: TLS settings for an ``https://`` URL (default: the system's), or
+            a function that gives the current ones, asked at each new connection
+            (certificate rotation: :meth:`shoal.tls.NodeTls.client`).
         on_close: called once by :meth:`aclose` (the transport forgets the client).
 
     Raises:
@@ -352,7 +354,7 @@ class HttpPeerClient:
         max_response_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
         max_pipeline: int = DEFAULT_MAX_PIPELINE,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
         on_close: Callable[[HttpPeerClient], None] | None = None,
     ) -> None:
         parts = urlsplit(url)
@@ -365,9 +367,13 @@ class HttpPeerClient:
         self._url = url
         self._host = parts.hostname
         self._port = port or (443 if parts.scheme == "https" else 80)
-        self._ssl: ssl.SSLContext | None = None
+        self._ssl: Callable[[], ssl.SSLContext] | None = None
         if parts.scheme == "https":
-            self._ssl = ssl_context or ssl.create_default_context()
+            if callable(ssl_context):
+                self._ssl = ssl_context
+            else:
+                fixed = ssl_context or ssl.create_default_context()
+                self._ssl = lambda: fixed
         # As Go's HTTPPool: the peer's URL, then the base path.
         self._base = parts.path.rstrip("/") + base_path
         if not self._base.isascii() or any(c <= " " or c == "\x7f" for c in self._base):
@@ -1065,7 +1071,7 @@ class HttpPeerClient:
                     lambda: Connection(limit, loop, answered),
                     self._host,
                     self._port,
-                    ssl=self._ssl,
+                    ssl=self._ssl() if self._ssl is not None else None,
                 )
         except BaseException as exc:
             self._free_slot()
@@ -1140,7 +1146,8 @@ class HttpTransport:
         max_batch_keys: keys per batch get request. Default 1000 (the server's default limit).
         max_pipeline: GETs pipelined on one connection to a shoal peer. Default 16;
             1 turns pipelining off.
-        ssl_context: TLS settings for ``https://`` peers; default the system's.
+        ssl_context: TLS settings for ``https://`` peers; default the system's. A
+            function is asked for the current ones at each new connection.
 
     Raises:
         ConfigError: a value out of range.
@@ -1156,7 +1163,7 @@ class HttpTransport:
         max_response_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
         max_pipeline: int = DEFAULT_MAX_PIPELINE,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
         if not (base_path.startswith("/") and base_path.endswith("/")):
             raise ConfigError(f"base_path must start and end with '/', got {base_path!r}")

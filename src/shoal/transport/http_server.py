@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Awaitable, Iterable
+import ssl
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
 from .._http import SHUTDOWN_TIMEOUT, TEXT, HttpLimits, HttpServer, Request, Response
@@ -129,6 +130,8 @@ class PeerServer:
         node: the node whose groups are served (groups added later are served too).
         max_batch_keys: most keys one batch get may name (more: 413).
         shutdown_timeout: seconds :meth:`aclose` lets in-flight requests finish.
+        tls: the current TLS server context, asked at each connection (see
+            :class:`shoal.tls.NodeTls`); None serves plain HTTP.
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class PeerServer:
         *,
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
+        tls: Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
         if max_batch_keys < 1:
             raise ConfigError(f"max_batch_keys must be at least 1, got {max_batch_keys}")
@@ -153,6 +157,7 @@ class PeerServer:
             fast_content_type=PROTOBUF_CONTENT_TYPE,
             fast_headers=_OK_HEADERS,
             shutdown_timeout=shutdown_timeout,
+            tls=tls,
         )
 
     @property
@@ -164,6 +169,11 @@ class PeerServer:
     def accept_errors(self) -> int:
         """Times accepting a connection failed for lack of file descriptors."""
         return self._server.accept_errors
+
+    @property
+    def tls_handshake_failures(self) -> int:
+        """TLS handshakes on this server that failed or timed out."""
+        return self._server.tls_handshake_failures
 
     async def start(self, host: str, port: int) -> tuple[str, int]:
         """Listen on ``host``:``port`` (0 picks a free port); return the bound address.
