@@ -787,9 +787,9 @@ def main(argv: list[str] | None = None) -> int:
             plain_shoal, plain_go = by_name[SHOAL], by_name[GO_TUNED]
             line += (
                 f"; TLS on ÷ off: shoal {paired(shoal, plain_shoal):.2f}x req/s "
-                f"({1 / cpu_ratio(plain_shoal, shoal):.2f}x CPU per request), "
+                f"({cpu_ratio(plain_shoal, shoal):.2f}x the CPU per request), "
                 f"Go {paired(go, plain_go):.2f}x req/s "
-                f"({1 / cpu_ratio(plain_go, go):.2f}x CPU per request)"
+                f"({cpu_ratio(plain_go, go):.2f}x the CPU per request)"
             )
         verdicts.append(line + ".")
 
