@@ -28,11 +28,7 @@ from shoal.transport.http import HttpTransport
 
 # Keys a Go client and a shoal server agree on byte for byte (a space is the one
 # golang quirk, kept out: test_go_interop.py covers it).
-KEYS = ["key:2", "a/b?c&d=é+%22", "ünï cödé".replace(" ", "_"), "x%y", "+plus+"] + [
-    f"k{i}" for i in range(40)
-]
-
-
+KEYS = ["key:2", "a/b?c&d=é+%22", "ünï_cödé", "x%y", "+plus+", *(f"k{i}" for i in range(40))]
 HOSTS = ("127.0.0.1",)
 
 
@@ -131,17 +127,13 @@ async def test_a_go_node_serves_shoal_clients_over_mutual_tls_and_refuses_others
             assert await go.stats() == before, why
 
 
-class ShoalLoader(ValueLoader):
-    """The shoal side's loader: plain value(K), each call recorded."""
-
-
 async def test_a_mixed_cluster_of_shoal_and_go_over_mutual_tls(
     go_node_binary: Path, pki: Pki
 ) -> None:
     """A Go node and a shoal node, each with its node certificate of one CA, form one
     golang-ring cluster on https:// URLs: each serves the other's keys byte for byte,
     every key loaded once, at its owner, and no handshake fails."""
-    loader = ShoalLoader()
+    loader = ValueLoader()  # value(K), each call recorded
     async with Node(NodeConfig(port=0, ring="golang", tls=pki.shoal_tls())) as node:
         group = node.group(GROUP, loader, hot_admission="never")
         assert node.self_url is not None
@@ -182,7 +174,7 @@ async def test_each_side_refuses_the_other_without_a_client_certificate(
     node's peer port (the Go node then loads the key itself, a peer error); a shoal
     node whose peer client presents none is refused by the Go node (shoal loads it
     itself). Nothing crosses between them."""
-    loader = ShoalLoader()
+    loader = ValueLoader()  # value(K), each call recorded
     no_cert = HttpTransport(ssl_context=pki.client(None))
     config = NodeConfig(port=0, ring="golang", tls=pki.shoal_tls())
     async with Node(config, transport=no_cert) as node:
