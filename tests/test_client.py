@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
 
 import pytest
 
@@ -135,6 +136,7 @@ def test_bad_seeds(seeds: list[object]) -> None:
 
 def test_bad_options() -> None:
     """Timeouts, back-off and channel counts must be positive."""
-    for options in ({"timeout": 0}, {"backoff": -1}, {"channels": 0}):
+    bad: list[dict[str, Any]] = [{"timeout": 0}, {"backoff": -1}, {"channels": 0}]
+    for options in bad:
         with pytest.raises(ConfigError):
             Client("grpc://h:1", **options)

@@ -110,6 +110,10 @@ class Node:
         clock: time source for every group's TTLs (``time.time`` by default).
         transport: how to reach peers; default the groupcache-compatible HTTP
             transport (see :mod:`shoal.transport`).
+        tls: the TLS contexts of ``config.tls``, when the caller made them already
+            (to share them with a ``transport`` it built with
+            :func:`default_transport`, so :meth:`reload` rotates both); default:
+            read from ``config.tls`` at :meth:`start`.
     """
 
     def __init__(
@@ -118,9 +122,11 @@ class Node:
         *,
         clock: Clock = time.time,
         transport: Transport | None = None,
+        tls: NodeTls | None = None,
     ) -> None:
         self.config = config if config is not None else NodeConfig()
         self._transport = transport
+        self._given_tls = tls
         self._clock = clock
         self._groups: dict[str, Group[Any]] = {}
         self._executor = LoaderPool(self.config.loader_threads, thread_name_prefix="shoal-loader")
@@ -410,7 +416,8 @@ class Node:
                 log.warning("INSECURE (--insecure): %s", exposed)
         tls = self._tls
         if self.config.tls is not None and tls is None:
-            tls = self._tls = NodeTls(self.config.tls)  # ConfigError: a file that fails
+            # ConfigError: a file that fails to load.
+            tls = self._tls = self._given_tls or NodeTls(self.config.tls)
             # The servers and the peer clients rotate: both read the current contexts.
             self._reloaders.append(("TLS certificates", tls.reload))
         scheme = "https" if tls is not None else "http"

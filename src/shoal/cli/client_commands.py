@@ -81,7 +81,7 @@ def _base_url(args: argparse.Namespace) -> str:
     url: str = (args.url or os.environ.get("SHOAL_URL") or DEFAULT_URL).rstrip("/")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"--url must be an http:// or https:// URL, got {url!r}")
+        raise ConfigError(f"--url must be an http:// URL, got {url!r}")
     return url
 
 

@@ -32,6 +32,7 @@ import logging
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -104,6 +105,8 @@ class Member:
     """Address its HTTP API listens on."""
     log_path: Path | None = None
     """Where its stdout and stderr go; None: this process's own."""
+    scheme: str = "http"
+    """``https`` when its ports speak TLS."""
     proc: asyncio.subprocess.Process | None = field(default=None, repr=False)
     """The running process, once started."""
     returncode: int | None = None
@@ -112,12 +115,12 @@ class Member:
     @property
     def url(self) -> str:
         """Its URL on the ring."""
-        return f"http://{_url_host(self.host)}:{self.peer_port}"
+        return f"{self.scheme}://{_url_host(self.host)}:{self.peer_port}"
 
     @property
     def api_url(self) -> str:
         """Base URL of its HTTP API."""
-        return f"http://{_url_host(self.api_host)}:{self.api_port}"
+        return f"{self.scheme}://{_url_host(self.api_host)}:{self.api_port}"
 
     @property
     def name(self) -> str:
@@ -164,10 +167,19 @@ class Supervisor:
         members: the nodes, with their ports.
         argv: for each member, the ``shoal`` arguments of its process
             (``serve ... --supervised``).
+        context: the TLS client context of the readiness checks, when the nodes'
+            APIs speak TLS.
     """
 
-    def __init__(self, members: Sequence[Member], argv: Sequence[Sequence[str]]) -> None:
+    def __init__(
+        self,
+        members: Sequence[Member],
+        argv: Sequence[Sequence[str]],
+        *,
+        context: ssl.SSLContext | None = None,
+    ) -> None:
         self.members = list(members)
+        self._context = context
         self._argv = [list(a) for a in argv]
         self._files: list[IO[bytes]] = []
         self._exits: dict[asyncio.Task[int], Member] = {}
@@ -213,7 +225,9 @@ class Supervisor:
                         f"{member.name} {describe_exit(member.returncode)} before it was ready"
                     )
                 with contextlib.suppress(RequestFailed):
-                    reply = await request_async("GET", f"{member.api_url}/healthz", timeout=2)
+                    reply = await request_async(
+                        "GET", f"{member.api_url}/healthz", timeout=2, context=self._context
+                    )
                     if reply.status == 200:
                         break
                 if time.monotonic() > deadline:
@@ -287,8 +301,11 @@ class Supervisor:
 # --------------------------------------------------------------------------- shoal cluster
 
 
-def plan_members(nodes: int, *, host: str, port: int, api_host: str, api_port: int) -> list[Member]:
-    """The members of a local cluster: peer ports count up, API ports count down.
+def plan_members(
+    nodes: int, *, host: str, port: int, api_host: str, api_port: int, tls: bool = False
+) -> list[Member]:
+    """The members of a local cluster: peer ports count up, API ports count down
+    (``https://`` URLs with ``tls``).
 
     Raises:
         ConfigError: too few or too many nodes, or ports out of range or overlapping.
@@ -309,7 +326,14 @@ def plan_members(nodes: int, *, host: str, port: int, api_host: str, api_port: i
             f"{api_ports[-1]}-{api_port}; choose another --port or --api-port"
         )
     return [
-        Member(index=i, host=host, peer_port=p, api_port=a, api_host=api_host)
+        Member(
+            index=i,
+            host=host,
+            peer_port=p,
+            api_port=a,
+            api_host=api_host,
+            scheme="https" if tls else "http",
+        )
         for i, (p, a) in enumerate(zip(peer_ports, api_ports, strict=True))
     ]
 
@@ -358,6 +382,18 @@ def child_arguments(
         argv += ["--gossip-port", str(member.peer_port), "--join", join]
     elif membership == "static":
         argv += ["--peers", ",".join(m.url for m in members)]
+    tls_dir = getattr(args, "tls_dir", None)
+    if tls_dir is not None:
+        # Each node its own certificate, from `shoal tls init DIR --nodes N`.
+        root = Path(tls_dir)
+        argv += [
+            "--tls-cert",
+            str(root / f"node-{member.index}.pem"),
+            "--tls-key",
+            str(root / f"node-{member.index}-key.pem"),
+        ]
+        if getattr(args, "tls_ca", None) is None:
+            argv += ["--tls-ca", str(root / "ca.pem")]
     if slowdb_file is not None:
         argv += ["--slowdb-file", slowdb_file]
     return argv
@@ -382,17 +418,60 @@ def run_cluster(args: argparse.Namespace) -> int:
             return report_error("cluster", "--etcd needs --membership etcd", EXIT_USAGE)
         try:
             plan, members, argv, db_dir = _prepare(args)
+            context = _readiness_context(args, plan)
         except ConfigError as exc:
             return report_error("cluster", exc, EXIT_USAGE)
+        client = _client_pair(args, plan) if plan.node.tls is not None else None
         configure_logging(plan.log_level, NodeLabel("cluster"))
         try:
-            return asyncio.run(_supervise(plan, members, argv))
+            return asyncio.run(_supervise(plan, members, argv, context=context, client=client))
         except ClusterError as exc:
             return report_error("cluster", exc, EXIT_FAILURE)
         finally:
             if db_dir is not None:
                 shutil.rmtree(db_dir, ignore_errors=True)
     raise AssertionError("unreachable")  # pragma: no cover - ExitStack does not swallow
+
+
+def _check_tls_dir(args: argparse.Namespace, tls_dir: str) -> None:
+    """``--tls-dir`` gives every node its own certificate: refuse it with ``--tls-cert``
+    or ``--tls-key`` (one certificate for all), and a directory without the files."""
+    if getattr(args, "tls_cert", None) is not None or getattr(args, "tls_key", None) is not None:
+        raise ConfigError("--tls-dir gives each node its certificate: drop --tls-cert/--tls-key")
+    root = Path(tls_dir)
+    wanted = [root / "ca.pem", root / "client.pem", root / "client-key.pem"]
+    for i in range(args.nodes):
+        wanted += [root / f"node-{i}.pem", root / f"node-{i}-key.pem"]
+    missing = [str(path) for path in wanted if not path.is_file()]
+    if missing:
+        raise ConfigError(
+            f"--tls-dir {tls_dir}: missing {', '.join(missing[:3])}"
+            f"{' ...' if len(missing) > 3 else ''}; make them with "
+            f"shoal tls init {tls_dir} --nodes {args.nodes}"
+        )
+
+
+def _readiness_context(args: argparse.Namespace, plan: ServePlan) -> ssl.SSLContext | None:
+    """How the supervisor reaches the nodes' APIs: their CA, and a client certificate
+    when they ask for one (the directory's client certificate, else node 0's)."""
+    tls = plan.node.tls
+    if tls is None:
+        return None
+    from ..tls import client_context
+
+    cert, key = _client_pair(args, plan)
+    if tls.api_client_auth == "none":
+        return client_context(ca=tls.ca)
+    return client_context(ca=tls.ca, cert=cert, key=key)
+
+
+def _client_pair(args: argparse.Namespace, plan: ServePlan) -> tuple[str, str]:
+    """The client certificate and key the banner and readiness checks present."""
+    tls_dir = getattr(args, "tls_dir", None)
+    if tls_dir is not None:
+        return str(Path(tls_dir) / "client.pem"), str(Path(tls_dir) / "client-key.pem")
+    assert plan.node.tls is not None
+    return plan.node.tls.cert, plan.node.tls.key
 
 
 def _prepare(
@@ -402,13 +481,26 @@ def _prepare(
 
     host = args.host or os.environ.get("SHOAL_HOST") or "127.0.0.1"
     api_host = args.api_host or os.environ.get("SHOAL_API_HOST") or "127.0.0.1"
-    members = plan_members(
-        args.nodes, host=host, port=args.port, api_host=api_host, api_port=args.api_port
-    )
-    # Check the nodes' configuration here, once, before starting anything: one clear
-    # error instead of N processes failing the same way.
-    probe = child_arguments(args, members[0], members, args.slowdb_file)
-    plan = build_serve_plan(serve_parser().parse_args(probe[1:]), os.environ)
+    tls_dir = getattr(args, "tls_dir", None)
+    if tls_dir is not None:
+        _check_tls_dir(args, tls_dir)
+    tls = tls_dir is not None
+    while True:
+        members = plan_members(
+            args.nodes,
+            host=host,
+            port=args.port,
+            api_host=api_host,
+            api_port=args.api_port,
+            tls=tls,
+        )
+        # Check the nodes' configuration here, once, before starting anything: one clear
+        # error instead of N processes failing the same way.
+        probe = child_arguments(args, members[0], members, args.slowdb_file)
+        plan = build_serve_plan(serve_parser().parse_args(probe[1:]), os.environ)
+        if tls or plan.node.tls is None:
+            break
+        tls = True  # TLS from a flag, a variable or the config file: https:// URLs
     db_dir: Path | None = None
     slowdb_file = args.slowdb_file
     if args.slowdb and slowdb_file is None:
@@ -421,10 +513,17 @@ def _prepare(
     return plan, members, argv, db_dir
 
 
-async def _supervise(plan: ServePlan, members: list[Member], argv: list[list[str]]) -> int:
+async def _supervise(
+    plan: ServePlan,
+    members: list[Member],
+    argv: list[list[str]],
+    *,
+    context: ssl.SSLContext | None = None,
+    client: tuple[str, str] | None = None,
+) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    supervisor = Supervisor(members, argv)
+    supervisor = Supervisor(members, argv, context=context)
 
     signals = StopSignals()
 
@@ -455,7 +554,7 @@ async def _supervise(plan: ServePlan, members: list[Member], argv: list[list[str
                 ready.cancel()
         if ready.done() and not ready.cancelled():
             ready.result()  # a ClusterError ends the run here
-            _print_banner(plan, members)
+            _print_banner(plan, members, client)
         while not stop.is_set():
             exited = asyncio.create_task(supervisor.next_exit())
             await asyncio.wait([exited, stopping], return_when=asyncio.FIRST_COMPLETED)
@@ -488,8 +587,10 @@ async def _supervise(plan: ServePlan, members: list[Member], argv: list[list[str
     return EXIT_FAILURE if failed else EXIT_OK
 
 
-def _print_banner(plan: ServePlan, members: list[Member]) -> None:
-    from .serve import curl_urls
+def _print_banner(
+    plan: ServePlan, members: list[Member], client: tuple[str, str] | None = None
+) -> None:
+    from .serve import curl_tls_flags, curl_urls
 
     first = members[0]
     how = {"static": "a static member list", "etcd": "etcd", "gossip": "gossip"}
@@ -499,7 +600,8 @@ def _print_banner(plan: ServePlan, members: list[Member]) -> None:
         pid = m.proc.pid if m.proc is not None else 0
         lines.append(f"  {m.name}: peers {m.url}, HTTP API {m.api_url} (pid {pid})")
     for group, url in curl_urls(plan, first.api_url):
-        lines.append(f"shoal: group {group.config.name!r} ({group.describe()}): curl '{url}'")
+        curl = "curl " + curl_tls_flags(plan.node.tls, client)
+        lines.append(f"shoal: group {group.config.name!r} ({group.describe()}): {curl}'{url}'")
     if len(members) > 1:
         others = ", ".join(str(m.api_port) for m in members[1:])
         lines.append(f"shoal: every node answers the same: try ports {others} too")

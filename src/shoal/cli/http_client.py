@@ -100,10 +100,13 @@ async def request_async(
     *,
     body: bytes | None = None,
     timeout: float,  # noqa: ASYNC109 - the socket timeout of the call, as in request()
+    context: ssl.SSLContext | None = None,
 ) -> Reply:
     """:func:`request` in a worker thread, for code that runs an event loop.
 
     Raises:
         RequestFailed: as :func:`request`.
     """
-    return await asyncio.to_thread(request, method, url, body=body, timeout=timeout)
+    return await asyncio.to_thread(
+        request, method, url, body=body, timeout=timeout, context=context
+    )

@@ -128,10 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="examples:\n"
         "  shoal cluster --slowdb                 # peers 8001-8003, API 9999, 9998, 9997\n"
-        "  shoal cluster --nodes 5 --port 7001 --api-port 7101 --group users=myapp:load",
+        "  shoal cluster --nodes 5 --port 7001 --api-port 7101 --group users=myapp:load\n"
+        "  shoal tls init pki && shoal cluster --slowdb --tls-dir pki   # mutual TLS",
     )
     cluster.add_argument(
         "--nodes", metavar="N", type=int, default=3, help="how many nodes (default 3)"
+    )
+    cluster.add_argument(
+        "--tls-dir",
+        metavar="DIR",
+        help="TLS and mutual TLS from `shoal tls init DIR --nodes N`: node i serves "
+        "DIR/node-i.pem with DIR/ca.pem as its CA (instead of --tls-cert, --tls-key)",
     )
     serve_flags = add_serve_arguments(cluster, cluster=True)
     cluster.set_defaults(handler=_cluster, serve_actions=serve_flags)

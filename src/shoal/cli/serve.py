@@ -16,12 +16,14 @@ import gc
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import urllib.parse
 from typing import TYPE_CHECKING, Any, Final
 
 from ..errors import ConfigError, MissingExtra
+from ..tls import NodeTls
 from .common import (
     EXIT_FAILURE,
     EXIT_OK,
@@ -34,9 +36,10 @@ from .plan import GroupPlan, ServePlan, build_serve_plan
 from .tracing import NodeLabel, TracingTransport, node_label, traced_loader
 
 if TYPE_CHECKING:
+    from ..config import TlsConfig
     from ..node import Node
 
-__all__ = ["run_serve", "curl_urls", "host_port", "GC_GEN0_THRESHOLD"]
+__all__ = ["run_serve", "curl_urls", "curl_tls_flags", "host_port", "GC_GEN0_THRESHOLD"]
 
 log = logging.getLogger("shoal.cli")
 
@@ -106,13 +109,15 @@ async def _serve(plan: ServePlan, label: NodeLabel) -> int:
     if plan.supervised:
         _stop_when_stdin_closes(loop, stop)
     transport = None
+    # One set of TLS contexts for the servers and the peer clients: SIGHUP rotates both.
+    tls = NodeTls(plan.node.tls) if plan.node.tls is not None else None
     if plan.clustered:
         from ..node import default_transport
 
-        transport = default_transport(plan.node)
+        transport = default_transport(plan.node, tls)
         if plan.log_level in ("debug", "info"):  # the lines it writes are INFO lines
             transport = TracingTransport(transport)
-    node = Node(plan.node, transport=transport)
+    node = Node(plan.node, transport=transport, tls=tls)
     # SIGHUP: read the certificates, tokens and keyring again (rotation).
     loop.add_signal_handler(signal.SIGHUP, node.reload)
     signals = (*signals, signal.SIGHUP)
@@ -225,7 +230,8 @@ def _banner(plan: ServePlan, node: Node, address: tuple[str, int] | None) -> lis
         elif plan.node.transport == "grpc":
             listening = f"gRPC on {host_port(*peer_address)}"
         else:
-            listening = f"peers on http://{host_port(*peer_address)}{plan.node.base_path}"
+            scheme = "https" if plan.node.tls is not None else "http"
+            listening = f"peers on {scheme}://{host_port(*peer_address)}{plan.node.base_path}"
         lines.append(
             f"shoal: {node_label(picker.self_url)} is {picker.self_url} ({listening}, "
             f"ring {plan.node.ring}); members: {', '.join(members)}"
@@ -233,10 +239,12 @@ def _banner(plan: ServePlan, node: Node, address: tuple[str, int] | None) -> lis
     if address is None:
         lines.append("shoal: no HTTP API (--no-api); clients use the peer port")
     else:
-        base = f"http://{host_port(*address)}"
+        tls = plan.node.tls
+        base = f"{'https' if tls is not None else 'http'}://{host_port(*address)}"
+        curl = "curl " + curl_tls_flags(tls)
         for group, url in curl_urls(plan, base):
             lines.append(
-                f"shoal: group {group.config.name!r} ready ({group.describe()}): curl '{url}'"
+                f"shoal: group {group.config.name!r} ready ({group.describe()}): {curl}'{url}'"
             )
     if plan.node.transport == "grpc" and node.peer_address is not None:
         target = host_port(*node.peer_address)
@@ -246,10 +254,34 @@ def _banner(plan: ServePlan, node: Node, address: tuple[str, int] | None) -> lis
                 separators=(",", ":"),
             )
             lines.append(
-                f"shoal: group {group.config.name!r} over gRPC: grpcurl -plaintext "
+                f"shoal: group {group.config.name!r} over gRPC: grpcurl {_grpcurl_tls(plan)}"
                 f"-d '{request}' {target} pb.GroupCache/Get"
             )
     return lines
+
+
+def curl_tls_flags(tls: TlsConfig | None, client: tuple[str, str] | None = None) -> str:
+    """The curl flags (with a trailing space) that reach an API with ``tls``: its CA
+    (``--cacert``), and a client certificate when the API asks for one (``client``:
+    (cert, key), default the node's own); empty without TLS."""
+    if tls is None:
+        return ""
+    flags = f"--cacert {shlex.quote(tls.ca)} " if tls.ca is not None else ""
+    if tls.api_client_auth != "none":
+        cert, key = client if client is not None else (tls.cert, tls.key)
+        flags += f"--cert {shlex.quote(cert)} --key {shlex.quote(key)} "
+    return flags
+
+
+def _grpcurl_tls(plan: ServePlan) -> str:
+    """grpcurl's flags for the node's gRPC port (mutual TLS: the node's own certificate)."""
+    tls = plan.node.tls
+    if tls is None:
+        return "-plaintext "
+    flags = f"-cacert {shlex.quote(tls.ca)} " if tls.ca is not None else ""
+    if tls.mutual:
+        flags += f"-cert {shlex.quote(tls.cert)} -key {shlex.quote(tls.key)} "
+    return flags
 
 
 def curl_urls(plan: ServePlan, base: str) -> list[tuple[GroupPlan, str]]:

@@ -206,7 +206,8 @@ class GrpcServer:
         self._tls_generation = tls.generation
         return grpc.dynamic_ssl_server_credentials(
             _certificate_configuration(tls.pem()),
-            self._fetch_certificates,
+            # gRPC documents None as "keep the current ones"; its stubs do not.
+            self._fetch_certificates,  # type: ignore[arg-type]
             require_client_authentication=tls.config.mutual,
         )
 
