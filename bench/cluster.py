@@ -54,12 +54,26 @@ runs (everything was loaded beforehand), a peer error, a node that does not
 load exactly the keys it owns, (a) requests that were not hits or (b) requests
 that were not peer fetches. Every process it starts is stopped at the end.
 
+With ``--tls`` every hop runs over TLS (scenarios (a) and (b) unless
+``--scenario`` says otherwise): wrk speaks https to the node asked, and the
+nodes speak mutual TLS to each other (each presents its node certificate and
+verifies its peers' against the CA: ``shoal serve --tls-cert --tls-key
+--tls-ca``; the Go node with ``-tls-cert -tls-key -tls-ca``, its peer port
+requiring a client certificate, its peer transport presenting its own, its API
+on a port of its own without client certificates, as shoal's API by default).
+The certificates are made for the run (``shoal.cli.tls.write_dev_pki``: ECDSA
+P-256). Both sides speak HTTP/1.1 between
+peers, as without TLS (``--go-http2`` lets the Go nodes speak HTTP/2 to each
+other instead). The same clusters without TLS run side by side in the same
+rounds, so the table gives TLS-on ÷ TLS-off for each implementation, paired by
+round; the aiohttp variant is left out.
+
 Needs ``wrk``, ``go`` and golang/groupcache's sources (Debian packages ``wrk``,
 ``golang-go``, ``golang-github-golang-groupcache-dev``;
 ``scripts/system-deps.sh`` installs them) and Linux.
 
-Run: ``python bench/cluster.py [--quick] [--rounds N] [--duration S] [--scenario a|b|c]``
-(``--scenario`` repeatable).
+Run: ``python bench/cluster.py [--quick] [--rounds N] [--duration S] [--scenario a|b|c]
+[--tls [--go-http2]]`` (``--scenario`` repeatable).
 """
 
 from __future__ import annotations
@@ -70,6 +84,7 @@ import http.client
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -88,9 +103,10 @@ from _common import (
     spawn,
     stop,
 )
-from server import GROUP, KEYS, VALUE_SIZE, WrkRun, fetch, pinning, run_wrk, value_of
+from server import GROUP, KEYS, VALUE_SIZE, WrkRun, pinning, run_wrk, value_of
 from shoal import Ring
 from shoal.cli.common import pick_free_ports
+from shoal.cli.tls import write_dev_pki
 
 CONNECTIONS = 64
 HERE = Path(__file__).resolve().parent
@@ -106,6 +122,61 @@ SHOAL = "shoal"
 GO_TUNED = f"Go groupcache ({GO_IDLE_CONNS} idle conns/host)"
 GO_DEFAULT = "Go groupcache (Go's default transport)"
 AIOHTTP = "aiohttp variant"
+OVER_TLS = ", mTLS"
+"""What the name of a cluster whose every hop is TLS ends with."""
+
+
+@dataclass(frozen=True)
+class Tls:
+    """The run's certificates (``write_dev_pki``), and the client sides the script uses."""
+
+    directory: Path
+
+    @classmethod
+    def make(cls, workdir: Path) -> Tls:
+        directory = workdir / "pki"
+        write_dev_pki(directory, nodes=NODES, hosts=("127.0.0.1",))
+        return cls(directory)
+
+    @property
+    def ca(self) -> Path:
+        return self.directory / "ca.pem"
+
+    def node(self, i: int) -> tuple[Path, Path]:
+        """Node ``i``'s certificate and key."""
+        return self.directory / f"node-{i}.pem", self.directory / f"node-{i}-key.pem"
+
+    def api_context(self) -> ssl.SSLContext:
+        """What the script's API requests use: verify the node against the CA."""
+        return ssl.create_default_context(cafile=str(self.ca))
+
+    def peer_context(self) -> ssl.SSLContext:
+        """What the script's peer-port probes use: the client certificate as well."""
+        context = self.api_context()
+        context.load_cert_chain(self.directory / "client.pem", self.directory / "client-key.pem")
+        return context
+
+
+def connect(
+    port: int, context: ssl.SSLContext | None, timeout: float
+) -> http.client.HTTPConnection:
+    """A connection to ``127.0.0.1:port``, over TLS when ``context`` is given."""
+    if context is None:
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    return http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
+
+
+def fetch(
+    port: int, path: str, context: ssl.SSLContext | None = None, timeout: float = 5.0
+) -> tuple[int, bytes]:
+    """One GET on a fresh connection: (status, body)."""
+    conn = connect(port, context, timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
 
 
 @dataclass(frozen=True)
@@ -173,13 +244,15 @@ class Node:
     stats_path: str
     proc: subprocess.Popen[bytes]
     log: Path
+    api_tls: ssl.SSLContext | None = None
+    """TLS towards the node's API; None: plain HTTP."""
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")[-4000:]
 
     def counters(self) -> Counters:
         """The node's counters, from its statistics route."""
-        status, body = fetch(self.api_port, self.stats_path)
+        status, body = fetch(self.api_port, self.stats_path, self.api_tls)
         if status != 200:
             raise BenchError(f"{self.name}: GET {self.stats_path} answered {status} {body[:200]!r}")
         stats = json.loads(body)
@@ -214,6 +287,11 @@ class Cluster:
     """The part of ``cpu_per_request`` spent in the kernel (system time), per run."""
 
     @property
+    def scheme(self) -> str:
+        """How wrk speaks to the node asked: ``http`` or ``https``."""
+        return "http" if self.hit.api_tls is None else "https"
+
+    @property
     def hit(self) -> Node:
         """The node wrk asks."""
         return self.nodes[0]
@@ -238,7 +316,7 @@ class Cluster:
                 )
 
 
-def _wait_ready(node: Node, peer_port: int) -> None:
+def _wait_ready(node: Node, peer_port: int, peer_tls: ssl.SSLContext | None) -> None:
     """Wait until the node answers on its API and on its peer port."""
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
@@ -246,8 +324,8 @@ def _wait_ready(node: Node, peer_port: int) -> None:
             raise BenchError(f"{node.name} exited with {node.proc.returncode}:\n{node.output()}")
         try:
             if (
-                fetch(node.api_port, node.stats_path, timeout=2)[0] == 200
-                and fetch(peer_port, "/_groupcache/", timeout=2)[0] > 0
+                fetch(node.api_port, node.stats_path, node.api_tls, timeout=2)[0] == 200
+                and fetch(peer_port, "/_groupcache/", peer_tls, timeout=2)[0] > 0
             ):
                 return
         except OSError:
@@ -268,11 +346,16 @@ def running(
     workdir: Path,
     *,
     go: bool = False,
+    tls: Tls | None = None,
 ) -> Iterator[Cluster]:
     """Start one cluster's processes; stop them all when the block ends.
 
     ``commands`` holds, per node: its command line, API port, peer port and stats path.
+    With ``tls`` the nodes speak https, their peer ports mutual TLS.
     """
+    scheme = "http" if tls is None else "https"
+    api_tls = None if tls is None else tls.api_context()
+    peer_tls = None if tls is None else tls.peer_context()
     nodes: list[Node] = []
     try:
         for i, (cmd, api_port, peer_port, stats_path) in enumerate(commands):
@@ -284,10 +367,10 @@ def running(
                 stdin=subprocess.PIPE if go else subprocess.DEVNULL,
                 drop_env=("SHOAL_", "GO"),
             )
-            url = f"http://127.0.0.1:{peer_port}"
-            nodes.append(Node(f"{name} node {i}", url, api_port, stats_path, proc, log))
+            url = f"{scheme}://127.0.0.1:{peer_port}"
+            nodes.append(Node(f"{name} node {i}", url, api_port, stats_path, proc, log, api_tls))
         for node, (_, _, peer_port, _) in zip(nodes, commands, strict=True):
-            _wait_ready(node, peer_port)
+            _wait_ready(node, peer_port, peer_tls)
         ring = Ring.build([node.url for node in nodes], flavour=flavour)
         yield Cluster(name, ring, nodes)
     finally:
@@ -295,12 +378,13 @@ def running(
 
 
 def shoal_cluster(
-    scenario: Scenario, pin: list[str], workdir: Path
+    scenario: Scenario, pin: list[str], workdir: Path, tls: Tls | None = None
 ) -> contextlib.AbstractContextManager[Cluster]:
-    """Three ``shoal serve`` nodes."""
+    """Three ``shoal serve`` nodes; with ``tls``, over TLS with mutual TLS between them."""
     picked = pick_free_ports(2 * NODES)
     ports = list(zip(picked[:NODES], picked[NODES:], strict=True))
-    peers = ",".join(f"http://127.0.0.1:{port}" for _, port in ports)
+    scheme = "http" if tls is None else "https"
+    peers = ",".join(f"{scheme}://127.0.0.1:{port}" for _, port in ports)
     commands = []
     for i, (api_port, port) in enumerate(ports):
         admission = "never" if i == 0 and not scenario.cached_at_hit_node else "random"
@@ -313,8 +397,12 @@ def shoal_cluster(
             *("--ring", "shoal", "--hot-admission", admission),
             *("--group", f"{GROUP}=server:load_key"),
         ]
+        if tls is not None:
+            cert, key = tls.node(i)
+            cmd += ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(tls.ca)]
         commands.append((cmd, api_port, port, "/v1/stats"))
-    return running(SHOAL, f"shoal-{scenario.tag}", "shoal", commands, workdir)
+    name, slug = (SHOAL, "shoal") if tls is None else (SHOAL + OVER_TLS, "shoal-tls")
+    return running(name, f"{slug}-{scenario.tag}", "shoal", commands, workdir, tls=tls)
 
 
 def aiohttp_cluster(
@@ -339,13 +427,30 @@ def aiohttp_cluster(
 
 
 def go_cluster(
-    scenario: Scenario, binary: Path, idle_conns: int, pin: list[str], workdir: Path
+    scenario: Scenario,
+    binary: Path,
+    idle_conns: int,
+    pin: list[str],
+    workdir: Path,
+    tls: Tls | None = None,
+    *,
+    http2: bool = False,
 ) -> contextlib.AbstractContextManager[Cluster]:
-    """Three golang/groupcache nodes; ``idle_conns`` 0 keeps Go's default transport."""
-    ports = pick_free_ports(NODES)
-    peers = ",".join(f"http://127.0.0.1:{port}" for port in ports)
+    """Three golang/groupcache nodes; ``idle_conns`` 0 keeps Go's default transport.
+
+    With ``tls``: mutual TLS on the peer ports, the API on a TLS port of its own;
+    ``http2`` lets the peers speak HTTP/2.
+    """
+    if tls is None:
+        ports = pick_free_ports(NODES)
+        pairs = list(zip(ports, ports, strict=True))
+    else:
+        picked = pick_free_ports(2 * NODES)
+        pairs = list(zip(picked[:NODES], picked[NODES:], strict=True))
+    scheme = "http" if tls is None else "https"
+    peers = ",".join(f"{scheme}://127.0.0.1:{port}" for _, port in pairs)
     commands = []
-    for i, port in enumerate(ports):
+    for i, (api_port, port) in enumerate(pairs):
         cache_bytes = 0 if i == 0 and not scenario.cached_at_hit_node else 64 << 20
         cmd = [
             *pin,
@@ -353,10 +458,17 @@ def go_cluster(
             *("-port", str(port), "-peers", peers, "-keys", str(KEYS)),
             *("-cache-bytes", str(cache_bytes), "-idle-conns", str(idle_conns)),
         ]
-        commands.append((cmd, port, port, "/stats"))
+        if tls is not None:
+            cert, key = tls.node(i)
+            cmd += ["-api-port", str(api_port), "-tls-cert", str(cert), "-tls-key", str(key)]
+            cmd += ["-tls-ca", str(tls.ca), *(["-http2"] if http2 else [])]
+        commands.append((cmd, api_port, port, "/stats"))
     name = GO_TUNED if idle_conns else GO_DEFAULT
     slug = f"go-{idle_conns}-{scenario.tag}"
-    return running(name, slug, "golang", commands, workdir, go=True)
+    if tls is not None:
+        name += OVER_TLS + (" (peers on HTTP/2)" if http2 else "")
+        slug += "-tls"
+    return running(name, slug, "golang", commands, workdir, go=True, tls=tls)
 
 
 # -- the Go node ---------------------------------------------------------------------
@@ -416,7 +528,7 @@ def preload(cluster: Cluster) -> None:
     the cluster's agree."""
     for node in cluster.nodes:
         owned = [f"k{i}" for i in range(KEYS) if cluster.owner(f"k{i}") is node]
-        conn = http.client.HTTPConnection("127.0.0.1", node.api_port, timeout=10)
+        conn = connect(node.api_port, node.api_tls, timeout=10)
         try:
             for key in owned:
                 conn.request("GET", f"/api?key={key}")
@@ -439,10 +551,10 @@ def check_answers(cluster: Cluster) -> None:
     mine = next(f"k{i}" for i in range(KEYS) if cluster.owner(f"k{i}") is cluster.hit)
     theirs = next(f"k{i}" for i in range(KEYS) if cluster.owner(f"k{i}") is not cluster.hit)
     for key in (mine, theirs):
-        status, body = fetch(cluster.hit.api_port, f"/api?key={key}")
+        status, body = fetch(cluster.hit.api_port, f"/api?key={key}", cluster.hit.api_tls)
         if status != 200 or body != value_of(key):
             raise BenchError(f"{cluster.name}: GET {key} answered {status} {body[:200]!r}")
-    status, body = fetch(cluster.hit.api_port, f"/api?key=k{KEYS}")
+    status, body = fetch(cluster.hit.api_port, f"/api?key=k{KEYS}", cluster.hit.api_tls)
     if status == 200:
         raise BenchError(f"{cluster.name}: GET of an unknown key answered 200 {body[:200]!r}")
 
@@ -477,7 +589,7 @@ def measure(cluster: Cluster, scenario: Scenario, duration: float, pin_wrk: list
     assert cluster.script is not None
     before = cluster.counters()
     user_before, system_before = cluster.cpu_seconds()
-    run = run_wrk(cluster.hit.api_port, duration, cluster.script, pin_wrk)
+    run = run_wrk(cluster.hit.api_port, duration, cluster.script, pin_wrk, scheme=cluster.scheme)
     user_after, system_after = cluster.cpu_seconds()
     system = system_after - system_before
     cpu = user_after - user_before + system
@@ -520,19 +632,41 @@ def run_scenario(
     duration: float,
     pins: tuple[list[str], list[str]],
     workdir: Path,
+    tls: Tls | None = None,
+    *,
+    go_http2: bool = False,
 ) -> list[Cluster]:
-    """Start the scenario's clusters, prepare them, time them; stop them again."""
+    """Start the scenario's clusters, prepare them, time them; stop them again.
+
+    Without ``tls``: shoal, Go (tuned, and default where it matters), aiohttp. With
+    it: shoal and Go over TLS (Go's default transport too where it matters), then
+    shoal and Go without TLS, for the TLS-on ÷ TLS-off ratios.
+    """
     pin_server, pin_wrk = pins
     with contextlib.ExitStack() as stack:
         clusters = [
-            stack.enter_context(shoal_cluster(scenario, pin_server, workdir)),
-            stack.enter_context(go_cluster(scenario, binary, GO_IDLE_CONNS, pin_server, workdir)),
+            stack.enter_context(shoal_cluster(scenario, pin_server, workdir, tls)),
+            stack.enter_context(
+                go_cluster(
+                    scenario, binary, GO_IDLE_CONNS, pin_server, workdir, tls, http2=go_http2
+                )
+            ),
         ]
         if scenario.go_default:
             clusters.append(
-                stack.enter_context(go_cluster(scenario, binary, 0, pin_server, workdir))
+                stack.enter_context(
+                    go_cluster(scenario, binary, 0, pin_server, workdir, tls, http2=go_http2)
+                )
             )
-        clusters.append(stack.enter_context(aiohttp_cluster(scenario, pin_server, workdir)))
+        if tls is None:
+            clusters.append(stack.enter_context(aiohttp_cluster(scenario, pin_server, workdir)))
+        else:
+            clusters.append(stack.enter_context(shoal_cluster(scenario, pin_server, workdir)))
+            clusters.append(
+                stack.enter_context(
+                    go_cluster(scenario, binary, GO_IDLE_CONNS, pin_server, workdir)
+                )
+            )
         for i, cluster in enumerate(clusters):
             preload(cluster)
             check_answers(cluster)
@@ -541,7 +675,8 @@ def run_scenario(
             keys = ",".join(f'"{key}"' for key in cluster.keys)
             cluster.script.write_text(LUA.format(keys=keys, seed=42))
             # Warm-up, not reported: connections, and in (c) the hot caches.
-            run_wrk(cluster.hit.api_port, 2 if scenario.tag == "c" else 1, cluster.script, pin_wrk)
+            warm_up = 2 if scenario.tag == "c" else 1
+            run_wrk(cluster.hit.api_port, warm_up, cluster.script, pin_wrk, scheme=cluster.scheme)
         for r in range(rounds):
             shift = r % len(clusters)
             for cluster in clusters[shift:] + clusters[:shift]:
@@ -560,12 +695,22 @@ def main(argv: list[str] | None = None) -> int:
         "--scenario",
         action="append",
         choices=sorted(SCENARIOS),
-        help="run only this scenario (repeatable; default all)",
+        help="run only this scenario (repeatable; default all, or a and b with --tls)",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="every hop over TLS (mutual TLS between nodes), beside the same clusters without",
+    )
+    parser.add_argument(
+        "--go-http2", action="store_true", help="with --tls, Go peers speak HTTP/2 to each other"
     )
     args = parser.parse_args(argv)
+    if args.go_http2 and not args.tls:
+        parser.error("--go-http2 needs --tls")
     rounds = args.rounds or (1 if args.quick else 3)
     duration = args.duration or (3.0 if args.quick else 10.0)
-    tags = args.scenario or sorted(SCENARIOS)
+    tags = args.scenario or (["a", "b"] if args.tls else sorted(SCENARIOS))
     if shutil.which("wrk") is None:
         raise BenchError("wrk is not installed (Debian: apt-get install wrk)")
     pin_server, pin_wrk, pin_note = pinning()
@@ -574,10 +719,18 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="shoal-bench-") as tmp:
         workdir = Path(tmp)
         binary = build_go_node(workdir)
+        tls = Tls.make(workdir) if args.tls else None
         for tag in tags:
             scenario = SCENARIOS[tag]
             clusters = run_scenario(
-                scenario, binary, rounds, duration, (pin_server, pin_wrk), workdir
+                scenario,
+                binary,
+                rounds,
+                duration,
+                (pin_server, pin_wrk),
+                workdir,
+                tls,
+                go_http2=args.go_http2,
             )
             results.append((scenario, clusters))
 
@@ -592,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows = []
     verdicts = []
-    targets = {"a": 1.5, "b": 2.0}
+    targets = {"a": 1.3, "b": 2.0} if args.tls else {"a": 1.5, "b": 2.0}
     for scenario, clusters in results:
         shoal = clusters[0]
         by_name = {cluster.name: cluster for cluster in clusters}
@@ -613,27 +766,45 @@ def main(argv: list[str] | None = None) -> int:
                     f"{cpu_ratio(shoal, cluster):.2f}x",
                 ]
             )
-        go, aio = by_name[GO_TUNED], by_name[AIOHTTP]
+        go = clusters[1]  # the tuned Go cluster, over TLS with --tls
         line = (
             f"{scenario.title}: shoal/Go {paired(shoal, go):.2f}x req/s "
-            f"({cpu_ratio(shoal, go):.2f}x less CPU per request), "
-            f"shoal/aiohttp {paired(shoal, aio):.2f}x ({cpu_ratio(shoal, aio):.2f}x)"
+            f"({cpu_ratio(shoal, go):.2f}x less CPU per request)"
         )
-        if GO_DEFAULT in by_name:
-            line += (
-                f", shoal/Go with its default transport {paired(shoal, by_name[GO_DEFAULT]):.2f}x"
-            )
+        if AIOHTTP in by_name:
+            aio = by_name[AIOHTTP]
+            line += f", shoal/aiohttp {paired(shoal, aio):.2f}x ({cpu_ratio(shoal, aio):.2f}x)"
+        default = next((c for c in clusters if c.name.startswith(GO_DEFAULT)), None)
+        if default is not None:
+            line += f", shoal/Go with its default transport {paired(shoal, default):.2f}x"
+        if args.tls:
+            line = line.replace(": shoal/Go", ": over mutual TLS, shoal/Go", 1)
         target = targets.get(scenario.tag)
         if target is not None:
             ratio = paired(shoal, go)
             line += f"; target ≥ {target:g}x Go: {'met' if ratio >= target else 'missed'}"
+        if args.tls:
+            plain_shoal, plain_go = by_name[SHOAL], by_name[GO_TUNED]
+            line += (
+                f"; TLS on ÷ off: shoal {paired(shoal, plain_shoal):.2f}x req/s "
+                f"({cpu_ratio(plain_shoal, shoal):.2f}x the CPU per request), "
+                f"Go {paired(go, plain_go):.2f}x req/s "
+                f"({cpu_ratio(plain_go, go):.2f}x the CPU per request)"
+            )
         verdicts.append(line + ".")
 
+    over = ""
+    if args.tls:
+        over = (
+            "; clusters marked mTLS: wrk over https, mutual TLS between the nodes "
+            "(ECDSA P-256 certificates), peers on "
+            + ("HTTP/2 between Go nodes" if args.go_http2 else "HTTP/1.1")
+        )
     print(
         f"Cluster read path: 3 nodes on 127.0.0.1, GET /api?key= on the first node, "
         f"{KEYS:,} keys ({VALUE_SIZE}-byte values), wrk -t1 -c{CONNECTIONS} -d{duration:g}s "
         f"--latency, {rounds} round(s) per cluster, uvloop; {pin_note} "
-        "(each cluster's three nodes share one core)\n"
+        f"(each cluster's three nodes share one core){over}\n"
     )
     headers = [
         "scenario",

@@ -5,6 +5,10 @@ Tests that need it are skipped when ``go`` or the golang/groupcache sources are
 missing, and fail instead under ``CI=true``, where a missing toolchain is a broken
 machine. A Go node stops when its standard input closes; :func:`go_node` closes it
 and waits, killing the process if it lingers.
+
+With ``tls`` (:class:`MutualTls`) the Go node serves HTTPS and requires a client
+certificate signed by the CA on its one port, peer protocol and API alike; its peer
+requests present its certificate (or none, ``no_client_cert``) and verify the peers'.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import ssl
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -24,7 +29,7 @@ from urllib.parse import quote
 import pytest
 
 from helpers.peer_nodes import value
-from helpers.raw_http import call
+from helpers.raw_http import RawResponse, build_request, call, read_response
 
 GO_NODE = Path(__file__).resolve().parents[1] / "interop" / "go" / "main.go"
 GROUPCACHE = Path("src") / "github.com" / "golang" / "groupcache"
@@ -82,31 +87,74 @@ def go_node_binary(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return binary
 
 
+@dataclass(frozen=True)
+class MutualTls:
+    """A Go node's certificate and key, and the CA of every member's certificate."""
+
+    cert: Path
+    key: Path
+    ca: Path
+
+    def context(self) -> ssl.SSLContext:
+        """A client context that trusts the CA and presents this certificate."""
+        context = ssl.create_default_context(cafile=self.ca)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+
 @dataclass
 class GoNode:
     port: int
+    tls: ssl.SSLContext | None = None
+    """How the test speaks to the node's API (None: plain HTTP)."""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'http' if self.tls is None else 'https'}://127.0.0.1:{self.port}"
+
+    async def _get(self, target: str) -> RawResponse:
+        if self.tls is None:
+            return await call(self.port, "GET", target)
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port, ssl=self.tls)
+        try:
+            writer.write(build_request("GET", target))
+            return await read_response(reader)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError, ssl.SSLError):
+                await writer.wait_closed()
 
     async def api(self, key: str) -> tuple[int, bytes]:
         """Read ``key`` through the Go node's group (which may fetch it from a peer)."""
-        response = await call(self.port, "GET", "/api?key=" + quote(key, safe=""))
+        response = await self._get("/api?key=" + quote(key, safe=""))
         return response.status, response.body
 
     async def stats(self) -> dict[str, int]:
-        body = (await call(self.port, "GET", "/stats")).body.decode()
+        body = (await self._get("/stats")).body.decode()
         return {k: int(v) for k, v in (item.split("=") for item in body.split())}
 
 
 @asynccontextmanager
-async def go_node(binary: Path, peers: list[str] = ()) -> AsyncIterator[GoNode]:  # type: ignore[assignment]
-    """A running Go node; it stops when its standard input closes."""
+async def go_node(
+    binary: Path,
+    peers: list[str] = (),  # type: ignore[assignment]
+    *,
+    tls: MutualTls | None = None,
+    no_client_cert: bool = False,
+) -> AsyncIterator[GoNode]:
+    """A running Go node; it stops when its standard input closes.
+
+    With ``tls`` it speaks mutual TLS (see the module); the test's own API calls
+    present ``tls``'s certificate.
+    """
+    args = ["-peers", ",".join(peers)]
+    if tls is not None:
+        args += ["-tls-cert", str(tls.cert), "-tls-key", str(tls.key), "-tls-ca", str(tls.ca)]
+    if no_client_cert:
+        args.append("-no-client-cert")
     process = await asyncio.create_subprocess_exec(
         str(binary),
-        "-peers",
-        ",".join(peers),
+        *args,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
@@ -117,7 +165,7 @@ async def go_node(binary: Path, peers: list[str] = ()) -> AsyncIterator[GoNode]:
             line = await process.stdout.readline()
         word, _, port = line.decode().partition(" ")
         assert word == "READY", line
-        yield GoNode(int(port))
+        yield GoNode(int(port), None if tls is None else tls.context())
     finally:
         process.stdin.close()
         try:

@@ -18,6 +18,16 @@
 //	             owned elsewhere is a peer fetch; default 64 MiB)
 //	-idle-conns  idle connections the peer client keeps per host; 0 keeps Go's
 //	             default transport (http.DefaultTransport: 2 per host)
+//	-api-port    serve /api and /stats on this port of their own instead of on
+//	             the peer port (0: the peer port)
+//	-tls-cert, -tls-key, -tls-ca
+//	             mutual TLS: the peer port serves HTTPS (TLS 1.2 or newer) and
+//	             requires a client certificate signed by the CA; peer requests
+//	             present the node's certificate and verify the peers' against
+//	             the CA; the node's URL is https://. The API port, if one of its
+//	             own, serves HTTPS without asking for a client certificate (a
+//	             load generator has none), as shoal's API does by default.
+//	-http2       with TLS, let peers speak HTTP/2 (ALPN) instead of HTTP/1.1
 //
 // The node prints "READY <port>" once it serves; it exits when its standard
 // input closes or on SIGTERM.
@@ -25,6 +35,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -55,21 +67,86 @@ func (t loggingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return res, err
 }
 
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(1)
+}
+
+// mutualTLS reads the node's certificate and the CA: the peer server requires a
+// client certificate signed by the CA, the peer client presents the node's
+// certificate and verifies the server's against the CA, and the API server
+// asks for no client certificate.
+func mutualTLS(certFile, keyFile, caFile string) (peer, client, api *tls.Config, err error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	cas := x509.NewCertPool()
+	if !cas.AppendCertsFromPEM(pem) {
+		return nil, nil, nil, errors.New("no certificate in " + caFile)
+	}
+	peer = &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    cas,
+		MinVersion:   tls.VersionTLS12,
+	}
+	client = &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		RootCAs:      cas,
+		MinVersion:   tls.VersionTLS12,
+	}
+	api = &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		MinVersion:   tls.VersionTLS12,
+	}
+	return peer, client, api, nil
+}
+
+func listen(port int) net.Listener {
+	listener, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	if err != nil {
+		fail(err)
+	}
+	return listener
+}
+
 func main() {
 	port := flag.Int("port", 0, "port to listen on (127.0.0.1)")
 	peers := flag.String("peers", "", "comma-separated URLs of every member")
 	keys := flag.Int("keys", 10000, "keys k0 .. k<keys-1> the loader answers")
 	cacheBytes := flag.Int64("cache-bytes", 64<<20, "the group's cache budget (0: none)")
 	idleConns := flag.Int("idle-conns", 0, "idle peer connections per host (0: Go's default transport)")
+	apiPort := flag.Int("api-port", 0, "port of the API, if not the peer port")
+	tlsCert := flag.String("tls-cert", "", "PEM file of the node's certificate (mutual TLS, with -tls-key, -tls-ca)")
+	tlsKey := flag.String("tls-key", "", "PEM file of the certificate's key")
+	tlsCA := flag.String("tls-ca", "", "PEM file of the CA that signs every member's certificate")
+	http2 := flag.Bool("http2", false, "with TLS, let peers speak HTTP/2")
 	flag.Parse()
 
-	listener, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", *port))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
+	listener := listen(*port)
 	bound := listener.Addr().(*net.TCPAddr).Port
-	self := fmt.Sprintf("http://127.0.0.1:%d", bound)
+	var apiListener net.Listener
+	if *apiPort != 0 {
+		apiListener = listen(*apiPort)
+	}
+	scheme := "http"
+	var peerTLS, clientTLS, apiTLS *tls.Config
+	if *tlsCert != "" || *tlsKey != "" || *tlsCA != "" {
+		if *tlsCert == "" || *tlsKey == "" || *tlsCA == "" {
+			fail(errors.New("mutual TLS needs -tls-cert, -tls-key and -tls-ca"))
+		}
+		var err error
+		if peerTLS, clientTLS, apiTLS, err = mutualTLS(*tlsCert, *tlsKey, *tlsCA); err != nil {
+			fail(err)
+		}
+		scheme = "https"
+	}
+	self := fmt.Sprintf("%s://127.0.0.1:%d", scheme, bound)
 
 	members := []string{}
 	for _, p := range strings.Split(*peers, ",") {
@@ -79,10 +156,16 @@ func main() {
 	}
 	pool := groupcache.NewHTTPPoolOpts(self, nil)
 	var transport http.RoundTripper = http.DefaultTransport
-	if *idleConns > 0 {
+	if *idleConns > 0 || clientTLS != nil {
 		tuned := http.DefaultTransport.(*http.Transport).Clone()
-		tuned.MaxIdleConnsPerHost = *idleConns
-		tuned.MaxIdleConns = *idleConns * len(members)
+		if *idleConns > 0 {
+			tuned.MaxIdleConnsPerHost = *idleConns
+			tuned.MaxIdleConns = *idleConns * len(members)
+		}
+		if clientTLS != nil {
+			tuned.TLSClientConfig = clientTLS
+			tuned.ForceAttemptHTTP2 = *http2
+		}
 		transport = tuned
 	}
 	logged := loggingTransport{transport}
@@ -106,7 +189,11 @@ func main() {
 
 	mux := http.NewServeMux()
 	mux.Handle("/_groupcache/", pool)
-	mux.HandleFunc("/api", func(w http.ResponseWriter, r *http.Request) {
+	api := mux
+	if apiListener != nil {
+		api = http.NewServeMux()
+	}
+	api.HandleFunc("/api", func(w http.ResponseWriter, r *http.Request) {
 		// Not the request's context: a client that hangs up (wrk, at the end of a
 		// run) must not turn the fetch it was waiting for into a peer error.
 		var value groupcache.ByteView
@@ -118,7 +205,7 @@ func main() {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		value.WriteTo(w)
 	})
-	mux.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
+	api.HandleFunc("/stats", func(w http.ResponseWriter, r *http.Request) {
 		s := &group.Stats
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(map[string]int64{
@@ -139,9 +226,24 @@ func main() {
 		io.Copy(io.Discard, os.Stdin)
 		os.Exit(0)
 	}()
-	fmt.Printf("READY %d\n", bound)
-	if err := http.Serve(listener, mux); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+	if apiListener != nil {
+		// The API speaks HTTP/1.1 only, as wrk does.
+		go func() { fail(serve(apiListener, api, apiTLS, false)) }()
 	}
+	fmt.Printf("READY %d\n", bound)
+	fail(serve(listener, mux, peerTLS, *http2))
+}
+
+// serve answers on listener: plain HTTP/1.1 without conf, else HTTPS, with
+// HTTP/2 offered (ALPN "h2") only if http2.
+func serve(listener net.Listener, handler http.Handler, conf *tls.Config, http2 bool) error {
+	server := &http.Server{Handler: handler, TLSConfig: conf}
+	if conf == nil {
+		return server.Serve(listener)
+	}
+	if !http2 {
+		// A non-nil empty map turns off the server's automatic HTTP/2.
+		server.TLSNextProto = map[string]func(*http.Server, *tls.Conn, http.Handler){}
+	}
+	return server.ServeTLS(listener, "", "")
 }

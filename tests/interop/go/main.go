@@ -10,11 +10,20 @@
 // Flags: -peers (comma-separated URLs of the other members). The node listens
 // on 127.0.0.1 with a port picked by the system and prints "READY <port>" once
 // it serves; it exits when its standard input closes.
+//
+// Mutual TLS: with -tls-cert, -tls-key and -tls-ca the node serves HTTPS on
+// its port (TLS 1.2 or newer) and requires every client, peers and API callers
+// alike, to present a certificate signed by the CA; its peer requests present
+// its own certificate and verify the peers' against the CA, and its URL is
+// https://. -no-client-cert makes those peer requests present no certificate
+// (a peer must refuse them).
 package main
 
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"flag"
@@ -34,19 +43,74 @@ func value(key string) string {
 	return "go:" + (h + h)[:100]
 }
 
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, err)
+	os.Exit(1)
+}
+
+// mutualTLS reads the node's certificate and the CA: the server side requires
+// a client certificate signed by the CA, the client side presents the node's
+// certificate (unless noClientCert) and verifies the server's against the CA.
+func mutualTLS(certFile, keyFile, caFile string, noClientCert bool) (*tls.Config, *tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		return nil, nil, err
+	}
+	cas := x509.NewCertPool()
+	if !cas.AppendCertsFromPEM(pem) {
+		return nil, nil, errors.New("no certificate in " + caFile)
+	}
+	server := &tls.Config{
+		Certificates: []tls.Certificate{cert},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    cas,
+		MinVersion:   tls.VersionTLS12,
+	}
+	client := &tls.Config{RootCAs: cas, MinVersion: tls.VersionTLS12}
+	if !noClientCert {
+		client.Certificates = []tls.Certificate{cert}
+	}
+	return server, client, nil
+}
+
 func main() {
 	peers := flag.String("peers", "", "comma-separated URLs of the other members")
+	tlsCert := flag.String("tls-cert", "", "PEM file of the node's certificate (with -tls-key, -tls-ca: mutual TLS)")
+	tlsKey := flag.String("tls-key", "", "PEM file of the certificate's key")
+	tlsCA := flag.String("tls-ca", "", "PEM file of the CA that signs every member's certificate")
+	noClientCert := flag.Bool("no-client-cert", false, "with TLS: present no certificate in peer requests")
 	flag.Parse()
 
 	listener, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		fail(err)
 	}
 	port := listener.Addr().(*net.TCPAddr).Port
-	self := fmt.Sprintf("http://127.0.0.1:%d", port)
+	scheme := "http"
+	var transport http.RoundTripper = http.DefaultTransport
+	if *tlsCert != "" || *tlsKey != "" || *tlsCA != "" {
+		if *tlsCert == "" || *tlsKey == "" || *tlsCA == "" {
+			fail(errors.New("mutual TLS needs -tls-cert, -tls-key and -tls-ca"))
+		}
+		server, client, err := mutualTLS(*tlsCert, *tlsKey, *tlsCA, *noClientCert)
+		if err != nil {
+			fail(err)
+		}
+		listener = tls.NewListener(listener, server)
+		tuned := http.DefaultTransport.(*http.Transport).Clone()
+		tuned.TLSClientConfig = client
+		transport = tuned
+		scheme = "https"
+	}
+	self := fmt.Sprintf("%s://127.0.0.1:%d", scheme, port)
 
 	pool := groupcache.NewHTTPPoolOpts(self, nil)
+	pool.Transport = func(context.Context) http.RoundTripper { return transport }
+	// After the transport: Set copies it into each peer's client.
 	members := []string{self}
 	for _, p := range strings.Split(*peers, ",") {
 		if p != "" {
@@ -86,7 +150,6 @@ func main() {
 	}()
 	fmt.Printf("READY %d\n", port)
 	if err := http.Serve(listener, mux); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		fail(err)
 	}
 }
