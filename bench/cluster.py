@@ -80,7 +80,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import os
 import shutil
@@ -103,7 +102,7 @@ from _common import (
     spawn,
     stop,
 )
-from server import GROUP, KEYS, VALUE_SIZE, WrkRun, pinning, run_wrk, value_of
+from server import GROUP, KEYS, VALUE_SIZE, WrkRun, connect, fetch, pinning, run_wrk, value_of
 from shoal import Ring
 from shoal.cli.common import pick_free_ports
 from shoal.cli.tls import write_dev_pki
@@ -155,28 +154,6 @@ class Tls:
         context = self.api_context()
         context.load_cert_chain(self.directory / "client.pem", self.directory / "client-key.pem")
         return context
-
-
-def connect(
-    port: int, context: ssl.SSLContext | None, timeout: float
-) -> http.client.HTTPConnection:
-    """A connection to ``127.0.0.1:port``, over TLS when ``context`` is given."""
-    if context is None:
-        return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    return http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
-
-
-def fetch(
-    port: int, path: str, context: ssl.SSLContext | None = None, timeout: float = 5.0
-) -> tuple[int, bytes]:
-    """One GET on a fresh connection: (status, body)."""
-    conn = connect(port, context, timeout)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
 
 
 @dataclass(frozen=True)

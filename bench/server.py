@@ -41,6 +41,7 @@ import os
 import resource
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -189,9 +190,20 @@ def child(kind: str, port: int) -> int:
 # -- the parent: start, check, load, report ----------------------------------------
 
 
-def fetch(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """One GET on a fresh connection: (status, body)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+def connect(
+    port: int, context: ssl.SSLContext | None = None, timeout: float = 5.0
+) -> http.client.HTTPConnection:
+    """A connection to ``127.0.0.1:port``, over TLS when ``context`` is given."""
+    if context is None:
+        return http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    return http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
+
+
+def fetch(
+    port: int, path: str, context: ssl.SSLContext | None = None, timeout: float = 5.0
+) -> tuple[int, bytes]:
+    """One GET on a fresh connection (over TLS with ``context``): (status, body)."""
+    conn = connect(port, context, timeout)
     try:
         conn.request("GET", path)
         resp = conn.getresponse()
@@ -236,16 +248,16 @@ def started(name: str, cmd: Sequence[str], port: int, workdir: Path) -> Iterator
         yield Server(name, port, proc, log)
 
 
-def warm(port: int) -> None:
+def warm(port: int, context: ssl.SSLContext | None = None, name: str = "warming") -> None:
     """GET every key once over one keep-alive connection (each is a miss, then cached)."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn = connect(port, context, timeout=10)
     try:
         for i in range(KEYS):
             conn.request("GET", f"/api?key=k{i}")
             resp = conn.getresponse()
             body = resp.read()
             if resp.status != 200 or body != value_of(f"k{i}"):
-                raise BenchError(f"warming k{i}: {resp.status} {body[:200]!r}")
+                raise BenchError(f"{name}: k{i} answered {resp.status} {body[:200]!r}")
     finally:
         conn.close()
 

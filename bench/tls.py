@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
 import json
 import shutil
 import ssl
@@ -35,7 +34,18 @@ from pathlib import Path
 
 from _common import BenchError, child_process, environment, markdown_table, median, run
 from _common import process_cpu_seconds as cpu_seconds
-from server import GROUP, KEYS, LUA, READY_TIMEOUT, VALUE_SIZE, WrkRun, pinning, run_wrk, value_of
+from server import (
+    GROUP,
+    KEYS,
+    LUA,
+    READY_TIMEOUT,
+    VALUE_SIZE,
+    WrkRun,
+    fetch,
+    pinning,
+    run_wrk,
+    warm,
+)
 from shoal.cli.common import pick_free_ports
 from shoal.cli.tls import write_dev_pki
 from shoal.tls import client_context
@@ -68,34 +78,12 @@ class Server:
     def scheme(self) -> str:
         return "https" if self.context is not None else "http"
 
-    def connection(self, timeout: float = 10) -> http.client.HTTPConnection:
-        if self.context is None:
-            return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-        return http.client.HTTPSConnection(
-            "127.0.0.1", self.port, timeout=timeout, context=self.context
-        )
-
     def get(self, path: str) -> tuple[int, bytes]:
-        conn = self.connection()
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
+        return fetch(self.port, path, self.context, timeout=10)
 
     def warm(self) -> None:
         """GET every key once over one keep-alive connection (each a miss, then cached)."""
-        conn = self.connection()
-        try:
-            for i in range(KEYS):
-                conn.request("GET", f"/api?key=k{i}")
-                resp = conn.getresponse()
-                body = resp.read()
-                if resp.status != 200 or body != value_of(f"k{i}"):
-                    raise BenchError(f"{self.name}: k{i} answered {resp.status} {body[:100]!r}")
-        finally:
-            conn.close()
+        warm(self.port, self.context, name=self.name)
 
     def loads(self) -> int:
         status, body = self.get("/v1/stats")
