@@ -131,6 +131,21 @@ def _key_url(base: str, group: str, key: str) -> str:
     return f"{base}/v1/groups/{quote(group, safe='')}/keys/{quote(key, safe='')}"
 
 
+def _call(args: argparse.Namespace, method: str, url: str, body: bytes | None = None) -> Reply:
+    """One request of a client command, with its timeout, token and TLS settings;
+    the answer if it is a success (see :func:`check_reply`)."""
+    return check_reply(
+        request(
+            method,
+            url,
+            body=body,
+            timeout=args.timeout,
+            headers=auth_headers(args),
+            context=_tls(args),
+        )
+    )
+
+
 def run_get(args: argparse.Namespace) -> int:
     """``shoal get``: see its ``--help``."""
     base = _base_url(args)
@@ -140,9 +155,7 @@ def run_get(args: argparse.Namespace) -> int:
         url = f"{base}/api?key={urllib.parse.quote(args.key, safe='')}"
     else:
         url = _key_url(base, group, args.key)
-    data = check_reply(
-        request("GET", url, timeout=args.timeout, headers=auth_headers(args), context=_tls(args))
-    ).body
+    data = _call(args, "GET", url).body
     sys.stdout.buffer.write(data)
     # Keep a shell prompt off the end of a value, but never alter piped bytes.
     if sys.stdout.isatty() and not data.endswith(b"\n"):
@@ -161,16 +174,7 @@ def run_set(args: argparse.Namespace) -> int:
     if args.ttl is not None:
         ttl = parse_duration(args.ttl, what="--ttl")
         url += f"?ttl={ttl:g}"
-    check_reply(
-        request(
-            "PUT",
-            url,
-            body=value,
-            timeout=args.timeout,
-            headers=auth_headers(args),
-            context=_tls(args),
-        )
-    )
+    _call(args, "PUT", url, value)
     return EXIT_OK
 
 
@@ -179,15 +183,7 @@ def run_del(args: argparse.Namespace) -> int:
     base = _base_url(args)
     group = _group(args, required=True)
     assert group is not None
-    reply = check_reply(
-        request(
-            "DELETE",
-            _key_url(base, group, args.key),
-            timeout=args.timeout,
-            headers=auth_headers(args),
-            context=_tls(args),
-        )
-    )
+    reply = _call(args, "DELETE", _key_url(base, group, args.key))
     with contextlib.suppress(ValueError, TypeError, KeyError):
         if not json.loads(reply.body)["deleted"]:
             # Not an error: the key is gone either way. Say so for the curious.
@@ -201,9 +197,7 @@ def run_invalidate(args: argparse.Namespace) -> int:
     group = _group(args, required=True)
     assert group is not None
     url = f"{base}/v1/groups/{urllib.parse.quote(group, safe='')}/invalidate"
-    reply = check_reply(
-        request("POST", url, timeout=args.timeout, headers=auth_headers(args), context=_tls(args))
-    )
+    reply = _call(args, "POST", url)
     with contextlib.suppress(ValueError, TypeError, KeyError):
         print(
             f"shoal invalidate: dropped group {group!r} ({json.loads(reply.body)['removed']} "
@@ -231,15 +225,7 @@ _STATS_COLUMNS: Final = (
 
 def run_stats(args: argparse.Namespace) -> int:
     """``shoal stats``: see its ``--help``."""
-    reply = check_reply(
-        request(
-            "GET",
-            f"{_base_url(args)}/v1/stats",
-            timeout=args.timeout,
-            headers=auth_headers(args),
-            context=_tls(args),
-        )
-    )
+    reply = _call(args, "GET", f"{_base_url(args)}/v1/stats")
     try:
         groups: dict[str, dict[str, Any]] = json.loads(reply.body)["groups"]
     except (ValueError, KeyError, TypeError) as exc:
@@ -292,15 +278,7 @@ def _human_bytes(n: int) -> str:
 def run_members(args: argparse.Namespace) -> int:
     """``shoal members``: print the cluster as the node at ``--url`` sees it."""
     base = _base_url(args)
-    reply = check_reply(
-        request(
-            "GET",
-            f"{base}/v1/cluster",
-            timeout=args.timeout,
-            headers=auth_headers(args),
-            context=_tls(args),
-        )
-    )
+    reply = _call(args, "GET", f"{base}/v1/cluster")
     try:
         view: dict[str, Any] = json.loads(reply.body)
         members: list[dict[str, Any]] = view["members"]
