@@ -37,6 +37,7 @@ Run: ``python bench/policy_reference.py [--jobs 2] [--traces ...] [--max-request
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import sys
 import time
@@ -342,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--theine-runs", type=int, default=3, help="theine runs per cell")
     parser.add_argument("--jobs", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument("--json", type=Path, help="also write every cell to this JSON file")
     parser.add_argument(
         "--strict", action="store_true", help="exit 1 when a target is missed on some cell"
     )
@@ -354,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     cells: list[Cell] = []
     notes: list[str] = []
     published: list[list[object]] | None = None
+    records: list[dict[str, object]] = []
     for name, relative, fmt in select(names):
         path = args.dir / relative
         if not path.is_file():
@@ -364,7 +367,21 @@ def main(argv: list[str] | None = None) -> int:
         if name == "lirs/gli":
             published = published_check(trace, args.jobs)
         sizes = grid(trace.distinct, percents)
-        cells += measure(trace, sizes, theine_runs=args.theine_runs, jobs=args.jobs)
+        measured = measure(trace, sizes, theine_runs=args.theine_runs, jobs=args.jobs)
+        cells += measured
+        records += [
+            {
+                "trace": name,
+                "file": relative,
+                "format": fmt,
+                "max_requests": max_requests,
+                "requests": len(trace.keys),
+                "size": c.size,
+                "ratios": c.ratios,
+                "theine": c.theine,
+            }
+            for c in measured
+        ]
         print(f"  {name}: {len(trace.keys):,} requests, {trace.distinct:,} keys", file=sys.stderr)
 
     headers = ["trace", "size (% keys)", *(LABELS[p] for p in SHOAL_POLICIES)]
@@ -387,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
                 "l" + "r" * len(GLI_SIZES) + "l",
             )
         )
+    if args.json:
+        args.json.write_text(json.dumps(records, indent=1))
     cut = "; ".join(notes) if notes else "none"
     print(f"\nTraces cut to their first requests (--max-requests): {cut}.")
     command = "python bench/policy_reference.py" + (
