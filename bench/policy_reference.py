@@ -184,7 +184,8 @@ def grid(distinct: int, percents: Sequence[float]) -> list[int]:
 
 
 def theine_hit_ratio(keys: Sequence[str], size: int, seed: int) -> float:
-    """theine's core replayed synchronously over ``keys`` at ``size`` entries (hash seed ``seed``)."""
+    """theine's core replayed synchronously over ``keys`` at ``size`` entries (hash
+    seed ``seed``)."""
     from theine_core import TlfuCore, spread
 
     hashes = {k: spread(xxh3_64_intdigest(k.encode(), seed) >> 1) for k in set(keys)}
@@ -250,9 +251,7 @@ def measure(
     finally:
         _shared = ((), {})
     distinct = trace.distinct
-    cells = {
-        size: Cell(trace.name, size, 100.0 * size / distinct, {}, []) for size in sizes
-    }
+    cells = {size: Cell(trace.name, size, 100.0 * size / distinct, {}, []) for size in sizes}
     for (policy, size, _), ratio in zip(tasks, results, strict=True):
         if policy == THEINE:
             cells[size].theine.append(ratio)
@@ -408,9 +407,10 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(records, indent=1))
     cut = "; ".join(notes) if notes else "none"
     print(f"\nTraces cut to their first requests (--max-requests): {cut}.")
-    command = "python bench/policy_reference.py" + (
-        " " + " ".join(argv if argv is not None else sys.argv[1:])
-    ).rstrip()
+    command = (
+        "python bench/policy_reference.py"
+        + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    )
     elapsed = time.perf_counter() - started
     print(f"\n{environment()}; {elapsed:.0f} s; command: `{command}`")
     if args.strict and any(r[-1] == "missed" for r in summary(cells)):

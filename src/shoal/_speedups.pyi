@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 def probe_owner(
     points: bytes, starts: bytes, shift: int, point: int, probes: int, mask: int, /
 ) -> int:
@@ -9,3 +11,20 @@ def probe_owner(
 def simple_get(data: bytes, limit: int, /) -> bytes | None:
     """The request target of ``data`` if it is exactly one simple keep-alive
     HTTP/1.1 GET of at most ``limit`` bytes, else None."""
+
+class SketchTouch:
+    """W-TinyLFU's hit path, compiled (see ``shoal.policy.tinylfu``)."""
+
+    def __init__(
+        self,
+        table: bytearray,
+        hash_fn: Callable[[str], int],
+        count_added: Callable[[], None],
+        protected: dict[str, int],
+        window: dict[str, int],
+        promote: Callable[[str], None],
+        simulate: Callable[[str, int | None], None],
+        hits: list[int],
+        sampling: list[int],
+    ) -> None: ...
+    def __call__(self, key: str, /) -> None: ...

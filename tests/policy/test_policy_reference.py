@@ -31,7 +31,8 @@ def reference() -> ModuleType:
     if str(BENCH) not in sys.path:
         sys.path.insert(0, str(BENCH))
     spec = importlib.util.spec_from_file_location("policy_reference", BENCH / "policy_reference.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules["policy_reference"] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
@@ -79,15 +80,18 @@ def test_the_grid_spans_one_to_fifty_percent_of_the_keys() -> None:
     ref = reference()
     sizes = ref.grid(2529, ref.DEFAULT_PERCENTS)
     assert len(sizes) >= 4
-    assert sizes[0] == round(0.01 * 2529) and sizes[-1] == round(0.5 * 2529)
+    assert sizes[0] == round(0.01 * 2529)
+    assert sizes[-1] == round(0.5 * 2529)
     assert ref.grid(50, ref.DEFAULT_PERCENTS)[0] == 1  # never below one entry
 
 
 def test_a_cut_trace_says_so() -> None:
     loaded, _ = measured("cache2k/web07", 20_000)
-    assert loaded.cut and len(loaded.keys) == 20_000
+    assert loaded.cut
+    assert len(loaded.keys) == 20_000
     whole, _ = measured("lirs/gli", None)
-    assert not whole.cut and len(whole.keys) == 6015
+    assert not whole.cut
+    assert len(whole.keys) == 6015
 
 
 @pytest.mark.parametrize(("name", "max_requests"), SLICE)
@@ -116,7 +120,9 @@ def test_summary_names_the_worst_cells() -> None:
     rows = ref.summary(cells)
     worst_theine = min(cells, key=lambda c: c.vs_theine)
     worst_best = min(cells, key=lambda c: c.vs_best)
-    assert f"{worst_theine.trace} @ {worst_theine.size:,}: {worst_theine.vs_theine:+.2f}" in rows[0][2]
+    assert (
+        f"{worst_theine.trace} @ {worst_theine.size:,}: {worst_theine.vs_theine:+.2f}" in rows[0][2]
+    )
     assert f"{worst_best.trace} @ {worst_best.size:,}: {worst_best.vs_best:+.2f}" in rows[1][2]
     met = sum(c.vs_best >= -ref.BEST_OF_MARGIN for c in cells)
     assert rows[1][1] == f"{met}/{len(cells)} cells"
@@ -128,7 +134,8 @@ def test_the_script_prints_the_table(capsys: pytest.CaptureFixture[str]) -> None
     trace("lirs/gli.trace.gz")
     assert ref.main(["--traces", "lirs/gli", "--theine-runs", "1"]) == 0
     out = capsys.readouterr().out
-    assert "| lirs/gli" in out and "W-TinyLFU - best" in out
+    assert "| lirs/gli" in out
+    assert "W-TinyLFU - best" in out
     assert out.count("exact") == 2
     assert "--max-requests): none" in out
 
