@@ -399,6 +399,94 @@ list_int(PyObject *list, Py_ssize_t index, long long *value)
     return *value == -1 && PyErr_Occurred() ? -1 : 0;
 }
 
+/* The 4 counter indexes of a hash in a table of mask + 1 counters. */
+static int
+counters_of(Toucher *self, PyObject *key, unsigned char **table, uint64_t index[4],
+            uint64_t *h, int *negative)
+{
+    if (hash_bits(self, key, h, negative) < 0) {
+        return -1;
+    }
+    Py_ssize_t size = PyByteArray_GET_SIZE(self->table);
+    if (size < 1 || (size & (size - 1)) != 0) {
+        PyErr_SetString(PyExc_ValueError, "the sketch's table must be a power of two long");
+        return -1;
+    }
+    *table = (unsigned char *)PyByteArray_AS_STRING(self->table);
+    uint64_t mask = (uint64_t)size - 1;
+    uint64_t step = shift_right(*h, *negative, 40) | 1;
+    index[0] = *h & mask;
+    index[1] = (index[0] + step) & mask;
+    index[2] = (index[1] + step) & mask;
+    index[3] = (index[2] + step) & mask;
+    return 0;
+}
+
+/* Count one access in the 4 counters; call count_added() if one rose. */
+static int
+count_access(Toucher *self, unsigned char *table, const uint64_t index[4])
+{
+    unsigned char a = table[index[0]], b = table[index[1]], c = table[index[2]],
+                  d = table[index[3]];
+    if ((a & b & c & d) == 15) {
+        return 0;
+    }
+    for (int n = 0; n < 4; n++) {
+        if (table[index[n]] < 15) {
+            table[index[n]] += 1;
+        }
+    }
+    PyObject *done = PyObject_CallNoArgs(self->count_added);
+    if (done == NULL) {
+        return -1;
+    }
+    Py_DECREF(done);
+    return 0;
+}
+
+static PyObject *
+toucher_increment(PyObject *callable, PyObject *key)
+{
+    Toucher *self = (Toucher *)callable;
+    unsigned char *table;
+    uint64_t index[4], h;
+    int negative;
+    if (counters_of(self, key, &table, index, &h, &negative) < 0
+        || count_access(self, table, index) < 0) {
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+toucher_frequency(PyObject *callable, PyObject *key)
+{
+    Toucher *self = (Toucher *)callable;
+    unsigned char *table;
+    uint64_t index[4], h;
+    int negative;
+    if (counters_of(self, key, &table, index, &h, &negative) < 0) {
+        return NULL;
+    }
+    unsigned char low = table[index[0]];
+    for (int n = 1; n < 4; n++) {
+        if (table[index[n]] < low) {
+            low = table[index[n]];
+        }
+    }
+    return PyLong_FromLong(low);
+}
+
+static PyMethodDef toucher_methods[] = {
+    {"increment", (PyCFunction)toucher_increment, METH_O,
+     "increment(key, /)\n--\n\nCount one access of key (FrequencySketch.increment\n"
+     "without a doorkeeper)."},
+    {"frequency", (PyCFunction)toucher_frequency, METH_O,
+     "frequency(key, /)\n--\n\nThe smallest of key's 4 counters\n"
+     "(FrequencySketch.frequency without a doorkeeper)."},
+    {NULL, NULL, 0, NULL},
+};
+
 static PyObject *
 toucher_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -409,42 +497,12 @@ toucher_call(PyObject *callable, PyObject *const *args, size_t nargsf, PyObject 
         return NULL;
     }
     PyObject *key = args[0];
-    uint64_t h;
+    unsigned char *table;
+    uint64_t index[4], h;
     int negative;
-    if (hash_bits(self, key, &h, &negative) < 0) {
+    if (counters_of(self, key, &table, index, &h, &negative) < 0
+        || count_access(self, table, index) < 0) {
         return NULL;
-    }
-    Py_ssize_t size = PyByteArray_GET_SIZE(self->table);
-    unsigned char *table = (unsigned char *)PyByteArray_AS_STRING(self->table);
-    if (size < 1 || (size & (size - 1)) != 0) {
-        PyErr_SetString(PyExc_ValueError, "the sketch's table must be a power of two long");
-        return NULL;
-    }
-    uint64_t mask = (uint64_t)size - 1;
-    uint64_t step = shift_right(h, negative, 40) | 1;
-    uint64_t i = h & mask;
-    uint64_t j = (i + step) & mask;
-    uint64_t k = (j + step) & mask;
-    uint64_t m = (k + step) & mask;
-    unsigned char a = table[i], b = table[j], c = table[k], d = table[m];
-    if ((a & b & c & d) != 15) {
-        if (a < 15) {
-            table[i] = a + 1;
-        }
-        if (b < 15) {
-            table[j] = b + 1;
-        }
-        if (c < 15) {
-            table[k] = c + 1;
-        }
-        if (d < 15) {
-            table[m] = d + 1;
-        }
-        PyObject *done = PyObject_CallNoArgs(self->count_added);
-        if (done == NULL) {
-            return NULL;
-        }
-        Py_DECREF(done);
     }
     long long hits;
     if (list_int(self->hits, 0, &hits) < 0) {
@@ -595,6 +653,7 @@ static PyTypeObject ToucherType = {
     .tp_call = toucher_vectorcall_call,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = toucher_doc,
+    .tp_methods = toucher_methods,
     .tp_traverse = (traverseproc)toucher_traverse,
     .tp_clear = (inquiry)toucher_clear,
     .tp_new = toucher_new,

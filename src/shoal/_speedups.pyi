@@ -28,3 +28,7 @@ class SketchTouch:
         sampling: list[int],
     ) -> None: ...
     def __call__(self, key: str, /) -> None: ...
+    def increment(self, key: str, /) -> None:
+        """Count one access of ``key`` (``FrequencySketch.increment``, no doorkeeper)."""
+    def frequency(self, key: str, /) -> int:
+        """The smallest of ``key``'s 4 counters (``FrequencySketch.frequency``)."""

@@ -278,19 +278,45 @@ def test_stays_tinylfu_on_a_frequency_biased_workload() -> None:
     assert p.mode == "tinylfu"
 
 
-def test_modes_keep_every_entry() -> None:
-    """Switching modes by hand keeps the entries and the invariants, in and out of ARC."""
+@pytest.mark.parametrize(
+    "bounds",
+    [
+        {"capacity_entries": 100},
+        {"capacity_bytes": 4000},
+        {"capacity_entries": 100, "capacity_bytes": 4000},
+    ],
+    ids=["entries", "bytes", "both"],
+)
+def test_modes_keep_every_entry(bounds: dict[str, int]) -> None:
+    """Switching modes keeps the entries, the store's bounds and the invariants, in and
+    out of ARC, with entry and byte bounds."""
     p = make()
-    s = Store(capacity_entries=100, policy=p)
+    s = Store(policy=p, **bounds)
     rng = random.Random(7)
-    for mode in ("lru", "arc", "tinylfu", "arc", "lru", "tinylfu"):
+    for mode in ("lru", "arc", "tinylfu", "arc", "lru", "tinylfu", "arc"):
         for _ in range(500):
             key = f"k{int(rng.paretovariate(1.0)) % 300}"
             if s.get(key) is None:
-                s.set(key, b"v")
+                s.set(key, b"v" * rng.randrange(1, 60))
+            if rng.random() < 0.05:
+                s.delete(f"k{rng.randrange(300)}")
         held = set(p.keys())
         p._switch(mode)
         assert p.mode == mode
         assert set(p.keys()) == held
         p._check()
-        assert len(s) <= 100
+        assert len(s) <= bounds.get("capacity_entries", 10**9)
+        assert s.nbytes <= bounds.get("capacity_bytes", 10**9)
+
+
+def test_modes_under_a_byte_bound() -> None:
+    """With a byte bound the miniatures weigh entries in bytes too: on a recency-biased
+    stream of mixed sizes the policy goes to LRU mode and the store keeps its bound."""
+    p = make()
+    s = Store(capacity_bytes=20_000, policy=p)
+    for key in lru_stack_stream(60_000, seed=5):
+        if s.get(key) is None:
+            s.set(key, b"x" * (50 + 7 * len(key)))
+        assert s.nbytes <= 20_000
+    assert p.mode == "lru"
+    p._check()

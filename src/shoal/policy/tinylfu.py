@@ -144,6 +144,7 @@ class TinyLFUPolicy:
         "_adjustment",
         "_arc",
         "_blocked",
+        "_bounds",
         "_candidates",
         "_frequency",
         "_hash_fn",
@@ -220,6 +221,7 @@ class TinyLFUPolicy:
         self._window_skip: int | None = None
         self._last_weight = 0
         self._weigher = Weigher(None, None)
+        self._bounds: tuple[int | None, int | None] = (None, None)
         self._weighted = False
         self._max: int | None = None
         self._window_max = self._protected_max = _UNBOUNDED
@@ -250,6 +252,14 @@ class TinyLFUPolicy:
         """The value of a key, or None; nothing is recorded."""
         self.touch: Callable[[str], None] = self._make_touch()
         """Record a hit: count it in the sketch and reorder the key's region."""
+        if (
+            not doorkeeper
+            and _SPEEDUPS is not None
+            and isinstance(self.touch, _SPEEDUPS.SketchTouch)
+        ):
+            # The miss path's sketch steps, compiled too (the same counts as the sketch's).
+            self._increment = self.touch.increment
+            self._frequency = self.touch.frequency
 
     # -- sizing ----------------------------------------------------------------
 
@@ -258,6 +268,7 @@ class TinyLFUPolicy:
         first eviction."""
         check_bounds(capacity_entries, capacity_bytes, len(self._values))
         self._weigher = Weigher(capacity_entries, capacity_bytes)
+        self._bounds = (capacity_entries, capacity_bytes)
         self._weighted = capacity_bytes is not None
         self._set_maximum(self._weigher.capacity)
 
@@ -304,15 +315,16 @@ class TinyLFUPolicy:
             h = hash_fn(key)
             return ((h ^ (h >> 29)) * _MIX) & _MASK64
 
-        bound = {"capacity_bytes" if self._weighted else "capacity_entries": limit}
+        entries_bound, bytes_bound = (None, limit) if self._weighted else (limit, None)
         self._minis = (
             LRUPolicy(),
-            ARCPolicy(**bound),
+            ARCPolicy(capacity_entries=entries_bound, capacity_bytes=bytes_bound),
             TinyLFUPolicy(
                 rng=random.Random(self._rng.getrandbits(64)),
                 hash_fn=mixed,
                 recency=False,
-                **bound,
+                capacity_entries=entries_bound,
+                capacity_bytes=bytes_bound,
             ),
         )
         self._mini_weights = [0, 0, 0]
@@ -402,8 +414,17 @@ class TinyLFUPolicy:
         self._adjustment = 0
         self._mode = mode
         if mode == "arc":
-            bound = {"capacity_bytes" if self._weighted else "capacity_entries": self._max}
-            self._arc = ARCPolicy(values=self._values, recent=recent, frequent=frequent, **bound)
+            # ARC weighs entries as this policy does: the same bounds.
+            entries_bound, bytes_bound = self._bounds
+            if entries_bound is None and bytes_bound is None:
+                entries_bound = self._max  # learnt at the first eviction
+            self._arc = ARCPolicy(
+                capacity_entries=entries_bound,
+                capacity_bytes=bytes_bound,
+                values=self._values,
+                recent=recent,
+                frequent=frequent,
+            )
             return
         if mode == "lru":
             # The window is the whole cache: W-TinyLFU degenerates to LRU.
