@@ -304,8 +304,8 @@ PyDoc_STRVAR(probe_owner_doc,
  * as the Python closure TinyLFUPolicy._make_touch builds:
  *
  *   count the hit in the frequency sketch (FrequencySketch.increment_seen:
- *   4 byte counters of a bytearray, saturating at 15, and sketch.count_added()
- *   when one rose), count it in hits[0], replay it through the miniature
+ *   4 byte counters of a bytearray, saturating at 15, and what
+ *   sketch.count_added() does when one rose), count it in hits[0], replay it through the miniature
  *   caches when the key is sampled (simulate(key, None)), then move the key
  *   to the most recent end of its region: protected.move_to_end(key),
  *   window.move_to_end(key), or promote(key) for a key on probation.
@@ -319,7 +319,8 @@ typedef struct {
     vectorcallfunc vectorcall;
     PyObject *table;          /* bytearray of counters; len is a power of two */
     PyObject *hash_fn;        /* NULL: the built-in hash */
-    PyObject *count_added;    /* sketch.count_added */
+    PyObject *counts;         /* sketch.counts: [increments, sample size] */
+    PyObject *reset;          /* sketch.reset */
     PyObject *protected_;     /* OrderedDict */
     PyObject *window;         /* OrderedDict */
     PyObject *protected_move; /* protected.move_to_end */
@@ -436,11 +437,22 @@ count_access(Toucher *self, unsigned char *table, const uint64_t index[4])
             table[index[n]] += 1;
         }
     }
-    PyObject *done = PyObject_CallNoArgs(self->count_added);
-    if (done == NULL) {
+    /* FrequencySketch.count_added: one more increment; halve once a sample is full. */
+    long long size, sample;
+    if (list_int(self->counts, 0, &size) < 0 || list_int(self->counts, 1, &sample) < 0) {
         return -1;
     }
-    Py_DECREF(done);
+    PyObject *next = PyLong_FromLongLong(size + 1);
+    if (next == NULL || PyList_SetItem(self->counts, 0, next) < 0) {
+        return -1;
+    }
+    if (size + 1 >= sample) {
+        PyObject *done = PyObject_CallNoArgs(self->reset);
+        if (done == NULL) {
+            return -1;
+        }
+        Py_DECREF(done);
+    }
     return 0;
 }
 
@@ -543,7 +555,8 @@ toucher_traverse(Toucher *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->table);
     Py_VISIT(self->hash_fn);
-    Py_VISIT(self->count_added);
+    Py_VISIT(self->counts);
+    Py_VISIT(self->reset);
     Py_VISIT(self->protected_);
     Py_VISIT(self->window);
     Py_VISIT(self->protected_move);
@@ -560,7 +573,8 @@ toucher_clear(Toucher *self)
 {
     Py_CLEAR(self->table);
     Py_CLEAR(self->hash_fn);
-    Py_CLEAR(self->count_added);
+    Py_CLEAR(self->counts);
+    Py_CLEAR(self->reset);
     Py_CLEAR(self->protected_);
     Py_CLEAR(self->window);
     Py_CLEAR(self->protected_move);
@@ -583,19 +597,20 @@ toucher_dealloc(Toucher *self)
 static PyObject *
 toucher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
 {
-    static char *names[] = {"table", "hash_fn", "count_added", "protected", "window",
+    static char *names[] = {"table", "hash_fn", "counts", "reset", "protected", "window",
                             "promote", "simulate", "hits", "sampling", NULL};
-    PyObject *table, *hash_fn, *count_added, *protected_, *window, *promote, *simulate;
+    PyObject *table, *hash_fn, *counts, *reset, *protected_, *window, *promote, *simulate;
     PyObject *hits, *sampling;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OOO!O!OOO!O!:SketchTouch", names,
-                                     &PyByteArray_Type, &table, &hash_fn, &count_added,
-                                     &PyDict_Type, &protected_, &PyDict_Type, &window,
-                                     &promote, &simulate, &PyList_Type, &hits, &PyList_Type,
-                                     &sampling)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "O!OO!OO!O!OOO!O!:SketchTouch", names,
+                                     &PyByteArray_Type, &table, &hash_fn, &PyList_Type,
+                                     &counts, &reset, &PyDict_Type, &protected_, &PyDict_Type,
+                                     &window, &promote, &simulate, &PyList_Type, &hits,
+                                     &PyList_Type, &sampling)) {
         return NULL;
     }
-    if (PyList_GET_SIZE(hits) != 1 || PyList_GET_SIZE(sampling) != 2) {
-        PyErr_SetString(PyExc_ValueError, "hits holds 1 int, sampling 2");
+    if (PyList_GET_SIZE(hits) != 1 || PyList_GET_SIZE(sampling) != 2
+        || PyList_GET_SIZE(counts) != 2) {
+        PyErr_SetString(PyExc_ValueError, "hits holds 1 int, sampling and counts 2");
         return NULL;
     }
     PyObject *protected_move = PyObject_GetAttrString(protected_, "move_to_end");
@@ -617,7 +632,8 @@ toucher_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
     self->table = Py_NewRef(table);
     PyObject *builtin_hash = PyDict_GetItemString(PyEval_GetBuiltins(), "hash");
     self->hash_fn = hash_fn == builtin_hash ? NULL : Py_NewRef(hash_fn);
-    self->count_added = Py_NewRef(count_added);
+    self->counts = Py_NewRef(counts);
+    self->reset = Py_NewRef(reset);
     self->protected_ = Py_NewRef(protected_);
     self->window = Py_NewRef(window);
     self->protected_move = protected_move;
@@ -636,10 +652,11 @@ toucher_vectorcall_call(PyObject *self, PyObject *args, PyObject *kwargs)
 }
 
 PyDoc_STRVAR(toucher_doc,
-"SketchTouch(table, hash_fn, count_added, protected, window, promote, simulate,\n"
-"            hits, sampling)\n--\n\n"
+"SketchTouch(table, hash_fn, counts, reset, protected, window, promote,\n"
+"            simulate, hits, sampling)\n--\n\n"
 "W-TinyLFU's hit path, compiled: ``touch(key)`` counts the hit in the sketch's\n"
-"``table`` (calling ``count_added()`` when a counter rose) and in ``hits[0]``,\n"
+"``table`` (when a counter rose, ``counts[0] += 1``, and ``reset()`` once it\n"
+"reaches ``counts[1]``) and in ``hits[0]``,\n"
 "calls ``simulate(key, None)`` when ``(hash >> 24) & sampling[0] ==\n"
 "sampling[1]``, and moves the key to the recent end of ``protected`` or\n"
 "``window``, else calls ``promote(key)``. See shoal.policy.tinylfu.");

@@ -101,7 +101,7 @@ _SPEEDUPS = load_speedups()
 # replay a hash-chosen sample of the keys (1 key in 2**k, k such that a miniature holds
 # 512 to 1,023 entries; every key in caches below 1,024 entries) and the policy runs as
 # whichever did best: W-TinyLFU (at first), LRU (the window is the whole cache) or ARC.
-_MINI_ENTRIES = 512
+_MINI_ENTRIES = 256
 # The miniatures are compared every this many sampled requests per entry they hold; the
 # verdict is a moving average of the comparisons, each weighing _MINI_DECAY of the last.
 _MINI_PERIOD_PER_ENTRY = 4
@@ -340,6 +340,23 @@ class TinyLFUPolicy:
     def _simulate(self, key: str, weight: int | None) -> None:
         """Replay one request of a sampled key through the miniatures (``weight`` None:
         a hit, the key is held)."""
+        if not self._weighted:
+            # Every weight is 1: a miniature over its bound holds one entry too many.
+            limit, hits = self._mini_max, self._mini_hits
+            i = 0
+            for mini in self._minis:
+                if mini.lookup(key) is not None:
+                    mini.touch(key)
+                    hits[i] += 1
+                else:
+                    mini.put(key, b"", 1)
+                    if len(mini) > limit:
+                        mini.evict()
+                i += 1
+            self._mini_requests += 1
+            if self._mini_requests >= self._mini_period:
+                self._decide()
+            return
         if weight is None:
             if self._arc is not None:
                 weight = self._mini_key_weights[2].get(key) or self._mini_key_weights[0].get(key, 1)
@@ -352,8 +369,8 @@ class TinyLFUPolicy:
                 )
         limit = self._mini_max
         hits, weights = self._mini_hits, self._mini_weights
-        # With a byte bound, each miniature's weights by key (else every weight is 1).
-        key_weights = self._mini_key_weights if self._weighted else None
+        # With a byte bound, each miniature's weights by key.
+        key_weights = self._mini_key_weights
         for i, mini in enumerate(self._minis):
             if mini.lookup(key) is not None:
                 mini.touch(key)
@@ -361,11 +378,6 @@ class TinyLFUPolicy:
                 continue
             mini.put(key, b"", weight)
             weights[i] += weight
-            if key_weights is None:
-                while weights[i] > limit:
-                    mini.evict()
-                    weights[i] -= 1
-                continue
             held = key_weights[i]
             held[key] = weight
             while weights[i] > limit:
@@ -491,7 +503,8 @@ class TinyLFUPolicy:
             return touch_type(
                 table,
                 hash_fn,
-                sketch.count_added,
+                sketch.counts,
+                sketch.reset,
                 protected,
                 window,
                 self._promote,
