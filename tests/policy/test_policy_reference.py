@@ -16,6 +16,7 @@ import sys
 from functools import cache
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
 
@@ -44,7 +45,7 @@ SLICE = (("lirs/gli", None), ("lirs/cpp", None), ("cache2k/web07", 20_000))
 
 
 @cache
-def measured(name: str, max_requests: int | None) -> tuple[object, list[object]]:
+def measured(name: str, max_requests: int | None) -> tuple[Any, list[Any]]:
     ref = reference()
     relative, fmt = {n: (r, f) for n, r, f in ref.TRACES}[name]
     loaded = ref.load(name, trace(relative), fmt, max_requests)

@@ -279,19 +279,15 @@ def test_stays_tinylfu_on_a_frequency_biased_workload() -> None:
 
 
 @pytest.mark.parametrize(
-    "bounds",
-    [
-        {"capacity_entries": 100},
-        {"capacity_bytes": 4000},
-        {"capacity_entries": 100, "capacity_bytes": 4000},
-    ],
+    ("entries", "nbytes"),
+    [(100, None), (None, 4000), (100, 4000)],
     ids=["entries", "bytes", "both"],
 )
-def test_modes_keep_every_entry(bounds: dict[str, int]) -> None:
+def test_modes_keep_every_entry(entries: int | None, nbytes: int | None) -> None:
     """Switching modes keeps the entries, the store's bounds and the invariants, in and
     out of ARC, with entry and byte bounds."""
     p = make()
-    s = Store(policy=p, **bounds)
+    s = Store(capacity_entries=entries, capacity_bytes=nbytes, policy=p)
     rng = random.Random(7)
     for mode in ("lru", "arc", "tinylfu", "arc", "lru", "tinylfu", "arc"):
         for _ in range(500):
@@ -305,8 +301,8 @@ def test_modes_keep_every_entry(bounds: dict[str, int]) -> None:
         assert p.mode == mode
         assert set(p.keys()) == held
         p._check()
-        assert len(s) <= bounds.get("capacity_entries", 10**9)
-        assert s.nbytes <= bounds.get("capacity_bytes", 10**9)
+        assert len(s) <= (entries or 10**9)
+        assert s.nbytes <= (nbytes or 10**9)
 
 
 def test_modes_under_a_byte_bound() -> None:

@@ -63,9 +63,9 @@ class FrequencySketch:
         "_door_mask",
         "_doorkeeper",
         "_resets",
+        "counts",
         "hash_fn",
         "mask",
-        "counts",
         "table",
     )
 

@@ -343,8 +343,7 @@ class TinyLFUPolicy:
         if not self._weighted:
             # Every weight is 1: a miniature over its bound holds one entry too many.
             limit, hits = self._mini_max, self._mini_hits
-            i = 0
-            for mini in self._minis:
+            for i, mini in enumerate(self._minis):
                 if mini.lookup(key) is not None:
                     mini.touch(key)
                     hits[i] += 1
@@ -352,7 +351,6 @@ class TinyLFUPolicy:
                     mini.put(key, b"", 1)
                     if len(mini) > limit:
                         mini.evict()
-                i += 1
             self._mini_requests += 1
             if self._mini_requests >= self._mini_period:
                 self._decide()
