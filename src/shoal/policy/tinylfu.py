@@ -484,11 +484,14 @@ class TinyLFUPolicy:
     # -- accesses --------------------------------------------------------------
 
     def _make_touch(self) -> Callable[[str], None]:
-        """Build the hit path: one Python call, with the sketch's counter step inlined.
+        """Build the hit path: one call, with the sketch's counter step inlined.
 
-        It is :meth:`FrequencySketch.increment_seen` followed by the region update,
-        fused into a closure over the tables (which never change identity: the sketch
-        grows and halves its table in place) because a hit is the hottest path.
+        It is :meth:`FrequencySketch.increment_seen`, the sampling test of the
+        miniatures and the region update, fused into one call over the tables (which
+        never change identity: the sketch grows and halves its table in place)
+        because a hit is the hottest path: the compiled ``SketchTouch`` when
+        ``shoal._speedups`` is there (and ``native``), else a Python closure doing
+        the same steps.
         """
         sketch = self._sketch
         table, hash_fn = sketch.table, sketch.hash_fn
