@@ -577,7 +577,14 @@ class TinyLFUPolicy:
         self._candidates.clear()
         self._window_skip = None
         self._last_weight = weight
-        self._climb()
+        if (
+            self._adjustment
+            or self._blocked
+            or self._wprotected > self._protected_max
+            or self._hit_count[0] + self._misses >= self._sketch.counts[1]
+        ):
+            # Only then has the climber something to do (most puts: nothing).
+            self._climb()
         if old is not None:
             self._reweigh(key, weight)
             self.touch(key)
@@ -595,7 +602,8 @@ class TinyLFUPolicy:
             sampling = self._sampling
             if (self._hash_fn(key) >> 24) & sampling[0] == sampling[1]:
                 self._simulate(key, weight)
-        self._evict_from_window()
+        if self._wwindow > self._window_max:
+            self._evict_from_window()
         return old
 
     def _put_arc(self, arc: ARCPolicy, key: str, value: bytes, cost: int) -> bytes | None:
@@ -742,7 +750,7 @@ class TinyLFUPolicy:
         """Caffeine's ``climb``: adjust the window after a full sample, then move entries."""
         if self._max is None or self._mode != "tinylfu":
             return
-        if self._adaptive and self._hit_count[0] + self._misses >= self._sketch.sample_size:
+        if self._adaptive and self._hit_count[0] + self._misses >= self._sketch.counts[1]:
             self._determine_adjustment()
         self._demote_from_protected()
         amount = self._adjustment
