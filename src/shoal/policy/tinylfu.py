@@ -40,8 +40,8 @@ climber, one step per sample of 10 requests per entry, is too slow to grow the
 window that far). Three *miniature caches* (Waldspurger et al., "Cache Modeling
 and Optimization using Miniature Simulations", USENIX ATC '17) replay the
 requests of a hash-chosen sample of the keys: an LRU, an ARC and a W-TinyLFU,
-each holding the capacity times the sampling rate (256 to 511 entries; a
-cache below 512 entries is replayed whole). Every 4 sampled requests per
+each holding the capacity times the sampling rate (128 to 255 entries; a
+cache below 256 entries is replayed whole). Every 4 sampled requests per
 miniature entry their hit counts join a moving average (each period weighs
 0.875 of the one before; the first two periods only warm them up), and when
 another miniature leads the current mode's by more than half a point of hit
@@ -99,9 +99,9 @@ _SPEEDUPS = load_speedups()
 
 # Modes (shoal's, not Caffeine's): three miniature caches, an LRU, an ARC and a W-TinyLFU,
 # replay a hash-chosen sample of the keys (1 key in 2**k, k such that a miniature holds
-# 256 to 511 entries; every key in caches below 512 entries) and the policy runs as
+# 128 to 255 entries; every key in caches below 256 entries) and the policy runs as
 # whichever did best: W-TinyLFU (at first), LRU (the window is the whole cache) or ARC.
-_MINI_ENTRIES = 256
+_MINI_ENTRIES = 128
 # The miniatures are compared every this many sampled requests per entry they hold; the
 # verdict is a moving average of the comparisons, each weighing _MINI_DECAY of the last.
 _MINI_PERIOD_PER_ENTRY = 4
@@ -303,7 +303,7 @@ class TinyLFUPolicy:
 
     def _start_miniatures(self, entries: int) -> None:
         """Size the miniature caches for a cache of about ``entries`` entries and start
-        sampling: 1 key in ``2**k``, so that a miniature holds 256 to 511 entries."""
+        sampling: 1 key in ``2**k``, so that a miniature holds 128 to 255 entries."""
         assert self._max is not None
         shift = max(0, (entries // _MINI_ENTRIES).bit_length() - 1)
         self._mini_max = limit = max(1, self._max >> shift)
