@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 def probe_owner(
     points: bytes, starts: bytes, shift: int, point: int, probes: int, mask: int, /
 ) -> int:
@@ -12,3 +14,25 @@ def simple_get(data: bytes, limit: int, credential: bytes | None = None, /) -> b
     (not None), only if the request has exactly one Authorization field and its
     value, without the spaces and tabs around it, is ``credential`` (compared in
     constant time; an empty credential matches nothing)."""
+
+class SketchTouch:
+    """W-TinyLFU's hit path, compiled (see ``shoal.policy.tinylfu``)."""
+
+    def __init__(
+        self,
+        table: bytearray,
+        hash_fn: Callable[[str], int],
+        counts: list[int],
+        reset: Callable[[], None],
+        protected: dict[str, int],
+        window: dict[str, int],
+        promote: Callable[[str], None],
+        simulate: Callable[[str, int | None], None],
+        hits: list[int],
+        sampling: list[int],
+    ) -> None: ...
+    def __call__(self, key: str, /) -> None: ...
+    def increment(self, key: str, /) -> None:
+        """Count one access of ``key`` (``FrequencySketch.increment``, no doorkeeper)."""
+    def frequency(self, key: str, /) -> int:
+        """The smallest of ``key``'s 4 counters (``FrequencySketch.frequency``)."""

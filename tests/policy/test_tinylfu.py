@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 
 import pytest
 
@@ -207,10 +208,11 @@ class TestTinyLFU(PolicyContract):
 TestTinyLFUPolicyMachine, TestTinyLFUStoreMachine = machine_tests(make)
 
 
-def test_hit_path_counts_like_the_sketch() -> None:
-    """The inlined hit path leaves the sketch as FrequencySketch.increment_seen would."""
-    p = make()
-    reference = FrequencySketch(hash_fn=stable_hash)
+@pytest.mark.parametrize("native", [True, False], ids=["compiled", "python"])
+def test_hit_path_counts_like_the_sketch(native: bool) -> None:
+    """The hit path (compiled or inlined) leaves the sketch as increment_seen would."""
+    p = TinyLFUPolicy(rng=random.Random(1), hash_fn=stable_hash, native=native)
+    reference = FrequencySketch(hash_fn=stable_hash, doorkeeper=False)
     for key in ("a", "b"):
         p.put(key, b"v", 2)
         reference.increment(key)
@@ -221,3 +223,96 @@ def test_hit_path_counts_like_the_sketch() -> None:
     reference.increment_seen("b")
     assert bytes(p._sketch.table) == bytes(reference.table)
     assert (p.frequency("a"), p.frequency("b")) == (6, 2)
+
+
+def test_the_compiled_hit_path_is_in_use() -> None:
+    """The dev install builds shoal._speedups: the default hit path is the compiled one."""
+    from shoal._speedups import SketchTouch
+
+    assert isinstance(TinyLFUPolicy().touch, SketchTouch)
+    assert not isinstance(TinyLFUPolicy(native=False).touch, SketchTouch)
+
+
+@pytest.mark.parametrize("hash_fn", [stable_hash, hash], ids=["xxh3", "builtin"])
+def test_compiled_and_python_hit_paths_give_the_same_hit_ratios(
+    hash_fn: Callable[[str], int],
+) -> None:
+    """The same trace through both hit paths: the same hits, sketch, mode and regions."""
+    keys = lru_stack_stream(20_000, seed=3) + [
+        f"z{int(random.Random(i).paretovariate(1)) % 900}" for i in range(20_000)
+    ]
+    runs = []
+    for native in (True, False):
+        p = TinyLFUPolicy(
+            capacity_entries=300, rng=random.Random(1), hash_fn=hash_fn, native=native
+        )
+        hits = sum(request(p, 300, key) for key in keys)
+        runs.append((hits, bytes(p._sketch.table), p.mode, list(p.keys())))
+    assert runs[0] == runs[1]
+
+
+def test_lru_mode_on_a_recency_biased_workload() -> None:
+    """Where LRU beats W-TinyLFU clearly (short stack distances, nothing popular), the
+    miniatures say so and the policy runs as LRU: at most a point below LRU."""
+    capacity = 200
+    keys = lru_stack_stream(60_000, seed=5)
+    p = TinyLFUPolicy(capacity_entries=capacity, rng=random.Random(1), hash_fn=stable_hash)
+    mine = sum(request(p, capacity, key) for key in keys)
+    baseline = LRUPolicy()
+    lru = sum(request(baseline, capacity, key) for key in keys)
+    assert lru > 0.3 * len(keys)
+    assert p.mode == "lru"
+    assert p.window_maximum == capacity
+    assert mine >= lru - 0.01 * len(keys)
+    p._check()
+
+
+def test_stays_tinylfu_on_a_frequency_biased_workload() -> None:
+    """With a stable popular set and one-time noise, W-TinyLFU wins and stays."""
+    capacity = 200
+    rng = random.Random(4)
+    p = TinyLFUPolicy(capacity_entries=capacity, rng=random.Random(1), hash_fn=stable_hash)
+    for _ in range(60_000):
+        key = f"hot{rng.randrange(150)}" if rng.random() < 0.6 else f"x{rng.randrange(10**6)}"
+        request(p, capacity, key)
+    assert p.mode == "tinylfu"
+
+
+@pytest.mark.parametrize(
+    ("entries", "nbytes"),
+    [(100, None), (None, 4000), (100, 4000)],
+    ids=["entries", "bytes", "both"],
+)
+def test_modes_keep_every_entry(entries: int | None, nbytes: int | None) -> None:
+    """Switching modes keeps the entries, the store's bounds and the invariants, in and
+    out of ARC, with entry and byte bounds."""
+    p = make()
+    s = Store(capacity_entries=entries, capacity_bytes=nbytes, policy=p)
+    rng = random.Random(7)
+    for mode in ("lru", "arc", "tinylfu", "arc", "lru", "tinylfu", "arc"):
+        for _ in range(500):
+            key = f"k{int(rng.paretovariate(1.0)) % 300}"
+            if s.get(key) is None:
+                s.set(key, b"v" * rng.randrange(1, 60))
+            if rng.random() < 0.05:
+                s.delete(f"k{rng.randrange(300)}")
+        held = set(p.keys())
+        p._switch(mode)
+        assert p.mode == mode
+        assert set(p.keys()) == held
+        p._check()
+        assert len(s) <= (entries or 10**9)
+        assert s.nbytes <= (nbytes or 10**9)
+
+
+def test_modes_under_a_byte_bound() -> None:
+    """With a byte bound the miniatures weigh entries in bytes too: on a recency-biased
+    stream of mixed sizes the policy goes to LRU mode and the store keeps its bound."""
+    p = make()
+    s = Store(capacity_bytes=20_000, policy=p)
+    for key in lru_stack_stream(60_000, seed=5):
+        if s.get(key) is None:
+            s.set(key, b"x" * (50 + 7 * len(key)))
+        assert s.nbytes <= 20_000
+    assert p.mode == "lru"
+    p._check()

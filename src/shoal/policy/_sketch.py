@@ -63,10 +63,9 @@ class FrequencySketch:
         "_door_mask",
         "_doorkeeper",
         "_resets",
-        "_size",
+        "counts",
         "hash_fn",
         "mask",
-        "sample_size",
         "table",
     )
 
@@ -80,10 +79,23 @@ class FrequencySketch:
         """``len(table) - 1``: counter indexes are hash bits under this mask."""
         self._door = bytearray(_MIN_SLOTS * _DOOR_BITS // 8 if doorkeeper else 0)
         self._door_mask = _MIN_SLOTS * _DOOR_BITS - 1
-        self._size = 0
         self._resets = 0
-        self.sample_size = 10 * _MIN_SLOTS
+        self.counts = [0, 10 * _MIN_SLOTS]
+        """``[increments since the last halving, sample size]``, a list that the compiled
+        hit path (``shoal._speedups.SketchTouch``) shares."""
+
+    @property
+    def sample_size(self) -> int:
         """Increments between two halvings; the owner sets it (10 per cache entry)."""
+        return self.counts[1]
+
+    @sample_size.setter
+    def sample_size(self, value: int) -> None:
+        self.counts[1] = value
+
+    @property
+    def _size(self) -> int:
+        return self.counts[0]
 
     @property
     def capacity(self) -> int:
@@ -141,8 +153,9 @@ class FrequencySketch:
             table[m] += 1
             added = True
         if added:
-            self._size += 1
-            if self._size >= self.sample_size:
+            counts = self.counts
+            counts[0] += 1
+            if counts[0] >= counts[1]:
                 self.reset()
 
     def increment_seen(self, key: str) -> None:
@@ -177,8 +190,9 @@ class FrequencySketch:
 
     def count_added(self) -> None:
         """Count one increment that raised a counter; halve everything once a sample is full."""
-        self._size += 1
-        if self._size >= self.sample_size:
+        counts = self.counts
+        counts[0] += 1
+        if counts[0] >= counts[1]:
             self.reset()
 
     def frequency(self, key: str) -> int:
@@ -209,7 +223,7 @@ class FrequencySketch:
         # Each counter loses its lowest bit; the 4 counters of a key lose at most 4 together.
         odd = table.translate(_LOW_BIT).count(1)
         table[:] = table.translate(_HALVE)
-        self._size = (self._size - (odd >> 2)) >> 1
+        self.counts[0] = (self.counts[0] - (odd >> 2)) >> 1
         self._resets += 1
         if self._doorkeeper:
             self._door[:] = bytes(len(self._door))

@@ -25,7 +25,7 @@ have) a miss fills the room instead of replacing.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from itertools import chain
 
 from ._weight import Weigher, check_bounds
@@ -38,6 +38,15 @@ class ARCPolicy:
 
     ``lookup`` is a C ``dict.get``; ``touch`` moves a key to the most recent end
     of T2. A replace counts as an access.
+
+    Args:
+        capacity_entries: the store's entry bound (or give it later to :meth:`set_capacity`).
+        capacity_bytes: the store's byte bound.
+        values: take over the entries of another policy that shares this key-to-value
+            map with the new one (W-TinyLFU's ARC mode does): ``recent`` and ``frequent``
+            are its keys with their weights, least recent first, and become T1 and T2.
+        recent: see ``values``.
+        frequent: see ``values``.
     """
 
     __slots__ = (
@@ -61,7 +70,13 @@ class ARCPolicy:
     )
 
     def __init__(
-        self, *, capacity_entries: int | None = None, capacity_bytes: int | None = None
+        self,
+        *,
+        capacity_entries: int | None = None,
+        capacity_bytes: int | None = None,
+        values: dict[str, bytes] | None = None,
+        recent: Iterable[tuple[str, int]] = (),
+        frequent: Iterable[tuple[str, int]] = (),
     ) -> None:
         self._values: dict[str, bytes] = {}
         # key -> weight; least recently used first.
@@ -78,6 +93,13 @@ class ARCPolicy:
         self._weigher = Weigher(None, None)
         self._c: int | None = None
         self.set_capacity(capacity_entries=capacity_entries, capacity_bytes=capacity_bytes)
+        if values is not None:
+            self._values = values
+            self._t1.update(recent)
+            self._t2.update(frequent)
+            self._wt1, self._wt2 = sum(self._t1.values()), sum(self._t2.values())
+            if len(self._t1) + len(self._t2) != len(values):
+                raise ValueError("recent and frequent must hold every key of values")
         self.lookup: Callable[[str], bytes | None] = self._values.get
         """The value of a key, or None; the lists are not touched."""
         self.touch: Callable[[str], None] = self._touch
@@ -92,6 +114,10 @@ class ARCPolicy:
     def capacity(self) -> int | None:
         """The capacity ``c`` in weight units (None until known)."""
         return self._c
+
+    def lists(self) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+        """The held keys with their weights, of T1 and of T2, each least recent first."""
+        return list(self._t1.items()), list(self._t2.items())
 
     def sizes(self) -> tuple[int, int, int, int]:
         """The weights of T1, T2, B1 and B2."""
