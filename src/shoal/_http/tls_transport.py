@@ -529,17 +529,74 @@ async def accept_tls(
         TimeoutError: the handshake took longer than ``handshake_timeout`` seconds.
         ssl.SSLError, OSError: the handshake failed (the socket is closed).
     """
-    extra = {"peername": None, "sockname": None}
-    try:
+    return await _start(loop, conn, context, protocol_factory, handshake_timeout, None)
+
+
+async def connect_tls(
+    loop: asyncio.AbstractEventLoop,
+    host: str,
+    port: int,
+    context: ssl.SSLContext,
+    protocol_factory: Callable[[], asyncio.Protocol],
+    handshake_timeout: float,
+) -> TlsTransport:
+    """Connect to ``host``:``port`` over TCP (each address ``host`` resolves to, in
+    turn), run the client side of a TLS handshake (checking ``host`` against the
+    server's certificate when the context asks for it), then connect a protocol from
+    ``protocol_factory``. The caller bounds the TCP connect; ``handshake_timeout``
+    bounds the handshake.
+
+    Raises:
+        OSError: no address could be connected, or the handshake failed
+            (ssl.SSLError, ssl.SSLCertVerificationError).
+        TimeoutError: the handshake took longer than ``handshake_timeout`` seconds.
+    """
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    if not infos:
+        raise OSError(f"getaddrinfo({host!r}) returned no address")
+    error: OSError | None = None
+    for family, kind, proto, _, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(sock, address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        return await _start(loop, sock, context, protocol_factory, handshake_timeout, host)
+    assert error is not None
+    raise error
+
+
+async def _start(
+    loop: asyncio.AbstractEventLoop,
+    conn: socket.socket,
+    context: ssl.SSLContext,
+    protocol_factory: Callable[[], asyncio.Protocol],
+    handshake_timeout: float,
+    server_hostname: str | None,
+) -> TlsTransport:
+    extra = {}
+    with contextlib.suppress(OSError):
         extra["peername"] = conn.getpeername()
         extra["sockname"] = conn.getsockname()
-    except OSError:
-        pass
-    sock = context.wrap_socket(conn, server_side=True, do_handshake_on_connect=False)
+    try:
+        sock = context.wrap_socket(
+            conn,
+            server_side=server_hostname is None,
+            server_hostname=server_hostname,
+            do_handshake_on_connect=False,
+        )
+    except BaseException:
+        conn.close()
+        raise
     waiter: asyncio.Future[None] = loop.create_future()
-    transport = TlsTransport(
-        loop, sock, protocol_factory, waiter, {k: v for k, v in extra.items() if v is not None}
-    )
+    transport = TlsTransport(loop, sock, protocol_factory, waiter, extra)
     transport._start(handshake_timeout)
     try:
         await waiter
