@@ -21,7 +21,7 @@ import uvloop
 
 from helpers.tls_nodes import Pki, make_pki
 from shoal._http import HttpLimits, HttpServer, Request, Response
-from shoal._http.tls_transport import TlsTransport, accept_tls
+from shoal._http.tls_transport import TlsTransport, accept_tls, connect_tls
 
 
 @pytest.fixture(scope="module", params=["asyncio", "uvloop"])
@@ -407,6 +407,73 @@ async def test_plaintext_fails_the_handshake_and_is_not_answered(pki: Pki, serve
     async with asyncio.timeout(5):
         assert b"HTTP" not in await reader.read()
     writer.close()
+
+
+# -- the client side ------------------------------------------------------------
+
+
+async def test_connect_tls_speaks_to_the_server_side(pki: Pki, serve: Serve) -> None:
+    """Both ends are TlsTransports: data both ways, then the client closes cleanly."""
+    port, made = await serve(echo)
+    loop = asyncio.get_running_loop()
+    message = hashlib.shake_256(b"client").digest(1 << 20)
+    echoed = asyncio.Event()
+
+    def collect(recorder: Recorder, data: bytes) -> None:
+        if len(recorder.received) >= len(message):
+            echoed.set()
+
+    client = await connect_tls(
+        loop, "localhost", port, pki.context(None), lambda: Recorder(collect), 5
+    )
+    recorder = client.get_protocol()
+    assert isinstance(recorder, Recorder)
+    assert client.get_extra_info("peercert")["subject"]  # the server's, verified
+    server = await asyncio.wait_for(made, 5)
+    client.write(message)
+    await asyncio.wait_for(echoed.wait(), 10)
+    assert bytes(recorder.received) == message
+    client.close()
+    await asyncio.wait_for(server.done, 5)
+    await asyncio.wait_for(recorder.done, 5)
+    assert server.lost == [None]
+    assert recorder.lost == [None]
+
+
+async def test_connect_tls_checks_the_servers_certificate(pki: Pki, serve: Serve) -> None:
+    port, made = await serve()
+    loop = asyncio.get_running_loop()
+    foreign = pki.context(None, ca=str(pki.root / "foreign-ca.pem"))
+    with pytest.raises(ssl.SSLCertVerificationError):
+        await connect_tls(loop, "127.0.0.1", port, foreign, Recorder, 5)
+    with pytest.raises((ssl.SSLError, ConnectionError)):
+        await asyncio.wait_for(made, 5)
+
+
+async def test_connect_tls_bounds_a_stalled_handshake() -> None:
+    """A server that accepts and never answers: the handshake times out."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    try:
+        loop = asyncio.get_running_loop()
+        context = ssl.create_default_context()
+        started = loop.time()
+        with pytest.raises(TimeoutError):
+            await connect_tls(loop, "127.0.0.1", listener.getsockname()[1], context, Recorder, 0.3)
+        assert loop.time() - started < 2
+    finally:
+        listener.close()
+
+
+async def test_connect_tls_reports_a_refused_connection() -> None:
+    free = socket.socket()
+    free.bind(("127.0.0.1", 0))
+    port = free.getsockname()[1]
+    free.close()  # nothing listens there now
+    loop = asyncio.get_running_loop()
+    with pytest.raises(ConnectionRefusedError):
+        await connect_tls(loop, "127.0.0.1", port, ssl.create_default_context(), Recorder, 5)
 
 
 # -- HTTP over it ------------------------------------------------------------------

@@ -1,29 +1,30 @@
-"""A TLS transport that drives a non-blocking :class:`ssl.SSLSocket` from the loop.
+"""A TLS transport that drives an :class:`ssl.SSLObject` from the loop's callbacks.
 
-The loop's own TLS transport (``connect_accepted_socket(..., ssl=...)``) runs a
-memory-BIO state machine between the socket and the protocol: every read goes
-socket → BIO → ``SSLObject`` → a fresh buffer → the protocol, through several
-layers of Python or Cython bookkeeping. :class:`TlsTransport` lets OpenSSL read
-and write the socket itself (``SSLSocket.read`` decrypts straight into one
-preallocated buffer, ``SSLSocket.write`` encrypts straight onto the socket) and
-calls the protocol's ``data_received`` directly from the loop's reader callback.
+The loop's own TLS transport (``connect_accepted_socket(..., ssl=...)``) stacks a
+TLS protocol on a TCP transport: every read allocates a fresh buffer for the
+plaintext, ends in an ``SSLWantReadError`` raised and caught, and goes through
+two transports' bookkeeping. :class:`TlsTransport` is one layer: the loop's
+reader callback reads the socket into one preallocated buffer (one ``recv`` per
+wakeup), feeds it to OpenSSL's memory BIO, decrypts into the same buffer, and
+calls the protocol's ``data_received`` itself; a write is encrypted and sent at
+once, and only what the socket does not take is buffered.
 
 What it keeps of the loop's transport contract:
 
 * the handshake runs before the protocol exists and is bounded by a timeout
-  (:func:`accept_tls` raises when it fails, times out or is cancelled);
-* ``SSLWantReadError`` and ``SSLWantWriteError`` in both directions: a read may
-  need the socket writable (a post-handshake message to answer), a write may
-  need it readable, and a write OpenSSL could not finish is retried with the
-  same bytes (OpenSSL's rule without partial writes);
+  (:func:`accept_tls` and :func:`connect_tls` raise when it fails, times out or
+  is cancelled); a failed handshake sends OpenSSL's alert, best effort;
+* what OpenSSL must send while reading (TLS 1.3 key updates, session tickets)
+  goes out after each read;
 * write buffering with ``pause_writing``/``resume_writing`` to the protocol at
   the high and low water marks;
 * ``eof_received`` on the peer's ``close_notify`` or TCP end: when the protocol
   returns true the transport stays open for writing (TLS 1.3 allows it);
 * ``close`` flushes what is buffered, sends ``close_notify`` (best effort: one
-  non-blocking attempt, it never waits for the peer's) and closes; ``abort``
+  non-blocking send, it never waits for the peer's) and closes; ``abort``
   closes at once; ``connection_lost`` is called exactly once, from the loop.
 
+A peer that asks to renegotiate (TLS 1.2) is disconnected.
 It needs a loop with ``add_reader``/``add_writer`` (any selector loop, uvloop).
 """
 
@@ -32,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 import ssl
 from collections.abc import Callable, Iterable, Mapping
@@ -41,12 +41,9 @@ from typing import Any
 log = logging.getLogger("shoal.http")
 
 READ_BUFFER = 65536
-"""Bytes of the one read buffer of a connection (a TLS record holds at most 16 KiB)."""
+"""Bytes of the one buffer a connection reads into (ciphertext, then plaintext)."""
 HIGH_WATER = 65536
 """Default write-buffer size above which the protocol is asked to pause writing."""
-
-# Errors a read, a write or a shutdown may raise on a connection that went away.
-_GONE = (OSError, ValueError)
 
 # Reads of unread input before closing after a failed handshake (at most 256 KiB).
 _DRAIN_READS = 4
@@ -55,12 +52,14 @@ _HANDSHAKE, _OPEN, _CLOSING, _CLOSED = range(4)
 
 
 class TlsTransport(asyncio.Transport):
-    """One server-side TLS connection (made by :func:`accept_tls`)."""
+    """One TLS connection (made by :func:`accept_tls` or :func:`connect_tls`)."""
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
-        sock: ssl.SSLSocket,
+        sock: socket.socket,
+        context: ssl.SSLContext,
+        server_hostname: str | None,
         protocol_factory: Callable[[], asyncio.Protocol],
         waiter: asyncio.Future[None],
         extra: Mapping[str, Any] | None = None,
@@ -69,6 +68,14 @@ class TlsTransport(asyncio.Transport):
         self._loop = loop
         self._sock = sock
         self._fd = sock.fileno()
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._ssl = context.wrap_bio(
+            self._incoming,
+            self._outgoing,
+            server_side=server_hostname is None,
+            server_hostname=server_hostname,
+        )
         self._protocol_factory = protocol_factory
         self._protocol: asyncio.Protocol | None = None
         self._waiter: asyncio.Future[None] | None = waiter
@@ -81,15 +88,10 @@ class TlsTransport(asyncio.Transport):
         self._reader = False
         self._paused = False
         self._eof = False
-        # Writing: bytes not yet handed to OpenSSL, and the piece OpenSSL refused
-        # with a want-error (it must be offered again, the same bytes).
-        self._pending: list[bytes] = []
+        # Writing: ciphertext the socket has not taken yet.
+        self._pending: list[bytes | memoryview] = []
         self._pending_size = 0
-        self._retry: bytes | None = None
         self._writer = False
-        # A read that needs the socket writable, a write that needs it readable.
-        self._read_wants_write = False
-        self._write_wants_read = False
         self._high = HIGH_WATER
         self._low = HIGH_WATER // 4
         self._protocol_paused = False
@@ -99,35 +101,36 @@ class TlsTransport(asyncio.Transport):
 
     def _start(self, timeout: float) -> None:
         self._timer = self._loop.call_later(timeout, self._handshake_timeout)
+        self._reader = True
+        self._loop.add_reader(self._fd, self._handshake_readable)
+        self._handshake()
+
+    def _handshake_readable(self) -> None:
+        try:
+            n = self._sock.recv_into(self._view)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._handshake_failed(exc)
+            return
+        if not n:
+            self._handshake_failed(ConnectionResetError("the peer closed during the handshake"))
+            return
+        self._incoming.write(self._view[:n])
         self._handshake()
 
     def _handshake(self) -> None:
         try:
-            self._sock.do_handshake()
+            self._ssl.do_handshake()
         except ssl.SSLWantReadError:
-            self._want(read=True, write=False, callback=self._handshake)
+            self._send_outgoing()
             return
-        except ssl.SSLWantWriteError:
-            self._want(read=False, write=True, callback=self._handshake)
-            return
-        except Exception as exc:  # ssl.SSLError, a reset...
+        except Exception as exc:  # ssl.SSLError...
+            self._send_outgoing()  # the alert, if OpenSSL made one
             self._handshake_failed(exc)
             return
+        self._send_outgoing()
         self._handshake_done()
-
-    def _want(self, *, read: bool, write: bool, callback: Callable[[], None]) -> None:
-        """Register ``callback`` for exactly the readiness asked for (handshake only)."""
-        loop, fd = self._loop, self._fd
-        if read:
-            loop.add_reader(fd, callback)
-        elif self._reader:
-            loop.remove_reader(fd)
-        self._reader = read
-        if write:
-            loop.add_writer(fd, callback)
-        elif self._writer:
-            loop.remove_writer(fd)
-        self._writer = write
 
     def _handshake_timeout(self) -> None:
         self._timer = None
@@ -138,12 +141,12 @@ class TlsTransport(asyncio.Transport):
         if self._state != _HANDSHAKE:
             return
         self._state = _CLOSED
-        # What the client sent and OpenSSL left unread (plain HTTP to a TLS port,
-        # say) would make the close a reset: the client could miss the alert or
-        # the end of the connection. Read it away first (a bounded amount).
+        # What the peer sent and was not read (plain HTTP to a TLS port, say) would
+        # make the close a reset: the peer could miss the alert or the end of the
+        # connection. Read it away first (a bounded amount).
         with contextlib.suppress(OSError):
             for _ in range(_DRAIN_READS):
-                if not os.read(self._fd, READ_BUFFER):
+                if not self._sock.recv_into(self._view):
                     break
         self._stop_io()
         waiter, self._waiter = self._waiter, None
@@ -151,16 +154,18 @@ class TlsTransport(asyncio.Transport):
             waiter.set_exception(exc)
 
     def _handshake_done(self) -> None:
+        if self._state != _HANDSHAKE:
+            return  # the alert could not be sent: already failed
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._want(read=False, write=False, callback=self._handshake)
         waiter, self._waiter = self._waiter, None
         if waiter is None or waiter.done():  # cancelled meanwhile: nobody takes it
             self._state = _CLOSED
             self._stop_io()
             return
         self._state = _OPEN
+        self._loop.add_reader(self._fd, self._read_ready)  # replaces the handshake's
         try:
             protocol = self._protocol = self._protocol_factory()
             protocol.connection_made(self)
@@ -170,49 +175,44 @@ class TlsTransport(asyncio.Transport):
             waiter.set_exception(exc)
             return
         waiter.set_result(None)
-        if self._state == _OPEN and not self._paused:
-            self._add_reader()
-            self._read_ready()  # the first request often came with the Finished
+        if self._incoming.pending and self._state == _OPEN and not self._paused:
+            self._decrypt()  # the first request came with the handshake's end
 
     # -- reading ------------------------------------------------------------------
 
-    def _add_reader(self) -> None:
-        if not self._reader:
-            self._reader = True
-            self._loop.add_reader(self._fd, self._read_ready)
-
-    def _remove_reader(self) -> None:
-        if self._reader:
-            self._reader = False
-            self._loop.remove_reader(self._fd)
-
     def _read_ready(self) -> None:
-        """Decrypt what the socket holds into the buffer and hand it to the protocol."""
-        if self._write_wants_read:
-            self._write_wants_read = False
-            self._flush()
-            if self._state == _CLOSED:
-                return
-            if self._paused or self._state != _OPEN or self._eof:
-                self._update_reader()
-                return
-        sock = self._sock
+        """Read the socket once, then hand what decrypts to the protocol."""
+        try:
+            n = self._sock.recv_into(self._view)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            self._fatal(exc)
+            return
+        if not n:
+            self._end_of_input()
+            return
+        self._incoming.write(self._view[:n])
+        self._decrypt()
+
+    def _decrypt(self) -> None:
+        sslobj = self._ssl
         view = self._view
+        incoming = self._incoming
         protocol = self._protocol
         assert protocol is not None
         while True:
             try:
-                n = sock.read(READ_BUFFER, view)
+                # With a buffer, read returns the count (typeshed says bytes).
+                n: int = sslobj.read(READ_BUFFER, view)  # type: ignore[assignment]
             except ssl.SSLWantReadError:
+                break
+            except ssl.SSLZeroReturnError:  # close_notify
+                self._send_outgoing()
+                self._end_of_input()
                 return
-            except ssl.SSLWantWriteError:
-                # OpenSSL must send something (a post-handshake answer) before it
-                # can read again: wait for the socket to become writable.
-                self._read_wants_write = True
-                self._remove_reader()
-                self._add_writer()
-                return
-            except _GONE as exc:
+            except ssl.SSLError as exc:
+                self._send_outgoing()
                 self._fatal(exc)
                 return
             if not n:
@@ -220,15 +220,21 @@ class TlsTransport(asyncio.Transport):
                 return
             protocol.data_received(bytes(view[:n]))
             if self._paused or self._state != _OPEN:
-                return
-            if not sock.pending():
-                # The socket stays readable if the next record is there: the loop
-                # calls again, and a read that would find nothing costs an exception.
-                return
+                break
+            # Most reads carry one whole record: stop without the read that would
+            # find nothing (it costs an exception).
+            if not incoming.pending and not sslobj.pending():
+                break
+        if self._outgoing.pending:
+            self._send_outgoing()  # a key update's answer, a session ticket...
 
     def _end_of_input(self) -> None:
+        if self._eof or self._state not in (_OPEN, _CLOSING):
+            return
         self._eof = True
         self._remove_reader()
+        if self._state != _OPEN:
+            return
         protocol = self._protocol
         assert protocol is not None
         try:
@@ -241,37 +247,34 @@ class TlsTransport(asyncio.Transport):
         if not keep_open:
             self.close()
 
-    def _update_reader(self) -> None:
-        if self._write_wants_read or (
-            self._state == _OPEN
-            and not self._paused
-            and not self._eof
-            and not self._read_wants_write
-        ):
-            self._add_reader()
-        else:
-            self._remove_reader()
+    def _remove_reader(self) -> None:
+        if self._reader:
+            self._reader = False
+            self._loop.remove_reader(self._fd)
 
     def pause_reading(self) -> None:
         """Stop calling the protocol's ``data_received`` until :meth:`resume_reading`."""
         if self._state != _OPEN or self._paused:
             return
         self._paused = True
-        self._update_reader()
+        self._remove_reader()
 
     def resume_reading(self) -> None:
         """Read again after :meth:`pause_reading`."""
         if self._state != _OPEN or not self._paused:
             return
         self._paused = False
-        self._update_reader()
-        if self._reader and self._sock.pending():
-            # Decrypted bytes wait inside OpenSSL: the socket will not say so.
-            self._loop.call_soon(self._read_again)
+        if self._eof:
+            return
+        self._reader = True
+        self._loop.add_reader(self._fd, self._read_ready)
+        if self._incoming.pending or self._ssl.pending():
+            # Bytes read before the pause wait in OpenSSL: the socket will not say so.
+            self._loop.call_soon(self._decrypt_again)
 
-    def _read_again(self) -> None:
-        if self._state == _OPEN and self._reader and not self._paused:
-            self._read_ready()
+    def _decrypt_again(self) -> None:
+        if self._state == _OPEN and not self._paused:
+            self._decrypt()
 
     def is_reading(self) -> bool:
         """True unless reading is paused or over."""
@@ -280,32 +283,19 @@ class TlsTransport(asyncio.Transport):
     # -- writing ------------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        """Encrypt ``data`` onto the socket, or buffer it until the socket takes it."""
+        """Encrypt ``data`` and send it, buffering what the socket does not take."""
         if not data:
             return
         if self._state != _OPEN:
             if self._state == _HANDSHAKE:
                 raise RuntimeError("write before the TLS handshake is done")
             return  # closing or closed: dropped, as the loop's transports do
-        chunk = bytes(data) if not isinstance(data, bytes) else data
-        if self._writer or self._retry is not None or self._pending or self._write_wants_read:
-            self._pending.append(chunk)
-            self._pending_size += len(chunk)
-            self._check_high_water()
-            return
         try:
-            self._sock.write(chunk)
-        except ssl.SSLWantWriteError:
-            self._retry = chunk
-            self._add_writer()
-            self._check_high_water()
-        except ssl.SSLWantReadError:
-            self._retry = chunk
-            self._write_wants_read = True
-            self._update_reader()
-            self._check_high_water()
-        except _GONE as exc:
+            self._ssl.write(data)
+        except ssl.SSLError as exc:  # a renegotiation (want-read), a broken state
             self._fatal(exc)
+            return
+        self._send(self._outgoing.read())
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         """Write the pieces as one (a single piece is not copied)."""
@@ -315,82 +305,93 @@ class TlsTransport(asyncio.Transport):
         elif pieces:
             self.write(b"".join(pieces))
 
-    def _add_writer(self) -> None:
+    def _send_outgoing(self) -> None:
+        if self._outgoing.pending:
+            self._send(self._outgoing.read())
+
+    def _send(self, data: bytes) -> None:
+        """Send ciphertext now, or after what is already buffered."""
+        if self._pending:
+            self._pending.append(data)
+            self._pending_size += len(data)
+            self._check_high_water()
+            return
+        try:
+            n = self._sock.send(data)
+        except (BlockingIOError, InterruptedError):
+            n = 0
+        except OSError as exc:
+            self._fail(exc)
+            return
+        if n == len(data):
+            return
+        rest = memoryview(data)[n:]
+        self._pending.append(rest)
+        self._pending_size += len(rest)
         if not self._writer:
             self._writer = True
             self._loop.add_writer(self._fd, self._write_ready)
+        self._check_high_water()
 
-    def _remove_writer(self) -> None:
+    def _fail(self, exc: BaseException) -> None:
+        if self._state == _HANDSHAKE:
+            self._handshake_failed(exc)
+        else:
+            self._fatal(exc)
+
+    def _write_ready(self) -> None:
+        """Send what is buffered; once it is all out, resume the protocol or finish
+        closing."""
+        pending = self._pending
+        while pending:
+            data = pending[0]
+            try:
+                n = self._sock.send(data)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._fail(exc)
+                return
+            self._pending_size -= n
+            if n < len(data):
+                pending[0] = memoryview(data)[n:]
+                return
+            pending.pop(0)
+            if self._protocol_paused and self._pending_size <= self._low:
+                self._resume_protocol()
         if self._writer:
             self._writer = False
             self._loop.remove_writer(self._fd)
-
-    def _write_ready(self) -> None:
-        if self._read_wants_write:
-            self._read_wants_write = False
-            self._remove_writer()
-            self._update_reader()
-            if self._state == _OPEN and self._reader:
-                self._read_ready()
-            if self._state == _CLOSED:
-                return
-        self._flush()
-
-    def _flush(self) -> None:
-        """Hand OpenSSL what is buffered until it is empty or the socket is full."""
-        sock = self._sock
-        while True:
-            chunk = self._retry
-            if chunk is None:
-                if not self._pending:
-                    break
-                pending = self._pending
-                chunk = pending[0] if len(pending) == 1 else b"".join(pending)
-                self._pending = []
-                self._pending_size = 0
-                self._retry = chunk
-            try:
-                sock.write(chunk)
-            except ssl.SSLWantWriteError:
-                self._add_writer()
-                return
-            except ssl.SSLWantReadError:
-                self._write_wants_read = True
-                self._remove_writer()
-                self._update_reader()
-                return
-            except _GONE as exc:
-                self._fatal(exc)
-                return
-            self._retry = None
-        if not self._read_wants_write:
-            self._remove_writer()
-        if self._protocol_paused and self._state == _OPEN:
-            self._protocol_paused = False
-            protocol = self._protocol
-            assert protocol is not None
-            try:
-                protocol.resume_writing()
-            except Exception:
-                log.exception("protocol.resume_writing() failed")
+        if self._protocol_paused:
+            self._resume_protocol()
         if self._state == _CLOSING:
-            self._shutdown(None)
+            self._shutdown()
+
+    def _resume_protocol(self) -> None:
+        self._protocol_paused = False
+        protocol = self._protocol
+        if protocol is None or self._state != _OPEN:
+            return
+        try:
+            protocol.resume_writing()
+        except Exception:
+            log.exception("protocol.resume_writing() failed")
 
     def _check_high_water(self) -> None:
-        if self._protocol_paused or self.get_write_buffer_size() <= self._high:
+        if self._protocol_paused or self._pending_size <= self._high:
+            return
+        protocol = self._protocol
+        if protocol is None or self._state != _OPEN:
             return
         self._protocol_paused = True
-        protocol = self._protocol
-        assert protocol is not None
         try:
             protocol.pause_writing()
         except Exception:
             log.exception("protocol.pause_writing() failed")
 
     def get_write_buffer_size(self) -> int:
-        """Bytes written but not yet taken by OpenSSL."""
-        retry = self._retry
-        return self._pending_size + (len(retry) if retry is not None else 0)
+        """Bytes (encrypted) the socket has not taken yet."""
+        return self._pending_size
 
     def get_write_buffer_limits(self) -> tuple[int, int]:
         """The (low, high) water marks of the write buffer."""
@@ -426,34 +427,36 @@ class TlsTransport(asyncio.Transport):
         if self._state != _OPEN:
             return
         self._state = _CLOSING
-        self._read_wants_write = False
-        self._update_reader()
-        if self._retry is None and not self._pending and not self._write_wants_read:
-            self._shutdown(None)
-        # Otherwise _flush calls _shutdown once the buffer is empty.
+        self._remove_reader()
+        if not self._pending:
+            self._shutdown()
+        # Otherwise _write_ready calls _shutdown once the buffer is empty.
 
     def abort(self) -> None:
         """Close the socket at once, dropping what is buffered."""
         if self._state in (_OPEN, _CLOSING):
             self._fatal(None)
 
-    def _shutdown(self, exc: BaseException | None) -> None:
-        """Best-effort ``close_notify`` (one non-blocking try), then close."""
+    def _shutdown(self) -> None:
+        """Best-effort ``close_notify`` (one non-blocking send), then close."""
         if self._state == _CLOSED:
             return
-        with contextlib.suppress(ssl.SSLError, *_GONE):
-            self._sock.unwrap()  # sends close_notify; never waits for the peer's
-        self._fatal(exc)
+        with contextlib.suppress(ssl.SSLError, ValueError):
+            self._ssl.unwrap()  # puts close_notify in the outgoing BIO
+        data = self._outgoing.read()
+        if data:
+            with contextlib.suppress(OSError):
+                self._sock.send(data)
+        self._fatal(None)
 
     def _fatal(self, exc: BaseException | None) -> None:
         if self._state == _CLOSED:
             return
-        if exc is not None and not isinstance(exc, OSError | ssl.SSLError):
+        if exc is not None and not isinstance(exc, OSError):
             log.error("TLS connection failed: %r", exc)
         self._state = _CLOSED
         self._pending = []
         self._pending_size = 0
-        self._retry = None
         self._stop_io()
         if self._protocol is not None and not self._lost_scheduled:
             self._lost_scheduled = True
@@ -464,41 +467,43 @@ class TlsTransport(asyncio.Transport):
             self._timer.cancel()
             self._timer = None
         self._remove_reader()
-        self._remove_writer()
+        if self._writer:
+            self._writer = False
+            self._loop.remove_writer(self._fd)
         with contextlib.suppress(OSError):
             self._sock.close()
 
     def _connection_lost(self, exc: BaseException | None) -> None:
         protocol, self._protocol = self._protocol, None
         if protocol is not None:
-            protocol.connection_lost(exc if isinstance(exc, Exception) or exc is None else None)
+            protocol.connection_lost(exc if isinstance(exc, Exception) else None)
 
     # -- the rest of the transport interface ----------------------------------
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
-        """``peername``, ``sockname``, ``socket``, ``ssl_object`` (the SSLSocket),
+        """``peername``, ``sockname``, ``socket``, ``ssl_object`` (the SSLObject),
         ``peercert``, ``cipher``, ``compression``, ``sslcontext``."""
         value = super().get_extra_info(name, None)
         if value is not None:
             return value
-        sock = self._sock
+        sslobj = self._ssl
         try:
             if name == "socket":
-                return sock
+                return self._sock
             if name == "ssl_object":
-                return sock
+                return sslobj
             if name == "sslcontext":
-                return sock.context
+                return sslobj.context
             if name == "peername":
-                return sock.getpeername()
+                return self._sock.getpeername()
             if name == "sockname":
-                return sock.getsockname()
+                return self._sock.getsockname()
             if name == "peercert":
-                return sock.getpeercert()
+                return sslobj.getpeercert()
             if name == "cipher":
-                return sock.cipher()
+                return sslobj.cipher()
             if name == "compression":
-                return sock.compression()
+                return sslobj.compression()
         except (OSError, ValueError):
             return default
         return default
@@ -586,17 +591,13 @@ async def _start(
         extra["peername"] = conn.getpeername()
         extra["sockname"] = conn.getsockname()
     try:
-        sock = context.wrap_socket(
-            conn,
-            server_side=server_hostname is None,
-            server_hostname=server_hostname,
-            do_handshake_on_connect=False,
+        waiter: asyncio.Future[None] = loop.create_future()
+        transport = TlsTransport(
+            loop, conn, context, server_hostname, protocol_factory, waiter, extra
         )
     except BaseException:
         conn.close()
         raise
-    waiter: asyncio.Future[None] = loop.create_future()
-    transport = TlsTransport(loop, sock, protocol_factory, waiter, extra)
     transport._start(handshake_timeout)
     try:
         await waiter
