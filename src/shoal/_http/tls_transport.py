@@ -76,6 +76,10 @@ class TlsTransport(asyncio.Transport):
             server_side=server_hostname is None,
             server_hostname=server_hostname,
         )
+        # The C object behind the SSLObject: its read, write and pending are the
+        # same calls without the Python wrapper around each (one per request each
+        # way; the stdlib keeps it in _sslobj since Python 3.7).
+        self._raw: Any = getattr(self._ssl, "_sslobj", None) or self._ssl
         self._protocol_factory = protocol_factory
         self._protocol: asyncio.Protocol | None = None
         self._waiter: asyncio.Future[None] | None = waiter
@@ -176,35 +180,33 @@ class TlsTransport(asyncio.Transport):
             return
         waiter.set_result(None)
         if self._incoming.pending and self._state == _OPEN and not self._paused:
-            self._decrypt()  # the first request came with the handshake's end
+            self._read_ready(False)  # the first request came with the handshake's end
 
     # -- reading ------------------------------------------------------------------
 
-    def _read_ready(self) -> None:
-        """Read the socket once, then hand what decrypts to the protocol."""
-        try:
-            n = self._sock.recv_into(self._view)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            self._fatal(exc)
-            return
-        if not n:
-            self._end_of_input()
-            return
-        self._incoming.write(self._view[:n])
-        self._decrypt()
-
-    def _decrypt(self) -> None:
-        sslobj = self._ssl
+    def _read_ready(self, receive: bool = True) -> None:
+        """Read the socket once (unless ``receive`` is false: only what OpenSSL
+        holds), then hand what decrypts to the protocol."""
         view = self._view
         incoming = self._incoming
+        if receive:
+            try:
+                n = self._sock.recv_into(view)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                self._fatal(exc)
+                return
+            if not n:
+                self._end_of_input()
+                return
+            incoming.write(view[:n])
+        raw = self._raw
         protocol = self._protocol
         assert protocol is not None
         while True:
             try:
-                # With a buffer, read returns the count (typeshed says bytes).
-                n: int = sslobj.read(READ_BUFFER, view)  # type: ignore[assignment]
+                n = raw.read(READ_BUFFER, view)
             except ssl.SSLWantReadError:
                 break
             except ssl.SSLZeroReturnError:  # close_notify
@@ -223,7 +225,7 @@ class TlsTransport(asyncio.Transport):
                 break
             # Most reads carry one whole record: stop without the read that would
             # find nothing (it costs an exception).
-            if not incoming.pending and not sslobj.pending():
+            if not incoming.pending and not raw.pending():
                 break
         if self._outgoing.pending:
             self._send_outgoing()  # a key update's answer, a session ticket...
@@ -268,13 +270,13 @@ class TlsTransport(asyncio.Transport):
             return
         self._reader = True
         self._loop.add_reader(self._fd, self._read_ready)
-        if self._incoming.pending or self._ssl.pending():
+        if self._incoming.pending or self._raw.pending():
             # Bytes read before the pause wait in OpenSSL: the socket will not say so.
             self._loop.call_soon(self._decrypt_again)
 
     def _decrypt_again(self) -> None:
         if self._state == _OPEN and not self._paused:
-            self._decrypt()
+            self._read_ready(False)
 
     def is_reading(self) -> bool:
         """True unless reading is paused or over."""
@@ -291,7 +293,7 @@ class TlsTransport(asyncio.Transport):
                 raise RuntimeError("write before the TLS handshake is done")
             return  # closing or closed: dropped, as the loop's transports do
         try:
-            self._ssl.write(data)
+            self._raw.write(data)
         except ssl.SSLError as exc:  # a renegotiation (want-read), a broken state
             self._fatal(exc)
             return
