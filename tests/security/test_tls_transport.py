@@ -26,9 +26,10 @@ from shoal._http.tls_transport import TlsTransport, accept_tls, connect_tls
 
 @pytest.fixture(scope="module", params=["asyncio", "uvloop"])
 def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
-    if request.param == "uvloop":
-        return uvloop.EventLoopPolicy()
-    return asyncio.DefaultEventLoopPolicy()
+    policy: asyncio.AbstractEventLoopPolicy = (
+        uvloop.EventLoopPolicy() if request.param == "uvloop" else asyncio.DefaultEventLoopPolicy()
+    )
+    return policy
 
 
 @pytest.fixture(scope="module")
