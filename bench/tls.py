@@ -16,7 +16,12 @@ per second, p50 and p99, the server's CPU time per request, and the medians of t
 per-round ratios TLS ÷ plaintext. The script exits 1 on a wrong answer, a wrk error
 or a load during the timed runs.
 
-Run: ``python bench/tls.py [--quick]``.
+``--compare SRC`` adds a third server, TLS again but running the shoal of another
+source tree (``SRC`` is its ``src`` directory, e.g. of a ``git worktree`` of an
+older commit), so that a change to the TLS path is measured against its baseline in
+the same run.
+
+Run: ``python bench/tls.py [--quick] [--compare SRC]``.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import shutil
 import ssl
 import sys
@@ -123,11 +129,33 @@ def started(
         yield server
 
 
+@contextlib.contextmanager
+def python_path(src: str | None) -> Iterator[None]:
+    """Let the processes started meanwhile import shoal from ``src`` (None: as usual)."""
+    if src is None:
+        yield
+        return
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [src, old]))
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["PYTHONPATH"]
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s per load")
     parser.add_argument("--rounds", type=int, help="rounds (default 3, or 1 with --quick)")
     parser.add_argument("--duration", type=float, help="seconds per wrk run (default 10)")
+    parser.add_argument(
+        "--compare",
+        metavar="SRC",
+        help="also run a TLS server on the shoal of this src directory (a baseline)",
+    )
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 3)
     duration = args.duration or (3.0 if args.quick else 10.0)
@@ -165,6 +193,21 @@ def main(argv: list[str] | None = None) -> int:
                 )
             ),
         ]
+        if args.compare:
+            (compare_port,) = pick_free_ports(1)
+            with python_path(str(Path(args.compare).resolve())):
+                servers.append(
+                    stack.enter_context(
+                        started(
+                            f"TLS ({args.compare})",
+                            compare_port,
+                            tls_flags,
+                            client_context(ca=str(pki / "ca.pem")),
+                            pin_server,
+                            workdir / "compare.log",
+                        )
+                    )
+                )
         for server in servers:
             server.warm()
             for load in LOADS:
@@ -176,21 +219,24 @@ def main(argv: list[str] | None = None) -> int:
             raise BenchError(f"loads before timing {before}, not {KEYS} each")
         for r in range(rounds):
             for load in LOADS:
-                order = servers if r % 2 == 0 else servers[::-1]
+                shift = r % len(servers)
+                order = servers[shift:] + servers[:shift]
                 for server in order:
                     server.measure(load, duration, scripts[load], pin_wrk)
         after = [server.loads() for server in servers]
         if after != before:
             raise BenchError(f"loads during the timed runs: {before} -> {after}")
 
-    plain, tls = servers
+    plain = servers[0]
     rows = []
     for load in LOADS:
-        ratio = median(
-            [t.rps / p.rps for t, p in zip(tls.runs[load], plain.runs[load], strict=True)]
-        )
-        cpu = median([t / p for t, p in zip(tls.cpu[load], plain.cpu[load], strict=True) if p])
         for server in servers:
+            ratio = median(
+                [t.rps / p.rps for t, p in zip(server.runs[load], plain.runs[load], strict=True)]
+            )
+            cpu = median(
+                [t / p for t, p in zip(server.cpu[load], plain.cpu[load], strict=True) if p]
+            )
             runs = server.runs[load]
             mid = sorted(runs, key=lambda run: run.rps)[len(runs) // 2]
             rows.append(
@@ -201,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{mid.p50_ms:.2f}",
                     f"{mid.p99_ms:.2f}",
                     f"{median(server.cpu[load]):.1f}",
-                    f"{ratio:.2f}x" if server is tls else "1.00x",
-                    f"{cpu:.2f}x" if server is tls else "1.00x",
+                    f"{ratio:.2f}x",
+                    f"{cpu:.2f}x",
                 ]
             )
     print(
@@ -214,6 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     headers += ["req/s: this ÷ plaintext", "CPU/req: this ÷ plaintext"]
     print(markdown_table(headers, rows))
     command = "python bench/tls.py" + (" --quick" if args.quick else "")
+    command += f" --compare {args.compare}" if args.compare else ""
     print(f"\n{environment()}; command: `{command}`")
     return 0
 

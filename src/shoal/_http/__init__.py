@@ -6,9 +6,11 @@ Rules of this package:
   (its limits come as an :class:`HttpLimits`); the front ends above it route.
 - :mod:`.messages` holds what handlers see and answer, :mod:`.limits` the
   limits, :mod:`.server` the server and its connections (with the cache-hit
-  path, kept whole in one module).
-- Imports point one way: ``server`` → ``messages``, ``limits``; nothing here
-  imports from the rest of shoal but the internal leaves ``_deadlines`` and ``_native``.
+  path, kept whole in one module), :mod:`.tls_transport` the TLS transport of
+  the server's connections and of the peer client's.
+- Imports point one way: ``server`` → ``messages``, ``limits``, ``tls_transport``;
+  nothing here imports from the rest of shoal but the internal leaves
+  ``_deadlines`` and ``_native``.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .messages import (
     json_response,
 )
 from .server import MAX_PIPELINE, SHUTDOWN_TIMEOUT, HttpProtocol, HttpServer
+from .tls_transport import TlsTransport, accept_tls, connect_tls
 
 __all__ = [
     "HttpLimits",
@@ -46,4 +49,7 @@ __all__ = [
     "TEXT",
     "MAX_PIPELINE",
     "SHUTDOWN_TIMEOUT",
+    "TlsTransport",
+    "accept_tls",
+    "connect_tls",
 ]

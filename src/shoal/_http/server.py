@@ -91,6 +91,7 @@ from .messages import (
     Response,
     error_response,
 )
+from .tls_transport import accept_tls
 
 __all__ = [
     "HttpServer",
@@ -1310,11 +1311,8 @@ class HttpServer:
         """Wrap ``conn`` in TLS (the protocol sees the connection once the handshake
         is done); a handshake that fails or outlasts the header timeout closes it."""
         try:
-            await self.loop.connect_accepted_socket(
-                lambda: HttpProtocol(self),
-                conn,
-                ssl=context,
-                ssl_handshake_timeout=self.limits.header_timeout,
+            await accept_tls(
+                self.loop, conn, context, lambda: HttpProtocol(self), self.limits.header_timeout
             )
         except asyncio.CancelledError:
             conn.close()

@@ -26,10 +26,11 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 from urllib.parse import urlsplit
 
 from .._gather import gather_merged
+from .._http import connect_tls
 from ..errors import (
     ConfigError,
     InvalidKey,
@@ -1067,12 +1068,22 @@ class HttpPeerClient:
         limit, answered = self._limit, self._answered
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, connection = await loop.create_connection(
-                    lambda: Connection(limit, loop, answered),
-                    self._host,
-                    self._port,
-                    ssl=self._ssl() if self._ssl is not None else None,
-                )
+                if self._ssl is None:
+                    _, connection = await loop.create_connection(
+                        lambda: Connection(limit, loop, answered), self._host, self._port
+                    )
+                else:
+                    # shoal's own TLS transport (see _http.tls_transport): cheaper
+                    # per request than the loop's; the timeout bounds the handshake too.
+                    transport = await connect_tls(
+                        loop,
+                        self._host,
+                        self._port,
+                        self._ssl(),
+                        lambda: Connection(limit, loop, answered),
+                        self._connect_timeout,
+                    )
+                    connection = cast(Connection, transport.get_protocol())
         except BaseException as exc:
             self._free_slot()
             if isinstance(exc, TimeoutError):
