@@ -29,10 +29,11 @@ from .messages import (
     error_response,
     json_response,
 )
-from .server import MAX_PIPELINE, SHUTDOWN_TIMEOUT, HttpProtocol, HttpServer
+from .server import MAX_PIPELINE, SHUTDOWN_TIMEOUT, HttpProtocol, HttpServer, ServerFront
 from .tls_transport import TlsTransport, accept_tls, connect_tls
 
 __all__ = [
+    "ServerFront",
     "HttpLimits",
     "HttpServer",
     "HttpProtocol",

@@ -95,6 +95,7 @@ from .tls_transport import accept_tls
 
 __all__ = [
     "HttpServer",
+    "ServerFront",
     "HttpProtocol",
     "SIMPLE_GET",
     "MAX_PIPELINE",
@@ -1486,3 +1487,38 @@ def _name(sock: socket.socket) -> str:
     except OSError:
         return "a closed socket"
     return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+
+
+class ServerFront:
+    """What a server built on an :class:`HttpServer` (the HTTP API, the peer port)
+    hands to it: its address, its counters, start and close. The subclass sets
+    ``_server`` in its ``__init__``."""
+
+    _server: HttpServer
+
+    @property
+    def address(self) -> tuple[str, int] | None:
+        """The bound (host, port), once started."""
+        return self._server.address
+
+    @property
+    def accept_errors(self) -> int:
+        """Times accepting a connection failed for lack of file descriptors."""
+        return self._server.accept_errors
+
+    @property
+    def tls_handshake_failures(self) -> int:
+        """TLS handshakes on this server that failed or timed out."""
+        return self._server.tls_handshake_failures
+
+    async def start(self, host: str, port: int) -> tuple[str, int]:
+        """Listen on ``host``:``port`` (0 picks a free port); return the bound address.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        return await self._server.start(host, port)
+
+    async def aclose(self) -> None:
+        """Stop listening, let in-flight requests finish briefly, then drop the rest."""
+        await self._server.aclose()

@@ -72,6 +72,7 @@ from .._http import (
     HttpServer,
     Request,
     Response,
+    ServerFront,
     error_response,
     json_response,
 )
@@ -302,7 +303,7 @@ def _loaded(future: asyncio.Future[bytes]) -> Response:
     return error_response(LOAD_FAILED.api, LOAD_FAILED.code, str(exc) or type(exc).__name__)
 
 
-class ApiServer:
+class ApiServer(ServerFront):
     """The HTTP API server of one node (see the module docstring for the routes).
 
     The node starts it when ``NodeConfig.api_port`` is set; limits and timeouts
@@ -353,35 +354,13 @@ class ApiServer:
             b"/metrics": self._metrics,
         }
 
-    @property
-    def address(self) -> tuple[str, int] | None:
-        """The bound (host, port), once started."""
-        return self._server.address
-
-    @property
-    def accept_errors(self) -> int:
-        """Times accepting a connection failed for lack of file descriptors."""
-        return self._server.accept_errors
-
-    @property
-    def tls_handshake_failures(self) -> int:
-        """TLS handshakes on this server that failed or timed out."""
-        return self._server.tls_handshake_failures
-
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Listen on ``host``:``port`` (0 picks a free port); return the bound address.
-
-        Raises:
-            OSError: the address cannot be bound.
-        """
-        return await self._server.start(host, port)
-
     async def aclose(self) -> None:
-        """Stop listening, finish in-flight requests briefly, then drop the rest."""
+        """Stop listening (and following token reloads), finish in-flight requests
+        briefly, then drop the rest."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        await self._server.aclose()
+        await super().aclose()
 
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         """Answer one request: a ready :class:`Response` for anything that needs no

@@ -22,7 +22,15 @@ import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Final
 
-from .._http import SHUTDOWN_TIMEOUT, TEXT, HttpLimits, HttpServer, Request, Response
+from .._http import (
+    SHUTDOWN_TIMEOUT,
+    TEXT,
+    HttpLimits,
+    HttpServer,
+    Request,
+    Response,
+    ServerFront,
+)
 from ..errors import (
     ConfigError,
     InvalidKey,
@@ -119,7 +127,7 @@ def _batch_answer(items: list[tuple[str, bytes, int | None]], errors: list[Batch
     return Response(200, encode_batch_entries(items, errors), GET_MANY_CONTENT_TYPE, _OK_HEADERS)
 
 
-class PeerServer:
+class PeerServer(ServerFront):
     """Serves the groupcache peer protocol for one node (see docs/protocol.md).
 
     The node starts it when ``NodeConfig.port`` is set. Paths live under
@@ -159,33 +167,6 @@ class PeerServer:
             shutdown_timeout=shutdown_timeout,
             tls=tls,
         )
-
-    @property
-    def address(self) -> tuple[str, int] | None:
-        """The bound (host, port), once started."""
-        return self._server.address
-
-    @property
-    def accept_errors(self) -> int:
-        """Times accepting a connection failed for lack of file descriptors."""
-        return self._server.accept_errors
-
-    @property
-    def tls_handshake_failures(self) -> int:
-        """TLS handshakes on this server that failed or timed out."""
-        return self._server.tls_handshake_failures
-
-    async def start(self, host: str, port: int) -> tuple[str, int]:
-        """Listen on ``host``:``port`` (0 picks a free port); return the bound address.
-
-        Raises:
-            OSError: the address cannot be bound.
-        """
-        return await self._server.start(host, port)
-
-    async def aclose(self) -> None:
-        """Stop listening, let in-flight requests finish briefly, then drop the rest."""
-        await self._server.aclose()
 
     def handle(self, request: Request) -> Response | Awaitable[Response]:
         """Answer one request: a ready :class:`Response` when no waiting is needed
