@@ -39,7 +39,7 @@ class TestReadPath:
         assert await g.get("Tom") == b"630"
         assert loader.calls["Tom"] == 1
         s = g.statistics()
-        assert (s.gets, s.hits, s.loads, s.loads_deduped, s.local_loads) == (2, 1, 1, 1, 1)
+        assert (s.gets, s.hits, s.loads, s.loads_run, s.local_loads) == (2, 1, 1, 1, 1)
         assert s.main.items == 1
         assert s.main.bytes == len("Tom630")
 
@@ -55,7 +55,9 @@ class TestReadPath:
         assert loader.total == 1
         s = g.statistics()
         assert s.loads == 10_000
-        assert s.loads_deduped == 1
+        assert s.loads_run == 1
+        assert s.loads_deduped == 1  # the deprecated alias
+        assert s.as_dict()["loads_deduped"] == s.as_dict()["loads_run"] == 1
 
     async def test_sync_loader_runs_in_a_thread(self) -> None:
         """A plain function loader runs off the event loop thread."""

@@ -634,7 +634,7 @@ class Group(Generic[V]):
             gets=main.gets,
             hits=main.hits + hot.hits + self._negative.statistics().hits,
             loads=self._loads,
-            loads_deduped=self._flight.started + self._peer_flight.started,
+            loads_run=self._flight.started + self._peer_flight.started,
             local_loads=self._local_loads,
             local_load_errors=self._local_load_errors,
             peer_loads=self._peer_loads,

@@ -46,8 +46,10 @@ class GroupStats:
     """Gets answered from the main or the hot cache."""
     loads: int
     """Gets that missed both caches and went through the flight (deduplicated or not)."""
-    loads_deduped: int
-    """Flights actually run: ``loads`` minus the callers that joined a running flight."""
+    loads_run: int
+    """Loads actually run (loader calls and peer fetches started): ``loads`` minus
+    the callers that joined a flight already running. Named ``loads_deduped`` until
+    0.x, groupcache's name; that name stays as an alias for one release."""
     local_loads: int
     """Loader calls that succeeded."""
     local_load_errors: int
@@ -80,6 +82,14 @@ class GroupStats:
     """Values over ``max_value_bytes`` that a loader returned or a peer sent: refused,
     neither cached nor served."""
 
+    @property
+    def loads_deduped(self) -> int:
+        """Deprecated alias of :attr:`loads_run` (groupcache's name), for one release."""
+        return self.loads_run
+
     def as_dict(self) -> dict[str, Any]:
-        """The snapshot as a plain dict (for JSON)."""
-        return asdict(self)
+        """The snapshot as a plain dict (for JSON), with the deprecated
+        ``loads_deduped`` beside ``loads_run`` for one release."""
+        found = asdict(self)
+        found["loads_deduped"] = self.loads_run
+        return found

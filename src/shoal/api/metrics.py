@@ -27,7 +27,12 @@ _GROUP_COUNTERS: Final = (
     ("shoal_gets_total", "gets", "Gets of any kind, hits and misses."),
     ("shoal_hits_total", "hits", "Gets answered from the main or the hot cache."),
     ("shoal_loads_total", "loads", "Gets that missed both caches (deduplicated or not)."),
-    ("shoal_loads_deduped_total", "loads_deduped", "Loads left after duplicate suppression."),
+    ("shoal_loads_run_total", "loads_run", "Loads actually run, after duplicate suppression."),
+    (
+        "shoal_loads_deduped_total",
+        "loads_run",
+        "Deprecated name of shoal_loads_run_total (kept for one release).",
+    ),
     ("shoal_local_loads_total", "local_loads", "Loader calls that succeeded."),
     ("shoal_local_load_errors_total", "local_load_errors", "Loader calls that failed."),
     ("shoal_peer_loads_total", "peer_loads", "Values fetched from a peer."),

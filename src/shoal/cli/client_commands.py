@@ -213,7 +213,7 @@ _STATS_COLUMNS: Final = (
     ("hits", "hits"),
     ("hit%", None),
     ("loads", "loads"),
-    ("deduped", "loads_deduped"),
+    ("run", "loads_run"),
     ("loaded", "local_loads"),
     ("errors", "local_load_errors"),
     ("served", "server_requests"),

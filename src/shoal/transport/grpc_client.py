@@ -536,6 +536,7 @@ class GrpcNodeClient(_GrpcClient):
                 "gets": stats.gets,
                 "hits": stats.hits,
                 "loads": stats.loads,
+                "loads_run": stats.loads_deduped,
                 "loads_deduped": stats.loads_deduped,
                 "local_loads": stats.local_loads,
                 "local_load_errors": stats.local_load_errors,

@@ -550,7 +550,7 @@ def _fill_group_stats(target: pb.GroupStats, stats: GroupStats) -> None:
     target.gets = stats.gets
     target.hits = stats.hits
     target.loads = stats.loads
-    target.loads_deduped = stats.loads_deduped
+    target.loads_deduped = stats.loads_run  # the wire keeps the old field name
     target.local_loads = stats.local_loads
     target.local_load_errors = stats.local_load_errors
     target.peer_loads = stats.peer_loads
