@@ -145,6 +145,12 @@ async def test_client_operations(transport: str, mode: str) -> None:
         assert await client.get_many("c", many) == {}
         with pytest.raises(GroupNotFound):
             await client.incr("nosuch", "k")
+        with pytest.raises(GroupNotFound):
+            await client.get("nosuch", "k")
+        with pytest.raises(GroupNotFound):
+            await client.set("nosuch", "k", b"v")
+        with pytest.raises(GroupNotFound):
+            await client.delete("nosuch", "k")
 
 
 async def test_add_and_incr_racing_a_load_are_not_overwritten() -> None:
