@@ -30,6 +30,7 @@ from pathlib import Path
 
 import aiohttp
 import redis.asyncio as aioredis
+
 from _common import BenchError, environment, markdown_table, ratio, run
 from writes import local_cluster
 
@@ -92,9 +93,7 @@ async def shoal_rate(
     return done / seconds, done
 
 
-async def redis_rate(
-    db: int, keys: list[str], duration: float, workers: int
-) -> tuple[float, int]:
+async def redis_rate(db: int, keys: list[str], duration: float, workers: int) -> tuple[float, int]:
     client = aioredis.Redis(host="127.0.0.1", port=6379, db=db, max_connections=workers)
     try:
         await client.flushdb()
