@@ -107,6 +107,9 @@ async def test_each_operation_on_each_group_kind(transport: str, mode: str) -> N
         # batches
         many = {f"m{i}": b"%d" % i for i in range(30)}
         await b.set_many(many, ttl=60)
+        big = {f"big{i}": b"x" for i in range(2500)}  # over 1,000 per owner: chunked
+        await a.set_many(big)
+        assert len(await b.get_many(big)) == 2500
         assert await a.get_many([*list(many), "nope"]) == many
         assert await a.delete_many([*list(many)[:10], "nope"]) == 10
         assert await b.get_many(many) == dict(list(many.items())[10:])
@@ -201,3 +204,32 @@ def test_sync_group_operations() -> None:
         assert group.delete_many(["a", "b", "c"]) == 2
         with pytest.raises(NotFound):
             group.incr("c")
+
+
+async def test_malformed_operations_get_a_clear_400() -> None:
+    """The peer port refuses undecodable, oversized and unknown operations with a 400."""
+    from helpers.processes import http_request
+    from shoal.wire.ops import OP_INCR, OP_SET, OpItem, OpRequestBody, encode_op_request
+
+    async with Node(NodeConfig(port=0)) as node:
+        node.group("c")
+        address = node.peer_address
+        assert address is not None
+        url = "http://{}:{}/_groupcache/c/_op/".format(*address)
+
+        async def post(body: bytes) -> tuple[int, bytes]:
+            return await asyncio.to_thread(http_request, "POST", url, body)
+
+        huge = tuple(OpItem(f"k{i}", b"v") for i in range(1001))
+        two = (OpItem("a"), OpItem("b"))
+        cases = {
+            b"\xff\xff\xff": b"malformed OpRequest",
+            encode_op_request(OpRequestBody("c", OP_SET, huge)): b"over the limit of 1000",
+            encode_op_request(OpRequestBody("c", OP_INCR, two)): b"takes one key",
+            encode_op_request(OpRequestBody("c", 99, (OpItem("a"),))): b"unknown kind",
+            encode_op_request(OpRequestBody("c", OP_INCR, ())): b"no key",
+        }
+        for body, message in cases.items():
+            status, answer = await post(body)
+            assert status == 400, answer
+            assert message in answer
