@@ -233,3 +233,45 @@ async def test_malformed_operations_get_a_clear_400() -> None:
             status, answer = await post(body)
             assert status == 400, answer
             assert message in answer
+
+
+@pytest.mark.parametrize("op", ["add", "incr", "set"])
+async def test_a_write_at_a_remote_owner_fences_its_load_in_flight(op: str) -> None:
+    """A load running at the owner (asked for by another member) when an add, incr
+    or set arrives from a third member does not overwrite the write when it ends."""
+    gate = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow(key: str) -> bytes:
+        started.set()
+        await gate.wait()
+        return b"100"
+
+    ports = free_ports(3)
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    async with AsyncExitStack() as stack:
+        nodes = []
+        for port in ports:
+            node = Node(NodeConfig(port=port, peers=urls, api_port=0))
+            node.group("l", slow, hot_admission="never")
+            nodes.append(await stack.enter_async_context(node))
+        picker = nodes[0].get_group("l").peers
+        assert picker is not None
+        key = next(f"k{i}" for i in range(1000) if picker.owner(f"k{i}") == urls[1])
+        asker, writer, owner = (n.get_group("l") for n in (nodes[0], nodes[2], nodes[1]))
+        load = asyncio.ensure_future(asker.get(key))
+        await started.wait()
+        if op == "add":
+            assert await writer.add(key, b"5") is True
+            expected = b"5"
+        elif op == "incr":
+            await writer.set(key, b"5")
+            assert await writer.incr(key) == 6
+            expected = b"6"
+        else:
+            await writer.set(key, b"7")
+            expected = b"7"
+        gate.set()
+        assert await load == b"100"  # the asker gets the load's own result
+        assert owner.cached_bytes(key) == expected
+        assert await asker.get(key) == expected
