@@ -68,6 +68,7 @@ from .._http import (
     OCTET_STREAM,
     SHUTDOWN_TIMEOUT,
     Deferred,
+    Handler,
     HttpLimits,
     HttpServer,
     Request,
@@ -319,6 +320,9 @@ class ApiServer(ServerFront):
             one (see the module docstring). Default None: no tokens.
         tls: the current TLS server context, asked at each connection (see
             :class:`shoal.tls.NodeTls`); None serves plain HTTP.
+        trace: wraps the handler (a server span per request, :mod:`shoal.otel`);
+            every request then goes through the handler (as ``fast_path=False``).
+            Default None.
     """
 
     def __init__(
@@ -329,15 +333,16 @@ class ApiServer(ServerFront):
         fast_path: bool = True,
         tokens: ApiTokens | None = None,
         tls: Callable[[], ssl.SSLContext] | None = None,
+        trace: Callable[[Handler], Handler] | None = None,
     ) -> None:
         self._node = node
         # A live read-only view: groups added or dropped later are seen.
         self._groups = node.groups
         self._tokens = tokens
         self._server = HttpServer(
-            self.handle,
+            self.handle if trace is None else trace(self.handle),
             HttpLimits.of(node.config),
-            fast_get=self.fast_get if fast_path else None,
+            fast_get=self.fast_get if fast_path and trace is None else None,
             fast_guard=tokens,
             shutdown_timeout=shutdown_timeout,
             tls=tls,
