@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from ._http import Deferred, Handler, Request, Response
 from ._version import __version__
-from .errors import MissingExtra, NotFound
+from .errors import ConfigError, MissingExtra, NotFound
 
 try:
     from opentelemetry import context as otel_context
@@ -69,6 +69,7 @@ __all__ = [
     "CACHE_METRICS",
     "api_route",
     "peer_route",
+    "providers_from_environment",
 ]
 
 INSTRUMENTATION: Final = "shoal"
@@ -554,3 +555,68 @@ def peer_route(base_path: str) -> Callable[[Request], str]:
         return template
 
     return route
+
+
+# -- ``shoal serve --otel``: providers from the standard environment ------------------
+
+_EXPORTER_GROUPS: Final = {
+    "traces": "opentelemetry_traces_exporter",
+    "metrics": "opentelemetry_metrics_exporter",
+}
+
+
+def _exporter(signal: str, name: str) -> Any:
+    """The exporter ``name`` of ``signal``, found as the SDK finds it: by the entry
+    points that exporter packages register (``console`` is the SDK's, ``otlp``
+    comes with ``opentelemetry-exporter-otlp``)."""
+    from importlib.metadata import entry_points
+
+    group = _EXPORTER_GROUPS[signal]
+    found = entry_points(group=group, name=name)
+    if not found:
+        known = sorted({point.name for point in entry_points(group=group)})
+        hint = " (pip install opentelemetry-exporter-otlp)" if name.startswith("otlp") else ""
+        raise ConfigError(
+            f"OTEL_{signal.upper()}_EXPORTER={name!r}: no such exporter installed{hint}; "
+            f"installed: {', '.join(known) or 'none'}, or 'none'"
+        )
+    return next(iter(found)).load()()
+
+
+def providers_from_environment(
+    environ: Mapping[str, str],
+) -> tuple[TracerProvider | None, MeterProvider | None]:
+    """Tracer and meter providers as the OpenTelemetry environment variables describe.
+
+    ``OTEL_TRACES_EXPORTER`` and ``OTEL_METRICS_EXPORTER`` name the exporter of each
+    signal (default ``otlp``, as the specification says; ``console``; ``none`` for no
+    provider); the SDK itself reads the rest (``OTEL_SERVICE_NAME``, default
+    ``shoal``; ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER``,
+    ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_METRIC_EXPORT_INTERVAL``...). Only the
+    first exporter of a comma-separated list is used.
+
+    Raises:
+        ConfigError: an exporter that is not installed.
+    """
+    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    defaults = {} if environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: "shoal"}
+    resource = Resource.create(defaults)
+
+    def chosen(signal: str) -> str:
+        names = environ.get(f"OTEL_{signal.upper()}_EXPORTER", "otlp")
+        return names.split(",")[0].strip().lower() or "otlp"
+
+    tracer_provider: SdkTracerProvider | None = None
+    meter_provider: SdkMeterProvider | None = None
+    if (name := chosen("traces")) != "none":
+        tracer_provider = SdkTracerProvider(resource=resource)
+        tracer_provider.add_span_processor(BatchSpanProcessor(_exporter("traces", name)))
+    if (name := chosen("metrics")) != "none":
+        reader = PeriodicExportingMetricReader(_exporter("metrics", name))
+        meter_provider = SdkMeterProvider(resource=resource, metric_readers=[reader])
+    return tracer_provider, meter_provider
