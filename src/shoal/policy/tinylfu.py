@@ -571,7 +571,7 @@ class TinyLFUPolicy:
         if arc is not None:
             return self._put_arc(arc, key, value, cost)
         values = self._values
-        weight = self._weigher.weight(cost)
+        weight = 1 if not self._weighted else self._weigher.weight(cost)
         old = values.get(key)
         values[key] = value
         self._candidates.clear()
@@ -593,7 +593,7 @@ class TinyLFUPolicy:
             self._wwindow += weight
             self._misses += 1
             sketch = self._sketch
-            if len(values) > sketch.capacity:
+            if len(values) > len(sketch.table) >> 4:  # sketch.capacity, without the call
                 # The sketch grows with the cache (keeping its counts): 16 counters per entry.
                 sketch.ensure_capacity(len(values))
                 if self._weighted:
@@ -603,7 +603,15 @@ class TinyLFUPolicy:
             if (self._hash_fn(key) >> 24) & sampling[0] == sampling[1]:
                 self._simulate(key, weight)
         if self._wwindow > self._window_max:
-            self._evict_from_window()
+            # The window's oldest entry moves to probation as a candidate
+            # (_evict_from_window's first step, without the call: mostly the only one).
+            moved, moved_weight = self._window.popitem(last=False)
+            self._wwindow -= moved_weight
+            self._probation[moved] = moved_weight
+            self._wprobation += moved_weight
+            self._candidates.append(moved)
+            if self._wwindow > self._window_max:
+                self._evict_from_window()
         return old
 
     def _put_arc(self, arc: ARCPolicy, key: str, value: bytes, cost: int) -> bytes | None:
@@ -685,7 +693,12 @@ class TinyLFUPolicy:
         if self._arc is not None:
             return self._arc.evict()
         key = self._choose_victim()
-        self._drop(key)
+        # Most losers are on probation: _drop's first case, without the call.
+        weight = self._probation.pop(key, None)
+        if weight is None:
+            self._drop(key)
+        else:
+            self._wprobation -= weight
         return key, values.pop(key)
 
     def _choose_victim(self) -> str:
@@ -722,7 +735,10 @@ class TinyLFUPolicy:
         if weight > self._max or not self._admit(candidate, victim):
             self._advance(from_window, admitted=False)
             return candidate
-        self._advance(from_window, admitted=True)
+        if from_window:
+            self._advance(from_window, admitted=True)
+        else:  # _advance's common case, without the call
+            candidates.popleft()
         return victim
 
     def _advance(self, from_window: bool, *, admitted: bool) -> None:
@@ -734,8 +750,9 @@ class TinyLFUPolicy:
 
     def _admit(self, candidate: str, victim: str) -> bool:
         """Whether ``candidate`` should replace ``victim``: the more frequent one wins."""
-        victim_freq = self._frequency(victim)
-        candidate_freq = self._frequency(candidate)
+        frequency = self._frequency
+        victim_freq = frequency(victim)
+        candidate_freq = frequency(candidate)
         if candidate_freq > victim_freq:
             return True
         if candidate_freq >= _ADMIT_HASHDOS_THRESHOLD:
