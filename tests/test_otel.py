@@ -279,12 +279,20 @@ async def test_api_server_span_is_parent_of_a_sync_load_in_the_loader_threads() 
             # A hit: a server span too, through the same handler.
             answer = await call(api[1], "GET", "/v1/groups/words/keys/k1")
             assert answer.status == 200
+            # A malformed trace context is ignored: the request is served, its span a root.
+            for bad in ("00-zz-yy-01", "00-" + "0" * 32 + "-" + "0" * 16 + "-01", "x" * 4000):
+                answer = await call(
+                    api[1], "GET", "/v1/groups/words/keys/k1", headers={"traceparent": bad}
+                )
+                assert answer.status == 200
+                assert answer.body == b"v:k1"
     finally:
         options["tracer_provider"].shutdown()
         options["meter_provider"].shutdown()
     finished = spans.get_finished_spans()
     servers = [s for s in finished if s.kind == SpanKind.SERVER]
-    assert [s.name for s in servers] == ["GET /v1/groups/{group}/keys/{key}"] * 2
+    assert [s.name for s in servers] == ["GET /v1/groups/{group}/keys/{key}"] * 5
+    assert all(s.parent is None for s in servers[1:])
     first = servers[0]
     assert first.context is not None
     assert format(first.context.trace_id, "032x") == TRACE_ID
