@@ -597,12 +597,16 @@ def providers_from_environment(
 
     Raises:
         ConfigError: an exporter that is not installed.
+        MissingExtra: the OpenTelemetry SDK is not installed.
     """
-    from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
-    from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
-    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-    from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
-    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    try:
+        from opentelemetry.sdk.metrics import MeterProvider as SdkMeterProvider
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+        from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+        from opentelemetry.sdk.trace import TracerProvider as SdkTracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    except ImportError as exc:
+        raise MissingExtra("opentelemetry-sdk", "otel") from exc
 
     defaults = {} if environ.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: "shoal"}
     resource = Resource.create(defaults)

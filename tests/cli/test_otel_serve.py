@@ -11,7 +11,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from helpers.processes import LoadLog, shoal_cluster
+from helpers.processes import LoadLog, clean_env, free_port, run_shoal, shoal_cluster
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -80,3 +80,10 @@ def test_serve_otel_exports_one_trace_across_two_nodes() -> None:
         for metric in scope["metrics"]
     }
     assert {"groupcache.group.gets", "groupcache.group.peer.loads"} <= names
+
+
+def test_serve_otel_with_an_exporter_not_installed_refuses_to_start() -> None:
+    env = clean_env(OTEL_TRACES_EXPORTER="nosuch", OTEL_METRICS_EXPORTER="none")
+    done = run_shoal("serve", "--otel", "--api-port", str(free_port()), "--group", "a", env=env)
+    assert done.returncode == 2, done.stderr
+    assert b"OTEL_TRACES_EXPORTER='nosuch': no such exporter installed" in done.stderr
