@@ -321,3 +321,29 @@ async def test_off_by_default_and_the_fast_paths_stay() -> None:
         assert api._server.fast_get is None
     options["tracer_provider"].shutdown()
     options["meter_provider"].shutdown()
+
+
+async def test_batch_get_and_probes() -> None:
+    async with observed_cluster(config={"api_port": 0}) as (a, b):
+        nodes = [a.served, b.served]
+        first = owned_by(nodes, 1)
+        await a.served.group.get(first)  # B's first answer says it serves batch gets
+        keys = [owned_by(nodes, 1, prefix=f"b{i}-") for i in range(3)]
+        for o in (a, b):
+            o.spans.clear()
+        assert await a.served.group.get_many(keys) == {key: value(key) for key in keys}
+        client = _one(a.finished(SpanKind.CLIENT))
+        assert client.name == "shoal.peer.get_many"
+        server = _one(b.finished(SpanKind.SERVER))
+        assert server.name == "POST /_groupcache/{group}/_get-many/"
+        assert client.context is not None
+        assert _parent_id(server) == client.context.span_id
+        assert len(b.finished(SpanKind.INTERNAL)) == 3
+
+        # Health and readiness probes get no span; the others do.
+        a.spans.clear()
+        api = a.served.node.api_address
+        assert api is not None
+        assert (await call(api[1], "GET", "/healthz")).status == 200
+        assert (await call(api[1], "GET", "/v1/stats")).status == 200
+        assert [s.name for s in a.finished()] == ["GET /v1/stats"]

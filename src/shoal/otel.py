@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any, Final
 from ._http import Deferred, Handler, Request, Response
 from ._version import __version__
 from .errors import ConfigError, MissingExtra, NotFound
+from .wire import REMOVE_KEYS_SEGMENT
+from .wire.batch import GET_MANY_SEGMENT, INVALIDATE_SEGMENT, REPLICA_SEGMENT
 
 try:
     from opentelemetry import context as otel_context
@@ -192,7 +194,11 @@ class Telemetry:
     # -- server spans ----------------------------------------------------------
 
     def http_handler(
-        self, handler: Handler, route: Callable[[Request], str], *, port: int | None = None
+        self,
+        handler: Handler,
+        route: Callable[[Request], str | None],
+        *,
+        port: int | None = None,
     ) -> Handler:
         """``handler`` with a server span around each request, child of the
         request's ``traceparent`` (if any), current while the handler runs.
@@ -200,14 +206,17 @@ class Telemetry:
         Args:
             handler: the server's own handler.
             route: the request's route template (``/v1/groups/{group}/keys/{key}``):
-                the span's name after the method, and ``http.route``.
+                the span's name after the method, and ``http.route``; None for a
+                request that gets no span (probes, anti-entropy rounds).
             port: the server's port (``server.port``), if known.
         """
         tracer = self.tracer
 
         def traced(request: Request) -> Response | Awaitable[Response]:
-            parent = propagate.extract(_http_carrier(request))
             template = route(request)
+            if template is None:
+                return handler(request)
+            parent = propagate.extract(_http_carrier(request))
             attributes: dict[str, Any] = {
                 "http.request.method": request.method,
                 "http.route": template,
@@ -415,8 +424,11 @@ class TracedClient:
                 "rpc.service": "shoal.v1.Peer",
                 "rpc.method": method,
             }
+        elif method == "GetMany":
+            # One batch request, or one GET per key to a peer without batches.
+            name = "shoal.peer.get_many"
         else:
-            name = "POST" if method == "GetMany" else "GET"
+            name = "GET"
             attributes["http.request.method"] = name
         with self._telemetry.tracer.start_as_current_span(
             name,
@@ -534,24 +546,42 @@ class _SyncLoad(_Load):
             return self._inner(key)
 
 
-def api_route(request: Request) -> str:
-    """The route template of an HTTP API request (its span's name)."""
+def api_route(request: Request) -> str | None:
+    """The route template of an HTTP API request (its span's name); None for the
+    health and readiness probes, which get no span."""
     path = request.path
+    if path in _PROBES:
+        return None
     if path.startswith(b"/v1/groups/"):
         return "/v1/groups/{group}/keys/{key}" if b"/keys/" in path else "/v1/groups/{group}"
     return path.decode("latin-1") if path in _API_PATHS else "/*"
 
 
-_API_PATHS: Final = frozenset(
-    (b"/api", b"/v1/stats", b"/v1/cluster", b"/healthz", b"/readyz", b"/metrics", b"/ui")
+_PROBES: Final = frozenset((b"/healthz", b"/readyz"))
+_API_PATHS: Final = frozenset((b"/api", b"/v1/stats", b"/v1/cluster", b"/metrics", b"/ui"))
+# The shoal extensions of the peer protocol, by the last segment of their path.
+_PEER_SEGMENTS: Final = (
+    GET_MANY_SEGMENT.encode(),
+    INVALIDATE_SEGMENT.encode(),
+    REMOVE_KEYS_SEGMENT.encode(),
 )
 
 
-def peer_route(base_path: str) -> Callable[[Request], str]:
-    """The route template of the peer protocol under ``base_path``."""
+def peer_route(base_path: str) -> Callable[[Request], str | None]:
+    """The route template of a peer request under ``base_path``; None for a
+    replicated group's messages (periodic anti-entropy rounds get no span)."""
     template = f"{base_path}{{group}}/{{key}}"
+    extensions = {segment: f"{base_path}{{group}}/{segment.decode()}" for segment in _PEER_SEGMENTS}
+    replica = REPLICA_SEGMENT.encode()
 
-    def route(request: Request) -> str:
+    def route(request: Request) -> str | None:
+        path = request.path
+        if path.endswith(b"/"):
+            if path.endswith(replica):
+                return None
+            for segment, extension in extensions.items():
+                if path.endswith(segment):
+                    return extension
         return template
 
     return route
