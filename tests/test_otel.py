@@ -191,6 +191,22 @@ async def test_grpc_peer_fetch_carries_the_trace_in_metadata() -> None:
         assert load.attributes is not None
         assert load.attributes["shoal.key"] == key
         _assert_owner_continues(client, server, load)
+        assert server.attributes["rpc.grpc.status_code"] == 0
+
+        # NOT_FOUND is the caller's answer, not the server's fault; a failing loader is.
+        for o in (a, b):
+            o.spans.clear()
+        with pytest.raises(NotFound):
+            await a.served.group.get(owned_by([a.served, b.served], 1, prefix="missing:"))
+        with pytest.raises(Exception, match="database down"):
+            await a.served.group.get(owned_by([a.served, b.served], 1, prefix="fail:"))
+        missing, failed = b.finished(SpanKind.SERVER)
+        assert missing.attributes is not None
+        assert missing.attributes["rpc.grpc.status_code"] == 5
+        assert missing.status.status_code is StatusCode.UNSET
+        assert failed.attributes is not None
+        assert failed.attributes["rpc.grpc.status_code"] == 14  # UNAVAILABLE: load failed
+        assert failed.status.status_code is StatusCode.ERROR
 
 
 async def test_loader_failure_marks_the_spans() -> None:

@@ -65,6 +65,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Telemetry",
+    "GrpcCall",
     "TracedTransport",
     "TracedClient",
     "GROUP_METRICS",
@@ -254,9 +255,14 @@ class Telemetry:
     @contextmanager
     def grpc_span(
         self, method: str, metadata: Iterable[tuple[str, str | bytes]] | None
-    ) -> Generator[Span, None, None]:
+    ) -> Generator[GrpcCall, None, None]:
         """A server span for one gRPC call of ``method`` (``/service/Method``), child of
-        the ``traceparent`` in the call's ``metadata``, current inside the block."""
+        the ``traceparent`` in the call's ``metadata``, current inside the block.
+
+        The block reports the call's status code through :meth:`GrpcCall.finished`
+        (``rpc.grpc.status_code``); as the conventions say, only the codes of server
+        faults make the span an error (``NOT_FOUND`` or ``INVALID_ARGUMENT`` do not).
+        """
         carrier = {key: value for key, value in metadata or () if isinstance(value, str)}
         parent = propagate.extract(carrier)
         service, _, name = method.strip("/").partition("/")
@@ -268,10 +274,12 @@ class Telemetry:
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
+            call = GrpcCall(span)
             try:
-                yield span
+                yield call
             except BaseException as exc:
-                _failed(span, exc)
+                if call.code is None:  # not an answered call: a fault of its own
+                    _failed(span, exc)
                 raise
 
     # -- client spans and loads ------------------------------------------------
@@ -306,6 +314,34 @@ class Telemetry:
         for name, field, monotonic, description in CACHE_METRICS:
             make = meter.create_observable_counter if monotonic else meter.create_observable_gauge
             make(name, callbacks=[_cache_reader(statistics, field)], description=description)
+
+
+# The gRPC codes that are the server's fault (the semantic conventions' list).
+_GRPC_SERVER_ERRORS: Final = frozenset(
+    ("UNKNOWN", "DEADLINE_EXCEEDED", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS")
+)
+
+
+class GrpcCall:
+    """The span of one gRPC call, told its status code when the call ends."""
+
+    def __init__(self, span: Span) -> None:
+        self.span = span
+        """The call's server span."""
+        self.code: Any = None
+        """The status code the call ended with (a ``grpc.StatusCode``), once known."""
+
+    def finished(self, code: Any) -> None:
+        """The call ended with ``code`` (a ``grpc.StatusCode``; None: ``OK``)."""
+        if code is None:
+            self.span.set_attribute("rpc.grpc.status_code", 0)
+            return
+        self.code = code
+        value, _ = code.value
+        self.span.set_attribute("rpc.grpc.status_code", value)
+        if code.name in _GRPC_SERVER_ERRORS:
+            self.span.set_attribute("error.type", code.name)
+            self.span.set_status(Status(StatusCode.ERROR))
 
 
 def _group_reader(

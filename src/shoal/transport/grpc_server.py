@@ -94,7 +94,8 @@ _REFUSALS: Final = {
 _Handler = Callable[[bytes], Awaitable[bytes]]
 
 CallSpan = Callable[[str, Any], AbstractContextManager[Any]]
-"""Opens a span around one call: given the method's path and the call's metadata."""
+"""Opens a span around one call: given the method's path and the call's metadata; what
+it gives is told the call's status code at the end (``finished(code)``)."""
 
 
 class _Refused(Exception):
@@ -544,8 +545,11 @@ def _method(
         return grpc.unary_unary_rpc_method_handler(handle)
 
     async def traced(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
-        with trace(path, context.invocation_metadata()):
-            return await handle(raw, context)
+        with trace(path, context.invocation_metadata()) as call:
+            try:
+                return await handle(raw, context)
+            finally:
+                call.finished(context.code())
 
     return grpc.unary_unary_rpc_method_handler(traced)
 
