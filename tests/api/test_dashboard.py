@@ -151,6 +151,8 @@ def test_the_page_follows_a_three_node_cluster(tmp_path: Path, watched: Watched)
             f"{100 * stats['hits'] / stats['gets']:.1f} %"
         )
         assert group.locator("[data-stat=loads]").inner_text() == str(stats["loads"])
+        assert group.locator("[data-stat=loads-run]").inner_text() == str(stats["loads_run"])
+        assert group.locator("[data-stat=main-items]").inner_text() == str(stats["main"]["items"])
 
         keys = ["Tom", "a key with spaces/and+slash", "ключ", "a", "b", "c"]
         owners = _owners(nodes[0].url, keys)

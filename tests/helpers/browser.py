@@ -26,9 +26,9 @@ def chromium_path() -> str:
     if given:
         return given
     found = next(filter(None, map(shutil.which, CANDIDATES)), None)
-    if found is not None:
-        return found
-    missing("no Chromium: run scripts/system-deps.sh (Debian package chromium)")
+    if found is None:
+        missing("no Chromium: run scripts/system-deps.sh (Debian package chromium)")
+    return found
 
 
 def chromium() -> Iterator[Browser]:

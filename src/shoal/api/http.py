@@ -20,8 +20,9 @@
 
 With API tokens (``NodeConfig.api_tokens``, :mod:`shoal.tokens`) every route
 but ``/healthz`` (and ``/readyz``, and the dashboard's static assets) needs
-``Authorization: Bearer TOKEN`` of a role that allows it: ``read`` for every ``GET``/``HEAD`` (values, statistics,
-the cluster view, metrics, and any unknown path), ``write`` for ``PUT`` and
+``Authorization: Bearer TOKEN`` of a role that allows it: ``read`` for every
+``GET``/``HEAD`` (values, statistics, the cluster view, metrics, and any unknown
+path), ``write`` for ``PUT`` and
 ``DELETE`` of a key, ``admin`` for invalidating a group and for the cluster's
 internals (below ``admin``, ``/v1/cluster`` answers the routing view a client
 needs: the ring and the members' URLs and shares, see :func:`routing_view`). No token or an unknown

@@ -292,7 +292,7 @@
           el("td", { "data-stat": "rate" }, rate),
           el("td", { "data-stat": "hit-ratio" }, ratio),
           el("td", { "data-stat": "loads" }, count(group.loads)),
-          el("td", { "data-stat": "loads-deduped" }, count(group.loads_deduped)),
+          el("td", { "data-stat": "loads-run" }, count(group.loads_run ?? group.loads_deduped)),
           el("td", { "data-stat": "peer-loads" }, count(group.peer_loads)),
           el("td", { "data-stat": "peer-errors" }, count(group.peer_errors)),
           el("td", { "data-stat": "main-bytes" }, bytes(main.bytes)),
