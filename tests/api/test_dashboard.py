@@ -22,16 +22,18 @@ import pytest
 
 import shoal
 from helpers.browser import Watched, chromium, watched_page
-from helpers.cluster_views import all_see, wait_for
+from helpers.cluster_views import all_see, cluster_view, wait_for
 from helpers.processes import LoadLog, free_ports, shoal_nodes, shoal_serve
 from shoal.api.dashboard import ASSETS, CSP
 from shoal.config import GossipConfig
+from shoal.ring import Ring
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
 
-DOCS_IMAGE = Path(__file__).resolve().parents[2] / "docs" / "img" / "dashboard.png"
-"""Where ``SHOAL_DOCS_SCREENSHOT=1`` puts the screenshot of the docs."""
+DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "img"
+"""Where ``SHOAL_DOCS_SCREENSHOT=1`` puts the screenshots of the docs (dashboard.png,
+dashboard-node-killed.png)."""
 
 ADMIN, READ = (f"{role}-{secrets.token_urlsafe(24)}" for role in ("admin", "read"))
 DETECTION = GossipConfig.profile("local").detection_bound(3)
@@ -154,9 +156,14 @@ def test_the_page_follows_a_three_node_cluster(tmp_path: Path, watched: Watched)
         assert group.locator("[data-stat=loads-run]").inner_text() == str(stats["loads_run"])
         assert group.locator("[data-stat=main-items]").inner_text() == str(stats["main"]["items"])
 
-        keys = ["Tom", "a key with spaces/and+slash", "ключ", "a", "b", "c"]
+        victim = nodes[2]
+        ring = Ring.build(urls)
+        # Last, a key of the node about to be killed: its owner changes with the ring.
+        doomed = next(k for k in (f"key-{n}" for n in range(1000)) if ring.owner(k) == urls[2])
+        keys = ["Tom", "a key with spaces/and+slash", "ключ", "a", "b", doomed]
         owners = _owners(nodes[0].url, keys)
         assert len(set(owners.values())) > 1
+        assert owners[doomed] == victim.peer_url
         for key in keys:
             page.fill("#owner-key", key)
             page.click("#owner-form button")
@@ -168,7 +175,6 @@ def test_the_page_follows_a_three_node_cluster(tmp_path: Path, watched: Watched)
         page.screenshot(path=screenshot, full_page=True)
         assert screenshot.stat().st_size > 10_000
 
-        victim = nodes[2]
         victim.proc.send_signal(signal.SIGKILL)
         victim.proc.wait()
         page.wait_for_selector(
@@ -177,9 +183,16 @@ def test_the_page_follows_a_three_node_cluster(tmp_path: Path, watched: Watched)
         )
         page.wait_for_function("document.querySelectorAll('#arcs circle.arc').length === 2")
         assert page.locator('#members tr[data-state="up"]').count() == 2
-        page.screenshot(path=tmp_path / "dashboard-after-kill.png", full_page=True)
+        # The key looked up last is asked again at each poll: its owner on the new ring.
+        wait_for(lambda: len(cluster_view(nodes[0])["members"]) == 2, "the new ring", 5.0)
+        owner = _owners(nodes[0].url, [doomed])[doomed]
+        assert owner in urls[:2]
+        page.wait_for_selector(f'#owner-result[data-key="{doomed}"][data-owner="{owner}"]')
+        after = tmp_path / "dashboard-node-killed.png"
+        page.screenshot(path=after, full_page=True)
         if os.environ.get("SHOAL_DOCS_SCREENSHOT") == "1":
-            shutil.copyfile(screenshot, DOCS_IMAGE)
+            shutil.copyfile(screenshot, DOCS_IMAGES / screenshot.name)
+            shutil.copyfile(after, DOCS_IMAGES / after.name)
     assert watched.errors == []
 
 

@@ -139,8 +139,19 @@
 
   // -- members and ring ---------------------------------------------------------------
 
-  function renderCluster(cluster) {
+  function renderOwner(cluster, key) {
+    const result = $("owner-result");
+    // A poll that asked for an older key (or none) leaves the answer alone.
+    if (!state.owner || key !== state.owner.key || !("owner" in cluster)) return;
+    state.owner.url = cluster.owner;
+    result.textContent = cluster.owner || "this node (alone)";
+    result.dataset.owner = cluster.owner || "";
+    result.dataset.key = state.owner.key;
+  }
+
+  function renderCluster(cluster, key) {
     $("node").textContent = cluster.self || "a node alone (no peers)";
+    renderOwner(cluster, key);
     const now = new Date();
     const current = new Set();
     for (const member of cluster.members) {
@@ -157,9 +168,9 @@
     const rows = [];
     for (const [url, { member, gone }] of state.known) {
       const health = gone ? "gone" : member.backing_off ? "backing-off" : "up";
-      const label = gone
-        ? "gone since " + gone.toLocaleTimeString()
-        : member.backing_off ? "backing off (peer errors)" : "up";
+      const label = el("td", { class: "health" }, gone ? "gone" : member.backing_off ? "backing off" : "up");
+      if (gone) label.append(el("div", { class: "muted small" }, "since " + gone.toLocaleTimeString()));
+      if (member.backing_off && !gone) label.title = "a fetch from it failed: it is skipped for a while";
       const name = el("td", { class: "url" }, swatch(url), url);
       if (member.self) name.append(el("span", { class: "badge" }, "this node"));
       const requests = member.client ? count(member.client.requests) : member.self ? "" : "–";
@@ -169,7 +180,7 @@
           el("td", {}, member.node_id || "–"),
           el("td", { class: "source" }, member.source || "–"),
           el("td", { class: "num" }, gone ? "–" : percent(member.share)),
-          el("td", { class: "health" }, label),
+          label,
           el("td", { class: "num" }, requests)),
       );
     }
@@ -253,14 +264,11 @@
     if (!key) return;
     result.textContent = "…";
     delete result.dataset.owner;
+    delete result.dataset.key;
+    state.owner = { key, url: null };
     try {
       const cluster = await fetchJson("/v1/cluster?key=" + encodeURIComponent(key));
-      const url = cluster.owner || "this node (alone)";
-      state.owner = { key, url: cluster.owner };
-      result.textContent = url;
-      result.dataset.owner = cluster.owner || "";
-      result.dataset.key = key;
-      renderCluster(cluster);
+      renderCluster(cluster, key);
     } catch (error) {
       if (error instanceof Refused) {
         askForToken(error.message);
@@ -312,8 +320,14 @@
   async function poll() {
     state.timer = null;
     try {
-      const [cluster, stats] = await Promise.all([fetchJson("/v1/cluster"), fetchJson("/v1/stats")]);
-      renderCluster(cluster);
+      // With a key looked up, each poll asks its owner again: it moves when members do.
+      const key = state.owner ? state.owner.key : null;
+      const query = key !== null ? "?key=" + encodeURIComponent(key) : "";
+      const [cluster, stats] = await Promise.all([
+        fetchJson("/v1/cluster" + query),
+        fetchJson("/v1/stats"),
+      ]);
+      renderCluster(cluster, key);
       renderGroups(stats, Date.now());
       $("dashboard").hidden = false;
       setStatus("updated " + new Date().toLocaleTimeString(), "ok");
