@@ -221,4 +221,17 @@ def test_with_tokens_the_page_asks_for_an_admin_token(tmp_path: Path, watched: W
         page.locator('#groups tr[data-group="data"]').wait_for()
         assert page.inner_text("#members tr[data-url] .source") == "static"
         assert page.evaluate("sessionStorage.getItem('shoal.token')") == ADMIN
+
+        # A read token: the counters and the ring, without the cluster's internals.
+        page.click("#forget-token")
+        page.locator("#token-panel").wait_for()
+        assert page.evaluate("sessionStorage.getItem('shoal.token')") is None
+        page.fill("#token", READ)
+        page.click("#token-form button")
+        page.wait_for_function(
+            "document.getElementById('membership').textContent.includes('admin token only')"
+        )
+        page.wait_for_selector(f'#members tr[data-url="http://127.0.0.1:{peer}"][data-state="up"]')
+        assert page.inner_text("#members tr[data-url] .source") == "\u2013"  # an en dash: not known
+        assert page.locator("#arcs circle.arc").count() == 1
     assert watched.errors == []

@@ -126,6 +126,12 @@
     $("token").focus();
   }
 
+  $("forget-token").addEventListener("click", () => {
+    state.token = null;
+    sessionStorage.removeItem(TOKEN_KEY);
+    askForToken("Give the token to use from now on (an admin token shows everything).");
+  });
+
   $("token-form").addEventListener("submit", (event) => {
     event.preventDefault();
     const token = $("token").value.trim();
@@ -366,6 +372,7 @@
       setTimeout(start, POLL_MS);
       return;
     }
+    $("forget-token").hidden = !state.tokens;
     if (state.tokens && !state.token) {
       askForToken("This node has API tokens: give an admin token to see the cluster.");
       return;
