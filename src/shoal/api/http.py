@@ -14,12 +14,15 @@
                                                          "accept_errors": {server: n}}``
 ``GET /healthz``                                         ``ok``
 ``GET /metrics``                                         Prometheus text format 0.0.4
+``GET /ui``                                              the live dashboard (see
+                                                         :mod:`shoal.api.dashboard`)
 =======================================================  ==========================================
 
 With API tokens (``NodeConfig.api_tokens``, :mod:`shoal.tokens`) every route
-but ``/healthz`` (and ``/readyz``) needs ``Authorization: Bearer TOKEN`` of a
-role that allows it: ``read`` for every ``GET``/``HEAD`` (values, statistics,
-the cluster view, metrics, and any unknown path), ``write`` for ``PUT`` and
+but ``/healthz`` (and ``/readyz``, and the dashboard's static assets) needs
+``Authorization: Bearer TOKEN`` of a role that allows it: ``read`` for every
+``GET``/``HEAD`` (values, statistics, the cluster view, metrics, and any unknown
+path), ``write`` for ``PUT`` and
 ``DELETE`` of a key, ``admin`` for invalidating a group and for the cluster's
 internals (below ``admin``, ``/v1/cluster`` answers the routing view a client
 needs: the ring and the members' URLs and shares, see :func:`routing_view`). No token or an unknown
@@ -81,6 +84,7 @@ from ..errors import ShoalError, ValueTooLarge
 from ..statuses import LOAD_FAILED
 from ..tokens import ApiTokens, role_allows
 from ..wire import percent_decode
+from .dashboard import UI_PATHS, dashboard_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 
@@ -104,8 +108,9 @@ _FAST_API_KEY_AT: Final = len(_FAST_API_PREFIX)
 _GROUP_AT: Final = len(_KEYS_PREFIX)
 _NOT_FAST_QUERY: Final = re.compile(rb"[%+&#]")
 _NOT_FAST_PATH: Final = re.compile(rb"[%?#]")
-# Routes without a token, and the role each other exact path needs (see required_role).
-_OPEN: Final = frozenset({b"/healthz", b"/readyz"})
+# Routes without a token (the dashboard's assets carry no data), and the role each
+# other exact path needs (see required_role).
+_OPEN: Final = frozenset({b"/healthz", b"/readyz", *UI_PATHS})
 _PATH_ROLES: Final = {
     b"/api": "read",
     b"/v1/stats": "read",
@@ -358,6 +363,8 @@ class ApiServer(ServerFront):
             b"/healthz": self._healthz,
             b"/metrics": self._metrics,
         }
+        for path in UI_PATHS:
+            self._routes[path] = self._ui
 
     async def aclose(self) -> None:
         """Stop listening (and following token reloads), finish in-flight requests
@@ -561,6 +568,9 @@ class ApiServer(ServerFront):
         if request.method not in _READ:
             return _not_allowed(request, _ALLOW_READ)
         return _HEALTHY
+
+    def _ui(self, request: Request) -> Response:
+        return dashboard_response(request.method, request.path, tokens=self._tokens is not None)
 
     def _metrics(self, request: Request) -> Response:
         if request.method not in _READ:
