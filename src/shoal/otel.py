@@ -588,6 +588,8 @@ def api_route(request: Request) -> str | None:
     path = request.path
     if path in _PROBES:
         return None
+    if path.startswith(b"/ui/"):
+        return "/ui/{asset}"
     if path.startswith(b"/v1/groups/"):
         return "/v1/groups/{group}/keys/{key}" if b"/keys/" in path else "/v1/groups/{group}"
     return path.decode("latin-1") if path in _API_PATHS else "/*"
