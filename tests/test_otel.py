@@ -339,6 +339,23 @@ async def test_off_by_default_and_the_fast_paths_stay() -> None:
     options["meter_provider"].shutdown()
 
 
+async def test_a_write_in_the_callers_span_reaches_the_owner_in_its_trace() -> None:
+    options, _, _ = _providers()
+    async with observed_cluster() as (a, b):
+        key = owned_by([a.served, b.served], 1, prefix="w")
+        tracer = options["tracer_provider"].get_tracer("app")
+        with tracer.start_as_current_span("app.save") as span:
+            await a.served.group.set(key, b"written")
+        put = _one(b.finished(SpanKind.SERVER))
+        assert put.name == "PUT /_groupcache/{group}/{key}"
+        assert put.context is not None
+        assert put.context.trace_id == span.get_span_context().trace_id
+        assert _parent_id(put) == span.get_span_context().span_id
+        assert await b.served.group.get(key) == b"written"
+    options["tracer_provider"].shutdown()
+    options["meter_provider"].shutdown()
+
+
 async def test_batch_get_and_probes() -> None:
     async with observed_cluster(config={"api_port": 0}) as (a, b):
         nodes = [a.served, b.served]
