@@ -430,15 +430,21 @@ class Node:
             self._reloaders.append(("TLS certificates", tls.reload))
         scheme = "https" if tls is not None else "http"
         async with contextlib.AsyncExitStack() as stack:
-            if self.config.api_port is not None:
+            if self.config.api_port is not None or self.config.api_unix is not None:
                 from .api.http import ApiServer
 
                 server = self._api_server = ApiServer(
                     self, tokens=self._tokens, tls=tls.api_server if tls is not None else None
                 )
                 stack.push_async_callback(server.aclose)
-                self._api_address = await server.start(self.config.api_host, self.config.api_port)
-                log.info("HTTP API listening on %s://%s:%d", scheme, *self._api_address)
+                if self.config.api_port is not None:
+                    self._api_address = await server.start(
+                        self.config.api_host, self.config.api_port
+                    )
+                    log.info("HTTP API listening on %s://%s:%d", scheme, *self._api_address)
+                if self.config.api_unix is not None:
+                    await server.start_unix(self.config.api_unix)
+                    log.info("HTTP API listening on unix:%s", self.config.api_unix)
             if (
                 self.config.port is not None
                 or self.config.peers
