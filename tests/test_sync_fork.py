@@ -78,6 +78,7 @@ def test_a_node_not_yet_started_starts_in_the_child() -> None:
 
     def child() -> bytes:
         with node:
-            return node.group("g", _load).get("x")
+            value: bytes = node.group("g", _load).get("x")
+            return value
 
     assert in_child(child) == b"v:x"
