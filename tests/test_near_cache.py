@@ -4,6 +4,7 @@ cache within the bound of docs/workers.md; a lost stream empties them."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -141,3 +142,32 @@ def test_near_cache_options_are_checked() -> None:
             NearCache(**bad)
     with pytest.raises(ConfigError):
         SyncClient("http://127.0.0.1:1", near_cache="yes")  # type: ignore[arg-type]
+
+
+async def test_the_async_client_keeps_a_near_cache_too() -> None:
+    """Client(near_cache=True): a second get is a near-cache hit; a write through the
+    other node drops it; the client's own write drops it at once."""
+    from shoal import Client
+    from test_client import api_seed, cluster
+
+    async with cluster("http", 2) as nodes:
+        async with Client(api_seed(nodes[0]), near_cache=True) as near_client:
+            store = near_client.near_cache
+            assert store is not None
+            for _ in range(200):
+                if store.enabled:
+                    break
+                await asyncio.sleep(0.01)
+            assert await near_client.get("g", "a1") == b"v:a1"
+            assert await near_client.get("g", "a1") == b"v:a1"
+            assert store.hits == 1
+            async with Client(api_seed(nodes[1])) as other:
+                await other.set("g", "a1", b"changed")
+            for _ in range(100):
+                if store.get("g", "a1") is None:
+                    break
+                await asyncio.sleep(0.01)
+            assert await near_client.get("g", "a1") == b"changed"
+            await near_client.set("g", "a1", b"mine")
+            assert store.get("g", "a1") is None
+            assert await near_client.get("g", "a1") == b"mine"
