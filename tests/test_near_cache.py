@@ -150,24 +150,26 @@ async def test_the_async_client_keeps_a_near_cache_too() -> None:
     from shoal import Client
     from test_client import api_seed, cluster
 
-    async with cluster("http", 2) as nodes:
-        async with Client(api_seed(nodes[0]), near_cache=True) as near_client:
-            store = near_client.near_cache
-            assert store is not None
-            for _ in range(200):
-                if store.enabled:
-                    break
-                await asyncio.sleep(0.01)
-            assert await near_client.get("g", "a1") == b"v:a1"
-            assert await near_client.get("g", "a1") == b"v:a1"
-            assert store.hits == 1
-            async with Client(api_seed(nodes[1])) as other:
-                await other.set("g", "a1", b"changed")
-            for _ in range(100):
-                if store.get("g", "a1") is None:
-                    break
-                await asyncio.sleep(0.01)
-            assert await near_client.get("g", "a1") == b"changed"
-            await near_client.set("g", "a1", b"mine")
-            assert store.get("g", "a1") is None
-            assert await near_client.get("g", "a1") == b"mine"
+    async with (
+        cluster("http", 2) as nodes,
+        Client(api_seed(nodes[0]), near_cache=True) as near_client,
+    ):
+        store = near_client.near_cache
+        assert store is not None
+        for _ in range(200):
+            if store.enabled:
+                break
+            await asyncio.sleep(0.01)
+        assert await near_client.get("g", "a1") == b"v:a1"
+        assert await near_client.get("g", "a1") == b"v:a1"
+        assert store.hits == 1
+        async with Client(api_seed(nodes[1])) as other:
+            await other.set("g", "a1", b"changed")
+        for _ in range(100):
+            if store.get("g", "a1") is None:
+                break
+            await asyncio.sleep(0.01)
+        assert await near_client.get("g", "a1") == b"changed"
+        await near_client.set("g", "a1", b"mine")
+        assert store.get("g", "a1") is None
+        assert await near_client.get("g", "a1") == b"mine"
