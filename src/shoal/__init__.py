@@ -4,6 +4,7 @@ The public API is exactly ``__all__``. Optional dependencies (database
 drivers, msgpack, grpcio) are imported only when used.
 """
 
+from ._near_cache import NearCache as NearCache
 from ._version import __version__ as __version__
 from .client import Client as Client
 from .codec import Codec as Codec
@@ -41,6 +42,7 @@ from .ring import Ring as Ring
 from .stats import GroupStats as GroupStats
 from .stats import StoreStats as StoreStats
 from .store import Store as Store
+from .sync_client import SyncClient as SyncClient
 from .value import Value as Value
 
 __all__ = [
@@ -54,6 +56,8 @@ __all__ = [
     "Codec",
     "Ring",
     "Client",
+    "SyncClient",
+    "NearCache",
     # configuration
     "NodeConfig",
     "GroupConfig",

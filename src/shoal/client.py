@@ -64,18 +64,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from ._atomic import check_delta, raise_for
-from ._version import __version__
+from ._client_routing import Router, check_seed, fetch_http_view, parse_cluster
+from ._near_cache import Follower, NearCache, NearStore
 from .errors import (
     Closed,
     ConfigError,
@@ -88,7 +85,6 @@ from .errors import (
     ShoalError,
     Unauthorized,
 )
-from .ring import Ring
 from .tls import ClientTls
 from .tokens import bearer
 from .wire import DEFAULT_MAX_BATCH_KEYS, no_such_group_message
@@ -110,6 +106,7 @@ if TYPE_CHECKING:
 
     import grpc
 
+    from .ring import Ring
     from .transport.grpc import GrpcNodeClient
     from .transport.http import HttpPeerClient
 
@@ -147,6 +144,11 @@ class _HttpNode:
     async def get(self, group: str, key: str) -> bytes:
         async with _group_known(group):
             return (await self._peer.get(group, key)).value
+
+    async def get_entry(self, group: str, key: str) -> tuple[bytes, float | None]:
+        """The value and its expiry (Unix seconds; None: none)."""
+        fetched = await self._peer.get(group, key)
+        return fetched.value, fetched.expires_at
 
     async def get_many(self, group: str, keys: list[str]) -> dict[str, bytes]:
         async with _group_known(group):
@@ -219,6 +221,9 @@ class Client:
             their certificates and, for mutual TLS, a client certificate. Used for
             ``https://`` seeds and members, and makes ``grpc://`` seeds speak TLS.
             Default None: ``https://`` is verified against the system's CAs.
+        near_cache: keep recent hits in this process (:class:`shoal.NearCache`), kept
+            coherent by the changes the first ``http://``/``unix:`` seed's node pushes
+            (docs/workers.md); ``True`` for the defaults. Default None: none.
 
     Raises:
         ConfigError: no seed, a seed that is not such a URL, a malformed token, a
@@ -234,11 +239,24 @@ class Client:
         channels: int = 1,
         token: str | None = None,
         tls: ClientTls | None = None,
+        near_cache: NearCache | bool | None = None,
     ) -> None:
         seed_list = [seeds] if isinstance(seeds, str) else list(seeds)
         if not seed_list:
             raise ConfigError("a Client needs at least one seed URL")
-        self._seeds = [_seed(url) for url in seed_list]
+        self._seeds = [check_seed(url) for url in seed_list]
+        if near_cache is True:
+            near_cache = NearCache()
+        self._near_options: NearCache | None = None
+        self._near: NearStore | None = None
+        if near_cache is not None and near_cache is not False:
+            if not isinstance(near_cache, NearCache):
+                raise ConfigError(f"near_cache is a shoal.NearCache, got {near_cache!r}")
+            if not any(not seed.startswith("grpc://") for seed in self._seeds):
+                raise ConfigError("a near cache follows a node's HTTP API: give an http:// seed")
+            self._near_options = near_cache
+            self._near = NearStore(near_cache)
+        self._follower: Follower | None = None
         for name, value in (("timeout", timeout), ("backoff", backoff), ("channels", channels)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ConfigError(f"{name} must be positive, got {value!r}")
@@ -249,8 +267,7 @@ class Client:
         self._authorization = bearer(token) if token is not None else None
         self._clock: Callable[[], float] = time.monotonic
         self._view: _View | None = None
-        self._down: dict[str, float] = {}
-        self._fallback: tuple[_View, frozenset[str], Ring] | None = None
+        self._router = Router(self._backoff)
         self._refresh_lock = asyncio.Lock()
         self._refreshed_at = float("-inf")
         self._seed_clients: dict[str, GrpcNodeClient] = {}
@@ -294,6 +311,24 @@ class Client:
         if self._closed:
             raise Closed("the client is closed")
         await self.refresh()
+        near, options = self._near, self._near_options
+        if near is not None and options is not None and self._follower is None:
+            seed = next(seed for seed in self._seeds if not seed.startswith("grpc://"))
+            self._follower = Follower(
+                seed,
+                near,
+                authorization=self._authorization,
+                ssl_context=self._ssl,
+                wait=options.wait,
+                retry=min(self._backoff, 1.0),
+            )
+            self._follower.start()
+
+    @property
+    def near_cache(self) -> NearStore | None:
+        """The near cache (its ``hits``, ``misses``, ``flushes``, ``enabled`` and
+        ``len()``), or None without one."""
+        return self._near
 
     async def refresh(self) -> None:
         """Ask the cluster for its members and ring again: a live member first (gRPC
@@ -310,6 +345,9 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            await asyncio.to_thread(follower.stop)
         view, self._view = self._view, None
         clients: list[Any] = list(self._seed_clients.values())
         self._seed_clients.clear()
@@ -346,8 +384,18 @@ class Client:
             InvalidKey: an empty key, or one over the group's ``max_key_bytes``.
             PeerUnavailable, PeerTimeout: no node could answer, even after a retry.
         """
-        _, value = await self._on_owner(key, lambda node: node.get(group, key))
-        return value
+        near = self._near
+        if near is None:
+            _, value = await self._on_owner(key, lambda node: node.get(group, key))
+            return value
+        kept = near.get(group, key)
+        if kept is not None:
+            return kept
+        generation = near.generation
+        _, (data, expires_at) = await self._on_owner(key, lambda node: _entry(node, group, key))
+        expiry = None if expires_at is None else time.monotonic() + (expires_at - time.time())
+        near.put(group, key, data, expiry, generation)
+        return data
 
     async def get_many(self, group: str, keys: Iterable[str]) -> dict[str, bytes]:
         """The values of the keys that exist (missing keys are left out), asking each
@@ -402,7 +450,11 @@ class Client:
                 PeerError naming the reason).
             PeerUnavailable, PeerTimeout: the owner (and its stand-in) could not be reached.
         """
-        await self._on_owner(key, lambda node: node.set(group, key, value, ttl))
+        try:
+            await self._on_owner(key, lambda node: node.set(group, key, value, ttl))
+        finally:
+            if self._near is not None:
+                self._near.drop(group, key)  # this client's own write, at once
 
     async def delete(self, group: str, key: str) -> bool:
         """Drop ``key`` from every member's caches, through the key's owner; return
@@ -411,7 +463,11 @@ class Client:
         Raises:
             PeerUnavailable, PeerTimeout: the owner (and its stand-in) could not be reached.
         """
-        _, deleted = await self._on_owner(key, lambda node: node.delete(group, key))
+        try:
+            _, deleted = await self._on_owner(key, lambda node: node.delete(group, key))
+        finally:
+            if self._near is not None:
+                self._near.drop(group, key)
         return deleted
 
     # -- atomic operations at the key's owner ------------------------------------------
@@ -520,40 +576,17 @@ class Client:
         return view
 
     def _is_down(self, url: str) -> bool:
-        until = self._down.get(url)
-        if until is None:
-            return False
-        if until > self._clock():
-            return True
-        del self._down[url]
-        return False
+        return self._router.is_down(url)
 
     def _failed(self, url: str) -> None:
-        self._down[url] = self._clock() + self._backoff
+        self._router.failed(url)
 
     def _route(self, view: _View, key: str) -> str:
-        """The node to ask for ``key``: its owner, or while the owner is skipped, the
-        owner on a ring of the members that are not."""
-        owner = view.ring.owner(key)
-        if not self._down or not self._is_down(owner):
-            return owner
-        down = frozenset(url for url in view.ring.nodes if self._is_down(url))
-        cached = self._fallback
-        if cached is not None and cached[0] is view and cached[1] == down:
-            ring = cached[2]
-        else:
-            live = [url for url in view.ring.nodes if url not in down]
-            if not live:
-                return owner  # everyone is skipped: try the owner anyway
-            ring = view.ring.with_nodes(live)
-            self._fallback = (view, down, ring)
-        return ring.owner(key)
+        """The node to ask for ``key`` (see :class:`~shoal._client_routing.Router`)."""
+        return self._router.route(view.ring, key)
 
     def _batches(self, view: _View, keys: list[str]) -> dict[str, list[str]]:
-        batches: dict[str, list[str]] = {}
-        for key in keys:
-            batches.setdefault(self._route(view, key), []).append(key)
-        return batches
+        return self._router.batches(view.ring, keys)
 
     async def _attempt(
         self, view: _View, url: str, call: Callable[[_NodeClient], Awaitable[T]]
@@ -658,53 +691,25 @@ class Client:
         return self._grpc_credentials
 
     async def _http_view(self, seed: str) -> dict[str, Any]:
-        """``GET {seed}/v1/cluster`` (in a thread: it is rare, and urllib is complete)."""
-        url = f"{seed}/v1/cluster"
-
-        def fetch() -> bytes:
-            headers = {"Accept": "application/json", "User-Agent": f"shoal/{__version__}"}
-            if self._authorization is not None:
-                headers["Authorization"] = self._authorization
-            request = urllib.request.Request(url, headers=headers)
-            try:
-                with urllib.request.urlopen(
-                    request, timeout=self._timeout, context=self._ssl
-                ) as response:
-                    body: bytes = response.read()
-                    return body
-            except urllib.error.HTTPError as exc:
-                with exc:
-                    if exc.code in (401, 403):  # the token: refused, or its role
-                        refused = Unauthorized if exc.code == 401 else Forbidden
-                        raise refused(f"GET {url} answered {exc.code}") from exc
-                    raise PeerError(f"GET {url} answered {exc.code}") from exc
-            except (urllib.error.URLError, OSError) as exc:
-                raise PeerUnavailable(f"GET {url}: {exc}") from exc
-
-        info: dict[str, Any] = json.loads(await asyncio.to_thread(fetch))
-        return info
+        """``GET {seed}/v1/cluster`` (in a thread: it is rare)."""
+        return await asyncio.to_thread(
+            fetch_http_view,
+            seed,
+            authorization=self._authorization,
+            ssl_context=self._ssl,
+            timeout=self._timeout,
+        )
 
     async def _apply(self, info: dict[str, Any], source: str) -> None:
         """Build the view ``info`` describes, then swap it in; close the clients of
         members that left."""
-        members = [str(member["url"]) for member in info["members"]]
-        if not members:
-            raise ConfigError(
-                f"{source} runs without a peer port, so there is no cluster to talk to "
-                "(start it with --port)"
-            )
-        transport = str(info.get("transport") or "http")
-        if transport not in ("http", "grpc"):
-            raise ValueError(f"unknown transport {transport!r}")
-        ring_info = info["ring"]
-        ring = Ring.build(
-            members,
-            flavour=ring_info["flavour"],
-            replicas=ring_info["replicas"],
-            # A node that does not say (0 over gRPC) uses its flavour's default.
-            probes=ring_info.get("probes") or None,
+        cluster = parse_cluster(info, source)
+        members, transport, base_path, ring = (
+            cluster.members,
+            cluster.transport,
+            cluster.base_path,
+            cluster.ring,
         )
-        base_path = str(info.get("base_path") or "/_groupcache/")
         old = self._view
         same = old is not None and (old.transport, old.base_path) == (transport, base_path)
         if same and old is not None and old.ring == ring:
@@ -714,10 +719,7 @@ class Client:
             kept = old.nodes.get(url) if same and old is not None else None
             nodes[url] = kept if kept is not None else self._node_client(url, transport, base_path)
         self._view = _View(ring, transport, base_path, MappingProxyType(nodes))  # the one swap
-        self._fallback = None
-        for url in list(self._down):
-            if url not in nodes:
-                del self._down[url]
+        self._router.forget_except(members)
         if old is not None:
             for url, client in old.nodes.items():
                 if nodes.get(url) is not client:
@@ -739,22 +741,10 @@ class Client:
         return _HttpNode(HttpPeerClient(url, base_path=base_path, ssl_context=self._ssl))
 
 
-def _seed(url: str) -> str:
-    """Check a seed URL; return it without a trailing ``/``."""
-    if not isinstance(url, str):
-        raise ConfigError(f"a seed must be a URL string, got {url!r}")
-    parts = urllib.parse.urlsplit(url.strip())
-    try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError(f"bad port in the seed {url!r}") from None
-    if parts.scheme not in ("http", "https", "grpc") or not parts.hostname:
-        raise ConfigError(
-            f"a seed is http://host:port (a node's HTTP API) or grpc://host:port "
-            f"(a node's gRPC port), got {url!r}"
-        )
-    if parts.scheme == "grpc" and port is None:
-        raise ConfigError(f"a grpc:// seed needs a port, got {url!r}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(f"a seed URL has nothing after host:port, got {url!r}")
-    return url.strip().removesuffix("/")
+async def _entry(node: _NodeClient, group: str, key: str) -> tuple[bytes, float | None]:
+    """A value and its expiry (Unix seconds) where the protocol says it (HTTP)."""
+    get_entry = getattr(node, "get_entry", None)
+    if get_entry is not None:
+        entry: tuple[bytes, float | None] = await get_entry(group, key)
+        return entry
+    return await node.get(group, key), None

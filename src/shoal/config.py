@@ -274,6 +274,16 @@ class NodeConfig:
     """Port of the HTTP API. Default None: no API server (embedded use);
     0 picks a free port (see ``Node.api_address``)."""
 
+    api_unix: str | None = None
+    """Path of a Unix socket the HTTP API also listens on (``shoal serve --api-unix``):
+    the same routes and tokens as its TCP port, the cheapest hop for the workers of one
+    host. The socket file is created owner-only (mode 0600: only processes of the
+    node's user may connect) and removed when the node closes; a stale socket file
+    left by a node that died is replaced, any other file at the path is an error.
+    Plain HTTP even on a node with TLS (the file's permissions are its protection).
+    Default None: no Unix socket. Without ``api_port`` the API listens on the socket
+    only."""
+
     host: str = "127.0.0.1"
     """Address the peer server listens on. Default ``127.0.0.1``."""
 
@@ -370,6 +380,15 @@ class NodeConfig:
     tokens for the API, mutual TLS for the peer port, a keyring for gossip); logged as
     a warning at every start. Default False: such a node refuses to start."""
 
+    otel: bool = False
+    """Trace gets, loads and peer fetches and report the groups' counters through
+    OpenTelemetry (``shoal[otel]``), with the global tracer and meter providers unless
+    the node is given its own. Default False: no span, no instrument, no cost."""
+
+    otel_keys: bool = False
+    """Put each key in its spans (``shoal.key``). Keys may be sensitive (user ids,
+    e-mail addresses): default False, spans carry the group only."""
+
     @property
     def membership(self) -> str:
         """Where the member list comes from: ``static``, ``etcd``, ``gossip`` or ``dns``."""
@@ -389,6 +408,10 @@ class NodeConfig:
             or not 0 <= self.api_port <= 65535
         ):
             raise ConfigError(f"api_port must be 0-65535 or None, got {self.api_port!r}")
+        if self.api_unix is not None and (
+            not isinstance(self.api_unix, str) or not self.api_unix.startswith("/")
+        ):
+            raise ConfigError(f"api_unix must be an absolute path, got {self.api_unix!r}")
         if self.port is not None and (
             isinstance(self.port, bool)
             or not isinstance(self.port, int)
@@ -447,8 +470,9 @@ class NodeConfig:
             not isinstance(self.api_tokens, str) or not self.api_tokens
         ):
             raise ConfigError(f"api_tokens must be a file name, got {self.api_tokens!r}")
-        if not isinstance(self.insecure, bool):
-            raise ConfigError(f"insecure must be true or false, got {self.insecure!r}")
+        for flag in ("insecure", "otel", "otel_keys"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
         for name in (
             "loader_threads",
             "sweep_interval",

@@ -25,12 +25,15 @@
                                                          "accept_errors": {server: n}}``
 ``GET /healthz``                                         ``ok``
 ``GET /metrics``                                         Prometheus text format 0.0.4
+``GET /ui``                                              the live dashboard (see
+                                                         :mod:`shoal.api.dashboard`)
 =======================================================  ==========================================
 
 With API tokens (``NodeConfig.api_tokens``, :mod:`shoal.tokens`) every route
-but ``/healthz`` (and ``/readyz``) needs ``Authorization: Bearer TOKEN`` of a
-role that allows it: ``read`` for every ``GET``/``HEAD`` (values, statistics,
-the cluster view, metrics, and any unknown path), ``write`` for ``PUT`` and
+but ``/healthz`` (and ``/readyz``, and the dashboard's static assets) needs
+``Authorization: Bearer TOKEN`` of a role that allows it: ``read`` for every
+``GET``/``HEAD`` (values, statistics, the cluster view, metrics, and any unknown
+path), ``write`` for ``PUT`` and
 ``DELETE`` of a key, ``admin`` for invalidating a group and for the cluster's
 internals (below ``admin``, ``/v1/cluster`` answers the routing view a client
 needs: the ring and the members' URLs and shares, see :func:`routing_view`). No token or an unknown
@@ -78,10 +81,12 @@ import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from .._changes import Changes
 from .._http import (
     OCTET_STREAM,
     SHUTDOWN_TIMEOUT,
     Deferred,
+    Handler,
     HttpLimits,
     HttpServer,
     Request,
@@ -94,6 +99,7 @@ from ..errors import ShoalError, ValueTooLarge
 from ..statuses import LOAD_FAILED
 from ..tokens import ApiTokens, role_allows
 from ..wire import percent_decode
+from .dashboard import UI_PATHS, dashboard_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 
@@ -120,12 +126,14 @@ _FAST_API_KEY_AT: Final = len(_FAST_API_PREFIX)
 _GROUP_AT: Final = len(_KEYS_PREFIX)
 _NOT_FAST_QUERY: Final = re.compile(rb"[%+&#]")
 _NOT_FAST_PATH: Final = re.compile(rb"[%?#]")
-# Routes without a token, and the role each other exact path needs (see required_role).
-_OPEN: Final = frozenset({b"/healthz", b"/readyz"})
+# Routes without a token (the dashboard's assets carry no data), and the role each
+# other exact path needs (see required_role).
+_OPEN: Final = frozenset({b"/healthz", b"/readyz", *UI_PATHS})
 _PATH_ROLES: Final = {
     b"/api": "read",
     b"/v1/stats": "read",
     b"/v1/cluster": "read",
+    b"/v1/invalidations": "read",
     b"/metrics": "read",
 }
 _AUTHORIZATION: Final = b"authorization"
@@ -394,6 +402,9 @@ class ApiServer(ServerFront):
             one (see the module docstring). Default None: no tokens.
         tls: the current TLS server context, asked at each connection (see
             :class:`shoal.tls.NodeTls`); None serves plain HTTP.
+        trace: wraps the handler (a server span per request, :mod:`shoal.otel`);
+            every request then goes through the handler (as ``fast_path=False``).
+            Default None.
     """
 
     def __init__(
@@ -404,15 +415,16 @@ class ApiServer(ServerFront):
         fast_path: bool = True,
         tokens: ApiTokens | None = None,
         tls: Callable[[], ssl.SSLContext] | None = None,
+        trace: Callable[[Handler], Handler] | None = None,
     ) -> None:
         self._node = node
         # A live read-only view: groups added or dropped later are seen.
         self._groups = node.groups
         self._tokens = tokens
         self._server = HttpServer(
-            self.handle,
+            self.handle if trace is None else trace(self.handle),
             HttpLimits.of(node.config),
-            fast_get=self.fast_get if fast_path else None,
+            fast_get=self.fast_get if fast_path and trace is None else None,
             fast_guard=tokens,
             shutdown_timeout=shutdown_timeout,
             tls=tls,
@@ -425,9 +437,12 @@ class ApiServer(ServerFront):
             b"/api": self._api,
             b"/v1/stats": self._stats,
             b"/v1/cluster": self._cluster,
+            b"/v1/invalidations": self._invalidations,
             b"/healthz": self._healthz,
             b"/metrics": self._metrics,
         }
+        for path in UI_PATHS:
+            self._routes[path] = self._ui
 
     async def aclose(self) -> None:
         """Stop listening (and following token reloads), finish in-flight requests
@@ -435,6 +450,7 @@ class ApiServer(ServerFront):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self._node.changes.close()  # the long polls answer now
         await super().aclose()
 
     def handle(self, request: Request) -> Response | Awaitable[Response]:
@@ -750,10 +766,48 @@ class ApiServer(ServerFront):
                 info = routing_view(info)
         return json_response(info)
 
+    def _invalidations(self, request: Request) -> Response | Awaitable[Response]:
+        """``GET /v1/invalidations?since=N&epoch=E&groups=a,b&wait=S``: the keys changed
+        on this node after change ``N`` (a long poll: waits up to ``wait`` seconds,
+        default 20, for one), as ``{"epoch", "seq", "flush", "keys": [[group, key|null]]}``;
+        ``flush`` true: changes were lost (a first call, another epoch, or too far
+        behind), drop every near-cached key. See docs/workers.md."""
+        if request.method not in _READ:
+            return _not_allowed(request, _ALLOW_READ)
+        try:
+            params = parse_query(request.query)
+            since_text = _single(params, "since")
+            epoch = _single(params, "epoch")
+            groups_text = _single(params, "groups")
+            wait_text = _single(params, "wait")
+            since = int(since_text) if since_text is not None else -1
+            wait = float(wait_text) if wait_text is not None else 20.0
+        except UnicodeDecodeError:
+            return _bad_request(ValueError("the query is not valid UTF-8"))
+        except ValueError as exc:
+            return _bad_request(exc)
+        # Below the request timeout, so a quiet poll ends with an answer, not a 503.
+        limit = self._node.config.request_timeout / 2
+        if not (0 <= wait <= 3600) or since < -1:
+            return _bad_request(ValueError("wait is 0-3600 seconds, since a change number"))
+        groups = frozenset(groups_text.split(",")) if groups_text else None
+        changes = self._node.changes
+        if since < 0 or wait == 0 or epoch != changes.epoch or since != changes.seq:
+            return _changes_response(changes.since(since, epoch, groups))
+        return self._wait_changes(since, epoch, groups, min(wait, limit))
+
+    async def _wait_changes(
+        self, since: int, epoch: str | None, groups: frozenset[str] | None, wait: float
+    ) -> Response:
+        return _changes_response(await self._node.changes.wait(since, epoch, groups, wait))
+
     def _healthz(self, request: Request) -> Response:
         if request.method not in _READ:
             return _not_allowed(request, _ALLOW_READ)
         return _HEALTHY
+
+    def _ui(self, request: Request) -> Response:
+        return dashboard_response(request.method, request.path, tokens=self._tokens is not None)
 
     def _metrics(self, request: Request) -> Response:
         if request.method not in _READ:
@@ -803,3 +857,14 @@ class ApiServer(ServerFront):
         except ShoalError as exc:
             return _shoal_error(exc)
         return json_response({"deleted": deleted})
+
+
+def _changes_response(changes: Changes) -> Response:
+    return json_response(
+        {
+            "epoch": changes.epoch,
+            "seq": changes.seq,
+            "flush": changes.flush,
+            "keys": [list(pair) for pair in changes.keys],
+        }
+    )
