@@ -1,0 +1,439 @@
+"""Django cache backend: ``django.core.cache`` on a shoal cluster.
+
+::
+
+    CACHES = {
+        "default": {
+            "BACKEND": "shoal.contrib.django.ShoalCache",
+            "LOCATION": "http://127.0.0.1:9999",        # one node's HTTP API, or several
+            "OPTIONS": {"group": "django"},
+        }
+    }
+
+The nodes serve a group without a loader (``shoal serve --group django``), so a
+miss is simply a miss. Each key goes straight to the node that owns it
+(:class:`shoal.Client` routing). Values are pickled here, in the Django process,
+as every Django backend does; the nodes only ever see bytes and never unpickle
+them. An ``int`` is stored as its decimal text (``b"41"``) so that
+:meth:`ShoalCache.incr` runs atomically at the key's owner.
+
+The sync methods (``get``, ``set``, ...) run the async client on one event-loop
+thread per process (rebuilt after a fork); the async methods (``aget``,
+``aset``, ...) run on the caller's own event loop with a client of that loop:
+no ``sync_to_async`` thread hop.
+
+``OPTIONS``:
+
+- ``group``: the shoal group (default ``"django"``).
+- ``timeout``: seconds one request to a node may take (default 5).
+- ``token``: the API token, when the nodes have API tokens.
+- ``tls``: ``{"ca": PATH, "cert": PATH, "key": PATH}`` towards ``https://`` nodes.
+- ``near_cache``: passed to the client as its near-cache setting, when the
+  client has one.
+"""
+
+# Django's async cache API names a parameter ``timeout`` (the entry's, not a deadline).
+# ruff: noqa: ASYNC109
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pickle
+import threading
+import urllib.request
+import weakref
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from concurrent.futures import Future
+from typing import Any, Final, TypeVar
+
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+
+from ..client import Client
+from ..errors import BadRequest, ConfigError, NotFound
+from ..tls import ClientTls
+from ..tokens import bearer
+
+__all__ = ["ShoalCache"]
+
+T = TypeVar("T")
+
+_PICKLE_MARK: Final = 0x80
+"""The first byte of every pickle of protocol 2 and later; decimal text never starts so."""
+_INT_MIN: Final = -(2**63)
+_INT_MAX: Final = 2**63 - 1
+
+
+def dumps(value: Any) -> bytes:
+    """The bytes stored for ``value``: an int as decimal text, anything else pickled."""
+    if type(value) is int and _INT_MIN <= value <= _INT_MAX:
+        return str(value).encode("ascii")
+    return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
+
+
+def loads(data: bytes) -> Any:
+    """The value that :func:`dumps` stored as ``data``."""
+    if data and data[0] == _PICKLE_MARK:
+        return pickle.loads(data)  # written by a Django process: the backend's own format
+    return int(data)
+
+
+def _seeds(location: str | Iterable[str]) -> list[str]:
+    parts = location.replace(";", ",").split(",") if isinstance(location, str) else list(location)
+    seeds = [part.strip() for part in parts if part.strip()]
+    if not seeds:
+        raise ConfigError("ShoalCache needs LOCATION: one or more shoal node URLs")
+    return seeds
+
+
+def _tls(option: Any) -> ClientTls | None:
+    if option is None or isinstance(option, ClientTls):
+        return option
+    if not isinstance(option, Mapping):
+        raise ConfigError("OPTIONS['tls'] is a mapping with ca, cert and key file paths")
+    return ClientTls(ca=option.get("ca"), cert=option.get("cert"), key=option.get("key"))
+
+
+class _LoopThread:
+    """One event loop in a daemon thread, where the sync methods run their client."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self.loop.run_forever, name="shoal-django", daemon=True
+        )
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return future.result()
+
+
+_LOOP_LOCK = threading.Lock()
+_LOOP: _LoopThread | None = None
+
+
+def _loop_thread() -> _LoopThread:
+    """This process's loop thread; a child of a fork builds its own."""
+    global _LOOP
+    loop = _LOOP
+    if loop is not None and loop.pid == os.getpid():
+        return loop
+    with _LOOP_LOCK:
+        if _LOOP is None or _LOOP.pid != os.getpid():
+            _LOOP = _LoopThread()
+        return _LOOP
+
+
+class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type information
+    """A Django cache backend on a shoal cluster.
+
+    Args:
+        server: ``LOCATION``: a node URL (``http://host:port`` of its HTTP API,
+            ``grpc://``, ``https://`` or ``unix:/path``), several separated by
+            commas or semicolons, or a list of them.
+        params: the rest of the ``CACHES`` entry (``TIMEOUT``, ``KEY_PREFIX``,
+            ``VERSION``, ``KEY_FUNCTION``, ``OPTIONS``).
+    """
+
+    def __init__(self, server: str | Iterable[str], params: dict[str, Any]) -> None:
+        options = dict(params.get("OPTIONS") or {})
+        self._group: str = options.pop("group", "django")
+        client_options: dict[str, Any] = {"timeout": float(options.pop("timeout", 5.0))}
+        token = options.pop("token", None)
+        if token is not None:
+            client_options["token"] = token
+        tls = _tls(options.pop("tls", None))
+        if tls is not None:
+            client_options["tls"] = tls
+        near = options.pop("near_cache", None)
+        if near is not None:
+            client_options["near_cache"] = near
+        if options:
+            raise ConfigError(f"ShoalCache: unknown OPTIONS {sorted(options)}")
+        super().__init__({**params, "OPTIONS": {}})
+        self._seeds = _seeds(server)
+        self._client_options = client_options
+        self._token: str | None = token
+        self._sync_client: Client | None = None
+        self._sync_pid = 0
+        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._lock = threading.Lock()
+
+    # -- clients ---------------------------------------------------------------------------
+
+    async def _new_client(self) -> Client:
+        client = Client(self._seeds, **self._client_options)
+        await client.start()
+        return client
+
+    def _run(self, call: Callable[[Client], Awaitable[T]]) -> T:
+        """Run ``call`` with the sync client, on the process's loop thread."""
+        loop = _loop_thread()
+        client = self._sync_client
+        if client is None or self._sync_pid != os.getpid():
+            with self._lock:
+                if self._sync_client is None or self._sync_pid != os.getpid():
+                    self._sync_client = loop.run(self._new_client())
+                    self._sync_pid = os.getpid()
+                client = self._sync_client
+
+        async def go() -> T:
+            return await call(client)
+
+        return loop.run(go())
+
+    async def _aclient(self) -> Client:
+        loop = asyncio.get_running_loop()
+        client = self._async_clients.get(loop)
+        if client is None:
+            client = await self._new_client()
+            self._async_clients[loop] = client
+        return client
+
+    # -- the operations, written once as async functions of a client -----------------------
+
+    def _key(self, key: str, version: int | None) -> str:
+        made = self.make_and_validate_key(key, version=version)
+        assert isinstance(made, str)
+        return made
+
+    def get_backend_timeout(self, timeout: Any = DEFAULT_TIMEOUT) -> float | None:
+        """Django's timeout as seconds to live: None never expires, 0 (or less) expires now."""
+        if timeout is DEFAULT_TIMEOUT:
+            timeout = self.default_timeout
+        return None if timeout is None else max(0.0, float(timeout))
+
+    def _ttl(self, timeout: Any) -> float | None:
+        return self.get_backend_timeout(timeout)
+
+    async def _get(self, client: Client, key: str, default: Any) -> Any:
+        try:
+            return loads(await client.get(self._group, key))
+        except NotFound:
+            return default
+
+    async def _set(self, client: Client, key: str, data: bytes, ttl: float | None) -> None:
+        if ttl is not None and ttl <= 0:
+            await client.delete(self._group, key)
+        else:
+            await client.set(self._group, key, data, ttl=ttl)
+
+    async def _add(self, client: Client, key: str, data: bytes, ttl: float | None) -> bool:
+        if ttl is not None and ttl <= 0:
+            # Stored and expired at once: it counts as added when the key was absent.
+            stored = bool(await client.add(self._group, key, data, ttl=None))  # type: ignore[attr-defined]
+            if stored:
+                await client.delete(self._group, key)
+            return stored
+        return bool(await client.add(self._group, key, data, ttl=ttl))  # type: ignore[attr-defined]
+
+    async def _touch(self, client: Client, key: str, ttl: float | None) -> bool:
+        if ttl is not None and ttl <= 0:
+            return await client.delete(self._group, key)
+        return bool(await client.touch(self._group, key, ttl))  # type: ignore[attr-defined]
+
+    async def _incr(self, client: Client, key: str, delta: int, shown: str) -> int:
+        try:
+            return int(await client.incr(self._group, key, delta))  # type: ignore[attr-defined]
+        except NotFound:
+            raise ValueError(f"Key '{shown}' not found") from None
+        except BadRequest as exc:
+            raise TypeError(f"Key '{shown}' does not hold an integer: {exc}") from None
+
+    async def _get_many(self, client: Client, keys: Mapping[str, str]) -> dict[str, Any]:
+        if not keys:
+            return {}
+        found = await client.get_many(self._group, list(keys))
+        return {keys[made]: loads(data) for made, data in found.items()}
+
+    async def _set_many(
+        self, client: Client, data: Mapping[str, bytes], ttl: float | None
+    ) -> list[str]:
+        if not data:
+            return []
+        if ttl is not None and ttl <= 0:
+            await self._delete_many(client, list(data))
+            return []
+        batch = getattr(client, "set_many", None)
+        if batch is not None:
+            await batch(self._group, dict(data), ttl=ttl)
+        else:
+            await asyncio.gather(
+                *(client.set(self._group, key, value, ttl=ttl) for key, value in data.items())
+            )
+        return []
+
+    async def _delete_many(self, client: Client, keys: list[str]) -> None:
+        if not keys:
+            return
+        batch = getattr(client, "delete_many", None)
+        if batch is not None:
+            await batch(self._group, keys)
+        else:
+            await asyncio.gather(*(client.delete(self._group, key) for key in keys))
+
+    def _clear_blocking(self) -> None:
+        """Drop every key of the group on every node (``POST .../invalidate``)."""
+        errors: list[Exception] = []
+        for seed in self._seeds:
+            if not seed.startswith(("http://", "https://")):
+                continue
+            request = urllib.request.Request(
+                f"{seed.rstrip('/')}/v1/groups/{self._group}/invalidate", method="POST", data=b""
+            )
+            if self._token is not None:
+                request.add_header("Authorization", bearer(self._token))
+            try:
+                with urllib.request.urlopen(request, timeout=self._client_options["timeout"]) as r:
+                    json.loads(r.read())
+                return
+            except OSError as exc:
+                errors.append(exc)
+        raise ConfigError(
+            f"clear() needs a reachable node HTTP API among LOCATION {self._seeds}: {errors}"
+        )
+
+    # -- Django's sync API -----------------------------------------------------------------
+
+    def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
+        """The cached value of ``key``, or ``default``."""
+        made = self._key(key, version)
+        return self._run(lambda c: self._get(c, made, default))
+
+    def set(
+        self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> None:
+        """Store ``value`` under ``key``."""
+        made, data, ttl = self._key(key, version), dumps(value), self._ttl(timeout)
+        self._run(lambda c: self._set(c, made, data, ttl))
+
+    def add(
+        self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> bool:
+        """Store ``value`` only if ``key`` is absent (atomic at its owner); whether it did."""
+        made, data, ttl = self._key(key, version), dumps(value), self._ttl(timeout)
+        return self._run(lambda c: self._add(c, made, data, ttl))
+
+    def touch(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
+        """Give ``key`` a new timeout without rewriting it; False if absent."""
+        made, ttl = self._key(key, version), self._ttl(timeout)
+        return self._run(lambda c: self._touch(c, made, ttl))
+
+    def delete(self, key: str, version: int | None = None) -> bool:
+        """Remove ``key``; whether it was there."""
+        made = self._key(key, version)
+        return self._run(lambda c: c.delete(self._group, made))
+
+    def has_key(self, key: str, version: int | None = None) -> bool:
+        """Whether ``key`` is cached."""
+        missing = self._missing_key
+        return self.get(key, missing, version=version) is not missing
+
+    def incr(self, key: str, delta: int = 1, version: int | None = None) -> int:
+        """Add ``delta`` to the integer under ``key`` atomically at its owner; the result."""
+        made = self._key(key, version)
+        return self._run(lambda c: self._incr(c, made, delta, key))
+
+    def decr(self, key: str, delta: int = 1, version: int | None = None) -> int:
+        """Subtract ``delta`` from the integer under ``key``; the result."""
+        return self.incr(key, -delta, version=version)
+
+    def get_many(self, keys: Iterable[str], version: int | None = None) -> dict[str, Any]:
+        """The cached values of ``keys`` (absent ones left out), one round trip per owner."""
+        made = {self._key(key, version): key for key in keys}
+        return self._run(lambda c: self._get_many(c, made))
+
+    def set_many(
+        self, data: Mapping[str, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> list[str]:
+        """Store every item; the keys that could not be stored (none: errors raise)."""
+        ttl = self._ttl(timeout)
+        encoded = {self._key(key, version): dumps(value) for key, value in data.items()}
+        return self._run(lambda c: self._set_many(c, encoded, ttl))
+
+    def delete_many(self, keys: Iterable[str], version: int | None = None) -> None:
+        """Remove every key."""
+        made = [self._key(key, version) for key in keys]
+        self._run(lambda c: self._delete_many(c, made))
+
+    def clear(self) -> None:
+        """Remove every key of the group, on every node."""
+        self._clear_blocking()
+
+    def close(self, **kwargs: Any) -> None:
+        """Nothing to do per request: the client's connections are pooled for the process."""
+
+    # -- Django's async API, on the caller's loop ------------------------------------------
+
+    async def aget(self, key: str, default: Any = None, version: int | None = None) -> Any:
+        """Async :meth:`get`."""
+        return await self._get(await self._aclient(), self._key(key, version), default)
+
+    async def aset(
+        self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> None:
+        """Async :meth:`set`."""
+        made, data, ttl = self._key(key, version), dumps(value), self._ttl(timeout)
+        await self._set(await self._aclient(), made, data, ttl)
+
+    async def aadd(
+        self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> bool:
+        """Async :meth:`add`."""
+        made, data, ttl = self._key(key, version), dumps(value), self._ttl(timeout)
+        return await self._add(await self._aclient(), made, data, ttl)
+
+    async def atouch(
+        self, key: str, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> bool:
+        """Async :meth:`touch`."""
+        made, ttl = self._key(key, version), self._ttl(timeout)
+        return await self._touch(await self._aclient(), made, ttl)
+
+    async def adelete(self, key: str, version: int | None = None) -> bool:
+        """Async :meth:`delete`."""
+        made = self._key(key, version)
+        return await (await self._aclient()).delete(self._group, made)
+
+    async def ahas_key(self, key: str, version: int | None = None) -> bool:
+        """Async :meth:`has_key`."""
+        missing = self._missing_key
+        return await self.aget(key, missing, version=version) is not missing
+
+    async def aincr(self, key: str, delta: int = 1, version: int | None = None) -> int:
+        """Async :meth:`incr`."""
+        return await self._incr(await self._aclient(), self._key(key, version), delta, key)
+
+    async def adecr(self, key: str, delta: int = 1, version: int | None = None) -> int:
+        """Async :meth:`decr`."""
+        return await self.aincr(key, -delta, version=version)
+
+    async def aget_many(self, keys: Iterable[str], version: int | None = None) -> dict[str, Any]:
+        """Async :meth:`get_many`."""
+        made = {self._key(key, version): key for key in keys}
+        return await self._get_many(await self._aclient(), made)
+
+    async def aset_many(
+        self, data: Mapping[str, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
+    ) -> list[str]:
+        """Async :meth:`set_many`."""
+        ttl = self._ttl(timeout)
+        encoded = {self._key(key, version): dumps(value) for key, value in data.items()}
+        return await self._set_many(await self._aclient(), encoded, ttl)
+
+    async def adelete_many(self, keys: Iterable[str], version: int | None = None) -> None:
+        """Async :meth:`delete_many`."""
+        made = [self._key(key, version) for key in keys]
+        await self._delete_many(await self._aclient(), made)
+
+    async def aclear(self) -> None:
+        """Async :meth:`clear`."""
+        await asyncio.to_thread(self._clear_blocking)
+
+    async def aclose(self, **kwargs: Any) -> None:
+        """Async :meth:`close`: nothing to do per request."""
