@@ -38,15 +38,15 @@ NEEDS_ATOMIC: dict[str, str] = dict.fromkeys(
         "test_invalid_with_version_key_length", "test_long_timeout", "test_touch",
         "test_unicode", "test_zero_timeout",
     ),
-    "needs shoal.Client.add/incr/touch (atomic operations at the key's owner)",
+    "needs add/incr/touch of shoal.Client and shoal.SyncClient (atomic operations at the key's owner)",
 )  # fmt: skip
 
 
 def expected_skips() -> dict[str, str]:
     """The tests skipped by name, with their reasons."""
-    from shoal import Client
+    from shoal import Client, SyncClient
 
-    atomic = all(hasattr(Client, op) for op in ("add", "incr", "touch"))
+    atomic = all(hasattr(c, op) for c in (Client, SyncClient) for op in ("add", "incr", "touch"))
     return SKIPPED if atomic else {**SKIPPED, **NEEDS_ATOMIC}
 
 

@@ -17,10 +17,10 @@ as every Django backend does; the nodes only ever see bytes and never unpickle
 them. An ``int`` is stored as its decimal text (``b"41"``) so that
 :meth:`ShoalCache.incr` runs atomically at the key's owner.
 
-The sync methods (``get``, ``set``, ...) run the async client on one event-loop
-thread per process (rebuilt after a fork); the async methods (``aget``,
-``aset``, ...) run on the caller's own event loop with a client of that loop:
-no ``sync_to_async`` thread hop.
+The sync methods (``get``, ``set``, ...) use a :class:`shoal.SyncClient` (blocking
+sockets in the calling thread, fork-safe); the async methods (``aget``, ``aset``,
+...) run on the caller's own event loop with a :class:`shoal.Client` of that
+loop: no ``sync_to_async`` thread hop.
 
 ``OPTIONS``:
 
@@ -39,25 +39,22 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import pickle
 import threading
 import urllib.request
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
-from concurrent.futures import Future
-from typing import Any, Final, TypeVar
+from collections.abc import Iterable, Mapping
+from typing import Any, Final
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
 from ..client import Client
 from ..errors import BadRequest, ConfigError, NotFound
+from ..sync_client import SyncClient
 from ..tls import ClientTls
 from ..tokens import bearer
 
 __all__ = ["ShoalCache"]
-
-T = TypeVar("T")
 
 _PICKLE_MARK: Final = 0x80
 """The first byte of every pickle of protocol 2 and later; decimal text never starts so."""
@@ -95,38 +92,6 @@ def _tls(option: Any) -> ClientTls | None:
     return ClientTls(ca=option.get("ca"), cert=option.get("cert"), key=option.get("key"))
 
 
-class _LoopThread:
-    """One event loop in a daemon thread, where the sync methods run their client."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self.loop.run_forever, name="shoal-django", daemon=True
-        )
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        return future.result()
-
-
-_LOOP_LOCK = threading.Lock()
-_LOOP: _LoopThread | None = None
-
-
-def _loop_thread() -> _LoopThread:
-    """This process's loop thread; a child of a fork builds its own."""
-    global _LOOP
-    loop = _LOOP
-    if loop is not None and loop.pid == os.getpid():
-        return loop
-    with _LOOP_LOCK:
-        if _LOOP is None or _LOOP.pid != os.getpid():
-            _LOOP = _LoopThread()
-        return _LOOP
-
-
 class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type information
     """A Django cache backend on a shoal cluster.
 
@@ -157,8 +122,7 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         self._seeds = _seeds(server)
         self._client_options = client_options
         self._token: str | None = token
-        self._sync_client: Client | None = None
-        self._sync_pid = 0
+        self._sync_client: SyncClient | None = None
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
             weakref.WeakKeyDictionary()
         )
@@ -166,32 +130,23 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
 
     # -- clients ---------------------------------------------------------------------------
 
-    async def _new_client(self) -> Client:
-        client = Client(self._seeds, **self._client_options)
-        await client.start()
-        return client
-
-    def _run(self, call: Callable[[Client], Awaitable[T]]) -> T:
-        """Run ``call`` with the sync client, on the process's loop thread."""
-        loop = _loop_thread()
+    def _client(self) -> SyncClient:
+        """The blocking client (shared by the threads that use this backend)."""
         client = self._sync_client
-        if client is None or self._sync_pid != os.getpid():
+        if client is None:
             with self._lock:
-                if self._sync_client is None or self._sync_pid != os.getpid():
-                    self._sync_client = loop.run(self._new_client())
-                    self._sync_pid = os.getpid()
+                if self._sync_client is None:
+                    options = {k: v for k, v in self._client_options.items() if k != "near_cache"}
+                    self._sync_client = SyncClient(self._seeds, **options).start()
                 client = self._sync_client
-
-        async def go() -> T:
-            return await call(client)
-
-        return loop.run(go())
+        return client
 
     async def _aclient(self) -> Client:
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
-            client = await self._new_client()
+            client = Client(self._seeds, **self._client_options)
+            await client.start()
             self._async_clients[loop] = client
         return client
 
@@ -303,31 +258,46 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
     def get(self, key: str, default: Any = None, version: int | None = None) -> Any:
         """The cached value of ``key``, or ``default``."""
         made = self._key(key, version)
-        return self._run(lambda c: self._get(c, made, default))
+        try:
+            return loads(self._client().get(self._group, made))
+        except NotFound:
+            return default
 
     def set(
         self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> None:
         """Store ``value`` under ``key``."""
         made, data, ttl = self._key(key, version), dumps(value), self._ttl(timeout)
-        self._run(lambda c: self._set(c, made, data, ttl))
+        if ttl is not None and ttl <= 0:
+            self._client().delete(self._group, made)
+        else:
+            self._client().set(self._group, made, data, ttl=ttl)
 
     def add(
         self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
     ) -> bool:
         """Store ``value`` only if ``key`` is absent (atomic at its owner); whether it did."""
         made, data, ttl = self._key(key, version), dumps(value), self._ttl(timeout)
-        return self._run(lambda c: self._add(c, made, data, ttl))
+        client: Any = self._client()
+        if ttl is not None and ttl <= 0:
+            # Stored and expired at once: it counts as added when the key was absent.
+            stored = bool(client.add(self._group, made, data, ttl=None))
+            if stored:
+                client.delete(self._group, made)
+            return stored
+        return bool(client.add(self._group, made, data, ttl=ttl))
 
     def touch(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         """Give ``key`` a new timeout without rewriting it; False if absent."""
         made, ttl = self._key(key, version), self._ttl(timeout)
-        return self._run(lambda c: self._touch(c, made, ttl))
+        client: Any = self._client()
+        if ttl is not None and ttl <= 0:
+            return bool(client.delete(self._group, made))
+        return bool(client.touch(self._group, made, ttl))
 
     def delete(self, key: str, version: int | None = None) -> bool:
         """Remove ``key``; whether it was there."""
-        made = self._key(key, version)
-        return self._run(lambda c: c.delete(self._group, made))
+        return self._client().delete(self._group, self._key(key, version))
 
     def has_key(self, key: str, version: int | None = None) -> bool:
         """Whether ``key`` is cached."""
@@ -337,7 +307,13 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
     def incr(self, key: str, delta: int = 1, version: int | None = None) -> int:
         """Add ``delta`` to the integer under ``key`` atomically at its owner; the result."""
         made = self._key(key, version)
-        return self._run(lambda c: self._incr(c, made, delta, key))
+        client: Any = self._client()
+        try:
+            return int(client.incr(self._group, made, delta))
+        except NotFound:
+            raise ValueError(f"Key '{key}' not found") from None
+        except BadRequest as exc:
+            raise TypeError(f"Key '{key}' does not hold an integer: {exc}") from None
 
     def decr(self, key: str, delta: int = 1, version: int | None = None) -> int:
         """Subtract ``delta`` from the integer under ``key``; the result."""
@@ -346,7 +322,10 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
     def get_many(self, keys: Iterable[str], version: int | None = None) -> dict[str, Any]:
         """The cached values of ``keys`` (absent ones left out), one round trip per owner."""
         made = {self._key(key, version): key for key in keys}
-        return self._run(lambda c: self._get_many(c, made))
+        if not made:
+            return {}
+        found = self._client().get_many(self._group, list(made))
+        return {made[k]: loads(data) for k, data in found.items()}
 
     def set_many(
         self, data: Mapping[str, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
@@ -354,12 +333,30 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         """Store every item; the keys that could not be stored (none: errors raise)."""
         ttl = self._ttl(timeout)
         encoded = {self._key(key, version): dumps(value) for key, value in data.items()}
-        return self._run(lambda c: self._set_many(c, encoded, ttl))
+        if not encoded:
+            return []
+        client: Any = self._client()
+        if ttl is not None and ttl <= 0:
+            self._delete_made(client, list(encoded))
+        elif hasattr(client, "set_many"):
+            client.set_many(self._group, encoded, ttl=ttl)
+        else:
+            for made, value in encoded.items():
+                client.set(self._group, made, value, ttl=ttl)
+        return []
 
     def delete_many(self, keys: Iterable[str], version: int | None = None) -> None:
         """Remove every key."""
         made = [self._key(key, version) for key in keys]
-        self._run(lambda c: self._delete_many(c, made))
+        if made:
+            self._delete_made(self._client(), made)
+
+    def _delete_made(self, client: Any, made: list[str]) -> None:
+        if hasattr(client, "delete_many"):
+            client.delete_many(self._group, made)
+        else:
+            for key in made:
+                client.delete(self._group, key)
 
     def clear(self) -> None:
         """Remove every key of the group, on every node."""
