@@ -38,7 +38,7 @@ NEEDS_ATOMIC: dict[str, str] = dict.fromkeys(
         "test_invalid_with_version_key_length", "test_long_timeout", "test_touch",
         "test_unicode", "test_zero_timeout",
     ),
-    "needs add/incr/touch of shoal.Client and shoal.SyncClient (atomic operations at the key's owner)",
+    "needs add/incr/touch of shoal.Client and shoal.SyncClient (atomic at the owner)",
 )  # fmt: skip
 
 
