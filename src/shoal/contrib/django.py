@@ -38,13 +38,14 @@ loop: no ``sync_to_async`` thread hop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import pickle
 import threading
 import urllib.request
 import weakref
-from collections.abc import Iterable, Mapping
-from typing import Any, Final
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Final, ParamSpec, TypeVar
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
@@ -54,7 +55,10 @@ from ..sync_client import SyncClient
 from ..tls import ClientTls
 from ..tokens import bearer
 
-__all__ = ["ShoalCache"]
+__all__ = ["ShoalCache", "releases_connections"]
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 _PICKLE_MARK: Final = 0x80
 """The first byte of every pickle of protocol 2 and later; decimal text never starts so."""
@@ -74,6 +78,37 @@ def loads(data: bytes) -> Any:
     if data and data[0] == _PICKLE_MARK:
         return pickle.loads(data)  # written by a Django process: the backend's own format
     return int(data)
+
+
+def releases_connections(loader: Callable[P, R]) -> Callable[P, R]:
+    """Make a sync loader that uses Django's ORM give back its database connection.
+
+    shoal runs a sync loader in its own thread pool, outside Django's request
+    cycle, so the ``request_started``/``request_finished`` signals that close
+    Django's connections never fire there: each pool thread would keep its own
+    connection open for as long as it lives. Wrapped, the loader calls
+    :func:`django.db.close_old_connections` before and after each call, as
+    Django does around a request: with ``CONN_MAX_AGE = 0`` (Django's default)
+    the connection is closed after every load; with a positive ``CONN_MAX_AGE``
+    each pool thread reuses one until it is that old (so at most
+    ``loader_threads`` connections stay open). An ``async`` loader needs none of
+    this (it does not use Django's thread-bound connections)::
+
+        @releases_connections
+        def load_user(key: str) -> bytes:
+            return User.objects.get(pk=key).name.encode()
+    """
+    from django.db import close_old_connections
+
+    @functools.wraps(loader)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        close_old_connections()
+        try:
+            return loader(*args, **kwargs)
+        finally:
+            close_old_connections()
+
+    return wrapper
 
 
 def _seeds(location: str | Iterable[str]) -> list[str]:
