@@ -151,15 +151,14 @@ def main() -> int:
                     if get(key) != _value(key):
                         raise BenchError(f"{name}: wrong value for {key}")
             django_caches[REDIS].delete_many(keys)
-    rows = [
-        [name, f"{median(times[name]):.1f}", f"{median(ratios[name]):.2f}x"] for name in gets
-    ]
+    rows = [[name, f"{median(times[name]):.1f}", f"{median(ratios[name]):.2f}x"] for name in gets]
     if not unix:
         rows.append(["ShoalCache get (Unix socket)", "n/a: no `shoal serve --api-unix`", ""])
     if not near:
         rows.append(["ShoalCache get, near cache hit", "n/a: no near cache in SyncClient", ""])
     print(markdown_table(["candidate", "µs per get (median round)", "speed vs django-redis"], rows))
-    print(f"\n{args.rounds} rounds x {args.gets} gets, {KEYS} keys of 100 characters; {environment()}")
+    runs = f"{args.rounds} rounds x {args.gets} gets, {KEYS} keys of 100 characters"
+    print(f"\n{runs}; {environment()}")
     return 0
 
 
