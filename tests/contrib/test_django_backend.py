@@ -8,6 +8,7 @@ handler does), against two real ``shoal serve`` nodes.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import pickle
 import threading
 from collections.abc import Iterator
@@ -63,6 +64,9 @@ def test_options_pick_the_group_and_refuse_unknown_ones(cluster: ShoalCluster) -
     assert other.get("k") is None
     with pytest.raises(ConfigError, match="unknown OPTIONS"):
         backend(cluster, OPTIONS={"MAX_ENTRIES": 30})
+    if "near_cache" not in inspect.signature(SyncClient).parameters:
+        with pytest.raises(ConfigError, match="near cache"):
+            backend(cluster, OPTIONS={"near_cache": 1000})
     with pytest.raises(ConfigError, match="LOCATION"):
         ShoalCache("", {})
 

@@ -28,8 +28,8 @@ loop: no ``sync_to_async`` thread hop.
 - ``timeout``: seconds one request to a node may take (default 5).
 - ``token``: the API token, when the nodes have API tokens.
 - ``tls``: ``{"ca": PATH, "cert": PATH, "key": PATH}`` towards ``https://`` nodes.
-- ``near_cache``: passed to the client as its near-cache setting, when the
-  client has one.
+- ``near_cache``: passed to the clients as their near-cache setting (refused
+  with :class:`~shoal.errors.ConfigError` while the clients have none).
 """
 
 # Django's async cache API names a parameter ``timeout`` (the entry's, not a deadline).
@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
 import json
 import pickle
 import threading
@@ -150,6 +151,8 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
             client_options["tls"] = tls
         near = options.pop("near_cache", None)
         if near is not None:
+            if "near_cache" not in inspect.signature(SyncClient).parameters:
+                raise ConfigError("OPTIONS['near_cache']: the shoal clients have no near cache")
             client_options["near_cache"] = near
         if options:
             raise ConfigError(f"ShoalCache: unknown OPTIONS {sorted(options)}")
@@ -171,8 +174,7 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         if client is None:
             with self._lock:
                 if self._sync_client is None:
-                    options = {k: v for k, v in self._client_options.items() if k != "near_cache"}
-                    self._sync_client = SyncClient(self._seeds, **options).start()
+                    self._sync_client = SyncClient(self._seeds, **self._client_options).start()
                 client = self._sync_client
         return client
 
