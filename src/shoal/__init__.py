@@ -12,6 +12,7 @@ from .config import EtcdConfig as EtcdConfig
 from .config import GossipConfig as GossipConfig
 from .config import GroupConfig as GroupConfig
 from .config import NodeConfig as NodeConfig
+from .errors import BadRequest as BadRequest
 from .errors import Closed as Closed
 from .errors import ConfigError as ConfigError
 from .errors import Forbidden as Forbidden
@@ -69,6 +70,7 @@ __all__ = [
     "ConfigError",
     "MissingExtra",
     "NotFound",
+    "BadRequest",
     "GroupNotFound",
     "InvalidKey",
     "InvalidTTL",

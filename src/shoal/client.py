@@ -70,11 +70,13 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
+from ._atomic import check_delta, raise_for
 from ._client_routing import Router, check_seed, fetch_http_view, parse_cluster
 from .errors import (
     Closed,
     ConfigError,
     Forbidden,
+    NotFound,
     PeerError,
     PeerTimeout,
     PeerUnavailable,
@@ -83,6 +85,19 @@ from .errors import (
 )
 from .tls import ClientTls
 from .tokens import bearer
+from .wire import DEFAULT_MAX_BATCH_KEYS
+from .wire.ops import (
+    OP_ADD,
+    OP_INCR,
+    OP_SET,
+    OP_TOUCH,
+    OP_TTL,
+    OpItem,
+    OpRequestBody,
+    OpResultBody,
+    decode_op_response,
+    encode_op_request,
+)
 
 if TYPE_CHECKING:
     import ssl
@@ -113,6 +128,8 @@ class _NodeClient(Protocol):
     async def get_many(self, group: str, keys: list[str]) -> dict[str, bytes]: ...
     async def set(self, group: str, key: str, value: bytes, ttl: float | None) -> None: ...
     async def delete(self, group: str, key: str) -> bool: ...
+    async def remove_keys(self, group: str, keys: list[str]) -> int: ...
+    async def op(self, group: str, request: bytes) -> bytes: ...
     async def aclose(self) -> None: ...
 
 
@@ -137,6 +154,12 @@ class _HttpNode:
     async def delete(self, group: str, key: str) -> bool:
         # A shoal node's write path answers how many of the keys their owners held.
         return bool(await self._peer.delete(group, key, client=True))
+
+    async def remove_keys(self, group: str, keys: list[str]) -> int:
+        return await self._peer.remove_keys(group, keys, client=True) or 0
+
+    async def op(self, group: str, request: bytes) -> bytes:
+        return await self._peer.op(group, request, client=True)
 
     async def aclose(self) -> None:
         await self._peer.aclose()
@@ -367,6 +390,103 @@ class Client:
         """
         _, deleted = await self._on_owner(key, lambda node: node.delete(group, key))
         return deleted
+
+    # -- atomic operations at the key's owner ------------------------------------------
+
+    async def add(self, group: str, key: str, value: bytes, ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` is absent; whether it stored (see
+        :meth:`Group.add <shoal.group.Group.add>`)."""
+        result = await self._op(group, key, OP_ADD, OpItem(key, value, ttl=ttl))
+        return result.done
+
+    async def incr(self, group: str, key: str, delta: int = 1) -> int:
+        """Add ``delta`` to the integer ``key`` holds, at its owner; the new value.
+
+        Raises:
+            NotFound: the key is absent. BadRequest: not an integer, or out of range.
+        """
+        result = await self._op(group, key, OP_INCR, OpItem(key), check_delta(delta))
+        return result.number
+
+    async def decr(self, group: str, key: str, delta: int = 1) -> int:
+        """Subtract ``delta`` from the integer ``key`` holds (see :meth:`incr`)."""
+        return await self.incr(group, key, -check_delta(delta))
+
+    async def touch(self, group: str, key: str, ttl: float | None = None) -> bool:
+        """A new TTL for ``key`` (None: never expires); whether the key was there."""
+        return (await self._op(group, key, OP_TOUCH, OpItem(key, ttl=ttl))).done
+
+    async def ttl(self, group: str, key: str) -> float | None:
+        """Seconds ``key`` has left, None if it never expires.
+
+        Raises:
+            NotFound: the key is absent.
+        """
+        result = await self._op(group, key, OP_TTL, OpItem(key))
+        return result.seconds if result.done else None
+
+    async def get_or_set(
+        self, group: str, key: str, default: bytes, ttl: float | None = None
+    ) -> bytes:
+        """The value of ``key``, or else ``default`` added; what is stored after."""
+        try:
+            return await self.get(group, key)
+        except NotFound:
+            pass
+        if await self.add(group, key, default, ttl):
+            return default
+        try:
+            return await self.get(group, key)
+        except NotFound:
+            return default
+
+    async def set_many(
+        self, group: str, mapping: Mapping[str, bytes], ttl: float | None = None
+    ) -> None:
+        """Store every value of ``mapping``, one request per owner (per 1,000 keys)."""
+        if not mapping:
+            return
+        view = self._current()
+        jobs = []
+        for url, keys in self._batches(view, list(mapping)).items():
+            for start in range(0, len(keys), DEFAULT_MAX_BATCH_KEYS):
+                chunk = keys[start : start + DEFAULT_MAX_BATCH_KEYS]
+                items = tuple(OpItem(k, mapping[k], ttl=ttl) for k in chunk)
+                request = encode_op_request(OpRequestBody(group, OP_SET, items))
+                jobs.append(self._send_op(view, url, group, chunk[0], request))
+        for outcome in await asyncio.gather(*jobs, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def delete_many(self, group: str, keys: Iterable[str]) -> int:
+        """Drop the keys everywhere, one request per owner; how many there were."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return 0
+        view = self._current()
+        batches = self._batches(view, wanted)
+        counts = await asyncio.gather(
+            *(self._remove_batch(view, url, group, batch) for url, batch in batches.items())
+        )
+        return sum(counts)
+
+    async def _remove_batch(self, view: _View, url: str, group: str, keys: list[str]) -> int:
+        return await self._attempt(view, url, lambda node: node.remove_keys(group, keys))
+
+    async def _send_op(self, view: _View, url: str, group: str, key: str, request: bytes) -> None:
+        raw = await self._attempt(view, url, lambda node: node.op(group, request))
+        for result in decode_op_response(raw):
+            raise_for(key, result, url)
+
+    async def _op(
+        self, group: str, key: str, kind: int, item: OpItem, delta: int = 0
+    ) -> OpResultBody:
+        request = encode_op_request(OpRequestBody(group, kind, (item,), delta))
+        url, raw = await self._on_owner(key, lambda node: node.op(group, request))
+        results = decode_op_response(raw)
+        if len(results) != 1:
+            raise PeerError(f"{url}: {len(results)} answers to one operation")
+        return raise_for(key, results[0], url)
 
     # -- routing and failures ---------------------------------------------------------
 

@@ -45,10 +45,11 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from typing import TYPE_CHECKING, Any, Generic, NoReturn, TypeVar, cast
 
+from ._atomic import AtomicOps, check_delta, expiry_of, result_of
 from ._cached import blocking_wrapper, default_key
 from ._direct_fetch import DirectFetches
 from ._gather import gather_merged
@@ -68,12 +69,14 @@ from .errors import (
     PeerError,
     PeerTimeout,
     PeerUnavailable,
+    ShoalError,
 )
 from .loaderpool import LoaderPool
 from .singleflight import Call, Flight
 from .stats import GroupStats
 from .store import Clock
 from .value import Value, with_ttl
+from .wire.ops import OP_ADD, OP_INCR, OP_SET, OP_TOUCH, OP_TTL, OpItem, OpRequestBody, OpResultBody
 
 if TYPE_CHECKING:
     from .peers import Fetched, PeerClient, PeerPicker
@@ -178,6 +181,7 @@ class Group(Generic[V]):
                 check_key=self.validate_key,
             )
             self.replica = Replica(self.name, config, caches, self._calls, clock=clock, rng=rng)
+        self._atomic = AtomicOps(self.name, self._calls, self._stores, self.replica, clock)
 
     def __repr__(self) -> str:
         return f"<Group {self.name!r} items={len(self._main)} bytes={self._main.nbytes}>"
@@ -369,15 +373,7 @@ class Group(Generic[V]):
 
         ``expires_at`` (absolute Unix seconds) wins over ``ttl``.
         """
-        self._check_write(key, data, ttl)
-        if expires_at is None:
-            if ttl is not None:
-                expires_at = self._clock() + ttl
-                check_expiry(expires_at, f"ttl={ttl!r}")
-            elif self.config.ttl is not None:
-                expires_at = self._clock() + self.config.ttl
-        else:
-            check_expiry(expires_at, f"expires_at={expires_at!r}")
+        expires_at = self._write_expiry(key, data, ttl, expires_at)
         if self.replica is not None:
             await self.replica.write(key, data, expires_at)
         else:
@@ -436,11 +432,183 @@ class Group(Generic[V]):
             return await self.replica.invalidate()
         return await self._writes.invalidate()
 
+    # -- atomic operations at the key's owner (shoal._atomic) -------------------
+
+    async def add(self, key: str, value: V, ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` is absent (an expired entry is absent).
+
+        Decided at the key's owner in one step, so of several concurrent adds of
+        one key exactly one stores. Fences loads in flight, as :meth:`set` does.
+
+        Returns:
+            Whether the value was stored.
+
+        Raises:
+            The errors of :meth:`set`.
+        """
+        return await self.add_bytes(key, self._codec.encode(value), ttl)
+
+    async def add_bytes(self, key: str, data: bytes, ttl: float | None = None) -> bool:
+        """Like :meth:`add`, with bytes already encoded."""
+        expires_at = self._write_expiry(key, data, ttl, None)
+        return (await self._atomic.run(OP_ADD, key, data, expires_at)).done
+
+    async def incr(self, key: str, delta: int = 1) -> int:
+        """Add ``delta`` to the decimal integer ``key`` holds, atomically at its owner.
+
+        The entry keeps its expiry. Concurrent increments from any members all count.
+
+        Returns:
+            The new value.
+
+        Raises:
+            NotFound: the key is absent (a loader is not called).
+            BadRequest: the value is not a decimal integer in the 64-bit signed
+                range, ``delta`` is not an int in that range, or the result leaves it.
+            PeerUnavailable, PeerTimeout: the owner could not be reached.
+        """
+        self.validate_key(key)
+        check_delta(delta)
+        return (await self._atomic.run(OP_INCR, key, b"", None, delta)).number
+
+    async def decr(self, key: str, delta: int = 1) -> int:
+        """Subtract ``delta`` from the integer ``key`` holds (see :meth:`incr`)."""
+        return await self.incr(key, -check_delta(delta))
+
+    async def touch(self, key: str, ttl: float | None = None) -> bool:
+        """Give ``key`` a new time to live (None: never expires) without rewriting its value.
+
+        Returns:
+            Whether the key was there to touch.
+
+        Raises:
+            InvalidTTL: a TTL that is not positive and finite, or ends after 2262.
+            PeerUnavailable, PeerTimeout: the owner could not be reached.
+        """
+        self.validate_key(key)
+        expires_at = self._touch_expiry(ttl)
+        return (await self._atomic.run(OP_TOUCH, key, b"", expires_at)).done
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds ``key`` has left at its owner, or None if it never expires.
+
+        Raises:
+            NotFound: the key is absent.
+            PeerUnavailable, PeerTimeout: the owner could not be reached.
+        """
+        self.validate_key(key)
+        result = await self._atomic.run(OP_TTL, key, b"", None)
+        return result.seconds if result.done else None
+
+    async def get_or_set(
+        self, key: str, default: V | Callable[[], V], ttl: float | None = None
+    ) -> V:
+        """The value of ``key`` (read through, as :meth:`get`), or else ``default``
+        added with :meth:`add`; returns what is stored after, the winner of a race.
+
+        ``default`` may be a callable, called only when the key is absent.
+        """
+        try:
+            return await self.get(key)
+        except NotFound:
+            pass
+        value = default() if callable(default) else default
+        if await self.add(key, value, ttl):
+            return value
+        try:
+            return await self.get(key)
+        except NotFound:  # the winner's value is gone already
+            return value
+
+    async def set_many(self, mapping: Mapping[str, V], ttl: float | None = None) -> None:
+        """Store every value of ``mapping`` (see :meth:`set`), one exchange per owner.
+
+        Every key and value is checked before anything is stored.
+        """
+        encode = self._codec.encode
+        await self.set_many_bytes({k: encode(v) for k, v in mapping.items()}, ttl)
+
+    async def set_many_bytes(self, mapping: Mapping[str, bytes], ttl: float | None = None) -> None:
+        """Like :meth:`set_many`, with bytes already encoded."""
+        items = [(k, d, self._write_expiry(k, d, ttl, None)) for k, d in mapping.items()]
+        if items:
+            await self._atomic.set_many(items)
+
+    async def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove several keys everywhere (see :meth:`remove_keys`); how many there were."""
+        return await self.remove_keys(keys)
+
+    async def serve_op(self, request: OpRequestBody, *, client: bool) -> list[OpResultBody]:
+        """Answer an ``op`` message: a client's runs this node's whole path (routed to
+        the owner); a peer's is answered from this node's stores, never forwarded.
+
+        Every key is checked first; an error about one key is that key's answer.
+        """
+        kind = request.kind
+        if client and kind == OP_SET:
+            try:
+                await self.set_many_bytes(
+                    {item.key: item.value for item in request.items}, request.items[0].ttl
+                )
+            except ShoalError as exc:
+                return [result_of(exc)] * len(request.items)
+            return [OpResultBody(done=True)] * len(request.items)
+        results = []
+        for item in request.items:
+            try:
+                results.append(await self._serve_item(kind, item, request.delta, client))
+            except ShoalError as exc:
+                results.append(result_of(exc))
+        return results
+
+    async def _serve_item(self, kind: int, item: OpItem, delta: int, client: bool) -> OpResultBody:
+        key = item.key
+        if client:
+            if kind == OP_ADD:
+                return OpResultBody(done=await self.add_bytes(key, item.value, item.ttl))
+            if kind == OP_INCR:
+                return OpResultBody(done=True, number=await self.incr(key, delta))
+            if kind == OP_TOUCH:
+                return OpResultBody(done=await self.touch(key, item.ttl))
+            seconds = await self.ttl(key)
+            return OpResultBody(done=seconds is not None, seconds=seconds or 0.0)
+        self.validate_key(key)
+        expires_at = expiry_of(item)
+        if kind in (OP_ADD, OP_SET):
+            check_write(self.config, item.value, None)
+        if expires_at is not None:
+            check_expiry(expires_at, f"expires_at={expires_at!r}")
+        return await self._atomic.here(kind, key, item.value, expires_at, check_delta(delta))
+
     # -- write helpers -------------------------------------------------------
 
     def _check_write(self, key: str, data: bytes, ttl: float | None) -> None:
         self.validate_key(key)
         check_write(self.config, data, ttl)
+
+    def _write_expiry(
+        self, key: str, data: bytes, ttl: float | None, expires_at: float | None
+    ) -> float | None:
+        """Check a write; its absolute expiry (``expires_at``, else ``ttl``, else the
+        group's TTL)."""
+        self._check_write(key, data, ttl)
+        if expires_at is None:
+            if ttl is not None:
+                expires_at = self._clock() + ttl
+                check_expiry(expires_at, f"ttl={ttl!r}")
+            elif self.config.ttl is not None:
+                expires_at = self._clock() + self.config.ttl
+        else:
+            check_expiry(expires_at, f"expires_at={expires_at!r}")
+        return expires_at
+
+    def _touch_expiry(self, ttl: float | None) -> float | None:
+        if ttl is None:
+            return None
+        check_write(self.config, b"", ttl)
+        expires_at = self._clock() + ttl
+        check_expiry(expires_at, f"ttl={ttl!r}")
+        return expires_at
 
     # -- serving: what the servers call (ServedGroup, whose docstring is the contract)
 

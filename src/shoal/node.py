@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from .codec import Codec
 from .config import GroupConfig, NodeConfig
-from .errors import Closed, ConfigError, GroupNotFound
+from .errors import BadRequest, Closed, ConfigError, GroupNotFound
 from .group import Group, Loader
 from .loaderpool import LoaderPool
 from .ring import Ring
@@ -744,6 +744,31 @@ class Node:
         assert self._tasks is not None
         assert group.replica is not None
         self._background.append(group.replica.start(self._tasks, self._errors))
+
+    async def serve_op(self, request: bytes, *, group: str | None = None, client: bool) -> bytes:
+        """Answer an ``op`` message (a serialized ``shoal.v1.OpRequest``) with a
+        serialized ``OpResponse``: a client's runs the group's whole path, a peer's
+        is answered from this node's stores (see :meth:`Group.serve_op
+        <shoal.group.Group.serve_op>`).
+
+        Args:
+            request: the serialized request.
+            group: the group the transport's path names, if any (it wins).
+            client: whether a client (not a peer) sent it.
+
+        Raises:
+            BadRequest: an undecodable request, or one over the batch limit.
+            GroupNotFound: no such group.
+        """
+        from .wire import DEFAULT_MAX_BATCH_KEYS, RemoteProtocolError
+        from .wire.ops import decode_op_request, encode_op_response
+
+        try:
+            body = decode_op_request(request, max_keys=DEFAULT_MAX_BATCH_KEYS)
+        except RemoteProtocolError as exc:
+            raise BadRequest(str(exc)) from exc
+        served = self.get_group(group if group is not None else body.group)
+        return encode_op_response(await served.serve_op(body, client=client))
 
     async def serve_replica(self, request: bytes, *, group: str | None = None) -> bytes:
         """Answer a peer's message for a replicated group (what the peer transports

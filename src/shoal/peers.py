@@ -163,6 +163,16 @@ class PeerClient(Protocol):
         """
         ...
 
+    async def op(self, group: str, request: bytes) -> bytes:
+        """One atomic operation (or write batch) at the peer, which owns the keys: a
+        serialized ``shoal.v1.OpRequest`` in, the peer's ``OpResponse`` out.
+
+        Raises:
+            PeerUnavailable, PeerError: as :meth:`get` (also for a peer that does not
+                serve the operations).
+        """
+        ...
+
     async def aclose(self) -> None:
         """Close the client's connections."""
         ...

@@ -223,6 +223,21 @@ class Replica:
         self._apply(entry, self._clock())
         await self._push([entry])
 
+    async def write_many(self, items: Iterable[tuple[str, bytes, float | None]]) -> None:
+        """Store several ``(key, data, expires_at)`` on every member in one push.
+
+        Raises:
+            GroupFull: the group holds its capacity (the writes before it are made).
+        """
+        now = self._clock()
+        entries = []
+        for key, data, expires_at in items:
+            self._check_room(key, data)
+            entry = Entry(key, self._stamp_after(key), data, expires_at)
+            self._apply(entry, now)
+            entries.append(entry)
+        await self._push(entries)
+
     async def delete(self, keys: Iterable[str]) -> int:
         """Delete keys on every member (tombstones); return how many were live here."""
         now = self._clock()

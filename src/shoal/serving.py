@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from .config import GroupConfig, NodeConfig
 from .stats import GroupStats
+from .wire.ops import OpRequestBody, OpResultBody
 
 __all__ = ["MembershipSource", "ServedGroup", "ServedNode"]
 
@@ -124,6 +125,10 @@ class ServedGroup(Protocol):
         """Drop keys a peer named from this node's caches."""
         ...
 
+    async def serve_op(self, request: OpRequestBody, *, client: bool) -> list[OpResultBody]:
+        """Answer an ``op`` message (:meth:`Group.serve_op <shoal.group.Group.serve_op>`)."""
+        ...
+
     async def serve_peer_invalidate(self) -> int:
         """Drop every key from this node's caches, as a peer asked."""
         ...
@@ -161,6 +166,10 @@ class ServedNode(Protocol):
 
     def cluster_info(self, key: str | None = None) -> dict[str, Any]:
         """The cluster as this node sees it, as plain data."""
+        ...
+
+    async def serve_op(self, request: bytes, *, group: str | None = None, client: bool) -> bytes:
+        """Answer a serialized ``shoal.v1.OpRequest`` with a serialized ``OpResponse``."""
         ...
 
     async def serve_replica(self, request: bytes, *, group: str | None = None) -> bytes:

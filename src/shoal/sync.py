@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
@@ -31,6 +31,7 @@ from typing import Any, Generic, Self, TypeVar, cast
 from ._cached import blocking_wrapper, default_key, get_or_load_blocking, run_blocking
 from .codec import BytesCodec, Codec
 from .config import NodeConfig
+from .errors import NotFound
 from .group import Group, Loader
 from .node import Node, new_event_loop
 from .stats import GroupStats
@@ -108,6 +109,49 @@ class SyncGroup(Generic[V]):
     def delete(self, key: str) -> bool:
         """Remove ``key``; return whether it was cached (see ``Group.delete``)."""
         return run_blocking(self._group.loop, self._group.delete(key))
+
+    def add(self, key: str, value: V, ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` is absent; whether it stored (see ``Group.add``)."""
+        return run_blocking(self._group.loop, self._group.add(key, value, ttl))
+
+    def incr(self, key: str, delta: int = 1) -> int:
+        """Add ``delta`` to the integer ``key`` holds, at its owner (see ``Group.incr``)."""
+        return run_blocking(self._group.loop, self._group.incr(key, delta))
+
+    def decr(self, key: str, delta: int = 1) -> int:
+        """Subtract ``delta`` from the integer ``key`` holds (see ``Group.decr``)."""
+        return run_blocking(self._group.loop, self._group.decr(key, delta))
+
+    def touch(self, key: str, ttl: float | None = None) -> bool:
+        """A new TTL for ``key`` (None: never expires); whether it was there (``Group.touch``)."""
+        return run_blocking(self._group.loop, self._group.touch(key, ttl))
+
+    def ttl(self, key: str) -> float | None:
+        """Seconds ``key`` has left, None if it never expires (see ``Group.ttl``)."""
+        return run_blocking(self._group.loop, self._group.ttl(key))
+
+    def get_or_set(self, key: str, default: V | Callable[[], V], ttl: float | None = None) -> V:
+        """The value of ``key``, or else ``default`` added (a callable is called here,
+        only when the key is absent); what is stored after (see ``Group.get_or_set``)."""
+        try:
+            return self.get(key)
+        except NotFound:
+            pass
+        value = default() if callable(default) else default
+        if self.add(key, value, ttl):
+            return value
+        try:
+            return self.get(key)
+        except NotFound:
+            return value
+
+    def set_many(self, mapping: Mapping[str, V], ttl: float | None = None) -> None:
+        """Store every value of ``mapping``, one exchange per owner (see ``Group.set_many``)."""
+        run_blocking(self._group.loop, self._group.set_many(dict(mapping), ttl))
+
+    def delete_many(self, keys: Iterable[str]) -> int:
+        """Remove several keys everywhere; how many there were (see ``Group.delete_many``)."""
+        return run_blocking(self._group.loop, self._group.delete_many(list(keys)))
 
     def invalidate(self, key: str) -> None:
         """Drop any cached copy of ``key`` (see ``Group.invalidate``)."""

@@ -165,6 +165,10 @@ class TracingClient:
         """Pass a replicated group's message through (not logged: anti-entropy is periodic)."""
         return await self._inner.replica(group, request)
 
+    async def op(self, group: str, request: bytes) -> bytes:
+        """Pass an atomic operation through (not logged)."""
+        return await self._inner.op(group, request)
+
     async def aclose(self) -> None:
         """Close the wrapped client."""
         await self._inner.aclose()

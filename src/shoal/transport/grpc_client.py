@@ -378,6 +378,10 @@ class GrpcPeerClient(_GrpcClient):
         """One exchange of a replicated group (``Peer.Replica``)."""
         return await self._write("Replica", request, "replica exchange")
 
+    async def op(self, group: str, request: bytes) -> bytes:
+        """One atomic operation or write batch at the peer (``Peer.Op``)."""
+        return await self._write("Op", request, "operation")
+
     async def _write(self, method: str, request: Message | bytes, what: str) -> bytes:
         try:
             return await self._call(method, request)
@@ -510,6 +514,14 @@ class GrpcNodeClient(_GrpcClient):
         whether its owner had it."""
         raw = await self._ask("Delete", pb.DeleteRequest(group=group, key=key), group, key)
         return pb.DeleteResponse.FromString(raw).deleted
+
+    async def op(self, group: str, request: bytes) -> bytes:
+        """One atomic operation or write batch through the node's whole write path
+        (``Cache.Op``: a serialized ``OpRequest`` in, ``OpResponse`` out)."""
+        try:
+            return await self._call("Op", request)
+        except grpc.aio.AioRpcError as exc:
+            raise _client_error(exc, self._url, group, None) from exc
 
     async def remove_keys(self, group: str, keys: Iterable[str]) -> int:
         """Drop the keys from every member's caches; return how many their owners had."""

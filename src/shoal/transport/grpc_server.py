@@ -208,6 +208,7 @@ class GrpcServer:
                 "RemoveKeys": self._peer_remove_keys,
                 "Invalidate": self._peer_invalidate,
                 "Replica": self._peer_replica,
+                "Op": self._peer_op,
             },
         )
         self._register(
@@ -222,6 +223,7 @@ class GrpcServer:
                 "Invalidate": self._cache_invalidate,
                 "Stats": self._cache_stats,
                 "Cluster": self._cache_cluster,
+                "Op": self._cache_op,
             },
             tokens=self._tokens,
         )
@@ -381,6 +383,12 @@ class GrpcServer:
         return await self._node.serve_replica(raw)
 
     # -- shoal.v1.Cache ------------------------------------------------------------------
+
+    async def _peer_op(self, raw: bytes) -> bytes:
+        return await self._node.serve_op(raw, client=False)
+
+    async def _cache_op(self, raw: bytes) -> bytes:
+        return await self._node.serve_op(raw, client=True)
 
     async def _read(self, group: ServedGroup, key: str) -> bytes:
         """A client's read of ``key``: the node's full read path, as the HTTP API's."""

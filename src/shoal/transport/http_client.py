@@ -32,7 +32,9 @@ from urllib.parse import urlsplit
 from .._gather import gather_merged
 from .._http import connect_tls
 from ..errors import (
+    BadRequest,
     ConfigError,
+    GroupNotFound,
     InvalidKey,
     NotFound,
     PeerError,
@@ -71,6 +73,7 @@ from ..wire.batch import (
     encode_get_many_request,
     parse_extensions,
 )
+from ..wire.ops import OP_EXTENSION, OP_SEGMENT
 from . import FetchDone, Fetched
 from ._http_connection import OVER, Answer, Broken, Connection, Dropped, Queued
 from ._http_shared import MAX_ERROR_TEXT as _MAX_ERROR_TEXT
@@ -557,10 +560,12 @@ class HttpPeerClient:
         self._check_written(answer, f"delete {key!r}")
         return _removed_count(answer)
 
-    async def remove_keys(self, group: str, keys: Iterable[str]) -> int | None:
+    async def remove_keys(
+        self, group: str, keys: Iterable[str], *, client: bool = False
+    ) -> int | None:
         """Remove keys from the peer's caches: one key with ``DELETE``, several with
         ``POST .../_remove-keys/`` (groupcache-go's forms), ``max_batch_keys`` per request
-        (a shoal server refuses more).
+        (a shoal server refuses more); with ``client``, from the whole cluster.
 
         Returns:
             How many of the keys the peer had; None if it does not say (Go).
@@ -572,7 +577,7 @@ class HttpPeerClient:
         if not key_list:
             return 0
         if len(key_list) == 1:
-            return await self.delete(group, key_list[0])
+            return await self.delete(group, key_list[0], client=client)
         size = self._max_batch_keys
         removed: int | None = 0
         for start in range(0, len(key_list), size):
@@ -582,7 +587,7 @@ class HttpPeerClient:
                 body = encode_remove_keys(group, chunk)
             except LocalProtocolError as exc:
                 raise InvalidKey(str(exc)) from exc
-            request = self._request(b"POST", target, body, b"application/json")
+            request = self._request(b"POST", target, body, b"application/json", client=client)
             answer = await self._exchange(request)
             self._check_written(answer, f"remove {len(chunk)} keys")
             count = _removed_count(answer)
@@ -629,6 +634,33 @@ class HttpPeerClient:
             raise PeerError(
                 f"{self._url}: replica exchange answered {answer.status}: {_excerpt(answer.body)}"
             )
+        return answer.body
+
+    async def op(self, group: str, request: bytes, *, client: bool = False) -> bytes:
+        """One atomic operation or write batch (``POST {base}{group}/_op/``); with
+        ``client``, run through the peer's whole write path (see :meth:`set`).
+
+        Raises:
+            PeerUnavailable, PeerError: as :meth:`set`; PeerError also for a peer
+                that does not serve the operations. GroupNotFound: no such group
+                (a client's request). BadRequest: the peer refused the request.
+        """
+        if OP_EXTENSION not in await self._peer_extensions():
+            raise PeerError(f"{self._url}: the peer does not serve atomic operations")
+        try:
+            target = build_group_path(self._base, group, OP_SEGMENT)
+        except LocalProtocolError as exc:
+            raise InvalidKey(str(exc)) from exc
+        answer = await self._exchange(
+            self._request(b"POST", target, request, _PROTOBUF_TYPE, client=client)
+        )
+        if answer.status != 200:
+            text = _excerpt(answer.body)
+            if answer.status == 404 and client:
+                raise GroupNotFound(group)
+            if answer.status == 400 and client:
+                raise BadRequest(text)
+            raise PeerError(f"{self._url}: operation answered {answer.status}: {text}")
         return answer.body
 
     async def _peer_extensions(self) -> frozenset[str]:

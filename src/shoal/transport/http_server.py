@@ -68,6 +68,7 @@ from ..wire.batch import (
     decode_batch_request,
     encode_batch_entries,
 )
+from ..wire.ops import OP_EXTENSION, OP_SEGMENT
 from ._http_shared import MAX_ERROR_TEXT as _MAX_ERROR_TEXT
 from ._http_shared import WRITE_HEADER
 
@@ -86,13 +87,13 @@ _NOT_FAST: Final = re.compile(rb"[%?#\x00-\x20\x7f]")
 _EXTENSIONS: Final = (
     EXTENSIONS_HEADER,
     f"{GET_MANY_EXTENSION}, {GET_MANY_ERRORS_EXTENSION}, {INVALIDATE_EXTENSION}, "
-    f"{REPLICA_EXTENSION}",
+    f"{REPLICA_EXTENSION}, {OP_EXTENSION}",
 )
 _OK_HEADERS: Final = (_EXTENSIONS,)
 _ERROR_HEADERS: Final = (_NOSNIFF, _EXTENSIONS)
 _OK_EMPTY: Final = Response(200, b"", TEXT, _OK_HEADERS)
 _JSON_TYPE: Final = "application/json"
-_WRITES: Final = frozenset({"PUT", "DELETE"})
+_WRITES: Final = frozenset({"PUT", "DELETE", "POST"})
 
 
 def _error(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
@@ -234,11 +235,13 @@ class PeerServer(ServerFront):
             if key == GET_MANY_SEGMENT:
                 return self._get_many(group, body)
             if parsed.is_remove_keys:
-                return self._remove_keys(group, body)
+                return self._remove_keys(group, body, client=client)
             if key == INVALIDATE_SEGMENT:
                 return self._invalidate(group)
             if key == REPLICA_SEGMENT:
                 return self._replica(group, body)
+            if key == OP_SEGMENT:
+                return self._op(group, body, client=client)
         return _error(
             STATUS_METHOD_NOT_ALLOWED,
             f"method {method} is not allowed on {path[:128].decode('latin-1')}",
@@ -305,7 +308,9 @@ class PeerServer(ServerFront):
             return _failure(exc)
         return _OK_EMPTY
 
-    def _remove_keys(self, group: ServedGroup, body: bytes) -> Response | Awaitable[Response]:
+    def _remove_keys(
+        self, group: ServedGroup, body: bytes, *, client: bool = False
+    ) -> Response | Awaitable[Response]:
         try:
             request = decode_remove_keys(
                 body, max_keys=self._max_batch_keys, max_size=self._max_body
@@ -319,7 +324,7 @@ class PeerServer(ServerFront):
                 group.validate_key(key)
         except InvalidKey as exc:
             return _failure(exc)
-        return self._delete(group, request.keys)
+        return self._delete(group, request.keys, client=client)
 
     async def _delete(
         self, group: ServedGroup, keys: Iterable[str], *, client: bool = False
@@ -348,6 +353,20 @@ class PeerServer(ServerFront):
     async def _serve_replica(self, group: ServedGroup, body: bytes) -> Response:
         try:
             answer = await self._node.serve_replica(body, group=group.name)
+        except Exception as exc:
+            return _failure(exc)
+        return Response(200, answer, PROTOBUF_CONTENT_TYPE, _OK_HEADERS)
+
+    def _op(
+        self, group: ServedGroup, body: bytes, *, client: bool
+    ) -> Response | Awaitable[Response]:
+        if len(body) > self._max_body:
+            return _error(413, f"body of {len(body)} bytes exceeds {self._max_body}")
+        return self._serve_op(group, body, client)
+
+    async def _serve_op(self, group: ServedGroup, body: bytes, client: bool) -> Response:
+        try:
+            answer = await self._node.serve_op(body, group=group.name, client=client)
         except Exception as exc:
             return _failure(exc)
         return Response(200, answer, PROTOBUF_CONTENT_TYPE, _OK_HEADERS)

@@ -140,6 +140,15 @@ class MemoryPeerClient:
         except ShoalError as exc:
             raise PeerError(f"{self._url}: {exc}") from exc
 
+    async def op(self, group: str, request: bytes) -> bytes:
+        """Hand an operation to the peer's own stores."""
+        self._network.requests += 1
+        node = self._network._node(self._url)
+        try:
+            return await node.serve_op(request, group=group, client=False)
+        except ShoalError as exc:
+            raise PeerError(f"{self._url}: {exc}") from exc
+
     def _group(self, name: str) -> ServedGroup:
         try:
             return self._network._node(self._url).get_group(name)

@@ -1,10 +1,26 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class OpKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    OP_UNSPECIFIED: _ClassVar[OpKind]
+    OP_ADD: _ClassVar[OpKind]
+    OP_INCR: _ClassVar[OpKind]
+    OP_TOUCH: _ClassVar[OpKind]
+    OP_TTL: _ClassVar[OpKind]
+    OP_SET: _ClassVar[OpKind]
+OP_UNSPECIFIED: OpKind
+OP_ADD: OpKind
+OP_INCR: OpKind
+OP_TOUCH: OpKind
+OP_TTL: OpKind
+OP_SET: OpKind
 
 class GetRequest(_message.Message):
     __slots__ = ("group", "key")
@@ -367,3 +383,47 @@ class ReplicaSyncReply(_message.Message):
     wanted: _containers.RepeatedScalarFieldContainer[str]
     truncated: bool
     def __init__(self, entries: _Optional[_Iterable[_Union[ReplicaEntry, _Mapping]]] = ..., wanted: _Optional[_Iterable[str]] = ..., truncated: _Optional[bool] = ...) -> None: ...
+
+class OpItem(_message.Message):
+    __slots__ = ("key", "value", "expire", "ttl")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRE_FIELD_NUMBER: _ClassVar[int]
+    TTL_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    value: bytes
+    expire: int
+    ttl: float
+    def __init__(self, key: _Optional[str] = ..., value: _Optional[bytes] = ..., expire: _Optional[int] = ..., ttl: _Optional[float] = ...) -> None: ...
+
+class OpRequest(_message.Message):
+    __slots__ = ("group", "kind", "items", "delta")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    DELTA_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    kind: OpKind
+    items: _containers.RepeatedCompositeFieldContainer[OpItem]
+    delta: int
+    def __init__(self, group: _Optional[str] = ..., kind: _Optional[_Union[OpKind, str]] = ..., items: _Optional[_Iterable[_Union[OpItem, _Mapping]]] = ..., delta: _Optional[int] = ...) -> None: ...
+
+class OpResult(_message.Message):
+    __slots__ = ("done", "number", "seconds", "error", "message")
+    DONE_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    SECONDS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    done: bool
+    number: int
+    seconds: float
+    error: str
+    message: str
+    def __init__(self, done: _Optional[bool] = ..., number: _Optional[int] = ..., seconds: _Optional[float] = ..., error: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+
+class OpResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[OpResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[OpResult, _Mapping]]] = ...) -> None: ...
