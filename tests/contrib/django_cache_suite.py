@@ -27,27 +27,10 @@ SKIPPED: dict[str, str] = {
     "test_cull_delete_when_store_empty": "culling internals (_max_entries), as test_cull",
 }
 
-# Tests that need the atomic operations at the key's owner (add, incr/decr, touch) of
-# shoal.Client; they run as soon as the client has them.
-NEEDS_ATOMIC: dict[str, str] = dict.fromkeys(
-    (
-        "test_add", "test_binary_string", "test_cache_versioning_add",
-        "test_cache_versioning_incr_decr", "test_decr", "test_incr", "test_expiration",
-        "test_forever_timeout", "test_get_or_set", "test_get_or_set_callable",
-        "test_get_or_set_version", "test_invalid_key_characters", "test_invalid_key_length",
-        "test_invalid_with_version_key_length", "test_long_timeout", "test_touch",
-        "test_unicode", "test_zero_timeout",
-    ),
-    "needs add/incr/touch of shoal.Client and shoal.SyncClient (atomic at the owner)",
-)  # fmt: skip
-
 
 def expected_skips() -> dict[str, str]:
     """The tests skipped by name, with their reasons."""
-    from shoal import Client, SyncClient
-
-    atomic = all(hasattr(c, op) for c in (Client, SyncClient) for op in ("add", "incr", "touch"))
-    return SKIPPED if atomic else {**SKIPPED, **NEEDS_ATOMIC}
+    return SKIPPED
 
 
 def main(tests_dir: str, location: str, result_path: str) -> int:

@@ -125,3 +125,51 @@ def test_a_sync_call_sees_what_an_async_call_wrote(cluster: ShoalCluster) -> Non
     cache.set("k", "sync")
     assert asyncio.run(cache.aget("k")) == "sync"
     cache.delete("k")
+
+
+def test_concurrent_incr_from_threads_loses_nothing(cluster: ShoalCluster) -> None:
+    cache = backend(cluster, KEY_PREFIX="count")
+    cache.set("hits", 0, timeout=60)
+
+    def work() -> None:
+        for _ in range(100):
+            cache.incr("hits")
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert cache.get("hits") == 800
+    with SyncClient(cluster.nodes[0].url) as client:
+        assert client.get("django", "count:1:hits") == b"800"
+    ttl = asyncio.run(shoal_ttl(cluster, "count:1:hits"))
+    assert ttl is not None and 50 < ttl <= 60  # incr kept the entry's TTL
+    cache.delete("hits")
+
+
+async def shoal_ttl(cluster: ShoalCluster, key: str) -> float | None:
+    from shoal import Client
+
+    async with Client(cluster.nodes[0].url) as client:
+        return await client.ttl("django", key)
+
+
+async def test_async_atomic_methods(cluster: ShoalCluster) -> None:
+    cache = backend(cluster, KEY_PREFIX="aatomic")
+    assert await cache.aadd("n", 41) is True
+    assert await cache.aadd("n", 0) is False
+    assert await cache.aincr("n") == 42
+    assert await cache.adecr("n", 2) == 40
+    with pytest.raises(ValueError, match="not found"):
+        await cache.aincr("absent")
+    await cache.aset("text", "forty")
+    with pytest.raises(TypeError):
+        await cache.aincr("text")
+    assert await cache.atouch("n", 30) is True
+    assert await cache.atouch("absent", 30) is False
+    assert await cache.aget_or_set("n", 7) == 40
+    assert await cache.aget_or_set("fresh", lambda: "made") == "made"
+    assert await cache.atouch("n", 0) is True
+    assert await cache.aget("n") is None
+    await cache.aclear()

@@ -41,11 +41,12 @@ import asyncio
 import functools
 import inspect
 import json
+import os
 import pickle
 import threading
 import urllib.request
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, Final, ParamSpec, TypeVar
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
@@ -128,6 +129,32 @@ def _tls(option: Any) -> ClientTls | None:
     return ClientTls(ca=option.get("ca"), cert=option.get("cert"), key=option.get("key"))
 
 
+class _LoopThread:
+    """An event loop in a daemon thread, for the operations ``SyncClient`` lacks."""
+
+    def __init__(self) -> None:
+        self.pid = os.getpid()
+        self.loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=self.loop.run_forever, name="shoal-django", daemon=True)
+        thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, R]) -> R:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+
+_LOOP_LOCK = threading.Lock()
+_LOOP: _LoopThread | None = None
+
+
+def _loop_thread() -> _LoopThread:
+    """This process's loop thread; the child of a fork builds its own."""
+    global _LOOP
+    with _LOOP_LOCK:
+        if _LOOP is None or _LOOP.pid != os.getpid():
+            _LOOP = _LoopThread()
+        return _LOOP
+
+
 class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type information
     """A Django cache backend on a shoal cluster.
 
@@ -165,6 +192,8 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
             weakref.WeakKeyDictionary()
         )
         self._lock = threading.Lock()
+        self._bridge_client: Client | None = None
+        self._bridge_pid = 0
 
     # -- clients ---------------------------------------------------------------------------
 
@@ -177,6 +206,20 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
                     self._sync_client = SyncClient(self._seeds, **self._client_options).start()
                 client = self._sync_client
         return client
+
+    def _bridge(self, call: Callable[[Client], Awaitable[R]]) -> R:
+        """Run ``call`` with an async client on the process's loop thread: the
+        operations the blocking client does not have (yet) take this way."""
+        loop = _loop_thread()
+
+        async def go() -> R:
+            if self._bridge_client is None or self._bridge_pid != os.getpid():
+                client = Client(self._seeds, **self._client_options)
+                await client.start()
+                self._bridge_client, self._bridge_pid = client, os.getpid()
+            return await call(self._bridge_client)
+
+        return loop.run(go())
 
     async def _aclient(self) -> Client:
         loop = asyncio.get_running_loop()
@@ -218,20 +261,20 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
     async def _add(self, client: Client, key: str, data: bytes, ttl: float | None) -> bool:
         if ttl is not None and ttl <= 0:
             # Stored and expired at once: it counts as added when the key was absent.
-            stored = bool(await client.add(self._group, key, data, ttl=None))  # type: ignore[attr-defined]
+            stored = bool(await client.add(self._group, key, data, ttl=None))
             if stored:
                 await client.delete(self._group, key)
             return stored
-        return bool(await client.add(self._group, key, data, ttl=ttl))  # type: ignore[attr-defined]
+        return bool(await client.add(self._group, key, data, ttl=ttl))
 
     async def _touch(self, client: Client, key: str, ttl: float | None) -> bool:
         if ttl is not None and ttl <= 0:
             return await client.delete(self._group, key)
-        return bool(await client.touch(self._group, key, ttl))  # type: ignore[attr-defined]
+        return bool(await client.touch(self._group, key, ttl))
 
     async def _incr(self, client: Client, key: str, delta: int, shown: str) -> int:
         try:
-            return int(await client.incr(self._group, key, delta))  # type: ignore[attr-defined]
+            return int(await client.incr(self._group, key, delta))
         except NotFound:
             raise ValueError(f"Key '{shown}' not found") from None
         except BadRequest as exc:
@@ -251,23 +294,13 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         if ttl is not None and ttl <= 0:
             await self._delete_many(client, list(data))
             return []
-        batch = getattr(client, "set_many", None)
-        if batch is not None:
-            await batch(self._group, dict(data), ttl=ttl)
-        else:
-            await asyncio.gather(
-                *(client.set(self._group, key, value, ttl=ttl) for key, value in data.items())
-            )
+        await client.set_many(self._group, dict(data), ttl=ttl)
         return []
 
     async def _delete_many(self, client: Client, keys: list[str]) -> None:
         if not keys:
             return
-        batch = getattr(client, "delete_many", None)
-        if batch is not None:
-            await batch(self._group, keys)
-        else:
-            await asyncio.gather(*(client.delete(self._group, key) for key in keys))
+        await client.delete_many(self._group, keys)
 
     def _clear_blocking(self) -> None:
         """Drop every key of the group on every node (``POST .../invalidate``)."""
@@ -316,6 +349,8 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         """Store ``value`` only if ``key`` is absent (atomic at its owner); whether it did."""
         made, data, ttl = self._key(key, version), dumps(value), self._ttl(timeout)
         client: Any = self._client()
+        if not hasattr(client, "add"):
+            return self._bridge(lambda c: self._add(c, made, data, ttl))
         if ttl is not None and ttl <= 0:
             # Stored and expired at once: it counts as added when the key was absent.
             stored = bool(client.add(self._group, made, data, ttl=None))
@@ -328,6 +363,8 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         """Give ``key`` a new timeout without rewriting it; False if absent."""
         made, ttl = self._key(key, version), self._ttl(timeout)
         client: Any = self._client()
+        if not hasattr(client, "touch"):
+            return self._bridge(lambda c: self._touch(c, made, ttl))
         if ttl is not None and ttl <= 0:
             return bool(client.delete(self._group, made))
         return bool(client.touch(self._group, made, ttl))
@@ -345,6 +382,8 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         """Add ``delta`` to the integer under ``key`` atomically at its owner; the result."""
         made = self._key(key, version)
         client: Any = self._client()
+        if not hasattr(client, "incr"):
+            return self._bridge(lambda c: self._incr(c, made, delta, key))
         try:
             return int(client.incr(self._group, made, delta))
         except NotFound:
@@ -373,27 +412,24 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         if not encoded:
             return []
         client: Any = self._client()
+        if not hasattr(client, "set_many"):
+            return self._bridge(lambda c: self._set_many(c, encoded, ttl))
         if ttl is not None and ttl <= 0:
-            self._delete_made(client, list(encoded))
-        elif hasattr(client, "set_many"):
-            client.set_many(self._group, encoded, ttl=ttl)
+            client.delete_many(self._group, list(encoded))
         else:
-            for made, value in encoded.items():
-                client.set(self._group, made, value, ttl=ttl)
+            client.set_many(self._group, encoded, ttl=ttl)
         return []
 
     def delete_many(self, keys: Iterable[str], version: int | None = None) -> None:
         """Remove every key."""
         made = [self._key(key, version) for key in keys]
-        if made:
-            self._delete_made(self._client(), made)
-
-    def _delete_made(self, client: Any, made: list[str]) -> None:
-        if hasattr(client, "delete_many"):
-            client.delete_many(self._group, made)
+        if not made:
+            return
+        client: Any = self._client()
+        if not hasattr(client, "delete_many"):
+            self._bridge(lambda c: self._delete_many(c, made))
         else:
-            for key in made:
-                client.delete(self._group, key)
+            client.delete_many(self._group, made)
 
     def clear(self) -> None:
         """Remove every key of the group, on every node."""
