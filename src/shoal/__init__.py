@@ -4,6 +4,7 @@ The public API is exactly ``__all__``. Optional dependencies (database
 drivers, msgpack, grpcio) are imported only when used.
 """
 
+from ._near_cache import NearCache as NearCache
 from ._version import __version__ as __version__
 from .client import Client as Client
 from .codec import Codec as Codec
@@ -56,6 +57,7 @@ __all__ = [
     "Ring",
     "Client",
     "SyncClient",
+    "NearCache",
     # configuration
     "NodeConfig",
     "GroupConfig",
