@@ -3,11 +3,12 @@
 Run as a script by ``test_django_cache.py``, in a process of its own (Django's
 settings are process-wide)::
 
-    python django_cache_suite.py TESTS_DIR LOCATION RESULT.json
+    python django_cache_suite.py TESTS_DIR LOCATION RESULT.json [near]
 
 ``TESTS_DIR`` holds Django's ``cache`` test package, ``LOCATION`` the nodes' HTTP
-API URLs (comma-separated). The summary (tests run, skipped with their reasons,
-failures and errors with their tracebacks) is written to ``RESULT.json``.
+API URLs (comma-separated); ``near`` turns the backend's near cache on. The
+summary (tests run, skipped with their reasons, failures and errors with their
+tracebacks) is written to ``RESULT.json``.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def expected_skips() -> dict[str, str]:
     return SKIPPED
 
 
-def main(tests_dir: str, location: str, result_path: str) -> int:
+def main(tests_dir: str, location: str, result_path: str, near: str = "") -> int:
     sys.path.insert(0, tests_dir)
     import django
     from django.conf import settings
@@ -60,7 +61,9 @@ def main(tests_dir: str, location: str, result_path: str) -> int:
     from django.test import TestCase, override_settings
     from django.test.utils import get_runner
 
-    params = {"BACKEND": "shoal.contrib.django.ShoalCache", "LOCATION": location}
+    params: dict[str, Any] = {"BACKEND": "shoal.contrib.django.ShoalCache", "LOCATION": location}
+    if near == "near":
+        params["OPTIONS"] = {"near_cache": True}
 
     @override_settings(CACHES=caches_setting_for_tests(base=params, exclude={"cull", "zero_cull"}))
     class ShoalCacheTests(BaseCacheTests, TestCase):  # type: ignore[misc]
@@ -88,4 +91,4 @@ def main(tests_dir: str, location: str, result_path: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    sys.exit(main(*sys.argv[1:5]))

@@ -8,9 +8,9 @@ handler does), against two real ``shoal serve`` nodes.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import pickle
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -64,9 +64,10 @@ def test_options_pick_the_group_and_refuse_unknown_ones(cluster: ShoalCluster) -
     assert other.get("k") is None
     with pytest.raises(ConfigError, match="unknown OPTIONS"):
         backend(cluster, OPTIONS={"MAX_ENTRIES": 30})
-    if "near_cache" not in inspect.signature(SyncClient).parameters:
-        with pytest.raises(ConfigError, match="near cache"):
-            backend(cluster, OPTIONS={"near_cache": 1000})
+    with pytest.raises(ConfigError, match="near_cache"):
+        backend(cluster, OPTIONS={"near_cache": 1000})
+    with pytest.raises(ConfigError, match="near_cache"):
+        backend(cluster, OPTIONS={"near_cache": {"entries": 10}})
     with pytest.raises(ConfigError, match="LOCATION"):
         ShoalCache("", {})
 
@@ -174,3 +175,26 @@ async def test_async_atomic_methods(cluster: ShoalCluster) -> None:
     assert await cache.atouch("n", 0) is True
     assert await cache.aget("n") is None
     await cache.aclear()
+
+
+def test_near_cache_hits_stay_in_process_and_writes_reach_it(cluster: ShoalCluster) -> None:
+    near = backend(cluster, KEY_PREFIX="near", OPTIONS={"near_cache": {"max_entries": 100}})
+    other = backend(cluster, KEY_PREFIX="near")  # another process's view, no near cache
+    near.set("k", "one")
+    assert near.get("k") == "one"
+    client = near._sync_client
+    assert client is not None
+    assert client.near_cache is not None
+    assert len(client.near_cache) == 1  # the hit is kept in this process
+    near.set("n", 1)
+    assert near.get("n") == 1
+    assert near.incr("n") == 2
+    assert near.get("n") == 2
+    other.set("k", "two")  # a write elsewhere reaches the near cache within its bound
+
+    deadline = time.monotonic() + 2.0
+    while near.get("k") != "two":
+        assert time.monotonic() < deadline, "the near cache kept the old value for 2 s"
+        time.sleep(0.01)
+    near.clear()
+    assert near.get("n") is None

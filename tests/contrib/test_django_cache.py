@@ -2,7 +2,8 @@
 
 Django's ``tests/cache/tests.py`` (from the sdist of the installed Django) runs
 its ``BaseCacheTests`` against the backend and two ``shoal serve`` processes
-that serve the group ``django`` without a loader.
+that serve the group ``django`` without a loader, with the backend's near cache
+off and on.
 """
 
 from __future__ import annotations
@@ -29,14 +30,15 @@ def cluster() -> Iterator[ShoalCluster]:
         yield nodes
 
 
-def test_django_base_cache_tests(cluster: ShoalCluster, tmp_path: Path) -> None:
+@pytest.mark.parametrize("near", ["", "near"], ids=["without-near-cache", "with-near-cache"])
+def test_django_base_cache_tests(cluster: ShoalCluster, tmp_path: Path, near: str) -> None:
     from contrib.django_cache_suite import expected_skips
 
     tests_dir = django_cache_tests()
     location = ",".join(node.url for node in cluster.nodes)
     result_path = tmp_path / "result.json"
     proc = subprocess.run(
-        [sys.executable, str(SUITE), str(tests_dir), location, str(result_path)],
+        [sys.executable, str(SUITE), str(tests_dir), location, str(result_path), near],
         env=clean_env(),
         capture_output=True,
         text=True,

@@ -28,8 +28,9 @@ loop: no ``sync_to_async`` thread hop.
 - ``timeout``: seconds one request to a node may take (default 5).
 - ``token``: the API token, when the nodes have API tokens.
 - ``tls``: ``{"ca": PATH, "cert": PATH, "key": PATH}`` towards ``https://`` nodes.
-- ``near_cache``: passed to the clients as their near-cache setting (refused
-  with :class:`~shoal.errors.ConfigError` while the clients have none).
+- ``near_cache``: keep recent hits in the process (:class:`shoal.NearCache`):
+  ``True`` for its defaults, or a mapping of its fields
+  (``{"max_entries": 10000, "ttl": 30}``). Default: none.
 """
 
 # Django's async cache API names a parameter ``timeout`` (the entry's, not a deadline).
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
 import json
 import os
 import pickle
@@ -51,6 +51,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
 
+from .._near_cache import NearCache
 from ..client import Client
 from ..errors import BadRequest, ConfigError, NotFound
 from ..sync_client import SyncClient
@@ -121,6 +122,23 @@ def _seeds(location: str | Iterable[str]) -> list[str]:
     return seeds
 
 
+def _near_cache(option: Any) -> NearCache | None:
+    if option is None or option is False:
+        return None
+    if option is True:
+        return NearCache()
+    if isinstance(option, NearCache):
+        return option
+    if not isinstance(option, Mapping):
+        raise ConfigError(
+            "OPTIONS['near_cache'] is True, a shoal.NearCache or a mapping of its fields"
+        )
+    try:
+        return NearCache(**option)
+    except TypeError as exc:
+        raise ConfigError(f"OPTIONS['near_cache']: {exc}") from None
+
+
 def _tls(option: Any) -> ClientTls | None:
     if option is None or isinstance(option, ClientTls):
         return option
@@ -176,10 +194,8 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         tls = _tls(options.pop("tls", None))
         if tls is not None:
             client_options["tls"] = tls
-        near = options.pop("near_cache", None)
+        near = _near_cache(options.pop("near_cache", None))
         if near is not None:
-            if "near_cache" not in inspect.signature(SyncClient).parameters:
-                raise ConfigError("OPTIONS['near_cache']: the shoal clients have no near cache")
             client_options["near_cache"] = near
         if options:
             raise ConfigError(f"ShoalCache: unknown OPTIONS {sorted(options)}")
@@ -214,12 +230,27 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
 
         async def go() -> R:
             if self._bridge_client is None or self._bridge_pid != os.getpid():
-                client = Client(self._seeds, **self._client_options)
+                options = {k: v for k, v in self._client_options.items() if k != "near_cache"}
+                client = Client(self._seeds, **options)
                 await client.start()
                 self._bridge_client, self._bridge_pid = client, os.getpid()
             return await call(self._bridge_client)
 
         return loop.run(go())
+
+    def _dropped(self, keys: Iterable[str] | None) -> None:
+        """Drop ``keys`` (None: the whole group) from the near caches of this backend's
+        clients, after a write that did not go through them."""
+        clients: list[Any] = [self._sync_client, *self._async_clients.values()]
+        for client in clients:
+            near = client.near_cache if client is not None else None
+            if near is None:
+                continue
+            if keys is None:
+                near.drop(self._group, None)
+            else:
+                for key in keys:
+                    near.drop(self._group, key)
 
     async def _aclient(self) -> Client:
         loop = asyncio.get_running_loop()
@@ -350,7 +381,9 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         made, data, ttl = self._key(key, version), dumps(value), self._ttl(timeout)
         client: Any = self._client()
         if not hasattr(client, "add"):
-            return self._bridge(lambda c: self._add(c, made, data, ttl))
+            stored = self._bridge(lambda c: self._add(c, made, data, ttl))
+            self._dropped([made])
+            return stored
         if ttl is not None and ttl <= 0:
             # Stored and expired at once: it counts as added when the key was absent.
             stored = bool(client.add(self._group, made, data, ttl=None))
@@ -364,7 +397,9 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         made, ttl = self._key(key, version), self._ttl(timeout)
         client: Any = self._client()
         if not hasattr(client, "touch"):
-            return self._bridge(lambda c: self._touch(c, made, ttl))
+            touched = self._bridge(lambda c: self._touch(c, made, ttl))
+            self._dropped([made])
+            return touched
         if ttl is not None and ttl <= 0:
             return bool(client.delete(self._group, made))
         return bool(client.touch(self._group, made, ttl))
@@ -383,7 +418,10 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         made = self._key(key, version)
         client: Any = self._client()
         if not hasattr(client, "incr"):
-            return self._bridge(lambda c: self._incr(c, made, delta, key))
+            try:
+                return self._bridge(lambda c: self._incr(c, made, delta, key))
+            finally:
+                self._dropped([made])
         try:
             return int(client.incr(self._group, made, delta))
         except NotFound:
@@ -413,7 +451,9 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
             return []
         client: Any = self._client()
         if not hasattr(client, "set_many"):
-            return self._bridge(lambda c: self._set_many(c, encoded, ttl))
+            failed = self._bridge(lambda c: self._set_many(c, encoded, ttl))
+            self._dropped(encoded)
+            return failed
         if ttl is not None and ttl <= 0:
             client.delete_many(self._group, list(encoded))
         else:
@@ -428,12 +468,14 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         client: Any = self._client()
         if not hasattr(client, "delete_many"):
             self._bridge(lambda c: self._delete_many(c, made))
+            self._dropped(made)
         else:
             client.delete_many(self._group, made)
 
     def clear(self) -> None:
         """Remove every key of the group, on every node."""
         self._clear_blocking()
+        self._dropped(None)
 
     def close(self, **kwargs: Any) -> None:
         """Nothing to do per request: the client's connections are pooled for the process."""
@@ -504,6 +546,7 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
     async def aclear(self) -> None:
         """Async :meth:`clear`."""
         await asyncio.to_thread(self._clear_blocking)
+        self._dropped(None)
 
     async def aclose(self, **kwargs: Any) -> None:
         """Async :meth:`close`: nothing to do per request."""
