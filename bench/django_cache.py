@@ -115,7 +115,7 @@ def main() -> int:
             if near:
                 caches["ShoalCache get, near cache hit"] = {
                     "BACKEND": backend, "LOCATION": api_url,
-                    "OPTIONS": {"near_cache": 10_000},
+                    "OPTIONS": {"near_cache": {"max_entries": 10_000}},
                 }  # fmt: skip
             settings.configure(CACHES={"default": caches[REDIS], **caches})
             django.setup()

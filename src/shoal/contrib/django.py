@@ -49,7 +49,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import Any, Final, ParamSpec, TypeVar
 
-from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache
+from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, memcache_key_warnings
 
 from .._near_cache import NearCache
 from ..client import Client
@@ -147,6 +147,20 @@ def _tls(option: Any) -> ClientTls | None:
     return ClientTls(ca=option.get("ca"), cert=option.get("cert"), key=option.get("key"))
 
 
+_KEY_MEMO_SIZE: Final = 10_000
+"""Keys a backend remembers as made and validated (forgotten all at once when full)."""
+
+
+class _KeyMemo:
+    """Made keys by (key, version), valid for one key function and prefix."""
+
+    __slots__ = ("keys", "owner")
+
+    def __init__(self, owner: tuple[Any, str]) -> None:
+        self.owner = owner
+        self.keys: dict[tuple[str, int], str] = {}
+
+
 class _LoopThread:
     """An event loop in a daemon thread, for the operations ``SyncClient`` lacks."""
 
@@ -209,6 +223,7 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         )
         self._lock = threading.Lock()
         self._bridge_client: Client | None = None
+        self._made = _KeyMemo((self.key_func, self.key_prefix))
         self._bridge_pid = 0
 
     # -- clients ---------------------------------------------------------------------------
@@ -264,7 +279,26 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
     # -- the operations, written once as async functions of a client -----------------------
 
     def _key(self, key: str, version: int | None) -> str:
-        made = self.make_and_validate_key(key, version=version)
+        """Django's ``make_and_validate_key``, remembered for keys that raise no warning.
+
+        Making and validating a key costs more than a near-cache hit; a key once made
+        (for the same key function and prefix) is looked up instead. A key that warns
+        is made and validated every time, so that every use warns.
+        """
+        if version is None:
+            version = self.version
+        memo = self._made
+        if memo.owner != (self.key_func, self.key_prefix):
+            memo = self._made = _KeyMemo((self.key_func, self.key_prefix))
+        made = memo.keys.get((key, version))
+        if made is not None:
+            return made
+        made = self.make_key(key, version=version)
+        self.validate_key(made)
+        if not any(memcache_key_warnings(made)):
+            if len(memo.keys) >= _KEY_MEMO_SIZE:
+                memo.keys.clear()
+            memo.keys[(key, version)] = made
         assert isinstance(made, str)
         return made
 
