@@ -113,7 +113,7 @@ async def test_async_methods_run_on_the_callers_loop(cluster: ShoalCluster) -> N
     await cache.aset("gone", "x", timeout=0)
     assert await cache.ahas_key("gone") is False
     # The calls ran on this loop, with a client of this loop, not in a worker thread.
-    assert asyncio.get_running_loop() in cache._async_clients
+    assert asyncio.get_running_loop() in cache._shared._async
     await cache.aclear()
     assert await cache.aget("v", version=2) is None
     await cache.aclose()
@@ -182,8 +182,7 @@ def test_near_cache_hits_stay_in_process_and_writes_reach_it(cluster: ShoalClust
     other = backend(cluster, KEY_PREFIX="near")  # another process's view, no near cache
     near.set("k", "one")
     assert near.get("k") == "one"
-    client = near._sync_client
-    assert client is not None
+    client = near._client()
     assert client.near_cache is not None
     assert len(client.near_cache) == 1  # the hit is kept in this process
     near.set("n", 1)

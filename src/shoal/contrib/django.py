@@ -51,7 +51,7 @@ from typing import Any, Final, ParamSpec, TypeVar
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, memcache_key_warnings
 
-from .._near_cache import NearCache
+from .._near_cache import NearCache, NearStore
 from ..client import Client
 from ..errors import BadRequest, ConfigError, NotFound
 from ..sync_client import SyncClient
@@ -187,6 +187,68 @@ def _loop_thread() -> _LoopThread:
         return _LOOP
 
 
+class _Shared:
+    """The clients of one process for one LOCATION and OPTIONS, shared by every
+    ShoalCache built with them (Django builds one per thread and alias), so that
+    they share connections and one near cache, which their own writes keep exact."""
+
+    def __init__(self, seeds: list[str], options: dict[str, Any]) -> None:
+        self._seeds = seeds
+        self._options = options
+        self._lock = threading.Lock()
+        self._sync: SyncClient | None = None
+        self._bridge: Client | None = None
+        self._bridge_pid = 0
+        self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    def sync_client(self) -> SyncClient:
+        client = self._sync
+        if client is None:
+            with self._lock:
+                if self._sync is None:
+                    self._sync = SyncClient(self._seeds, **self._options).start()
+                client = self._sync
+        return client
+
+    async def bridge_client(self) -> Client:
+        """An async client without a near cache, on the process's loop thread."""
+        if self._bridge is None or self._bridge_pid != os.getpid():
+            options = {k: v for k, v in self._options.items() if k != "near_cache"}
+            client = Client(self._seeds, **options)
+            await client.start()
+            self._bridge, self._bridge_pid = client, os.getpid()
+        return self._bridge
+
+    async def async_client(self) -> Client:
+        """The async client of the running loop."""
+        loop = asyncio.get_running_loop()
+        client = self._async.get(loop)
+        if client is None:
+            client = Client(self._seeds, **self._options)
+            await client.start()
+            self._async[loop] = client
+        return client
+
+    def near_caches(self) -> list[NearStore]:
+        clients: list[SyncClient | Client | None] = [self._sync, *self._async.values()]
+        return [c.near_cache for c in clients if c is not None and c.near_cache is not None]
+
+
+_SHARED_LOCK = threading.Lock()
+_SHARED: dict[str, _Shared] = {}
+
+
+def _shared(seeds: list[str], options: dict[str, Any]) -> _Shared:
+    key = repr((seeds, sorted(options.items())))
+    with _SHARED_LOCK:
+        shared = _SHARED.get(key)
+        if shared is None:
+            shared = _SHARED[key] = _Shared(seeds, options)
+        return shared
+
+
 class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type information
     """A Django cache backend on a shoal cluster.
 
@@ -217,50 +279,29 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         self._seeds = _seeds(server)
         self._client_options = client_options
         self._token: str | None = token
-        self._sync_client: SyncClient | None = None
-        self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
-            weakref.WeakKeyDictionary()
-        )
-        self._lock = threading.Lock()
-        self._bridge_client: Client | None = None
         self._made = _KeyMemo((self.key_func, self.key_prefix))
-        self._bridge_pid = 0
+        self._shared = _shared(self._seeds, client_options)
 
     # -- clients ---------------------------------------------------------------------------
 
     def _client(self) -> SyncClient:
-        """The blocking client (shared by the threads that use this backend)."""
-        client = self._sync_client
-        if client is None:
-            with self._lock:
-                if self._sync_client is None:
-                    self._sync_client = SyncClient(self._seeds, **self._client_options).start()
-                client = self._sync_client
-        return client
+        """The blocking client of the process for this LOCATION and OPTIONS."""
+        return self._shared.sync_client()
 
     def _bridge(self, call: Callable[[Client], Awaitable[R]]) -> R:
         """Run ``call`` with an async client on the process's loop thread: the
         operations the blocking client does not have (yet) take this way."""
-        loop = _loop_thread()
+        shared = self._shared
 
         async def go() -> R:
-            if self._bridge_client is None or self._bridge_pid != os.getpid():
-                options = {k: v for k, v in self._client_options.items() if k != "near_cache"}
-                client = Client(self._seeds, **options)
-                await client.start()
-                self._bridge_client, self._bridge_pid = client, os.getpid()
-            return await call(self._bridge_client)
+            return await call(await shared.bridge_client())
 
-        return loop.run(go())
+        return _loop_thread().run(go())
 
     def _dropped(self, keys: Iterable[str] | None) -> None:
-        """Drop ``keys`` (None: the whole group) from the near caches of this backend's
-        clients, after a write that did not go through them."""
-        clients: list[Any] = [self._sync_client, *self._async_clients.values()]
-        for client in clients:
-            near = client.near_cache if client is not None else None
-            if near is None:
-                continue
+        """Drop ``keys`` (None: the whole group) from every near cache of the process's
+        clients for this LOCATION, after a write that did not go through all of them."""
+        for near in self._shared.near_caches():
             if keys is None:
                 near.drop(self._group, None)
             else:
@@ -268,13 +309,7 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
                     near.drop(self._group, key)
 
     async def _aclient(self) -> Client:
-        loop = asyncio.get_running_loop()
-        client = self._async_clients.get(loop)
-        if client is None:
-            client = Client(self._seeds, **self._client_options)
-            await client.start()
-            self._async_clients[loop] = client
-        return client
+        return await self._shared.async_client()
 
     # -- the operations, written once as async functions of a client -----------------------
 
@@ -318,12 +353,21 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
             return default
 
     async def _set(self, client: Client, key: str, data: bytes, ttl: float | None) -> None:
-        if ttl is not None and ttl <= 0:
-            await client.delete(self._group, key)
-        else:
-            await client.set(self._group, key, data, ttl=ttl)
+        try:
+            if ttl is not None and ttl <= 0:
+                await client.delete(self._group, key)
+            else:
+                await client.set(self._group, key, data, ttl=ttl)
+        finally:
+            self._dropped([key])
 
     async def _add(self, client: Client, key: str, data: bytes, ttl: float | None) -> bool:
+        try:
+            return await self._add_at_owner(client, key, data, ttl)
+        finally:
+            self._dropped([key])
+
+    async def _add_at_owner(self, client: Client, key: str, data: bytes, ttl: float | None) -> bool:
         if ttl is not None and ttl <= 0:
             # Stored and expired at once: it counts as added when the key was absent.
             stored = bool(await client.add(self._group, key, data, ttl=None))
@@ -333,9 +377,12 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         return bool(await client.add(self._group, key, data, ttl=ttl))
 
     async def _touch(self, client: Client, key: str, ttl: float | None) -> bool:
-        if ttl is not None and ttl <= 0:
-            return await client.delete(self._group, key)
-        return bool(await client.touch(self._group, key, ttl))
+        try:
+            if ttl is not None and ttl <= 0:
+                return await client.delete(self._group, key)
+            return bool(await client.touch(self._group, key, ttl))
+        finally:
+            self._dropped([key])
 
     async def _incr(self, client: Client, key: str, delta: int, shown: str) -> int:
         try:
@@ -344,6 +391,8 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
             raise ValueError(f"Key '{shown}' not found") from None
         except BadRequest as exc:
             raise TypeError(f"Key '{shown}' does not hold an integer: {exc}") from None
+        finally:
+            self._dropped([key])
 
     async def _get_many(self, client: Client, keys: Mapping[str, str]) -> dict[str, Any]:
         if not keys:
@@ -359,13 +408,19 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         if ttl is not None and ttl <= 0:
             await self._delete_many(client, list(data))
             return []
-        await client.set_many(self._group, dict(data), ttl=ttl)
+        try:
+            await client.set_many(self._group, dict(data), ttl=ttl)
+        finally:
+            self._dropped(data)
         return []
 
     async def _delete_many(self, client: Client, keys: list[str]) -> None:
         if not keys:
             return
-        await client.delete_many(self._group, keys)
+        try:
+            await client.delete_many(self._group, keys)
+        finally:
+            self._dropped(keys)
 
     def _clear_blocking(self) -> None:
         """Drop every key of the group on every node (``POST .../invalidate``)."""
@@ -407,6 +462,7 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
             self._client().delete(self._group, made)
         else:
             self._client().set(self._group, made, data, ttl=ttl)
+        self._dropped([made])
 
     def add(
         self, key: str, value: Any, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None
@@ -440,7 +496,11 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
 
     def delete(self, key: str, version: int | None = None) -> bool:
         """Remove ``key``; whether it was there."""
-        return self._client().delete(self._group, self._key(key, version))
+        made = self._key(key, version)
+        try:
+            return self._client().delete(self._group, made)
+        finally:
+            self._dropped([made])
 
     def has_key(self, key: str, version: int | None = None) -> bool:
         """Whether ``key`` is cached."""
@@ -544,7 +604,10 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
     async def adelete(self, key: str, version: int | None = None) -> bool:
         """Async :meth:`delete`."""
         made = self._key(key, version)
-        return await (await self._aclient()).delete(self._group, made)
+        try:
+            return await (await self._aclient()).delete(self._group, made)
+        finally:
+            self._dropped([made])
 
     async def ahas_key(self, key: str, version: int | None = None) -> bool:
         """Async :meth:`has_key`."""
