@@ -107,6 +107,9 @@ async def test_each_operation_on_each_group_kind(transport: str, mode: str) -> N
         # batches
         many = {f"m{i}": b"%d" % i for i in range(30)}
         await b.set_many(many, ttl=60)
+        big = {f"big{i}": b"x" for i in range(2500)}  # over 1,000 per owner: chunked
+        await a.set_many(big)
+        assert len(await b.get_many(big)) == 2500
         assert await a.get_many([*list(many), "nope"]) == many
         assert await a.delete_many([*list(many)[:10], "nope"]) == 10
         assert await b.get_many(many) == dict(list(many.items())[10:])
@@ -145,6 +148,12 @@ async def test_client_operations(transport: str, mode: str) -> None:
         assert await client.get_many("c", many) == {}
         with pytest.raises(GroupNotFound):
             await client.incr("nosuch", "k")
+        with pytest.raises(GroupNotFound):
+            await client.get("nosuch", "k")
+        with pytest.raises(GroupNotFound):
+            await client.set("nosuch", "k", b"v")
+        with pytest.raises(GroupNotFound):
+            await client.delete("nosuch", "k")
 
 
 async def test_add_and_incr_racing_a_load_are_not_overwritten() -> None:
@@ -195,3 +204,74 @@ def test_sync_group_operations() -> None:
         assert group.delete_many(["a", "b", "c"]) == 2
         with pytest.raises(NotFound):
             group.incr("c")
+
+
+async def test_malformed_operations_get_a_clear_400() -> None:
+    """The peer port refuses undecodable, oversized and unknown operations with a 400."""
+    from helpers.processes import http_request
+    from shoal.wire.ops import OP_INCR, OP_SET, OpItem, OpRequestBody, encode_op_request
+
+    async with Node(NodeConfig(port=0)) as node:
+        node.group("c")
+        address = node.peer_address
+        assert address is not None
+        url = "http://{}:{}/_groupcache/c/_op/".format(*address)
+
+        async def post(body: bytes) -> tuple[int, bytes]:
+            return await asyncio.to_thread(http_request, "POST", url, body)
+
+        huge = tuple(OpItem(f"k{i}", b"v") for i in range(1001))
+        two = (OpItem("a"), OpItem("b"))
+        cases = {
+            b"\xff\xff\xff": b"malformed OpRequest",
+            encode_op_request(OpRequestBody("c", OP_SET, huge)): b"over the limit of 1000",
+            encode_op_request(OpRequestBody("c", OP_INCR, two)): b"takes one key",
+            encode_op_request(OpRequestBody("c", 99, (OpItem("a"),))): b"unknown kind",
+            encode_op_request(OpRequestBody("c", OP_INCR, ())): b"no key",
+        }
+        for body, message in cases.items():
+            status, answer = await post(body)
+            assert status == 400, answer
+            assert message in answer
+
+
+@pytest.mark.parametrize("op", ["add", "incr", "set"])
+async def test_a_write_at_a_remote_owner_fences_its_load_in_flight(op: str) -> None:
+    """A load running at the owner (asked for by another member) when an add, incr
+    or set arrives from a third member does not overwrite the write when it ends."""
+    gate = asyncio.Event()
+    started = asyncio.Event()
+
+    async def slow(key: str) -> bytes:
+        started.set()
+        await gate.wait()
+        return b"100"
+
+    ports = free_ports(3)
+    urls = [f"http://127.0.0.1:{port}" for port in ports]
+    async with AsyncExitStack() as stack:
+        nodes = []
+        for port in ports:
+            node = Node(NodeConfig(port=port, peers=urls, api_port=0))
+            node.group("l", slow, hot_admission="never")
+            nodes.append(await stack.enter_async_context(node))
+        picker = nodes[0].get_group("l").peers
+        assert picker is not None
+        key = next(f"k{i}" for i in range(1000) if picker.owner(f"k{i}") == urls[1])
+        asker, writer, owner = (n.get_group("l") for n in (nodes[0], nodes[2], nodes[1]))
+        load = asyncio.ensure_future(asker.get(key))
+        await started.wait()
+        if op == "add":
+            assert await writer.add(key, b"5") is True
+            expected = b"5"
+        elif op == "incr":
+            await writer.set(key, b"5")
+            assert await writer.incr(key) == 6
+            expected = b"6"
+        else:
+            await writer.set(key, b"7")
+            expected = b"7"
+        gate.set()
+        assert await load == b"100"  # the asker gets the load's own result
+        assert owner.cached_bytes(key) == expected
+        assert await asker.get(key) == expected

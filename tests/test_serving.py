@@ -27,6 +27,11 @@ USER_API = {
     "delete",
     "remove_keys",
     "invalidate_group",
+    "add_bytes",
+    "incr",
+    "touch",
+    "ttl",
+    "set_many_bytes",
 }
 
 

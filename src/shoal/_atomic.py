@@ -37,7 +37,7 @@ from .errors import (
     ValueTooLarge,
 )
 from .store import Clock
-from .wire import from_expire_ns, to_expire_ns
+from .wire import DEFAULT_MAX_BATCH_KEYS, from_expire_ns, to_expire_ns
 from .wire.ops import (
     OP_ADD,
     OP_INCR,
@@ -263,11 +263,13 @@ class AtomicOps:
     async def _send_batch(
         self, peer: PeerClient, batch: list[tuple[str, bytes, float | None]]
     ) -> None:
-        items = tuple(OpItem(k, d, to_expire_ns(e) or 0) for k, d, e in batch)
-        request = encode_op_request(OpRequestBody(self._group, OP_SET, items))
-        results = decode_op_response(await self._calls.on_peer(peer, peer.op(self._group, request)))
-        for (key, _, _), result in zip(batch, results, strict=False):
-            raise_for(key, result, peer.url)
+        for start in range(0, len(batch), DEFAULT_MAX_BATCH_KEYS):  # what a peer accepts
+            chunk = batch[start : start + DEFAULT_MAX_BATCH_KEYS]
+            items = tuple(OpItem(k, d, to_expire_ns(e) or 0) for k, d, e in chunk)
+            request = encode_op_request(OpRequestBody(self._group, OP_SET, items))
+            answer = await self._calls.on_peer(peer, peer.op(self._group, request))
+            for (key, _, _), result in zip(chunk, decode_op_response(answer), strict=False):
+                raise_for(key, result, peer.url)
 
 
 async def _nothing() -> None:

@@ -65,7 +65,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
@@ -77,6 +77,7 @@ from .errors import (
     Closed,
     ConfigError,
     Forbidden,
+    GroupNotFound,
     NotFound,
     PeerError,
     PeerTimeout,
@@ -86,7 +87,7 @@ from .errors import (
 )
 from .tls import ClientTls
 from .tokens import bearer
-from .wire import DEFAULT_MAX_BATCH_KEYS
+from .wire import DEFAULT_MAX_BATCH_KEYS, no_such_group_message
 from .wire.ops import (
     OP_ADD,
     OP_INCR,
@@ -141,7 +142,8 @@ class _HttpNode:
         self._peer = peer
 
     async def get(self, group: str, key: str) -> bytes:
-        return (await self._peer.get(group, key)).value
+        async with _group_known(group):
+            return (await self._peer.get(group, key)).value
 
     async def get_entry(self, group: str, key: str) -> tuple[bytes, float | None]:
         """The value and its expiry (Unix seconds; None: none)."""
@@ -149,26 +151,42 @@ class _HttpNode:
         return fetched.value, fetched.expires_at
 
     async def get_many(self, group: str, keys: list[str]) -> dict[str, bytes]:
-        found = await self._peer.get_many(group, keys)
+        async with _group_known(group):
+            found = await self._peer.get_many(group, keys)
         return {key: item.value for key, item in found.items()}
 
     async def set(self, group: str, key: str, value: bytes, ttl: float | None) -> None:
         # The protocol carries an absolute expiry (groupcache-go's SetRequest.expire).
         expires_at = time.time() + ttl if ttl is not None else None
-        await self._peer.set(group, key, value, expires_at, client=True)
+        async with _group_known(group):
+            await self._peer.set(group, key, value, expires_at, client=True)
 
     async def delete(self, group: str, key: str) -> bool:
         # A shoal node's write path answers how many of the keys their owners held.
-        return bool(await self._peer.delete(group, key, client=True))
+        async with _group_known(group):
+            return bool(await self._peer.delete(group, key, client=True))
 
     async def remove_keys(self, group: str, keys: list[str]) -> int:
-        return await self._peer.remove_keys(group, keys, client=True) or 0
+        async with _group_known(group):
+            return await self._peer.remove_keys(group, keys, client=True) or 0
 
     async def op(self, group: str, request: bytes) -> bytes:
         return await self._peer.op(group, request, client=True)
 
     async def aclose(self) -> None:
         await self._peer.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _group_known(group: str) -> AsyncIterator[None]:
+    """A node's answer that it has no such group as GroupNotFound, as over gRPC."""
+    try:
+        yield
+    except PeerError as exc:
+        text = str(exc)
+        if "404" in text and text.endswith(no_such_group_message(group)):
+            raise GroupNotFound(group) from exc
+        raise
 
 
 @dataclass(frozen=True)
@@ -361,7 +379,7 @@ class Client:
 
         Raises:
             NotFound: the key does not exist.
-            GroupNotFound: no such group (over gRPC; over HTTP a PeerError says so).
+            GroupNotFound: no such group.
             RemoteLoadError: the owner's loader failed.
             InvalidKey: an empty key, or one over the group's ``max_key_bytes``.
             PeerUnavailable, PeerTimeout: no node could answer, even after a retry.

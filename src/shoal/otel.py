@@ -513,6 +513,10 @@ class TracedClient:
         """A replicated group's message (no span: anti-entropy is periodic)."""
         return await self._inner.replica(group, request)
 
+    async def op(self, group: str, request: bytes) -> bytes:
+        """An atomic operation (or write batch) at the peer, which owns the keys."""
+        return await self._inner.op(group, request)
+
     async def aclose(self) -> None:
         """Close the wrapped client."""
         await self._inner.aclose()

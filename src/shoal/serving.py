@@ -126,6 +126,26 @@ class ServedGroup(Protocol):
         """Drop keys a peer named from this node's caches."""
         ...
 
+    async def add_bytes(self, key: str, data: bytes, ttl: float | None = None) -> bool:
+        """Store ``data`` only if ``key`` is absent (:meth:`Group.add <shoal.group.Group.add>`)."""
+        ...
+
+    async def incr(self, key: str, delta: int = 1) -> int:
+        """Add ``delta`` to the integer ``key`` holds, at its owner; the new value."""
+        ...
+
+    async def touch(self, key: str, ttl: float | None = None) -> bool:
+        """A new TTL for ``key`` (None: never); whether the key was there."""
+        ...
+
+    async def ttl(self, key: str) -> float | None:
+        """Seconds ``key`` has left, None if it never expires (NotFound if absent)."""
+        ...
+
+    async def set_many_bytes(self, mapping: Mapping[str, bytes], ttl: float | None = None) -> None:
+        """Store several encoded values, one exchange per owner."""
+        ...
+
     async def serve_op(self, request: OpRequestBody, *, client: bool) -> list[OpResultBody]:
         """Answer an ``op`` message (:meth:`Group.serve_op <shoal.group.Group.serve_op>`)."""
         ...

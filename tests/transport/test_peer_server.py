@@ -74,7 +74,9 @@ async def test_get_answer_is_a_get_response_with_expire_when_the_value_expires()
         response = await get(served, "key%3A2")
     assert response.status == 200
     assert response.headers["content-type"] == PROTOBUF_CONTENT_TYPE
-    assert response.headers["shoal-extensions"] == "get-many, get-many-errors, invalidate, replica"
+    assert (
+        response.headers["shoal-extensions"] == "get-many, get-many-errors, invalidate, replica, op"
+    )
     assert response.body == encode_get_response(value("key:2"), expire_ns=1_700_000_060_500_000_000)
     async with serving() as served:
         response = await get(served, "k")

@@ -129,9 +129,21 @@ def test_shoal_services() -> None:
     }
     assert services == {
         "shoal.v1.Cache": sorted(
-            ["Get", "GetMany", "Set", "Delete", "RemoveKeys", "Invalidate", "Stats", "Cluster"]
+            [
+                "Get",
+                "GetMany",
+                "Set",
+                "Delete",
+                "RemoveKeys",
+                "Invalidate",
+                "Stats",
+                "Cluster",
+                "Op",
+            ]
         ),
-        "shoal.v1.Peer": sorted(["Get", "GetMany", "Set", "RemoveKeys", "Invalidate", "Replica"]),
+        "shoal.v1.Peer": sorted(
+            ["Get", "GetMany", "Set", "RemoveKeys", "Invalidate", "Replica", "Op"]
+        ),
     }
 
 

@@ -6,6 +6,17 @@
 ``GET|HEAD /v1/groups/{group}/keys/{key}``               the value's bytes
 ``PUT /v1/groups/{group}/keys/{key}[?ttl=seconds]``      store the body as the value; 204
 ``DELETE /v1/groups/{group}/keys/{key}``                 drop the key; ``{"deleted": true|false}``
+``POST /v1/groups/{group}/keys/{key}?op=add[&ttl=S]``    store the body if the key is absent: 201,
+                                                         or 409 ``{"stored": false}``
+``POST /v1/groups/{group}/keys/{key}?op=incr[&delta=N]`` add N (default 1) at the owner:
+                                                         ``{"value": n}``; 404 absent, 400 not
+                                                         an integer
+``POST /v1/groups/{group}/keys/{key}?op=touch[&ttl=S]``  a new TTL (none: never expires): 204,
+                                                         404 absent
+``GET /v1/groups/{group}/keys/{key}?op=ttl``             ``{"ttl": seconds or null}``; 404 absent
+``POST /v1/groups/{group}/_batch``                       JSON ``{"op": "get"|"set"|"delete",
+                                                         ...}`` (docs/http-api.md), at most
+                                                         1,000 keys
 ``POST /v1/groups/{group}/invalidate``                   drop every key of the group on every
                                                          member; ``{"removed": n}`` (this node's)
 ``GET /v1/stats``                                        ``{"groups": {name: statistics},
@@ -61,6 +72,9 @@ answers needs no further check.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import json
 import math
 import re
 import ssl
@@ -98,6 +112,9 @@ _READ: Final = frozenset({"GET", "HEAD"})
 _KEY_METHODS: Final = frozenset({"GET", "HEAD", "PUT", "DELETE"})
 _ALLOW_READ: Final = "GET, HEAD"
 _ALLOW_KEY: Final = "GET, HEAD, PUT, DELETE"
+_BATCH: Final = b"/_batch"
+_MAX_BATCH: Final = 1000
+_INTEGER: Final = re.compile(r"[+-]?[0-9]{1,19}")
 _KEYS_PREFIX: Final = b"/v1/groups/"
 _INVALIDATE: Final = b"/invalidate"
 _QUERY_SPECIALS: Final = re.compile(rb"[%+&]")
@@ -215,6 +232,62 @@ def parse_ttl(text: str) -> float:
     return ttl
 
 
+def _text(data: bytes) -> str | dict[str, str]:
+    """A value in a JSON answer: its text, or ``{"base64": ...}`` when it is not UTF-8."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"base64": base64.b64encode(data).decode("ascii")}
+
+
+def _value_of(item: object) -> bytes:
+    if isinstance(item, str):
+        return item.encode("utf-8")
+    if isinstance(item, dict) and set(item) == {"base64"} and isinstance(item["base64"], str):
+        return base64.b64decode(item["base64"], validate=True)
+    raise ValueError('a value is a string or {"base64": "..."}')
+
+
+def _parse_batch(body: bytes) -> tuple[str, list[str], dict[str, bytes], float | None]:
+    """The op, keys, values (set) and TTL of a ``_batch`` body.
+
+    Raises:
+        ValueError: not JSON of the documented shape, or over 1,000 keys.
+    """
+    try:
+        message = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"the batch body is not JSON: {exc}") from exc
+    if not isinstance(message, dict):
+        raise ValueError('the batch body is a JSON object: {"op": ..., ...}')
+    op = message.get("op")
+    values: dict[str, bytes] = {}
+    if op in ("get", "delete"):
+        keys = message.get("keys")
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise ValueError(f'a batch {op} needs "keys": a list of strings')
+    elif op == "set":
+        items = message.get("values")
+        if not isinstance(items, dict):
+            raise ValueError('a batch set needs "values": an object of key to value')
+        try:
+            values = {k: _value_of(v) for k, v in items.items()}
+        except (binascii.Error, ValueError) as exc:
+            raise ValueError(f"a batch set value is malformed: {exc}") from exc
+        keys = list(values)
+    else:
+        raise ValueError('the batch "op" is "get", "set" or "delete"')
+    if len(keys) > _MAX_BATCH:
+        raise ValueError(f"a batch names {len(keys)} keys, over the limit of {_MAX_BATCH}")
+    ttl: float | None = None
+    raw_ttl = message.get("ttl")
+    if raw_ttl is not None:
+        if isinstance(raw_ttl, bool) or not isinstance(raw_ttl, int | float):
+            raise ValueError('"ttl" is a number of seconds')
+        ttl = parse_ttl(repr(float(raw_ttl)))
+    return op, list(dict.fromkeys(keys)), values, ttl
+
+
 def _single(params: dict[str, list[str]], name: str) -> str | None:
     """The one value of query parameter ``name``, None if absent; ValueError if repeated."""
     values = params.get(name)
@@ -237,6 +310,8 @@ def required_role(method: str, path: bytes) -> str | None:
     if path.startswith(_KEYS_PREFIX):
         if path.endswith(_INVALIDATE) and path.count(b"/") == 4:
             return "admin"
+        if path.endswith(_BATCH) and path.count(b"/") == 4:
+            return "read"  # a batch get; a batch write checks for write itself
         return "read" if method in _READ else "write"
     return "read"
 
@@ -489,6 +564,8 @@ class ApiServer(ServerFront):
         path = request.path
         if path.endswith(_INVALIDATE) and path.count(b"/") == 4:
             return self._invalidate(request, path[len(_KEYS_PREFIX) : -len(_INVALIDATE)])
+        if path.endswith(_BATCH) and path.count(b"/") == 4:
+            return self._batch(request, path[len(_KEYS_PREFIX) : -len(_BATCH)])
         try:
             target = parse_key_path(path)
         except ValueError as exc:
@@ -500,9 +577,17 @@ class ApiServer(ServerFront):
                 "expected /v1/groups/{group}/keys/{key} or /v1/groups/{group}/invalidate",
             )
         method = request.method
+        group_name, key = target
+        if request.query:
+            try:
+                params = parse_query(request.query)
+                op = _single(params, "op")
+            except ValueError as exc:
+                return _bad_request(exc)
+            if op is not None:
+                return self._op(request, self._node.get_group(group_name), key, op, params)
         if method not in _KEY_METHODS:
             return _not_allowed(request, _ALLOW_KEY)
-        group_name, key = target
         group = self._node.get_group(group_name)
         if method in _READ:
             return self._get(group, key)
@@ -519,6 +604,119 @@ class ApiServer(ServerFront):
         if len(body) > limit:  # refused here, before a task is even created
             raise ValueTooLarge(f"value of {len(body)} bytes exceeds max_value_bytes={limit}")
         return self._put(group, key, body, ttl)
+
+    def _op(
+        self,
+        request: Request,
+        group: ServedGroup,
+        key: str,
+        op: str,
+        params: dict[str, list[str]],
+    ) -> Response | Awaitable[Response]:
+        """``?op=add|incr|touch`` (POST) and ``?op=ttl`` (GET) on a key."""
+        wanted = "GET" if op == "ttl" else "POST"
+        if op not in ("add", "incr", "touch", "ttl"):
+            return error_response(
+                400, "bad_request", f"unknown op {op[:32]!r}: add, incr, touch or ttl"
+            )
+        if request.method != wanted and not (op == "ttl" and request.method == "HEAD"):
+            return _not_allowed(request, wanted)
+        group.validate_key(key)
+        try:
+            ttl_text = _single(params, "ttl")
+            ttl = None if ttl_text is None else parse_ttl(ttl_text)
+            delta_text = _single(params, "delta")
+        except ValueError as exc:
+            return _bad_request(exc)
+        if op == "incr":
+            if delta_text is None:
+                delta = 1
+            elif _INTEGER.fullmatch(delta_text) is None:
+                return error_response(
+                    400, "bad_request", f"delta must be an integer, got {delta_text[:32]!r}"
+                )
+            else:
+                delta = int(delta_text)
+            return self._incr(group, key, delta)
+        if op == "add":
+            body = request.body
+            limit = group.config.max_value_bytes
+            if len(body) > limit:
+                raise ValueTooLarge(f"value of {len(body)} bytes exceeds max_value_bytes={limit}")
+            return self._add(group, key, body, ttl)
+        if op == "touch":
+            return self._touch(group, key, ttl)
+        return self._ttl(group, key)
+
+    async def _add(self, group: ServedGroup, key: str, body: bytes, ttl: float | None) -> Response:
+        try:
+            stored = await group.add_bytes(key, body, ttl)
+        except ShoalError as exc:
+            return _shoal_error(exc)
+        if stored:
+            return json_response({"stored": True}, status=201)
+        return json_response({"stored": False}, status=409)
+
+    async def _incr(self, group: ServedGroup, key: str, delta: int) -> Response:
+        try:
+            value = await group.incr(key, delta)
+        except ShoalError as exc:
+            return _shoal_error(exc)
+        return json_response({"value": value})
+
+    async def _touch(self, group: ServedGroup, key: str, ttl: float | None) -> Response:
+        try:
+            touched = await group.touch(key, ttl)
+        except ShoalError as exc:
+            return _shoal_error(exc)
+        if touched:
+            return Response(204)
+        return error_response(404, "not_found", f"key not found: {key!r}")
+
+    async def _ttl(self, group: ServedGroup, key: str) -> Response:
+        try:
+            left = await group.ttl(key)
+        except ShoalError as exc:
+            return _shoal_error(exc)
+        return json_response({"ttl": left})
+
+    def _batch(self, request: Request, raw_group: bytes) -> Response | Awaitable[Response]:
+        """``POST /v1/groups/{group}/_batch``: a JSON get, set or delete of many keys."""
+        if request.method != "POST":
+            return _not_allowed(request, "POST")
+        try:
+            name = percent_decode(raw_group, "group of the path")
+            op, keys, values, ttl = _parse_batch(request.body)
+        except ValueError as exc:
+            return _bad_request(exc)
+        group = self._node.get_group(name)
+        if op != "get" and self._tokens is not None:
+            refused = self._tokens.check(_authorization(request), "write", port="api")
+            if refused is not None:
+                return _refusal(refused)
+        for key in keys:
+            group.validate_key(key)
+        return self._run_batch(group, op, keys, values, ttl)
+
+    async def _run_batch(
+        self,
+        group: ServedGroup,
+        op: str,
+        keys: list[str],
+        values: dict[str, bytes],
+        ttl: float | None,
+    ) -> Response:
+        try:
+            if op == "get":
+                found = await group.get_many_bytes(keys)
+                return json_response({"values": {k: _text(v) for k, v in found.items()}})
+            if op == "set":
+                await group.set_many_bytes(values, ttl)
+                return json_response({"stored": len(values)})
+            removed = await group.remove_keys(keys)
+        except ShoalError as exc:
+            return _shoal_error(exc)
+        return json_response({"deleted": removed})
 
     def _invalidate(self, request: Request, raw_group: bytes) -> Response | Awaitable[Response]:
         if request.method != "POST":

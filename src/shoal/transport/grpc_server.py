@@ -67,6 +67,9 @@ CACHE_ROLES: Final = {
     "Set": "write",
     "Delete": "write",
     "RemoveKeys": "write",
+    # add, incr, touch and set batches write; a ttl through Op needs write too
+    # (the HTTP API's GET ?op=ttl needs read).
+    "Op": "write",
     "Invalidate": "admin",
 }
 """The role each ``shoal.v1.Cache`` method needs when the node has API tokens."""

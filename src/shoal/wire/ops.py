@@ -1,10 +1,11 @@
 """Messages of the atomic operations (``shoal.v1.OpRequest``/``OpResponse``) as plain data.
 
 Rules: sans I/O, like the rest of :mod:`shoal.wire`; the generated protobuf
-classes stay here. Decoding checks what the bytes can say by themselves (they
-parse, the kind is known, an expiry is in range, the batch is not over its
-bound); what the values mean is the group's to check. Encoding an object and
-decoding the bytes gives back an equal object.
+classes stay here, imported on first use (``import shoal`` loads no protobuf).
+Decoding checks what the bytes can say by themselves (they parse, the kind is
+known, an expiry is in range, the batch is not over its bound); what the values
+mean is the group's to check. Encoding an object and decoding the bytes gives
+back an equal object.
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final
 
-from google.protobuf.message import DecodeError
-
-from ._pb import shoal_pb2 as pb
 from .errors import RemoteProtocolError
 from .expiry import check_expire_ns
 
@@ -91,6 +89,8 @@ class OpResultBody:
 
 def encode_op_request(request: OpRequestBody) -> bytes:
     """The serialized ``OpRequest``."""
+    from ._pb import shoal_pb2 as pb
+
     message = pb.OpRequest(group=request.group, kind=request.kind, delta=request.delta)  # type: ignore[arg-type]
     for item in request.items:
         entry = message.items.add(key=item.key, value=item.value, expire=item.expire)
@@ -106,6 +106,10 @@ def decode_op_request(raw: bytes, *, max_keys: int) -> OpRequestBody:
         RemoteProtocolError: undecodable, an unknown kind, no key (or, but for a
             set, more than one), more than ``max_keys`` keys, a bad expiry.
     """
+    from google.protobuf.message import DecodeError
+
+    from ._pb import shoal_pb2 as pb
+
     message = pb.OpRequest()
     try:
         message.ParseFromString(raw)
@@ -136,6 +140,8 @@ def decode_op_request(raw: bytes, *, max_keys: int) -> OpRequestBody:
 
 def encode_op_response(results: list[OpResultBody]) -> bytes:
     """The serialized ``OpResponse``."""
+    from ._pb import shoal_pb2 as pb
+
     message = pb.OpResponse()
     for result in results:
         message.results.add(
@@ -154,6 +160,10 @@ def decode_op_response(raw: bytes) -> list[OpResultBody]:
     Raises:
         RemoteProtocolError: undecodable.
     """
+    from google.protobuf.message import DecodeError
+
+    from ._pb import shoal_pb2 as pb
+
     message = pb.OpResponse()
     try:
         message.ParseFromString(raw)
