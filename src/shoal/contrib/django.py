@@ -20,7 +20,10 @@ them. An ``int`` is stored as its decimal text (``b"41"``) so that
 The sync methods (``get``, ``set``, ...) use a :class:`shoal.SyncClient` (blocking
 sockets in the calling thread, fork-safe); the async methods (``aget``, ``aset``,
 ...) run on the caller's own event loop with a :class:`shoal.Client` of that
-loop: no ``sync_to_async`` thread hop.
+loop: no ``sync_to_async`` thread hop. The atomic operations the blocking client
+does not have take the async client on a loop thread of the process. Every
+backend of a process with the same ``LOCATION`` and ``OPTIONS`` shares these
+clients (and their near cache); each write drops its keys from every one of them.
 
 ``OPTIONS``:
 
@@ -474,13 +477,16 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
             stored = self._bridge(lambda c: self._add(c, made, data, ttl))
             self._dropped([made])
             return stored
-        if ttl is not None and ttl <= 0:
-            # Stored and expired at once: it counts as added when the key was absent.
-            stored = bool(client.add(self._group, made, data, ttl=None))
-            if stored:
-                client.delete(self._group, made)
-            return stored
-        return bool(client.add(self._group, made, data, ttl=ttl))
+        try:
+            if ttl is not None and ttl <= 0:
+                # Stored and expired at once: it counts as added when the key was absent.
+                stored = bool(client.add(self._group, made, data, ttl=None))
+                if stored:
+                    client.delete(self._group, made)
+                return stored
+            return bool(client.add(self._group, made, data, ttl=ttl))
+        finally:
+            self._dropped([made])
 
     def touch(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         """Give ``key`` a new timeout without rewriting it; False if absent."""
@@ -490,9 +496,12 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
             touched = self._bridge(lambda c: self._touch(c, made, ttl))
             self._dropped([made])
             return touched
-        if ttl is not None and ttl <= 0:
-            return bool(client.delete(self._group, made))
-        return bool(client.touch(self._group, made, ttl))
+        try:
+            if ttl is not None and ttl <= 0:
+                return bool(client.delete(self._group, made))
+            return bool(client.touch(self._group, made, ttl))
+        finally:
+            self._dropped([made])
 
     def delete(self, key: str, version: int | None = None) -> bool:
         """Remove ``key``; whether it was there."""
@@ -522,6 +531,8 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
             raise ValueError(f"Key '{key}' not found") from None
         except BadRequest as exc:
             raise TypeError(f"Key '{key}' does not hold an integer: {exc}") from None
+        finally:
+            self._dropped([made])
 
     def decr(self, key: str, delta: int = 1, version: int | None = None) -> int:
         """Subtract ``delta`` from the integer under ``key``; the result."""
@@ -548,10 +559,13 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
             failed = self._bridge(lambda c: self._set_many(c, encoded, ttl))
             self._dropped(encoded)
             return failed
-        if ttl is not None and ttl <= 0:
-            client.delete_many(self._group, list(encoded))
-        else:
-            client.set_many(self._group, encoded, ttl=ttl)
+        try:
+            if ttl is not None and ttl <= 0:
+                client.delete_many(self._group, list(encoded))
+            else:
+                client.set_many(self._group, encoded, ttl=ttl)
+        finally:
+            self._dropped(encoded)
         return []
 
     def delete_many(self, keys: Iterable[str], version: int | None = None) -> None:
@@ -564,7 +578,10 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
             self._bridge(lambda c: self._delete_many(c, made))
             self._dropped(made)
         else:
-            client.delete_many(self._group, made)
+            try:
+                client.delete_many(self._group, made)
+            finally:
+                self._dropped(made)
 
     def clear(self) -> None:
         """Remove every key of the group, on every node."""
