@@ -149,6 +149,14 @@ class AiohttpPeerClient:
         """
         raise PeerError(f"{self._url}: the aiohttp variant does not serve replicated groups")
 
+    async def op(self, group: str, request: bytes) -> bytes:
+        """Atomic operations are not part of this variant.
+
+        Raises:
+            PeerError: always.
+        """
+        raise PeerError(f"{self._url}: the aiohttp variant does not serve atomic operations")
+
     async def _write(self, method: str, path: str, body: bytes | None) -> None:
         target = URL(self._url + path, encoded=True)
         try:
