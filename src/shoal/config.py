@@ -337,6 +337,12 @@ class NodeConfig:
     sweep_interval: float = 1.0
     """Seconds between sweeps that reclaim expired entries. Default 1."""
 
+    drain: float = 5.0
+    """Seconds a stopping node keeps answering after it left its membership
+    (:meth:`shoal.Node.drain`; ``shoal serve`` on SIGTERM), so that peers and load
+    balancers move away before it closes. ``GET /readyz`` answers 503 from the
+    start of the drain. 0: close at once. Default 5."""
+
     max_header_bytes: int = 16 << 10
     """Largest request line plus headers the HTTP API accepts. Default 16 KiB."""
 
@@ -449,6 +455,13 @@ class NodeConfig:
             raise ConfigError(f"api_tokens must be a file name, got {self.api_tokens!r}")
         if not isinstance(self.insecure, bool):
             raise ConfigError(f"insecure must be true or false, got {self.insecure!r}")
+        if (
+            isinstance(self.drain, bool)
+            or not isinstance(self.drain, int | float)
+            or not math.isfinite(self.drain)
+            or self.drain < 0
+        ):
+            raise ConfigError(f"drain must be 0 or more seconds, got {self.drain!r}")
         for name in (
             "loader_threads",
             "sweep_interval",

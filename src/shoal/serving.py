@@ -163,6 +163,11 @@ class ServedNode(Protocol):
         """The cluster as this node sees it, as plain data."""
         ...
 
+    @property
+    def readiness(self) -> str:
+        """``ready``, ``starting`` or ``draining`` (``GET /readyz``)."""
+        ...
+
     async def serve_replica(self, request: bytes, *, group: str | None = None) -> bytes:
         """Answer a peer's serialized ``ReplicaRequest`` with a serialized answer."""
         ...
