@@ -1,4 +1,4 @@
-"""Readiness and drain on real ``shoal serve`` processes (gossip membership).
+"""Readiness and drain on real ``shoal serve`` processes (gossip and DNS membership).
 
 ``GET /readyz`` answers 503 until a node has its first member view, 200 after, and 503
 again from the first SIGTERM; the node leaves its membership at once, keeps answering
@@ -20,7 +20,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+
 from helpers.cluster_views import all_see, member_urls, wait_for
+from helpers.dns_server import dns_server
 from helpers.processes import (
     LoadLog,
     ShoalServer,
@@ -32,6 +35,9 @@ from helpers.processes import (
 
 DRAIN = 1.5
 """The nodes' ``--drain`` (seconds)."""
+
+SRV = "_peer._tcp.shoal.test"
+"""The SRV name of the DNS cluster (a headless Service's named port, in Kubernetes)."""
 
 CONVERGE_WITHIN = 15.0
 """Seconds a (re)started node may take to be ready and seen by every member."""
@@ -51,8 +57,8 @@ class Slot:
 
     api_port: int
     peer_port: int
-    join: list[int]
-    """The gossip ports of the members it joins through."""
+    membership: list[str]
+    """How it finds the others: ``shoal serve`` flags."""
     loads: LoadLog
     server: ShoalServer | None = None
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
@@ -71,11 +77,7 @@ class Slot:
             "data=helpers.loadlog:load",
             "--port",
             str(self.peer_port),
-            "--gossip-port",
-            str(self.peer_port),
-            *(["--join", ",".join(f"127.0.0.1:{p}" for p in self.join)] if self.join else []),
-            "--gossip-timers",
-            "local",
+            *self.membership,
             "--drain",
             str(DRAIN),
         ]
@@ -88,23 +90,48 @@ class Slot:
         self.server = None
 
 
+def gossip(port: int, join: list[int]) -> list[str]:
+    """The flags of a member gossiping on UDP ``port`` and joining through ``join``."""
+    flags = ["--gossip-port", str(port), "--gossip-timers", "local"]
+    if join:
+        flags += ["--join", ",".join(f"127.0.0.1:{p}" for p in join)]
+    return flags
+
+
 @contextlib.contextmanager
-def gossip_cluster(tmp_path: Path, size: int) -> Iterator[list[Slot]]:
-    """``size`` gossip nodes, each joining through all the others; stopped on exit."""
+def cluster(tmp_path: Path, size: int, source: str) -> Iterator[list[Slot]]:
+    """``size`` nodes finding each other by ``source``: ``gossip`` (each joins through
+    all the others) or ``dns`` (the SRV records of a DNS server on loopback, which
+    keep every member, as a headless Service with ``publishNotReadyAddresses`` does);
+    stopped on exit."""
     ports = free_ports(2 * size)
     loads = LoadLog(tmp_path / "calls")
     peer_ports = ports[size:]
-    slots = [
-        Slot(ports[i], peer_ports[i], [p for p in peer_ports if p != peer_ports[i]], loads)
-        for i in range(size)
-    ]
+    dns = None
+    if source == "dns":
+        dns = dns_server()
+        zone = dns.__enter__()
+        zone.zone.set_srv(SRV, [("n.shoal.test", p) for p in peer_ports])
+        zone.zone.set_addresses("n.shoal.test", ["127.0.0.1"])
+        flags = ["--dns-srv", SRV, "--dns-server", zone.address, "--dns-interval", "200ms"]
+        slots = [Slot(ports[i], peer_ports[i], flags, loads) for i in range(size)]
+    else:
+        slots = [
+            Slot(ports[i], p, gossip(p, [q for q in peer_ports if q != p]), loads)
+            for i, p in enumerate(peer_ports)
+        ]
     try:
         for slot in slots:
             slot.start()
         yield slots
     finally:
+        for slot in slots:  # every drain at once, then each exit
+            if slot.server is not None and slot.server.proc.poll() is None:
+                slot.server.proc.send_signal(signal.SIGTERM)
         for slot in slots:
             slot.close()
+        if dns is not None:
+            dns.__exit__(None, None, None)
 
 
 def wait_ready(slots: list[Slot]) -> None:
@@ -207,8 +234,8 @@ def test_readyz_waits_for_the_first_view_then_a_sigterm_drains_and_exits_0(
     while it still answers requests, and it exits 0 after the drain."""
     ports = free_ports(4)
     loads = LoadLog(tmp_path / "calls")
-    a = Slot(ports[0], ports[2], [ports[3]], loads)
-    b = Slot(ports[1], ports[3], [ports[2]], loads)
+    a = Slot(ports[0], ports[2], gossip(ports[2], [ports[3]]), loads)
+    b = Slot(ports[1], ports[3], gossip(ports[3], [ports[2]]), loads)
     try:
         a.start()
         status, body = readyz(a.base)
@@ -236,7 +263,7 @@ def test_readyz_waits_for_the_first_view_then_a_sigterm_drains_and_exits_0(
 
 def test_a_second_signal_during_the_drain_exits_at_once(tmp_path: Path) -> None:
     ports = free_ports(2)
-    slot = Slot(ports[0], ports[1], [], LoadLog(tmp_path / "calls"))
+    slot = Slot(ports[0], ports[1], gossip(ports[1], []), LoadLog(tmp_path / "calls"))
     try:
         server = slot.start()
         # A long drain, cut short by a second SIGTERM (a second after the first, so it is
@@ -253,15 +280,20 @@ def test_a_second_signal_during_the_drain_exits_at_once(tmp_path: Path) -> None:
         slot.close()
 
 
-def test_rolling_restart_under_load_fails_no_request(tmp_path: Path) -> None:
-    """Each of 3 gossip nodes SIGTERMed and started again in turn while two clients
-    read through a readiness-routing balancer: 0 failed requests."""
+@pytest.mark.parametrize(("source", "restarted"), [("gossip", 3), ("dns", 1)])
+def test_rolling_restart_under_load_fails_no_request(
+    tmp_path: Path, source: str, restarted: int
+) -> None:
+    """Nodes of a 3-node cluster SIGTERMed and started again in turn while two clients
+    read through a readiness-routing balancer: 0 failed requests. With gossip every
+    node is restarted (the others drop a leaving node at once); with DNS one is (its
+    record stays, so its peers keep asking it while it drains, then fail over)."""
     keys = [f"k{n}" for n in range(300)]
-    with gossip_cluster(tmp_path, 3) as slots:
+    with cluster(tmp_path, 3, source) as slots:
         wait_ready(slots)
         with ReadinessRouter([s.base for s in slots], keys) as router:
             time.sleep(0.5)
-            for slot in slots:
+            for slot in slots[:restarted]:
                 assert slot.server is not None
                 before = router.requests
                 assert slot.server.stop(signal.SIGTERM, timeout=DRAIN + 10) == 0
