@@ -80,6 +80,22 @@ async def test_a_dns_node_is_starting_until_a_lookup_finds_members() -> None:
             assert await readyz(node) == (200, None)
 
 
+async def test_readyz_needs_no_token(tmp_path: Path) -> None:
+    """With API tokens every route but the probes needs one: /readyz stays open."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text("read abcdefghijklmnopqrstuvwxyz\n")
+    tokens.chmod(0o600)
+    async with Node(NodeConfig(port=0, api_port=0, api_tokens=str(tokens))) as node:
+        assert await readyz(node) == (200, None)
+        assert node.api_address is not None
+        host, port = node.api_address
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(f"http://{host}:{port}/v1/cluster") as response,
+        ):
+            assert response.status == 401
+
+
 def test_drain_is_validated() -> None:
     assert NodeConfig().drain == 5.0
     assert NodeConfig(drain=0).drain == 0
