@@ -96,6 +96,28 @@ async def test_readyz_needs_no_token(tmp_path: Path) -> None:
             assert response.status == 401
 
 
+async def test_a_draining_grpc_node_reports_not_serving_and_still_answers() -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2
+
+    from helpers.grpc_calls import health_check
+    from shoal import GroupConfig
+
+    config = NodeConfig(port=0, api_port=0, transport="grpc", drain=0)
+    async with Node(config) as node:
+        node.add_group(GroupConfig(name="g"), lambda key: key.encode())
+        assert node.peer_address is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{node.peer_address[1]}") as channel:
+            serving = health_pb2.HealthCheckResponse.SERVING
+            assert (await health_check(channel, "shoal.v1.Cache")).status == serving
+            await node.drain()
+            for service in ("", "shoal.v1.Cache", "shoal.v1.Peer", "pb.GroupCache"):
+                reply = await health_check(channel, service)
+                assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING, service
+            assert await readyz(node) == (503, "draining")
+            assert await node.get_group("g").get("k") == b"k"
+
+
 def test_drain_is_validated() -> None:
     assert NodeConfig().drain == 5.0
     assert NodeConfig(drain=0).drain == 0

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from .membership import BadInput, Member, MemberSet, Membership
     from .peers import PeerClient, PeerPicker, Transport
     from .tokens import ApiTokens
+    from .transport.grpc import GrpcServer
     from .transport.http import PeerServer
 
 __all__ = ["Node", "new_event_loop", "default_transport"]
@@ -148,6 +149,7 @@ class Node:
         self._closed = False
         self._draining = False
         self._membership_tasks: list[asyncio.Task[None]] = []
+        self._grpc_server: GrpcServer | None = None
         self._api_server: ApiServer | None = None
         self._peer_server: PeerServer | None = None
         self._errors = BackgroundErrors((*NODE_TASKS, *REPLICA_TASKS))
@@ -539,6 +541,8 @@ class Node:
             await asyncio.wait(tasks)
         if self._membership is not None:
             await self._membership.aclose()
+        if self._grpc_server is not None:
+            await self._grpc_server.drain()  # gRPC health checks: NOT_SERVING
 
     def reload(self) -> bool:
         """Read the node's certificates, API tokens and gossip keyring again (what
@@ -574,7 +578,7 @@ class Node:
         if cfg.port is not None and cfg.transport == "grpc":
             from .transport.grpc import GrpcServer
 
-            grpc_server = GrpcServer(self, tokens=self._tokens, tls=tls)
+            grpc_server = self._grpc_server = GrpcServer(self, tokens=self._tokens, tls=tls)
             stack.push_async_callback(grpc_server.aclose)
             self._peer_address = await grpc_server.start(cfg.host, cfg.port)
             log.info("gRPC server (peers and API) listening on %s:%d", *self._peer_address)
