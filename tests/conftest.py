@@ -10,6 +10,10 @@ from hypothesis import settings
 
 from helpers.databases import MariaDB, Postgres, ensure_mariadb, ensure_postgres
 
+# Nodes the tests start stop at once on SIGTERM (a drain is asked for where it is tested);
+# helpers.processes.clean_env() says the same for the environments it builds.
+os.environ.setdefault("SHOAL_DRAIN", "0")
+
 if os.environ.get("SHOAL_FUZZ_EXAMPLES"):
     settings.register_profile(
         "fuzz", max_examples=int(os.environ["SHOAL_FUZZ_EXAMPLES"]), deadline=None

@@ -347,6 +347,12 @@ class NodeConfig:
     sweep_interval: float = 1.0
     """Seconds between sweeps that reclaim expired entries. Default 1."""
 
+    drain: float = 5.0
+    """Seconds a stopping node keeps answering after it left its membership
+    (:meth:`shoal.Node.drain`; ``shoal serve`` on SIGTERM), so that peers and load
+    balancers move away before it closes. ``GET /readyz`` answers 503 from the
+    start of the drain. 0: close at once. Default 5."""
+
     max_header_bytes: int = 16 << 10
     """Largest request line plus headers the HTTP API accepts. Default 16 KiB."""
 
@@ -473,6 +479,13 @@ class NodeConfig:
         for flag in ("insecure", "otel", "otel_keys"):
             if not isinstance(getattr(self, flag), bool):
                 raise ConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
+        if (
+            isinstance(self.drain, bool)
+            or not isinstance(self.drain, int | float)
+            or not math.isfinite(self.drain)
+            or self.drain < 0
+        ):
+            raise ConfigError(f"drain must be 0 or more seconds, got {self.drain!r}")
         for name in (
             "loader_threads",
             "sweep_interval",

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from .otel import Telemetry
     from .peers import PeerClient, PeerPicker, Transport
     from .tokens import ApiTokens
+    from .transport.grpc import GrpcServer
     from .transport.http import PeerServer
 
 __all__ = ["Node", "new_event_loop", "default_transport"]
@@ -182,6 +183,9 @@ class Node:
         self._node_id: str | None = None
         self._started_at = time.time()
         self._closed = False
+        self._draining = False
+        self._membership_tasks: list[asyncio.Task[None]] = []
+        self._grpc_server: GrpcServer | None = None
         self._api_server: ApiServer | None = None
         self._peer_server: PeerServer | None = None
         self._errors = BackgroundErrors((*NODE_TASKS, *REPLICA_TASKS))
@@ -513,7 +517,7 @@ class Node:
             if self._membership is not None:
                 membership = self._membership
                 source = f"{membership.source} membership"
-                self._background += [
+                self._membership_tasks = [
                     self._tasks.create_task(
                         supervised(
                             "membership",
@@ -535,7 +539,66 @@ class Node:
                         name="shoal-members",
                     ),
                 ]
+                self._background += self._membership_tasks
             self._stack = stack.pop_all()
+
+    @property
+    def readiness(self) -> str:
+        """What ``GET /readyz`` reports: ``ready`` (started, with its first member
+        view), ``starting`` (not started yet, or the membership source has no view
+        yet: see :attr:`shoal.membership.Membership.has_view`) or ``draining``
+        (:meth:`drain` or :meth:`aclose` began: it answers, but takes no new work)."""
+        if self._draining or self._closed:
+            return "draining"
+        if self._stack is None:
+            return "starting"
+        membership = self._membership
+        if membership is not None and not membership.has_view:
+            return "starting"
+        return "ready"
+
+    @property
+    def ready(self) -> bool:
+        """True while :attr:`readiness` is ``ready``."""
+        return self.readiness == "ready"
+
+    async def drain(self, seconds: float | None = None) -> None:
+        """Leave the cluster at once, then keep serving for ``seconds`` (default
+        ``NodeConfig.drain``) so that peers and load balancers move away; then return.
+        Call :meth:`aclose` afterwards (``shoal serve`` does both on SIGTERM).
+
+        From the first call :attr:`readiness` is ``draining`` (``GET /readyz``
+        answers 503). Leaving is what the membership source does on close: etcd
+        deletes the node's key, gossip announces the leave, so the other members
+        drop this node from their rings within moments. A static list or DNS has
+        nothing to announce: their peers keep this node in their rings until it
+        is gone, then fail its keys over (``peer_backoff``), and the records or
+        the list are for the platform to change. This node keeps its last view
+        meanwhile and answers its peers and clients as before.
+        """
+        wait = self.config.drain if seconds is None else seconds
+        if isinstance(wait, bool) or not isinstance(wait, int | float) or not wait >= 0:
+            raise ValueError(f"seconds must be 0 or more, got {seconds!r}")
+        if self._closed:
+            return
+        if not self._draining:
+            self._draining = True
+            log.info("draining: leaving the cluster, serving for %gs more", wait)
+            await self._leave()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def _leave(self) -> None:
+        """Stop following the membership source and leave it (deregister, announce)."""
+        tasks, self._membership_tasks = self._membership_tasks, []
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        if self._membership is not None:
+            await self._membership.aclose()
+        if self._grpc_server is not None:
+            await self._grpc_server.drain()  # gRPC health checks: NOT_SERVING
 
     def reload(self) -> bool:
         """Read the node's certificates, API tokens and gossip keyring again (what
@@ -598,7 +661,7 @@ class Node:
         if cfg.port is not None and cfg.transport == "grpc":
             from .transport.grpc import GrpcServer
 
-            grpc_server = GrpcServer(
+            grpc_server = self._grpc_server = GrpcServer(
                 self,
                 tokens=self._tokens,
                 tls=tls,
@@ -793,6 +856,7 @@ class Node:
         if self._closed:
             return
         self._closed = True
+        self._draining = True
         try:
             for task in self._background:
                 task.cancel()
@@ -801,6 +865,7 @@ class Node:
         finally:
             self._stack = self._tasks = None
             self._background.clear()
+            self._membership_tasks.clear()
             for group in self._groups.values():
                 await group.aclose()
             for loader in self._loaders:

@@ -198,6 +198,11 @@ class ServedNode(Protocol):
         """Answer a serialized ``shoal.v1.OpRequest`` with a serialized ``OpResponse``."""
         ...
 
+    @property
+    def readiness(self) -> str:
+        """``ready``, ``starting`` or ``draining`` (``GET /readyz``)."""
+        ...
+
     async def serve_replica(self, request: bytes, *, group: str | None = None) -> bytes:
         """Answer a peer's serialized ``ReplicaRequest`` with a serialized answer."""
         ...

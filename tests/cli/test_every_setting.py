@@ -60,6 +60,7 @@ NODE_FLAGS = [
     ("--body-timeout", "4s", "body_timeout", 4.0, "SHOAL_BODY_TIMEOUT"),
     ("--keepalive-timeout", "1m", "keepalive_timeout", 60.0, "SHOAL_KEEPALIVE_TIMEOUT"),
     ("--request-timeout", "20", "request_timeout", 20.0, "SHOAL_REQUEST_TIMEOUT"),
+    ("--drain", "2500ms", "drain", 2.5, "SHOAL_DRAIN"),
 ]
 
 

@@ -110,11 +110,14 @@ def free_port() -> int:
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any ``SHOAL_*`` variable, plus ``extra``.
+    """This process's environment without any ``SHOAL_*`` variable but ``SHOAL_DRAIN=0``,
+    plus ``extra``.
 
     A developer's own ``SHOAL_URL`` or ``SHOAL_GROUP`` must not leak into a test.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
+    # Nodes a test starts stop at once on SIGTERM, unless the test asks for a drain.
+    env["SHOAL_DRAIN"] = "0"
     env.update(extra)
     return env
 

@@ -23,7 +23,10 @@
                                                          "background_errors": {task: n},
                                                          "loader_threads": {counter: n},
                                                          "accept_errors": {server: n}}``
-``GET /healthz``                                         ``ok``
+``GET /healthz``                                         ``ok`` (the process answers)
+``GET /readyz``                                          ``ready``, or 503 ``{"code": "starting"}``
+                                                         before the first member view and
+                                                         ``{"code": "draining"}`` once stopping
 ``GET /metrics``                                         Prometheus text format 0.0.4
 ``GET /ui``                                              the live dashboard (see
                                                          :mod:`shoal.api.dashboard`)
@@ -373,6 +376,11 @@ def _not_allowed(request: Request, allow: str) -> Response:
 
 
 _HEALTHY: Final = Response(200, b"ok")
+_READY: Final = Response(200, b"ready")
+_NOT_READY: Final = {
+    "starting": "the node has no member view yet",
+    "draining": "the node is stopping: it left the cluster and drains",
+}
 
 
 def _loaded(future: asyncio.Future[bytes]) -> Response:
@@ -439,6 +447,7 @@ class ApiServer(ServerFront):
             b"/v1/cluster": self._cluster,
             b"/v1/invalidations": self._invalidations,
             b"/healthz": self._healthz,
+            b"/readyz": self._readyz,
             b"/metrics": self._metrics,
         }
         for path in UI_PATHS:
@@ -805,6 +814,14 @@ class ApiServer(ServerFront):
         if request.method not in _READ:
             return _not_allowed(request, _ALLOW_READ)
         return _HEALTHY
+
+    def _readyz(self, request: Request) -> Response:
+        if request.method not in _READ:
+            return _not_allowed(request, _ALLOW_READ)
+        readiness = self._node.readiness
+        if readiness == "ready":
+            return _READY
+        return error_response(503, readiness, _NOT_READY.get(readiness, readiness))
 
     def _ui(self, request: Request) -> Response:
         return dashboard_response(request.method, request.path, tokens=self._tokens is not None)

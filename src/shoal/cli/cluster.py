@@ -76,7 +76,8 @@ READY_TIMEOUT: Final = 30.0
 """Seconds the nodes may take to answer ``/healthz`` after they are started."""
 
 STOP_TIMEOUT: Final = 10.0
-"""Seconds a node may take to exit after SIGTERM before it is killed."""
+"""Seconds a node may take to exit after SIGTERM, beyond its ``--drain``, before it is
+killed."""
 
 MAX_NODES: Final = 64
 """More nodes than this on one machine is a typo, not a cluster."""
@@ -376,6 +377,10 @@ def child_arguments(
         member.url,
         "--supervised",
     ]
+    if getattr(args, "drain", None) is None and "SHOAL_DRAIN" not in os.environ:
+        # The whole cluster stops together: no member is left to take over, so a
+        # node drains only when asked (--drain) to, e.g. to be stopped on its own.
+        argv += ["--drain", "0"]
     membership = getattr(args, "membership", "static")
     if membership == "gossip":
         # UDP and TCP ports are separate: each node gossips on its peer port number.
@@ -617,7 +622,7 @@ async def _supervise(
                 break
         stopping.cancel()
     finally:
-        codes = await supervisor.stop()
+        codes = await supervisor.stop(STOP_TIMEOUT + plan.node.drain)
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
     for name, code in codes.items():

@@ -36,6 +36,7 @@ TOML file, then the documented defaults. The environment variables are:
 ``SHOAL_LOADER_THREADS``, ``SHOAL_SWEEP_INTERVAL``, ``SHOAL_MAX_HEADER_BYTES``,
 ``SHOAL_MAX_BODY_BYTES``, ``SHOAL_HEADER_TIMEOUT``, ``SHOAL_BODY_TIMEOUT``,
 ``SHOAL_KEEPALIVE_TIMEOUT``, ``SHOAL_REQUEST_TIMEOUT``: the server limits, as their flags
+``SHOAL_DRAIN``          ``serve``: seconds a node answers after a SIGTERM (as ``--drain``)
 =======================  =====================================================================
 
 ``SHOAL_API_PORT=none`` (or ``--no-api``, or ``port = "none"`` in ``[api]``) runs no HTTP
@@ -153,6 +154,7 @@ _NODE_FIELDS: Final[Mapping[str, Callable[..., Any]]] = {
     "body_timeout": parse_duration,
     "keepalive_timeout": parse_duration,
     "request_timeout": parse_duration,
+    "drain": lambda value, *, what: parse_duration(value, what=what, allow_zero=True),
     "insecure": parse_bool,
     "otel": parse_bool,
     "otel_keys": parse_bool,
@@ -200,6 +202,9 @@ _SERVER_OPTIONS: Final = (
      "how long an idle connection is kept open (default 75s)"),
     ("request_timeout", "--request-timeout", "SHOAL_REQUEST_TIMEOUT", "SECONDS",
      "how long the HTTP API waits for a cache answer (default 60s; then 504)"),
+    ("drain", "--drain", "SHOAL_DRAIN", "SECONDS",
+     "on SIGTERM: leave the cluster (/readyz 503), keep answering this long, then "
+     "exit 0 (default 5s; 0: at once)"),
 )  # fmt: skip
 
 # Group settings set per group by a NAME=VALUE flag: (field, flag, metavar, help). The

@@ -1,8 +1,11 @@
 """``shoal serve``: run one node from a :class:`~shoal.cli.plan.ServePlan` until a signal.
 
 Rules: signal handlers are installed before the node starts, so a signal during
-start-up also ends in a clean close; a second signal while closing (a second or more after
-the first; see :class:`~shoal.cli.common.StopSignals`) exits at once.
+start-up also ends in a clean close; a second signal while draining or closing (a second
+or more after the first; see :class:`~shoal.cli.common.StopSignals`) exits at once.
+SIGTERM drains first (:meth:`shoal.Node.drain`, ``--drain`` seconds: the node leaves its
+membership, ``/readyz`` answers 503, it keeps answering), then closes and exits 0;
+SIGINT (Ctrl-C at a terminal) and the end of a supervised node's stdin close at once.
 A supervised node (``shoal cluster``, ``shoal demo``) leaves SIGINT to its
 supervisor and stops when its stdin closes.
 """
@@ -89,13 +92,19 @@ async def _serve(plan: ServePlan, label: NodeLabel) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     main_task = asyncio.current_task()
+    drain = False  # set by a SIGTERM: leave, answer for --drain seconds, then close
 
     seen_signals = StopSignals()
 
     def on_signal(sig: signal.Signals) -> None:
+        nonlocal drain
         seen = seen_signals.received()
         if seen == "first":
-            log.info("received %s, shutting down", sig.name)
+            drain = sig == signal.SIGTERM and plan.node.drain > 0
+            if drain:
+                log.info("received %s, draining for %gs", sig.name, plan.node.drain)
+            else:
+                log.info("received %s, shutting down", sig.name)
             stop.set()
         elif seen == "again" and main_task is not None:
             # A second Ctrl-C while closing: the user wants out now.
@@ -158,6 +167,9 @@ async def _serve(plan: ServePlan, label: NodeLabel) -> int:
             for line in lines:
                 print(line, flush=True)
         await stop.wait()
+        if drain:
+            # Cancelled by a second signal: the finally below still closes the node.
+            await node.drain()
     finally:
         try:
             # The handlers stay while closing: a second signal cancels this task.

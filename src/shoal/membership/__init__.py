@@ -186,6 +186,14 @@ class Membership(Protocol):
         """
         ...
 
+    @property
+    def has_view(self) -> bool:
+        """True once the source has its first member view of the cluster: a static
+        list at once, etcd after its first read of the members, gossip once a
+        bootstrap member answered (at once without one), DNS after its first lookup
+        that found members. ``GET /readyz`` waits for it."""
+        ...
+
     async def run(self) -> None:
         """The source's background work (keep-alives, watches, probes) until cancelled."""
         ...

@@ -338,6 +338,11 @@ class DnsMembership:
         """URL order: every node finds the same members, in any order."""
         return sorted(urls)
 
+    @property
+    def has_view(self) -> bool:
+        """True once a lookup found members (kept when later lookups fail)."""
+        return self._last_success is not None
+
     def statistics(self) -> dict[str, Any]:
         """What is looked up, where, the state of the last lookup and counters.
 

@@ -309,6 +309,7 @@ class EtcdMembership:
         self._lease: int | None = None
         self._members: dict[str, Member] = {}
         self._revision = 0
+        self._loaded = False
         """Every event up to this revision is applied (0: the prefix was never read)."""
         self._channel = SnapshotChannel()
         self._connected = False
@@ -404,6 +405,11 @@ class EtcdMembership:
     def ring_order(self, urls: Iterable[str]) -> list[str]:
         """URL order: every node discovers the same members, in any order."""
         return sorted(urls)
+
+    @property
+    def has_view(self) -> bool:
+        """True once the members were read from etcd (kept when etcd goes away later)."""
+        return self._loaded
 
     def statistics(self) -> dict[str, Any]:
         """Connection state, lease, revision and counters."""
@@ -514,6 +520,7 @@ class EtcdMembership:
                 members[member.node_id] = member
         self._members = members
         self._revision = int(result.header.revision)
+        self._loaded = True
         self._publish()
 
     async def _follow(self) -> None:

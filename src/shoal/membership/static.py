@@ -57,6 +57,11 @@ class StaticMembership:
         """The configured members."""
         return self._members
 
+    @property
+    def has_view(self) -> bool:
+        """Always: the list is the view."""
+        return True
+
     async def run(self) -> None:
         """Nothing to do: the list never changes."""
 

@@ -17,7 +17,7 @@ service (``wire/*.proto``)              what it is for
 Delete, RemoveKeys, Stats, Cluster      change this node's caches (:class:`shoal.Client`
                                         sends each key to its owner)
 ``pb.GroupCache``: Get, Delete          geek-cache's service, for its clients and grpcurl
-``grpc.health.v1.Health``               SERVING while the node runs; NOT_SERVING once it stops
+``grpc.health.v1.Health``               SERVING while the node runs; NOT_SERVING once it drains
 server reflection (v1alpha)             so grpcurl and other tools need no ``.proto`` files
 ======================================  ==================================================
 

@@ -289,6 +289,12 @@ class GrpcServer:
         self._tls_generation = tls.generation
         return _certificate_configuration(tls.pem())
 
+    async def drain(self) -> None:
+        """Report NOT_SERVING from now on (the node is draining) while calls are still
+        answered. Idempotent."""
+        if self._health is not None:
+            await self._health.enter_graceful_shutdown()
+
     async def aclose(self) -> None:
         """Report NOT_SERVING, stop taking calls, let those in flight finish briefly,
         then cancel the rest. Idempotent."""

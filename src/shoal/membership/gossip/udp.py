@@ -205,6 +205,11 @@ class GossipMembership:
         self._keyring.install(load_keyring(self.config.keyring))
         log.info("gossip keyring: %d keys, primary %s", *self._key_summary())
 
+    @property
+    def has_view(self) -> bool:
+        """True once a bootstrap member answered the join (at once without one)."""
+        return self._swim is not None and self._swim.joined
+
     def ring_order(self, urls: Iterable[str]) -> list[str]:
         """URL order: every node discovers the same members, in any order."""
         return sorted(urls)
