@@ -40,6 +40,7 @@ from .ring import Ring as Ring
 from .stats import GroupStats as GroupStats
 from .stats import StoreStats as StoreStats
 from .store import Store as Store
+from .sync_client import SyncClient as SyncClient
 from .value import Value as Value
 
 __all__ = [
@@ -53,6 +54,7 @@ __all__ = [
     "Codec",
     "Ring",
     "Client",
+    "SyncClient",
     # configuration
     "NodeConfig",
     "GroupConfig",

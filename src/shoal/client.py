@@ -64,17 +64,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import json
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
-from ._version import __version__
+from ._client_routing import Router, check_seed, fetch_http_view, parse_cluster
 from .errors import (
     Closed,
     ConfigError,
@@ -85,7 +81,6 @@ from .errors import (
     ShoalError,
     Unauthorized,
 )
-from .ring import Ring
 from .tls import ClientTls
 from .tokens import bearer
 
@@ -94,6 +89,7 @@ if TYPE_CHECKING:
 
     import grpc
 
+    from .ring import Ring
     from .transport.grpc import GrpcNodeClient
     from .transport.http import HttpPeerClient
 
@@ -197,7 +193,7 @@ class Client:
         seed_list = [seeds] if isinstance(seeds, str) else list(seeds)
         if not seed_list:
             raise ConfigError("a Client needs at least one seed URL")
-        self._seeds = [_seed(url) for url in seed_list]
+        self._seeds = [check_seed(url) for url in seed_list]
         for name, value in (("timeout", timeout), ("backoff", backoff), ("channels", channels)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ConfigError(f"{name} must be positive, got {value!r}")
@@ -208,8 +204,7 @@ class Client:
         self._authorization = bearer(token) if token is not None else None
         self._clock: Callable[[], float] = time.monotonic
         self._view: _View | None = None
-        self._down: dict[str, float] = {}
-        self._fallback: tuple[_View, frozenset[str], Ring] | None = None
+        self._router = Router(self._backoff)
         self._refresh_lock = asyncio.Lock()
         self._refreshed_at = float("-inf")
         self._seed_clients: dict[str, GrpcNodeClient] = {}
@@ -382,40 +377,17 @@ class Client:
         return view
 
     def _is_down(self, url: str) -> bool:
-        until = self._down.get(url)
-        if until is None:
-            return False
-        if until > self._clock():
-            return True
-        del self._down[url]
-        return False
+        return self._router.is_down(url)
 
     def _failed(self, url: str) -> None:
-        self._down[url] = self._clock() + self._backoff
+        self._router.failed(url)
 
     def _route(self, view: _View, key: str) -> str:
-        """The node to ask for ``key``: its owner, or while the owner is skipped, the
-        owner on a ring of the members that are not."""
-        owner = view.ring.owner(key)
-        if not self._down or not self._is_down(owner):
-            return owner
-        down = frozenset(url for url in view.ring.nodes if self._is_down(url))
-        cached = self._fallback
-        if cached is not None and cached[0] is view and cached[1] == down:
-            ring = cached[2]
-        else:
-            live = [url for url in view.ring.nodes if url not in down]
-            if not live:
-                return owner  # everyone is skipped: try the owner anyway
-            ring = view.ring.with_nodes(live)
-            self._fallback = (view, down, ring)
-        return ring.owner(key)
+        """The node to ask for ``key`` (see :class:`~shoal._client_routing.Router`)."""
+        return self._router.route(view.ring, key)
 
     def _batches(self, view: _View, keys: list[str]) -> dict[str, list[str]]:
-        batches: dict[str, list[str]] = {}
-        for key in keys:
-            batches.setdefault(self._route(view, key), []).append(key)
-        return batches
+        return self._router.batches(view.ring, keys)
 
     async def _attempt(
         self, view: _View, url: str, call: Callable[[_NodeClient], Awaitable[T]]
@@ -520,53 +492,25 @@ class Client:
         return self._grpc_credentials
 
     async def _http_view(self, seed: str) -> dict[str, Any]:
-        """``GET {seed}/v1/cluster`` (in a thread: it is rare, and urllib is complete)."""
-        url = f"{seed}/v1/cluster"
-
-        def fetch() -> bytes:
-            headers = {"Accept": "application/json", "User-Agent": f"shoal/{__version__}"}
-            if self._authorization is not None:
-                headers["Authorization"] = self._authorization
-            request = urllib.request.Request(url, headers=headers)
-            try:
-                with urllib.request.urlopen(
-                    request, timeout=self._timeout, context=self._ssl
-                ) as response:
-                    body: bytes = response.read()
-                    return body
-            except urllib.error.HTTPError as exc:
-                with exc:
-                    if exc.code in (401, 403):  # the token: refused, or its role
-                        refused = Unauthorized if exc.code == 401 else Forbidden
-                        raise refused(f"GET {url} answered {exc.code}") from exc
-                    raise PeerError(f"GET {url} answered {exc.code}") from exc
-            except (urllib.error.URLError, OSError) as exc:
-                raise PeerUnavailable(f"GET {url}: {exc}") from exc
-
-        info: dict[str, Any] = json.loads(await asyncio.to_thread(fetch))
-        return info
+        """``GET {seed}/v1/cluster`` (in a thread: it is rare)."""
+        return await asyncio.to_thread(
+            fetch_http_view,
+            seed,
+            authorization=self._authorization,
+            ssl_context=self._ssl,
+            timeout=self._timeout,
+        )
 
     async def _apply(self, info: dict[str, Any], source: str) -> None:
         """Build the view ``info`` describes, then swap it in; close the clients of
         members that left."""
-        members = [str(member["url"]) for member in info["members"]]
-        if not members:
-            raise ConfigError(
-                f"{source} runs without a peer port, so there is no cluster to talk to "
-                "(start it with --port)"
-            )
-        transport = str(info.get("transport") or "http")
-        if transport not in ("http", "grpc"):
-            raise ValueError(f"unknown transport {transport!r}")
-        ring_info = info["ring"]
-        ring = Ring.build(
-            members,
-            flavour=ring_info["flavour"],
-            replicas=ring_info["replicas"],
-            # A node that does not say (0 over gRPC) uses its flavour's default.
-            probes=ring_info.get("probes") or None,
+        cluster = parse_cluster(info, source)
+        members, transport, base_path, ring = (
+            cluster.members,
+            cluster.transport,
+            cluster.base_path,
+            cluster.ring,
         )
-        base_path = str(info.get("base_path") or "/_groupcache/")
         old = self._view
         same = old is not None and (old.transport, old.base_path) == (transport, base_path)
         if same and old is not None and old.ring == ring:
@@ -576,10 +520,7 @@ class Client:
             kept = old.nodes.get(url) if same and old is not None else None
             nodes[url] = kept if kept is not None else self._node_client(url, transport, base_path)
         self._view = _View(ring, transport, base_path, MappingProxyType(nodes))  # the one swap
-        self._fallback = None
-        for url in list(self._down):
-            if url not in nodes:
-                del self._down[url]
+        self._router.forget_except(members)
         if old is not None:
             for url, client in old.nodes.items():
                 if nodes.get(url) is not client:
@@ -599,24 +540,3 @@ class Client:
         from .transport.http import HttpPeerClient
 
         return _HttpNode(HttpPeerClient(url, base_path=base_path, ssl_context=self._ssl))
-
-
-def _seed(url: str) -> str:
-    """Check a seed URL; return it without a trailing ``/``."""
-    if not isinstance(url, str):
-        raise ConfigError(f"a seed must be a URL string, got {url!r}")
-    parts = urllib.parse.urlsplit(url.strip())
-    try:
-        port = parts.port
-    except ValueError:
-        raise ConfigError(f"bad port in the seed {url!r}") from None
-    if parts.scheme not in ("http", "https", "grpc") or not parts.hostname:
-        raise ConfigError(
-            f"a seed is http://host:port (a node's HTTP API) or grpc://host:port "
-            f"(a node's gRPC port), got {url!r}"
-        )
-    if parts.scheme == "grpc" and port is None:
-        raise ConfigError(f"a grpc:// seed needs a port, got {url!r}")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ConfigError(f"a seed URL has nothing after host:port, got {url!r}")
-    return url.strip().removesuffix("/")
