@@ -52,8 +52,8 @@ dev:
 	@scripts/venv.sh dev
 
 lint: dev
-	$(BIN)/ruff check src tests bench hatch_build.py
-	$(BIN)/ruff format --check src tests bench hatch_build.py
+	$(BIN)/ruff check src tests bench examples hatch_build.py
+	$(BIN)/ruff format --check src tests bench examples hatch_build.py
 	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/pytest -q -p no:cacheprovider tests/test_architecture.py tests/test_http_layers.py tests/test_serving.py
 
@@ -62,6 +62,7 @@ lint: dev
 typecheck: dev
 	$(BIN)/mypy src bench
 	MYPYPATH=tests $(BIN)/mypy --explicit-package-bases tests
+	for app in examples/*/app.py; do $(BIN)/mypy "$$app" || exit 1; done
 
 pytest: dev
 	$(BIN)/pytest -q

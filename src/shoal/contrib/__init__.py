@@ -1,0 +1,1 @@
+"""Integrations of shoal with other frameworks (each behind its own extra)."""
