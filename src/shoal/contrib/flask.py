@@ -9,7 +9,7 @@ one cache::
     from shoal.contrib.flask import Shoal
 
     app = Flask(__name__)
-    app.config["SHOAL_SEEDS"] = "http://127.0.0.1:9999"   # or unix:/run/shoal/api.sock
+    app.config["SHOAL_SEEDS"] = "http://127.0.0.1:9999"   # the node on this host
     shoal = Shoal(app)
 
     @app.get("/pages/<slug>")
