@@ -22,12 +22,17 @@ recognizer; the extra table is the cost of checking the token, the per-round
 ratio (median) of the server with tokens to the one without, fed the same
 requests (the check alone) and fed the requests without the header.
 
+With ``--otel`` (needs ``shoal[otel]``), one more: the same API server with
+OpenTelemetry on (an SDK tracer provider whose exporter drops every span, so what
+is timed is shoal's part and the SDK's span, not an export): every request then
+goes through the handler with a server span.
+
 Every round times each candidate once over one pass of the requests, in a
 rotating order, with the garbage collector off; the table shows the median
 round in ns per request and the median of the per-round ratios to the
 reference. Every answer is checked to be the right value.
 
-Run: ``python bench/http_protocol.py [--quick] [--token]``.
+Run: ``python bench/http_protocol.py [--quick] [--token] [--otel]``.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ WITH_TOKEN = "shoal, API tokens"
 WITH_TOKEN_PARSER = "shoal, API tokens, httptools only"
 SENT = "shoal, token sent, no tokens"
 SENT_PARSER = "shoal, token sent, no tokens, httptools only"
+TRACED = "shoal, OpenTelemetry on"
 
 
 class Transport:
@@ -107,7 +113,29 @@ class Candidate:
         self.samples.append((time.perf_counter_ns() - start) / len(requests))
 
 
-async def measure(rounds: int, token: bool = False) -> list[Candidate]:
+def _traced_api(node: Node) -> tuple[ApiServer, Any]:
+    """An API server of ``node`` with OpenTelemetry on, and its tracer provider."""
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import (
+        SimpleSpanProcessor,
+        SpanExporter,
+        SpanExportResult,
+    )
+
+    from shoal.otel import Telemetry, api_route
+
+    class Discard(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(Discard()))
+    telemetry = Telemetry(tracer_provider=provider)
+    api = ApiServer(node, trace=lambda handler: telemetry.http_handler(handler, api_route))
+    return api, provider
+
+
+async def measure(rounds: int, token: bool = False, otel: bool = False) -> list[Candidate]:
     """Build the candidates on a running loop and time them."""
     node = Node(NodeConfig())
     group = node.group(GROUP, value_of)
@@ -119,6 +147,12 @@ async def measure(rounds: int, token: bool = False) -> list[Candidate]:
     await server.start("127.0.0.1", 0)
     candidates: list[Candidate] = []
     secured: _http.HttpServer | None = None
+    traced: _http.HttpServer | None = None
+    provider: Any = None
+    if otel:
+        traced_api, provider = _traced_api(node)
+        traced = traced_api._server
+        await traced.start("127.0.0.1", 0)
     read_token = secrets.token_urlsafe(32)
     if token:
         with tempfile.NamedTemporaryFile("w", suffix=".tokens", delete=False) as file:
@@ -155,6 +189,8 @@ async def measure(rounds: int, token: bool = False) -> list[Candidate]:
                 candidates.append(Candidate(SENT_PARSER, _http.HttpProtocol(server)))
             finally:
                 _http.SIMPLE_GET = compiled
+        if traced is not None:
+            candidates.append(Candidate(TRACED, _http.HttpProtocol(traced)))
         data = {key: value_of(key) for key in keys}
         candidates.append(Candidate(REFERENCE, MinimalProtocol(data)))
         order = keys[:]
@@ -186,6 +222,9 @@ async def measure(rounds: int, token: bool = False) -> list[Candidate]:
         await server.aclose()
         if secured is not None:
             await secured.aclose()
+        if traced is not None:
+            await traced.aclose()
+            provider.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,12 +235,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also a node with API tokens, fed requests with a token (same run)",
     )
+    parser.add_argument(
+        "--otel", action="store_true", help="also the API server with OpenTelemetry on"
+    )
     args = parser.parse_args(argv)
     rounds = 20 if args.quick else 200
     from shoal.node import new_event_loop
 
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
-        candidates = runner.run(measure(rounds, args.token))
+        candidates = runner.run(measure(rounds, args.token, args.otel))
     reference = candidates[-1]
     rows = []
     for candidate in candidates:
@@ -241,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
                 cost,
             )
         )
-    flags = " --quick" * args.quick + " --token" * args.token
+    flags = " --quick" * args.quick + " --token" * args.token + " --otel" * args.otel
     print(f"\n{environment()}; command: `python bench/http_protocol.py{flags}`")
     return 0
 

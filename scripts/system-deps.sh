@@ -6,6 +6,8 @@
 #   etcd-server                           etcd, for the etcd membership tests and `make run MEMBERSHIP=etcd`
 #   iproute2                              `ip netns`, for the gossip partition test
 #   gcc, python3-dev                      compile shoal's C extension (the tests check it is built)
+#   chromium                              the headless browser of the dashboard tests (Playwright
+#                                         drives it; it downloads no browser of its own)
 # When everything is there it only checks and exits, without touching apt.
 set -euo pipefail
 need=()
@@ -15,6 +17,8 @@ command -v go >/dev/null 2>&1 || need+=(golang-go)
     need+=(golang-github-golang-groupcache-dev)
 command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || need+=(etcd-server)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 ||
+    need+=(chromium)
 command -v cc >/dev/null 2>&1 || command -v gcc >/dev/null 2>&1 || need+=(gcc)
 "${PYTHON:-python3}" -c 'import os, sys, sysconfig
 sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' ||

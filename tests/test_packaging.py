@@ -18,6 +18,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 EXTENSION = "shoal/_speedups" + str(sysconfig.get_config_var("EXT_SUFFIX"))
+DASHBOARD = [
+    f"shoal/api/ui/{name}"
+    for name in ("index.html", "dashboard.js", "dashboard.css", "favicon.svg")
+]
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -40,7 +44,9 @@ def test_the_wheel_carries_the_extension_and_the_server_uses_it(tmp_path: Path) 
     environment = {k: v for k, v in os.environ.items() if k != "SHOAL_NO_SPEEDUPS"}
     wheel = build_wheel(tmp_path / "dist", environment)
     assert not wheel.name.endswith("-py3-none-any.whl")  # tagged for this interpreter
-    assert EXTENSION in zipfile.ZipFile(wheel).namelist()
+    names = zipfile.ZipFile(wheel).namelist()
+    assert EXTENSION in names
+    assert set(DASHBOARD) <= set(names)  # the dashboard's assets are package data
     target = tmp_path / "site"
     subprocess.run(
         [*PIP, "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
@@ -50,13 +56,16 @@ def test_the_wheel_carries_the_extension_and_the_server_uses_it(tmp_path: Path) 
     check = (
         "import shoal._http.server as h; "
         "print(h.__file__); "
-        "print(h.SIMPLE_GET(b'GET /api?key=Tom HTTP/1.1\\r\\nHost: h\\r\\n\\r\\n', 8192))"
+        "print(h.SIMPLE_GET(b'GET /api?key=Tom HTTP/1.1\\r\\nHost: h\\r\\n\\r\\n', 8192)); "
+        "import shoal.api.dashboard as d; "
+        "print(len(d.dashboard_response('GET', b'/ui/dashboard.js', tokens=False).body))"
     )
     env = {**environment, "PYTHONPATH": str(target)}
     out = subprocess.run(
         [sys.executable, "-c", check], env=env, check=True, capture_output=True, text=True
     ).stdout.splitlines()
-    assert out == [str(target / "shoal" / "_http" / "server.py"), "b'/api?key=Tom'"]
+    script = (ROOT / "src" / "shoal" / "api" / "ui" / "dashboard.js").stat().st_size
+    assert out == [str(target / "shoal" / "_http" / "server.py"), "b'/api?key=Tom'", str(script)]
 
 
 def test_shoal_no_speedups_builds_a_pure_python_wheel(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ down the event loop), and so does a loader that returns None.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -79,9 +80,12 @@ async def _in_thread(
 ) -> Any:
     """Run a sync loader in the node's loader threads; one that outlives its caller
     (timed out, cancelled) is abandoned there, so it holds no thread of the pool."""
+    # In a copy of the caller's context (as asyncio.to_thread): what the flight's
+    # caller set there (a trace's current span) is seen by the loader.
+    run = contextvars.copy_context().run
     if not isinstance(pool, LoaderPool):
-        return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-    work = pool.run(group, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(pool, run, fn, *args)
+    work = pool.run(group, run, fn, *args)
     try:
         return await asyncio.wrap_future(work)
     except BaseException:

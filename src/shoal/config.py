@@ -370,6 +370,15 @@ class NodeConfig:
     tokens for the API, mutual TLS for the peer port, a keyring for gossip); logged as
     a warning at every start. Default False: such a node refuses to start."""
 
+    otel: bool = False
+    """Trace gets, loads and peer fetches and report the groups' counters through
+    OpenTelemetry (``shoal[otel]``), with the global tracer and meter providers unless
+    the node is given its own. Default False: no span, no instrument, no cost."""
+
+    otel_keys: bool = False
+    """Put each key in its spans (``shoal.key``). Keys may be sensitive (user ids,
+    e-mail addresses): default False, spans carry the group only."""
+
     @property
     def membership(self) -> str:
         """Where the member list comes from: ``static``, ``etcd``, ``gossip`` or ``dns``."""
@@ -447,8 +456,9 @@ class NodeConfig:
             not isinstance(self.api_tokens, str) or not self.api_tokens
         ):
             raise ConfigError(f"api_tokens must be a file name, got {self.api_tokens!r}")
-        if not isinstance(self.insecure, bool):
-            raise ConfigError(f"insecure must be true or false, got {self.insecure!r}")
+        for flag in ("insecure", "otel", "otel_keys"):
+            if not isinstance(getattr(self, flag), bool):
+                raise ConfigError(f"{flag} must be true or false, got {getattr(self, flag)!r}")
         for name in (
             "loader_threads",
             "sweep_interval",

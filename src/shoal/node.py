@@ -40,8 +40,13 @@ from .supervise import NODE_TASKS, REPLICA_TASKS, BackgroundErrors, supervised
 from .tls import NodeTls
 
 if TYPE_CHECKING:
+    from opentelemetry.metrics import MeterProvider
+    from opentelemetry.trace import TracerProvider
+
+    from ._http import Handler
     from .api.http import ApiServer
     from .membership import BadInput, Member, MemberSet, Membership
+    from .otel import Telemetry
     from .peers import PeerClient, PeerPicker, Transport
     from .tokens import ApiTokens
     from .transport.http import PeerServer
@@ -64,7 +69,9 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def default_transport(config: NodeConfig, tls: NodeTls | None = None) -> Transport:
+def default_transport(
+    config: NodeConfig, tls: NodeTls | None = None, *, telemetry: Telemetry | None = None
+) -> Transport:
     """The peer transport ``config.transport`` names: HTTP (groupcache's protocol under
     ``config.base_path``) or gRPC.
 
@@ -74,6 +81,8 @@ def default_transport(config: NodeConfig, tls: NodeTls | None = None) -> Transpo
             with its CA and shown the node's certificate, read anew at each new
             connection (so a reload rotates them). Default: read from ``config.tls``
             when it is set.
+        telemetry: the node's OpenTelemetry (:mod:`shoal.otel`): every request then
+            carries the caller's trace context (``traceparent``). Default None.
 
     Raises:
         MissingExtra: gRPC without the ``shoal[grpc]`` extra installed.
@@ -84,16 +93,21 @@ def default_transport(config: NodeConfig, tls: NodeTls | None = None) -> Transpo
     if config.transport == "grpc":
         from .transport.grpc import GrpcTransport
 
+        metadata = telemetry.grpc_metadata if telemetry is not None else None
         if tls is None:
-            return GrpcTransport()
+            return GrpcTransport(request_metadata=metadata)
         from .transport.grpc import channel_credentials
 
         node_tls = tls
-        return GrpcTransport(credentials=lambda: channel_credentials(node_tls.pem()))
+        return GrpcTransport(
+            credentials=lambda: channel_credentials(node_tls.pem()), request_metadata=metadata
+        )
     from .transport.http import HttpTransport
 
     return HttpTransport(
-        base_path=config.base_path, ssl_context=tls.client if tls is not None else None
+        base_path=config.base_path,
+        ssl_context=tls.client if tls is not None else None,
+        request_headers=telemetry.http_headers if telemetry is not None else None,
     )
 
 
@@ -115,6 +129,14 @@ class Node:
             (to share them with a ``transport`` it built with
             :func:`default_transport`, so :meth:`reload` rotates both); default:
             read from ``config.tls`` at :meth:`start`.
+        tracer_provider: an OpenTelemetry tracer provider for the node's spans
+            (``shoal[otel]``, :mod:`shoal.otel`); giving one turns telemetry on, as
+            ``config.otel`` does with the global providers. Default None.
+        meter_provider: an OpenTelemetry meter provider for the node's instruments
+            (groupcache-go's names); giving one turns telemetry on too. Default None.
+
+    Raises:
+        MissingExtra: telemetry without the ``shoal[otel]`` extra installed.
     """
 
     def __init__(
@@ -124,8 +146,19 @@ class Node:
         clock: Clock = time.time,
         transport: Transport | None = None,
         tls: NodeTls | None = None,
+        tracer_provider: TracerProvider | None = None,
+        meter_provider: MeterProvider | None = None,
     ) -> None:
         self.config = config if config is not None else NodeConfig()
+        self._telemetry: Telemetry | None = None
+        if self.config.otel or tracer_provider is not None or meter_provider is not None:
+            from .otel import Telemetry
+
+            self._telemetry = Telemetry(
+                tracer_provider=tracer_provider,
+                meter_provider=meter_provider,
+                record_keys=self.config.otel_keys,
+            )
         self._transport = transport
         self._given_tls = tls
         self._clock = clock
@@ -154,6 +187,8 @@ class Node:
         self._reloaders: list[tuple[str, Callable[[], None]]] = []
         self._tokens: ApiTokens | None = None
         self._tls: NodeTls | None = None
+        if self._telemetry is not None:
+            self._telemetry.observe(self.statistics)
 
     def __repr__(self) -> str:
         return f"<Node groups={sorted(self._groups)} api={self._api_address}>"
@@ -177,6 +212,8 @@ class Node:
             raise Closed("the node is closed")
         if config.name in self._groups:
             raise ConfigError(f"group {config.name!r} already exists on this node")
+        if loader is not None and self._telemetry is not None:
+            loader = self._telemetry.loader(loader, config.name)
         group: Group[Any] = Group(
             config, loader, codec=codec, executor=self._executor, clock=self._clock
         )
@@ -434,7 +471,10 @@ class Node:
                 from .api.http import ApiServer
 
                 server = self._api_server = ApiServer(
-                    self, tokens=self._tokens, tls=tls.api_server if tls is not None else None
+                    self,
+                    tokens=self._tokens,
+                    tls=tls.api_server if tls is not None else None,
+                    trace=self._api_trace(),
                 )
                 stack.push_async_callback(server.aclose)
                 self._api_address = await server.start(self.config.api_host, self.config.api_port)
@@ -501,6 +541,30 @@ class Node:
                 log.info("reloaded %s", what)
         return ok
 
+    def _api_trace(self) -> Callable[[Handler], Handler] | None:
+        """What wraps the API server's handler in server spans (None: no telemetry)."""
+        telemetry = self._telemetry
+        if telemetry is None:
+            return None
+        from .otel import api_route
+
+        return lambda handler: telemetry.http_handler(handler, api_route)
+
+    def _peer_trace(self) -> Callable[[Handler], Handler] | None:
+        """What wraps the peer server's handler in server spans (None: no telemetry)."""
+        telemetry = self._telemetry
+        if telemetry is None:
+            return None
+        from .otel import peer_route
+
+        route = peer_route(self.config.base_path)
+        return lambda handler: telemetry.http_handler(handler, route)
+
+    @property
+    def telemetry(self) -> Telemetry | None:
+        """The node's OpenTelemetry wiring (:mod:`shoal.otel`), or None when off."""
+        return self._telemetry
+
     async def _start_peering(self, stack: contextlib.AsyncExitStack) -> None:
         """Start the peer server and the peer picker (the cluster read path)."""
         from .peers import PeerPicker
@@ -509,13 +573,21 @@ class Node:
         self_url = cfg.self_url
         tls = self._tls
         scheme = "https" if tls is not None else "http"
+        telemetry = self._telemetry
         transport = self._transport
         if transport is None:
-            transport = default_transport(cfg, tls)
+            transport = default_transport(cfg, tls, telemetry=telemetry)
+        if telemetry is not None:
+            transport = telemetry.transport(transport, protocol=cfg.transport)
         if cfg.port is not None and cfg.transport == "grpc":
             from .transport.grpc import GrpcServer
 
-            grpc_server = GrpcServer(self, tokens=self._tokens, tls=tls)
+            grpc_server = GrpcServer(
+                self,
+                tokens=self._tokens,
+                tls=tls,
+                trace=telemetry.grpc_span if telemetry is not None else None,
+            )
             stack.push_async_callback(grpc_server.aclose)
             self._peer_address = await grpc_server.start(cfg.host, cfg.port)
             log.info("gRPC server (peers and API) listening on %s:%d", *self._peer_address)
@@ -523,7 +595,7 @@ class Node:
             from .transport.http import PeerServer
 
             peer_server = self._peer_server = PeerServer(
-                self, tls=tls.peer_server if tls is not None else None
+                self, tls=tls.peer_server if tls is not None else None, trace=self._peer_trace()
             )
             stack.push_async_callback(peer_server.aclose)
             self._peer_address = await peer_server.start(cfg.host, cfg.port)

@@ -77,7 +77,9 @@ def test_every_node_field_has_a_flag() -> None:
     fields = {f.name for f in dataclasses.fields(NodeConfig)}
     flagged = {key for key, *_ in (*plan_module._CLUSTER_OPTIONS, *plan_module._SERVER_OPTIONS)}
     security = {"tls", "api_tokens", "insecure"}  # tested below
-    assert flagged | {"api_host", "api_port", "etcd", "gossip", "dns"} | security == fields
+    telemetry = {"otel", "otel_keys"}  # tested below
+    others = {"api_host", "api_port", "etcd", "gossip", "dns"}
+    assert flagged | others | security | telemetry == fields
     assert {field for _, _, field, _, _ in NODE_FLAGS} == {
         key for key, *_ in plan_module._SERVER_OPTIONS
     }
@@ -341,3 +343,20 @@ def test_incomplete_tls_is_a_config_error(argv: list[str]) -> None:
     """A certificate without its key (or a key alone), client auth without a CA."""
     with pytest.raises(ConfigError):
         plan("--group", "a", *argv)
+
+
+def test_otel_flags_variables_and_file(tmp_path: Path) -> None:
+    """--otel and --otel-keys, SHOAL_OTEL and SHOAL_OTEL_KEYS, and [node] otel/otel_keys;
+    off by default."""
+    default = plan("--group", "a").node
+    assert (default.otel, default.otel_keys) == (False, False)
+    flags = plan("--group", "a", "--otel", "--otel-keys").node
+    assert (flags.otel, flags.otel_keys) == (True, True)
+    from_env = plan("--group", "a", env={"SHOAL_OTEL": "1", "SHOAL_OTEL_KEYS": "0"}).node
+    assert (from_env.otel, from_env.otel_keys) == (True, False)
+    config = tmp_path / "shoal.toml"
+    config.write_text("[node]\notel = true\notel_keys = true\n[groups.a]\n")
+    from_file = plan("--config", str(config)).node
+    assert (from_file.otel, from_file.otel_keys) == (True, True)
+    with pytest.raises(ConfigError, match="--otel"):
+        plan("--group", "a", env={"SHOAL_OTEL": "maybe"})

@@ -85,11 +85,14 @@ async def serving(
     clock: Clock | None = None,
     gate: asyncio.Event | None = None,
     config: dict[str, Any] | None = None,
+    node_options: dict[str, Any] | None = None,
     **group_options: Any,
 ) -> AsyncIterator[Served]:
     """A started node on 127.0.0.1 (port 0) serving ``scores`` over the peer protocol of
-    ``transport`` (``http`` or ``grpc``)."""
-    kwargs: dict[str, Any] = {} if clock is None else {"clock": clock}
+    ``transport`` (``http`` or ``grpc``); ``node_options`` go to :class:`Node`."""
+    kwargs: dict[str, Any] = dict(node_options or {})
+    if clock is not None:
+        kwargs["clock"] = clock
     node = Node(NodeConfig(port=0, transport=transport, **(config or {})), **kwargs)
     loader = ValueLoader(gate)
     group = node.group(GROUP, loader, **group_options)

@@ -14,12 +14,15 @@
                                                          "accept_errors": {server: n}}``
 ``GET /healthz``                                         ``ok``
 ``GET /metrics``                                         Prometheus text format 0.0.4
+``GET /ui``                                              the live dashboard (see
+                                                         :mod:`shoal.api.dashboard`)
 =======================================================  ==========================================
 
 With API tokens (``NodeConfig.api_tokens``, :mod:`shoal.tokens`) every route
-but ``/healthz`` (and ``/readyz``) needs ``Authorization: Bearer TOKEN`` of a
-role that allows it: ``read`` for every ``GET``/``HEAD`` (values, statistics,
-the cluster view, metrics, and any unknown path), ``write`` for ``PUT`` and
+but ``/healthz`` (and ``/readyz``, and the dashboard's static assets) needs
+``Authorization: Bearer TOKEN`` of a role that allows it: ``read`` for every
+``GET``/``HEAD`` (values, statistics, the cluster view, metrics, and any unknown
+path), ``write`` for ``PUT`` and
 ``DELETE`` of a key, ``admin`` for invalidating a group and for the cluster's
 internals (below ``admin``, ``/v1/cluster`` answers the routing view a client
 needs: the ring and the members' URLs and shares, see :func:`routing_view`). No token or an unknown
@@ -68,6 +71,7 @@ from .._http import (
     OCTET_STREAM,
     SHUTDOWN_TIMEOUT,
     Deferred,
+    Handler,
     HttpLimits,
     HttpServer,
     Request,
@@ -80,6 +84,7 @@ from ..errors import ShoalError, ValueTooLarge
 from ..statuses import LOAD_FAILED
 from ..tokens import ApiTokens, role_allows
 from ..wire import percent_decode
+from .dashboard import UI_PATHS, dashboard_response
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render_metrics
 
@@ -103,8 +108,9 @@ _FAST_API_KEY_AT: Final = len(_FAST_API_PREFIX)
 _GROUP_AT: Final = len(_KEYS_PREFIX)
 _NOT_FAST_QUERY: Final = re.compile(rb"[%+&#]")
 _NOT_FAST_PATH: Final = re.compile(rb"[%?#]")
-# Routes without a token, and the role each other exact path needs (see required_role).
-_OPEN: Final = frozenset({b"/healthz", b"/readyz"})
+# Routes without a token (the dashboard's assets carry no data), and the role each
+# other exact path needs (see required_role).
+_OPEN: Final = frozenset({b"/healthz", b"/readyz", *UI_PATHS})
 _PATH_ROLES: Final = {
     b"/api": "read",
     b"/v1/stats": "read",
@@ -319,6 +325,9 @@ class ApiServer(ServerFront):
             one (see the module docstring). Default None: no tokens.
         tls: the current TLS server context, asked at each connection (see
             :class:`shoal.tls.NodeTls`); None serves plain HTTP.
+        trace: wraps the handler (a server span per request, :mod:`shoal.otel`);
+            every request then goes through the handler (as ``fast_path=False``).
+            Default None.
     """
 
     def __init__(
@@ -329,15 +338,16 @@ class ApiServer(ServerFront):
         fast_path: bool = True,
         tokens: ApiTokens | None = None,
         tls: Callable[[], ssl.SSLContext] | None = None,
+        trace: Callable[[Handler], Handler] | None = None,
     ) -> None:
         self._node = node
         # A live read-only view: groups added or dropped later are seen.
         self._groups = node.groups
         self._tokens = tokens
         self._server = HttpServer(
-            self.handle,
+            self.handle if trace is None else trace(self.handle),
             HttpLimits.of(node.config),
-            fast_get=self.fast_get if fast_path else None,
+            fast_get=self.fast_get if fast_path and trace is None else None,
             fast_guard=tokens,
             shutdown_timeout=shutdown_timeout,
             tls=tls,
@@ -353,6 +363,8 @@ class ApiServer(ServerFront):
             b"/healthz": self._healthz,
             b"/metrics": self._metrics,
         }
+        for path in UI_PATHS:
+            self._routes[path] = self._ui
 
     async def aclose(self) -> None:
         """Stop listening (and following token reloads), finish in-flight requests
@@ -556,6 +568,9 @@ class ApiServer(ServerFront):
         if request.method not in _READ:
             return _not_allowed(request, _ALLOW_READ)
         return _HEALTHY
+
+    def _ui(self, request: Request) -> Response:
+        return dashboard_response(request.method, request.path, tokens=self._tokens is not None)
 
     def _metrics(self, request: Request) -> Response:
         if request.method not in _READ:

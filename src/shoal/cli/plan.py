@@ -30,6 +30,9 @@ TOML file, then the documented defaults. The environment variables are:
 ``SHOAL_API_CLIENT_AUTH`` ``serve``: client certificates on the API (as ``--api-client-auth``)
 ``SHOAL_API_TOKENS``     ``serve``: the API tokens file (as ``--api-tokens``)
 ``SHOAL_INSECURE``       ``serve``: ``1`` runs unprotected on a network address (as ``--insecure``)
+``SHOAL_OTEL``           ``serve``: ``1`` turns OpenTelemetry on (as ``--otel``; the ``OTEL_*``
+                         variables choose the exporters)
+``SHOAL_OTEL_KEYS``      ``serve``: ``1`` puts keys in spans (as ``--otel-keys``)
 ``SHOAL_LOADER_THREADS``, ``SHOAL_SWEEP_INTERVAL``, ``SHOAL_MAX_HEADER_BYTES``,
 ``SHOAL_MAX_BODY_BYTES``, ``SHOAL_HEADER_TIMEOUT``, ``SHOAL_BODY_TIMEOUT``,
 ``SHOAL_KEEPALIVE_TIMEOUT``, ``SHOAL_REQUEST_TIMEOUT``: the server limits, as their flags
@@ -151,6 +154,8 @@ _NODE_FIELDS: Final[Mapping[str, Callable[..., Any]]] = {
     "keepalive_timeout": parse_duration,
     "request_timeout": parse_duration,
     "insecure": parse_bool,
+    "otel": parse_bool,
+    "otel_keys": parse_bool,
 }
 # The [tls] table: (key, flag, variable); every key is a TlsConfig field.
 _TLS_OPTIONS: Final = (
@@ -429,6 +434,24 @@ def add_serve_arguments(
         "logged as a warning; env SHOAL_INSECURE=1",
     )
 
+    telemetry = parser.add_argument_group("telemetry")
+    flags.add(
+        telemetry,
+        "--otel",
+        action="store_true",
+        default=None,
+        help="OpenTelemetry traces and metrics (shoal[otel]); OTEL_TRACES_EXPORTER and "
+        "OTEL_METRICS_EXPORTER choose the exporters (default otlp; console, none), the "
+        "other OTEL_* variables as usual; env SHOAL_OTEL=1",
+    )
+    flags.add(
+        telemetry,
+        "--otel-keys",
+        action="store_true",
+        default=None,
+        help="put each key in its spans (shoal.key); keys may be sensitive; env SHOAL_OTEL_KEYS=1",
+    )
+
     add_membership_arguments(parser, flags, cluster=cluster)
 
     groups = parser.add_argument_group("groups")
@@ -588,9 +611,14 @@ def build_serve_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Se
         value = given(getattr(args, key), environ.get(env))
         if value is not None:
             node_options[key] = _NODE_FIELDS[key](value, what=flag)
-    insecure = given(getattr(args, "insecure", None), environ.get("SHOAL_INSECURE"))
-    if insecure is not None:
-        node_options["insecure"] = parse_bool(insecure, what="--insecure")
+    for key, flag, env in (
+        ("insecure", "--insecure", "SHOAL_INSECURE"),
+        ("otel", "--otel", "SHOAL_OTEL"),
+        ("otel_keys", "--otel-keys", "SHOAL_OTEL_KEYS"),
+    ):
+        switch = given(getattr(args, key, None), environ.get(env))
+        if switch is not None:
+            node_options[key] = parse_bool(switch, what=flag)
     tls = _tls_config(_table(document, "tls", config_path), args, environ, config_path)
     if tls is not None:
         node_options["tls"] = tls

@@ -111,13 +111,20 @@ async def _serve(plan: ServePlan, label: NodeLabel) -> int:
     transport = None
     # One set of TLS contexts for the servers and the peer clients: SIGHUP rotates both.
     tls = NodeTls(plan.node.tls) if plan.node.tls is not None else None
+    providers = _otel_providers(plan)
     if plan.clustered:
         from ..node import default_transport
 
-        transport = default_transport(plan.node, tls)
+        telemetry = None
+        if plan.node.otel:
+            from ..otel import Telemetry
+
+            # The peer requests carry the trace context of the node's spans.
+            telemetry = Telemetry(**providers)
+        transport = default_transport(plan.node, tls, telemetry=telemetry)
         if plan.log_level in ("debug", "info"):  # the lines it writes are INFO lines
             transport = TracingTransport(transport)
-    node = Node(plan.node, transport=transport, tls=tls)
+    node = Node(plan.node, transport=transport, tls=tls, **providers)
     # SIGHUP: read the certificates, tokens and keyring again (rotation).
     loop.add_signal_handler(signal.SIGHUP, node.reload)
     signals = (*signals, signal.SIGHUP)
@@ -161,8 +168,25 @@ async def _serve(plan: ServePlan, label: NodeLabel) -> int:
             if plan.supervised:
                 with contextlib.suppress(ValueError, OSError):
                     loop.remove_reader(sys.stdin.fileno())
+        for provider in providers.values():
+            provider.shutdown()  # exports what is left
     log.info("stopped")
     return EXIT_OK
+
+
+def _otel_providers(plan: ServePlan) -> dict[str, Any]:
+    """The tracer and meter providers of ``--otel``, from the ``OTEL_*`` variables."""
+    if not plan.node.otel:
+        return {}
+    from ..otel import providers_from_environment
+
+    tracer_provider, meter_provider = providers_from_environment(os.environ)
+    providers: dict[str, Any] = {}
+    if tracer_provider is not None:
+        providers["tracer_provider"] = tracer_provider
+    if meter_provider is not None:
+        providers["meter_provider"] = meter_provider
+    return providers
 
 
 GC_GEN0_THRESHOLD: Final = 10_000

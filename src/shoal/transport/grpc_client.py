@@ -205,6 +205,7 @@ class _GrpcClient:
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
         credentials: Credentials | None = None,
         on_close: Callable[[Any], None] | None = None,
+        request_metadata: Callable[[], tuple[tuple[str, str], ...]] | None = None,
     ) -> None:
         _check_positive(
             timeout=timeout,
@@ -226,6 +227,8 @@ class _GrpcClient:
         self._on_close = on_close
         # Sent with every call (the Cache service's API token), or None.
         self._metadata: tuple[tuple[str, str], ...] | None = None
+        # Asked at each call for more (the caller's trace context), or None.
+        self._request_metadata = request_metadata
         self._paths: dict[str, str] = {}
         self.requests = 0
         """Calls begun."""
@@ -256,7 +259,10 @@ class _GrpcClient:
             raise PeerUnavailable(f"{self._url}: the client is closed") from exc
         try:
             raw = request if isinstance(request, bytes) else request.SerializeToString()
-            return await callable_(raw, timeout=self._timeout, metadata=self._metadata)
+            metadata = self._metadata
+            if self._request_metadata is not None:
+                metadata = (*(metadata or ()), *self._request_metadata()) or None
+            return await callable_(raw, timeout=self._timeout, metadata=metadata)
         except grpc.aio.UsageError as exc:  # closed while the call was on its way
             raise PeerUnavailable(f"{self._url}: the client is closed") from exc
 
@@ -288,6 +294,8 @@ class GrpcPeerClient(_GrpcClient):
         credentials: TLS credentials for an ``https://`` URL (default: the system's
             roots), or a function that gives the current ones when a channel opens.
         on_close: called once by :meth:`aclose`.
+        request_metadata: asked at each call for metadata to add (the caller's trace
+            context, :mod:`shoal.otel`); default None.
 
     Raises:
         ConfigError: a bad URL or a value out of range.
@@ -409,6 +417,8 @@ class GrpcTransport:
         max_batch_keys: keys per GetMany call. Default 1000 (the server's limit).
         credentials: TLS credentials for ``https://`` peers; default the system's roots.
             A function is asked for the current ones whenever a channel opens.
+        request_metadata: asked at each call for metadata to add (the trace context);
+            default None.
 
     Raises:
         ConfigError: a value out of range.
@@ -422,6 +432,7 @@ class GrpcTransport:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
         credentials: Credentials | None = None,
+        request_metadata: Callable[[], tuple[tuple[str, str], ...]] | None = None,
     ) -> None:
         self._options: dict[str, Any] = {
             "timeout": timeout,
@@ -429,6 +440,7 @@ class GrpcTransport:
             "max_message_bytes": max_message_bytes,
             "max_batch_keys": max_batch_keys,
             "credentials": credentials,
+            "request_metadata": request_metadata,
         }
         _check_positive(
             timeout=timeout,

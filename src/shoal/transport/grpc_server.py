@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Iterable, Mapping
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from ..errors import BadRequest, ConfigError, GroupNotFound, NotFound
@@ -92,6 +93,10 @@ _REFUSALS: Final = {
 
 _Handler = Callable[[bytes], Awaitable[bytes]]
 
+CallSpan = Callable[[str, Any], AbstractContextManager[Any]]
+"""Opens a span around one call: given the method's path and the call's metadata; what
+it gives is told the call's status code at the end (``finished(code)``)."""
+
 
 class _Refused(Exception):
     """A request refused before it reached a group: its status and code."""
@@ -138,6 +143,9 @@ class GrpcServer:
             with a CA, requires client certificates that CA signed (mutual TLS).
             Every new connection takes the files of the last reload (rotation).
             None: plaintext.
+        trace: opens a server span around each call, given the method's path and
+            the call's metadata (:meth:`shoal.otel.Telemetry.grpc_span`). Default
+            None: no span.
 
     Raises:
         ConfigError: ``max_batch_keys`` below 1.
@@ -151,6 +159,7 @@ class GrpcServer:
         shutdown_grace: float = SHUTDOWN_GRACE,
         tokens: ApiTokens | None = None,
         tls: NodeTls | None = None,
+        trace: CallSpan | None = None,
     ) -> None:
         if max_batch_keys < 1:
             raise ConfigError(f"max_batch_keys must be at least 1, got {max_batch_keys}")
@@ -166,6 +175,7 @@ class GrpcServer:
         self._address: tuple[str, int] | None = None
         self._tls = tls
         self._tls_generation = 0
+        self._trace = trace
 
     @property
     def address(self) -> tuple[str, int] | None:
@@ -198,6 +208,7 @@ class GrpcServer:
                 ("grpc.max_receive_message_length", self._max_message),
             ]
         )
+        trace = self._trace
         self._register(
             server,
             PEER_SERVICE,
@@ -209,6 +220,7 @@ class GrpcServer:
                 "Invalidate": self._peer_invalidate,
                 "Replica": self._peer_replica,
             },
+            trace=trace,
         )
         self._register(
             server,
@@ -224,8 +236,14 @@ class GrpcServer:
                 "Cluster": self._cache_cluster,
             },
             tokens=self._tokens,
+            trace=trace,
         )
-        self._register(server, GEEK_SERVICE, {"Get": self._geek_get, "Delete": self._geek_delete})
+        self._register(
+            server,
+            GEEK_SERVICE,
+            {"Get": self._geek_get, "Delete": self._geek_delete},
+            trace=trace,
+        )
         checker = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(checker, server)
         for name in (PEER_SERVICE, CACHE_SERVICE, GEEK_SERVICE):
@@ -283,9 +301,16 @@ class GrpcServer:
         methods: Mapping[str, _Handler],
         *,
         tokens: ApiTokens | None = None,
+        trace: CallSpan | None = None,
     ) -> None:
         handlers = {
-            name: _method(fn, tokens, CACHE_ROLES[name] if tokens is not None else "read")
+            name: _method(
+                fn,
+                tokens,
+                CACHE_ROLES[name] if tokens is not None else "read",
+                trace=trace,
+                path=f"/{service}/{name}",
+            )
             for name, fn in methods.items()
         }
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service, handlers),))
@@ -493,11 +518,17 @@ class GrpcServer:
 
 
 def _method(
-    fn: _Handler, tokens: ApiTokens | None = None, needed: str = "read"
+    fn: _Handler,
+    tokens: ApiTokens | None = None,
+    needed: str = "read",
+    *,
+    trace: CallSpan | None = None,
+    path: str = "",
 ) -> grpc.RpcMethodHandler[bytes, bytes]:
     """A unary method on raw bytes (each handler decodes its own request, so that
     malformed input is INVALID_ARGUMENT, not gRPC's INTERNAL) whose exceptions
-    become statuses; with ``tokens``, callable only with a token of role ``needed``."""
+    become statuses; with ``tokens``, callable only with a token of role ``needed``;
+    with ``trace``, each call in a server span (chosen here, not per call)."""
 
     async def handle(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         if tokens is not None:
@@ -510,7 +541,17 @@ def _method(
         except Exception as exc:
             await _abort(context, exc)
 
-    return grpc.unary_unary_rpc_method_handler(handle)
+    if trace is None:
+        return grpc.unary_unary_rpc_method_handler(handle)
+
+    async def traced(raw: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        with trace(path, context.invocation_metadata()) as call:
+            try:
+                return await handle(raw, context)
+            finally:
+                call.finished(context.code())
+
+    return grpc.unary_unary_rpc_method_handler(traced)
 
 
 def _authorization(context: grpc.aio.ServicerContext[bytes, bytes]) -> str | None:

@@ -339,6 +339,9 @@ class HttpPeerClient:
             a function that gives the current ones, asked at each new connection
             (certificate rotation: :meth:`shoal.tls.NodeTls.client`).
         on_close: called once by :meth:`aclose` (the transport forgets the client).
+        request_headers: called as each request is written, for header lines to add
+            (``b"Name: value\r\n"`` each, or ``b""``): the trace context of the
+            caller (:mod:`shoal.otel`). Default None: none.
 
     Raises:
         ConfigError: a URL that is not ``http://`` or ``https://`` with a host.
@@ -357,6 +360,7 @@ class HttpPeerClient:
         max_pipeline: int = DEFAULT_MAX_PIPELINE,
         ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
         on_close: Callable[[HttpPeerClient], None] | None = None,
+        request_headers: Callable[[], bytes] | None = None,
     ) -> None:
         parts = urlsplit(url)
         try:
@@ -394,6 +398,7 @@ class HttpPeerClient:
         self._limit = max_response_bytes
         self._max_batch_keys = max_batch_keys
         self._on_close = on_close
+        self._request_headers = request_headers
 
         self._idle: deque[Connection] = deque()  # most recently used at the right
         self._all: set[Connection] = set()
@@ -780,6 +785,8 @@ class HttpPeerClient:
         client: bool = False,
     ) -> bytes:
         head = b"%s %s HTTP/1.1\r\n%s" % (method, target.encode("ascii"), self._host_header)
+        if self._request_headers is not None:
+            head += self._request_headers()
         if client:
             head += b"%s: client\r\n" % WRITE_HEADER.encode()
         if body is None:
@@ -1159,6 +1166,8 @@ class HttpTransport:
             1 turns pipelining off.
         ssl_context: TLS settings for ``https://`` peers; default the system's. A
             function is asked for the current ones at each new connection.
+        request_headers: header lines added to every request (see
+            :class:`HttpPeerClient`); default None.
 
     Raises:
         ConfigError: a value out of range.
@@ -1175,6 +1184,7 @@ class HttpTransport:
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
         max_pipeline: int = DEFAULT_MAX_PIPELINE,
         ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
+        request_headers: Callable[[], bytes] | None = None,
     ) -> None:
         if not (base_path.startswith("/") and base_path.endswith("/")):
             raise ConfigError(f"base_path must start and end with '/', got {base_path!r}")
@@ -1197,6 +1207,7 @@ class HttpTransport:
             "max_batch_keys": max_batch_keys,
             "max_pipeline": max_pipeline,
             "ssl_context": ssl_context,
+            "request_headers": request_headers,
         }
         self._clients: set[HttpPeerClient] = set()
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Final
 from .._http import (
     SHUTDOWN_TIMEOUT,
     TEXT,
+    Handler,
     HttpLimits,
     HttpServer,
     Request,
@@ -140,6 +141,9 @@ class PeerServer(ServerFront):
         shutdown_timeout: seconds :meth:`aclose` lets in-flight requests finish.
         tls: the current TLS server context, asked at each connection (see
             :class:`shoal.tls.NodeTls`); None serves plain HTTP.
+        trace: wraps the handler (a server span per request, :mod:`shoal.otel`);
+            every request then goes through the handler, none through
+            :meth:`fast_get`. Default None: no wrapping, the fast path on.
     """
 
     def __init__(
@@ -149,6 +153,7 @@ class PeerServer(ServerFront):
         max_batch_keys: int = DEFAULT_MAX_BATCH_KEYS,
         shutdown_timeout: float = SHUTDOWN_TIMEOUT,
         tls: Callable[[], ssl.SSLContext] | None = None,
+        trace: Callable[[Handler], Handler] | None = None,
     ) -> None:
         if max_batch_keys < 1:
             raise ConfigError(f"max_batch_keys must be at least 1, got {max_batch_keys}")
@@ -159,9 +164,9 @@ class PeerServer(ServerFront):
         self._max_body = node.config.max_body_bytes
         self._max_batch_keys = max_batch_keys
         self._server = HttpServer(
-            self.handle,
+            self.handle if trace is None else trace(self.handle),
             HttpLimits.of(node.config),
-            fast_get=self.fast_get,
+            fast_get=self.fast_get if trace is None else None,
             fast_content_type=PROTOBUF_CONTENT_TYPE,
             fast_headers=_OK_HEADERS,
             shutdown_timeout=shutdown_timeout,
