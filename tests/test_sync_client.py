@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -112,6 +113,52 @@ def test_a_forked_child_opens_its_own_connections(two_nodes: tuple[ShoalCluster,
         assert os.read(read, 10) == b"ok"
         os.close(read)
         assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_forked_child_follows_with_a_near_cache_of_its_own(
+    two_nodes: tuple[ShoalCluster, LoadLog],
+) -> None:
+    """A client with a near cache made before fork(): the child starts with an empty,
+    disabled near cache, follows the node with a follower of its own, and hits it."""
+    cluster, _ = two_nodes
+    with SyncClient(cluster.nodes[0].url, near_cache=True) as client:
+        near = client.near_cache
+        assert near is not None
+        for _ in range(500):
+            if near.enabled:
+                break
+            time.sleep(0.01)
+        client.get("data", "nf-1")
+        assert client.get("data", "nf-1") == loaded_value("nf-1")
+        assert (near.hits, len(near)) == (1, 1)
+        parent_follower = client._follower
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            status = 1
+            try:
+                fresh = len(near) == 0 and not near.enabled and client._follower is None
+                before = near.hits
+                client.get("data", "nf-1")  # starts the child's follower
+                ok = fresh and client._follower is not parent_follower
+                for _ in range(500):
+                    if near.enabled:
+                        break
+                    time.sleep(0.01)
+                client.get("data", "nf-1")
+                client.get("data", "nf-1")
+                ok = ok and near.hits > before
+                os.write(write, b"ok" if ok else f"bad {fresh} {near.hits}".encode())
+                status = 0
+            finally:
+                os._exit(status)
+        os.close(write)
+        assert client.get("data", "nf-1") == loaded_value("nf-1")
+        _, status = os.waitpid(pid, 0)
+        assert os.read(read, 100) == b"ok"
+        os.close(read)
+        assert near.enabled  # the parent's follower was left alone
+        assert client._follower is parent_follower
 
 
 def test_seed_urls_are_checked() -> None:

@@ -8,6 +8,7 @@ access, which keeps ``import shoal`` quick for a process that only runs a node.
 
 from typing import TYPE_CHECKING, Any
 
+from ._near_cache import NearCache as NearCache
 from ._version import __version__ as __version__
 from .codec import Codec as Codec
 from .config import DnsConfig as DnsConfig
@@ -77,6 +78,7 @@ __all__ = [
     "Ring",
     "Client",
     "SyncClient",
+    "NearCache",
     # configuration
     "NodeConfig",
     "GroupConfig",

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Generic, Protocol, TypeVar, cast
 
-from .errors import Closed
+from .errors import Closed, ShoalError
 from .value import with_ttl
 
 __all__ = ["blocking_wrapper", "default_key", "get_or_load_blocking", "run_blocking"]
@@ -61,16 +61,36 @@ def default_key(fn: Callable[..., Any], limit: int) -> Callable[..., str]:
     return make_key
 
 
+FORKED_MESSAGE = (
+    "this shoal SyncNode was started before os.fork(): its event-loop thread and "
+    "sockets belong to the parent process. Start the node after the fork, in each "
+    "worker (gunicorn's post_fork hook, an ASGI lifespan), or start one node per host "
+    "and use shoal.SyncClient in the workers"
+)
+"""What a call through a SyncNode started before a fork raises in the child."""
+
+_FORKED_LOOPS: set[asyncio.AbstractEventLoop] = set()
+
+
+def mark_forked(loop: asyncio.AbstractEventLoop) -> None:
+    """In a forked child: ``loop`` runs in the parent only; blocking calls on it refuse."""
+    _FORKED_LOOPS.add(loop)
+
+
 def run_blocking(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, Any, T]) -> T:
     """Run ``coro`` on ``loop`` and block the calling thread for its result.
 
     Raises:
         Closed: the loop is not running.
         RuntimeError: called on the loop's own thread.
+        ShoalError: the loop runs in the parent of this forked process.
     """
     if loop is None or loop.is_closed():
         coro.close()
         raise Closed("the group's event loop is not running; start its node first")
+    if _FORKED_LOOPS and loop in _FORKED_LOOPS:
+        coro.close()
+        raise ShoalError(FORKED_MESSAGE)
     try:
         running = asyncio.get_running_loop()
     except RuntimeError:

@@ -35,10 +35,13 @@ class LocalStores:
         flights: the group's flights, fenced by every change made here.
     """
 
-    __slots__ = ("_flights", "hot", "keeps_negative", "main", "negative", "stale")
+    __slots__ = ("_flights", "hot", "keeps_negative", "listener", "main", "negative", "stale")
 
     def __init__(self, config: GroupConfig, clock: Clock, flights: Iterable[Flight[bytes]]) -> None:
         self._flights = tuple(flights)
+        self.listener: Callable[[str | None], object] | None = None
+        """Told of every change made here: the key, or None for all of them (the
+        node's :class:`~shoal._changes.ChangeLog`, which near caches follow)."""
         main_bytes, hot_bytes = _split(config.capacity_bytes, config.hot_fraction)
         main_entries, hot_entries = _split(config.capacity_entries, config.hot_fraction)
         if config.mode == "replicated":
@@ -102,6 +105,8 @@ class LocalStores:
         if self.stale is not None:
             self.stale.delete(key)
         self.main.set(key, data, expires_at=expires_at)
+        if self.listener is not None:
+            self.listener(key)
 
     def drop(self, keys: Iterable[str]) -> int:
         """Remove keys from every store, fencing loads; count those it had."""
@@ -116,6 +121,10 @@ class LocalStores:
             if self.stale is not None:
                 self.stale.delete(key)
             removed += in_main or in_hot or in_negative or fenced
+            if self.listener is not None:
+                # Even a key this node did not hold: a near cache may hold it
+                # (read from its owner), and this is how this node hears of it.
+                self.listener(key)
         return removed
 
     def clear(self) -> int:
@@ -126,6 +135,8 @@ class LocalStores:
         for store in (self.main, self.hot, self.negative, self.stale):
             if store is not None:
                 store.clear()
+        if self.listener is not None:
+            self.listener(None)
         return removed
 
     def fence_all(self) -> None:

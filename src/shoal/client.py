@@ -71,6 +71,7 @@ from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from ._client_routing import Router, check_seed, fetch_http_view, parse_cluster
+from ._near_cache import Follower, NearCache, NearStore
 from .errors import (
     Closed,
     ConfigError,
@@ -125,6 +126,11 @@ class _HttpNode:
     async def get(self, group: str, key: str) -> bytes:
         return (await self._peer.get(group, key)).value
 
+    async def get_entry(self, group: str, key: str) -> tuple[bytes, float | None]:
+        """The value and its expiry (Unix seconds; None: none)."""
+        fetched = await self._peer.get(group, key)
+        return fetched.value, fetched.expires_at
+
     async def get_many(self, group: str, keys: list[str]) -> dict[str, bytes]:
         found = await self._peer.get_many(group, keys)
         return {key: item.value for key, item in found.items()}
@@ -174,6 +180,9 @@ class Client:
             their certificates and, for mutual TLS, a client certificate. Used for
             ``https://`` seeds and members, and makes ``grpc://`` seeds speak TLS.
             Default None: ``https://`` is verified against the system's CAs.
+        near_cache: keep recent hits in this process (:class:`shoal.NearCache`), kept
+            coherent by the changes the first ``http://``/``unix:`` seed's node pushes
+            (docs/workers.md); ``True`` for the defaults. Default None: none.
 
     Raises:
         ConfigError: no seed, a seed that is not such a URL, a malformed token, a
@@ -189,11 +198,24 @@ class Client:
         channels: int = 1,
         token: str | None = None,
         tls: ClientTls | None = None,
+        near_cache: NearCache | bool | None = None,
     ) -> None:
         seed_list = [seeds] if isinstance(seeds, str) else list(seeds)
         if not seed_list:
             raise ConfigError("a Client needs at least one seed URL")
         self._seeds = [check_seed(url) for url in seed_list]
+        if near_cache is True:
+            near_cache = NearCache()
+        self._near_options: NearCache | None = None
+        self._near: NearStore | None = None
+        if near_cache is not None and near_cache is not False:
+            if not isinstance(near_cache, NearCache):
+                raise ConfigError(f"near_cache is a shoal.NearCache, got {near_cache!r}")
+            if not any(not seed.startswith("grpc://") for seed in self._seeds):
+                raise ConfigError("a near cache follows a node's HTTP API: give an http:// seed")
+            self._near_options = near_cache
+            self._near = NearStore(near_cache)
+        self._follower: Follower | None = None
         for name, value in (("timeout", timeout), ("backoff", backoff), ("channels", channels)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ConfigError(f"{name} must be positive, got {value!r}")
@@ -248,6 +270,24 @@ class Client:
         if self._closed:
             raise Closed("the client is closed")
         await self.refresh()
+        near, options = self._near, self._near_options
+        if near is not None and options is not None and self._follower is None:
+            seed = next(seed for seed in self._seeds if not seed.startswith("grpc://"))
+            self._follower = Follower(
+                seed,
+                near,
+                authorization=self._authorization,
+                ssl_context=self._ssl,
+                wait=options.wait,
+                retry=min(self._backoff, 1.0),
+            )
+            self._follower.start()
+
+    @property
+    def near_cache(self) -> NearStore | None:
+        """The near cache (its ``hits``, ``misses``, ``flushes``, ``enabled`` and
+        ``len()``), or None without one."""
+        return self._near
 
     async def refresh(self) -> None:
         """Ask the cluster for its members and ring again: a live member first (gRPC
@@ -264,6 +304,9 @@ class Client:
         if self._closed:
             return
         self._closed = True
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            await asyncio.to_thread(follower.stop)
         view, self._view = self._view, None
         clients: list[Any] = list(self._seed_clients.values())
         self._seed_clients.clear()
@@ -300,8 +343,18 @@ class Client:
             InvalidKey: an empty key, or one over the group's ``max_key_bytes``.
             PeerUnavailable, PeerTimeout: no node could answer, even after a retry.
         """
-        _, value = await self._on_owner(key, lambda node: node.get(group, key))
-        return value
+        near = self._near
+        if near is None:
+            _, value = await self._on_owner(key, lambda node: node.get(group, key))
+            return value
+        kept = near.get(group, key)
+        if kept is not None:
+            return kept
+        generation = near.generation
+        _, (data, expires_at) = await self._on_owner(key, lambda node: _entry(node, group, key))
+        expiry = None if expires_at is None else time.monotonic() + (expires_at - time.time())
+        near.put(group, key, data, expiry, generation)
+        return data
 
     async def get_many(self, group: str, keys: Iterable[str]) -> dict[str, bytes]:
         """The values of the keys that exist (missing keys are left out), asking each
@@ -356,7 +409,11 @@ class Client:
                 PeerError naming the reason).
             PeerUnavailable, PeerTimeout: the owner (and its stand-in) could not be reached.
         """
-        await self._on_owner(key, lambda node: node.set(group, key, value, ttl))
+        try:
+            await self._on_owner(key, lambda node: node.set(group, key, value, ttl))
+        finally:
+            if self._near is not None:
+                self._near.drop(group, key)  # this client's own write, at once
 
     async def delete(self, group: str, key: str) -> bool:
         """Drop ``key`` from every member's caches, through the key's owner; return
@@ -365,7 +422,11 @@ class Client:
         Raises:
             PeerUnavailable, PeerTimeout: the owner (and its stand-in) could not be reached.
         """
-        _, deleted = await self._on_owner(key, lambda node: node.delete(group, key))
+        try:
+            _, deleted = await self._on_owner(key, lambda node: node.delete(group, key))
+        finally:
+            if self._near is not None:
+                self._near.drop(group, key)
         return deleted
 
     # -- routing and failures ---------------------------------------------------------
@@ -540,3 +601,12 @@ class Client:
         from .transport.http import HttpPeerClient
 
         return _HttpNode(HttpPeerClient(url, base_path=base_path, ssl_context=self._ssl))
+
+
+async def _entry(node: _NodeClient, group: str, key: str) -> tuple[bytes, float | None]:
+    """A value and its expiry (Unix seconds) where the protocol says it (HTTP)."""
+    get_entry = getattr(node, "get_entry", None)
+    if get_entry is not None:
+        entry: tuple[bytes, float | None] = await get_entry(group, key)
+        return entry
+    return await node.get(group, key), None

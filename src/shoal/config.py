@@ -274,6 +274,16 @@ class NodeConfig:
     """Port of the HTTP API. Default None: no API server (embedded use);
     0 picks a free port (see ``Node.api_address``)."""
 
+    api_unix: str | None = None
+    """Path of a Unix socket the HTTP API also listens on (``shoal serve --api-unix``):
+    the same routes and tokens as its TCP port, the cheapest hop for the workers of one
+    host. The socket file is created owner-only (mode 0600: only processes of the
+    node's user may connect) and removed when the node closes; a stale socket file
+    left by a node that died is replaced, any other file at the path is an error.
+    Plain HTTP even on a node with TLS (the file's permissions are its protection).
+    Default None: no Unix socket. Without ``api_port`` the API listens on the socket
+    only."""
+
     host: str = "127.0.0.1"
     """Address the peer server listens on. Default ``127.0.0.1``."""
 
@@ -398,6 +408,10 @@ class NodeConfig:
             or not 0 <= self.api_port <= 65535
         ):
             raise ConfigError(f"api_port must be 0-65535 or None, got {self.api_port!r}")
+        if self.api_unix is not None and (
+            not isinstance(self.api_unix, str) or not self.api_unix.startswith("/")
+        ):
+            raise ConfigError(f"api_unix must be an absolute path, got {self.api_unix!r}")
         if self.port is not None and (
             isinstance(self.port, bool)
             or not isinstance(self.port, int)

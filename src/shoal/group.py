@@ -451,6 +451,13 @@ class Group(Generic[V]):
 
     # a client's requests
 
+    def on_change(self, listener: Callable[[str | None], object] | None) -> None:
+        """Have ``listener(key)`` called on the loop thread whenever this node's copy
+        of a key changes (stored, dropped; ``None``: the whole group was cleared),
+        whoever made the change (see :mod:`shoal._changes`). One listener; None
+        removes it."""
+        self._stores.listener = listener
+
     def serve_cached(self, key: str) -> bytes | None:
         """:meth:`cached_bytes` for a get that arrived over the network (counted as one).
 

@@ -22,12 +22,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
 from types import MappingProxyType, TracebackType
 from typing import TYPE_CHECKING, Any, Self
 
+from ._changes import ChangeLog
 from .codec import Codec
 from .config import GroupConfig, NodeConfig
 from .errors import Closed, ConfigError, GroupNotFound
@@ -163,6 +165,7 @@ class Node:
         self._given_tls = tls
         self._clock = clock
         self._groups: dict[str, Group[Any]] = {}
+        self._changes = ChangeLog()
         self._executor = LoaderPool(self.config.loader_threads, thread_name_prefix="shoal-loader")
         self._loaders: list[Any] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -219,6 +222,7 @@ class Node:
         )
         group.loop = self._loop
         group.peers = self._picker
+        group.on_change(functools.partial(self._changes.publish, config.name))
         self._groups[config.name] = group
         if group.replica is not None:
             if self._node_id is not None:
@@ -260,6 +264,12 @@ class Node:
             return self._groups[name]
         except KeyError:
             raise GroupNotFound(name) from None
+
+    @property
+    def changes(self) -> ChangeLog:
+        """The log of keys changed on this node, that near caches follow
+        (``GET /v1/invalidations``)."""
+        return self._changes
 
     @property
     def groups(self) -> Mapping[str, Group[Any]]:
@@ -467,7 +477,7 @@ class Node:
             self._reloaders.append(("TLS certificates", tls.reload))
         scheme = "https" if tls is not None else "http"
         async with contextlib.AsyncExitStack() as stack:
-            if self.config.api_port is not None:
+            if self.config.api_port is not None or self.config.api_unix is not None:
                 from .api.http import ApiServer
 
                 server = self._api_server = ApiServer(
@@ -477,8 +487,14 @@ class Node:
                     trace=self._api_trace(),
                 )
                 stack.push_async_callback(server.aclose)
-                self._api_address = await server.start(self.config.api_host, self.config.api_port)
-                log.info("HTTP API listening on %s://%s:%d", scheme, *self._api_address)
+                if self.config.api_port is not None:
+                    self._api_address = await server.start(
+                        self.config.api_host, self.config.api_port
+                    )
+                    log.info("HTTP API listening on %s://%s:%d", scheme, *self._api_address)
+                if self.config.api_unix is not None:
+                    await server.start_unix(self.config.api_unix)
+                    log.info("HTTP API listening on unix:%s", self.config.api_unix)
             if (
                 self.config.port is not None
                 or self.config.peers

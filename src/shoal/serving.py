@@ -16,6 +16,7 @@ import asyncio
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
+from ._changes import ChangeLog
 from .config import GroupConfig, NodeConfig
 from .stats import GroupStats
 
@@ -152,6 +153,11 @@ class ServedNode(Protocol):
 
     def get_group(self, name: str) -> ServedGroup:
         """The group called ``name``; raises GroupNotFound."""
+        ...
+
+    @property
+    def changes(self) -> ChangeLog:
+        """The log of changed keys near caches follow."""
         ...
 
     @property

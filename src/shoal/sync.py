@@ -22,15 +22,25 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
 
-from ._cached import blocking_wrapper, default_key, get_or_load_blocking, run_blocking
+from ._cached import (
+    FORKED_MESSAGE,
+    blocking_wrapper,
+    default_key,
+    get_or_load_blocking,
+    mark_forked,
+    run_blocking,
+)
 from .codec import BytesCodec, Codec
 from .config import NodeConfig
+from .errors import ShoalError
 from .group import Group, Loader
 from .node import Node, new_event_loop
 from .stats import GroupStats
@@ -50,7 +60,7 @@ class SyncGroup(Generic[V]):
         group: the group; its event loop must be running in another thread.
     """
 
-    __slots__ = ("_decode", "_group", "get")
+    __slots__ = ("__weakref__", "_decode", "_group", "get")
 
     def __init__(self, group: Group[V]) -> None:
         self._group = group
@@ -74,6 +84,14 @@ class SyncGroup(Generic[V]):
     def name(self) -> str:
         """The group's name."""
         return self._group.name
+
+    def _forked(self) -> None:
+        """In a forked child of a node's process: every call refuses (see SyncNode)."""
+
+        def refuse(key: str) -> V:
+            raise ShoalError(FORKED_MESSAGE)
+
+        self.get = refuse
 
     def _miss(self, key: str) -> V:
         data = self._group.cached_bytes(key)  # the hot cache and negative entries, no hop
@@ -158,6 +176,16 @@ class SyncNode:
 
     Use it as a context manager, or call :meth:`start` and :meth:`close`.
 
+    **Fork.** A node's event loop runs in a thread, and a thread does not survive
+    ``os.fork()``: in the child of a fork (gunicorn ``--preload``, multiprocessing's
+    ``fork``) a node started before it refuses every call, hits included, with a
+    :class:`~shoal.errors.ShoalError` saying to start the node after the fork (it
+    is not rebuilt there: its ports, peers and cached values belong to the parent,
+    which keeps serving with them). Start a node in each worker (gunicorn's
+    ``post_fork`` hook, an ASGI lifespan), or run one node per host and use
+    :class:`~shoal.sync_client.SyncClient` in the workers. A node made but not yet
+    started before the fork starts normally in the child.
+
     Args:
         config: the node's configuration.
     """
@@ -167,6 +195,9 @@ class SyncNode:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stop: asyncio.Event | None = None
+        self._forked = False
+        self._facades: weakref.WeakSet[SyncGroup[Any]] = weakref.WeakSet()
+        _NODES.add(self)
 
     @property
     def node(self) -> Node:
@@ -179,6 +210,8 @@ class SyncNode:
         Raises:
             Exception: whatever the node's start raised (e.g. the API port is taken).
         """
+        if self._forked:
+            raise ShoalError(FORKED_MESSAGE)
         if self._thread is not None:
             raise RuntimeError("the node is already started")
         ready: Future[None] = Future()
@@ -195,7 +228,11 @@ class SyncNode:
         return self
 
     def close(self) -> None:
-        """Close the node and stop its thread (idempotent)."""
+        """Close the node and stop its thread (idempotent). In the child of a fork,
+        only forgets the parent's node (the parent's loop is not touched)."""
+        if self._forked:
+            self._thread = None
+            return
         thread, loop, stop = self._thread, self._loop, self._stop
         if thread is None or loop is None or stop is None:
             return
@@ -224,11 +261,27 @@ class SyncNode:
         **options: Any,
     ) -> SyncGroup[Any]:
         """Create a group (see :meth:`Node.group <shoal.node.Node.group>`) and return its facade."""
-        return SyncGroup(self._node.group(name, loader, codec=codec, **options))
+        if self._forked:
+            raise ShoalError(FORKED_MESSAGE)
+        return self._facade(SyncGroup(self._node.group(name, loader, codec=codec, **options)))
 
     def get_group(self, name: str) -> SyncGroup[Any]:
         """The facade of an existing group (raises GroupNotFound)."""
-        return SyncGroup(self._node.get_group(name))
+        if self._forked:
+            raise ShoalError(FORKED_MESSAGE)
+        return self._facade(SyncGroup(self._node.get_group(name)))
+
+    def _facade(self, facade: SyncGroup[Any]) -> SyncGroup[Any]:
+        self._facades.add(facade)
+        return facade
+
+    def _after_fork_in_child(self) -> None:
+        if self._thread is None or self._loop is None:
+            return  # never started: the child may start it
+        self._forked = True
+        mark_forked(self._loop)
+        for facade in list(self._facades):
+            facade._forked()
 
     def _serve(self, ready: Future[None]) -> None:
         loop = new_event_loop()
@@ -252,3 +305,15 @@ class SyncNode:
             await self._stop.wait()
         finally:
             await self._node.aclose()
+
+
+_NODES: weakref.WeakSet[SyncNode] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for node in list(_NODES):
+        node._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)

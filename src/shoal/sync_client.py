@@ -43,6 +43,7 @@ from types import MappingProxyType, TracebackType
 from typing import Any, Final, Self, TypeVar
 
 from ._client_routing import Router, check_seed, fetch_http_view, parse_cluster
+from ._near_cache import Follower, NearCache, NearStore
 from .client import DEFAULT_BACKOFF, DEFAULT_TIMEOUT
 from .errors import (
     Closed,
@@ -204,17 +205,25 @@ class _SyncHttpNode:
     # -- the peer protocol -----------------------------------------------------------
 
     def get(self, group: str, key: str) -> bytes:
+        return self.get_entry(group, key)[0]
+
+    def get_entry(self, group: str, key: str) -> tuple[bytes, int | None]:
+        """The value and its expiry (Unix nanoseconds; None: none)."""
         target = self._path(group, key)
         answer = self._exchange(b"GET %s HTTP/1.1\r\n%s\r\n" % (target, self._host_header))
         if answer.status != 200:
             raise self._read_error(answer, group, key)
         try:
-            return decode_get_response(answer.body, max_size=DEFAULT_MAX_MESSAGE_BYTES).value
+            response = decode_get_response(answer.body, max_size=DEFAULT_MAX_MESSAGE_BYTES)
         except RemoteProtocolError as exc:
             raise PeerError(f"{self.url}: undecodable answer for {key!r}: {exc}") from exc
+        return response.value, response.expire_ns
 
     def get_many(self, group: str, keys: list[str]) -> dict[str, bytes]:
-        found: dict[str, bytes] = {}
+        return {key: value for key, (value, _) in self.get_many_entries(group, keys).items()}
+
+    def get_many_entries(self, group: str, keys: list[str]) -> dict[str, tuple[bytes, int | None]]:
+        found: dict[str, tuple[bytes, int | None]] = {}
         for start in range(0, len(keys), DEFAULT_MAX_BATCH_KEYS):
             chunk = keys[start : start + DEFAULT_MAX_BATCH_KEYS]
             try:
@@ -229,7 +238,9 @@ class _SyncHttpNode:
                 except RemoteProtocolError as exc:
                     raise PeerError(f"{self.url}: undecodable batch answer: {exc}") from exc
                 asked = set(chunk)
-                found.update((item.key, item.value) for item in items if item.key in asked)
+                found.update(
+                    (item.key, (item.value, item.expire_ns)) for item in items if item.key in asked
+                )
             elif answer.status == 200:
                 raise PeerError(f"{self.url}: batch answer of type {answer.content_type!r}")
             else:
@@ -379,6 +390,13 @@ class _View:
     nodes: Mapping[str, _SyncHttpNode] = field(default_factory=dict)
 
 
+def _near_expiry(expire_ns: int | None) -> float | None:
+    """An entry's expiry (Unix nanoseconds) on the near cache's clock (monotonic)."""
+    if expire_ns is None:
+        return None
+    return time.monotonic() + (expire_ns / 1e9 - time.time())
+
+
 _CLIENTS: weakref.WeakSet[SyncClient] = weakref.WeakSet()
 
 
@@ -408,6 +426,9 @@ class SyncClient:
         token: the API token to present for ``/v1/cluster``. Default None.
         tls: TLS towards the nodes (:class:`shoal.tls.ClientTls`), for ``https://``
             seeds and members.
+        near_cache: keep recent hits in this process (:class:`shoal.NearCache`), kept
+            coherent by the changes the first seed's node pushes (docs/workers.md);
+            ``True`` for the defaults. Default None: no near cache.
 
     Raises:
         ConfigError: no seed, a seed that is not such a URL, a malformed token, a value
@@ -422,10 +443,22 @@ class SyncClient:
         backoff: float = DEFAULT_BACKOFF,
         token: str | None = None,
         tls: ClientTls | None = None,
+        near_cache: NearCache | bool | None = None,
     ) -> None:
         seed_list = [seeds] if isinstance(seeds, str) else list(seeds)
         if not seed_list:
             raise ConfigError("a SyncClient needs at least one seed URL")
+        if near_cache is True:
+            near_cache = NearCache()
+        if near_cache is not None and near_cache is not False:
+            if not isinstance(near_cache, NearCache):
+                raise ConfigError(f"near_cache is a shoal.NearCache, got {near_cache!r}")
+            self._near_options: NearCache | None = near_cache
+            self._near: NearStore | None = NearStore(near_cache)
+        else:
+            self._near_options = None
+            self._near = None
+        self._follower: Follower | None = None
         self._seeds = [check_seed(url, grpc=False) for url in seed_list]
         for name, value in (("timeout", timeout), ("backoff", backoff)):
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
@@ -477,7 +510,30 @@ class SyncClient:
         if self._closed:
             raise Closed("the client is closed")
         self.refresh()
+        self._follow()
         return self
+
+    @property
+    def near_cache(self) -> NearStore | None:
+        """The near cache (its ``hits``, ``misses``, ``flushes``, ``enabled`` and
+        ``len()``), or None without one."""
+        return self._near
+
+    def _follow(self) -> None:
+        """Start following the first seed's changes (again, in a forked child)."""
+        near, options = self._near, self._near_options
+        if near is None or options is None or self._follower is not None or self._closed:
+            return
+        follower = Follower(
+            self._seeds[0],
+            near,
+            authorization=self._authorization,
+            ssl_context=self._ssl,
+            wait=options.wait,
+            retry=min(self._backoff, 1.0),
+        )
+        self._follower = follower
+        follower.start()
 
     def refresh(self) -> None:
         """Ask the seeds for the cluster's members and ring again.
@@ -493,6 +549,9 @@ class SyncClient:
         if self._closed:
             return
         self._closed = True
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.stop()
         view, self._view = self._view, None
         if view is not None:
             for node in view.nodes.values():
@@ -526,6 +585,9 @@ class SyncClient:
             InvalidKey: a key that cannot be sent (or refused by the node).
             PeerUnavailable, PeerTimeout: no node could answer, even after a retry.
         """
+        near = self._near
+        if near is not None:
+            return self._near_get(near, group, key)
         view = self._view
         if view is not None:
             url = self._router.route(view.ring, key)
@@ -534,6 +596,17 @@ class SyncClient:
             except _NODE_FAILURES as exc:
                 return self._on_owner(key, lambda node: node.get(group, key), first_error=exc)
         return self._on_owner(key, lambda node: node.get(group, key))
+
+    def _near_get(self, near: NearStore, group: str, key: str) -> bytes:
+        value = near.get(group, key)
+        if value is not None:
+            return value
+        if self._follower is None:
+            self._follow()  # a forked child follows on its own
+        generation = near.generation
+        value, expire_ns = self._on_owner(key, lambda node: node.get_entry(group, key))
+        near.put(group, key, value, _near_expiry(expire_ns), generation)
+        return value
 
     def get_many(self, group: str, keys: Iterable[str]) -> dict[str, bytes]:
         """The values of the keys that exist (missing keys are left out), asking each
@@ -546,13 +619,26 @@ class SyncClient:
         if not wanted:
             return {}
         found: dict[str, bytes] = {}
+        near = self._near
+        generation = 0
         pending = wanted
+        if near is not None:
+            generation = near.generation
+            for key in wanted:
+                value = near.get(group, key)
+                if value is not None:
+                    found[key] = value
+            pending = [key for key in wanted if key not in found]
         for last in (False, True):  # one round, and one more for the keys of failed nodes
             view = self._current() if not last else self._after_failure()
             failed: list[str] = []
             for url, batch in self._router.batches(view.ring, pending).items():
                 try:
-                    found.update(view.nodes[url].get_many(group, batch))
+                    entries = view.nodes[url].get_many_entries(group, batch)
+                    for key, (value, expire_ns) in entries.items():
+                        found[key] = value
+                        if near is not None:
+                            near.put(group, key, value, _near_expiry(expire_ns), generation)
                 except _NODE_FAILURES:
                     self._router.failed(url)
                     if last:
@@ -575,7 +661,11 @@ class SyncClient:
         """
         if not isinstance(value, bytes | bytearray | memoryview):
             raise TypeError(f"a SyncClient stores bytes, got {type(value).__name__}")
-        self._on_owner(key, lambda node: node.set(group, key, bytes(value), ttl))
+        try:
+            self._on_owner(key, lambda node: node.set(group, key, bytes(value), ttl))
+        finally:
+            if self._near is not None:
+                self._near.drop(group, key)  # this client's own write, at once
 
     def delete(self, group: str, key: str) -> bool:
         """Drop ``key`` from every member's caches, through the key's owner; return
@@ -585,7 +675,11 @@ class SyncClient:
             GroupNotFound: no such group.
             PeerUnavailable, PeerTimeout: the owner (and its stand-in) could not be reached.
         """
-        return self._on_owner(key, lambda node: node.delete(group, key))
+        try:
+            return self._on_owner(key, lambda node: node.delete(group, key))
+        finally:
+            if self._near is not None:
+                self._near.drop(group, key)
 
     # -- routing and failures ---------------------------------------------------------
 
@@ -680,6 +774,11 @@ class SyncClient:
         first request opens its own connections."""
         self._refresh_lock = threading.Lock()
         self._router.clear()
+        follower, self._follower = self._follower, None
+        if follower is not None:
+            follower.forget()
+        if self._near is not None:
+            self._near.forked()
         view = self._view
         if view is not None:
             for node in view.nodes.values():

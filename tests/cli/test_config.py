@@ -82,10 +82,11 @@ def test_parse_duration_zero_when_allowed() -> None:
 def test_every_config_field_can_be_set() -> None:
     """The CLI knows how to read every GroupConfig and NodeConfig field."""
     group = {f.name for f in dataclasses.fields(GroupConfig)} - {"name"}
-    # [api] host/port/tokens_file and the [tls] table have sections of their own.
+    # [api] host/port/unix/tokens_file and the [tls] table have sections of their own.
     node = {f.name for f in dataclasses.fields(NodeConfig)} - {
         "api_host",
         "api_port",
+        "api_unix",
         "api_tokens",
         "tls",
     }

@@ -78,8 +78,8 @@ def test_every_node_field_has_a_flag() -> None:
     flagged = {key for key, *_ in (*plan_module._CLUSTER_OPTIONS, *plan_module._SERVER_OPTIONS)}
     security = {"tls", "api_tokens", "insecure"}  # tested below
     telemetry = {"otel", "otel_keys"}  # tested below
-    others = {"api_host", "api_port", "etcd", "gossip", "dns"}
-    assert flagged | others | security | telemetry == fields
+    api = {"api_host", "api_port", "api_unix"}  # api_unix: test_api_unix_flag_variable_and_file
+    assert flagged | api | {"etcd", "gossip", "dns"} | security | telemetry == fields
     assert {field for _, _, field, _, _ in NODE_FLAGS} == {
         key for key, *_ in plan_module._SERVER_OPTIONS
     }
@@ -199,6 +199,21 @@ def test_bad_membership_option_is_a_config_error(argv: list[str]) -> None:
     """A membership option that cannot apply, or a malformed one, is a ConfigError."""
     with pytest.raises(ConfigError):
         plan("--group", "a", *argv)
+
+
+def test_api_unix_flag_variable_and_file(tmp_path: Path) -> None:
+    """--api-unix, SHOAL_API_UNIX and [api] unix set NodeConfig.api_unix; flags win; a
+    node with only the Unix socket needs no --port."""
+    assert plan("--group", "a", "--api-unix", "/run/a.sock").node.api_unix == "/run/a.sock"
+    env = {"SHOAL_API_UNIX": "/run/e.sock"}
+    assert plan("--group", "a", env=env).node.api_unix == "/run/e.sock"
+    config = tmp_path / "shoal.toml"
+    config.write_text('[api]\nunix = "/run/f.sock"\n[groups.a]\n')
+    assert plan("--config", str(config)).node.api_unix == "/run/f.sock"
+    assert plan("--config", str(config), env=env).node.api_unix == "/run/e.sock"
+    only = plan("--group", "a", "--no-api", "--api-unix", "/run/a.sock").node
+    assert (only.api_port, only.api_unix) == (None, "/run/a.sock")
+    assert plan("--group", "a").node.api_unix is None
 
 
 def test_no_api(tmp_path: Path) -> None:

@@ -69,8 +69,10 @@ import http
 import inspect
 import logging
 import math
+import os
 import socket
 import ssl
+import stat
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -1151,6 +1153,7 @@ class HttpServer:
         self._shutdown_timeout = shutdown_timeout
         self._backlog = backlog
         self._sockets: list[socket.socket] = []
+        self._unix_paths: list[tuple[str, int]] = []
         self._started = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connecting: set[asyncio.Task[None]] = set()
@@ -1224,6 +1227,31 @@ class HttpServer:
         self._update_date()
         return self._address
 
+    async def start_unix(self, path: str) -> str:
+        """Listen on the Unix socket ``path`` too (or only, if :meth:`start` was not
+        called): created owner-only (mode 0600), removed by :meth:`aclose`. A stale
+        socket file (nobody listening) is replaced.
+
+        Connections on it are plain HTTP, even on a server with TLS.
+
+        Raises:
+            OSError: the path cannot be bound (another server listens there, or a file
+                that is not a socket is in the way).
+            RuntimeError: the server is closing.
+        """
+        if self._closing:
+            raise RuntimeError("the server is closing")
+        sock = _listen_unix(path, self._backlog)
+        if not self._started:
+            self._started = True
+            self._loop = asyncio.get_running_loop()
+            self._deadlines = Deadlines(self.limits.request_timeout, self._loop)
+            self._update_date()
+        self._sockets.append(sock)
+        self._unix_paths.append((path, os.stat(path).st_ino))
+        self.loop.add_reader(sock.fileno(), self._accept, sock)
+        return path
+
     async def aclose(self) -> None:
         """Stop serving.
 
@@ -1240,6 +1268,10 @@ class HttpServer:
             self._stop_accepting()
             for sock in self._sockets:
                 sock.close()
+            for path, inode in self._unix_paths:
+                with contextlib.suppress(OSError):
+                    if os.stat(path).st_ino == inode:  # still ours, not a successor's
+                        os.unlink(path)
             for connecting in list(self._connecting):
                 connecting.cancel()
             for connection in list(self._connections):
@@ -1297,7 +1329,7 @@ class HttpServer:
             task.add_done_callback(self._connecting.discard)
 
     async def _connect(self, conn: socket.socket) -> None:
-        if self._tls is not None:
+        if self._tls is not None and conn.family != socket.AF_UNIX:
             await self._connect_tls(conn, self._tls())
             return
         try:
@@ -1481,6 +1513,40 @@ async def _listen(
     return sockets
 
 
+def _listen_unix(path: str, backlog: int) -> socket.socket:
+    """A listening Unix socket at ``path``, mode 0600 from its creation on.
+
+    Raises:
+        OSError: a server listens at ``path``, or a file that is not a socket is there.
+    """
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            raise OSError(errno.EEXIST, f"{path} exists and is not a socket")
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except ConnectionRefusedError:
+            os.unlink(path)  # stale: left by a server that died
+        else:
+            raise OSError(errno.EADDRINUSE, f"a server already listens on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        # The mode at creation (umask), not after: no moment when others may connect.
+        old_umask = os.umask(0o177)
+        try:
+            sock.bind(path)
+        finally:
+            os.umask(old_umask)
+        sock.listen(backlog)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
 def _name(sock: socket.socket) -> str:
     try:
         host, port = sock.getsockname()[:2]
@@ -1518,6 +1584,15 @@ class ServerFront:
             OSError: the address cannot be bound.
         """
         return await self._server.start(host, port)
+
+    async def start_unix(self, path: str) -> str:
+        """Listen on the Unix socket ``path`` too (mode 0600); see
+        :meth:`HttpServer.start_unix`.
+
+        Raises:
+            OSError: the path cannot be bound.
+        """
+        return await self._server.start_unix(path)
 
     async def aclose(self) -> None:
         """Stop listening, let in-flight requests finish briefly, then drop the rest."""

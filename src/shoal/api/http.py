@@ -67,6 +67,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final
 
+from .._changes import Changes
 from .._http import (
     OCTET_STREAM,
     SHUTDOWN_TIMEOUT,
@@ -115,6 +116,7 @@ _PATH_ROLES: Final = {
     b"/api": "read",
     b"/v1/stats": "read",
     b"/v1/cluster": "read",
+    b"/v1/invalidations": "read",
     b"/metrics": "read",
 }
 _AUTHORIZATION: Final = b"authorization"
@@ -360,6 +362,7 @@ class ApiServer(ServerFront):
             b"/api": self._api,
             b"/v1/stats": self._stats,
             b"/v1/cluster": self._cluster,
+            b"/v1/invalidations": self._invalidations,
             b"/healthz": self._healthz,
             b"/metrics": self._metrics,
         }
@@ -372,6 +375,7 @@ class ApiServer(ServerFront):
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self._node.changes.close()  # the long polls answer now
         await super().aclose()
 
     def handle(self, request: Request) -> Response | Awaitable[Response]:
@@ -564,6 +568,41 @@ class ApiServer(ServerFront):
                 info = routing_view(info)
         return json_response(info)
 
+    def _invalidations(self, request: Request) -> Response | Awaitable[Response]:
+        """``GET /v1/invalidations?since=N&epoch=E&groups=a,b&wait=S``: the keys changed
+        on this node after change ``N`` (a long poll: waits up to ``wait`` seconds,
+        default 20, for one), as ``{"epoch", "seq", "flush", "keys": [[group, key|null]]}``;
+        ``flush`` true: changes were lost (a first call, another epoch, or too far
+        behind), drop every near-cached key. See docs/workers.md."""
+        if request.method not in _READ:
+            return _not_allowed(request, _ALLOW_READ)
+        try:
+            params = parse_query(request.query)
+            since_text = _single(params, "since")
+            epoch = _single(params, "epoch")
+            groups_text = _single(params, "groups")
+            wait_text = _single(params, "wait")
+            since = int(since_text) if since_text is not None else -1
+            wait = float(wait_text) if wait_text is not None else 20.0
+        except UnicodeDecodeError:
+            return _bad_request(ValueError("the query is not valid UTF-8"))
+        except ValueError as exc:
+            return _bad_request(exc)
+        # Below the request timeout, so a quiet poll ends with an answer, not a 503.
+        limit = self._node.config.request_timeout / 2
+        if not (0 <= wait <= 3600) or since < -1:
+            return _bad_request(ValueError("wait is 0-3600 seconds, since a change number"))
+        groups = frozenset(groups_text.split(",")) if groups_text else None
+        changes = self._node.changes
+        if since < 0 or wait == 0 or epoch != changes.epoch or since != changes.seq:
+            return _changes_response(changes.since(since, epoch, groups))
+        return self._wait_changes(since, epoch, groups, min(wait, limit))
+
+    async def _wait_changes(
+        self, since: int, epoch: str | None, groups: frozenset[str] | None, wait: float
+    ) -> Response:
+        return _changes_response(await self._node.changes.wait(since, epoch, groups, wait))
+
     def _healthz(self, request: Request) -> Response:
         if request.method not in _READ:
             return _not_allowed(request, _ALLOW_READ)
@@ -620,3 +659,14 @@ class ApiServer(ServerFront):
         except ShoalError as exc:
             return _shoal_error(exc)
         return json_response({"deleted": deleted})
+
+
+def _changes_response(changes: Changes) -> Response:
+    return json_response(
+        {
+            "epoch": changes.epoch,
+            "seq": changes.seq,
+            "flush": changes.flush,
+            "keys": [list(pair) for pair in changes.keys],
+        }
+    )

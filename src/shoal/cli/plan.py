@@ -301,6 +301,13 @@ def add_serve_arguments(
             help="run without the HTTP API: the node serves its peers (and, with "
             "--transport grpc, the gRPC API) only; needs --port",
         )
+        flags.add(
+            node,
+            "--api-unix",
+            metavar="PATH",
+            help="the HTTP API also listens on this Unix socket (owner-only, mode 0600; "
+            "plain HTTP, same routes and tokens); env SHOAL_API_UNIX",
+        )
 
     peers = parser.add_argument_group("cluster")
     flags.add(
@@ -592,7 +599,7 @@ def build_serve_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Se
 
     # -- the node
     api = _table(document, "api", config_path)
-    unknown = set(api) - {"host", "port", "tokens_file"}
+    unknown = set(api) - {"host", "port", "tokens_file", "unix"}
     if unknown:
         raise ConfigError(f"{config_path}: unknown key(s) in [api]: {sorted(unknown)}")
     host = _first(args.api_host, environ.get("SHOAL_API_HOST"), api.get("host"), DEFAULT_API_HOST)
@@ -632,7 +639,12 @@ def build_serve_plan(args: argparse.Namespace, environ: Mapping[str, str]) -> Se
     api_port = (
         None if getattr(args, "no_api", False) else optional(parse_port)(port, what="api port")
     )
-    if api_port is None and node_options.get("port") is None:
+    unix = given(
+        given(getattr(args, "api_unix", None), environ.get("SHOAL_API_UNIX")), api.get("unix")
+    )
+    if unix is not None:
+        node_options["api_unix"] = parse_str(unix, what="--api-unix")
+    if api_port is None and node_options.get("port") is None and unix is None:
         raise ConfigError("a node without an HTTP API needs --port: it would serve nothing at all")
     node = NodeConfig(api_host=parse_str(host, what="api host"), api_port=api_port, **node_options)
 
