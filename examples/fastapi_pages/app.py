@@ -8,7 +8,8 @@ docs/fastapi.md for the deployment and README.md beside this file to run it.
 
 Settings (environment): ``SHOAL_NODE`` (this host's node, default
 ``http://127.0.0.1:9999``), ``DATABASE_URL`` (default
-``postgresql://postgres@127.0.0.1:5432/test``), ``PAGES_TABLE`` (default ``pages``).
+``postgresql://postgres@127.0.0.1:5432/test``), ``PAGES_TABLE`` (default ``pages``),
+``SHOAL_NEAR_CACHE=1`` (a near cache in each worker).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ TABLE = os.environ.get("PAGES_TABLE", "pages")
 if not re.fullmatch(r"[a-z_][a-z0-9_]*", TABLE):
     raise SystemExit(f"PAGES_TABLE must be a plain table name, not {TABLE!r}")
 
-shoal_lifespan = ShoalLifespan(NODE)
+shoal_lifespan = ShoalLifespan(NODE, near_cache=os.environ.get("SHOAL_NEAR_CACHE") == "1")
 
 
 @asynccontextmanager

@@ -7,7 +7,7 @@ stores the new page in the cache, and the next request on any worker of any
 host reads it. See docs/flask.md and README.md beside this file.
 
 Settings (environment): ``SHOAL_NODE`` (this host's node, default
-``http://127.0.0.1:9999``).
+``http://127.0.0.1:9999``), ``SHOAL_NEAR_CACHE=1`` (a near cache in each worker).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from shoal.contrib.flask import Shoal
 
 app = Flask(__name__)
 app.config["SHOAL_SEEDS"] = os.environ.get("SHOAL_NODE", "http://127.0.0.1:9999")
+app.config["SHOAL_NEAR_CACHE"] = os.environ.get("SHOAL_NEAR_CACHE") == "1"
 cache = Shoal(app)
 
 

@@ -23,7 +23,9 @@ when the process exits (or by :meth:`Shoal.close`).
 
 Settings (``app.config``): ``SHOAL_SEEDS`` (a URL or a list; default
 ``http://127.0.0.1:9999``), ``SHOAL_TIMEOUT`` (seconds, default 5),
-``SHOAL_TOKEN`` (an API token, default none). Nothing here imports Flask.
+``SHOAL_TOKEN`` (an API token, default none), ``SHOAL_NEAR_CACHE`` (``True`` or a
+:class:`shoal.NearCache`: keep recent hits in each worker, dropped when the node
+says the key changed; default none). Nothing here imports Flask.
 """
 
 from __future__ import annotations
@@ -72,6 +74,8 @@ class Shoal:
             options["timeout"] = app.config["SHOAL_TIMEOUT"]
         if app.config.get("SHOAL_TOKEN") is not None:
             options["token"] = app.config["SHOAL_TOKEN"]
+        if app.config.get("SHOAL_NEAR_CACHE"):
+            options["near_cache"] = app.config["SHOAL_NEAR_CACHE"]
         self._options = {**options, **self._options}
         SyncClient(self._seeds, **self._options).close()  # check the settings at once
         app.extensions["shoal"] = self
