@@ -92,7 +92,7 @@ fuzz: dev
 
 ## make bench: every benchmark, short runs (see bench/README.md for full runs)
 bench: dev
-	for b in local_hits stampede memory server http_protocol ring_balance cluster grpc_transport membership policies writes; do $(BIN)/python bench/$$b.py --quick || exit 1; done
+	for b in local_hits sync_node stampede memory server http_protocol ring_balance cluster grpc_transport membership policies writes; do $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis site src/shoal/_speedups*.so
