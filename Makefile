@@ -52,8 +52,8 @@ dev:
 	@scripts/venv.sh dev
 
 lint: dev
-	$(BIN)/ruff check src tests bench hatch_build.py
-	$(BIN)/ruff format --check src tests bench hatch_build.py
+	$(BIN)/ruff check src tests bench examples hatch_build.py
+	$(BIN)/ruff format --check src tests bench examples hatch_build.py
 	$(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/pytest -q -p no:cacheprovider tests/test_architecture.py tests/test_http_layers.py tests/test_serving.py
 
@@ -62,6 +62,7 @@ lint: dev
 typecheck: dev
 	$(BIN)/mypy src bench
 	MYPYPATH=tests $(BIN)/mypy --explicit-package-bases tests
+	for app in examples/*/app.py; do $(BIN)/mypy "$$app" || exit 1; done
 
 pytest: dev
 	$(BIN)/pytest -q
@@ -91,7 +92,7 @@ fuzz: dev
 
 ## make bench: every benchmark, short runs (see bench/README.md for full runs)
 bench: dev
-	for b in local_hits stampede memory server http_protocol ring_balance cluster grpc_transport membership policies writes; do $(BIN)/python bench/$$b.py --quick || exit 1; done
+	for b in local_hits sync_node stampede memory server http_protocol ring_balance cluster grpc_transport membership policies writes; do $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis site src/shoal/_speedups*.so

@@ -14,10 +14,11 @@ fi
 spec="."
 [ -n "$extras" ] && spec=".[$extras]"
 stamp=".venv/.installed-${extras:-runtime}"
-# Reinstall only when the project metadata or the C extension (built by the install)
-# changed since the last install.
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ hatch_build.py -nt "$stamp" ] ||
-    [ src/shoal/_speedups.c -nt "$stamp" ]; then
-    .venv/bin/python -m pip install -q -e "$spec"
+# Reinstall only when the project metadata, the pinned versions or the C extension
+# (built by the install) changed since the last install. pyproject.toml gives ranges;
+# constraints.txt the exact versions installed here and in CI.
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt "$stamp" ] ||
+    [ hatch_build.py -nt "$stamp" ] || [ src/shoal/_speedups.c -nt "$stamp" ]; then
+    .venv/bin/python -m pip install -q -c constraints.txt -e "$spec"
     touch "$stamp"
 fi

@@ -216,3 +216,64 @@ def test_close_is_idempotent() -> None:
     node = SyncNode().start()
     node.close()
     node.close()
+
+
+def test_many_threads_each_get_their_own_answer_through_the_hop() -> None:
+    """Misses and writes from 8 threads at once: each waiter is woken by its own call,
+    with its own result or error (the hop to the loop thread and back)."""
+
+    async def load(key: str) -> bytes:
+        await asyncio.sleep(0.001)  # the call suspends on the loop: a real task
+        if key.startswith("absent"):
+            raise NotFound(key)
+        return key.encode()
+
+    def work(i: int) -> None:
+        assert group.get(f"k{i}") == f"k{i}".encode()
+        group.set(f"w{i}", b"%d" % i)
+        assert group.get(f"w{i}") == b"%d" % i
+        with pytest.raises(NotFound):
+            group.get(f"absent{i}")
+        assert group.delete(f"w{i}") is True
+
+    with SyncNode() as node:
+        group = node.group("hop", load)
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(work, range(200)))
+
+
+def test_a_waiter_interrupted_cancels_its_call_on_the_loop() -> None:
+    """KeyboardInterrupt while a thread waits: the call on the loop is cancelled."""
+    from shoal._cached import _Hop
+
+    started, cancelled = threading.Event(), threading.Event()
+
+    async def forever() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    with SyncNode() as node:
+        loop = node.node.loop
+        assert loop is not None
+        hop: _Hop[None] = _Hop(loop, forever())
+        loop.call_soon_threadsafe(hop.start)
+        assert started.wait(5)
+
+        real = hop._done
+
+        class Interrupted:
+            """The waiter's lock, as Ctrl-C finds it: acquire raises (once)."""
+
+            def acquire(self) -> bool:
+                hop._done = real
+                raise KeyboardInterrupt
+
+        hop._done = Interrupted()  # type: ignore[assignment]
+        with pytest.raises(KeyboardInterrupt):
+            hop.wait()
+        assert cancelled.wait(5)
+        assert real.acquire(timeout=5)  # the task finished and released the waiter

@@ -1,12 +1,15 @@
 """shoal: a distributed, concurrent, read-through key-value cache for asyncio.
 
 The public API is exactly ``__all__``. Optional dependencies (database
-drivers, msgpack, grpcio) are imported only when used.
+drivers, msgpack, grpcio) are imported only when used, and so are the clients
+(:class:`Client`, :class:`SyncClient`: their HTTP and gRPC machinery), on first
+access, which keeps ``import shoal`` quick for a process that only runs a node.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from ._near_cache import NearCache as NearCache
 from ._version import __version__ as __version__
-from .client import Client as Client
 from .codec import Codec as Codec
 from .config import DnsConfig as DnsConfig
 from .config import EtcdConfig as EtcdConfig
@@ -42,8 +45,27 @@ from .ring import Ring as Ring
 from .stats import GroupStats as GroupStats
 from .stats import StoreStats as StoreStats
 from .store import Store as Store
-from .sync_client import SyncClient as SyncClient
 from .value import Value as Value
+
+if TYPE_CHECKING:
+    from .client import Client as Client
+    from .sync_client import SyncClient as SyncClient
+
+_LAZY = {"Client": "client", "SyncClient": "sync_client"}
+"""Public names imported on first access: name -> submodule."""
+
+
+def __getattr__(name: str) -> Any:
+    """Import a lazily loaded public name (``shoal.Client``, ``shoal.SyncClient``)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'shoal' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "__version__",

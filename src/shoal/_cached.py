@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import threading
 from collections.abc import Callable, Coroutine
-from concurrent.futures import Future
-from typing import Any, Protocol, TypeVar, cast
+from typing import Any, Generic, Protocol, TypeVar, cast
 
 from .errors import Closed, ShoalError
 from .value import with_ttl
@@ -100,12 +100,63 @@ def run_blocking(loop: asyncio.AbstractEventLoop | None, coro: Coroutine[Any, An
         raise RuntimeError(
             "a blocking shoal call was made on the event loop's own thread; use the async API"
         )
-    future: Future[T] = asyncio.run_coroutine_threadsafe(coro, loop)
-    try:
-        return future.result()
-    except BaseException:
-        future.cancel()  # e.g. KeyboardInterrupt in the waiting thread
-        raise
+    hop: _Hop[T] = _Hop(loop, coro)
+    loop.call_soon_threadsafe(hop.start)
+    return hop.wait()
+
+
+class _Hop(Generic[T]):
+    """One coroutine run on the loop for a waiting thread: a task, and a plain lock the
+    thread blocks on until the task is done.
+
+    Lighter than ``run_coroutine_threadsafe``: no ``concurrent.futures.Future`` (a
+    condition variable and its own lock) chained to the task by two more callbacks.
+    """
+
+    __slots__ = ("_coro", "_done", "_loop", "_task")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) -> None:
+        self._loop = loop
+        self._coro: Coroutine[Any, Any, T] | None = coro
+        self._task: asyncio.Task[T] | None = None
+        self._done = threading.Lock()
+        self._done.acquire()
+
+    def start(self) -> None:
+        """On the loop: start the task (unless the waiter gave up first)."""
+        coro, self._coro = self._coro, None
+        if coro is None:
+            return
+        try:
+            task = self._loop.create_task(coro)
+        except BaseException:
+            coro.close()
+            self._done.release()
+            raise
+        self._task = task
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[T]) -> None:
+        self._done.release()
+
+    def wait(self) -> T:
+        """In the calling thread: block until the task is done; its result or error."""
+        try:
+            self._done.acquire()
+        except BaseException:  # e.g. KeyboardInterrupt in the waiting thread
+            self._loop.call_soon_threadsafe(self._cancel)
+            raise
+        task = self._task
+        if task is None:
+            raise Closed("the group's event loop could not start the call")
+        return task.result()
+
+    def _cancel(self) -> None:
+        coro, self._coro = self._coro, None
+        if coro is not None:
+            coro.close()
+        elif self._task is not None:
+            self._task.cancel()
 
 
 def get_or_load_blocking(

@@ -127,6 +127,11 @@ class Group(Generic[V]):
         self._decode: Callable[[bytes], V] | None = (
             None if isinstance(self._codec, BytesCodec) else self._codec.decode
         )
+        # A loader that produces encoded bytes (the SQL loaders) is told the group's
+        # codec, so that it hands back values the codec can encode.
+        bind_codec = getattr(loader, "bind_codec", None)
+        if callable(bind_codec):
+            bind_codec(self._codec)
         self._executor = executor
         if isinstance(executor, LoaderPool) and loader is not None and not is_async(loader):
             executor.register(self.name)

@@ -244,8 +244,8 @@ def test_config_file_from_the_environment(tmp_path: Path) -> None:
         (("--config", "{tmp}/c.toml"), {"c.toml": "[cache]\n"}, "unknown section"),
         (("--config", "{tmp}/c.toml"), {"c.toml": "[node]\nthreads = 2\n"}, "unknown key"),
         (
-            ("--config", "{tmp}/c.toml"),
-            {"c.toml": '[groups.x]\nloader = "sql:sqlite:///x.db"\nquery = ":key"\ncodec = "json"'},
+            ("--slowdb", "--codec", "scores=json"),
+            {},
             "codec must be 'bytes'",
         ),
         (("--slowdb", "--group", "scores=json:loads"), {}, "already has the loader"),

@@ -562,13 +562,16 @@ class ProcessGroup:
 
 
 @contextlib.contextmanager
-def process_group(args: Sequence[str], *, cwd: Path | None = None) -> Iterator[ProcessGroup]:
+def process_group(
+    args: Sequence[str], *, cwd: Path | None = None, env: Mapping[str, str] | None = None
+) -> Iterator[ProcessGroup]:
     """Run ``args`` in a new session until the block ends; then SIGKILL the whole group.
 
     For commands that start processes of their own (``shoal cluster``, ``shoal
     demo``, ``make``): the children share the group, so nothing outlives the test.
     Their temporary files go to a directory of the test's (``TMPDIR``), removed at
     the end, so a process killed before it could clean up leaves nothing behind.
+    ``env`` adds variables to the command's (clean) environment.
     """
     workdir = Path(tempfile.mkdtemp(prefix="shoal-group-"))
     try:
@@ -579,7 +582,7 @@ def process_group(args: Sequence[str], *, cwd: Path | None = None) -> Iterator[P
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
-                env=clean_env(TMPDIR=str(workdir)),
+                env=clean_env(TMPDIR=str(workdir), **(env or {})),
                 cwd=cwd,
                 start_new_session=True,
             )

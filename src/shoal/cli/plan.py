@@ -782,7 +782,6 @@ def _group_plan(name: str, draft: _GroupDraft) -> GroupPlan:
         loader = parse_str(loader, what=f"group {name!r} loader").strip()
     if query is not None:
         query = parse_str(query, what=f"group {name!r} query")
-    is_sql = draft.slowdb or (loader is not None and loader.startswith("sql:"))
     if query is not None and not (loader is not None and loader.startswith("sql:")):
         raise ConfigError(f"group {name!r}: a query needs a sql: loader")
     settings = {
@@ -790,11 +789,11 @@ def _group_plan(name: str, draft: _GroupDraft) -> GroupPlan:
         for key, value in options.items()
     }
     config = GroupConfig(name=name, **settings)
-    if is_sql and config.codec != "bytes":
-        # A SQL loader returns bytes; another codec would have to re-encode them.
+    if draft.slowdb and config.codec != "bytes":
+        # The demo database returns bytes. (A sql: loader decodes with the group's codec.)
         raise ConfigError(
-            f"group {name!r}: SQL loaders return bytes, so the codec must be 'bytes', "
-            f"not {config.codec!r}"
+            f"group {name!r}: the --slowdb loader returns bytes, so the codec must be "
+            f"'bytes', not {config.codec!r}"
         )
     return GroupPlan(config=config, loader=loader, query=query, slowdb=draft.slowdb)
 

@@ -129,7 +129,8 @@ class SlowDB:
         log.info("[SlowDB] search key %s", printable(key))
         if self.delay:
             await asyncio.sleep(self.delay)
-        return await self._sql(key)
+        value: bytes = await self._sql(key)  # never bound to a codec: the cell's bytes
+        return value
 
     async def aclose(self) -> None:
         """Close the database (and remove the temporary directory if SlowDB made it)."""

@@ -26,6 +26,7 @@ from .._printable import printable
 from ..errors import NotFound, PeerError
 
 if TYPE_CHECKING:
+    from ..codec import Codec
     from ..node import Node
     from ..transport import FetchDone, Fetched, PeerClient, Transport
 
@@ -225,6 +226,12 @@ class _Traced:
         if callable(close):
             await close()
 
+    def bind_codec(self, codec: Codec[Any]) -> None:
+        """Tell the wrapped loader its group's codec, if it wants it (the SQL loaders)."""
+        bind = getattr(self._inner, "bind_codec", None)
+        if callable(bind):
+            bind(codec)
+
 
 class _AsyncTraced(_Traced):
     """An async loader that logs each load, then awaits the wrapped loader."""
@@ -247,7 +254,8 @@ def traced_loader(loader: Callable[[str], Any], node: Node) -> Callable[[str], A
 
     The wrapper is async exactly when ``loader`` is, so the group still runs a
     sync loader in its thread pool, and it forwards ``aclose`` so the node
-    still closes the loader on shutdown.
+    still closes the loader on shutdown (and ``bind_codec``, so that a SQL loader
+    still decodes with its group's codec).
     """
     if _is_async(loader):
         return _AsyncTraced(loader, node)

@@ -12,6 +12,12 @@ same for every database:
 * The first column of the first row is the value: bytes-like values as they
   are, text as UTF-8, anything else (numbers, dates) as ``str(value)`` in
   UTF-8. No row, or SQL NULL, raises :class:`~shoal.errors.NotFound`.
+* Those bytes are the value as the group's codec encodes it: a group given a
+  SQL loader tells it its codec (:meth:`SqlLoader.bind_codec`), and the loader
+  decodes the cell with it, so a ``str`` group gets ``str``, a ``json`` group
+  the parsed document (a JSON or text column holding JSON), a ``bytes`` group
+  the bytes. A cell the codec cannot decode is a
+  :class:`~shoal.errors.LoadError` naming the key and the codec.
 * Anything the driver raises (SQL errors, refused connections, timeouts while
   connecting) becomes :class:`~shoal.errors.LoadError` chained to the
   original. Messages name the database by a DSN with the password masked.
@@ -33,10 +39,12 @@ import sqlite3
 import threading
 import urllib.parse
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, ClassVar, Final, Generic, Literal, TypeVar
 
+from ..codec import BytesCodec, Codec
 from ..errors import Closed, ConfigError, LoadError, MissingExtra, NotFound
 
 __all__ = [
@@ -276,7 +284,8 @@ class SqlLoaderStats:
 class SqlLoader(ABC, Generic[P]):
     """A loader that answers a key with one SQL query.
 
-    Call it like any loader: ``await loader(key) -> bytes``. Build one with
+    Call it like any loader: ``await loader(key)``, the cell as bytes, or decoded
+    by the codec of the group it belongs to (:meth:`bind_codec`). Build one with
     :func:`sql_loader` (or :func:`~shoal.loaders.load_spec` with a ``sql:``
     spec) rather than directly. A loader belongs to the event loop of its
     first load (its connections do); it is not meant to be shared by loops.
@@ -301,6 +310,9 @@ class SqlLoader(ABC, Generic[P]):
         self._display = mask_password(dsn)
         self._query, self._placeholders = translate_query(query, self.dialect)
         self._pool_size = pool_size
+        # The group's codec decodes the cell's bytes (None: a bytes group, as they are).
+        self._decode: Callable[[bytes], Any] | None = None
+        self._codec_name = "bytes"
         self._pool: P | None = None
         # One opener at a time: concurrent first loads must share one pool.
         self._open_lock = asyncio.Lock()
@@ -317,6 +329,18 @@ class SqlLoader(ABC, Generic[P]):
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self._display}>"
 
+    def bind_codec(self, codec: Codec[Any]) -> None:
+        """Return the values of a group using ``codec``: the cell decoded by it.
+
+        A :class:`~shoal.group.Group` calls this with its codec when it is given
+        the loader; until then (and for a ``bytes`` group) loads return bytes.
+        """
+        if isinstance(codec, BytesCodec):
+            self._decode, self._codec_name = None, "bytes"
+        else:
+            self._decode = codec.decode
+            self._codec_name = type(codec).__name__.removesuffix("Codec").lower() or "custom"
+
     def statistics(self) -> SqlLoaderStats:
         """A snapshot of this loader's counters."""
         return SqlLoaderStats(
@@ -326,12 +350,13 @@ class SqlLoader(ABC, Generic[P]):
             closed=self._closed,
         )
 
-    async def __call__(self, key: str) -> bytes:
-        """Load ``key``: run the query and return the first cell as bytes.
+    async def __call__(self, key: str) -> Any:
+        """Load ``key``: run the query and return the first cell (see :meth:`bind_codec`).
 
         Raises:
             NotFound: no row, or a NULL cell.
-            LoadError: the driver failed (chained to the driver's exception).
+            LoadError: the driver failed (chained to the driver's exception), or
+                the group's codec cannot decode the cell.
             Closed: the loader was closed.
         """
         pool = self._pool
@@ -346,7 +371,18 @@ class SqlLoader(ABC, Generic[P]):
             # group they all mean "the database could not answer".
             self._errors += 1
             raise LoadError(f"{self._display}: {type(exc).__name__}: {exc}") from exc
-        return to_bytes(value, key)
+        decode = self._decode
+        if decode is None:
+            return to_bytes(value, key)
+        if type(value) is str and self._codec_name == "str":
+            return value
+        try:
+            return decode(to_bytes(value, key))
+        except (ValueError, TypeError) as exc:  # UnicodeDecodeError, JSONDecodeError too
+            raise LoadError(
+                f"{self._display}: the value of {key!r} is not valid {self._codec_name} "
+                f"for the group's codec: {exc}"
+            ) from exc
 
     async def aclose(self) -> None:
         """Close the connections. Loads after this raise :class:`~shoal.errors.Closed`.
