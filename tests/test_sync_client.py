@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers.processes import LoadLog, ShoalCluster, loaded_value, shoal_cluster
-from shoal import Closed, ConfigError, GroupNotFound, NotFound, SyncClient
+from shoal import BadRequest, Closed, ConfigError, GroupNotFound, NotFound, SyncClient
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,49 @@ def test_writes_and_errors_match_the_async_client(two_nodes: tuple[ShoalCluster,
         assert client.get_many("data", []) == {}
     with pytest.raises(Closed):
         client.get("data", "k")
+
+
+def test_atomic_operations_at_the_owner(two_nodes: tuple[ShoalCluster, LoadLog]) -> None:
+    """add/incr/decr/touch/ttl/get_or_set/set_many/delete_many, as the async client
+    answers them; 8 threads x 50 increments through one client lose none."""
+    cluster, _ = two_nodes
+    with SyncClient(cluster.nodes[0].url) as client, SyncClient(cluster.nodes[1].url) as other:
+        assert client.add("data", "a-1", b"10", ttl=60) is True
+        assert other.add("data", "a-1", b"99") is False
+        assert other.incr("data", "a-1", 5) == 15
+        assert client.decr("data", "a-1", 3) == 12
+        ttl = client.ttl("data", "a-1")
+        assert ttl is not None and 50 < ttl <= 60  # incr kept the TTL
+        assert client.touch("data", "a-1", None) is True
+        assert other.ttl("data", "a-1") is None
+        assert client.touch("data", "a-missing", 5) is False
+        with pytest.raises(NotFound):
+            client.incr("data", "a-missing")
+        with pytest.raises(NotFound):
+            client.ttl("data", "a-missing")
+        client.set("data", "a-text", b"not a number")
+        with pytest.raises(BadRequest):
+            client.incr("data", "a-text")
+        with pytest.raises(GroupNotFound):
+            client.add("nope", "k", b"v")
+        assert client.get_or_set("data", "missing-gos", b"first") == b"first"  # the loader: NotFound
+        assert other.get_or_set("data", "missing-gos", b"second") == b"first"
+        values = {f"a-many-{i}": str(i).encode() for i in range(40)}
+        client.set_many("data", values, ttl=60)
+        assert other.get_many("data", list(values)) == values
+        assert other.delete_many("data", [*values, "a-never"]) == 40
+        client.add("data", "a-count", b"0")
+
+        def bump() -> None:
+            for _ in range(50):
+                client.incr("data", "a-count")
+
+        threads = [threading.Thread(target=bump) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert other.get("data", "a-count") == b"400"
 
 
 def test_threads_share_one_client(two_nodes: tuple[ShoalCluster, LoadLog]) -> None:

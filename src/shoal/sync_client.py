@@ -30,6 +30,7 @@ Only ``http`` clusters (the default transport): against a cluster started with
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import socket
 import ssl
@@ -42,10 +43,12 @@ from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 from typing import Any, Final, Self, TypeVar
 
+from ._atomic import check_delta, raise_for
 from ._client_routing import Router, check_seed, fetch_http_view, parse_cluster
 from ._near_cache import Follower, NearCache, NearStore
 from .client import DEFAULT_BACKOFF, DEFAULT_TIMEOUT
 from .errors import (
+    BadRequest,
     Closed,
     ConfigError,
     Forbidden,
@@ -68,7 +71,9 @@ from .wire import (
     LocalProtocolError,
     RemoteProtocolError,
     build_peer_path,
+    build_remove_keys_path,
     decode_get_response,
+    encode_remove_keys,
     encode_set_request,
     no_such_group_message,
     to_expire_ns,
@@ -77,8 +82,22 @@ from .wire.batch import (
     DEFAULT_MAX_BATCH_KEYS,
     GET_MANY_CONTENT_TYPE,
     build_get_many_path,
+    build_group_path,
     decode_get_many_response,
     encode_get_many_request,
+)
+from .wire.ops import (
+    OP_ADD,
+    OP_INCR,
+    OP_SEGMENT,
+    OP_SET,
+    OP_TOUCH,
+    OP_TTL,
+    OpItem,
+    OpRequestBody,
+    OpResultBody,
+    decode_op_response,
+    encode_op_request,
 )
 
 __all__ = ["SyncClient"]
@@ -262,13 +281,44 @@ class _SyncHttpNode:
         request = b"DELETE %s HTTP/1.1\r\n%s%s\r\n" % (target, self._host_header, _WRITE_HEADER)
         answer = self._exchange(request)
         self._check_written(answer, group, f"delete {key!r}")
-        body = answer.body
-        if not body.startswith(b'{"removed": '):
-            return False
+        return _removed(answer.body) > 0
+
+    def remove_keys(self, group: str, keys: list[str]) -> int:
+        """Drop ``keys`` from the whole cluster through this member (``_remove-keys/``,
+        at most 1,000 per request); how many it had."""
+        removed = 0
+        for start in range(0, len(keys), DEFAULT_MAX_BATCH_KEYS):
+            chunk = keys[start : start + DEFAULT_MAX_BATCH_KEYS]
+            try:
+                target = build_remove_keys_path(self._base, group).encode("ascii")
+                body = encode_remove_keys(group, chunk)
+            except LocalProtocolError as exc:
+                raise InvalidKey(str(exc)) from exc
+            request = self._with_body(b"POST", target, body, b"application/json", write=True)
+            answer = self._exchange(request)
+            self._check_written(answer, group, f"remove {len(chunk)} keys")
+            removed += _removed(answer.body)
+        return removed
+
+    def op(self, group: str, request: bytes) -> bytes:
+        """One atomic operation or write batch (``POST {base}{group}/_op/``), run
+        through the member's whole write path; its serialized ``OpResponse``."""
         try:
-            return int(body[12:].rstrip(b"}")) > 0
-        except ValueError:
-            return False
+            target = build_group_path(self._base, group, OP_SEGMENT).encode("ascii")
+        except LocalProtocolError as exc:
+            raise InvalidKey(str(exc)) from exc
+        answer = self._exchange(
+            self._with_body(b"POST", target, request, b"application/x-protobuf", write=True)
+        )
+        if answer.status == 200:
+            return answer.body
+        if answer.status == PEER_NOT_FOUND and answer.body.startswith(_NO_SUCH_GROUP):
+            raise GroupNotFound(f"{self.url}: no such group: {group!r}")
+        if answer.status == 400:
+            raise BadRequest(_excerpt(answer.body))
+        if answer.status == PEER_NODE_UNAVAILABLE:
+            raise PeerUnavailable(f"{self.url}: operation answered {answer.status}")
+        raise PeerError(f"{self.url}: operation answered {answer.status}: {_excerpt(answer.body)}")
 
     # -- answers -----------------------------------------------------------------------
 
@@ -388,6 +438,22 @@ class _View:
     ring: Ring
     base_path: str
     nodes: Mapping[str, _SyncHttpNode] = field(default_factory=dict)
+
+
+def _as_bytes(value: object) -> bytes:
+    if not isinstance(value, bytes | bytearray | memoryview):
+        raise TypeError(f"a SyncClient stores bytes, got {type(value).__name__}")
+    return bytes(value)
+
+
+def _removed(body: bytes) -> int:
+    """The count of a ``{"removed": n}`` answer (0 for any other)."""
+    if not body.startswith(b'{"removed": '):
+        return 0
+    try:
+        return int(body[12:].rstrip(b"}"))
+    except ValueError:
+        return 0
 
 
 def _near_expiry(expire_ns: int | None) -> float | None:
@@ -680,6 +746,120 @@ class SyncClient:
         finally:
             if self._near is not None:
                 self._near.drop(group, key)
+
+    # -- atomic operations at the key's owner ------------------------------------------
+
+    def add(self, group: str, key: str, value: bytes, ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` is absent; whether it stored (see
+        :meth:`Client.add <shoal.client.Client.add>`)."""
+        return self._op(group, key, OP_ADD, OpItem(key, _as_bytes(value), ttl=ttl)).done
+
+    def incr(self, group: str, key: str, delta: int = 1) -> int:
+        """Add ``delta`` to the integer ``key`` holds, at its owner; the new value.
+
+        Raises:
+            NotFound: the key is absent. BadRequest: not an integer, or out of range.
+        """
+        return self._op(group, key, OP_INCR, OpItem(key), check_delta(delta)).number
+
+    def decr(self, group: str, key: str, delta: int = 1) -> int:
+        """Subtract ``delta`` from the integer ``key`` holds (see :meth:`incr`)."""
+        return self.incr(group, key, -check_delta(delta))
+
+    def touch(self, group: str, key: str, ttl: float | None = None) -> bool:
+        """A new TTL for ``key`` (None: never expires); whether the key was there."""
+        return self._op(group, key, OP_TOUCH, OpItem(key, ttl=ttl)).done
+
+    def ttl(self, group: str, key: str) -> float | None:
+        """Seconds ``key`` has left, None if it never expires.
+
+        Raises:
+            NotFound: the key is absent.
+        """
+        result = self._op(group, key, OP_TTL, OpItem(key), drop=False)
+        return result.seconds if result.done else None
+
+    def get_or_set(self, group: str, key: str, default: bytes, ttl: float | None = None) -> bytes:
+        """The value of ``key``, or else ``default`` added; what is stored after."""
+        try:
+            return self.get(group, key)
+        except NotFound:
+            pass
+        if self.add(group, key, default, ttl):
+            return default
+        try:
+            return self.get(group, key)
+        except NotFound:
+            return default
+
+    def set_many(self, group: str, mapping: Mapping[str, bytes], ttl: float | None = None) -> None:
+        """Store every value of ``mapping``, one request per owner (per 1,000 keys)."""
+        values = {key: _as_bytes(value) for key, value in mapping.items()}
+        if not values:
+            return
+        view = self._current()
+        try:
+            for url, keys in self._router.batches(view.ring, list(values)).items():
+                for start in range(0, len(keys), DEFAULT_MAX_BATCH_KEYS):
+                    chunk = keys[start : start + DEFAULT_MAX_BATCH_KEYS]
+                    items = tuple(OpItem(k, values[k], ttl=ttl) for k in chunk)
+                    request = encode_op_request(OpRequestBody(group, OP_SET, items))
+                    raw = self._on_member(
+                        view, url, functools.partial(_SyncHttpNode.op, group=group, request=request)
+                    )
+                    for result in decode_op_response(raw):
+                        raise_for(chunk[0], result, url)
+        finally:
+            if self._near is not None:
+                for key in values:
+                    self._near.drop(group, key)
+
+    def delete_many(self, group: str, keys: Iterable[str]) -> int:
+        """Drop the keys everywhere, one request per owner; how many there were."""
+        wanted = list(dict.fromkeys(keys))
+        if not wanted:
+            return 0
+        view = self._current()
+        removed = 0
+        try:
+            for url, batch in self._router.batches(view.ring, wanted).items():
+                remove = functools.partial(_SyncHttpNode.remove_keys, group=group, keys=batch)
+                removed += self._on_member(view, url, remove)
+        finally:
+            if self._near is not None:
+                for key in wanted:
+                    self._near.drop(group, key)
+        return removed
+
+    def _op(
+        self, group: str, key: str, kind: int, item: OpItem, delta: int = 0, *, drop: bool = True
+    ) -> OpResultBody:
+        request = encode_op_request(OpRequestBody(group, kind, (item,), delta))
+        answered: list[str] = []
+
+        def call(node: _SyncHttpNode) -> bytes:
+            answered[:] = [node.url]
+            return node.op(group, request)
+
+        try:
+            raw = self._on_owner(key, call)
+        finally:
+            if drop and self._near is not None:
+                self._near.drop(group, key)  # this client's own write, at once
+        results = decode_op_response(raw)
+        url = answered[0] if answered else "?"
+        if len(results) != 1:
+            raise PeerError(f"{url}: {len(results)} answers to one operation")
+        return raise_for(key, results[0], url)
+
+    def _on_member(self, view: _View, url: str, call: Callable[[_SyncHttpNode], T]) -> T:
+        """``call`` on member ``url`` (a batch of the keys it owns); a failed member is
+        marked down for the next routing."""
+        try:
+            return call(view.nodes[url])
+        except _NODE_FAILURES:
+            self._router.failed(url)
+            raise
 
     # -- routing and failures ---------------------------------------------------------
 

@@ -20,8 +20,8 @@ them. An ``int`` is stored as its decimal text (``b"41"``) so that
 The sync methods (``get``, ``set``, ...) use a :class:`shoal.SyncClient` (blocking
 sockets in the calling thread, fork-safe); the async methods (``aget``, ``aset``,
 ...) run on the caller's own event loop with a :class:`shoal.Client` of that
-loop: no ``sync_to_async`` thread hop. The atomic operations the blocking client
-does not have take the async client on a loop thread of the process. Every
+loop: no ``sync_to_async`` thread hop. Both run the atomic operations (``add``,
+``incr``, ``touch``, ``set_many``, ...) at the key's owner. Every
 backend of a process with the same ``LOCATION`` and ``OPTIONS`` shares these
 clients (and their near cache); each write drops its keys from every one of them.
 
@@ -44,12 +44,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-import os
 import pickle
 import threading
 import urllib.request
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final, ParamSpec, TypeVar
 
 from django.core.cache.backends.base import DEFAULT_TIMEOUT, BaseCache, memcache_key_warnings
@@ -164,32 +163,6 @@ class _KeyMemo:
         self.keys: dict[tuple[str, int], str] = {}
 
 
-class _LoopThread:
-    """An event loop in a daemon thread, for the operations ``SyncClient`` lacks."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()
-        self.loop = asyncio.new_event_loop()
-        thread = threading.Thread(target=self.loop.run_forever, name="shoal-django", daemon=True)
-        thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, R]) -> R:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
-
-
-_LOOP_LOCK = threading.Lock()
-_LOOP: _LoopThread | None = None
-
-
-def _loop_thread() -> _LoopThread:
-    """This process's loop thread; the child of a fork builds its own."""
-    global _LOOP
-    with _LOOP_LOCK:
-        if _LOOP is None or _LOOP.pid != os.getpid():
-            _LOOP = _LoopThread()
-        return _LOOP
-
-
 class _Shared:
     """The clients of one process for one LOCATION and OPTIONS, shared by every
     ShoalCache built with them (Django builds one per thread and alias), so that
@@ -200,8 +173,6 @@ class _Shared:
         self._options = options
         self._lock = threading.Lock()
         self._sync: SyncClient | None = None
-        self._bridge: Client | None = None
-        self._bridge_pid = 0
         self._async: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Client] = (
             weakref.WeakKeyDictionary()
         )
@@ -214,15 +185,6 @@ class _Shared:
                     self._sync = SyncClient(self._seeds, **self._options).start()
                 client = self._sync
         return client
-
-    async def bridge_client(self) -> Client:
-        """An async client without a near cache, on the process's loop thread."""
-        if self._bridge is None or self._bridge_pid != os.getpid():
-            options = {k: v for k, v in self._options.items() if k != "near_cache"}
-            client = Client(self._seeds, **options)
-            await client.start()
-            self._bridge, self._bridge_pid = client, os.getpid()
-        return self._bridge
 
     async def async_client(self) -> Client:
         """The async client of the running loop."""
@@ -290,16 +252,6 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
     def _client(self) -> SyncClient:
         """The blocking client of the process for this LOCATION and OPTIONS."""
         return self._shared.sync_client()
-
-    def _bridge(self, call: Callable[[Client], Awaitable[R]]) -> R:
-        """Run ``call`` with an async client on the process's loop thread: the
-        operations the blocking client does not have (yet) take this way."""
-        shared = self._shared
-
-        async def go() -> R:
-            return await call(await shared.bridge_client())
-
-        return _loop_thread().run(go())
 
     def _dropped(self, keys: Iterable[str] | None) -> None:
         """Drop ``keys`` (None: the whole group) from every near cache of the process's
@@ -472,11 +424,7 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
     ) -> bool:
         """Store ``value`` only if ``key`` is absent (atomic at its owner); whether it did."""
         made, data, ttl = self._key(key, version), dumps(value), self._ttl(timeout)
-        client: Any = self._client()
-        if not hasattr(client, "add"):
-            stored = self._bridge(lambda c: self._add(c, made, data, ttl))
-            self._dropped([made])
-            return stored
+        client = self._client()
         try:
             if ttl is not None and ttl <= 0:
                 # Stored and expired at once: it counts as added when the key was absent.
@@ -491,11 +439,7 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
     def touch(self, key: str, timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> bool:
         """Give ``key`` a new timeout without rewriting it; False if absent."""
         made, ttl = self._key(key, version), self._ttl(timeout)
-        client: Any = self._client()
-        if not hasattr(client, "touch"):
-            touched = self._bridge(lambda c: self._touch(c, made, ttl))
-            self._dropped([made])
-            return touched
+        client = self._client()
         try:
             if ttl is not None and ttl <= 0:
                 return bool(client.delete(self._group, made))
@@ -519,14 +463,8 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
     def incr(self, key: str, delta: int = 1, version: int | None = None) -> int:
         """Add ``delta`` to the integer under ``key`` atomically at its owner; the result."""
         made = self._key(key, version)
-        client: Any = self._client()
-        if not hasattr(client, "incr"):
-            try:
-                return self._bridge(lambda c: self._incr(c, made, delta, key))
-            finally:
-                self._dropped([made])
         try:
-            return int(client.incr(self._group, made, delta))
+            return int(self._client().incr(self._group, made, delta))
         except NotFound:
             raise ValueError(f"Key '{key}' not found") from None
         except BadRequest as exc:
@@ -554,11 +492,7 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         encoded = {self._key(key, version): dumps(value) for key, value in data.items()}
         if not encoded:
             return []
-        client: Any = self._client()
-        if not hasattr(client, "set_many"):
-            failed = self._bridge(lambda c: self._set_many(c, encoded, ttl))
-            self._dropped(encoded)
-            return failed
+        client = self._client()
         try:
             if ttl is not None and ttl <= 0:
                 client.delete_many(self._group, list(encoded))
@@ -573,15 +507,10 @@ class ShoalCache(BaseCache):  # type: ignore[misc]  # Django ships no type infor
         made = [self._key(key, version) for key in keys]
         if not made:
             return
-        client: Any = self._client()
-        if not hasattr(client, "delete_many"):
-            self._bridge(lambda c: self._delete_many(c, made))
+        try:
+            self._client().delete_many(self._group, made)
+        finally:
             self._dropped(made)
-        else:
-            try:
-                client.delete_many(self._group, made)
-            finally:
-                self._dropped(made)
 
     def clear(self) -> None:
         """Remove every key of the group, on every node."""
