@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -72,6 +72,27 @@ def median(values: Sequence[float]) -> float:
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def time_rounds(
+    candidates: Mapping[str, Callable[[str], object]], order: Sequence[str], rounds: int
+) -> dict[str, list[float]]:
+    """Microseconds per call of each candidate over ``order``, one sample per round,
+    the candidates taking turns within each round, the garbage collector off."""
+    import gc
+
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    gc.disable()
+    try:
+        for _ in range(rounds):
+            for name, call in candidates.items():
+                start = time.perf_counter()
+                for key in order:
+                    call(key)
+                times[name].append((time.perf_counter() - start) / len(order) * 1e6)
+    finally:
+        gc.enable()
+    return times
 
 
 def process_cpu_seconds(pid: int) -> tuple[float, float]:

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import sys
 import tempfile
 import time
@@ -34,7 +33,15 @@ from pathlib import Path
 from typing import Any
 
 import shoal
-from _common import BenchError, child_process, environment, markdown_table, median, run
+from _common import (
+    BenchError,
+    child_process,
+    environment,
+    markdown_table,
+    median,
+    run,
+    time_rounds,
+)
 from server import GROUP, value_of
 
 KEYS = 1000
@@ -112,21 +119,12 @@ def main() -> int:
             "SyncClient.get, near cache": near_get,
             "redis-py get (TCP)": redis_get,
         }
-        times: dict[str, list[float]] = {name: [] for name in candidates}
-        ratios: dict[str, list[float]] = {name: [] for name in candidates}
         order = [keys[i % KEYS] for i in range(args.gets)]
-        gc.disable()
-        try:
-            for _ in range(args.rounds):
-                for name, get in candidates.items():
-                    start = time.perf_counter()
-                    for key in order:
-                        get(key)
-                    times[name].append((time.perf_counter() - start) / len(order) * 1e6)
-                for name in candidates:
-                    ratios[name].append(times[name][-1] / times["redis-py get (TCP)"][-1])
-        finally:
-            gc.enable()
+        times = time_rounds(candidates, order, args.rounds)
+        ratios = {
+            name: [t / b for t, b in zip(times[name], times["redis-py get (TCP)"], strict=True)]
+            for name in candidates
+        }
         for key in keys[:50]:
             if shoal_get(key) != value_of(key) or redis_get(key) != value_of(key):
                 raise BenchError(f"wrong value for {key}")

@@ -23,19 +23,25 @@ Run: ``python bench/django_cache.py [--rounds N] [--gets N]``.
 from __future__ import annotations
 
 import argparse
-import gc
 import inspect
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import shoal
-from _common import BenchError, child_process, environment, markdown_table, median, run
+from _common import (
+    BenchError,
+    child_process,
+    environment,
+    markdown_table,
+    median,
+    run,
+    time_rounds,
+)
 
 KEYS = 1000
 REDIS = "django-redis get (TCP)"
@@ -131,21 +137,12 @@ def main() -> int:
                     if cache.get(key) != _value(key):
                         raise BenchError(f"{name}: wrong value for {key}")
                 gets[name] = cache.get
-            times: dict[str, list[float]] = {name: [] for name in gets}
-            ratios: dict[str, list[float]] = {name: [] for name in gets}
             order = [keys[i % KEYS] for i in range(args.gets)]
-            gc.disable()
-            try:
-                for _ in range(args.rounds):
-                    for name, get in gets.items():
-                        start = time.perf_counter()
-                        for key in order:
-                            get(key)
-                        times[name].append((time.perf_counter() - start) / len(order) * 1e6)
-                    for name in gets:
-                        ratios[name].append(times[REDIS][-1] / times[name][-1])
-            finally:
-                gc.enable()
+            times = time_rounds(gets, order, args.rounds)
+            ratios = {
+                name: [b / t for t, b in zip(times[name], times[REDIS], strict=True)]
+                for name in gets
+            }
             for name, get in gets.items():
                 for key in keys[:50]:
                     if get(key) != _value(key):
