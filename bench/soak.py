@@ -1,9 +1,9 @@
 """Soak: a 3-node cluster under mixed load for minutes; does memory stay flat?
 
 Three ``shoal serve`` processes on 127.0.0.1 form a gossip cluster (``local``
-timers) with one group, ``soak``, capped at ``--capacity`` (512 KiB, so that the misses fill it within the
-warm-up and then churn it) and loaded
-by :func:`load_key`. Clients (``--clients``, paced to ``--rate`` requests per
+timers) with one group, ``soak``, capped at ``--capacity`` (512 KiB: the
+misses fill it within the warm-up, then churn it) and loaded by
+:func:`load_key`. Clients (``--clients``, paced to ``--rate`` requests per
 second in all) spread over the three HTTP APIs this mix:
 
 * 60% **hits**: ``GET`` one of 500 hot keys (loaded once, then cached);
@@ -262,6 +262,8 @@ class Soak:
         self.fresh = itertools.count()
         self.started = time.monotonic()
         self.done = asyncio.Event()
+        self.drained = asyncio.Event()
+        """Set when no request to the node being restarted is in flight any more."""
 
     def minute(self) -> float:
         return (time.monotonic() - self.started) / 60
@@ -316,6 +318,8 @@ class Soak:
             self.fail(kind, f"{method} {key} at node {node.index}: {exc!r}")
         finally:
             self.inflight[node.index] -= 1
+            if node not in self.targets and not self.inflight[node.index]:
+                self.drained.set()
 
     def fail(self, kind: str, what: str) -> None:
         self.report.failures[kind] += 1
@@ -337,7 +341,7 @@ class Soak:
 
     def sample(self) -> None:
         minute = self.minute()
-        for node in self.nodes:
+        for node in sorted(self.targets, key=lambda n: n.index):  # not one restarting
             proc = node.proc
             if proc is None or proc.poll() is not None:
                 continue
@@ -361,9 +365,10 @@ class Soak:
                 await asyncio.wait_for(self.done.wait(), max(0.0, wait))
             if self.done.is_set():
                 return
+            self.drained.clear()
             self.targets.remove(node)  # clients stop asking it, then it stops
-            while self.inflight[node.index]:
-                await asyncio.sleep(0.01)
+            if self.inflight[node.index]:
+                await self.drained.wait()
             await asyncio.to_thread(stop, node)
             start(node, self.nodes, self.args.capacity)
             await self.converge(session)
@@ -400,9 +405,9 @@ class Soak:
 def render(report: Report, warmup: float) -> str:
     from _common import environment, markdown_table
 
-    kinds = [
-        (kind, report.requests[kind], report.failures[kind]) for kind in KINDS
-    ] + [("all", sum(report.requests.values()), sum(report.failures.values()))]
+    kinds = [(kind, report.requests[kind], report.failures[kind]) for kind in KINDS] + [
+        ("all", sum(report.requests.values()), sum(report.failures.values()))
+    ]
     rows = []
     for i in range(NODES):
         s = report.node_summary(i, warmup)
@@ -471,9 +476,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
-    with tempfile.TemporaryDirectory(prefix="shoal-soak-") as tmp, cluster(
-        Path(tmp), args.capacity
-    ) as nodes:
+    with (
+        tempfile.TemporaryDirectory(prefix="shoal-soak-") as tmp,
+        cluster(Path(tmp), args.capacity) as nodes,
+    ):
         try:
             report = asyncio.run(Soak(nodes, args).run())
         except RuntimeError as exc:
