@@ -308,6 +308,10 @@ class Swim:
         self._counters = _Counters()
         self._pending = 0
         """Members not confirmed (see :data:`MAX_PENDING`)."""
+        self._unwell: dict[str, None] = {}
+        """Members suspect, dead or left, in the order they became so: the timers look
+        at them only, so that the work after each datagram does not grow with the
+        size of the cluster."""
         self.version = 0
         """Raised whenever the set of live members or what one publishes changes."""
 
@@ -371,7 +375,9 @@ class Swim:
         if self._seeds and self._alone():
             times.append(at.join)
         dead = False
-        for e in self._members.values():
+        members = self._members
+        for name in self._unwell:
+            e = members[name]
             if e.status is Status.SUSPECT:
                 times.append(e.since + self.config.suspicion_timeout)
             elif e.status in (Status.DEAD, Status.LEFT):
@@ -490,6 +496,7 @@ class Swim:
             return
         me = self._members[self.name]
         me.status, me.since = Status.LEFT, now
+        self._unwell[me.name] = None
         update = Update("left", self.name, me.incarnation)
         for entry in self._live_others():
             self._send(entry.address, Gossip(self.name, (update,)))
@@ -567,7 +574,8 @@ class Swim:
 
     def _expire(self, now: float) -> None:
         c = self.config
-        for name, entry in list(self._members.items()):
+        for name in list(self._unwell):
+            entry = self._members[name]
             if entry.status is Status.SUSPECT and now >= entry.since + c.suspicion_timeout:
                 self._counters.deaths += 1
                 self._apply(now, Update("dead", name, entry.incarnation, origin=self.name))
@@ -577,6 +585,7 @@ class Swim:
                 # Never heard from directly: nothing to reconnect to; forgotten once
                 # the news of its death had time to spread.
                 del self._members[name]
+                self._unwell.pop(name, None)
                 self._broadcasts.pop(name, None)
                 if not entry.confirmed:
                     self._pending -= 1
@@ -639,6 +648,8 @@ class Swim:
         self._members[update.name] = _Entry(
             update.name, update.address, update.meta, update.incarnation, status, now, False
         )
+        if status is not Status.ALIVE:
+            self._unwell[update.name] = None
         self._order.insert(self._rng.randint(0, len(self._order)), update.name)
         self.version += 1
         if status is Status.ALIVE:
@@ -670,6 +681,10 @@ class Swim:
             entry.address, entry.meta = update.address, update.meta
         if entry.status is not status:
             entry.status, entry.since = status, now
+            if status is Status.ALIVE:
+                self._unwell.pop(entry.name, None)
+            else:
+                self._unwell[entry.name] = None
         if was_live != (status in _LIVE) or old != (entry.address, entry.meta):
             self.version += 1
             if not was_live:  # back from the dead: probe it again
@@ -709,7 +724,8 @@ class Swim:
     # -- sending ---------------------------------------------------------------
 
     def _retransmit_limit(self) -> int:
-        live = sum(1 for e in self._members.values() if e.status in _LIVE)
+        members = self._members
+        live = len(members) - sum(1 for n in self._unwell if members[n].status not in _LIVE)
         return self.config.retransmit_mult * max(1, math.ceil(math.log10(live + 1)))
 
     def _send(self, address: Address, message: Message) -> None:
