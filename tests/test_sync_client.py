@@ -70,7 +70,8 @@ def test_atomic_operations_at_the_owner(two_nodes: tuple[ShoalCluster, LoadLog])
         assert other.incr("data", "a-1", 5) == 15
         assert client.decr("data", "a-1", 3) == 12
         ttl = client.ttl("data", "a-1")
-        assert ttl is not None and 50 < ttl <= 60  # incr kept the TTL
+        assert ttl is not None
+        assert 50 < ttl <= 60  # incr kept the TTL
         assert client.touch("data", "a-1", None) is True
         assert other.ttl("data", "a-1") is None
         assert client.touch("data", "a-missing", 5) is False
@@ -83,7 +84,8 @@ def test_atomic_operations_at_the_owner(two_nodes: tuple[ShoalCluster, LoadLog])
             client.incr("data", "a-text")
         with pytest.raises(GroupNotFound):
             client.add("nope", "k", b"v")
-        assert client.get_or_set("data", "missing-gos", b"first") == b"first"  # the loader: NotFound
+        # "missing-..." keys: the loader answers NotFound.
+        assert client.get_or_set("data", "missing-gos", b"first") == b"first"
         assert other.get_or_set("data", "missing-gos", b"second") == b"first"
         values = {f"a-many-{i}": str(i).encode() for i in range(40)}
         client.set_many("data", values, ttl=60)

@@ -240,9 +240,9 @@ def converges(cluster: ShoalCluster, within: float = 20.0) -> None:
     deadline = time.monotonic() + within
     while True:
         now = replication(cluster)
-        if all(r["sync_rounds_in_sync"] >= s + 2 for r, s in zip(now, start, strict=True)):
-            if now[0]["entries"] == now[1]["entries"]:
-                return
+        rounds = all(r["sync_rounds_in_sync"] >= s + 2 for r, s in zip(now, start, strict=True))
+        if rounds and now[0]["entries"] == now[1]["entries"]:
+            return
         assert time.monotonic() < deadline, f"no convergence: {now}\n{cluster.stderr()[-4000:]}"
         time.sleep(0.1)
 
