@@ -29,7 +29,19 @@ from shoal.config import GossipConfig
 from shoal.ring import Ring
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Locator
+    from playwright.sync_api._generated import LocatorAssertions
+
+
+def _expect(locator: Locator) -> LocatorAssertions:
+    """Playwright's ``expect`` with a 30 s timeout. Its checks run in Playwright's own
+    world: a ``wait_for_function`` string would be evaluated in the page, where the
+    dashboard's Content-Security-Policy forbids ``eval``."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)
+    return expect(locator)
+
 
 DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "img"
 """Where ``SHOAL_DOCS_SCREENSHOT=1`` puts the screenshots of the docs (dashboard.png,
@@ -145,9 +157,7 @@ def test_the_page_follows_a_three_node_cluster(tmp_path: Path, watched: Watched)
         group = page.locator('#groups tr[data-group="data"]')
         group.wait_for()
         # The five gets of this node (two of them hits), and its loads.
-        page.wait_for_function(
-            "document.querySelector('#groups [data-stat=gets]').textContent === '5'"
-        )
+        _expect(page.locator("#groups [data-stat=gets]").first).to_have_text("5")
         stats = json.loads(_get(nodes[0].port, "/v1/stats")[2])["groups"]["data"]
         assert group.locator("[data-stat=hit-ratio]").inner_text() == (
             f"{100 * stats['hits'] / stats['gets']:.1f} %"
@@ -181,7 +191,7 @@ def test_the_page_follows_a_three_node_cluster(tmp_path: Path, watched: Watched)
             f'#members tr[data-url="{victim.peer_url}"][data-state="gone"]',
             timeout=(DETECTION + 3) * 1000,
         )
-        page.wait_for_function("document.querySelectorAll('#arcs circle.arc').length === 2")
+        _expect(page.locator("#arcs circle.arc")).to_have_count(2)
         assert page.locator('#members tr[data-state="up"]').count() == 2
         # The key looked up last is asked again at each poll: its owner on the new ring.
         wait_for(lambda: len(cluster_view(nodes[0])["members"]) == 2, "the new ring", 5.0)
@@ -210,9 +220,7 @@ def test_with_tokens_the_page_asks_for_an_admin_token(tmp_path: Path, watched: W
         assert watched.errors == []  # no request was refused: it asked first
         page.fill("#token", "not-a-token")
         page.click("#token-form button")
-        page.wait_for_function(
-            "document.getElementById('token-message').textContent.includes('refused')"
-        )
+        _expect(page.locator("#token-message")).to_contain_text("refused")
         assert page.locator("#dashboard").is_hidden()
         watched.errors.clear()  # the browser logs the 401 of the wrong token
         page.fill("#token", ADMIN)
@@ -228,9 +236,7 @@ def test_with_tokens_the_page_asks_for_an_admin_token(tmp_path: Path, watched: W
         assert page.evaluate("sessionStorage.getItem('shoal.token')") is None
         page.fill("#token", READ)
         page.click("#token-form button")
-        page.wait_for_function(
-            "document.getElementById('membership').textContent.includes('admin token only')"
-        )
+        _expect(page.locator("#membership")).to_contain_text("admin token only")
         page.wait_for_selector(f'#members tr[data-url="http://127.0.0.1:{peer}"][data-state="up"]')
         assert page.inner_text("#members tr[data-url] .source") == "\u2013"  # an en dash: not known
         assert page.locator("#arcs circle.arc").count() == 1

@@ -50,7 +50,7 @@ def test_a_short_soak_restarts_a_node_samples_every_node_and_loses_no_read(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "soak.json"
-    args = ["--minutes", "0.3", "--sample", "3", "--restart-every", "7", "--json", str(out)]
+    args = ["--minutes", "0.3", "--sample", "1", "--restart-every", "7", "--json", str(out)]
     done = subprocess.run(
         [sys.executable, str(BENCH / "soak.py"), *args],
         capture_output=True,
