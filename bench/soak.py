@@ -196,14 +196,14 @@ def serve_command(node: Node, seeds: Sequence[Node], capacity: str) -> list[str]
     ]  # fmt: skip
 
 
-def start(node: Node, nodes: Sequence[Node], capacity: str) -> None:
+def start(node: Node, nodes: Sequence[Node], capacity: str, drain: float) -> None:
     """Start a new process for ``node`` (its log is appended to)."""
     here = str(Path(__file__).resolve().parent)
     env = {k: v for k, v in os.environ.items() if not k.startswith("SHOAL_")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [here, env.get("PYTHONPATH")]))
     with node.log.open("ab") as out:
         node.proc = subprocess.Popen(
-            serve_command(node, nodes, capacity),
+            [*serve_command(node, nodes, capacity), "--drain", str(drain)],
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=out,
@@ -226,7 +226,7 @@ def stop(node: Node, timeout: float = 15.0) -> None:
 
 
 @contextlib.contextmanager
-def cluster(workdir: Path, capacity: str) -> Iterator[list[Node]]:
+def cluster(workdir: Path, capacity: str, drain: float) -> Iterator[list[Node]]:
     """Three nodes, started together; every process is stopped when the block ends."""
     from shoal.cli.common import pick_free_ports
 
@@ -237,7 +237,7 @@ def cluster(workdir: Path, capacity: str) -> Iterator[list[Node]]:
     ]
     try:
         for node in nodes:
-            start(node, nodes, capacity)
+            start(node, nodes, capacity, drain)
         yield nodes
     finally:
         for node in nodes:
@@ -370,7 +370,7 @@ class Soak:
             if self.inflight[node.index]:
                 await self.drained.wait()
             await asyncio.to_thread(stop, node)
-            start(node, self.nodes, self.args.capacity)
+            start(node, self.nodes, self.args.capacity, self.args.drain)
             await self.converge(session)
             self.targets.append(node)
             self.report.restarts += 1
@@ -467,6 +467,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=300.0, help="requests per second in all (300)")
     p.add_argument("--clients", type=int, default=6, help="concurrent clients (6)")
     p.add_argument("--capacity", default="512KiB", help="the group's cache cap (512KiB)")
+    p.add_argument(
+        "--drain", type=float, default=5.0, help="the nodes' --drain, seconds (5, the default)"
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures here")
     args = p.parse_args(argv)
     if args.warmup is None:
@@ -478,7 +481,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(argv)
     with (
         tempfile.TemporaryDirectory(prefix="shoal-soak-") as tmp,
-        cluster(Path(tmp), args.capacity) as nodes,
+        cluster(Path(tmp), args.capacity, args.drain) as nodes,
     ):
         try:
             report = asyncio.run(Soak(nodes, args).run())

@@ -3,31 +3,20 @@ load, with a restart, sampled; and the slope it reports."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
-from functools import cache
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
+from helpers.bench_modules import BENCH, bench_module
 
 
-@cache
 def soak() -> ModuleType:
-    """bench/soak.py, imported as a module (with bench/ on the path for _common)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("soak", BENCH / "soak.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["soak"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    """bench/soak.py, imported as a module."""
+    return bench_module("soak")
 
 
 def test_slope_is_least_squares_and_a_restarted_node_counts_its_lives_ends() -> None:
@@ -50,7 +39,10 @@ def test_a_short_soak_restarts_a_node_samples_every_node_and_loses_no_read(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "soak.json"
-    args = ["--minutes", "0.3", "--sample", "1", "--restart-every", "7", "--json", str(out)]
+    args = [
+        *("--minutes", "0.3", "--sample", "1", "--restart-every", "7", "--drain", "0.5"),
+        *("--json", str(out)),
+    ]
     done = subprocess.run(
         [sys.executable, str(BENCH / "soak.py"), *args],
         capture_output=True,

@@ -8,31 +8,17 @@ move (about their share), and a run is the same for the same seed.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import math
 import statistics
-import sys
-from functools import cache
-from pathlib import Path
 from types import ModuleType
 
+from helpers.bench_modules import bench_module
 from shoal.config import GossipConfig
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 
-
-@cache
 def simulate_module() -> ModuleType:
-    """bench/simulate.py, imported as a module (with bench/ on the path for _common)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("simulate", BENCH / "simulate.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["simulate"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    """bench/simulate.py, imported as a module."""
+    return bench_module("simulate")
 
 
 def test_100_members_learn_of_crashes_within_the_bound_and_only_leavers_keys_move() -> None:

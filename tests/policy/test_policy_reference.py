@@ -11,33 +11,21 @@ summary names the worst cells.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from functools import cache
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import pytest
 
+from helpers.bench_modules import bench_module
 from helpers.traces import TRACES, trace
 
-BENCH = Path(__file__).resolve().parents[2] / "bench"
 RUNS = 2
 
 
-@cache
 def reference() -> ModuleType:
-    """bench/policy_reference.py, imported as a module (with bench/ on the path for _common)."""
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    spec = importlib.util.spec_from_file_location("policy_reference", BENCH / "policy_reference.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["policy_reference"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    """bench/policy_reference.py, imported as a module."""
+    return bench_module("policy_reference")
 
 
 # (name, max requests): small traces whole, a bigger one cut.
