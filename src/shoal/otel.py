@@ -376,6 +376,20 @@ def _failed(span: Span, exc: BaseException) -> None:
     span.set_status(Status(StatusCode.ERROR, str(exc) or type(exc).__name__))
 
 
+@contextmanager
+def _outcome(span: Span) -> Generator[None, None, None]:
+    """Record how the block ended on ``span``: a ``NotFound`` as ``shoal.found``
+    false (not an error), any other exception as the span's error."""
+    try:
+        yield
+    except NotFound:
+        span.set_attribute("shoal.found", False)
+        raise
+    except BaseException as exc:
+        _failed(span, exc)
+        raise
+
+
 def _answered(span: Span, response: Response) -> None:
     """Record the answer's status (a 5xx is an error of a server span) and end the span."""
     span.set_attribute("http.response.status_code", response.status)
@@ -466,21 +480,17 @@ class TracedClient:
         else:
             name = "GET"
             attributes["http.request.method"] = name
-        with self._telemetry.tracer.start_as_current_span(
-            name,
-            kind=SpanKind.CLIENT,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                yield span
-            except NotFound:
-                span.set_attribute("shoal.found", False)
-                raise
-            except BaseException as exc:
-                _failed(span, exc)
-                raise
+        with (
+            self._telemetry.tracer.start_as_current_span(
+                name,
+                kind=SpanKind.CLIENT,
+                attributes=attributes,
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span,
+            _outcome(span),
+        ):
+            yield span
 
     async def get(self, group: str, key: str) -> Fetched:
         """Fetch from the owner under a client span."""
@@ -550,21 +560,17 @@ class _Load:
 
     @contextmanager
     def _span(self, key: str) -> Generator[Span, None, None]:
-        with self._telemetry.tracer.start_as_current_span(
-            "shoal.load",
-            kind=SpanKind.INTERNAL,
-            attributes=self._telemetry._key_attributes(self._group, key),
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                yield span
-            except NotFound:
-                span.set_attribute("shoal.found", False)
-                raise
-            except BaseException as exc:
-                _failed(span, exc)
-                raise
+        with (
+            self._telemetry.tracer.start_as_current_span(
+                "shoal.load",
+                kind=SpanKind.INTERNAL,
+                attributes=self._telemetry._key_attributes(self._group, key),
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span,
+            _outcome(span),
+        ):
+            yield span
 
     async def aclose(self) -> None:
         """Close the wrapped loader, if it has anything to close (the node calls this)."""
